@@ -1,0 +1,47 @@
+# The two commands a new machine needs: `make run` and `make test`.
+# Both install missing Debian packages first, then build with CMake.
+
+BUILD    ?= build
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+DEMO     := $(BUILD)/demo/demo-model.gguf
+
+.PHONY: all deps build run test bench fuzz format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/build.ninja: | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Writes the built-in demo model and shows what is inside it.
+run: build
+	@mkdir -p $(dir $(DEMO))
+	$(BUILD)/moeserve demo -o $(DEMO)
+	$(BUILD)/moeserve inspect $(DEMO)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	@for b in $(BUILD)/*_bench; do echo "== $$b"; $$b; done
+
+# Bounded libFuzzer run over the GGUF reader (clang from Debian).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DMOESERVE_FUZZ=ON
+	cmake --build build-fuzz -j $(JOBS)
+	@mkdir -p build-fuzz/corpus
+	build-fuzz/gguf_reader_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 build-fuzz/corpus
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-fuzz
