@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/args.h"
 #include "cli/command.h"
 
 namespace moeserve::cli {
@@ -51,6 +52,9 @@ int main(int argc, char** argv) {
         std::vector<std::string> args(argv + 2, argv + argc);
         try {
             return c.run(args);
+        } catch (const moeserve::cli::UsageError& e) {
+            std::fprintf(stderr, "moeserve %s: %s\n", c.name, e.what());
+            return 2;
         } catch (const std::exception& e) {
             std::fprintf(stderr, "moeserve %s: error: %s\n", c.name, e.what());
             return 1;

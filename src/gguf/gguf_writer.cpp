@@ -169,12 +169,18 @@ void GgufWriter::write(const std::string& path) const {
     std::string tmp = path + ".partial";
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(tmp.c_str(), "wb"), &std::fclose);
     if (!f) throw std::runtime_error(fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
-    write_to([&](const void* p, size_t n) {
-        if (n && std::fwrite(p, 1, n, f.get()) != n)
+    try {
+        write_to([&](const void* p, size_t n) {
+            if (n && std::fwrite(p, 1, n, f.get()) != n)
+                throw std::runtime_error(fmt::format("{}: write failed: {}", tmp, std::strerror(errno)));
+        });
+        if (std::fclose(f.release()) != 0)
             throw std::runtime_error(fmt::format("{}: write failed: {}", tmp, std::strerror(errno)));
-    });
-    if (std::fclose(f.release()) != 0)
-        throw std::runtime_error(fmt::format("{}: write failed: {}", tmp, std::strerror(errno)));
+    } catch (...) {
+        f.reset();
+        std::remove(tmp.c_str());
+        throw;
+    }
     // Written under a temporary name so an interrupted write never leaves a
     // file that looks complete.
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
