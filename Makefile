@@ -37,7 +37,7 @@ fuzz:
 	@scripts/install-deps.sh --fuzz
 	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DMOESERVE_FUZZ=ON
 	cmake --build build-fuzz -j $(JOBS)
-	@mkdir -p build-fuzz/corpus
+	@mkdir -p build-fuzz/corpus && cp -n tests/fuzz/seeds/* build-fuzz/corpus/
 	build-fuzz/gguf_reader_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 build-fuzz/corpus
 
 format:
