@@ -1,0 +1,122 @@
+// The backend interface: the small set of ops a forward pass needs. It is
+// the only thing the CPU and CUDA code share. Architecture files call these
+// ops in order; they never see threads, SIMD or devices.
+//
+// Conventions: activations are row-major f32, one row per token
+// ([n_tokens, width]). Weights are model tensors in their GGUF type, read in
+// place; a weight {in, out} is `out` rows of `in` elements and y = W·x is one
+// dot product per row.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "quant/ggml_type.h"
+
+namespace moeserve {
+
+class KvCache;
+
+// A model tensor, read in place from the mapped file.
+struct Weight {
+    std::string name;
+    GgmlType type = GgmlType::F32;
+    std::array<int64_t, 4> ne{1, 1, 1, 1};
+    size_t row_bytes = 0;     // bytes of one row of ne[0] elements
+    size_t matrix_bytes = 0;  // bytes of one ne[0] x ne[1] matrix (one expert)
+    const uint8_t* data = nullptr;
+
+    explicit operator bool() const { return data != nullptr; }
+    int64_t in() const { return ne[0]; }
+    int64_t out() const { return ne[1]; }
+    // The f32 values of a 1-D F32 tensor (norm weights, biases).
+    const float* f32() const { return reinterpret_cast<const float*>(data); }
+};
+
+enum class RopeMode { Normal, Neox };
+
+struct RopeParams {
+    RopeMode mode = RopeMode::Neox;
+    int n_rot = 0;  // dims rotated per head, from the start
+    float freq_base = 10000.0f;
+    float freq_scale = 1.0f;
+    float ext_factor = 0.0f;  // YaRN mix, 0 = off
+    float attn_factor = 1.0f;
+    float beta_fast = 32.0f;
+    float beta_slow = 1.0f;
+    int n_ctx_orig = 0;
+    const float* freq_factors = nullptr;  // per-pair divisors, or null
+};
+
+enum class GatingFunc { Softmax, Sigmoid };
+enum class ExpertActivation { SwiGlu, ReluSquared };
+
+struct MoeParams {
+    int n_expert = 0;
+    int n_expert_used = 0;
+    GatingFunc gating = GatingFunc::Softmax;
+    const float* selection_bias = nullptr;  // exp_probs_b: chooses experts, never weights them
+    bool normalize_weights = true;
+    float weights_scale = 0.0f;  // 0 or 1: no scaling
+    ExpertActivation activation = ExpertActivation::SwiGlu;
+};
+
+// Which cached cells each token of a batch attends to.
+struct AttentionRows {
+    std::span<const int32_t* const> cells;  // per token: cell indices in key order
+    std::span<const int32_t> n_cells;       // per token: how many
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+    virtual int n_threads() const = 0;
+
+    // out[t] = dequantized row tokens[t] of table {width, n_rows}.
+    virtual void embed(const Weight& table, std::span<const int32_t> tokens, float* out) = 0;
+
+    // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for n_rows rows of width n.
+    // out may equal x.
+    virtual void rms_norm(const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) = 0;
+
+    // y[t] = W·x[t] for t < n_tokens: x is [n_tokens, in], y is [n_tokens, out].
+    // expert selects matrix `expert` of a stacked {in, out, n_expert} weight.
+    virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert = 0) = 0;
+
+    // Rotates the first n_rot dims of each head in place. x is
+    // [n_tokens, n_head, head_dim]; positions has n_tokens entries.
+    virtual void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
+                      const RopeParams& p) = 0;
+
+    // y += x, elementwise over n values.
+    virtual void add(float* y, const float* x, int64_t n) = 0;
+
+    // Writes K and V rows ([n_tokens, n_head_kv * head_dim]) of one layer
+    // into the cache at the given cells, converting to the cache types.
+    virtual void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) = 0;
+
+    // Scaled-dot-product attention of q ([n_tokens, n_head, head_dim_k])
+    // over each token's cells of one layer; out is [n_tokens, n_head, head_dim_v].
+    virtual void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
+                           const AttentionRows& rows, float scale, float* out) = 0;
+
+    // The whole routed-expert FFN: router logits = W_r·x, gating, top-k,
+    // weights, expert FFNs (read once per batch for all their tokens), and
+    // the weighted sum, added into out ([n_tokens, n_embd]).
+    virtual void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
+                         const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) = 0;
+
+    // Dense FFN: out = W_down · act(W_gate·x, W_up·x); gate may be empty for
+    // a non-gated activation. Overwrites out ([n_tokens, n_embd]).
+    virtual void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
+                           ExpertActivation act, float* out) = 0;
+};
+
+// The CPU backend with n_threads threads (the caller's thread included).
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+}  // namespace moeserve

@@ -1,0 +1,53 @@
+// The CPU backend: ops on host memory, threaded with a ThreadPool, with
+// matrix products computed straight from the quantized weight blocks (the
+// activations are quantized to each weight type's partner type first, as
+// ggml does, so results match llama.cpp's CPU backend closely).
+#pragma once
+
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/thread_pool.h"
+
+namespace moeserve {
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+
+    std::string name() const override { return "cpu"; }
+    int n_threads() const override { return pool_.size(); }
+
+    void embed(const Weight& table, std::span<const int32_t> tokens, float* out) override;
+    void rms_norm(const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) override;
+    void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) override;
+    void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
+              const RopeParams& p) override;
+    void add(float* y, const float* x, int64_t n) override;
+    void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) override;
+    void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
+                   const AttentionRows& rows, float scale, float* out) override;
+    void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
+                 const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) override;
+    void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
+                   ExpertActivation act, float* out) override;
+
+private:
+    // Quantizes n_tokens rows of x (width n) to `type`; returns the buffer.
+    const uint8_t* quantize_activations(GgmlType type, const float* x, int64_t n_tokens, int64_t n,
+                                        std::vector<uint8_t>& buf);
+    // y[t][r] = W_expert[r] · xq[t] for the given rows of tokens, xq already quantized.
+    void matmul_quantized(const Weight& w, int expert, const uint8_t* xq, size_t xq_row_bytes, int64_t n_tokens,
+                          float* y, int64_t y_stride);
+
+    ThreadPool pool_;
+    std::vector<uint8_t> act_buf_;  // quantized activations, reused across calls
+    std::vector<uint8_t> act_buf2_;
+    std::vector<float> scratch_;    // MoE/FFN intermediates, reused
+};
+
+// In-place normalized Walsh-Hadamard transform of n = 2^k values:
+// x := H x with H[i][j] = (-1)^popcount(i & j) / sqrt(n).
+void hadamard_transform(float* x, int n);
+
+}  // namespace moeserve

@@ -1,0 +1,104 @@
+#include "memory/kv_cache.h"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+namespace moeserve {
+namespace {
+
+bool is_quantized(GgmlType t) { return t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16; }
+
+// The chunk size of llama.cpp's K rotation: the largest power of two that is
+// a multiple of 64 and divides the head size (spec quant-formats §3.8).
+int rotation_chunk(int head_dim) {
+    if (head_dim <= 0 || head_dim % 64 != 0) return 0;
+    int n = 64;
+    while (head_dim % (n * 2) == 0) n *= 2;
+    return n;
+}
+
+}  // namespace
+
+bool is_kv_cache_type(GgmlType t) {
+    switch (t) {
+        case GgmlType::F32:
+        case GgmlType::F16:
+        case GgmlType::BF16:
+        case GgmlType::Q8_0:
+        case GgmlType::Q4_0:
+        case GgmlType::Q4_1:
+        case GgmlType::Q5_0:
+        case GgmlType::Q5_1:
+        case GgmlType::IQ4_NL: return true;
+        default: return false;
+    }
+}
+
+KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
+    for (GgmlType t : {config.type_k, config.type_v})
+        if (!is_kv_cache_type(t))
+            throw std::invalid_argument(fmt::format(
+                "'{}' cannot be used for the KV cache (allowed: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)",
+                ggml_type_name(t)));
+    if (config.n_embd_v.size() != config.n_embd_k.size())
+        throw std::invalid_argument("KV cache: K and V layer lists differ in length");
+    if (config.n_seq_max < 1) throw std::invalid_argument("KV cache: needs at least one sequence");
+    if (config.n_cells > INT32_MAX) throw std::invalid_argument("KV cache: too many cells");
+    if (config.allow_rotation) {
+        if (is_quantized(config.type_k)) k_rot_chunk_ = rotation_chunk(config.head_dim_k);
+        if (is_quantized(config.type_v) && config.head_dim_v % 64 == 0 && config.head_dim_v > 0) v_rot_chunk_ = 64;
+    }
+    const int n_layer = static_cast<int>(config.n_embd_k.size());
+    k_row_bytes_.resize(n_layer);
+    v_row_bytes_.resize(n_layer);
+    k_.resize(n_layer);
+    v_.resize(n_layer);
+    for (int l = 0; l < n_layer; ++l) {
+        k_row_bytes_[l] = config.n_embd_k[l] ? ggml_row_bytes(config.type_k, config.n_embd_k[l]) : 0;
+        v_row_bytes_[l] = config.n_embd_v[l] ? ggml_row_bytes(config.type_v, config.n_embd_v[l]) : 0;
+        k_[l].resize(k_row_bytes_[l] * config.n_cells);
+        v_[l].resize(v_row_bytes_[l] * config.n_cells);
+    }
+    seq_cells_.resize(config.n_seq_max);
+    clear();
+}
+
+size_t KvCache::bytes() const {
+    size_t n = 0;
+    for (int l = 0; l < n_layer(); ++l) n += k_[l].size() + v_[l].size();
+    return n;
+}
+
+void KvCache::clear() {
+    for (auto& cells : seq_cells_) cells.clear();
+    free_.clear();
+    free_.reserve(config_.n_cells);
+    for (int64_t c = config_.n_cells - 1; c >= 0; --c) free_.push_back(static_cast<int32_t>(c));
+}
+
+std::vector<int32_t> KvCache::append(int seq, int64_t n) {
+    if (seq < 0 || seq >= config_.n_seq_max)
+        throw std::out_of_range(fmt::format("sequence id {} out of range (0..{})", seq, config_.n_seq_max - 1));
+    if (n > n_free())
+        throw std::runtime_error(fmt::format("KV cache is full: {} cells needed, {} free of {}", n, n_free(),
+                                             config_.n_cells));
+    std::vector<int32_t> cells(n);
+    for (int64_t i = 0; i < n; ++i) {
+        cells[i] = free_.back();
+        free_.pop_back();
+        seq_cells_[seq].push_back(cells[i]);
+    }
+    return cells;
+}
+
+void KvCache::truncate(int seq, int64_t n_keep) {
+    auto& cells = seq_cells_.at(seq);
+    if (n_keep < 0) n_keep = 0;
+    while (static_cast<int64_t>(cells.size()) > n_keep) {
+        free_.push_back(cells.back());
+        cells.pop_back();
+    }
+}
+
+}  // namespace moeserve

@@ -1,0 +1,78 @@
+// The KV cache: per layer, K and V rows for a pool of cells in the cache's
+// element types (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl; K and
+// V chosen independently). Each cell belongs to one sequence at one
+// position; a sequence's cells are kept in position order (its page table,
+// with pages of one cell), so sequences can grow, be truncated or removed
+// independently and share one pool.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "quant/ggml_type.h"
+
+namespace moeserve {
+
+struct KvCacheConfig {
+    int64_t n_cells = 0;                // total cells (tokens) over all sequences
+    int n_seq_max = 1;                  // sequence ids 0 .. n_seq_max-1
+    GgmlType type_k = GgmlType::F16;
+    GgmlType type_v = GgmlType::F16;
+    std::vector<int64_t> n_embd_k;      // per layer: K row width (n_head_kv*head_dim); 0 = layer has no cache
+    std::vector<int64_t> n_embd_v;      // per layer: V row width; 0 = no V (MLA)
+    int head_dim_k = 0;                 // shared head sizes, for the Hadamard rule
+    int head_dim_v = 0;
+    bool allow_rotation = true;         // llama.cpp's LLAMA_ATTN_ROT_DISABLE turns it off
+};
+
+class KvCache {
+public:
+    explicit KvCache(const KvCacheConfig& config);
+
+    const KvCacheConfig& config() const { return config_; }
+    GgmlType type_k() const { return config_.type_k; }
+    GgmlType type_v() const { return config_.type_v; }
+    int n_layer() const { return static_cast<int>(config_.n_embd_k.size()); }
+    int64_t n_cells() const { return config_.n_cells; }
+    int64_t n_free() const { return static_cast<int64_t>(free_.size()); }
+    size_t bytes() const;
+
+    // llama.cpp multiplies Q and K (V) by a Walsh-Hadamard matrix in chunks
+    // before quantizing them into the cache; 0 when not rotated.
+    int k_rotation_chunk() const { return k_rot_chunk_; }
+    int v_rotation_chunk() const { return v_rot_chunk_; }
+
+    // Appends n positions to a sequence and returns their cells; throws
+    // std::runtime_error when the pool has fewer than n free cells.
+    std::vector<int32_t> append(int seq, int64_t n);
+    // Keeps positions [0, n_keep) of a sequence and frees the rest.
+    void truncate(int seq, int64_t n_keep);
+    void remove(int seq) { truncate(seq, 0); }
+    void clear();
+
+    int64_t seq_length(int seq) const { return static_cast<int64_t>(seq_cells_.at(seq).size()); }
+    // cells[p] holds position p of the sequence.
+    std::span<const int32_t> seq_cells(int seq) const { return seq_cells_.at(seq); }
+
+    size_t k_row_bytes(int layer) const { return k_row_bytes_[layer]; }
+    size_t v_row_bytes(int layer) const { return v_row_bytes_[layer]; }
+    uint8_t* k_row(int layer, int32_t cell) { return k_[layer].data() + cell * k_row_bytes_[layer]; }
+    uint8_t* v_row(int layer, int32_t cell) { return v_[layer].data() + cell * v_row_bytes_[layer]; }
+    const uint8_t* k_row(int layer, int32_t cell) const { return k_[layer].data() + cell * k_row_bytes_[layer]; }
+    const uint8_t* v_row(int layer, int32_t cell) const { return v_[layer].data() + cell * v_row_bytes_[layer]; }
+
+private:
+    KvCacheConfig config_;
+    int k_rot_chunk_ = 0;
+    int v_rot_chunk_ = 0;
+    std::vector<size_t> k_row_bytes_, v_row_bytes_;
+    std::vector<std::vector<uint8_t>> k_, v_;
+    std::vector<std::vector<int32_t>> seq_cells_;
+    std::vector<int32_t> free_;  // a stack; lowest cell ids on top
+};
+
+// Whether a type may be used for the KV cache.
+bool is_kv_cache_type(GgmlType type);
+
+}  // namespace moeserve

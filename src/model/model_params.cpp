@@ -1,0 +1,62 @@
+#include "model/model_params.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+namespace moeserve {
+
+ModelParams read_model_params(const GgufFile& f, RopeMode rope_mode) {
+    ModelParams p;
+    p.arch = f.architecture();
+    const std::string a = p.arch + ".";
+    auto u32_or = [&](const std::string& key, uint32_t def) { return f.find_u32(a + key).value_or(def); };
+
+    p.n_vocab = static_cast<int64_t>(f.get_string_array("tokenizer.ggml.tokens").size());
+    p.n_ctx_train = f.get_u32(a + "context_length");
+    p.n_embd = f.get_u32(a + "embedding_length");
+    p.n_layer = static_cast<int>(f.get_u32(a + "block_count"));
+    if (p.n_layer <= 0 || p.n_layer > 4096 || p.n_embd <= 0)
+        throw GgufError(fmt::format("{}: implausible shape: {} layers, embedding length {}", f.path(), p.n_layer,
+                                    p.n_embd));
+    auto per_layer = [&](const std::string& key, uint32_t def) {
+        return f.has(a + key) ? f.get_u32_per_layer(a + key, p.n_layer) : std::vector<uint32_t>(p.n_layer, def);
+    };
+    p.n_head = per_layer("attention.head_count", 0);
+    p.n_head_kv = f.has(a + "attention.head_count_kv") ? per_layer("attention.head_count_kv", 0) : p.n_head;
+    p.n_ff = per_layer("feed_forward_length", 0);
+    const uint32_t n_head0 = p.n_head.empty() ? 0 : p.n_head[0];
+    const uint32_t head_dim_default = n_head0 ? static_cast<uint32_t>(p.n_embd / n_head0) : 0;
+    p.head_dim_k = static_cast<int>(u32_or("attention.key_length", head_dim_default));
+    p.head_dim_v = static_cast<int>(u32_or("attention.value_length", head_dim_default));
+    p.n_rot = static_cast<int>(u32_or("rope.dimension_count", p.head_dim_k));
+    p.rms_eps = f.find_f32(a + "attention.layer_norm_rms_epsilon").value_or(1e-6f);
+    p.n_expert = static_cast<int>(u32_or("expert_count", 0));
+    p.n_expert_used = static_cast<int>(u32_or("expert_used_count", 0));
+    p.n_ff_exp = u32_or("expert_feed_forward_length", 0);
+    p.causal = f.find_bool(a + "attention.causal").value_or(true);
+    if (p.n_expert > 0 && (p.n_expert_used <= 0 || p.n_expert_used > p.n_expert))
+        throw GgufError(fmt::format("{}: expert_used_count {} must be between 1 and expert_count {}", f.path(),
+                                    p.n_expert_used, p.n_expert));
+
+    // RoPE and its scaling (spec §1.5).
+    RopeParams& r = p.rope;
+    r.mode = rope_mode;
+    r.n_rot = p.n_rot;
+    r.freq_base = f.find_f32(a + "rope.freq_base").value_or(10000.0f);
+    const std::string scaling = f.find_string(a + "rope.scaling.type").value_or("linear");
+    float factor = f.find_f32(a + "rope.scaling.factor").value_or(f.find_f32(a + "rope.scale_linear").value_or(0.0f));
+    r.freq_scale = (scaling == "none" || factor == 0.0f) ? 1.0f : 1.0f / factor;
+    r.n_ctx_orig = static_cast<int>(u32_or("rope.scaling.original_context_length", static_cast<uint32_t>(p.n_ctx_train)));
+    r.ext_factor = scaling == "yarn" ? 1.0f : 0.0f;
+    r.attn_factor = 1.0f;
+    if (r.ext_factor != 0.0f) {
+        const float inv = 1.0f / r.freq_scale;
+        auto gm = [](float s, float m) { return s <= 1.0f ? 1.0f : 0.1f * m * std::log(s) + 1.0f; };
+        r.attn_factor = gm(inv, 1.0f) / (1.0f + 0.1f * std::log(inv));
+    }
+    r.attn_factor *= f.find_f32(a + "rope.scaling.attn_factor").value_or(1.0f);
+    return p;
+}
+
+}  // namespace moeserve
