@@ -1,0 +1,154 @@
+// Batches of several sequences, truncation and errors, on the qwen3moe
+// fixture model: one batch holding two sequences gives each the logits it
+// gets alone; truncating and re-evaluating equals a fresh run.
+#include <gtest/gtest.h>
+
+#include "engine/engine.h"
+#include "golden.h"
+#include "gguf/gguf_writer.h"
+
+namespace moeserve {
+namespace {
+
+EngineOptions fixture_options(const std::string& weights, const std::string& kv, int n_seq) {
+    EngineOptions opt;
+    opt.model_path = test::fixture("models/qwen3moe-tiny-s1-" + weights + ".gguf").string();
+    opt.n_threads = 2;
+    opt.n_ctx = 512;
+    opt.n_seq = n_seq;
+    opt.type_k = opt.type_v = parse_cache_type(kv);
+    return opt;
+}
+
+std::vector<int32_t> prompt_tokens(size_t n, size_t offset = 0) {
+    test::Golden g = test::load_golden("qwen3moe-tiny-s1-f16.kv-f16");
+    return std::vector<int32_t>(g.tokens.begin() + offset, g.tokens.begin() + offset + n);
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, int64_t n_vocab) {
+    ASSERT_EQ(a.size(), b.size());
+    auto m = test::compare_logits(a.data(), b.data(), static_cast<int64_t>(a.size()) / n_vocab, n_vocab);
+    EXPECT_LE(m.mean_kl, 1e-5);
+    EXPECT_EQ(m.top1_decisive, 1.0);
+}
+
+class EngineBatch : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EngineBatch, two_sequences_in_one_batch_match_each_alone) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const auto a = prompt_tokens(40, 0), b = prompt_tokens(25, 60);
+    Engine alone(fixture_options("q4_k_m", GetParam(), 1));
+    std::vector<float> la = alone.eval(0, a, true);
+    alone.cache().clear();
+    std::vector<float> lb = alone.eval(0, b, true);
+
+    Engine both(fixture_options("q4_k_m", GetParam(), 2));
+    Batch batch;  // interleaved, so the attention rows of the two sequences mix within the batch
+    for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+        if (i < a.size()) batch.add(a[i], static_cast<int32_t>(i), 0, true);
+        if (i < b.size()) batch.add(b[i], static_cast<int32_t>(i), 1, true);
+    }
+    std::vector<float> out = both.model().forward(batch, both.cache());
+    const int64_t V = both.n_vocab();
+    std::vector<float> got_a, got_b;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        auto& dst = batch.seq_ids[i] == 0 ? got_a : got_b;
+        dst.insert(dst.end(), out.begin() + i * V, out.begin() + (i + 1) * V);
+    }
+    expect_close(la, got_a, V);
+    expect_close(lb, got_b, V);
+}
+
+TEST_P(EngineBatch, truncating_and_reevaluating_equals_a_fresh_run) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const auto prefix = prompt_tokens(30, 0), first = prompt_tokens(20, 30), second = prompt_tokens(20, 80);
+    Engine e(fixture_options("q8_0", GetParam(), 1));
+    e.eval(0, prefix, false);
+    e.eval(0, first, false);
+    e.cache().truncate(0, static_cast<int64_t>(prefix.size()));
+    EXPECT_EQ(e.cache().seq_length(0), 30);
+    std::vector<float> after = e.eval(0, second, true);
+
+    Engine fresh(fixture_options("q8_0", GetParam(), 1));
+    fresh.eval(0, prefix, false);
+    std::vector<float> expect = fresh.eval(0, second, true);
+    expect_close(expect, after, e.n_vocab());
+}
+
+TEST_P(EngineBatch, decoding_one_token_at_a_time_matches_the_prompt_batch) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const auto toks = prompt_tokens(48, 0);
+    Engine batch(fixture_options("iq4_xs", GetParam(), 1));
+    std::vector<float> all = batch.eval(0, toks, true);
+    Engine step(fixture_options("iq4_xs", GetParam(), 1));
+    std::vector<float> one_by_one;
+    for (int32_t t : toks) {
+        auto l = step.eval(0, std::span<const int32_t>(&t, 1), true);
+        one_by_one.insert(one_by_one.end(), l.begin(), l.end());
+    }
+    expect_close(all, one_by_one, batch.n_vocab());
+}
+
+INSTANTIATE_TEST_SUITE_P(Caches, EngineBatch, ::testing::Values("f16", "q8_0", "q4_0"));
+
+TEST(EngineErrors, bad_tokens_positions_and_a_full_cache_leave_the_cache_unchanged) {
+    MOESERVE_REQUIRE_FIXTURES();
+    EngineOptions opt = fixture_options("q8_0", "f16", 2);
+    opt.n_ctx = 16;
+    Engine e(opt);
+    e.eval(0, prompt_tokens(4), false);
+    Batch bad_token;
+    bad_token.add(5, 4, 0, true);
+    bad_token.add(1000000, 5, 0, true);
+    EXPECT_THROW(e.model().forward(bad_token, e.cache()), std::invalid_argument);
+    Batch bad_pos;
+    bad_pos.add(5, 7, 0, true);
+    EXPECT_THROW(e.model().forward(bad_pos, e.cache()), std::invalid_argument);
+    Batch bad_seq;
+    bad_seq.add(5, 0, 2, true);
+    EXPECT_THROW(e.model().forward(bad_seq, e.cache()), std::invalid_argument);
+    EXPECT_EQ(e.cache().seq_length(0), 4);
+    EXPECT_EQ(e.cache().n_free(), 12);
+    try {
+        e.eval(1, prompt_tokens(13), false);
+        FAIL() << "expected a full cache";
+    } catch (const std::runtime_error& err) {
+        EXPECT_NE(std::string(err.what()).find("KV cache is full"), std::string::npos) << err.what();
+    }
+    EXPECT_EQ(e.cache().seq_length(1), 0);
+    EXPECT_EQ(e.cache().n_free(), 12);
+}
+
+TEST(EngineErrors, unsupported_architecture_and_header_only_files_are_refused_by_name) {
+    auto dir = test::scratch_dir();
+    {
+        GgufWriter w;
+        w.set("general.architecture", "mamba9");
+        w.set("tokenizer.ggml.tokens", gguf_string_array({"a"}));
+        w.write((dir / "arch.gguf").string());
+        w.add_tensor_info("token_embd.weight", GgmlType::F16, {8, 1});
+    }
+    EngineOptions opt;
+    opt.model_path = (dir / "arch.gguf").string();
+    try {
+        Engine e(opt);
+        FAIL();
+    } catch (const GgufError& err) {
+        EXPECT_NE(std::string(err.what()).find("architecture 'mamba9' is not supported (supported: "), std::string::npos)
+            << err.what();
+    }
+    GgufWriter h;
+    h.set("general.architecture", "qwen3moe");
+    h.add_tensor_info("token_embd.weight", GgmlType::F16, {8, 1});
+    h.write((dir / "header.gguf").string());
+    opt.model_path = (dir / "header.gguf").string();
+    try {
+        Engine e(opt);
+        FAIL();
+    } catch (const GgufError& err) {
+        EXPECT_NE(std::string(err.what()).find("header-only"), std::string::npos) << err.what();
+    }
+}
+
+}  // namespace
+}  // namespace moeserve
