@@ -3,7 +3,7 @@
 
 #include "cli/args.h"
 #include "cli/command.h"
-#include "synth/demo_model.h"
+#include "synth/synth_model.h"
 
 namespace moeserve::cli {
 namespace {
@@ -25,7 +25,7 @@ int run_demo(const std::vector<std::string>& argv) {
         }
     }
     if (out.empty()) throw UsageError("no output file given: moeserve demo -o FILE");
-    write_demo_model(out);
+    write_synth_model(out, demo_spec());
     std::fprintf(stderr, "wrote demo model to %s\n", out.c_str());
     return 0;
 }
