@@ -58,9 +58,9 @@ uint32_t file_mix_ftype(FileMix mix) {
 GgmlType mix_tensor_type(FileMix mix, const TensorContext& t) {
     const std::string& n = t.name;
     if (mix == FileMix::F16) return GgmlType::F16;
+    if (mix == FileMix::Q8_0) return fit_row(GgmlType::Q8_0, t.ne0);  // the output head too
     const bool is_output = n == "output.weight" || (n == "token_embd.weight" && t.tied_output);
     if (is_output) return t.ne0 % 256 == 0 ? GgmlType::Q6_K : GgmlType::Q8_0;
-    if (mix == FileMix::Q8_0) return GgmlType::Q8_0;
     const bool eight_experts = t.n_expert == 8;
     const bool attn_v_like = contains(n, "attn_v.weight") || contains(n, "attn_qkv.weight") || contains(n, "attn_kv_b.weight");
     GgmlType chosen;
