@@ -26,19 +26,25 @@ run: build
 	$(BUILD)/moeserve inspect $(DEMO)
 
 test: build
+	@scripts/install-npm-deps.sh
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
 	@for b in $(BUILD)/*_bench; do echo "== $$b"; $$b; done
 
-# Bounded libFuzzer run over the GGUF reader (clang from Debian).
+# Bounded libFuzzer runs of every tests/fuzz/*_fuzz.cpp target (clang from
+# Debian), FUZZ_SECONDS each; seeds from tests/fuzz/seeds/<target>/.
 FUZZ_SECONDS ?= 60
 fuzz:
 	@scripts/install-deps.sh --fuzz
 	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DMOESERVE_FUZZ=ON
 	cmake --build build-fuzz -j $(JOBS)
-	@mkdir -p build-fuzz/corpus && cp -n tests/fuzz/seeds/* build-fuzz/corpus/
-	build-fuzz/gguf_reader_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 build-fuzz/corpus
+	@set -e; for src in tests/fuzz/*_fuzz.cpp; do \
+	    name=$$(basename $$src .cpp); corpus=build-fuzz/corpus/$$name; mkdir -p $$corpus; \
+	    if [ -d tests/fuzz/seeds/$$name ]; then cp -n tests/fuzz/seeds/$$name/* $$corpus/ 2>/dev/null || true; fi; \
+	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
+	    build-fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 $$corpus; \
+	done
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
