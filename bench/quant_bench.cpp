@@ -1,0 +1,141 @@
+// Throughput of the tensor-format kernels, in bytes of weight data consumed
+// per second: dequantize_row (scalar and SIMD) and vec_dot (every compiled
+// level), each over a working set that fits in L2 (256 KiB) and one that does
+// not (64 MiB, streamed from DRAM/L3 like a decode step's weights).
+//
+//   build-quant/quant_bench --benchmark_min_time=0.2
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/dequantize.h"
+#include "quant/fp16.h"
+#include "quant/quantize.h"
+#include "quant/vec_dot.h"
+
+namespace moeserve {
+namespace {
+
+constexpr int64_t kRow = 4096;  // elements per weight row (a typical n_embd)
+
+const GgmlType kTypes[] = {GgmlType::Q4_0,   GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                           GgmlType::IQ4_NL, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS,
+                           GgmlType::F16,    GgmlType::BF16, GgmlType::F32};
+
+// Offsets of the fp16 scale fields in a block (set to a sane value so the
+// float work runs on normal numbers).
+std::vector<size_t> fp16_fields(GgmlType t) {
+    switch (t) {
+        case GgmlType::Q4_1:
+        case GgmlType::Q5_1:
+        case GgmlType::Q4_K:
+        case GgmlType::Q5_K:
+            return {0, 2};
+        case GgmlType::Q6_K:
+            return {208};
+        default:
+            return {0};
+    }
+}
+
+// rows x kRow weights of type t: random codes, fixed scales.
+std::vector<uint8_t> make_weights(GgmlType t, int64_t rows) {
+    const size_t row_bytes = ggml_row_bytes(t, kRow);
+    std::vector<uint8_t> w(row_bytes * static_cast<size_t>(rows));
+    std::mt19937 rng(1);
+    if (t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16) {
+        std::normal_distribution<float> dist(0.0f, 0.05f);
+        std::vector<float> x(kRow);
+        for (int64_t r = 0; r < rows; ++r) {
+            for (auto& v : x) v = dist(rng);
+            quantize_row(t, x.data(), w.data() + r * row_bytes, kRow);
+        }
+        return w;
+    }
+    for (size_t i = 0; i < w.size(); i += 4) {
+        const uint32_t v = static_cast<uint32_t>(rng());
+        std::memcpy(w.data() + i, &v, std::min<size_t>(4, w.size() - i));
+    }
+    const size_t bs = static_cast<size_t>(ggml_type_info(t).type_size);
+    for (size_t off = 0; off < w.size(); off += bs)
+        for (size_t f : fp16_fields(t)) {
+            const uint16_t d = 0x2A00;
+            std::memcpy(w.data() + off + f, &d, 2);
+        }
+    return w;
+}
+
+std::vector<uint8_t> make_activation(GgmlType t) {
+    std::mt19937 rng(2);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    std::vector<float> x(kRow);
+    for (auto& v : x) v = dist(rng);
+    const GgmlType at = vec_dot_type(t);
+    std::vector<uint8_t> a(ggml_row_bytes(at, kRow));
+    quantize_row_activation(at, x.data(), a.data(), kRow);
+    return a;
+}
+
+int64_t rows_for(GgmlType t, size_t bytes) {
+    return std::max<int64_t>(1, static_cast<int64_t>(bytes / ggml_row_bytes(t, kRow)));
+}
+
+void bm_vec_dot(benchmark::State& state, GgmlType t, VecDotFn fn, size_t working_set) {
+    const int64_t rows = rows_for(t, working_set);
+    const auto w = make_weights(t, rows);
+    const auto a = make_activation(t);
+    const size_t row_bytes = ggml_row_bytes(t, kRow);
+    for (auto _ : state) {
+        float sum = 0;
+        for (int64_t r = 0; r < rows; ++r) sum += fn(w.data() + r * row_bytes, a.data(), kRow);
+        benchmark::DoNotOptimize(sum);
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+}
+
+void bm_dequantize(benchmark::State& state, GgmlType t, bool simd, size_t working_set) {
+    const int64_t rows = rows_for(t, working_set);
+    const auto w = make_weights(t, rows);
+    const size_t row_bytes = ggml_row_bytes(t, kRow);
+    std::vector<float> out(kRow);
+    for (auto _ : state) {
+        for (int64_t r = 0; r < rows; ++r) {
+            if (simd)
+                dequantize_row(t, w.data() + r * row_bytes, out.data(), kRow);
+            else
+                dequantize_row_scalar(t, w.data() + r * row_bytes, out.data(), kRow);
+            benchmark::DoNotOptimize(out.data());
+        }
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+}
+
+}  // namespace
+}  // namespace moeserve
+
+int main(int argc, char** argv) {
+    using namespace moeserve;
+    const std::pair<const char*, size_t> sets[] = {{"L2_256KiB", 256u << 10}, {"DRAM_64MiB", 64u << 20}};
+    for (auto [set_name, bytes] : sets) {
+        for (GgmlType t : kTypes) {
+            const std::string tn(ggml_type_name(t));
+            for (SimdLevel level : {SimdLevel::scalar, SimdLevel::avx2, SimdLevel::avx512}) {
+                const VecDotFn fn = vec_dot_kernel(t, level);
+                if (!fn) continue;
+                benchmark::RegisterBenchmark(("vec_dot/" + tn + "/" + simd_level_name(level) + "/" + set_name).c_str(),
+                                             [=](benchmark::State& s) { bm_vec_dot(s, t, fn, bytes); });
+            }
+            for (bool simd : {false, true})
+                benchmark::RegisterBenchmark(
+                    ("dequantize/" + tn + "/" + (simd ? "simd" : "scalar") + "/" + set_name).c_str(),
+                    [=](benchmark::State& s) { bm_dequantize(s, t, simd, bytes); });
+        }
+    }
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,0 +1,50 @@
+// Dot products of one weight row with one activation row, on the packed
+// blocks: the inner loop of every matrix-vector product.
+//
+// As in ggml, the activations are first quantized to the weight type's
+// partner type (vec_dot_type; spec §1), with quantize_row_activation. The
+// kernels then multiply integers block by block and apply the block scales
+// in float: for a Q8_0-style block, d_w * d_a * Σ q_w q_a; for a K-quant
+// super-block, d_w * d_a * Σ_sub sc * Σ q_w q_a  -  dmin_w * d_a * Σ_sub m * Σ q_a.
+// Per block the integer sums are exact, so every path (scalar, AVX2,
+// AVX-512) agrees up to the order of the float additions.
+#pragma once
+
+#include <cstdint>
+
+#include "quant/ggml_type.h"
+
+namespace moeserve {
+
+// The activation type a weight type is dotted with: Q8_0 for Q4_0, Q5_0,
+// Q8_0, IQ4_NL; Q8_1 for Q4_1, Q5_1; Q8_K for the K-quants and IQ4_XS; the
+// type itself for F32, F16, BF16. Throws std::invalid_argument otherwise.
+GgmlType vec_dot_type(GgmlType weight);
+
+// Σ w[i]*a[i] over n elements. w holds n elements of weight_type, act holds n
+// elements of vec_dot_type(weight_type). Types with a kernel: F32, F16, BF16,
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS. Throws
+// std::invalid_argument for other types or an n that is not a multiple of
+// the block size.
+float vec_dot(GgmlType weight_type, const void* w, const void* act, int64_t n);
+
+// The plain scalar kernel: the reference the SIMD kernels are tested against.
+float vec_dot_scalar(GgmlType weight_type, const void* w, const void* act, int64_t n);
+
+// Instruction-set levels with their own kernels.
+enum class SimdLevel { scalar, avx2, avx512 };
+const char* simd_level_name(SimdLevel level);
+
+// A kernel without argument checks, for hot loops: n must be a multiple of
+// the block size (of 256 for K-quants and IQ4_XS, 32 for the others, any n
+// for F32/F16/BF16).
+using VecDotFn = float (*)(const void* w, const void* act, int64_t n);
+
+// The best kernel this build has for the type; nullptr if the type has none.
+VecDotFn vec_dot_kernel(GgmlType weight_type);
+// The kernel of one level; nullptr if this build has none at that level
+// (a level the compiler did not target, or a type that level leaves to a
+// lower one).
+VecDotFn vec_dot_kernel(GgmlType weight_type, SimdLevel level);
+
+}  // namespace moeserve

@@ -1,0 +1,14 @@
+// Internal: the per-level kernel tables behind vec_dot.h.
+#pragma once
+
+#include "quant/ggml_type.h"
+#include "quant/vec_dot.h"
+
+namespace moeserve::detail {
+
+// nullptr where a level has no kernel for the type.
+VecDotFn vec_dot_scalar_kernel(GgmlType weight_type);
+VecDotFn vec_dot_avx2_kernel(GgmlType weight_type);    // defined only when __AVX2__
+VecDotFn vec_dot_avx512_kernel(GgmlType weight_type);  // defined only with AVX-512 F/BW/VL
+
+}  // namespace moeserve::detail
