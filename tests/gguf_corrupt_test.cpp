@@ -284,3 +284,27 @@ TEST(GgufCorrupt, random_byte_flips_never_crash) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// Found by the fuzzer: zero-byte tensors and a data section that would start
+// past the end of the file.
+TEST(GgufCorrupt, data_section_past_the_end_is_refused_even_for_empty_tensors) {
+    Image im;
+    im.b = {'G', 'G', 'U', 'F'};
+    im.put<uint32_t>(3);
+    im.put<int64_t>(1);
+    im.put<int64_t>(0);
+    im.put_str("w0");
+    im.put<uint32_t>(2);
+    im.put<int64_t>(0);
+    im.put<int64_t>(2);
+    im.put<uint32_t>(0);
+    im.put<uint64_t>(0);
+    // no padding, no data: the data section would start at the next multiple of 32
+    expect_error(im, "the data section starts past the end of the file");
+}
+
+}  // namespace
+}  // namespace moeserve

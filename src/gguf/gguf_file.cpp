@@ -253,8 +253,12 @@ void GgufFile::parse_header() {
     data_offset_ = n_tensors > 0 ? align_up(c.offset(), alignment_) : c.offset();
     if (header_only_) return;
 
+    if (n_tensors > 0 && data_offset_ > size_)
+        throw GgufError(fmt::format("{}: offset {}: the data section starts past the end of the file ({} bytes; the "
+                                    "file may be truncated)",
+                                    path_, data_offset_, size_));
     // Every tensor's bytes must lie inside the file and not overlap another's.
-    uint64_t data_size = size_ >= data_offset_ ? size_ - data_offset_ : 0;
+    uint64_t data_size = size_ - data_offset_;
     std::vector<const GgufTensorInfo*> by_offset;
     by_offset.reserve(tensors_.size());
     for (const auto& t : tensors_) {
