@@ -87,6 +87,14 @@ public:
     // expert selects matrix `expert` of a stacked {in, out, n_expert} weight.
     virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert = 0) = 0;
 
+    // Several products over the same input x ([n_tokens, in]) at once, e.g.
+    // the Q, K and V projections: one pass of work for all of them.
+    struct Projection {
+        const Weight* w;
+        float* y;  // [n_tokens, w->out()]
+    };
+    virtual void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) = 0;
+
     // Rotates the first n_rot dims of each head in place. x is
     // [n_tokens, n_head, head_dim]; positions has n_tokens entries.
     virtual void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,

@@ -43,9 +43,8 @@ void attention_forward(Backend& be, KvCache& cache, int layer, const AttentionWe
     s.attn.resize(T * n_head * dv);
 
     // q: [T, n_head, dk]   k: [T, n_head_kv, dk]   v: [T, n_head_kv, dv]
-    be.matmul(w.q, x, T, s.q.data());
-    be.matmul(w.k, x, T, s.k.data());
-    be.matmul(w.v, x, T, s.v.data());
+    const Backend::Projection qkv[] = {{&w.q, s.q.data()}, {&w.k, s.k.data()}, {&w.v, s.v.data()}};
+    be.matmul_shared_input(x, T, qkv);
     add_bias(be, s.q.data(), T, w.q_bias);
     add_bias(be, s.k.data(), T, w.k_bias);
     add_bias(be, s.v.data(), T, w.v_bias);

@@ -21,6 +21,7 @@ public:
     void embed(const Weight& table, std::span<const int32_t> tokens, float* out) override;
     void rms_norm(const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) override;
     void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) override;
+    void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override;
     void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
               const RopeParams& p) override;
     void add(float* y, const float* x, int64_t n) override;
@@ -33,17 +34,33 @@ public:
                    ExpertActivation act, float* out) override;
 
 private:
-    // Quantizes n_tokens rows of x (width n) to `type`; returns the buffer.
+    // Quantizes n_tokens rows of x (width n) to `type` into dst.
+    void quantize_rows(GgmlType type, const float* x, int64_t n_tokens, int64_t n, uint8_t* dst);
+    // The same into buf (grown as needed); returns buf's data.
     const uint8_t* quantize_activations(GgmlType type, const float* x, int64_t n_tokens, int64_t n,
                                         std::vector<uint8_t>& buf);
-    // y[t][r] = W_expert[r] · xq[t] for the given rows of tokens, xq already quantized.
-    void matmul_quantized(const Weight& w, int expert, const uint8_t* xq, size_t xq_row_bytes, int64_t n_tokens,
-                          float* y, int64_t y_stride);
+    // One product with activations already quantized to vec_dot_type(w):
+    // y[t][r] = W_expert[r] · xq[t] for t < n_tokens.
+    struct MatmulJob {
+        const Weight* w;
+        int expert;
+        const uint8_t* xq;
+        size_t xq_row_bytes;
+        int64_t n_tokens;
+        float* y;
+        int64_t y_stride;
+    };
+    // Runs all jobs in one parallel pass, split into blocks of weight rows.
+    void run_matmul_jobs(std::span<const MatmulJob> jobs);
 
     ThreadPool pool_;
     std::vector<uint8_t> act_buf_;  // quantized activations, reused across calls
     std::vector<uint8_t> act_buf2_;
-    std::vector<float> scratch_;    // MoE/FFN intermediates, reused
+    std::vector<float> scratch_;    // dense FFN intermediates, reused
+    struct MoeScratch {
+        std::vector<float> logits, prob, xs, g, u;
+        std::vector<int> order;
+    } moe_;
 };
 
 // In-place normalized Walsh-Hadamard transform of n = 2^k values:

@@ -1,6 +1,7 @@
 // Feed-forward blocks: dense gated/non-gated FFNs and the routed-expert MoE
 // block (llama.cpp's build_moe_ffn, spec architectures §1.8). Each expert's
-// weights are read once per batch for all the tokens routed to it.
+// weights are read once per batch for all the tokens routed to it, and all
+// experts of a layer run in one parallel pass per projection.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -46,7 +47,9 @@ void route_token(const float* logits, const MoeParams& p, Route* out, std::vecto
     order.resize(n);
     std::iota(order.begin(), order.end(), 0);
     auto sel = [&](int e) { return p.selection_bias ? prob[e] + p.selection_bias[e] : prob[e]; };
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return sel(a) > sel(b); });
+    std::partial_sort(order.begin(), order.begin() + p.n_expert_used, order.end(), [&](int a, int b) {
+        return sel(a) > sel(b) || (sel(a) == sel(b) && a < b);  // ties: lower expert id first
+    });
     float sum = 0.0f;
     for (int j = 0; j < p.n_expert_used; ++j) {
         out[j] = {order[j], prob[order[j]]};
@@ -69,8 +72,8 @@ void CpuBackend::dense_ffn(const float* x, int64_t n_tokens, const Weight& gate,
     float* g = scratch_.data();
     float* u = g + n_tokens * n_ff;
     if (gate) {
-        matmul(gate, x, n_tokens, g, 0);
-        matmul(up, x, n_tokens, u, 0);
+        const Projection both[] = {{&gate, g}, {&up, u}};
+        matmul_shared_input(x, n_tokens, both);
     } else {
         matmul(up, x, n_tokens, g, 0);
     }
@@ -82,64 +85,76 @@ void CpuBackend::moe_ffn(const float* x, int64_t n_tokens, const Weight& router,
                          const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) {
     const int64_t n_embd = up_exps.ne[0], n_ff = up_exps.ne[1];
     const int k = p.n_expert_used;
+    const int64_t n_items = n_tokens * k;  // (token, slot) pairs
 
-    // Router logits [n_tokens, n_expert] in f32, then the routes of each token.
-    std::vector<float> logits(n_tokens * p.n_expert);
-    matmul(router, x, n_tokens, logits.data(), 0);
-    std::vector<Route> routes(n_tokens * k);
+    // Router logits [n_tokens, n_expert] in f32, then each token's routes.
+    moe_.logits.resize(n_tokens * p.n_expert);
+    matmul(router, x, n_tokens, moe_.logits.data(), 0);
+    std::vector<Route> routes(n_items);
+    for (int64_t t = 0; t < n_tokens; ++t)
+        route_token(&moe_.logits[t * p.n_expert], p, &routes[t * k], moe_.prob, moe_.order);
+
+    // Items sorted by expert: slice [start[e], start[e+1]) of the sorted list is expert e's.
+    std::vector<int64_t> start(p.n_expert + 1, 0), item_of(n_items);
+    for (const Route& r : routes) ++start[r.expert + 1];
+    std::partial_sum(start.begin(), start.end(), start.begin());
     {
-        std::vector<float> prob;
-        std::vector<int> order;
-        for (int64_t t = 0; t < n_tokens; ++t) route_token(&logits[t * p.n_expert], p, &routes[t * k], prob, order);
+        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        for (int64_t i = 0; i < n_items; ++i) item_of[fill[routes[i].expert]++] = i;
     }
 
-    // Group (token, slot) pairs by expert.
-    std::vector<std::vector<int64_t>> by_expert(p.n_expert);  // entries t * k + j
-    for (int64_t i = 0; i < n_tokens * k; ++i) by_expert[routes[i].expert].push_back(i);
+    // xs: the input row of each sorted item [n_items, n_embd], quantized for gate/up.
+    moe_.xs.resize(n_items * n_embd);
+    for (int64_t s = 0; s < n_items; ++s)
+        std::copy(x + (item_of[s] / k) * n_embd, x + (item_of[s] / k + 1) * n_embd, moe_.xs.begin() + s * n_embd);
+    const GgmlType up_type = vec_dot_type(up_exps.type);
+    const GgmlType gate_type = gate_exps ? vec_dot_type(gate_exps.type) : up_type;
+    const size_t up_row = ggml_row_bytes(up_type, n_embd), gate_row = ggml_row_bytes(gate_type, n_embd);
+    const uint8_t* xq_up = quantize_activations(up_type, moe_.xs.data(), n_items, n_embd, act_buf_);
+    const uint8_t* xq_gate = xq_up;
+    if (gate_type != up_type) xq_gate = quantize_activations(gate_type, moe_.xs.data(), n_items, n_embd, act_buf2_);
 
-    const GgmlType in_type = vec_dot_type(up_exps.type);
-    const GgmlType down_type = vec_dot_type(down_exps.type);
-    const size_t in_row = ggml_row_bytes(in_type, n_embd), down_row = ggml_row_bytes(down_type, n_ff);
-    // Expert outputs per (token, slot), summed afterwards in top-k order as llama.cpp does.
-    std::vector<float> expert_out(static_cast<size_t>(n_tokens) * k * n_embd);
-    std::vector<float> xs, g, u;
+    // gate and up of every active expert in one pass: g, u are [n_items, n_ff].
+    moe_.g.resize(n_items * n_ff);
+    moe_.u.resize(n_items * n_ff);
+    std::vector<MatmulJob> jobs;
     for (int e = 0; e < p.n_expert; ++e) {
-        const auto& items = by_expert[e];
-        const int64_t m = static_cast<int64_t>(items.size());
+        const int64_t m = start[e + 1] - start[e];
         if (m == 0) continue;
-        xs.resize(m * n_embd);
-        for (int64_t i = 0; i < m; ++i) {
-            const float* src = x + (items[i] / k) * n_embd;
-            std::copy(src, src + n_embd, xs.begin() + i * n_embd);
-        }
-        const uint8_t* xq = quantize_activations(in_type, xs.data(), m, n_embd, act_buf_);
-        g.resize(m * n_ff);
-        u.resize(m * n_ff);
+        const int64_t s = start[e];
         if (gate_exps) {
-            if (vec_dot_type(gate_exps.type) != in_type) {
-                const uint8_t* xg = quantize_activations(vec_dot_type(gate_exps.type), xs.data(), m, n_embd, act_buf2_);
-                matmul_quantized(gate_exps, e, xg, ggml_row_bytes(vec_dot_type(gate_exps.type), n_embd), m, g.data(),
-                                 n_ff);
-            } else {
-                matmul_quantized(gate_exps, e, xq, in_row, m, g.data(), n_ff);
-            }
-            matmul_quantized(up_exps, e, xq, in_row, m, u.data(), n_ff);
+            jobs.push_back({&gate_exps, e, xq_gate + s * gate_row, gate_row, m, moe_.g.data() + s * n_ff, n_ff});
+            jobs.push_back({&up_exps, e, xq_up + s * up_row, up_row, m, moe_.u.data() + s * n_ff, n_ff});
         } else {
-            matmul_quantized(up_exps, e, xq, in_row, m, g.data(), n_ff);
+            jobs.push_back({&up_exps, e, xq_up + s * up_row, up_row, m, moe_.g.data() + s * n_ff, n_ff});
         }
-        apply_activation(p.activation, g.data(), u.data(), m * n_ff);
-        const uint8_t* hq = quantize_activations(down_type, g.data(), m, n_ff, act_buf2_);
-        xs.resize(m * n_embd);  // reuse as the down-projection output
-        matmul_quantized(down_exps, e, hq, down_row, m, xs.data(), n_embd);
-        for (int64_t i = 0; i < m; ++i)
-            std::copy(xs.begin() + i * n_embd, xs.begin() + (i + 1) * n_embd, expert_out.begin() + items[i] * n_embd);
     }
+    run_matmul_jobs(jobs);
+    apply_activation(p.activation, moe_.g.data(), moe_.u.data(), n_items * n_ff);
 
+    // down of every active expert in one pass: results [n_items, n_embd] (reusing xs).
+    const GgmlType down_type = vec_dot_type(down_exps.type);
+    const size_t down_row = ggml_row_bytes(down_type, n_ff);
+    const uint8_t* hq = quantize_activations(down_type, moe_.g.data(), n_items, n_ff, act_buf2_);
+    jobs.clear();
+    for (int e = 0; e < p.n_expert; ++e) {
+        const int64_t m = start[e + 1] - start[e];
+        if (m == 0) continue;
+        const int64_t s = start[e];
+        jobs.push_back({&down_exps, e, hq + s * down_row, down_row, m, moe_.xs.data() + s * n_embd, n_embd});
+    }
+    run_matmul_jobs(jobs);
+
+    // out[t] += Σ_j w_j * expert_j(x[t]), summed in top-k order as llama.cpp does.
+    std::vector<int64_t> sorted_of(n_items);
+    for (int64_t s = 0; s < n_items; ++s) sorted_of[item_of[s]] = s;
     for (int64_t t = 0; t < n_tokens; ++t) {
         float* o = out + t * n_embd;
+        const float* first = moe_.xs.data() + sorted_of[t * k] * n_embd;
+        const float w0 = routes[t * k].weight;
         for (int64_t i = 0; i < n_embd; ++i) {
-            float sum = expert_out[(t * k) * n_embd + i] * routes[t * k].weight;
-            for (int j = 1; j < k; ++j) sum += expert_out[(t * k + j) * n_embd + i] * routes[t * k + j].weight;
+            float sum = first[i] * w0;
+            for (int j = 1; j < k; ++j) sum += moe_.xs[sorted_of[t * k + j] * n_embd + i] * routes[t * k + j].weight;
             o[i] += sum;
         }
     }

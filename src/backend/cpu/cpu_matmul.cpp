@@ -2,8 +2,10 @@
 // batch are quantized once to the weight type's partner (Q8_K for K-quants
 // and IQ4_XS, Q8_0/Q8_1 for the legacy types, f16 for F16 weights, ...),
 // then every output is one vec_dot of a weight row with a quantized
-// activation row. Work is split over output rows, in blocks of rows small
-// enough to stay in L1 while all tokens of the batch stream past them.
+// activation row. Work is a list of jobs (one per weight matrix) split into
+// blocks of rows small enough to stay in L1 while all tokens of the batch
+// stream past them; one list is one parallel pass, so a decode step pays few
+// thread synchronisations.
 #include <algorithm>
 #include <cstring>
 
@@ -12,37 +14,51 @@
 #include "quant/vec_dot.h"
 
 namespace moeserve {
+namespace {
+
+constexpr int64_t kRowBlock = 16;
+
+}  // namespace
+
+void CpuBackend::quantize_rows(GgmlType type, const float* x, int64_t n_tokens, int64_t n, uint8_t* dst) {
+    const size_t row = ggml_row_bytes(type, n);
+    if (type == GgmlType::F32) {
+        std::memcpy(dst, x, row * n_tokens);
+        return;
+    }
+    auto rows = [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) quantize_row_activation(type, x + t * n, dst + t * row, n);
+    };
+    if (n_tokens < 4) rows(0, n_tokens);  // not worth a dispatch
+    else pool_.parallel_for(n_tokens, rows);
+}
 
 const uint8_t* CpuBackend::quantize_activations(GgmlType type, const float* x, int64_t n_tokens, int64_t n,
                                                 std::vector<uint8_t>& buf) {
-    const size_t row = ggml_row_bytes(type, n);
-    if (buf.size() < row * n_tokens) buf.resize(row * n_tokens);
-    if (type == GgmlType::F32) {
-        std::memcpy(buf.data(), x, row * n_tokens);
-        return buf.data();
-    }
-    auto rows = [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) quantize_row_activation(type, x + t * n, buf.data() + t * row, n);
-    };
-    if (n_tokens == 1) rows(0, 1);
-    else pool_.parallel_for(n_tokens, rows);
+    const size_t bytes = ggml_row_bytes(type, n) * n_tokens;
+    if (buf.size() < bytes) buf.resize(bytes);
+    quantize_rows(type, x, n_tokens, n, buf.data());
     return buf.data();
 }
 
-void CpuBackend::matmul_quantized(const Weight& w, int expert, const uint8_t* xq, size_t xq_row_bytes,
-                                  int64_t n_tokens, float* y, int64_t y_stride) {
-    const VecDotFn dot = vec_dot_kernel(w.type);
-    const int64_t n_in = w.ne[0], n_out = w.ne[1];
-    const uint8_t* base = w.data + static_cast<size_t>(expert) * w.matrix_bytes;
-    constexpr int64_t kRowBlock = 16;
-    const int64_t n_blocks = (n_out + kRowBlock - 1) / kRowBlock;
-    pool_.parallel_for(n_blocks, [&](int64_t b, int64_t e) {
+void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
+    // first_block[j]: index of job j's first row block in the flat work list.
+    std::vector<int64_t> first_block(jobs.size() + 1, 0);
+    for (size_t j = 0; j < jobs.size(); ++j)
+        first_block[j + 1] = first_block[j] + (jobs[j].w->ne[1] + kRowBlock - 1) / kRowBlock;
+    pool_.parallel_for(first_block.back(), [&](int64_t b, int64_t e) {
+        size_t j = std::upper_bound(first_block.begin(), first_block.end(), b) - first_block.begin() - 1;
         for (int64_t blk = b; blk < e; ++blk) {
-            const int64_t r0 = blk * kRowBlock, r1 = std::min(n_out, r0 + kRowBlock);
-            for (int64_t t = 0; t < n_tokens; ++t) {
-                const uint8_t* a = xq + t * xq_row_bytes;
-                float* yt = y + t * y_stride;
-                for (int64_t r = r0; r < r1; ++r) yt[r] = dot(base + r * w.row_bytes, a, n_in);
+            while (blk >= first_block[j + 1]) ++j;
+            const MatmulJob& job = jobs[j];
+            const Weight& w = *job.w;
+            const VecDotFn dot = vec_dot_kernel(w.type);
+            const uint8_t* base = w.data + static_cast<size_t>(job.expert) * w.matrix_bytes;
+            const int64_t r0 = (blk - first_block[j]) * kRowBlock, r1 = std::min(w.ne[1], r0 + kRowBlock);
+            for (int64_t t = 0; t < job.n_tokens; ++t) {
+                const uint8_t* a = job.xq + t * job.xq_row_bytes;
+                float* yt = job.y + t * job.y_stride;
+                for (int64_t r = r0; r < r1; ++r) yt[r] = dot(base + r * w.row_bytes, a, w.ne[0]);
             }
         }
     });
@@ -51,7 +67,30 @@ void CpuBackend::matmul_quantized(const Weight& w, int expert, const uint8_t* xq
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
     const GgmlType act_type = vec_dot_type(w.type);
     const uint8_t* xq = quantize_activations(act_type, x, n_tokens, w.ne[0], act_buf_);
-    matmul_quantized(w, expert, xq, ggml_row_bytes(act_type, w.ne[0]), n_tokens, y, w.ne[1]);
+    const MatmulJob job{&w, expert, xq, ggml_row_bytes(act_type, w.ne[0]), n_tokens, y, w.ne[1]};
+    run_matmul_jobs({&job, 1});
+}
+
+void CpuBackend::matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) {
+    // Quantize x once per distinct activation type (Q4_K_M mixes Q4_K and Q6_K,
+    // both dotted with Q8_K, so usually once).
+    std::vector<MatmulJob> jobs;
+    std::vector<std::pair<GgmlType, size_t>> done;  // type -> offset in act_buf2_
+    size_t total = 0;
+    for (const auto& p : projections) {
+        GgmlType t = vec_dot_type(p.w->type);
+        if (std::find_if(done.begin(), done.end(), [&](auto& d) { return d.first == t; }) != done.end()) continue;
+        done.emplace_back(t, total);
+        total += ggml_row_bytes(t, p.w->ne[0]) * n_tokens;
+    }
+    if (act_buf2_.size() < total) act_buf2_.resize(total);
+    for (auto& [t, off] : done) quantize_rows(t, x, n_tokens, projections[0].w->ne[0], act_buf2_.data() + off);
+    for (const auto& p : projections) {
+        GgmlType t = vec_dot_type(p.w->type);
+        size_t off = std::find_if(done.begin(), done.end(), [&](auto& d) { return d.first == t; })->second;
+        jobs.push_back({p.w, 0, act_buf2_.data() + off, ggml_row_bytes(t, p.w->ne[0]), n_tokens, p.y, p.w->ne[1]});
+    }
+    run_matmul_jobs(jobs);
 }
 
 }  // namespace moeserve

@@ -15,7 +15,7 @@ inline void cpu_relax() {
 #endif
 }
 
-constexpr int kSpinIterations = 20000;  // ~tens of microseconds before sleeping
+constexpr int kSpinIterations = 4096;  // a few microseconds before yielding or sleeping
 
 }  // namespace
 
@@ -36,10 +36,9 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker(int index) {
     uint64_t seen = 0;
     for (;;) {
-        int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+        for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations; ++spins) {
             cpu_relax();
-            ++spins;
+            if (spins % 1024 == 1023) std::this_thread::yield();  // let a preempted peer run
         }
         if (generation_.load(std::memory_order_acquire) == seen) {
             std::unique_lock<std::mutex> lock(mutex_);
@@ -65,7 +64,12 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     }
     wake_.notify_all();
     fn(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+    // Spin briefly (the usual case: the others finish within microseconds),
+    // then yield so a worker that was preempted by another process can run.
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+        if (spins < kSpinIterations) cpu_relax();
+        else std::this_thread::yield();
+    }
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
