@@ -12,9 +12,14 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "backend/cpu/cpu_backend.h"
 #include "memory/kv_cache.h"
 #include "quant/dequantize.h"
+#include "quant/fp16.h"
 #include "quant/quantize.h"
 #include "quant/vec_dot.h"
 
@@ -24,6 +29,38 @@ namespace {
 void rotate_chunks(float* x, int64_t n, int chunk) {
     for (int64_t i = 0; i + chunk <= n; i += chunk) hadamard_transform(x + i, chunk);
 }
+
+// Σ a[i]*b[i] in f32.
+inline float dot_f32(const float* a, const float* b, int n) {
+    int i = 0;
+    float s = 0.0f;
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+    s = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__)
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    s = _mm_cvtss_f32(h);
+#endif
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+// One head's row of K or V as f32: in place for F32, converted otherwise.
+inline const float* row_as_f32(GgmlType type, const uint8_t* src, float* buf, int n) {
+    switch (type) {
+        case GgmlType::F32: return reinterpret_cast<const float*>(src);
+        case GgmlType::F16: fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(src), buf, n); return buf;
+        case GgmlType::BF16: bf16_to_fp32_row(reinterpret_cast<const uint16_t*>(src), buf, n); return buf;
+        default: dequantize_row(type, src, buf, n); return buf;
+    }
+}
+
+bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 }  // namespace
 
@@ -67,10 +104,17 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     const size_t v_head_bytes = ggml_row_bytes(cache.type_v(), dv);
     const int k_chunk = cache.k_rotation_chunk(), v_chunk = cache.v_rotation_chunk();
 
+    // Float caches (f32/f16/bf16): scores in f32 against K rows converted to
+    // f32, as llama.cpp's tiled prompt path does. Quantized caches: q is
+    // quantized to K's dot partner and scored with vec_dot, as llama.cpp's
+    // one-query path does.
+    const bool float_k = is_float_type(cache.type_k());
+
     // One work item = one token and one KV head with its group of query heads,
     // so each K and V row is read once for the whole group.
     pool_.parallel_for(n_tokens * n_head_kv, [&](int64_t b, int64_t e) {
-        std::vector<float> qf(dk), vf(dv), scores, acc(static_cast<size_t>(group) * dv);
+        std::vector<float> qf(static_cast<size_t>(group) * dk), kbuf(dk), vbuf(dv), scores;
+        std::vector<float> acc(static_cast<size_t>(group) * dv);
         std::vector<uint8_t> qq(q_head_bytes * group);
         for (int64_t item = b; item < e; ++item) {
             const int64_t t = item / n_head_kv;
@@ -79,32 +123,40 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             const int64_t n = rows.n_cells[t];
             for (int j = 0; j < group; ++j) {
                 const float* qh = q + (t * n_head + g * group + j) * dk;
-                std::copy(qh, qh + dk, qf.begin());
-                if (k_chunk) rotate_chunks(qf.data(), dk, k_chunk);
-                quantize_row_activation(qtype, qf.data(), qq.data() + j * q_head_bytes, dk);
+                float* qj = qf.data() + j * dk;
+                std::copy(qh, qh + dk, qj);
+                if (k_chunk) rotate_chunks(qj, dk, k_chunk);
+                if (!float_k) quantize_row_activation(qtype, qj, qq.data() + j * q_head_bytes, dk);
             }
-            // Scores for every cell and head of the group, then softmax per head.
+            // scores: [group, n] — every cell for every head of the group.
             scores.resize(static_cast<size_t>(n) * group);
             for (int64_t c = 0; c < n; ++c) {
                 const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
-                for (int j = 0; j < group; ++j)
-                    scores[j * n + c] = dot(kr, qq.data() + j * q_head_bytes, dk) * scale;
+                if (float_k) {
+                    const float* kf = row_as_f32(cache.type_k(), kr, kbuf.data(), dk);
+                    for (int j = 0; j < group; ++j) scores[j * n + c] = dot_f32(qf.data() + j * dk, kf, dk) * scale;
+                } else {
+                    for (int j = 0; j < group; ++j)
+                        scores[j * n + c] = dot(kr, qq.data() + j * q_head_bytes, dk) * scale;
+                }
             }
             for (int j = 0; j < group; ++j) {
-                float* s = scores.data() + j * n;
+                float* sj = scores.data() + j * n;
                 float mx = -std::numeric_limits<float>::infinity();
-                for (int64_t c = 0; c < n; ++c) mx = std::max(mx, s[c]);
+                for (int64_t c = 0; c < n; ++c) mx = std::max(mx, sj[c]);
                 double sum = 0.0;
                 for (int64_t c = 0; c < n; ++c) {
-                    s[c] = std::exp(s[c] - mx);
-                    sum += s[c];
+                    sj[c] = std::exp(sj[c] - mx);
+                    sum += sj[c];
                 }
                 const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
-                for (int64_t c = 0; c < n; ++c) s[c] *= inv;
+                for (int64_t c = 0; c < n; ++c) sj[c] *= inv;
             }
+            // acc[j] = Σ_c p[j][c] · V[c]
             std::fill(acc.begin(), acc.end(), 0.0f);
             for (int64_t c = 0; c < n; ++c) {
-                dequantize_row(cache.type_v(), cache.v_row(layer, cells[c]) + g * v_head_bytes, vf.data(), dv);
+                const float* vf = row_as_f32(cache.type_v(), cache.v_row(layer, cells[c]) + g * v_head_bytes,
+                                             vbuf.data(), dv);
                 for (int j = 0; j < group; ++j) {
                     const float p = scores[j * n + c];
                     float* a = acc.data() + j * dv;
