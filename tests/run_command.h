@@ -24,8 +24,12 @@ struct CommandResult {
 
 inline std::string shell_quote(const std::string& s) {
     std::string q = "'";
-    for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
+    for (char c : s) {
+        if (c == '\'') q.append("'\\''");
+        else q.push_back(c);
+    }
+    q.push_back('\'');
+    return q;
 }
 
 inline std::string slurp(const std::filesystem::path& p) {
@@ -41,11 +45,12 @@ inline CommandResult run_moeserve(const std::vector<std::string>& args, const st
     // test may be using for its own files).
     std::string tmpl = (std::filesystem::temp_directory_path() / "moeserve-cmd-XXXXXX").string();
     std::filesystem::path dir = ::mkdtemp(tmpl.data());
-    std::string cmd = shell_quote(MOESERVE_BINARY);
-    for (const auto& a : args) cmd += " " + shell_quote(a);
-    cmd += " <" + shell_quote(stdin_file) + " >" + shell_quote((dir / "out").string()) + " 2>" +
-           shell_quote((dir / "err").string());
-    int raw = std::system(cmd.c_str());
+    std::ostringstream cmd;
+    cmd << shell_quote(MOESERVE_BINARY);
+    for (const auto& a : args) cmd << ' ' << shell_quote(a);
+    cmd << " <" << shell_quote(stdin_file) << " >" << shell_quote((dir / "out").string()) << " 2>"
+        << shell_quote((dir / "err").string());
+    int raw = std::system(cmd.str().c_str());
     CommandResult r;
     r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
     r.out = slurp(dir / "out");
