@@ -8,82 +8,15 @@
 // usage: engine_bench [--threads N] [--dir DIR] [--depths 0,8192] [--prefill 512] [--decode 32]
 #include <fmt/format.h>
 
-#include <chrono>
-#include <cstring>
 #include <filesystem>
-#include <random>
 #include <sstream>
 
-#include "backend/cpu/thread_pool.h"
-#include "engine/engine.h"
-#include "quant/quantize.h"
+#include "engine/bench_runner.h"
 #include "synth/synth_model.h"
 
 using namespace moeserve;
 
 namespace {
-
-double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// STREAM-style read bandwidth: every thread sums its share of a buffer much
-// larger than the caches. Best of several passes.
-double measure_read_bandwidth(int threads) {
-    const size_t n = size_t{1} << 28;  // 1 GiB of floats... as 256 Mi floats = 1 GiB
-    std::vector<float> buf(n, 1.0f);
-    ThreadPool pool(threads);
-    double best = 0;
-    std::vector<double> sums(threads);
-    for (int pass = 0; pass < 5; ++pass) {
-        double t0 = now();
-        pool.run([&](int i, int nt) {
-            const size_t b = n * i / nt, e = n * (i + 1) / nt;
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
-            for (size_t j = b; j + 8 <= e; j += 8) {
-                s0 += buf[j]; s1 += buf[j + 1]; s2 += buf[j + 2]; s3 += buf[j + 3];
-                s4 += buf[j + 4]; s5 += buf[j + 5]; s6 += buf[j + 6]; s7 += buf[j + 7];
-            }
-            sums[i] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
-        });
-        best = std::max(best, n * sizeof(float) / (now() - t0) / 1e9);
-    }
-    return best;
-}
-
-// Bytes one decoded token reads: all non-expert weights, the experts it is
-// routed to (n_expert_used of n_expert per layer), the output head.
-double weight_bytes_per_token(const GgufFile& f, int n_expert, int n_used) {
-    double bytes = 0;
-    for (const auto& t : f.tensors()) {
-        if (t.name == "token_embd.weight") bytes += t.row_bytes();
-        else if (t.name.find("_exps.") != std::string::npos) bytes += static_cast<double>(t.nbytes) * n_used / n_expert;
-        else bytes += t.nbytes;
-    }
-    return bytes;
-}
-
-// Puts `depth` positions of plausible K/V rows into sequence 0, without
-// computing them: decode speed at depth depends only on how much is read.
-void fill_cache(KvCache& cache, int64_t depth) {
-    std::vector<int32_t> cells = cache.append(0, depth);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    for (int l = 0; l < cache.n_layer(); ++l) {
-        const int64_t nk = cache.config().n_embd_k[l], nv = cache.config().n_embd_v[l];
-        std::vector<uint8_t> krows(cache.k_row_bytes(l) * 16), vrows(cache.v_row_bytes(l) * 16);
-        std::vector<float> x(std::max(nk, nv));
-        for (int r = 0; r < 16; ++r) {
-            for (auto& v : x) v = dist(rng);
-            quantize_row(cache.type_k(), x.data(), krows.data() + r * cache.k_row_bytes(l), nk);
-            quantize_row(cache.type_v(), x.data(), vrows.data() + r * cache.v_row_bytes(l), nv);
-        }
-        for (int64_t i = 0; i < depth; ++i) {
-            std::memcpy(cache.k_row(l, cells[i]), krows.data() + (i % 16) * cache.k_row_bytes(l), cache.k_row_bytes(l));
-            std::memcpy(cache.v_row(l, cells[i]), vrows.data() + (i % 16) * cache.v_row_bytes(l), cache.v_row_bytes(l));
-        }
-    }
-}
 
 std::vector<int64_t> parse_list(const std::string& s) {
     std::vector<int64_t> out;
@@ -142,35 +75,14 @@ int main(int argc, char** argv) {
                 opt.n_ctx = depth + std::max(n_prefill, n_decode) + 16;
                 opt.type_k = opt.type_v = parse_cache_type(cache_name);
                 Engine engine(opt);
-                std::mt19937 rng(1);
-                std::uniform_int_distribution<int32_t> tok(0, 255);
-
                 double prefill_tps = 0;
-                if (depth == 0 && n_prefill > 0) {
-                    std::vector<int32_t> prompt(n_prefill);
-                    for (auto& t : prompt) t = tok(rng);
-                    engine.eval(0, std::span<const int32_t>(prompt.data(), 8), false);  // warm up
-                    engine.cache().clear();
-                    const double t0 = now();
-                    engine.eval(0, prompt, false);
-                    prefill_tps = n_prefill / (now() - t0);
-                    engine.cache().clear();
-                }
-                fill_cache(engine.cache(), depth);
-                int32_t t = tok(rng);
-                engine.eval(0, std::span<const int32_t>(&t, 1), false);  // warm up
-                const double t0 = now();
-                for (int64_t i = 0; i < n_decode; ++i) {
-                    t = tok(rng);
-                    engine.eval(0, std::span<const int32_t>(&t, 1), false);
-                }
-                const double decode_tps = n_decode / (now() - t0);
+                if (depth == 0 && n_prefill > 0)
+                    prefill_tps = run_bench_test(engine, {n_prefill, 0, 0, false}, 1).tokens_per_s;
+                const double decode_tps = run_bench_test(engine, {0, n_decode, depth, false}, 2).tokens_per_s;
 
                 const ModelParams& p = engine.model().params();
                 double bytes = weight_bytes_per_token(engine.model().file(), p.n_expert, p.n_expert_used);
-                const double avg_depth = depth + 1 + n_decode / 2.0;
-                for (int l = 0; l < engine.cache().n_layer(); ++l)
-                    bytes += avg_depth * (engine.cache().k_row_bytes(l) + engine.cache().v_row_bytes(l));
+                bytes += kv_bytes_read(engine.cache(), depth + 1 + n_decode / 2.0);
                 const double gbs = bytes * decode_tps / 1e9;
                 fmt::print("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.0f}% |\n", mix_name, cache_name, depth,
                            prefill_tps > 0 ? fmt::format("{:.1f}", prefill_tps) : std::string("-"), decode_tps,

@@ -152,3 +152,44 @@ TEST(EngineErrors, unsupported_architecture_and_header_only_files_are_refused_by
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// Cache types without a llama.cpp golden: each must stay near the f16 golden
+// by how many bits it keeps (a wrong layout or dot kernel gives KL > 0.05).
+TEST(EngineCacheTypes, every_cache_type_stays_close_to_the_f16_reference) {
+    MOESERVE_REQUIRE_FIXTURES();
+    test::Golden g = test::load_golden("qwen3moe-tiny-s1-f16.kv-f16");
+    const std::pair<const char*, double> bounds[] = {{"f32", 1e-4},   {"bf16", 1e-4},  {"q8_0", 1e-3},
+                                                     {"q5_0", 3e-3},  {"q5_1", 3e-3},  {"q4_0", 6e-3},
+                                                     {"q4_1", 6e-3},  {"iq4_nl", 6e-3}};
+    for (const auto& [kv, bound] : bounds) {
+        EngineOptions opt = fixture_options("f16", kv, 1);
+        opt.n_ctx = 256;
+        Engine e(opt);
+        std::vector<float> logits = e.eval(0, g.tokens, true);
+        auto a = test::compare_logits(g.logits.data(), logits.data(), static_cast<int64_t>(g.tokens.size()), g.n_vocab);
+        EXPECT_LE(a.mean_kl, bound) << kv;
+        EXPECT_GE(a.top1_decisive, 0.97) << kv;
+    }
+}
+
+TEST(EngineCacheTypes, a_quantized_cache_needs_head_sizes_in_whole_blocks) {
+    MOESERVE_REQUIRE_FIXTURES();
+    EngineOptions opt;
+    opt.model_path = test::fixture("models/real/stories260K.gguf").string();  // head size 8
+    opt.n_ctx = 64;
+    opt.type_k = GgmlType::Q8_0;
+    try {
+        Engine e(opt);
+        FAIL() << "a q8_0 cache with head size 8 was accepted";
+    } catch (const std::invalid_argument& err) {
+        EXPECT_NE(std::string(err.what()).find("K cache type q8_0 needs a head size that is a multiple of 32"),
+                  std::string::npos)
+            << err.what();
+    }
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -62,6 +62,22 @@ struct MoeParams {
     bool normalize_weights = true;
     float weights_scale = 0.0f;  // 0 or 1: no scaling
     ExpertActivation activation = ExpertActivation::SwiGlu;
+    // Latent MoE (Nemotron-3-Super): the experts read this [n_tokens,
+    // up_exps.in()] instead of x, which then only feeds the router; the
+    // output has the experts' width. Null: the experts read x.
+    const float* expert_input = nullptr;
+};
+
+// A Mamba2 mixer's shape and per-head parameters (spec architectures §6.7).
+// C = H*P + 2*G*N conv channels: x [H][P], then B [G][N], then C [G][N].
+struct SsmParams {
+    int n_head = 0;                  // H
+    int head_dim = 0;                // P
+    int d_state = 0;                 // N
+    int n_group = 0;                 // G; head h uses group h / (H/G)
+    const float* dt_bias = nullptr;  // {H}
+    const float* a = nullptr;        // {H}, already -exp(A_log)
+    const float* d = nullptr;        // {H}, the skip
 };
 
 // Which cached cells each token of a batch attends to.
@@ -112,6 +128,21 @@ public:
     virtual void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                            const AttentionRows& rows, float scale, float* out) = 0;
 
+    // Per-head products with a stacked {in, out, n_head} weight, one matrix
+    // per head: y[t][h] = W_h · x[t][h], where x[t][h] is the `in` values at
+    // x + t*x_token_stride + h*x_head_stride; y is [n_tokens, n_head, out].
+    // All heads run in one parallel pass.
+    virtual void matmul_heads(const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
+                              int64_t x_head_stride, float* y) = 0;
+
+    // Multi-head latent attention (MLA, absorbed form) over a K-only cache
+    // whose row per token is [latent (n_latent) | RoPE part], shared by all
+    // heads; V is the first n_latent values of that row. q is [n_tokens,
+    // n_head, row width] (absorbed query first, RoPE part last); out is
+    // [n_tokens, n_head, n_latent], the attention-weighted latent per head.
+    virtual void attention_mla(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
+                               int n_latent, const AttentionRows& rows, float scale, float* out) = 0;
+
     // The whole routed-expert FFN: router logits = W_r·x, gating, top-k,
     // weights, expert FFNs (read once per batch for all their tokens), and
     // the weighted sum, added into out ([n_tokens, n_embd]).
@@ -122,6 +153,31 @@ public:
     // a non-gated activation. Overwrites out ([n_tokens, n_embd]).
     virtual void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
                            ExpertActivation act, float* out) = 0;
+
+    // Mamba2 ops. Each token continues its sequence's recurrent state in the
+    // cache (seq_ids[t]); a sequence's tokens come in position order, and
+    // sequences may interleave within the batch.
+
+    // Causal depthwise conv1d with kernel conv {K, C} over each sequence's
+    // raw inputs (row t: the C values at x + t*x_stride), continuing from and
+    // updating the sequence's conv state (its last K-1 inputs), then + bias
+    // (may be empty) and SiLU. out is [n_tokens, C].
+    virtual void ssm_conv(KvCache& cache, int layer, const float* x, int64_t x_stride, int64_t n_tokens,
+                          std::span<const int32_t> seq_ids, const Weight& conv, const Weight& bias, float* out) = 0;
+
+    // The selective scan, token by token per sequence and head h (group g):
+    // dt = softplus(dt_raw[h] + dt_bias[h]), S_h = S_h*exp(dt*A[h]) + B_g ⊗ (x_h*dt),
+    // y_h = S_h·C_g + D[h]*x_h. xbc is [n_tokens, C] (x | B | C, after the
+    // conv); dt_raw row t is the H values at dt + t*dt_stride; y is
+    // [n_tokens, H*P]. Updates the sequences' SSM states [H][P][N].
+    virtual void ssm_scan(KvCache& cache, int layer, const float* xbc, const float* dt, int64_t dt_stride,
+                          int64_t n_tokens, std::span<const int32_t> seq_ids, const SsmParams& p, float* y) = 0;
+
+    // Gated grouped RMSNorm: y := RMSNorm(y ⊙ silu(z)) * w, normalized over
+    // each of n_group contiguous groups of a row. y is [n_rows, n]; z row t
+    // is at z + t*z_stride; w is {n}.
+    virtual void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps,
+                                  int64_t n_rows, int64_t n, int n_group) = 0;
 };
 
 // The CPU backend with n_threads threads (the caller's thread included).

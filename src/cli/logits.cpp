@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/engine_flags.h"
 #include "engine/engine.h"
 
 namespace moeserve::cli {
@@ -37,22 +38,12 @@ int run_logits(const std::vector<std::string>& argv) {
         if (args.flag({"-h", "--help"})) {
             std::fputs(kUsage, stdout);
             return 0;
-        } else if (args.flag({"-m", "--model"})) {
-            opt.model_path = args.value();
+        } else if (parse_engine_flag(args, opt)) {
+            continue;
         } else if (args.flag({"--tokens"})) {
             tokens_path = args.value();
         } else if (args.flag({"-o", "--output"})) {
             prefix = args.value();
-        } else if (args.flag({"-t", "--threads"})) {
-            opt.n_threads = static_cast<int>(args.int_value());
-        } else if (args.flag({"-c", "--ctx-size"})) {
-            opt.n_ctx = args.int_value();
-        } else if (args.flag({"-ctk", "--cache-type-k"})) {
-            opt.type_k = parse_cache_type(args.value());
-        } else if (args.flag({"-ctv", "--cache-type-v"})) {
-            opt.type_v = parse_cache_type(args.value());
-        } else if (args.flag({"-ub", "--ubatch-size"})) {
-            opt.n_ubatch = args.int_value();
         } else {
             throw UsageError("unknown argument '" + args.peek() + "' (see moeserve logits --help)");
         }

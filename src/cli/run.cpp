@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/engine_flags.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "text/tokenizer.h"
@@ -28,7 +29,10 @@ const char* kUsage =
     "  -f, --file FILE           read the prompt from FILE\n"
     "  -n, --n-predict N         tokens to generate (default -1: until end of generation or full context)\n"
     "  -t, --threads N           threads (default: all cores)\n"
-    "  -c, --ctx-size N          context size (default: prompt + n, or 4096)\n"
+    "  -c, --ctx-size N          context size (default: prompt + n, or 4096; 0 = the model's training\n"
+    "                            context; max = the largest that fits, as --fit)\n"
+    "  --fit                     use the largest context that fits in memory\n"
+    "  --mem SIZE                memory budget for the fit check (default: MemAvailable)\n"
     "  -ctk, --cache-type-k T    K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default f16)\n"
     "  -ctv, --cache-type-v T    V cache type (default f16)\n"
     "  -ub, --ubatch-size N      prompt tokens per forward call (default 512)\n"
@@ -57,6 +61,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int run_generate(const std::vector<std::string>& argv) {
     Args args(argv);
     EngineOptions opt;
+    opt.n_ctx = -1;  // -c not given: the prompt plus -n (see below); -c 0 is the training context
     SamplingParams sp;
     std::string prompt;
     bool have_prompt = false, ignore_eos = false;
@@ -65,24 +70,14 @@ int run_generate(const std::vector<std::string>& argv) {
         if (args.flag({"-h", "--help"})) {
             std::fputs(kUsage, stdout);
             return 0;
-        } else if (args.flag({"-m", "--model"})) {
-            opt.model_path = args.value();
+        } else if (parse_engine_flag(args, opt)) {
+            continue;
         } else if (args.flag({"-p", "--prompt"})) {
             prompt = args.value(), have_prompt = true;
         } else if (args.flag({"-f", "--file"})) {
             prompt = read_file(args.value()), have_prompt = true;
         } else if (args.flag({"-n", "--n-predict"})) {
             n_predict = args.int_value();
-        } else if (args.flag({"-t", "--threads"})) {
-            opt.n_threads = static_cast<int>(args.int_value());
-        } else if (args.flag({"-c", "--ctx-size"})) {
-            opt.n_ctx = args.int_value();
-        } else if (args.flag({"-ctk", "--cache-type-k"})) {
-            opt.type_k = parse_cache_type(args.value());
-        } else if (args.flag({"-ctv", "--cache-type-v"})) {
-            opt.type_v = parse_cache_type(args.value());
-        } else if (args.flag({"-ub", "--ubatch-size"})) {
-            opt.n_ubatch = args.int_value();
         } else if (args.flag({"--temp"})) {
             sp.temperature = static_cast<float>(args.float_value());
         } else if (args.flag({"--top-k"})) {
@@ -115,12 +110,15 @@ int run_generate(const std::vector<std::string>& argv) {
     Tokenizer tokenizer = Tokenizer::from_file(opt.model_path);
     std::vector<int32_t> tokens = tokenizer.tokenize(prompt, /*add_special=*/true, /*parse_special=*/true);
     if (tokens.empty()) throw std::runtime_error("the prompt is empty after tokenization");
-    if (opt.n_ctx == 0) opt.n_ctx = n_predict >= 0 ? static_cast<int64_t>(tokens.size()) + n_predict : 4096;
-    if (static_cast<int64_t>(tokens.size()) >= opt.n_ctx)
-        throw std::runtime_error(fmt::format("the prompt has {} tokens, more than the context size {} allows",
-                                             tokens.size(), opt.n_ctx));
-    Engine engine(opt);
-    Sampler sampler(sp, static_cast<int32_t>(engine.n_vocab()), static_cast<int32_t>(opt.n_ctx));
+    if (opt.n_ctx < 0) opt.n_ctx = n_predict >= 0 ? static_cast<int64_t>(tokens.size()) + n_predict : 4096;
+    Engine engine(opt);  // refuses a context that does not fit, before loading
+    const int64_t n_ctx = engine.options().n_ctx;
+    if (opt.fit_ctx)
+        std::fprintf(stderr, "fit: -c %lld, the largest context that fits\n", static_cast<long long>(n_ctx));
+    if (static_cast<int64_t>(tokens.size()) >= n_ctx)
+        throw std::runtime_error(
+            fmt::format("the prompt has {} tokens, more than the context size {} allows", tokens.size(), n_ctx));
+    Sampler sampler(sp, static_cast<int32_t>(engine.n_vocab()), static_cast<int32_t>(n_ctx));
     for (int32_t t : tokens) sampler.accept(t);
 
     const auto t_prompt = std::chrono::steady_clock::now();
@@ -138,7 +136,7 @@ int run_generate(const std::vector<std::string>& argv) {
         std::string text = detok.push(next);
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
-        if (engine.cache().seq_length(0) >= opt.n_ctx) break;  // context full
+        if (engine.cache().seq_length(0) >= n_ctx) break;  // context full
         if (n_predict >= 0 && n_gen >= n_predict) break;
         logits = engine.eval(0, std::span<const int32_t>(&next, 1), false);
     }

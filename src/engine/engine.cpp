@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <thread>
+
+#include "memory/byte_size.h"
 
 namespace moeserve {
 
@@ -14,12 +17,44 @@ GgmlType parse_cache_type(const std::string& name) {
     return *t;
 }
 
+PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx) {
+    PlanOptions p;
+    p.n_ctx = n_ctx;
+    p.exact_cells = true;
+    p.n_parallel = std::max(1, options.n_seq);
+    p.type_k = options.type_k;
+    p.type_v = options.type_v;
+    p.n_ubatch = std::max<int64_t>(1, options.n_ubatch);
+    p.n_threads = options.n_threads;
+    return p;
+}
+
 Engine::Engine(const EngineOptions& options) : options_(options) {
     file_ = std::make_shared<GgufFile>(GgufFile::open(options.model_path));
+    // Plan before loading: a configuration that does not fit is refused
+    // here, with the numbers, rather than failing to allocate later.
+    // Files the loader refuses by name (an unknown architecture, a
+    // header-only file) get its error rather than the planner's.
+    const auto archs = supported_architectures();
+    const bool loadable =
+        !file_->header_only() && std::find(archs.begin(), archs.end(), file_->architecture()) != archs.end();
+    int64_t n_ctx = options.n_ctx;
+    if (loadable) {
+        const uint64_t mem = options.mem_bytes ? options.mem_bytes : available_memory_bytes();
+        const std::string mem_label = options.mem_bytes ? "--mem" : "MemAvailable";
+        const MemoryShape shape = read_memory_shape(*file_);
+        if (n_ctx <= 0) n_ctx = shape.n_ctx_train;
+        if (options.fit_ctx && mem) {
+            n_ctx = largest_fitting_ctx(*file_, shape, engine_plan_options(options, 0), mem);
+            if (n_ctx == 0) n_ctx = 256;  // not even this fits: check_fits explains
+        }
+        plan_ = mem ? check_fits(*file_, engine_plan_options(options, n_ctx), mem, mem_label)
+                    : plan_memory(*file_, shape, engine_plan_options(options, n_ctx));
+    }
     int threads = options.n_threads > 0 ? options.n_threads : static_cast<int>(std::thread::hardware_concurrency());
     backend_ = make_cpu_backend(std::max(1, threads));
     model_ = load_model(file_, backend_);
-    int64_t n_ctx = options.n_ctx > 0 ? options.n_ctx : model_->params().n_ctx_train;
+    options_.n_ctx = n_ctx;
     cache_ = std::make_unique<KvCache>(
         model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v));
 }

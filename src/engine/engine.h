@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "gguf/gguf_file.h"
 #include "memory/kv_cache.h"
+#include "memory/planner.h"
 #include "model/model.h"
 
 namespace moeserve {
@@ -21,15 +22,23 @@ struct EngineOptions {
     GgmlType type_k = GgmlType::F16;
     GgmlType type_v = GgmlType::F16;
     int64_t n_ubatch = 512;   // tokens per forward call when evaluating a prompt
+    bool fit_ctx = false;     // --fit / -c max: the largest context that fits in the memory budget
+    uint64_t mem_bytes = 0;   // memory budget (--mem); 0: MemAvailable when the engine starts
 };
 
 class Engine {
 public:
+    // Plans memory first and throws MemoryFitError, before loading
+    // anything, when the configuration does not fit the budget.
     explicit Engine(const EngineOptions& options);
 
     Model& model() { return *model_; }
     KvCache& cache() { return *cache_; }
+    // n_ctx is the context actually used (the training context for 0, the
+    // fitted one with fit_ctx).
     const EngineOptions& options() const { return options_; }
+    // What the planner said this engine allocates.
+    const MemoryPlan& plan() const { return plan_; }
     int64_t n_vocab() const { return model_->params().n_vocab; }
 
     // Appends tokens to a sequence in ubatch-sized chunks. Returns the
@@ -42,7 +51,12 @@ private:
     std::shared_ptr<Backend> backend_;
     std::unique_ptr<Model> model_;
     std::unique_ptr<KvCache> cache_;
+    MemoryPlan plan_;
 };
+
+// The planner's view of an engine configuration: exactly n_ctx cells (no
+// rounding) for n_seq sequences, batches of n_ubatch tokens.
+PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx);
 
 // Parses a cache type name for -ctk/-ctv; throws with the allowed list.
 GgmlType parse_cache_type(const std::string& name);

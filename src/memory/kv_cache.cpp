@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <stdexcept>
+#include <tuple>
 
 namespace moeserve {
 namespace {
@@ -45,6 +46,15 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
         throw std::invalid_argument("KV cache: K and V layer lists differ in length");
     if (config.n_seq_max < 1) throw std::invalid_argument("KV cache: needs at least one sequence");
     if (config.n_cells > INT32_MAX) throw std::invalid_argument("KV cache: too many cells");
+    // Quantized blocks must not straddle heads (llama.cpp refuses the same).
+    for (auto [type, head_dim, which] : {std::tuple{config.type_k, config.head_dim_k, "K"},
+                                         std::tuple{config.type_v, config.head_dim_v, "V"}}) {
+        const int64_t block = ggml_type_info(type).block_size;
+        if (head_dim > 0 && head_dim % block != 0)
+            throw std::invalid_argument(fmt::format("{} cache type {} needs a head size that is a multiple of {}; this "
+                                                    "model's is {} (use f16, bf16 or f32)",
+                                                    which, ggml_type_name(type), block, head_dim));
+    }
     if (config.allow_rotation) {
         if (is_quantized(config.type_k)) k_rot_chunk_ = rotation_chunk(config.head_dim_k);
         if (is_quantized(config.type_v) && config.head_dim_v % 64 == 0 && config.head_dim_v > 0) v_rot_chunk_ = 64;
@@ -60,6 +70,11 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
         k_[l].resize(k_row_bytes_[l] * config.n_cells);
         v_[l].resize(v_row_bytes_[l] * config.n_cells);
     }
+    if (!config.n_embd_r.empty() || !config.n_embd_s.empty()) {
+        if (config.n_embd_r.size() != config.n_embd_k.size() || config.n_embd_s.size() != config.n_embd_k.size())
+            throw std::invalid_argument("KV cache: recurrent layer lists differ in length from the K list");
+        recurrent_ = RecurrentState(config.n_seq_max, config.n_embd_r, config.n_embd_s, config.n_rs_snapshots);
+    }
     seq_cells_.resize(config.n_seq_max);
     clear();
 }
@@ -67,7 +82,7 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
 size_t KvCache::bytes() const {
     size_t n = 0;
     for (int l = 0; l < n_layer(); ++l) n += k_[l].size() + v_[l].size();
-    return n;
+    return n + recurrent_.bytes();
 }
 
 void KvCache::clear() {
@@ -75,6 +90,7 @@ void KvCache::clear() {
     free_.clear();
     free_.reserve(config_.n_cells);
     for (int64_t c = config_.n_cells - 1; c >= 0; --c) free_.push_back(static_cast<int32_t>(c));
+    recurrent_.reset_all();
 }
 
 std::vector<int32_t> KvCache::append(int seq, int64_t n) {
@@ -92,9 +108,34 @@ std::vector<int32_t> KvCache::append(int seq, int64_t n) {
     return cells;
 }
 
+bool KvCache::can_truncate(int seq, int64_t n_keep) const {
+    const int64_t length = seq_length(seq);
+    return !has_recurrent() || n_keep <= 0 || n_keep >= length || recurrent_.has_snapshot(seq, n_keep);
+}
+
+void KvCache::snapshot(int seq) {
+    if (seq < 0 || seq >= config_.n_seq_max)
+        throw std::out_of_range(fmt::format("sequence id {} out of range (0..{})", seq, config_.n_seq_max - 1));
+    recurrent_.save(seq, seq_length(seq));
+}
+
 void KvCache::truncate(int seq, int64_t n_keep) {
     auto& cells = seq_cells_.at(seq);
     if (n_keep < 0) n_keep = 0;
+    if (has_recurrent() && n_keep < static_cast<int64_t>(cells.size())) {
+        if (n_keep == 0) {
+            recurrent_.reset(seq);
+        } else if (recurrent_.has_snapshot(seq, n_keep)) {
+            recurrent_.restore(seq, n_keep);
+        } else {
+            throw std::runtime_error(fmt::format(
+                "cannot truncate sequence {} to {} of {} tokens: its recurrent (Mamba) state cannot be rewound and "
+                "no snapshot was taken at position {}; the prefix must be re-evaluated (truncate to 0)",
+                seq, n_keep, cells.size(), n_keep));
+        }
+    } else if (has_recurrent() && n_keep == 0) {
+        recurrent_.reset(seq);  // an empty sequence starts from a zero state
+    }
     while (static_cast<int64_t>(cells.size()) > n_keep) {
         free_.push_back(cells.back());
         cells.pop_back();

@@ -4,12 +4,19 @@
 // position; a sequence's cells are kept in position order (its page table,
 // with pages of one cell), so sequences can grow, be truncated or removed
 // independently and share one pool.
+//
+// Hybrid models (Mamba2 + attention) also keep a recurrent state per
+// sequence here (memory/recurrent_state.h), so the cache stays the one
+// memory object models and the server see. A recurrent state cannot be
+// rewound: truncating such a sequence to 0 < n < length needs a snapshot
+// taken at exactly n (see snapshot, can_truncate).
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "memory/recurrent_state.h"
 #include "quant/ggml_type.h"
 
 namespace moeserve {
@@ -24,6 +31,10 @@ struct KvCacheConfig {
     int head_dim_k = 0;                 // shared head sizes, for the Hadamard rule
     int head_dim_v = 0;
     bool allow_rotation = true;         // llama.cpp's LLAMA_ATTN_ROT_DISABLE turns it off
+    // Recurrent layers (hybrid models); both empty, or one entry per layer.
+    std::vector<int64_t> n_embd_r;      // per layer: conv-state floats per sequence; 0 = not recurrent
+    std::vector<int64_t> n_embd_s;      // per layer: SSM-state floats per sequence
+    int n_rs_snapshots = 2;             // recurrent-state snapshots kept per sequence
 };
 
 class KvCache {
@@ -46,10 +57,31 @@ public:
     // Appends n positions to a sequence and returns their cells; throws
     // std::runtime_error when the pool has fewer than n free cells.
     std::vector<int32_t> append(int seq, int64_t n);
-    // Keeps positions [0, n_keep) of a sequence and frees the rest.
+    // Keeps positions [0, n_keep) of a sequence and frees the rest. With
+    // recurrent layers, n_keep <= 0 zeroes the sequence's state, and
+    // 0 < n_keep < length restores the snapshot taken at n_keep or throws
+    // std::runtime_error (the prefix must then be re-evaluated).
     void truncate(int seq, int64_t n_keep);
     void remove(int seq) { truncate(seq, 0); }
     void clear();
+    // Whether truncate(seq, n_keep) will succeed.
+    bool can_truncate(int seq, int64_t n_keep) const;
+
+    // Recurrent state (hybrid models). conv_state: [C][K-1], ssm_state:
+    // [H][P][N] f32 of one layer and sequence.
+    bool has_recurrent() const { return !recurrent_.empty(); }
+    int64_t n_embd_r(int layer) const { return recurrent_.n_embd_r(layer); }
+    int64_t n_embd_s(int layer) const { return recurrent_.n_embd_s(layer); }
+    float* conv_state(int layer, int seq) { return recurrent_.conv(layer, seq); }
+    float* ssm_state(int layer, int seq) { return recurrent_.ssm(layer, seq); }
+    const float* conv_state(int layer, int seq) const { return recurrent_.conv(layer, seq); }
+    const float* ssm_state(int layer, int seq) const { return recurrent_.ssm(layer, seq); }
+    // Saves the sequence's recurrent state at its current length, so a later
+    // truncate to that length can restore it; keeps config().n_rs_snapshots
+    // per sequence, dropping the oldest. No-op without recurrent layers.
+    void snapshot(int seq);
+    // Positions with a snapshot, newest first.
+    std::vector<int64_t> snapshot_positions(int seq) const { return recurrent_.snapshot_positions(seq); }
 
     int64_t seq_length(int seq) const { return static_cast<int64_t>(seq_cells_.at(seq).size()); }
     // cells[p] holds position p of the sequence.
@@ -70,6 +102,7 @@ private:
     std::vector<std::vector<uint8_t>> k_, v_;
     std::vector<std::vector<int32_t>> seq_cells_;
     std::vector<int32_t> free_;  // a stack; lowest cell ids on top
+    RecurrentState recurrent_;
 };
 
 // Whether a type may be used for the KV cache.

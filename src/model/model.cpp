@@ -94,6 +94,7 @@ std::vector<float> Model::forward(const Batch& batch, KvCache& cache) {
     BatchView view;
     view.tokens = batch.tokens;
     view.positions = batch.positions;
+    view.seq_ids = batch.seq_ids;
     view.cells = cells;
     view.rows.cells = row_ptrs;
     view.rows.n_cells = row_counts;
@@ -104,8 +105,12 @@ std::vector<float> Model::forward(const Batch& batch, KvCache& cache) {
     try {
         forward_batch(view, cache, logits.data());
     } catch (...) {
-        // Leave the cache as it was before the batch.
-        for (size_t i = n; i-- > 0;) cache.truncate(batch.seq_ids[i], batch.positions[i]);
+        // Leave the cache as it was before the batch. A recurrent state the
+        // pass may have advanced cannot be rewound: such sequences restart
+        // empty unless a snapshot marks where the batch began.
+        std::map<int32_t, int32_t> first_pos;  // per sequence: where the batch began
+        for (size_t i = 0; i < n; ++i) first_pos.emplace(batch.seq_ids[i], batch.positions[i]);
+        for (const auto& [seq, pos] : first_pos) cache.truncate(seq, cache.can_truncate(seq, pos) ? pos : 0);
         throw;
     }
     return logits;

@@ -43,6 +43,7 @@ struct Batch {
 struct BatchView {
     std::span<const int32_t> tokens;
     std::span<const int32_t> positions;
+    std::span<const int32_t> seq_ids;  // the sequence of each token (its recurrent state, if any)
     std::span<const int32_t> cells;  // the cache cell each token is written to
     AttentionRows rows;              // the cells each token attends to
     std::vector<int64_t> out_rows;   // indices of the tokens whose logits are wanted

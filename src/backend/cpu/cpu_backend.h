@@ -28,10 +28,21 @@ public:
     void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) override;
     void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                    const AttentionRows& rows, float scale, float* out) override;
+    void matmul_heads(const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
+                      int64_t x_head_stride, float* y) override;
+    void attention_mla(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head, int n_latent,
+                       const AttentionRows& rows, float scale, float* out) override;
     void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
                  const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) override;
     void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
                    ExpertActivation act, float* out) override;
+    // Mamba2 (cpu_ssm.cpp).
+    void ssm_conv(KvCache& cache, int layer, const float* x, int64_t x_stride, int64_t n_tokens,
+                  std::span<const int32_t> seq_ids, const Weight& conv, const Weight& bias, float* out) override;
+    void ssm_scan(KvCache& cache, int layer, const float* xbc, const float* dt, int64_t dt_stride, int64_t n_tokens,
+                  std::span<const int32_t> seq_ids, const SsmParams& p, float* y) override;
+    void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps, int64_t n_rows,
+                          int64_t n, int n_group) override;
 
 private:
     // Quantizes n_tokens rows of x (width n) to `type` into dst.

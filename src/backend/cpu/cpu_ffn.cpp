@@ -104,9 +104,10 @@ void CpuBackend::moe_ffn(const float* x, int64_t n_tokens, const Weight& router,
     }
 
     // xs: the input row of each sorted item [n_items, n_embd], quantized for gate/up.
+    const float* xe = p.expert_input ? p.expert_input : x;  // latent MoE: experts read their own input
     moe_.xs.resize(n_items * n_embd);
     for (int64_t s = 0; s < n_items; ++s)
-        std::copy(x + (item_of[s] / k) * n_embd, x + (item_of[s] / k + 1) * n_embd, moe_.xs.begin() + s * n_embd);
+        std::copy(xe + (item_of[s] / k) * n_embd, xe + (item_of[s] / k + 1) * n_embd, moe_.xs.begin() + s * n_embd);
     const GgmlType up_type = vec_dot_type(up_exps.type);
     const GgmlType gate_type = gate_exps ? vec_dot_type(gate_exps.type) : up_type;
     const size_t up_row = ggml_row_bytes(up_type, n_embd), gate_row = ggml_row_bytes(gate_type, n_embd);

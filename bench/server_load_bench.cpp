@@ -1,0 +1,178 @@
+// Server load benchmark: for each model and each slot count (-np 1, 2, 4,
+// 8), starts `moeserve serve`, drives it with `moeserve load` (C concurrent
+// streaming clients) and prints one markdown table row: aggregate generated
+// tokens/s, per-request tokens/s and time to first token p50/p99.
+//
+// Models: the 4-layer synthetic qwen3moe benchmark model (bench_spec,
+// Q4_K_M; written to a temporary file) and the tiny qwen3moe fixture.
+//
+//   build/server_load_bench [--clients 8] [--requests 16] [--max-tokens 64]
+//                           [--prompt-tokens 64] [--np 1,2,4,8] [--threads 2]
+//                           [--models bench,tiny]
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "synth/synth_model.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Options {
+    int clients = 8;
+    int requests = 16;
+    int max_tokens = 64;
+    int prompt_tokens = 64;
+    std::vector<int> slots = {1, 2, 4, 8};
+    int threads = 2;
+    std::vector<std::string> models = {"bench", "tiny"};
+};
+
+std::vector<std::string> split(const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    for (std::string x; std::getline(ss, x, ',');)
+        if (!x.empty()) out.push_back(x);
+    return out;
+}
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string run_capture(const std::string& cmd) {
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    while (p && fgets(buf, sizeof(buf), p)) out += buf;
+    if (p) pclose(p);
+    return out;
+}
+
+// A running `moeserve serve`; killed on destruction.
+class Server {
+public:
+    Server(const std::string& binary, const std::vector<std::string>& args, const fs::path& log) {
+        std::vector<std::string> argv = {binary, "serve", "--port", "0"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        pid_ = fork();
+        if (pid_ == 0) {
+            FILE* f = std::fopen(log.c_str(), "w");
+            dup2(fileno(f), 1);
+            dup2(fileno(f), 2);
+            std::vector<char*> c;
+            for (auto& a : argv) c.push_back(a.data());
+            c.push_back(nullptr);
+            execv(c[0], c.data());
+            _exit(127);
+        }
+        const std::regex ready("main: listening on http://[0-9.]+:([0-9]+)");
+        for (int i = 0; i < 1200 && port_ == 0; ++i) {
+            std::smatch m;
+            std::string text = slurp(log);
+            if (std::regex_search(text, m, ready)) port_ = std::stoi(m[1]);
+            else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    }
+    ~Server() {
+        if (pid_ > 0) {
+            kill(pid_, SIGTERM);
+            waitpid(pid_, nullptr, 0);
+        }
+    }
+    int port() const { return port_; }
+
+private:
+    pid_t pid_ = -1;
+    int port_ = 0;
+};
+
+std::string field(const std::string& text, const std::string& pattern) {
+    std::smatch m;
+    return std::regex_search(text, m, std::regex(pattern)) ? m[1].str() : "?";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string k = argv[i], v = argv[i + 1];
+        if (k == "--clients") o.clients = std::stoi(v);
+        else if (k == "--requests") o.requests = std::stoi(v);
+        else if (k == "--max-tokens") o.max_tokens = std::stoi(v);
+        else if (k == "--prompt-tokens") o.prompt_tokens = std::stoi(v);
+        else if (k == "--threads") o.threads = std::stoi(v);
+        else if (k == "--models") o.models = split(v);
+        else if (k == "--np") {
+            o.slots.clear();
+            for (auto& s : split(v)) o.slots.push_back(std::stoi(s));
+        } else {
+            std::fprintf(stderr, "unknown option %s\n", k.c_str());
+            return 2;
+        }
+    }
+    const std::string binary = (fs::absolute(fs::path(argv[0])).parent_path() / "moeserve").string();
+    const fs::path dir = fs::temp_directory_path() / "moeserve-bench";
+    fs::create_directories(dir);
+
+    std::vector<std::pair<std::string, std::string>> models;  // label, path
+    for (const auto& m : o.models) {
+        if (m == "bench") {
+            const auto path = (dir / "bench-qwen3moe-4L-q4_k_m.gguf").string();
+            if (!fs::exists(path)) moeserve::write_synth_model(path, moeserve::bench_spec(moeserve::FileMix::Q4_K_M));
+            models.emplace_back("synthetic qwen3moe 4 layers (bench_spec, Q4_K_M)", path);
+        } else if (m == "tiny") {
+            const char* env = std::getenv("MOESERVE_FIXTURES");
+            const fs::path fixtures = env && *env ? fs::path(env)
+                                                  : fs::path(__FILE__).parent_path().parent_path().parent_path() /
+                                                        "shared" / "fixtures";
+            const fs::path path = fixtures / "models" / "qwen3moe-tiny-s1-q4_k_m.gguf";
+            if (fs::exists(path)) models.emplace_back("qwen3moe-tiny-s1-q4_k_m (fixture)", path.string());
+            else std::fprintf(stderr, "skipping the tiny model: %s not found\n", path.c_str());
+        }
+    }
+
+    std::printf("CPU: %s, threads -t %d; %d clients, %d requests of %d generated tokens, prompts of ~%d words\n\n",
+                run_capture("lscpu | sed -n 's/^Model name: *//p' | head -1 | tr -d '\\n'").c_str(), o.threads,
+                o.clients, o.requests, o.max_tokens, o.prompt_tokens);
+    std::printf("| model | -np | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | ok |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    std::fflush(stdout);
+    for (const auto& [label, path] : models) {
+        for (int np : o.slots) {
+            const fs::path log = dir / fmt::format("server-np{}.log", np);
+            Server server(binary, {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(o.threads)},
+                          log);
+            if (server.port() == 0) {
+                std::printf("| %s | %d | server did not start (see %s) |||||\n", label.c_str(), np, log.c_str());
+                continue;
+            }
+            const std::string report = run_capture(
+                fmt::format("{} load --url http://127.0.0.1:{} -c {} -n {} --max-tokens {} --prompt-tokens {} 2>&1",
+                            binary, server.port(), o.clients, o.requests, o.max_tokens, o.prompt_tokens));
+            std::printf("| %s | %d | %s | %s | %s | %s | %s/%d |\n", label.c_str(), np,
+                        field(report, "aggregate tokens/s: +([0-9.]+)").c_str(),
+                        field(report, "per-request tokens/s: +mean ([0-9.]+)").c_str(),
+                        field(report, "time to first token: +p50 ([0-9.]+) ms").c_str(),
+                        field(report, "p99 ([0-9.]+) ms").c_str(), field(report, "requests: +([0-9]+) ok").c_str(),
+                        o.requests);
+            std::fflush(stdout);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,58 @@
+#include "cli/engine_flags.h"
+
+#include <charconv>
+
+#include "memory/byte_size.h"
+
+namespace moeserve::cli {
+
+const char* const kEngineFlagsHelp =
+    "  -m, --model FILE          GGUF model\n"
+    "  -t, --threads N           threads (default: all cores)\n"
+    "  -c, --ctx-size N          context size in tokens; max = the largest that fits (as --fit)\n"
+    "  --fit                     use the largest context that fits in memory\n"
+    "  --mem SIZE                memory budget for the fit check: 24GiB, 24GB, 512MiB (default: MemAvailable)\n"
+    "  -ctk, --cache-type-k T    K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default f16)\n"
+    "  -ctv, --cache-type-v T    V cache type (default f16)\n"
+    "  -ub, --ubatch-size N      prompt tokens per forward call (default 512)\n";
+
+bool parse_engine_flag(Args& args, EngineOptions& opt) {
+    if (args.flag({"-m", "--model"})) {
+        opt.model_path = args.value();
+    } else if (args.flag({"-t", "--threads"})) {
+        opt.n_threads = static_cast<int>(args.int_value());
+        if (opt.n_threads < 0) throw UsageError("--threads must be at least 1 (or 0 for all cores)");
+    } else if (args.flag({"-c", "--ctx-size"})) {
+        const std::string v = args.value();
+        int64_t n = 0;
+        auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (v == "max")
+            opt.fit_ctx = true;
+        else if (ec != std::errc() || end != v.data() + v.size())
+            throw UsageError("option -c expects an integer or 'max', got '" + v + "'");
+        else if (n < 0)
+            throw UsageError("--ctx-size must not be negative");
+        else
+            opt.n_ctx = n;
+    } else if (args.flag({"--fit"})) {
+        opt.fit_ctx = true;
+    } else if (args.flag({"--mem"})) {
+        try {
+            opt.mem_bytes = parse_byte_size(args.value());
+        } catch (const std::invalid_argument& e) {
+            throw UsageError(std::string("--mem: ") + e.what());
+        }
+    } else if (args.flag({"-ctk", "--cache-type-k"})) {
+        opt.type_k = parse_cache_type(args.value());
+    } else if (args.flag({"-ctv", "--cache-type-v"})) {
+        opt.type_v = parse_cache_type(args.value());
+    } else if (args.flag({"-ub", "--ubatch-size"})) {
+        opt.n_ubatch = args.int_value();
+        if (opt.n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");
+    } else {
+        return false;
+    }
+    return true;
+}
+
+}  // namespace moeserve::cli

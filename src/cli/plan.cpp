@@ -1,0 +1,260 @@
+// moeserve plan: the memory budget of a model for a set of flags — every
+// buffer, the total and whether it fits — then the largest context that
+// fits for -np 1, 2, 4, 8 with each KV cache type, and KV bytes per 1K
+// tokens. Needs only the GGUF header, so header-only synth files work.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+#include "cli/command.h"
+#include "engine/engine.h"
+#include "gguf/file_type.h"
+#include "memory/byte_size.h"
+#include "memory/planner.h"
+
+namespace moeserve::cli {
+namespace {
+
+const char* kUsage =
+    "usage: moeserve plan -m MODEL [--mem SIZE] [flags...] [--json]\n"
+    "\n"
+    "Prints every buffer serving MODEL with these flags allocates (weights, KV\n"
+    "cache, recurrent state, compute workspace, logits), the total, whether it\n"
+    "fits in SIZE, and the largest context that fits for -np 1, 2, 4, 8 with an\n"
+    "f16, q8_0 or q4_0 KV cache. Only the file's header is read.\n"
+    "\n"
+    "  -m, --model FILE          GGUF model (a header-only synth file will do)\n"
+    "  --mem SIZE                memory budget: 24GiB, 24GB, 512MiB or bytes (default: MemAvailable)\n"
+    "  -c, --ctx-size N          context size; 0 = the model's training context (default)\n"
+    "  -np, --parallel N         slots (default: 4 slots sharing one unified cache, as llama-server)\n"
+    "  -kvu, --kv-unified        one KV stream shared by all slots\n"
+    "  -ctk, --cache-type-k T    K cache type (default f16)\n"
+    "  -ctv, --cache-type-v T    V cache type (default f16)\n"
+    "  -b, --batch-size N        logical batch (default 2048)\n"
+    "  -ub, --ubatch-size N      tokens per forward pass (default 512)\n"
+    "  -t, --threads N           threads (default: all cores)\n"
+    "  -ngl, --n-gpu-layers N    accepted; there is no GPU backend yet, so all buffers are host memory\n"
+    "  -fa, --flash-attn MODE    accepted (on, off, auto); attention never materialises the score matrix\n"
+    "  --json                    one JSON object, all sizes in bytes\n";
+
+const GgmlType kTableTypes[] = {GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0};
+const int kTableSlots[] = {1, 2, 4, 8};
+
+struct TableEntry {
+    int n_parallel;
+    GgmlType type;
+    int64_t n_ctx;       // largest -c that fits; 0 = none
+    int64_t n_ctx_slot;  // per slot, after rounding
+    bool unified;
+};
+
+std::vector<TableEntry> largest_ctx_table(const GgufFile& f, const MemoryShape& shape, const PlanOptions& base,
+                                          uint64_t mem) {
+    std::vector<TableEntry> out;
+    for (int np : kTableSlots)
+        for (GgmlType t : kTableTypes) {
+            PlanOptions o = base;
+            o.n_parallel = np;
+            o.type_k = o.type_v = t;
+            TableEntry e{np, t, 0, 0, o.kv_unified};
+            try {
+                e.n_ctx = largest_fitting_ctx(f, shape, o, mem);
+                if (e.n_ctx > 0) {
+                    o.n_ctx = e.n_ctx;
+                    e.n_ctx_slot = plan_memory(f, shape, o).n_ctx_slot;
+                }
+            } catch (const std::invalid_argument&) {
+                // this cache type cannot hold the model's rows
+            }
+            out.push_back(e);
+        }
+    return out;
+}
+
+std::string gib(uint64_t bytes) {
+    return format_bytes(bytes);
+}
+
+void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std::string& mem_label,
+                    const std::vector<TableEntry>& table) {
+    const MemoryShape& s = p.shape;
+    const PlanOptions& o = p.options;
+    fmt::print("model: {}\n", f.path());
+    fmt::print(
+        "  {}, {} layers ({} with KV cache{}), {} parameters, {}, training context {}\n", s.arch, s.n_layer,
+        s.kv_layers(), s.recurrent_layers() ? fmt::format(", {} recurrent", s.recurrent_layers()) : std::string(),
+        format_param_count(s.n_params), file_type_name(f.find_u32("general.file_type").value_or(0)), s.n_ctx_train);
+    fmt::print("flags: -c {} -np {}{} -ctk {} -ctv {} -b {} -ub {}{}\n", o.n_ctx, o.n_parallel,
+               o.kv_unified ? " -kvu" : "", ggml_type_name(o.type_k), ggml_type_name(o.type_v), o.n_batch, o.n_ubatch,
+               o.n_gpu_layers >= 0
+                   ? fmt::format(" -ngl {} (no GPU backend yet: all buffers are host memory)", o.n_gpu_layers)
+                   : std::string());
+    fmt::print("context: {} cells in {} stream(s) of {}; each slot holds up to {} tokens\n\n", p.n_ctx, p.n_stream,
+               p.n_ctx_seq, p.n_ctx_slot);
+
+    fmt::print("| buffer | size | detail |\n|---|---:|---|\n");
+    for (const auto& b : p.buffers()) fmt::print("| {} | {} | {} |\n", b.name, gib(b.bytes), b.detail);
+    fmt::print("| **total** | **{}** | {} bytes |\n\n", gib(p.total_bytes), p.total_bytes);
+    if (p.total_bytes <= mem)
+        fmt::print("fits in {} ({}): {} to spare\n\n", gib(mem), mem_label, gib(mem - p.total_bytes));
+    else
+        fmt::print("does NOT fit in {} ({}): {} over\n\n", gib(mem), mem_label, gib(p.total_bytes - mem));
+
+    fmt::print("KV cache per 1K tokens:");
+    for (GgmlType t : kTableTypes) {
+        try {
+            fmt::print("{} {} {}", t == kTableTypes[0] ? "" : ",", ggml_type_name(t),
+                       gib(kv_bytes_per_token(s, t, t) * 1024));
+        } catch (const std::invalid_argument&) {
+            fmt::print("{} {} -", t == kTableTypes[0] ? "" : ",", ggml_type_name(t));
+        }
+    }
+    if (s.recurrent_layers())
+        fmt::print("; recurrent state {} per sequence at any context length", gib(p.recurrent_bytes_per_seq));
+    fmt::print("\n\nlargest -c that fits in {} (-ub {}{}; capped at slots × training context):\n\n", gib(mem),
+               o.n_ubatch, table[0].unified ? ", unified KV" : "");
+    fmt::print("| -np |");
+    for (GgmlType t : kTableTypes) fmt::print(" KV {} |", ggml_type_name(t));
+    fmt::print("\n|---:|");
+    for (size_t i = 0; i < std::size(kTableTypes); ++i) fmt::print("---:|");
+    for (size_t i = 0; i < table.size(); ++i) {
+        const TableEntry& e = table[i];
+        if (i % std::size(kTableTypes) == 0) fmt::print("\n| {} |", e.n_parallel);
+        if (e.n_ctx == 0)
+            fmt::print(" does not fit |");
+        else if (e.n_parallel == 1)
+            fmt::print(" {} |", e.n_ctx);
+        else
+            fmt::print(" {} ({} per slot) |", e.n_ctx, e.n_ctx_slot);
+    }
+    fmt::print("\n");
+}
+
+void print_json(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std::string& mem_label,
+                const std::vector<TableEntry>& table) {
+    using json = nlohmann::ordered_json;
+    const PlanOptions& o = p.options;
+    json j;
+    j["model"] = f.path();
+    j["arch"] = p.shape.arch;
+    j["n_params"] = p.shape.n_params;
+    j["n_ctx_train"] = p.shape.n_ctx_train;
+    j["n_parallel"] = p.n_seq;
+    j["kv_unified"] = o.kv_unified;
+    j["type_k"] = std::string(ggml_type_name(o.type_k));
+    j["type_v"] = std::string(ggml_type_name(o.type_v));
+    j["n_ubatch"] = p.n_tokens;
+    j["n_ctx"] = p.n_ctx;
+    j["n_ctx_per_slot"] = p.n_ctx_slot;
+    j["n_stream"] = p.n_stream;
+    j["weights_bytes"] = p.weights_bytes;
+    j["tables_bytes"] = p.tables_bytes;
+    j["kv_bytes_per_token"] = p.kv_bytes_per_token;
+    j["kv_bytes"] = p.kv_bytes;
+    j["kv_k_bytes"] = p.kv_k_bytes;
+    j["kv_v_bytes"] = p.kv_v_bytes;
+    j["kv_index_bytes"] = p.kv_index_bytes;
+    j["recurrent_bytes_per_seq"] = p.recurrent_bytes_per_seq;
+    j["recurrent_bytes"] = p.recurrent_bytes;
+    j["workspace_bytes"] = p.workspace_bytes;
+    j["output_bytes"] = p.output_bytes;
+    j["total_bytes"] = p.total_bytes;
+    j["mem_bytes"] = mem;
+    j["mem_source"] = mem_label;
+    j["fits"] = p.total_bytes <= mem;
+    json per_1k = json::object();
+    for (GgmlType t : kTableTypes) {
+        try {
+            per_1k[std::string(ggml_type_name(t))] = kv_bytes_per_token(p.shape, t, t) * 1024;
+        } catch (const std::invalid_argument&) {
+            per_1k[std::string(ggml_type_name(t))] = nullptr;
+        }
+    }
+    j["kv_bytes_per_1k_tokens"] = per_1k;
+    json rows = json::array();
+    for (const auto& e : table)
+        rows.push_back({{"n_parallel", e.n_parallel},
+                        {"cache_type", std::string(ggml_type_name(e.type))},
+                        {"n_ctx", e.n_ctx},
+                        {"n_ctx_per_slot", e.n_ctx_slot}});
+    j["largest_ctx"] = rows;
+    fmt::print("{}\n", j.dump(2));
+}
+
+int run_plan(const std::vector<std::string>& argv) {
+    Args args(argv);
+    std::string model;
+    PlanOptions o;
+    o.n_parallel = -1;
+    uint64_t mem = 0;
+    bool json = false;
+    while (!args.done()) {
+        if (args.flag({"-h", "--help"})) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        } else if (args.flag({"-m", "--model"})) {
+            model = args.value();
+        } else if (args.flag({"--mem"})) {
+            try {
+                mem = parse_byte_size(args.value());
+            } catch (const std::invalid_argument& e) {
+                throw UsageError(std::string("--mem: ") + e.what());
+            }
+        } else if (args.flag({"-c", "--ctx-size"})) {
+            o.n_ctx = args.int_value();
+            if (o.n_ctx < 0) throw UsageError("--ctx-size must not be negative");
+        } else if (args.flag({"-np", "--parallel"})) {
+            o.n_parallel = static_cast<int>(args.int_value());
+            if (o.n_parallel < 1) throw UsageError("--parallel must be at least 1");
+        } else if (args.flag({"-kvu", "--kv-unified"})) {
+            o.kv_unified = true;
+        } else if (args.flag({"-ctk", "--cache-type-k"})) {
+            o.type_k = parse_cache_type(args.value());
+        } else if (args.flag({"-ctv", "--cache-type-v"})) {
+            o.type_v = parse_cache_type(args.value());
+        } else if (args.flag({"-b", "--batch-size"})) {
+            o.n_batch = args.int_value();
+            if (o.n_batch < 1) throw UsageError("--batch-size must be at least 1");
+        } else if (args.flag({"-ub", "--ubatch-size"})) {
+            o.n_ubatch = args.int_value();
+            if (o.n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");
+        } else if (args.flag({"-t", "--threads"})) {
+            o.n_threads = static_cast<int>(args.int_value());
+        } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
+            o.n_gpu_layers = static_cast<int>(args.int_value());
+        } else if (args.flag({"-fa", "--flash-attn"})) {
+            args.value();
+        } else if (args.flag({"--json"})) {
+            json = true;
+        } else {
+            throw UsageError("unknown argument '" + args.peek() + "' (see moeserve plan --help)");
+        }
+    }
+    if (model.empty()) throw UsageError("no model given (-m FILE)");
+    PlanOptions table_base = o;  // the table's rows set -np; unified only when asked for
+    if (o.n_parallel < 0) {      // llama-server's auto: 4 slots sharing one cache
+        o.n_parallel = 4;
+        o.kv_unified = true;
+    }
+    const std::string mem_label = mem ? "--mem" : "MemAvailable";
+    if (!mem) mem = available_memory_bytes();
+    if (!mem) throw UsageError("cannot read MemAvailable from /proc/meminfo: give the budget with --mem SIZE");
+
+    const GgufFile f = GgufFile::open(model);
+    const MemoryShape shape = read_memory_shape(f);
+    const MemoryPlan p = plan_memory(f, shape, o);
+    const auto table = largest_ctx_table(f, shape, table_base, mem);
+    if (json)
+        print_json(f, p, mem, mem_label, table);
+    else
+        print_markdown(f, p, mem, mem_label, table);
+    return 0;
+}
+
+}  // namespace
+
+MOESERVE_COMMAND("plan", "memory budget of a model for given flags, and the largest context that fits", run_plan);
+
+}  // namespace moeserve::cli

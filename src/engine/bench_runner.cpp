@@ -1,0 +1,135 @@
+#include "engine/bench_runner.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "backend/cpu/thread_pool.h"
+#include "quant/quantize.h"
+
+namespace moeserve {
+namespace {
+
+double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+double measure_read_bandwidth(int threads, size_t buffer_bytes) {
+    const size_t n = buffer_bytes / sizeof(float);
+    std::vector<float> buf(n, 1.0f);
+    ThreadPool pool(std::max(1, threads));
+    std::vector<double> sums(pool.size());
+    double best = 0;
+    for (int pass = 0; pass < 5; ++pass) {
+        const double t0 = now();
+        pool.run([&](int i, int nt) {
+            const size_t b = n * i / nt, e = n * (i + 1) / nt;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+            for (size_t j = b; j + 8 <= e; j += 8) {
+                s0 += buf[j], s1 += buf[j + 1], s2 += buf[j + 2], s3 += buf[j + 3];
+                s4 += buf[j + 4], s5 += buf[j + 5], s6 += buf[j + 6], s7 += buf[j + 7];
+            }
+            sums[i] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+        });
+        best = std::max(best, n * sizeof(float) / (now() - t0) / 1e9);
+    }
+    return best;
+}
+
+double weight_bytes_per_token(const GgufFile& f, int n_expert, int n_used) {
+    double bytes = 0;
+    for (const auto& t : f.tensors()) {
+        if (t.name == "token_embd.weight" && f.find_tensor("output.weight"))
+            bytes += t.row_bytes();
+        else if (t.name.find("_exps.") != std::string::npos && n_expert > 0)
+            bytes += static_cast<double>(t.nbytes) * n_used / n_expert;
+        else
+            bytes += t.nbytes;
+    }
+    return bytes;
+}
+
+double kv_bytes_read(const KvCache& cache, double depth) {
+    double row = 0;
+    for (int l = 0; l < cache.n_layer(); ++l) row += cache.k_row_bytes(l) + cache.v_row_bytes(l);
+    return row * depth;
+}
+
+void fill_cache_synthetic(KvCache& cache, int seq, int64_t depth) {
+    if (depth <= 0) return;
+    std::vector<int32_t> cells = cache.append(seq, depth);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    constexpr int kDistinct = 16;  // distinct rows, repeated
+    for (int l = 0; l < cache.n_layer(); ++l) {
+        const int64_t nk = cache.config().n_embd_k[l], nv = cache.config().n_embd_v[l];
+        const size_t kb = cache.k_row_bytes(l), vb = cache.v_row_bytes(l);
+        if (kb + vb == 0) continue;
+        std::vector<uint8_t> krows(kb * kDistinct), vrows(vb * kDistinct);
+        std::vector<float> x(std::max(nk, nv));
+        for (int r = 0; r < kDistinct; ++r) {
+            for (auto& v : x) v = dist(rng);
+            if (kb) quantize_row(cache.type_k(), x.data(), krows.data() + r * kb, nk);
+            if (vb) quantize_row(cache.type_v(), x.data(), vrows.data() + r * vb, nv);
+        }
+        for (int64_t i = 0; i < depth; ++i) {
+            if (kb) std::memcpy(cache.k_row(l, cells[i]), krows.data() + (i % kDistinct) * kb, kb);
+            if (vb) std::memcpy(cache.v_row(l, cells[i]), vrows.data() + (i % kDistinct) * vb, vb);
+        }
+    }
+}
+
+BenchSample run_bench_test(Engine& engine, const BenchTest& test, uint64_t seed) {
+    KvCache& cache = engine.cache();
+    cache.clear();
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(std::min<int64_t>(engine.n_vocab(), 256) - 1));
+    auto random_tokens = [&](int64_t n) {
+        std::vector<int32_t> t(n);
+        for (auto& x : t) x = tok(rng);
+        return t;
+    };
+    // Warm up (threads, caches, scratch buffers) on a short batch of the
+    // test's kind, then start over.
+    engine.eval(0, random_tokens(test.n_prompt > 0 ? std::min<int64_t>(test.n_prompt, 32) : 1), false);
+    cache.clear();
+    if (test.real_depth)
+        engine.eval(0, random_tokens(test.depth), false);
+    else
+        fill_cache_synthetic(cache, 0, test.depth);
+
+    BenchSample s;
+    if (test.n_prompt > 0) {
+        const std::vector<int32_t> prompt = random_tokens(test.n_prompt);
+        const double t0 = now();
+        engine.eval(0, prompt, false);
+        s.seconds += now() - t0;
+    }
+    for (int64_t i = 0; i < test.n_gen; ++i) {
+        const int32_t t = tok(rng);
+        const double t0 = now();
+        engine.eval(0, std::span<const int32_t>(&t, 1), false);
+        s.seconds += now() - t0;
+    }
+    const int64_t n = test.n_prompt + test.n_gen;
+    s.tokens_per_s = s.seconds > 0 ? n / s.seconds : 0;
+    return s;
+}
+
+BenchStats bench_stats(const std::vector<double>& samples) {
+    BenchStats st;
+    if (samples.empty()) return st;
+    for (double x : samples) st.mean += x;
+    st.mean /= samples.size();
+    if (samples.size() > 1) {
+        double ss = 0;
+        for (double x : samples) ss += (x - st.mean) * (x - st.mean);
+        st.stddev = std::sqrt(ss / (samples.size() - 1));
+    }
+    return st;
+}
+
+}  // namespace moeserve

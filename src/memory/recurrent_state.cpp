@@ -1,0 +1,91 @@
+#include "memory/recurrent_state.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace moeserve {
+
+RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots)
+    : n_embd_r_(std::move(n_embd_r)), n_embd_s_(std::move(n_embd_s)), n_snapshots_(std::max(0, n_snapshots)) {
+    if (n_embd_s_.size() != n_embd_r_.size())
+        throw std::invalid_argument("recurrent state: conv and SSM layer lists differ in length");
+    conv_off_.resize(n_embd_r_.size());
+    ssm_off_.resize(n_embd_r_.size());
+    for (size_t l = 0; l < n_embd_r_.size(); ++l) {
+        if (n_embd_r_[l] < 0 || n_embd_s_[l] < 0) throw std::invalid_argument("recurrent state: negative size");
+        conv_off_[l] = per_seq_;
+        per_seq_ += n_embd_r_[l];
+        ssm_off_[l] = per_seq_;
+        per_seq_ += n_embd_s_[l];
+    }
+    if (per_seq_ == 0) {
+        n_snapshots_ = 0;
+        return;
+    }
+    live_.assign(static_cast<size_t>(n_seq * per_seq_), 0.0f);
+    saved_.assign(static_cast<size_t>(n_seq * n_snapshots_ * per_seq_), 0.0f);
+    snaps_.resize(n_seq);
+}
+
+void RecurrentState::reset(int seq) {
+    if (empty()) return;
+    std::fill_n(live_.begin() + seq * per_seq_, per_seq_, 0.0f);
+    snaps_.at(seq).clear();
+}
+
+void RecurrentState::reset_all() {
+    std::fill(live_.begin(), live_.end(), 0.0f);
+    for (auto& s : snaps_) s.clear();
+}
+
+int RecurrentState::find(int seq, int64_t pos) const {
+    const auto& s = snaps_.at(seq);
+    for (size_t i = 0; i < s.size(); ++i)
+        if (s[i].pos == pos) return static_cast<int>(i);
+    return -1;
+}
+
+void RecurrentState::save(int seq, int64_t pos) {
+    if (empty() || n_snapshots_ == 0) return;
+    auto& s = snaps_.at(seq);
+    int buffer;
+    if (int i = find(seq, pos); i >= 0) {
+        buffer = s[i].buffer;
+        s.erase(s.begin() + i);
+    } else if (static_cast<int>(s.size()) < n_snapshots_) {
+        // The first buffer no snapshot uses.
+        buffer = 0;
+        while (std::any_of(s.begin(), s.end(), [&](const Snapshot& x) { return x.buffer == buffer; })) ++buffer;
+    } else {
+        buffer = s.back().buffer;  // evict the oldest
+        s.pop_back();
+    }
+    std::copy_n(live_.begin() + seq * per_seq_, per_seq_, saved(seq, buffer));
+    s.insert(s.begin(), Snapshot{pos, buffer});
+}
+
+bool RecurrentState::has_snapshot(int seq, int64_t pos) const {
+    return !empty() && find(seq, pos) >= 0;
+}
+
+void RecurrentState::restore(int seq, int64_t pos) {
+    const int i = find(seq, pos);
+    if (i < 0) throw std::logic_error("recurrent state: no snapshot at that position");
+    std::copy_n(saved(seq, snaps_[seq][i].buffer), per_seq_, live_.begin() + seq * per_seq_);
+    drop_after(seq, pos);
+}
+
+void RecurrentState::drop_after(int seq, int64_t pos) {
+    if (empty()) return;
+    auto& s = snaps_.at(seq);
+    s.erase(std::remove_if(s.begin(), s.end(), [&](const Snapshot& x) { return x.pos > pos; }), s.end());
+}
+
+std::vector<int64_t> RecurrentState::snapshot_positions(int seq) const {
+    std::vector<int64_t> out;
+    if (empty()) return out;
+    for (const auto& x : snaps_.at(seq)) out.push_back(x.pos);
+    return out;
+}
+
+}  // namespace moeserve

@@ -1,0 +1,72 @@
+// The recurrent state of hybrid models (Mamba2 layers): per sequence, per
+// recurrent layer, a conv state (the last K-1 raw conv inputs per channel)
+// and an SSM state, in f32 — a fixed size whatever the context length
+// (spec architectures §6.8, §7.2). Unlike KV cells, a recurrent state cannot
+// be rewound: going back to an earlier position needs a snapshot taken at
+// exactly that position, so each sequence keeps a few, newest first.
+//
+// Layout per sequence slot (one contiguous block, so a snapshot is one copy):
+// for each layer l, conv [C_l][K_l-1] (time fastest, as llama.cpp stores it)
+// then ssm [H_l][P_l][N_l] (state fastest).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace moeserve {
+
+class RecurrentState {
+  public:
+    RecurrentState() = default;
+    // n_embd_r[l], n_embd_s[l]: floats of layer l's conv and SSM state per
+    // sequence (0 for layers without recurrence).
+    RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots);
+
+    bool empty() const { return per_seq_ == 0; }
+    int n_snapshots() const { return n_snapshots_; }
+    int64_t n_embd_r(int layer) const { return layer < static_cast<int>(n_embd_r_.size()) ? n_embd_r_[layer] : 0; }
+    int64_t n_embd_s(int layer) const { return layer < static_cast<int>(n_embd_s_.size()) ? n_embd_s_[layer] : 0; }
+    size_t bytes() const { return (live_.size() + saved_.size()) * sizeof(float); }
+
+    // conv: [C][K-1] and ssm: [H][P][N] of one layer and sequence.
+    float* conv(int layer, int seq) { return live_.data() + seq * per_seq_ + conv_off_[layer]; }
+    float* ssm(int layer, int seq) { return live_.data() + seq * per_seq_ + ssm_off_[layer]; }
+    const float* conv(int layer, int seq) const { return live_.data() + seq * per_seq_ + conv_off_[layer]; }
+    const float* ssm(int layer, int seq) const { return live_.data() + seq * per_seq_ + ssm_off_[layer]; }
+
+    // Zeroes a sequence's state and forgets its snapshots (a new sequence).
+    void reset(int seq);
+    void reset_all();
+
+    // Saves the sequence's state as the state after `pos` tokens; replaces a
+    // snapshot at the same position, else evicts the oldest when all are used.
+    void save(int seq, int64_t pos);
+    bool has_snapshot(int seq, int64_t pos) const;
+    // Restores the snapshot at `pos` (which must exist) and forgets the
+    // snapshots after it.
+    void restore(int seq, int64_t pos);
+    // Forgets the snapshots of positions > pos.
+    void drop_after(int seq, int64_t pos);
+    // Positions of the sequence's snapshots, newest first.
+    std::vector<int64_t> snapshot_positions(int seq) const;
+
+  private:
+    int find(int seq, int64_t pos) const;  // snapshot index, or -1
+    float* saved(int seq, int i) { return saved_.data() + (static_cast<int64_t>(seq) * n_snapshots_ + i) * per_seq_; }
+
+    std::vector<int64_t> n_embd_r_, n_embd_s_, conv_off_, ssm_off_;
+    int64_t per_seq_ = 0;  // floats per sequence slot
+    int n_snapshots_ = 0;
+    std::vector<float> live_;   // [n_seq][per_seq]
+    std::vector<float> saved_;  // [n_seq][n_snapshots][per_seq]
+    // Per sequence: the position each snapshot buffer holds, newest first
+    // (values index into the sequence's snapshot buffers).
+    struct Snapshot {
+        int64_t pos;
+        int buffer;
+    };
+    std::vector<std::vector<Snapshot>> snaps_;
+};
+
+}  // namespace moeserve

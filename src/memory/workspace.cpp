@@ -1,0 +1,315 @@
+#include "memory/workspace.h"
+
+#include <algorithm>
+#include <initializer_list>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quant/vec_dot.h"
+
+namespace moeserve {
+namespace {
+
+constexpr uint64_t kF32 = 4;
+
+// The CPU MLA kernel's tiling (backend/cpu/cpu_mla.cpp).
+constexpr int64_t kMlaRowBlock = 32, kMlaTileQueries = 64, kMlaMinSplitRows = 256;
+
+// Walks one forward pass over the tensor table, keeping the live heap bytes
+// and their peak. Buffer names follow the code that owns them.
+class WorkspaceWalk {
+  public:
+    WorkspaceWalk(const GgufFile& f, const MemoryShape& s, const WorkspaceParams& p) : f_(f), s_(s), p_(p) {}
+
+    Workspace run() {
+        const int64_t T = p_.n_tokens;
+        // Model::forward: cell, row-table and output-row lists; the batch itself.
+        const uint64_t bookkeeping = T * (4 + 8 + 4 + 13) + p_.n_outputs * 8 + 64;
+        begin_temp(bookkeeping);
+        for (const char* name : {"x", "normed", "sub"}) hold(name, T * s_.n_embd * kF32);
+        if (s_.arch == "deepseek2") deepseek2_buffers();
+        for (int l = 0; l < s_.n_layer; ++l) layer(l);
+        const GgufTensorInfo* out = tensor("output.weight");
+        matmul(out ? out : tensor("token_embd.weight"), p_.n_outputs);
+        end_temp(bookkeeping);
+        Workspace w;
+        w.held = live_;
+        w.transient = peak_ - live_;
+        return w;
+    }
+
+  private:
+    struct Buffer {
+        uint64_t size = 0, cap = 0;
+    };
+
+    const GgufTensorInfo* tensor(const std::string& name) const { return f_.find_tensor(name); }
+    const GgufTensorInfo* blk(int l, const char* name) const { return tensor("blk." + std::to_string(l) + "." + name); }
+
+    void note_peak(uint64_t extra = 0) { peak_ = std::max(peak_, live_ + extra); }
+    void begin_temp(uint64_t bytes) {
+        live_ += bytes;
+        note_peak();
+    }
+    void end_temp(uint64_t bytes) { live_ -= bytes; }
+    void transient(uint64_t bytes) { note_peak(bytes); }
+
+    // std::vector::resize of a reused buffer: growing past its capacity
+    // allocates max(2 × size, n) and frees the old block after moving.
+    void hold(const std::string& name, uint64_t n) {
+        Buffer& b = held_[name];
+        if (n > b.cap) {
+            const uint64_t cap = b.size == 0 ? n : std::max(2 * b.size, n);
+            note_peak(cap);
+            live_ += cap - b.cap;
+            b.cap = cap;
+        }
+        b.size = n;
+    }
+    // quantize_activations: resizes only when too small.
+    void hold_at_least(const std::string& name, uint64_t n) {
+        if (n > held_[name].size) hold(name, n);
+    }
+
+    // Bytes of n activations converted to the partner type of weight type t.
+    static uint64_t act_row(GgmlType t, int64_t n) {
+        try {
+            const GgmlType a = vec_dot_type(t);
+            if (n % ggml_type_info(a).block_size == 0) return ggml_row_bytes(a, n);
+        } catch (const std::invalid_argument&) {
+        }
+        return n * kF32;
+    }
+    static GgmlType partner(GgmlType t) {
+        try {
+            return vec_dot_type(t);
+        } catch (const std::invalid_argument&) {
+            return GgmlType::F32;
+        }
+    }
+
+    // y = W·x for `rows` rows: x is quantized into the first activation buffer.
+    void matmul(const GgufTensorInfo* w, int64_t rows) {
+        if (w) hold_at_least("act_a", act_row(w->type, w->ne[0]) * rows);
+    }
+
+    // Several products over one input: x is quantized once per distinct
+    // partner type, all into the second activation buffer.
+    void matmul_shared(std::initializer_list<const GgufTensorInfo*> ws, int64_t rows) {
+        std::vector<GgmlType> seen;
+        uint64_t total = 0;
+        for (const GgufTensorInfo* w : ws) {
+            if (!w || std::find(seen.begin(), seen.end(), partner(w->type)) != seen.end()) continue;
+            seen.push_back(partner(w->type));
+            total += act_row(w->type, w->ne[0]) * rows;
+        }
+        hold_at_least("act_b", total);
+    }
+
+    // One product per head of a stacked {in, out, n_head} weight: the heads'
+    // inputs are gathered head-major, then quantized together.
+    void matmul_heads(const GgufTensorInfo* w, int64_t rows) {
+        if (!w) return;
+        const uint64_t gathered = w->ne[2] * rows * w->ne[0] * kF32;
+        begin_temp(gathered);
+        hold_at_least("act_a", act_row(w->type, w->ne[0]) * w->ne[2] * rows);
+        end_temp(gathered);
+    }
+
+    void dense_ffn(const GgufTensorInfo* gate, const GgufTensorInfo* up, const GgufTensorInfo* down, int64_t rows) {
+        if (!up || !down) return;
+        hold("dense", 2 * rows * up->ne[1] * kF32);  // gate and up outputs [rows, n_ff]
+        if (gate)
+            matmul_shared({gate, up}, rows);
+        else
+            matmul(up, rows);
+        matmul(down, rows);
+    }
+
+    void moe_ffn(int l, const GgufTensorInfo* gate, const GgufTensorInfo* up, const GgufTensorInfo* down) {
+        const GgufTensorInfo* router = blk(l, "ffn_gate_inp.weight");
+        if (!router || !up || !down) return;
+        const int64_t T = p_.n_tokens, X = router->ne[1], E = up->ne[0], F = up->ne[1];
+        const int64_t items = T * std::max(1, s_.n_expert_used);  // (token, expert) pairs
+        hold("moe_logits", T * X * kF32);
+        matmul(router, T);
+        const uint64_t routes = items * 8 + (X + 1) * 8 + items * 8;  // routes, expert starts, sorted items
+        begin_temp(routes);
+        hold("moe_prob", X * kF32);
+        hold("moe_order", X * 4);
+        transient(X * 8);
+        hold("moe_xs", items * E * kF32);  // the routed input rows, later the expert outputs
+        hold_at_least("act_a", act_row(up->type, E) * items);
+        if (gate && partner(gate->type) != partner(up->type)) hold_at_least("act_b", act_row(gate->type, E) * items);
+        hold("moe_g", items * F * kF32);
+        hold("moe_u", items * F * kF32);
+        transient(4 * X * 56);  // job lists
+        hold_at_least("act_b", act_row(down->type, F) * items);
+        transient(items * 8);  // each item's place in the sorted order
+        end_temp(routes);
+    }
+
+    // Per thread while attending: each work item is one token and one KV
+    // head with its group of query heads; the scores grow as the tokens of a
+    // thread's share see more cells (the batch ends at the last cell).
+    void gqa_attention_scratch(int n_head, int n_head_kv, int64_t dk, int64_t dv) {
+        if (n_head_kv <= 0) return;
+        const int64_t group = std::max(1, n_head / n_head_kv);
+        const bool float_k = p_.type_k == GgmlType::F32 || p_.type_k == GgmlType::F16 || p_.type_k == GgmlType::BF16;
+        const uint64_t q_head = float_k ? dk * ggml_type_info(p_.type_k).type_size : act_row(p_.type_k, dk);
+        const uint64_t fixed = (group * dk + dk + dv + group * dv) * kF32 + group * q_head;
+        const int64_t items = p_.n_tokens * n_head_kv;
+        const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), items));
+        const int64_t first_cell = std::max<int64_t>(0, p_.n_kv - p_.n_tokens);
+        uint64_t total = 0;
+        for (int i = 0; i < threads; ++i) {
+            const int64_t b = items * i / threads, e = items * (i + 1) / threads;
+            if (b >= e) continue;
+            uint64_t size = 0, cap = 0, peak = 0;
+            for (int64_t t = b / n_head_kv; t <= (e - 1) / n_head_kv; ++t) {
+                const uint64_t need = std::min(p_.n_kv, first_cell + t + 1) * group;
+                if (need > cap) {
+                    const uint64_t next = size == 0 ? need : std::max(2 * size, need);
+                    peak = std::max(peak, (cap + next) * kF32);
+                    cap = next;
+                }
+                size = need;
+            }
+            total += fixed + std::max(peak, cap * kF32);
+        }
+        transient(total);
+    }
+
+    void gqa_attention(int l) {
+        const LayerShape& ls = s_.layers[l];
+        const int64_t T = p_.n_tokens;
+        hold("attn_q", T * ls.n_head * s_.head_dim_k * kF32);
+        hold("attn_k", T * ls.n_head_kv * s_.head_dim_k * kF32);
+        hold("attn_v", T * ls.n_head_kv * s_.head_dim_v * kF32);
+        hold("attn_out", T * ls.n_head * s_.head_dim_v * kF32);
+        matmul_shared({blk(l, "attn_q.weight"), blk(l, "attn_k.weight"), blk(l, "attn_v.weight")}, T);
+        transient(std::min<int64_t>(p_.n_threads, T) * (ls.n_embd_k + ls.n_embd_v) * kF32);  // cache writes
+        gqa_attention_scratch(ls.n_head, ls.n_head_kv, s_.head_dim_k, s_.head_dim_v);
+        matmul(blk(l, "attn_output.weight"), T);
+    }
+
+    // deepseek2's per-token buffers, sized once per pass (model/deepseek2.cpp).
+    void deepseek2_buffers() {
+        const int64_t T = p_.n_tokens, H = s_.layers[0].n_head, R = s_.kv_lora_rank, rope = s_.n_rot;
+        const int64_t D = R + rope, dk = s_.head_dim_k_mla, dv = s_.head_dim_v_mla;
+        hold("ffn", T * s_.n_embd * kF32);
+        hold("mla_q", T * H * dk * kF32);
+        hold("mla_qa", T * std::max<int64_t>(s_.q_lora_rank, 1) * kF32);
+        hold("mla_kv", T * D * kF32);
+        hold("mla_krow", T * D * kF32);
+        hold("mla_lat", T * R * kF32);
+        hold("mla_q_pe", T * H * rope * kF32);
+        hold("mla_k_pe", T * rope * kF32);
+        hold("mla_q_mla", T * H * D * kF32);
+        hold("mla_q_abs", T * H * R * kF32);
+        hold("mla_o_lat", T * H * R * kF32);
+        hold("mla_o", T * H * dv * kF32);
+    }
+
+    // Flash-style MLA over the latent cache: queries in tiles, each tile's
+    // cells split into chunks with their own softmax state when there are
+    // few tiles; per thread, a block of rows and its scores.
+    void mla_attention_scratch(int64_t H) {
+        const int64_t T = p_.n_tokens, R = s_.kv_lora_rank, D = R + s_.n_rot;
+        const int threads = std::max(1, p_.n_threads);
+        const int64_t tile_tokens = std::max<int64_t>(1, kMlaTileQueries / H);
+        const int64_t n_tiles = (T + tile_tokens - 1) / tile_tokens;
+        int64_t n_states = 0;
+        for (int64_t i = 0; i < n_tiles; ++i) {
+            const int64_t t1 = std::min(T, (i + 1) * tile_tokens), nq = (t1 - i * tile_tokens) * H;
+            const int64_t cells = std::min(p_.n_kv, std::max<int64_t>(0, p_.n_kv - T) + t1);
+            int64_t split = 1;
+            if (n_tiles < 4 * threads)
+                split = std::clamp<int64_t>(cells / kMlaMinSplitRows, 1, (4 * threads + n_tiles - 1) / n_tiles);
+            n_states += nq * split;
+        }
+        const bool float_k = p_.type_k == GgmlType::F32 || p_.type_k == GgmlType::F16 || p_.type_k == GgmlType::BF16;
+        uint64_t bytes = n_tiles * 24 + (float_k ? 0 : T * H * D * kF32);              // tiles, rounded queries
+        bytes += n_states / std::max<int64_t>(1, H) * 32 + n_states * (R + 2) * kF32;  // items, partial states
+        bytes += threads * (kMlaRowBlock * D + std::min(tile_tokens, T) * H * kMlaRowBlock) * kF32;
+        transient(bytes);
+    }
+
+    // Absorbed MLA (spec §5.3, model/deepseek2.cpp).
+    void mla_attention(int l) {
+        const int64_t T = p_.n_tokens, H = s_.layers[l].n_head;
+        if (blk(l, "attn_q.weight")) {
+            matmul_shared({blk(l, "attn_q.weight"), blk(l, "attn_kv_a_mqa.weight")}, T);
+        } else {
+            matmul_shared({blk(l, "attn_q_a.weight"), blk(l, "attn_kv_a_mqa.weight")}, T);
+            matmul(blk(l, "attn_q_b.weight"), T);
+        }
+        transient(std::min<int64_t>(p_.n_threads, T) * (s_.kv_lora_rank + s_.n_rot) * kF32);  // cache writes
+        matmul_heads(blk(l, "attn_k_b.weight"), T);
+        mla_attention_scratch(H);
+        matmul_heads(blk(l, "attn_v_b.weight"), T);
+        matmul(blk(l, "attn_output.weight"), T);
+    }
+
+    // Mamba2 (spec §6.7, model/nemotron_h_moe.cpp): in_proj [T, z | xBC | dt],
+    // the conv output xBC [T, d_inner + 2GN], the scan output y [T, d_inner].
+    void mamba2(int l) {
+        const int64_t T = p_.n_tokens, d_xbc = s_.ssm_d_inner + 2 * s_.ssm_n_group * s_.ssm_d_state;
+        hold("ssm_proj", T * (s_.ssm_d_inner + d_xbc + s_.ssm_n_head) * kF32);
+        hold("ssm_xbc", T * d_xbc * kF32);
+        hold("ssm_y", T * s_.ssm_d_inner * kF32);
+        matmul(blk(l, "ssm_in.weight"), T);
+        transient(T * 40);  // tokens grouped by sequence
+        matmul(blk(l, "ssm_out.weight"), T);
+    }
+
+    void ffn(int l) {
+        const int64_t T = p_.n_tokens;
+        if (!blk(l, "ffn_gate_inp.weight")) {
+            dense_ffn(blk(l, "ffn_gate.weight"), blk(l, "ffn_up.weight"), blk(l, "ffn_down.weight"), T);
+            return;
+        }
+        auto shared = [&] {
+            dense_ffn(blk(l, "ffn_gate_shexp.weight"), blk(l, "ffn_up_shexp.weight"), blk(l, "ffn_down_shexp.weight"),
+                      T);
+        };
+        if (s_.arch == "nemotron_h_moe") shared();  // nemotron runs the shared expert first
+        moe_ffn(l, blk(l, "ffn_gate_exps.weight"), blk(l, "ffn_up_exps.weight"), blk(l, "ffn_down_exps.weight"));
+        if (s_.arch != "nemotron_h_moe") shared();
+    }
+
+    void layer(int l) {
+        switch (s_.layers[l].kind) {
+            case LayerKind::Attention:
+                gqa_attention(l);
+                if (s_.arch != "nemotron_h_moe") ffn(l);
+                break;
+            case LayerKind::Mla:
+                mla_attention(l);
+                ffn(l);
+                break;
+            case LayerKind::Mamba2:
+                mamba2(l);
+                break;
+            case LayerKind::Ffn:
+                ffn(l);
+                break;
+        }
+    }
+
+    const GgufFile& f_;
+    const MemoryShape& s_;
+    const WorkspaceParams& p_;
+    std::map<std::string, Buffer> held_;
+    uint64_t live_ = 0, peak_ = 0;
+};
+
+}  // namespace
+
+Workspace plan_workspace(const GgufFile& f, const MemoryShape& shape, const WorkspaceParams& p) {
+    return WorkspaceWalk(f, shape, p).run();
+}
+
+}  // namespace moeserve

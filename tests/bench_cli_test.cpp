@@ -1,0 +1,74 @@
+// `moeserve bench` on a tiny synthetic model: the markdown table has
+// llama-bench's columns plus the bandwidth ones; --json and --csv parse.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures.h"
+#include "run_command.h"
+#include "synth/presets.h"
+
+namespace moeserve {
+namespace {
+
+std::string tiny_model() {
+    const std::string path = (test::scratch_dir() / "tiny.gguf").string();
+    write_synth_model(path, *synth_preset("tiny-qwen3moe", FileMix::Q4_K_M));
+    return path;
+}
+
+TEST(BenchCli, markdown_table_has_every_column_and_test) {
+    const std::string model = tiny_model();
+    auto r = test::run_moeserve({"bench", "-m", model, "-p", "16", "-n", "4", "-d", "0,64", "-r", "2", "-t", "2"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("read bandwidth (2 threads):"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("| model | size | params | backend | threads | type_k | type_v | test | t/s | MB/token | "
+                         "GB/s | % of read BW |"),
+              std::string::npos)
+        << r.out;
+    for (const char* test : {"| pp16 |", "| tg4 |", "| pp16 @ d64 |", "| tg4 @ d64 |"})
+        EXPECT_NE(r.out.find(test), std::string::npos) << test << "\n" << r.out;
+    EXPECT_NE(r.out.find(" ± "), std::string::npos);
+}
+
+TEST(BenchCli, json_gives_samples_and_effective_bandwidth) {
+    const std::string model = tiny_model();
+    auto r = test::run_moeserve({"bench", "-m", model, "-p", "8", "-n", "3", "-d", "32", "-r", "3", "-t", "2", "-ctk",
+                                 "f16,q8_0", "-ctv", "q8_0", "--json"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j.size(), 4u);  // (pp8, tg3) × (f16, q8_0) K caches
+    for (const auto& row : j) {
+        EXPECT_EQ(row["n_depth"], 32);
+        EXPECT_EQ(row["samples_ts"].size(), 3u);
+        EXPECT_GT(row["avg_ts"].get<double>(), 0.0);
+        EXPECT_EQ(row["type_v"], "q8_0");
+        EXPECT_GT(row["read_bandwidth_gbs"].get<double>(), 0.0);
+        if (row["n_gen"] == 3)
+            EXPECT_GT(row["effective_gbs"].get<double>(), 0.0);
+        else
+            EXPECT_TRUE(row["effective_gbs"].is_null());
+    }
+    EXPECT_EQ(j[0]["type_k"], "f16");
+    EXPECT_EQ(j[2]["type_k"], "q8_0");
+}
+
+TEST(BenchCli, csv_has_a_header_and_one_line_per_test) {
+    const std::string model = tiny_model();
+    auto r = test::run_moeserve({"bench", "-m", model, "-p", "8", "-n", "2", "-r", "1", "-t", "1", "--csv"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out.rfind("model_filename,model_size,model_n_params,", 0), 0u) << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3);
+}
+
+TEST(BenchCli, names_bad_arguments) {
+    auto r = test::run_moeserve({"bench", "-m", "x.gguf", "-p", "a,b"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("option -p expects integers"), std::string::npos) << r.err;
+    r = test::run_moeserve({"bench", "-m", "x.gguf", "-p", "0", "-n", "0"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("nothing to measure"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -1,0 +1,105 @@
+// RecurrentState and the KvCache semantics built on it, without a model:
+// zeroed slots, bounded snapshots newest first, restore through truncate,
+// and a cache without recurrent layers behaving exactly as before.
+#include <gtest/gtest.h>
+
+#include "memory/kv_cache.h"
+
+namespace moeserve {
+namespace {
+
+KvCacheConfig hybrid_config(int n_seq, int n_snapshots) {
+    KvCacheConfig c;
+    c.n_cells = 64;
+    c.n_seq_max = n_seq;
+    c.n_embd_k = {0, 128};
+    c.n_embd_v = {0, 128};
+    c.head_dim_k = c.head_dim_v = 64;
+    c.n_embd_r = {3 * 10, 0};
+    c.n_embd_s = {4 * 8, 0};
+    c.n_rs_snapshots = n_snapshots;
+    return c;
+}
+
+TEST(RecurrentState, slots_are_separate_and_start_at_zero) {
+    KvCache cache(hybrid_config(2, 2));
+    ASSERT_TRUE(cache.has_recurrent());
+    EXPECT_EQ(cache.n_embd_r(0), 30);
+    EXPECT_EQ(cache.n_embd_s(0), 32);
+    EXPECT_EQ(cache.n_embd_r(1), 0);
+    for (int i = 0; i < 30; ++i) EXPECT_EQ(cache.conv_state(0, 1)[i], 0.0f);
+    cache.conv_state(0, 0)[5] = 1.5f;
+    cache.ssm_state(0, 0)[31] = 2.5f;
+    EXPECT_EQ(cache.conv_state(0, 1)[5], 0.0f);
+    EXPECT_EQ(cache.ssm_state(0, 1)[31], 0.0f);
+    // 2 sequences × (1 live + 2 snapshots) × 62 floats, plus K and V rows of layer 1.
+    EXPECT_EQ(cache.bytes(), 2u * 3 * 62 * 4 + 64u * 2 * 128 * 2);
+}
+
+TEST(RecurrentState, snapshots_are_bounded_newest_first_and_restored_by_truncate) {
+    KvCache cache(hybrid_config(1, 2));
+    for (int step = 1; step <= 3; ++step) {
+        cache.append(0, 10);
+        cache.ssm_state(0, 0)[0] = static_cast<float>(step);
+        cache.snapshot(0);
+    }
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{30, 20}));  // 10 was evicted
+    cache.append(0, 5);
+    cache.ssm_state(0, 0)[0] = 99.0f;
+    EXPECT_FALSE(cache.can_truncate(0, 10));
+    EXPECT_THROW(cache.truncate(0, 10), std::runtime_error);
+    EXPECT_EQ(cache.seq_length(0), 35);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 99.0f);
+
+    cache.truncate(0, 20);
+    EXPECT_EQ(cache.seq_length(0), 20);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 2.0f);
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{20});
+    // Snapshotting the same position again replaces it.
+    cache.ssm_state(0, 0)[0] = 7.0f;
+    cache.snapshot(0);
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{20});
+    cache.append(0, 3);
+    cache.truncate(0, 20);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 7.0f);
+
+    cache.truncate(0, 0);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 0.0f);
+    EXPECT_TRUE(cache.snapshot_positions(0).empty());
+    EXPECT_EQ(cache.n_free(), 64);
+}
+
+TEST(RecurrentState, clear_zeroes_every_sequence) {
+    KvCache cache(hybrid_config(2, 1));
+    cache.append(1, 4);
+    cache.conv_state(0, 1)[0] = 3.0f;
+    cache.snapshot(1);
+    cache.clear();
+    EXPECT_EQ(cache.conv_state(0, 1)[0], 0.0f);
+    EXPECT_TRUE(cache.snapshot_positions(1).empty());
+    EXPECT_EQ(cache.seq_length(1), 0);
+}
+
+TEST(RecurrentState, a_cache_without_recurrent_layers_truncates_anywhere) {
+    KvCacheConfig c = hybrid_config(1, 2);
+    c.n_embd_r.clear();
+    c.n_embd_s.clear();
+    KvCache cache(c);
+    EXPECT_FALSE(cache.has_recurrent());
+    cache.append(0, 12);
+    cache.snapshot(0);  // a no-op
+    EXPECT_TRUE(cache.snapshot_positions(0).empty());
+    EXPECT_TRUE(cache.can_truncate(0, 5));
+    cache.truncate(0, 5);
+    EXPECT_EQ(cache.seq_length(0), 5);
+    EXPECT_EQ(cache.bytes(), 64u * 2 * 128 * 2);
+}
+
+TEST(RecurrentState, mismatched_layer_lists_are_refused) {
+    KvCacheConfig c = hybrid_config(1, 2);
+    c.n_embd_s = {1};
+    EXPECT_THROW(KvCache{c}, std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace moeserve

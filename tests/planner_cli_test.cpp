@@ -1,0 +1,125 @@
+// `moeserve plan` prints the budget tables and one JSON object in bytes;
+// `run` refuses a context that does not fit before loading the model, and
+// --fit / -c max pick the largest context that fits.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "engine/engine.h"
+#include "fixtures.h"
+#include "memory/byte_size.h"
+#include "run_command.h"
+#include "synth/presets.h"
+
+namespace moeserve {
+namespace {
+
+std::string write_preset(const std::filesystem::path& dir, const std::string& preset, bool header_only) {
+    const std::string path = (dir / (preset + ".gguf")).string();
+    SynthSpec s = *synth_preset(preset, FileMix::Q4_K_M);
+    s.header_only = header_only;
+    write_synth_model(path, s);
+    return path;
+}
+
+TEST(PlanCli, json_has_every_size_in_bytes_and_the_largest_context_table) {
+    const std::string model = write_preset(test::scratch_dir(), "nemotron-3-nano-30b-a3b", true);
+    auto r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-c", "262144", "-np", "2", "-ctk", "q4_0",
+                                 "-ctv", "q4_0", "-t", "4", "--json"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["n_ctx"], 262144);
+    EXPECT_EQ(j["n_ctx_per_slot"], 131072);
+    EXPECT_EQ(j["kv_bytes_per_token"], 1728);
+    EXPECT_EQ(j["kv_bytes"], 1728ull * 262144);
+    EXPECT_EQ(j["recurrent_bytes_per_seq"], 49930240);
+    EXPECT_EQ(j["mem_bytes"], 24ull << 30);
+    for (const char* key : {"weights_bytes", "recurrent_bytes", "workspace_bytes", "total_bytes"})
+        EXPECT_GT(j[key].get<uint64_t>(), 0u) << key;
+    EXPECT_EQ(j["fits"], j["total_bytes"].get<uint64_t>() <= (24ull << 30));
+    ASSERT_EQ(j["largest_ctx"].size(), 12u);  // -np 1, 2, 4, 8 × f16, q8_0, q4_0
+    for (const auto& row : j["largest_ctx"]) {
+        EXPECT_GE(row["n_ctx"].get<int64_t>(), row["n_ctx_per_slot"].get<int64_t>());
+        EXPECT_LE(row["n_ctx_per_slot"].get<int64_t>(), 1048576);
+    }
+}
+
+TEST(PlanCli, tables_show_each_buffer_the_fit_and_a_recurrent_line) {
+    const std::string model = write_preset(test::scratch_dir(), "nemotron-3-nano-30b-a3b", true);
+    auto r = test::run_moeserve({"plan", "-m", model, "--mem", "16GB", "-c", "65536", "-np", "1"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    for (const char* text : {"| weights |", "| KV cache K (f16) |", "| KV cache V (f16) |", "| recurrent state (f32) |",
+                             "| compute workspace |", "| output (logits) |", "| **total** |",
+                             "does NOT fit in 14.90 GiB (--mem)", "KV cache per 1K tokens: f16 6.00 MiB",
+                             "recurrent state 47.62 MiB per sequence", "| -np | KV f16 | KV q8_0 | KV q4_0 |", "| 8 |"})
+        EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
+}
+
+TEST(PlanCli, names_bad_sizes_and_missing_models) {
+    auto r = test::run_moeserve({"plan", "-m", "x.gguf", "--mem", "lots"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("'lots' is not a size"), std::string::npos) << r.err;
+    r = test::run_moeserve({"plan", "--mem", "1GiB"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("no model given"), std::string::npos) << r.err;
+}
+
+TEST(RunFit, a_context_that_does_not_fit_is_refused_before_loading) {
+    const auto dir = test::scratch_dir();
+    for (const std::string& model :
+         {write_preset(dir, "tiny-qwen3moe", false), write_preset(dir, "tiny-glm47flash", false)}) {
+        auto r = test::run_moeserve({"run", "-m", model, "-p", "hi", "-n", "4", "-c", "100000000", "--mem", "4GiB"});
+        EXPECT_EQ(r.status, 1);
+        EXPECT_NE(r.err.find("-c 100000000 with 1 slot(s) needs"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("but 4.00 GiB is available (--mem)"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("KV cache K (f16)"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("the largest context that fits is -c"), std::string::npos) << r.err;
+    }
+}
+
+TEST(RunFit, fit_picks_the_largest_context_that_fits) {
+    const std::string model = write_preset(test::scratch_dir(), "tiny-qwen3moe", false);
+    EngineOptions opt;
+    opt.model_path = model;
+    opt.n_threads = 2;
+    const uint64_t mem = parse_byte_size("16MiB");
+    const GgufFile f = GgufFile::open(model);
+    const int64_t expected = largest_fitting_ctx(f, read_memory_shape(f), engine_plan_options(opt, 0), mem);
+    ASSERT_GT(expected, 256);
+    ASSERT_LT(expected, 4096);  // below the training context: memory is the limit
+    for (const char* how : {"--fit", "max"}) {
+        std::vector<std::string> args = {"run", "-m", model, "-p", "Hello", "-n", "2", "-t", "2", "--mem", "16MiB"};
+        if (std::string(how) == "--fit")
+            args.push_back("--fit");
+        else
+            args.insert(args.end(), {"-c", "max"});
+        auto r = test::run_moeserve(args);
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_NE(r.err.find("fit: -c " + std::to_string(expected) + ","), std::string::npos) << r.err;
+    }
+    opt.fit_ctx = true;
+    opt.mem_bytes = mem;
+    Engine e(opt);
+    EXPECT_EQ(e.options().n_ctx, expected);
+    EXPECT_EQ(e.cache().n_cells(), expected);
+    EXPECT_LE(e.plan().total_bytes, mem);
+}
+
+TEST(RunFit, c_zero_means_the_training_context) {
+    const std::string model = write_preset(test::scratch_dir(), "tiny-qwen3moe", false);
+    EngineOptions opt;
+    opt.model_path = model;
+    opt.n_threads = 2;
+    opt.n_ctx = 0;
+    Engine e(opt);
+    EXPECT_EQ(e.cache().n_cells(), 4096);
+    auto r = test::run_moeserve({"run", "-m", model, "-p", "Hi", "-n", "1", "-c", "0", "-t", "2"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    r = test::run_moeserve({"run", "-m", model, "-p", "Hi", "-c", "lots"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("option -c expects an integer or 'max', got 'lots'"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace moeserve
