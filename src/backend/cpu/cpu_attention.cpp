@@ -110,64 +110,98 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     // one-query path does.
     const bool float_k = is_float_type(cache.type_k());
 
-    // One work item = one token and one KV head with its group of query heads,
-    // so each K and V row is read once for the whole group.
-    pool_.parallel_for(n_tokens * n_head_kv, [&](int64_t b, int64_t e) {
-        std::vector<float> qf(static_cast<size_t>(group) * dk), kbuf(dk), vbuf(dv), scores;
-        std::vector<float> acc(static_cast<size_t>(group) * dv);
-        std::vector<uint8_t> qq(q_head_bytes * group);
-        for (int64_t item = b; item < e; ++item) {
-            const int64_t t = item / n_head_kv;
-            const int g = static_cast<int>(item % n_head_kv);
-            const int32_t* cells = rows.cells[t];
-            const int64_t n = rows.n_cells[t];
-            for (int j = 0; j < group; ++j) {
-                const float* qh = q + (t * n_head + g * group + j) * dk;
-                float* qj = qf.data() + j * dk;
-                std::copy(qh, qh + dk, qj);
-                if (k_chunk) rotate_chunks(qj, dk, k_chunk);
-                if (!float_k) quantize_row_activation(qtype, qj, qq.data() + j * q_head_bytes, dk);
+    // Query blocks: runs of up to kQueryBlock consecutive tokens of one
+    // sequence (a prompt chunk), so each K and V row is loaded and converted
+    // once for the whole block rather than once per token. Decode tokens are
+    // blocks of one.
+    constexpr int kQueryBlock = 8;
+    std::vector<std::pair<int64_t, int>> blocks;  // (first token, length)
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        if (!blocks.empty()) {
+            auto& [b0, len] = blocks.back();
+            const int64_t last = b0 + len - 1;
+            if (len < kQueryBlock && rows.cells[t] == rows.cells[last] && rows.n_cells[t] == rows.n_cells[last] + 1) {
+                ++len;
+                continue;
             }
-            // scores: [group, n] — every cell for every head of the group.
-            scores.resize(static_cast<size_t>(n) * group);
-            for (int64_t c = 0; c < n; ++c) {
+        }
+        blocks.emplace_back(t, 1);
+    }
+
+    // One work item = one query block and one KV head with its group of query
+    // heads, so each K and V row is read once for all of them.
+    const int64_t n_items = static_cast<int64_t>(blocks.size()) * n_head_kv;
+    pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
+        const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
+        std::vector<float> qf(n_q * dk), kbuf(dk), vbuf(dv), scores, acc(n_q * dv);
+        std::vector<uint8_t> qq(q_head_bytes * n_q);
+        for (int64_t item = b; item < e; ++item) {
+            const auto [t0, len] = blocks[item / n_head_kv];
+            const int g = static_cast<int>(item % n_head_kv);
+            const int32_t* cells = rows.cells[t0];
+            const int64_t n_max = rows.n_cells[t0 + len - 1];  // the last token sees the most cells
+            // Query row r = l * group + j: token t0 + l, head g * group + j.
+            for (int l = 0; l < len; ++l)
+                for (int j = 0; j < group; ++j) {
+                    const int r = l * group + j;
+                    const float* qh = q + ((t0 + l) * n_head + g * group + j) * dk;
+                    float* qr = qf.data() + r * dk;
+                    std::copy(qh, qh + dk, qr);
+                    if (k_chunk) rotate_chunks(qr, dk, k_chunk);
+                    if (!float_k) quantize_row_activation(qtype, qr, qq.data() + r * q_head_bytes, dk);
+                }
+            // scores: [len * group, n_max]; row r covers the cells its token sees.
+            const int n_rows = len * group;
+            scores.resize(static_cast<size_t>(n_max) * n_rows);
+            for (int64_t c = 0; c < n_max; ++c) {
                 const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
-                if (float_k) {
-                    const float* kf = row_as_f32(cache.type_k(), kr, kbuf.data(), dk);
-                    for (int j = 0; j < group; ++j) scores[j * n + c] = dot_f32(qf.data() + j * dk, kf, dk) * scale;
-                } else {
-                    for (int j = 0; j < group; ++j)
-                        scores[j * n + c] = dot(kr, qq.data() + j * q_head_bytes, dk) * scale;
+                const float* kf = float_k ? row_as_f32(cache.type_k(), kr, kbuf.data(), dk) : nullptr;
+                // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
+                const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
+                for (int l = l_begin; l < len; ++l) {
+                    for (int j = 0; j < group; ++j) {
+                        const int r = l * group + j;
+                        scores[r * n_max + c] = (float_k ? dot_f32(qf.data() + r * dk, kf, dk)
+                                                         : dot(kr, qq.data() + r * q_head_bytes, dk)) *
+                                                scale;
+                    }
                 }
             }
-            for (int j = 0; j < group; ++j) {
-                float* sj = scores.data() + j * n;
+            for (int r = 0; r < n_rows; ++r) {
+                const int64_t n = rows.n_cells[t0 + r / group];
+                float* sr = scores.data() + r * n_max;
                 float mx = -std::numeric_limits<float>::infinity();
-                for (int64_t c = 0; c < n; ++c) mx = std::max(mx, sj[c]);
+                for (int64_t c = 0; c < n; ++c) mx = std::max(mx, sr[c]);
                 double sum = 0.0;
                 for (int64_t c = 0; c < n; ++c) {
-                    sj[c] = std::exp(sj[c] - mx);
-                    sum += sj[c];
+                    sr[c] = std::exp(sr[c] - mx);
+                    sum += sr[c];
                 }
                 const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
-                for (int64_t c = 0; c < n; ++c) sj[c] *= inv;
+                for (int64_t c = 0; c < n; ++c) sr[c] *= inv;
             }
-            // acc[j] = Σ_c p[j][c] · V[c]
-            std::fill(acc.begin(), acc.end(), 0.0f);
-            for (int64_t c = 0; c < n; ++c) {
+            // acc[r] = Σ_c p[r][c] · V[c]
+            std::fill(acc.begin(), acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
+            for (int64_t c = 0; c < n_max; ++c) {
                 const float* vf = row_as_f32(cache.type_v(), cache.v_row(layer, cells[c]) + g * v_head_bytes,
                                              vbuf.data(), dv);
-                for (int j = 0; j < group; ++j) {
-                    const float p = scores[j * n + c];
-                    float* a = acc.data() + j * dv;
-                    for (int i = 0; i < dv; ++i) a[i] += p * vf[i];
+                const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
+                for (int l = l_begin; l < len; ++l) {
+                    for (int j = 0; j < group; ++j) {
+                        const int r = l * group + j;
+                        const float p = scores[r * n_max + c];
+                        float* a = acc.data() + r * dv;
+                        for (int i = 0; i < dv; ++i) a[i] += p * vf[i];
+                    }
                 }
             }
-            for (int j = 0; j < group; ++j) {
-                float* o = out + (t * n_head + g * group + j) * dv;
-                std::copy(acc.begin() + j * dv, acc.begin() + (j + 1) * dv, o);
-                if (v_chunk) rotate_chunks(o, dv, v_chunk);  // H·H = I undoes the V rotation
-            }
+            for (int l = 0; l < len; ++l)
+                for (int j = 0; j < group; ++j) {
+                    const int r = l * group + j;
+                    float* o = out + ((t0 + l) * n_head + g * group + j) * dv;
+                    std::copy(acc.begin() + r * dv, acc.begin() + (r + 1) * dv, o);
+                    if (v_chunk) rotate_chunks(o, dv, v_chunk);  // H·H = I undoes the V rotation
+                }
         }
     });
     (void)n_embd_v;
