@@ -4,32 +4,22 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
-#include "golden.h"
+#include "engine_test_util.h"
 #include "gguf/gguf_writer.h"
 
 namespace moeserve {
 namespace {
 
+const char* const kStem = "qwen3moe-tiny-s1";
+
 EngineOptions fixture_options(const std::string& weights, const std::string& kv, int n_seq) {
-    EngineOptions opt;
-    opt.model_path = test::fixture("models/qwen3moe-tiny-s1-" + weights + ".gguf").string();
-    opt.n_threads = 2;
-    opt.n_ctx = 512;
-    opt.n_seq = n_seq;
-    opt.type_k = opt.type_v = parse_cache_type(kv);
-    return opt;
+    return test::fixture_engine_options(kStem, weights, kv, n_seq);
 }
 
-std::vector<int32_t> prompt_tokens(size_t n, size_t offset = 0) {
-    test::Golden g = test::load_golden("qwen3moe-tiny-s1-f16.kv-f16");
-    return std::vector<int32_t>(g.tokens.begin() + offset, g.tokens.begin() + offset + n);
-}
+std::vector<int32_t> prompt_tokens(size_t n, size_t offset = 0) { return test::golden_tokens(kStem, n, offset); }
 
 void expect_close(const std::vector<float>& a, const std::vector<float>& b, int64_t n_vocab) {
-    ASSERT_EQ(a.size(), b.size());
-    auto m = test::compare_logits(a.data(), b.data(), static_cast<int64_t>(a.size()) / n_vocab, n_vocab);
-    EXPECT_LE(m.mean_kl, 1e-5);
-    EXPECT_EQ(m.top1_decisive, 1.0);
+    test::expect_logits_close(a, b, n_vocab, 1e-5);
 }
 
 class EngineBatch : public ::testing::TestWithParam<std::string> {};
@@ -43,18 +33,8 @@ TEST_P(EngineBatch, two_sequences_in_one_batch_match_each_alone) {
     std::vector<float> lb = alone.eval(0, b, true);
 
     Engine both(fixture_options("q4_k_m", GetParam(), 2));
-    Batch batch;  // interleaved, so the attention rows of the two sequences mix within the batch
-    for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-        if (i < a.size()) batch.add(a[i], static_cast<int32_t>(i), 0, true);
-        if (i < b.size()) batch.add(b[i], static_cast<int32_t>(i), 1, true);
-    }
-    std::vector<float> out = both.model().forward(batch, both.cache());
+    auto [got_a, got_b] = test::eval_interleaved(both, a, b);
     const int64_t V = both.n_vocab();
-    std::vector<float> got_a, got_b;
-    for (size_t i = 0; i < batch.size(); ++i) {
-        auto& dst = batch.seq_ids[i] == 0 ? got_a : got_b;
-        dst.insert(dst.end(), out.begin() + i * V, out.begin() + (i + 1) * V);
-    }
     expect_close(la, got_a, V);
     expect_close(lb, got_b, V);
 }

@@ -7,35 +7,21 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
-#include "golden.h"
+#include "engine_test_util.h"
 
 namespace moeserve {
 namespace {
 
+const char* const kStem = "nemotron-h-moe-tiny-s1";
+
 EngineOptions options(const std::string& weights, const std::string& kv, int n_seq, int64_t n_ubatch = 512) {
-    EngineOptions opt;
-    opt.model_path = test::fixture("models/nemotron-h-moe-tiny-s1-" + weights + ".gguf").string();
-    opt.n_threads = 2;
-    opt.n_ctx = 512;
-    opt.n_seq = n_seq;
-    opt.n_ubatch = n_ubatch;
-    opt.type_k = opt.type_v = parse_cache_type(kv);
-    return opt;
+    return test::fixture_engine_options(kStem, weights, kv, n_seq, n_ubatch);
 }
 
-std::vector<int32_t> prompt_tokens(size_t n, size_t offset = 0) {
-    test::Golden g = test::load_golden("nemotron-h-moe-tiny-s1-f16.kv-f16");
-    return std::vector<int32_t>(g.tokens.begin() + offset, g.tokens.begin() + offset + n);
-}
+std::vector<int32_t> prompt_tokens(size_t n, size_t offset = 0) { return test::golden_tokens(kStem, n, offset); }
 
 void expect_close(const std::vector<float>& a, const std::vector<float>& b, int64_t n_vocab) {
-    ASSERT_EQ(a.size(), b.size());
-    auto m = test::compare_logits(a.data(), b.data(), static_cast<int64_t>(a.size()) / n_vocab, n_vocab);
-    EXPECT_LE(m.mean_kl, 1e-6) << "max KL " << m.max_kl;
-    EXPECT_EQ(m.top1_decisive, 1.0);
-    float worst = 0;
-    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
-    EXPECT_LE(worst, 1e-3f);
+    test::expect_logits_close(a, b, n_vocab, 1e-6, 1e-3f);
 }
 
 TEST(NemotronModel, layer_kinds_give_kv_rows_to_attention_and_state_to_mamba_layers) {
