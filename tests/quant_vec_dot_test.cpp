@@ -183,3 +183,41 @@ TEST(QuantVecDot, unsupported_types_and_bad_lengths_throw) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// The four-row kernels unpack each weight block once for four activation
+// rows; the results must be bit-identical to four single-row dots.
+TEST(QuantVecDot4, four_row_kernels_equal_four_single_dots_exactly) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    int checked = 0;
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::IQ4_XS}) {
+        VecDot4Fn dot4 = vec_dot4_kernel(type);
+        if (!dot4) continue;
+        const int64_t n = 1024;
+        std::vector<float> wf(n), af(n);
+        for (auto& v : wf) v = dist(rng);
+        std::vector<uint8_t> w(ggml_row_bytes(type, n));
+        quantize_row(type, wf.data(), w.data(), n);
+        const GgmlType at = vec_dot_type(type);
+        std::vector<std::vector<uint8_t>> acts(4, std::vector<uint8_t>(ggml_row_bytes(at, n)));
+        const void* a[4];
+        for (int k = 0; k < 4; ++k) {
+            for (auto& v : af) v = dist(rng) * (k + 1);
+            quantize_row_activation(at, af.data(), acts[k].data(), n);
+            a[k] = acts[k].data();
+        }
+        float out[4];
+        dot4(w.data(), a, out, n);
+        for (int k = 0; k < 4; ++k) EXPECT_EQ(out[k], vec_dot(type, w.data(), a[k], n)) << ggml_type_name(type);
+        ++checked;
+    }
+#if defined(__AVX2__)
+    EXPECT_GE(checked, 1);  // Q4_K has one wherever AVX2 is compiled in
+#endif
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -355,6 +355,15 @@ VecDotFn vec_dot_kernel(GgmlType type) {
     return nullptr;
 }
 
+VecDot4Fn vec_dot4_kernel(GgmlType type) {
+#if defined(__AVX2__) && defined(__FMA__)
+    // Only where the four-row kernel is the four-row form of the best
+    // single-row kernel, so batch size never changes a result.
+    if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2)) return detail::vec_dot4_avx2_kernel(type);
+#endif
+    return nullptr;
+}
+
 float vec_dot(GgmlType weight_type, const void* w, const void* act, int64_t n) {
     return checked_kernel(weight_type, vec_dot_kernel(weight_type), n)(w, act, n);
 }

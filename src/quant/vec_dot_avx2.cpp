@@ -259,6 +259,42 @@ float dot_q4_k(const void* vw, const void* va, int64_t n) {
     return hsum(acc) - acc_min;
 }
 
+// dot_q4_k against four activation rows: the nibbles and scales of each
+// weight block are unpacked once; per row, the operations and their order
+// are those of dot_q4_k, so each result is bit-identical to it.
+void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vw);
+    const BlockQ8_K* y[4];
+    for (int k = 0; k < 4; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float acc_min[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+        uint8_t sm[16];
+        unpack_k4_scales(x[i].scales, sm);
+        __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
+        for (int c = 0; c < 4; ++c) {
+            const __m256i q = load256(x[i].qs + 32 * c);
+            const __m256i lo = _mm256_and_si256(q, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            const __m256i sc_lo = _mm256_set1_epi16(sm[2 * c]), sc_hi = _mm256_set1_epi16(sm[2 * c + 1]);
+            for (int k = 0; k < 4; ++k) {
+                const __m256i p0 = dot_u8s8_scaled(lo, load256(y[k][i].qs + 64 * c), sc_lo);
+                const __m256i p1 = dot_u8s8_scaled(hi, load256(y[k][i].qs + 64 * c + 32), sc_hi);
+                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(p0, p1));
+            }
+        }
+        const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
+        for (int k = 0; k < 4; ++k) {
+            const float d8 = y[k][i].d;
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+            acc_min[k] += dmin * d8 * static_cast<float>(k4_min_term(y[k][i].bsums, sm + 8));
+        }
+    }
+    for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]) - acc_min[k];
+}
+
 // Q5_K: as Q4_K, plus bit b of qh[l] = 5th bit of sub-block b at position l.
 float dot_q5_k(const void* vw, const void* va, int64_t n) {
     const BlockQ5_K* x = static_cast<const BlockQ5_K*>(vw);
@@ -364,6 +400,8 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
 }
 
 }  // namespace
+
+VecDot4Fn vec_dot4_avx2_kernel(GgmlType type) { return type == GgmlType::Q4_K ? dot4_q4_k : nullptr; }
 
 VecDotFn vec_dot_avx2_kernel(GgmlType type) {
     switch (type) {

@@ -53,9 +53,22 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
             const MatmulJob& job = jobs[j];
             const Weight& w = *job.w;
             const VecDotFn dot = vec_dot_kernel(w.type);
+            const VecDot4Fn dot4 = vec_dot4_kernel(w.type);
             const uint8_t* base = w.data + static_cast<size_t>(job.expert) * w.matrix_bytes;
             const int64_t r0 = (blk - first_block[j]) * kRowBlock, r1 = std::min(w.ne[1], r0 + kRowBlock);
-            for (int64_t t = 0; t < job.n_tokens; ++t) {
+            int64_t t = 0;
+            if (dot4) {  // four tokens per weight-row pass
+                for (; t + 4 <= job.n_tokens; t += 4) {
+                    const void* a[4];
+                    for (int k = 0; k < 4; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
+                    for (int64_t r = r0; r < r1; ++r) {
+                        float o[4];
+                        dot4(base + r * w.row_bytes, a, o, w.ne[0]);
+                        for (int k = 0; k < 4; ++k) job.y[(t + k) * job.y_stride + r] = o[k];
+                    }
+                }
+            }
+            for (; t < job.n_tokens; ++t) {
                 const uint8_t* a = job.xq + t * job.xq_row_bytes;
                 float* yt = job.y + t * job.y_stride;
                 for (int64_t r = r0; r < r1; ++r) yt[r] = dot(base + r * w.row_bytes, a, w.ne[0]);
