@@ -356,9 +356,12 @@ VecDotFn vec_dot_kernel(GgmlType type) {
 }
 
 VecDot4Fn vec_dot4_kernel(GgmlType type) {
+    // Only the four-row form of the best single-row kernel, so the batch
+    // size never changes a result.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (vec_dot_kernel(type, SimdLevel::avx512)) return detail::vec_dot4_avx512_kernel(type);
+#endif
 #if defined(__AVX2__) && defined(__FMA__)
-    // Only where the four-row kernel is the four-row form of the best
-    // single-row kernel, so batch size never changes a result.
     if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2)) return detail::vec_dot4_avx2_kernel(type);
 #endif
     return nullptr;

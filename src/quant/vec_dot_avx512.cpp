@@ -76,9 +76,14 @@ inline __m512i halves_i16(int a, int b) {
 // Per 128-element half: ql (64 bytes) and qh broadcast to both 256-bit halves.
 // Low nibbles + qh bit pairs (0 | 2) are groups 0,1; high nibbles + pairs (4 | 6)
 // are groups 2,3. Codes are unsigned 0..63; the -32 is applied via bsums.
-float dot_q6_k(const void* vw, const void* va, int64_t n) {
+// R weight-row x activation-row dots at once: the weight block is unpacked
+// once, and every row's result is computed with the same operations in the
+// same order as for R = 1, so the four-row kernel equals four single dots.
+template <int R>
+void q6_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
     const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vw);
-    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(va);
+    const BlockQ8_K* y[R];
+    for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i m3 = _mm512_set1_epi8(3);
     const __m512i shift_lo = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(0), _mm512_set1_epi16(2));
@@ -91,13 +96,18 @@ float dot_q6_k(const void* vw, const void* va, int64_t n) {
         for (int k = 0; k < 16; ++k) idx[k] = 4 * j + k / 4;
         scale_idx[j] = _mm512_load_si512(idx);
     }
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         const __m128i sc8 = load128(x[i].scales);
         const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
-        // Offset term Σ_k sc_k * bsum_k (times 32 below), 8 int32 lanes.
-        const __m256i offset = _mm256_madd_epi16(load256(y[i].bsums), _mm256_cvtepi8_epi16(sc8));
-        __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
+        __m512i sumi[R];
+        for (int k = 0; k < R; ++k) {
+            // Offset term Σ_k sc_k * bsum_k (times 32 below), 8 int32 lanes.
+            const __m256i offset = _mm256_madd_epi16(load256(y[k][i].bsums), _mm256_cvtepi8_epi16(sc8));
+            sumi[k] =
+                _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
+        }
         for (int h = 0; h < 2; ++h) {
             const __m512i ql = load512(x[i].ql + 64 * h);
             const __m512i qh = _mm512_broadcast_i64x4(load256(x[i].qh + 32 * h));
@@ -105,16 +115,30 @@ float dot_q6_k(const void* vw, const void* va, int64_t n) {
             const __m512i hb_hi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_hi), m3), 4);
             const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), hb_lo);
             const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb_hi);
-            const __m512i p01 = dot_u8s8(_mm512_setzero_si512(), q01, load512(y[i].qs + 128 * h));
-            const __m512i p23 = dot_u8s8(_mm512_setzero_si512(), q23, load512(y[i].qs + 128 * h + 64));
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(p01, _mm512_permutexvar_epi32(scale_idx[2 * h], sc32)));
-            sumi =
-                _mm512_add_epi32(sumi, _mm512_mullo_epi32(p23, _mm512_permutexvar_epi32(scale_idx[2 * h + 1], sc32)));
+            const __m512i s01 = _mm512_permutexvar_epi32(scale_idx[2 * h], sc32);
+            const __m512i s23 = _mm512_permutexvar_epi32(scale_idx[2 * h + 1], sc32);
+            for (int k = 0; k < R; ++k) {
+                const __m512i p01 = dot_u8s8(_mm512_setzero_si512(), q01, load512(y[k][i].qs + 128 * h));
+                const __m512i p23 = dot_u8s8(_mm512_setzero_si512(), q23, load512(y[k][i].qs + 128 * h + 64));
+                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_mullo_epi32(p01, s01));
+                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_mullo_epi32(p23, s23));
+            }
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(fp16_to_fp32(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+        const float dw = fp16_to_fp32(x[i].d);
+        for (int k = 0; k < R; ++k)
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dw * y[k][i].d), _mm512_cvtepi32_ps(sumi[k]), acc[k]);
     }
-    return _mm512_reduce_add_ps(acc);
+    for (int k = 0; k < R; ++k) out[k] = _mm512_reduce_add_ps(acc[k]);
 }
+
+float dot_q6_k(const void* vw, const void* va, int64_t n) {
+    const void* rows[1] = {va};
+    float out;
+    q6_k_rows<1>(vw, rows, &out, n);
+    return out;
+}
+
+void dot4_q6_k(const void* vw, const void* const va[4], float out[4], int64_t n) { q6_k_rows<4>(vw, va, out, n); }
 
 // ---------------------------------------------------------------- IQ4_XS
 
@@ -123,9 +147,11 @@ float dot_q6_k(const void* vw, const void* va, int64_t n) {
 // sub-block, matching the activations. The looked-up codebook values are
 // signed, so the products use the sign trick (|v| * ±a, exact since a != -128);
 // pair sums fit int16 (2*127*127) and VPMADDWD applies (ls - 32).
-float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
+template <int R>
+void iq4_xs_rows(const void* vw, const void* const va[], float out[], int64_t n) {
     const BlockIQ4_XS* x = static_cast<const BlockIQ4_XS*>(vw);
-    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(va);
+    const BlockQ8_K* y[R];
+    for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
     const __m512i values = _mm512_broadcast_i32x4(load128(kIq4nlValues));
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i idx0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
@@ -134,13 +160,15 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
         const __mmask64 neg = _mm512_movepi8_mask(v);
         return _mm512_maddubs_epi16(_mm512_abs_epi8(v), _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a));
     };
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         int ls[8];
         for (int ib = 0; ib < 8; ++ib)
             ls[ib] =
                 (((x[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((x[i].scales_h >> (2 * ib)) & 3) << 4)) - 32;
-        __m512i sumi = _mm512_setzero_si512();
+        __m512i sumi[R];
+        for (int k = 0; k < R; ++k) sumi[k] = _mm512_setzero_si512();
         for (int half = 0; half < 2; ++half) {
             const __m512i q = load512(x[i].qs + 64 * half);
             const __m512i lo = _mm512_and_si512(q, m4);
@@ -148,19 +176,46 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
             const __m512i v0 = _mm512_shuffle_epi8(values, _mm512_permutex2var_epi64(lo, idx0, hi));
             const __m512i v1 = _mm512_shuffle_epi8(values, _mm512_permutex2var_epi64(lo, idx1, hi));
             const int b = 4 * half;
-            const __m512i p0 = signed_pairs(v0, load512(y[i].qs + 32 * b));
-            const __m512i p1 = signed_pairs(v1, load512(y[i].qs + 32 * b + 64));
-            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p0, halves_i16(ls[b], ls[b + 1])));
-            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p1, halves_i16(ls[b + 2], ls[b + 3])));
+            const __m512i s0 = halves_i16(ls[b], ls[b + 1]), s1 = halves_i16(ls[b + 2], ls[b + 3]);
+            for (int k = 0; k < R; ++k) {
+                const __m512i p0 = signed_pairs(v0, load512(y[k][i].qs + 32 * b));
+                const __m512i p1 = signed_pairs(v1, load512(y[k][i].qs + 32 * b + 64));
+                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_madd_epi16(p0, s0));
+                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_madd_epi16(p1, s1));
+            }
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(fp16_to_fp32(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sumi), acc);
+        const float dw = fp16_to_fp32(x[i].d);
+        for (int k = 0; k < R; ++k)
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dw * y[k][i].d), _mm512_cvtepi32_ps(sumi[k]), acc[k]);
     }
-    return _mm512_reduce_add_ps(acc);
+    for (int k = 0; k < R; ++k) out[k] = _mm512_reduce_add_ps(acc[k]);
 }
+
+float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
+    const void* rows[1] = {va};
+    float out;
+    iq4_xs_rows<1>(vw, rows, &out, n);
+    return out;
+}
+
+void dot4_iq4_xs(const void* vw, const void* const va[4], float out[4], int64_t n) { iq4_xs_rows<4>(vw, va, out, n); }
 
 #endif  // __AVX512VNNI__
 
 }  // namespace
+
+VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
+    switch (type) {
+#if defined(__AVX512VNNI__)
+        case GgmlType::Q6_K:
+            return dot4_q6_k;
+        case GgmlType::IQ4_XS:
+            return dot4_iq4_xs;
+#endif
+        default:
+            return nullptr;
+    }
+}
 
 VecDotFn vec_dot_avx512_kernel(GgmlType type) {
     switch (type) {

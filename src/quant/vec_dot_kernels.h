@@ -10,6 +10,7 @@ namespace moeserve::detail {
 VecDotFn vec_dot_scalar_kernel(GgmlType weight_type);
 VecDotFn vec_dot_avx2_kernel(GgmlType weight_type);    // defined only when __AVX2__
 VecDotFn vec_dot_avx512_kernel(GgmlType weight_type);  // defined only with AVX-512 F/BW/VL
-VecDot4Fn vec_dot4_avx2_kernel(GgmlType weight_type);  // defined only when __AVX2__
+VecDot4Fn vec_dot4_avx2_kernel(GgmlType weight_type);    // defined only when __AVX2__
+VecDot4Fn vec_dot4_avx512_kernel(GgmlType weight_type);  // defined only with AVX-512 F/BW/VL
 
 }  // namespace moeserve::detail
