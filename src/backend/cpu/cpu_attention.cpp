@@ -60,6 +60,25 @@ inline const float* row_as_f32(GgmlType type, const uint8_t* src, float* buf, in
     }
 }
 
+// a[0..dv) += Σ_c p[c] * v[c][0..dv) over n rows of v (row stride dv).
+inline void accumulate_rows(float* a, const float* p, const float* v, int64_t n, int dv) {
+#if defined(__AVX512F__)
+    if (dv == 128) {  // the whole accumulator in 8 registers
+        __m512 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_ps(a + 16 * i);
+        for (int64_t c = 0; c < n; ++c) {
+            const __m512 pc = _mm512_set1_ps(p[c]);
+            const float* vc = v + c * 128;
+            for (int i = 0; i < 8; ++i) r[i] = _mm512_fmadd_ps(pc, _mm512_loadu_ps(vc + 16 * i), r[i]);
+        }
+        for (int i = 0; i < 8; ++i) _mm512_storeu_ps(a + 16 * i, r[i]);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < n; ++c)
+        for (int i = 0; i < dv; ++i) a[i] += p[c] * v[c * dv + i];
+}
+
 bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 }  // namespace
@@ -115,6 +134,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     // once for the whole block rather than once per token. Decode tokens are
     // blocks of one.
     constexpr int kQueryBlock = 8;
+    constexpr int64_t kValueChunk = 64;  // V rows converted at a time (64 x 128 f32 = 32 KiB)
     std::vector<std::pair<int64_t, int>> blocks;  // (first token, length)
     for (int64_t t = 0; t < n_tokens; ++t) {
         if (!blocks.empty()) {
@@ -133,7 +153,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * n_head_kv;
     pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
-        std::vector<float> qf(n_q * dk), kbuf(dk), vbuf(dv), scores, acc(n_q * dv);
+        std::vector<float> qf(n_q * dk), kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores, acc(n_q * dv);
         std::vector<uint8_t> qq(q_head_bytes * n_q);
         for (int64_t item = b; item < e; ++item) {
             const auto [t0, len] = blocks[item / n_head_kv];
@@ -180,19 +200,21 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                 const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
                 for (int64_t c = 0; c < n; ++c) sr[c] *= inv;
             }
-            // acc[r] = Σ_c p[r][c] · V[c]
+            // acc[r] = Σ_c p[r][c] · V[c], over chunks of V rows converted to
+            // f32 once and kept in L1 while every query row of the item sums them.
             std::fill(acc.begin(), acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
-            for (int64_t c = 0; c < n_max; ++c) {
-                const float* vf = row_as_f32(cache.type_v(), cache.v_row(layer, cells[c]) + g * v_head_bytes,
-                                             vbuf.data(), dv);
-                const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
-                for (int l = l_begin; l < len; ++l) {
-                    for (int j = 0; j < group; ++j) {
-                        const int r = l * group + j;
-                        const float p = scores[r * n_max + c];
-                        float* a = acc.data() + r * dv;
-                        for (int i = 0; i < dv; ++i) a[i] += p * vf[i];
-                    }
+            for (int64_t c0 = 0; c0 < n_max; c0 += kValueChunk) {
+                const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
+                for (int64_t c = c0; c < c1; ++c) {
+                    const uint8_t* vr = cache.v_row(layer, cells[c]) + g * v_head_bytes;
+                    float* dst = vchunk.data() + (c - c0) * dv;
+                    const float* vf = row_as_f32(cache.type_v(), vr, dst, dv);
+                    if (vf != dst) std::copy(vf, vf + dv, dst);
+                }
+                for (int r = 0; r < n_rows; ++r) {
+                    const int64_t end = std::min<int64_t>(c1, rows.n_cells[t0 + r / group]);
+                    if (end > c0)
+                        accumulate_rows(acc.data() + r * dv, scores.data() + r * n_max + c0, vchunk.data(), end - c0, dv);
                 }
             }
             for (int l = 0; l < len; ++l)
