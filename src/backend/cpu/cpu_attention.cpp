@@ -79,6 +79,12 @@ inline void accumulate_rows(float* a, const float* p, const float* v, int64_t n,
         for (int i = 0; i < dv; ++i) a[i] += p[c] * v[c * dv + i];
 }
 
+inline void prefetch_bytes(const uint8_t* p, size_t n) {
+#if defined(__x86_64__)
+    for (size_t off = 0; off < n; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
+#endif
+}
+
 bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 
 }  // namespace
@@ -134,7 +140,8 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     // once for the whole block rather than once per token. Decode tokens are
     // blocks of one.
     constexpr int kQueryBlock = 8;
-    constexpr int64_t kValueChunk = 64;  // V rows converted at a time (64 x 128 f32 = 32 KiB)
+    constexpr int64_t kValueChunk = 64;
+    constexpr int64_t kPrefetchAhead = 8;  // cached rows ahead of the one in use  // V rows converted at a time (64 x 128 f32 = 32 KiB)
     std::vector<std::pair<int64_t, int>> blocks;  // (first token, length)
     for (int64_t t = 0; t < n_tokens; ++t) {
         if (!blocks.empty()) {
@@ -175,6 +182,8 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             scores.resize(static_cast<size_t>(n_max) * n_rows);
             for (int64_t c = 0; c < n_max; ++c) {
                 const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
+                if (c + kPrefetchAhead < n_max)  // rows are strided by all KV heads: help the prefetcher
+                    prefetch_bytes(cache.k_row(layer, cells[c + kPrefetchAhead]) + g * k_head_bytes, k_head_bytes);
                 const float* kf = float_k ? row_as_f32(cache.type_k(), kr, kbuf.data(), dk) : nullptr;
                 // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
                 const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
@@ -207,6 +216,8 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                 const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
                 for (int64_t c = c0; c < c1; ++c) {
                     const uint8_t* vr = cache.v_row(layer, cells[c]) + g * v_head_bytes;
+                    if (c + kPrefetchAhead < n_max)
+                        prefetch_bytes(cache.v_row(layer, cells[c + kPrefetchAhead]) + g * v_head_bytes, v_head_bytes);
                     float* dst = vchunk.data() + (c - c0) * dv;
                     const float* vf = row_as_f32(cache.type_v(), vr, dst, dv);
                     if (vf != dst) std::copy(vf, vf + dv, dst);
