@@ -382,6 +382,23 @@ void deq_iq4_xs_avx2(const BlockIQ4_XS* x, float* y, int64_t nb) {
     }
 }
 
+// Q4_0: low nibbles are elements 0..15, high nibbles 16..31; (q - 8) * d
+// with the same int-to-float conversion and one multiply as the scalar code.
+void deq_q4_0_avx2(const BlockQ4_0* x, float* y, int64_t nb) {
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m256i eight = _mm256_set1_epi32(8);
+    for (int64_t i = 0; i < nb; ++i, y += kQK) {
+        const __m256 d = _mm256_set1_ps(fp16_to_fp32(x[i].d));
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].qs));
+        const __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        for (int k = 0; k < 4; ++k) {
+            const __m256i v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), eight);
+            _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(v), d));
+        }
+    }
+}
+
 #endif  // __AVX2__
 
 template <typename Block>
@@ -407,6 +424,9 @@ void dequantize(GgmlType type, const void* src, float* y, int64_t n, bool simd) 
             bf16_to_fp32_row(static_cast<const uint16_t*>(src), y, block_count(type, n, 1));
             return;
         case GgmlType::Q4_0:
+#if defined(__AVX2__)
+            if (simd) return deq_q4_0_avx2(as<BlockQ4_0>(src), y, block_count(type, n, kQK));
+#endif
             return deq_q4_0(as<BlockQ4_0>(src), y, block_count(type, n, kQK));
         case GgmlType::Q4_1:
             return deq_q4_1(as<BlockQ4_1>(src), y, block_count(type, n, kQK));
