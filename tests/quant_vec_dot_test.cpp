@@ -193,7 +193,8 @@ TEST(QuantVecDot4, four_row_kernels_equal_four_single_dots_exactly) {
     std::mt19937 rng(11);
     std::normal_distribution<float> dist(0.0f, 1.0f);
     int checked = 0;
-    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::IQ4_XS}) {
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::IQ4_XS,
+                          GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::IQ4_NL}) {
         VecDot4Fn dot4 = vec_dot4_kernel(type);
         if (!dot4) continue;
         const int64_t n = 1024;
@@ -215,7 +216,7 @@ TEST(QuantVecDot4, four_row_kernels_equal_four_single_dots_exactly) {
         ++checked;
     }
 #if defined(__AVX2__)
-    EXPECT_GE(checked, 1);  // Q4_K has one wherever AVX2 is compiled in
+    EXPECT_GE(checked, 5);  // Q4_K and the Q8_0 family have one wherever AVX2 is compiled in
 #endif
 }
 

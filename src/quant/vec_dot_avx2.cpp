@@ -131,55 +131,81 @@ float dot_bf16(const void* vw, const void* va, int64_t n) {
 // Σ_blocks d_w*d_a * isum(block), for weight formats whose 32 codes unpack to
 // signed bytes (so the activation partner is Q8_0). Two accumulators hide
 // the FMA latency.
-template <typename Block, typename Unpack>
-inline float dot_q8_0_family(const Block* x, const BlockQ8_0* y, int64_t nb, Unpack unpack) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+// R weight-row x activation-row dots at once (R = 1 is the plain kernel):
+// each weight block is unpacked once, and every row's result is computed
+// with the same operations in the same order as for R = 1.
+template <int R, typename Block, typename Unpack>
+inline void q8_0_family_rows(const Block* x, const void* const va[], float out[], int64_t nb, Unpack unpack) {
+    const BlockQ8_0* y[R];
+    for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_0*>(va[k]);
+    __m256 acc0[R], acc1[R];
+    for (int k = 0; k < R; ++k) acc0[k] = _mm256_setzero_ps(), acc1[k] = _mm256_setzero_ps();
     int64_t ib = 0;
     for (; ib + 2 <= nb; ib += 2) {
-        const __m256i p0 = dot_s8s8(unpack(x[ib]), load256(y[ib].qs));
-        const __m256i p1 = dot_s8s8(unpack(x[ib + 1]), load256(y[ib + 1].qs));
-        const __m256 d0 = _mm256_set1_ps(fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d));
-        const __m256 d1 = _mm256_set1_ps(fp16_to_fp32(x[ib + 1].d) * fp16_to_fp32(y[ib + 1].d));
-        acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1);
+        const __m256i w0 = unpack(x[ib]), w1 = unpack(x[ib + 1]);
+        const float dw0 = fp16_to_fp32(x[ib].d), dw1 = fp16_to_fp32(x[ib + 1].d);
+        for (int k = 0; k < R; ++k) {
+            const __m256i p0 = dot_s8s8(w0, load256(y[k][ib].qs));
+            const __m256i p1 = dot_s8s8(w1, load256(y[k][ib + 1].qs));
+            const __m256 d0 = _mm256_set1_ps(dw0 * fp16_to_fp32(y[k][ib].d));
+            const __m256 d1 = _mm256_set1_ps(dw1 * fp16_to_fp32(y[k][ib + 1].d));
+            acc0[k] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0[k]);
+            acc1[k] = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1[k]);
+        }
     }
     for (; ib < nb; ++ib) {
-        const __m256i p = dot_s8s8(unpack(x[ib]), load256(y[ib].qs));
-        acc0 =
-            _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d)), _mm256_cvtepi32_ps(p), acc0);
+        const __m256i w = unpack(x[ib]);
+        const float dw = fp16_to_fp32(x[ib].d);
+        for (int k = 0; k < R; ++k) {
+            const __m256i p = dot_s8s8(w, load256(y[k][ib].qs));
+            acc0[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16_to_fp32(y[k][ib].d)), _mm256_cvtepi32_ps(p), acc0[k]);
+        }
     }
-    return hsum(_mm256_add_ps(acc0, acc1));
+    for (int k = 0; k < R; ++k) out[k] = hsum(_mm256_add_ps(acc0[k], acc1[k]));
 }
 
-float dot_q8_0(const void* vw, const void* va, int64_t n) {
-    return dot_q8_0_family(static_cast<const BlockQ8_0*>(vw), static_cast<const BlockQ8_0*>(va), n / kQK,
-                           [](const BlockQ8_0& b) { return load256(b.qs); });
+// The single-row kernel and the four-row kernel of one Q8_0-partner format.
+#define MOESERVE_Q8_0_FAMILY(name, Block, make_unpack)                                                        \
+    float dot_##name(const void* vw, const void* va, int64_t n) {                                           \
+        const void* rows[1] = {va};                                                                         \
+        float out;                                                                                          \
+        q8_0_family_rows<1>(static_cast<const Block*>(vw), rows, &out, n / kQK, make_unpack());             \
+        return out;                                                                                         \
+    }                                                                                                       \
+    void dot4_##name(const void* vw, const void* const va[4], float out[4], int64_t n) {                    \
+        q8_0_family_rows<4>(static_cast<const Block*>(vw), va, out, n / kQK, make_unpack());                \
+    }
+
+auto unpack_q8_0() {
+    return [](const BlockQ8_0& b) { return load256(b.qs); };
 }
 
 // Q4_0 codes: nibble - 8, in -8..7.
-float dot_q4_0(const void* vw, const void* va, int64_t n) {
-    const __m256i eight = _mm256_set1_epi8(8);
-    return dot_q8_0_family(static_cast<const BlockQ4_0*>(vw), static_cast<const BlockQ8_0*>(va), n / kQK,
-                           [&](const BlockQ4_0& b) { return _mm256_sub_epi8(unpack_nibbles16(b.qs), eight); });
+auto unpack_q4_0() {
+    return [eight = _mm256_set1_epi8(8)](const BlockQ4_0& b) { return _mm256_sub_epi8(unpack_nibbles16(b.qs), eight); };
 }
 
 // Q5_0 codes: nibble + 16*bit - 16. With the bit clear that is nibble - 16,
 // which as a signed byte is nibble | 0xF0.
-float dot_q5_0(const void* vw, const void* va, int64_t n) {
-    const __m256i hi = _mm256_set1_epi8(static_cast<char>(0xF0));
-    return dot_q8_0_family(static_cast<const BlockQ5_0*>(vw), static_cast<const BlockQ8_0*>(va), n / kQK,
-                           [&](const BlockQ5_0& b) {
-                               const __m256i bit_set = bits_to_bytes(load_u32(b.qh));
-                               return _mm256_or_si256(unpack_nibbles16(b.qs), _mm256_andnot_si256(bit_set, hi));
-                           });
+auto unpack_q5_0() {
+    return [hi = _mm256_set1_epi8(static_cast<char>(0xF0))](const BlockQ5_0& b) {
+        const __m256i bit_set = bits_to_bytes(load_u32(b.qh));
+        return _mm256_or_si256(unpack_nibbles16(b.qs), _mm256_andnot_si256(bit_set, hi));
+    };
 }
 
 // IQ4_NL codes: the codebook value of each nibble (a 16-entry byte shuffle).
-float dot_iq4_nl(const void* vw, const void* va, int64_t n) {
-    const __m256i values = _mm256_broadcastsi128_si256(load128(kIq4nlValues));
-    return dot_q8_0_family(static_cast<const BlockIQ4_NL*>(vw), static_cast<const BlockQ8_0*>(va), n / kQK,
-                           [&](const BlockIQ4_NL& b) { return _mm256_shuffle_epi8(values, unpack_nibbles16(b.qs)); });
+auto unpack_iq4_nl() {
+    return [values = _mm256_broadcastsi128_si256(load128(kIq4nlValues))](const BlockIQ4_NL& b) {
+        return _mm256_shuffle_epi8(values, unpack_nibbles16(b.qs));
+    };
 }
+
+MOESERVE_Q8_0_FAMILY(q8_0, BlockQ8_0, unpack_q8_0)
+MOESERVE_Q8_0_FAMILY(q4_0, BlockQ4_0, unpack_q4_0)
+MOESERVE_Q8_0_FAMILY(q5_0, BlockQ5_0, unpack_q5_0)
+MOESERVE_Q8_0_FAMILY(iq4_nl, BlockIQ4_NL, unpack_iq4_nl)
+#undef MOESERVE_Q8_0_FAMILY
 
 // Q4_1 / Q5_1 with Q8_1: unsigned codes, Σ = d_w*d_a*Σ q*q_a + m_w*s_a.
 template <typename Block, typename Unpack>
@@ -401,7 +427,22 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
 
 }  // namespace
 
-VecDot4Fn vec_dot4_avx2_kernel(GgmlType type) { return type == GgmlType::Q4_K ? dot4_q4_k : nullptr; }
+VecDot4Fn vec_dot4_avx2_kernel(GgmlType type) {
+    switch (type) {
+        case GgmlType::Q4_K:
+            return dot4_q4_k;
+        case GgmlType::Q8_0:
+            return dot4_q8_0;
+        case GgmlType::Q4_0:
+            return dot4_q4_0;
+        case GgmlType::Q5_0:
+            return dot4_q5_0;
+        case GgmlType::IQ4_NL:
+            return dot4_iq4_nl;
+        default:
+            return nullptr;
+    }
+}
 
 VecDotFn vec_dot_avx2_kernel(GgmlType type) {
     switch (type) {

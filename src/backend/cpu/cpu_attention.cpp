@@ -124,6 +124,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     const int group = n_head / n_head_kv;  // query heads per KV head
     const GgmlType qtype = vec_dot_type(cache.type_k());
     const VecDotFn dot = vec_dot_kernel(cache.type_k());
+    const VecDot4Fn dot4 = vec_dot4_kernel(cache.type_k());
     const size_t q_head_bytes = ggml_row_bytes(qtype, dk);
     const size_t k_head_bytes = ggml_row_bytes(cache.type_k(), dk);
     const size_t v_head_bytes = ggml_row_bytes(cache.type_v(), dv);
@@ -188,7 +189,18 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                 // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
                 const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
                 for (int l = l_begin; l < len; ++l) {
-                    for (int j = 0; j < group; ++j) {
+                    int j = 0;
+                    if (!float_k && dot4) {  // four query heads per pass over the K row
+                        for (; j + 4 <= group; j += 4) {
+                            const int r = l * group + j;
+                            const void* a[4];
+                            for (int k = 0; k < 4; ++k) a[k] = qq.data() + (r + k) * q_head_bytes;
+                            float o[4];
+                            dot4(kr, a, o, dk);
+                            for (int k = 0; k < 4; ++k) scores[(r + k) * n_max + c] = o[k] * scale;
+                        }
+                    }
+                    for (; j < group; ++j) {
                         const int r = l * group + j;
                         scores[r * n_max + c] = (float_k ? dot_f32(qf.data() + r * dk, kf, dk)
                                                          : dot(kr, qq.data() + r * q_head_bytes, dk)) *
