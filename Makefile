@@ -19,11 +19,14 @@ $(BUILD)/build.ninja: | deps
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Writes the built-in demo model and shows what is inside it.
+# Writes the built-in demo model (tiny, random weights) and serves it with
+# the OpenAI-compatible API on http://$(HOST):$(PORT) until Ctrl-C.
+HOST ?= 127.0.0.1
+PORT ?= 8080
 run: build
 	@mkdir -p $(dir $(DEMO))
-	$(BUILD)/moeserve demo -o $(DEMO)
-	$(BUILD)/moeserve inspect $(DEMO)
+	@[ -f $(DEMO) ] || $(BUILD)/moeserve demo -o $(DEMO)
+	$(BUILD)/moeserve serve -m $(DEMO) --host $(HOST) --port $(PORT)
 
 test: build
 	@scripts/install-npm-deps.sh

@@ -7,7 +7,7 @@
 // Q4_K_M; written to a temporary file) and the tiny qwen3moe fixture.
 //
 //   build/server_load_bench [--clients 8] [--requests 16] [--max-tokens 64]
-//                           [--prompt-tokens 64] [--np 1,2,4,8] [--threads 2]
+//                           [--prompt-tokens 16] [--np 1,2,4,8] [--threads 2]
 //                           [--models bench,tiny]
 #include <fmt/format.h>
 #include <signal.h>
@@ -35,7 +35,7 @@ struct Options {
     int clients = 8;
     int requests = 16;
     int max_tokens = 64;
-    int prompt_tokens = 64;
+    int prompt_tokens = 16;
     std::vector<int> slots = {1, 2, 4, 8};
     int threads = 2;
     std::vector<std::string> models = {"bench", "tiny"};
@@ -65,7 +65,7 @@ std::string run_capture(const std::string& cmd) {
 
 // A running `moeserve serve`; killed on destruction.
 class Server {
-public:
+  public:
     Server(const std::string& binary, const std::vector<std::string>& args, const fs::path& log) {
         std::vector<std::string> argv = {binary, "serve", "--port", "0"};
         argv.insert(argv.end(), args.begin(), args.end());
@@ -84,8 +84,10 @@ public:
         for (int i = 0; i < 1200 && port_ == 0; ++i) {
             std::smatch m;
             std::string text = slurp(log);
-            if (std::regex_search(text, m, ready)) port_ = std::stoi(m[1]);
-            else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (std::regex_search(text, m, ready))
+                port_ = std::stoi(m[1]);
+            else
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
     }
     ~Server() {
@@ -96,7 +98,7 @@ public:
     }
     int port() const { return port_; }
 
-private:
+  private:
     pid_t pid_ = -1;
     int port_ = 0;
 };
@@ -112,12 +114,18 @@ int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i], v = argv[i + 1];
-        if (k == "--clients") o.clients = std::stoi(v);
-        else if (k == "--requests") o.requests = std::stoi(v);
-        else if (k == "--max-tokens") o.max_tokens = std::stoi(v);
-        else if (k == "--prompt-tokens") o.prompt_tokens = std::stoi(v);
-        else if (k == "--threads") o.threads = std::stoi(v);
-        else if (k == "--models") o.models = split(v);
+        if (k == "--clients")
+            o.clients = std::stoi(v);
+        else if (k == "--requests")
+            o.requests = std::stoi(v);
+        else if (k == "--max-tokens")
+            o.max_tokens = std::stoi(v);
+        else if (k == "--prompt-tokens")
+            o.prompt_tokens = std::stoi(v);
+        else if (k == "--threads")
+            o.threads = std::stoi(v);
+        else if (k == "--models")
+            o.models = split(v);
         else if (k == "--np") {
             o.slots.clear();
             for (auto& s : split(v)) o.slots.push_back(std::stoi(s));
@@ -138,34 +146,40 @@ int main(int argc, char** argv) {
             models.emplace_back("synthetic qwen3moe 4 layers (bench_spec, Q4_K_M)", path);
         } else if (m == "tiny") {
             const char* env = std::getenv("MOESERVE_FIXTURES");
-            const fs::path fixtures = env && *env ? fs::path(env)
-                                                  : fs::path(__FILE__).parent_path().parent_path().parent_path() /
-                                                        "shared" / "fixtures";
+            const fs::path fixtures =
+                env && *env ? fs::path(env)
+                            : fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared" / "fixtures";
             const fs::path path = fixtures / "models" / "qwen3moe-tiny-s1-q4_k_m.gguf";
-            if (fs::exists(path)) models.emplace_back("qwen3moe-tiny-s1-q4_k_m (fixture)", path.string());
-            else std::fprintf(stderr, "skipping the tiny model: %s not found\n", path.c_str());
+            if (fs::exists(path))
+                models.emplace_back("qwen3moe-tiny-s1-q4_k_m (fixture)", path.string());
+            else
+                std::fprintf(stderr, "skipping the tiny model: %s not found\n", path.c_str());
         }
     }
 
     std::printf("CPU: %s, threads -t %d; %d clients, %d requests of %d generated tokens, prompts of ~%d words\n\n",
                 run_capture("lscpu | sed -n 's/^Model name: *//p' | head -1 | tr -d '\\n'").c_str(), o.threads,
                 o.clients, o.requests, o.max_tokens, o.prompt_tokens);
-    std::printf("| model | -np | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | ok |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    std::printf(
+        "| model | -np | prompt tokens | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | ok "
+        "|\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     std::fflush(stdout);
     for (const auto& [label, path] : models) {
         for (int np : o.slots) {
-            const fs::path log = dir / fmt::format("server-np{}.log", np);
-            Server server(binary, {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(o.threads)},
-                          log);
+            const fs::path log = dir / fmt::format("server-{}-np{}.log", fs::path(path).stem().string(), np);
+            fs::remove(log);  // the port is read from this log: no stale one
+            Server server(binary,
+                          {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(o.threads)}, log);
             if (server.port() == 0) {
-                std::printf("| %s | %d | server did not start (see %s) |||||\n", label.c_str(), np, log.c_str());
+                std::printf("| %s | %d | server did not start (see %s) ||||||\n", label.c_str(), np, log.c_str());
                 continue;
             }
             const std::string report = run_capture(
                 fmt::format("{} load --url http://127.0.0.1:{} -c {} -n {} --max-tokens {} --prompt-tokens {} 2>&1",
                             binary, server.port(), o.clients, o.requests, o.max_tokens, o.prompt_tokens));
-            std::printf("| %s | %d | %s | %s | %s | %s | %s/%d |\n", label.c_str(), np,
+            std::printf("| %s | %d | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(), np,
+                        field(report, "prompt tokens: +([0-9.]+)").c_str(),
                         field(report, "aggregate tokens/s: +([0-9.]+)").c_str(),
                         field(report, "per-request tokens/s: +mean ([0-9.]+)").c_str(),
                         field(report, "time to first token: +p50 ([0-9.]+) ms").c_str(),

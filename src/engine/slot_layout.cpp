@@ -8,12 +8,15 @@
 namespace moeserve {
 namespace {
 
-int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+int64_t align_up(int64_t x, int64_t a) {
+    return (x + a - 1) / a * a;
+}
 
 }  // namespace
 
 SlotLayout compute_slot_layout(int64_t c, int64_t n_ctx_train, int n_slots, bool unified) {
-    if (n_slots < 1) throw std::invalid_argument(fmt::format("the number of slots must be at least 1, got {}", n_slots));
+    if (n_slots < 1)
+        throw std::invalid_argument(fmt::format("the number of slots must be at least 1, got {}", n_slots));
     if (n_ctx_train < 1) throw std::invalid_argument("the model has no training context length");
     SlotLayout l;
     l.n_slots = n_slots;

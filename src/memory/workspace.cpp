@@ -151,35 +151,35 @@ class WorkspaceWalk {
         end_temp(routes);
     }
 
-    // Per thread while attending: each work item is one token and one KV
-    // head with its group of query heads; the scores grow as the tokens of a
-    // thread's share see more cells (the batch ends at the last cell).
+    // Per thread while attending (backend/cpu/cpu_attention.cpp): each work
+    // item is a block of up to 8 consecutive prompt tokens and one KV head
+    // with its group of query heads; the scores grow as later blocks see more
+    // cells (the batch ends at the last cell).
     void gqa_attention_scratch(int n_head, int n_head_kv, int64_t dk, int64_t dv) {
         if (n_head_kv <= 0) return;
+        constexpr int64_t kQueryBlock = 8, kValueChunk = 64;
         const int64_t group = std::max(1, n_head / n_head_kv);
+        const int64_t n_q = kQueryBlock * group;
         const bool float_k = p_.type_k == GgmlType::F32 || p_.type_k == GgmlType::F16 || p_.type_k == GgmlType::BF16;
         const uint64_t q_head = float_k ? dk * ggml_type_info(p_.type_k).type_size : act_row(p_.type_k, dk);
-        const uint64_t fixed = (group * dk + dk + dv + group * dv) * kF32 + group * q_head;
-        const int64_t items = p_.n_tokens * n_head_kv;
+        const uint64_t fixed = (n_q * dk + dk + kValueChunk * dv + n_q * dv) * kF32 + n_q * q_head;
+        const int64_t T = p_.n_tokens;
+        const int64_t n_blocks = (T + kQueryBlock - 1) / kQueryBlock;
+        const int64_t items = n_blocks * n_head_kv;
         const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), items));
-        const int64_t first_cell = std::max<int64_t>(0, p_.n_kv - p_.n_tokens);
+        const int64_t first_cell = std::max<int64_t>(0, p_.n_kv - T);
         uint64_t total = 0;
         for (int i = 0; i < threads; ++i) {
             const int64_t b = items * i / threads, e = items * (i + 1) / threads;
             if (b >= e) continue;
-            uint64_t size = 0, cap = 0, peak = 0;
-            for (int64_t t = b / n_head_kv; t <= (e - 1) / n_head_kv; ++t) {
-                const uint64_t need = std::min(p_.n_kv, first_cell + t + 1) * group;
-                if (need > cap) {
-                    const uint64_t next = size == 0 ? need : std::max(2 * size, need);
-                    peak = std::max(peak, (cap + next) * kF32);
-                    cap = next;
-                }
-                size = need;
+            uint64_t most = 0;  // the attention op reserves its largest score matrix once
+            for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
+                const int64_t len = std::min(kQueryBlock, T - blk * kQueryBlock);
+                most = std::max<uint64_t>(most, std::min(p_.n_kv, first_cell + blk * kQueryBlock + len) * len * group);
             }
-            total += fixed + std::max(peak, cap * kF32);
+            total += fixed + most * kF32;
         }
-        transient(total);
+        transient(total + n_blocks * 16);  // + the list of blocks
     }
 
     void gqa_attention(int l) {

@@ -163,6 +163,14 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
         std::vector<float> qf(n_q * dk), kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores, acc(n_q * dv);
         std::vector<uint8_t> qq(q_head_bytes * n_q);
+        {  // one allocation for the largest score matrix of this thread's items
+            size_t most = 0;
+            for (int64_t item = b; item < e; ++item) {
+                const auto [t0, len] = blocks[item / n_head_kv];
+                most = std::max(most, static_cast<size_t>(rows.n_cells[t0 + len - 1]) * len * group);
+            }
+            scores.reserve(most);
+        }
         for (int64_t item = b; item < e; ++item) {
             const auto [t0, len] = blocks[item / n_head_kv];
             const int g = static_cast<int>(item % n_head_kv);

@@ -1,0 +1,112 @@
+// What a client asks the scheduler for and what comes back, independent of
+// HTTP: a GenerationRequest (prompt tokens and generation parameters) is
+// submitted with a GenerationStream; the inference thread pushes
+// GenerationEvents into the stream (started, text per token, done or error)
+// and the client waits on it. Several requests may share one stream (the
+// choices of one HTTP request); events carry the request's index.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+
+namespace moeserve {
+
+struct GenerationRequest {
+    int index = 0;                  // choice index, echoed in events
+    std::vector<int32_t> prompt;    // token ids, not empty
+    SamplingParams sampling;        // sampling.n_probs: probabilities to report per token
+    int64_t n_predict = -1;         // -1: until end of generation or the slot's context
+    std::vector<std::string> stop;  // stop strings
+    bool ignore_eos = false;
+    bool cache_prompt = true;  // reuse the slot's cached prefix
+    bool post_sampling_probs = false;
+    int id_slot = -1;  // -1: any slot
+};
+
+enum class StopType { none, eos, word, limit };
+const char* stop_type_name(StopType t);
+
+struct TokenProbability {
+    int32_t token = 0;
+    float prob = 0.0f;           // of the chosen token
+    std::vector<TokenProb> top;  // most probable candidates, highest first
+};
+
+struct Timings {
+    int64_t cache_n = 0;   // prompt tokens reused from the cache
+    int64_t prompt_n = 0;  // prompt tokens evaluated
+    double prompt_ms = 0;
+    int64_t predicted_n = 0;
+    double predicted_ms = 0;
+};
+
+struct GenerationResult {
+    StopType stop_type = StopType::none;
+    std::string stopping_word;
+    bool truncated = false;     // stopped because the slot's context is full
+    int64_t n_prompt = 0;       // prompt tokens, cached or not
+    int64_t tokens_cached = 0;  // tokens the slot holds afterwards
+    int slot = -1;
+    Timings timings;
+};
+
+struct GenerationEvent {
+    enum class Kind { started, token, done, error };
+    Kind kind = Kind::token;
+    int index = 0;
+    int slot = -1;
+
+    // token: the text this token completed (may be empty while text is held
+    // back) and, when asked, its probabilities.
+    int32_t token = -1;
+    std::string text;
+    std::optional<TokenProbability> probs;
+
+    // done
+    GenerationResult result;
+
+    // error: an HTTP status and an OpenAI error type with a message.
+    int status = 0;
+    std::string error_type;
+    std::string message;
+};
+
+class GenerationStream {
+  public:
+    void push(GenerationEvent event) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            events_.push_back(std::move(event));
+        }
+        cv_.notify_all();
+    }
+    // The next event, or nullopt after `timeout` without one.
+    std::optional<GenerationEvent> next(std::chrono::milliseconds timeout) {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
+        GenerationEvent e = std::move(events_.front());
+        events_.pop_front();
+        return e;
+    }
+    // The client went away: the scheduler drops its queued requests and
+    // frees its slots at the next step.
+    void cancel() { cancelled_.store(true); }
+    bool cancelled() const { return cancelled_.load(); }
+
+  private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<GenerationEvent> events_;
+    std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace moeserve

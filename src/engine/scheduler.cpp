@@ -1,0 +1,400 @@
+#include "engine/scheduler.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+namespace moeserve {
+namespace {
+
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) ++i;
+    return i;
+}
+
+double seconds_between(SteadyClock::time_point a, SteadyClock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, SchedulerOptions options)
+    : model_(model), cache_(cache), tokenizer_(tokenizer), options_(options), t_created_(SteadyClock::now()) {
+    const int n = options_.layout.n_slots;
+    if (n < 1 || n > cache_.config().n_seq_max)
+        throw std::invalid_argument(
+            fmt::format("{} slots need {} cache sequences, the cache has {}", n, n, cache_.config().n_seq_max));
+    options_.n_batch = std::max<int64_t>(options_.n_batch, n);
+    options_.n_ubatch = std::max<int64_t>(1, options_.n_ubatch);
+    slots_.reserve(n);
+    for (int i = 0; i < n; ++i) slots_.emplace_back(i, options_.layout.n_ctx_slot, tokenizer_);
+    stats_.kv_cells_total = cache_.n_cells();
+    stats_.kv_bytes = cache_.bytes();
+}
+
+Scheduler::~Scheduler() {
+    stop();
+}
+
+void Scheduler::start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (running_) return;
+    running_ = true;
+    stopping_ = false;
+    thread_ = std::thread([this] {
+        for (;;) {
+            {
+                std::lock_guard<std::mutex> l(mu_);
+                if (stopping_) return;
+            }
+            if (!step()) {
+                std::unique_lock<std::mutex> l(mu_);
+                cv_.wait_for(l, std::chrono::milliseconds(100), [&] { return stopping_ || !queue_.empty(); });
+            }
+        }
+    });
+}
+
+void Scheduler::stop() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!running_) return;
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = false;
+    const auto now = SteadyClock::now();
+    for (auto& q : queue_) {
+        GenerationEvent e;
+        e.kind = GenerationEvent::Kind::error;
+        e.index = q.task.request.index;
+        e.status = 503;
+        e.error_type = "unavailable_error";
+        e.message = "the server is shutting down";
+        q.task.stream->push(std::move(e));
+    }
+    queue_.clear();
+    for (auto& s : slots_)
+        if (!s.idle()) s.fail(503, "unavailable_error", "the server is shutting down", now);
+}
+
+void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<GenerationStream> stream) {
+    if (requests.empty()) throw SubmitError(400, "invalid_request_error", "no prompt to process");
+    const int64_t n_ctx = options_.layout.n_ctx_slot;
+    const int64_t n_vocab = model_.params().n_vocab;
+    std::vector<SlotTask> tasks;
+    for (auto& rq : requests) {
+        const int64_t n_prompt = static_cast<int64_t>(rq.prompt.size());
+        if (n_prompt == 0)
+            throw SubmitError(400, "invalid_request_error", "the prompt is empty (no tokens to evaluate)");
+        for (int32_t t : rq.prompt)
+            if (t < 0 || t >= n_vocab)
+                throw SubmitError(400, "invalid_request_error", "Prompt contains invalid tokens");
+        if (n_prompt >= n_ctx)
+            throw SubmitError(400, "exceed_context_size_error",
+                              fmt::format("request ({} tokens) exceeds the available context size ({} tokens), try "
+                                          "increasing it",
+                                          n_prompt, n_ctx),
+                              n_prompt, n_ctx);
+        if (rq.id_slot < -1 || rq.id_slot >= n_slots())
+            throw SubmitError(
+                400, "invalid_request_error",
+                fmt::format("id_slot {} is out of range: this server has slots 0..{}", rq.id_slot, n_slots() - 1));
+        if (rq.n_predict < -1)
+            throw SubmitError(400, "invalid_request_error",
+                              fmt::format("n_predict must be -1 or more, got {}", rq.n_predict));
+        SlotTask task;
+        try {
+            task.sampler =
+                std::make_unique<Sampler>(rq.sampling, static_cast<int32_t>(n_vocab), static_cast<int32_t>(n_ctx));
+        } catch (const std::invalid_argument& e) {
+            throw SubmitError(400, "invalid_request_error", e.what());
+        }
+        for (int32_t t : rq.prompt) task.sampler->accept(t);
+        task.request = std::move(rq);
+        task.stream = stream;
+        tasks.push_back(std::move(task));
+    }
+
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) throw SubmitError(503, "unavailable_error", "the server is shutting down");
+        const size_t idle =
+            static_cast<size_t>(std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.idle(); }));
+        const size_t waiting = queue_.size() + tasks.size();
+        if (waiting > idle && waiting - idle > options_.max_queue)
+            throw SubmitError(503, "unavailable_error",
+                              fmt::format("the server is busy: all {} slots are in use and {} requests are waiting "
+                                          "(--max-queue {}); retry later",
+                                          n_slots(), queue_.size(), options_.max_queue));
+        const auto now = SteadyClock::now();
+        for (auto& t : tasks) {
+            t.id = next_task_id_++;
+            queue_.push_back(Queued{std::move(t), now});
+        }
+    }
+    cv_.notify_all();
+}
+
+void Scheduler::drop_cancelled(SteadyClock::time_point now) {
+    for (auto it = queue_.begin(); it != queue_.end();) {
+        if (it->task.stream->cancelled()) {
+            it = queue_.erase(it);
+            ++stats_.n_requests_cancelled;
+        } else {
+            ++it;
+        }
+    }
+    for (auto& s : slots_)
+        if (!s.idle() && s.cancelled()) {
+            s.abandon(now);
+            ++stats_.n_requests_cancelled;
+        }
+}
+
+Slot* Scheduler::choose_slot(const GenerationRequest& rq) {
+    if (rq.id_slot >= 0) {
+        Slot& s = slots_[static_cast<size_t>(rq.id_slot)];
+        return s.idle() ? &s : nullptr;
+    }
+    Slot* best = nullptr;
+    if (options_.slot_prompt_similarity > 0) {
+        double best_sim = options_.slot_prompt_similarity;
+        for (auto& s : slots_) {
+            if (!s.idle() || s.cached().empty()) continue;
+            const double sim = static_cast<double>(common_prefix(s.cached(), rq.prompt)) / rq.prompt.size();
+            if (sim > best_sim) best_sim = sim, best = &s;
+        }
+    }
+    if (best) return best;
+    for (auto& s : slots_)
+        if (s.idle() && (!best || s.last_used() < best->last_used())) best = &s;
+    return best;
+}
+
+void Scheduler::admit(SteadyClock::time_point now) {
+    for (auto it = queue_.begin(); it != queue_.end();) {
+        Slot* s = choose_slot(it->task.request);
+        if (!s) {
+            ++it;
+            continue;
+        }
+        const auto& prompt = it->task.request.prompt;
+        int64_t n_keep = 0;
+        if (it->task.request.cache_prompt) {
+            n_keep = static_cast<int64_t>(common_prefix(s->cached(), prompt));
+            // At least one prompt token is evaluated, to get the logits to sample from.
+            if (n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
+        }
+        if (!cache_.can_truncate(s->id(), n_keep)) {
+            // A recurrent state rewinds only to a snapshot: take the newest one
+            // inside the shared prefix, else evaluate the whole prompt.
+            int64_t best = 0;
+            for (int64_t p : cache_.snapshot_positions(s->id()))
+                if (p <= n_keep && p > best && cache_.can_truncate(s->id(), p)) best = p;
+            n_keep = best;
+        }
+        cache_.truncate(s->id(), n_keep);
+        s->start(std::move(it->task), n_keep, now);
+        it = queue_.erase(it);
+    }
+}
+
+int64_t Scheduler::make_room(int64_t needed) {
+    while (cache_.n_free() < needed) {
+        Slot* victim = nullptr;
+        for (auto& s : slots_)
+            if (s.idle() && !s.cached().empty() && (!victim || s.last_used() < victim->last_used())) victim = &s;
+        if (!victim) break;
+        cache_.remove(victim->id());
+        victim->clear_cache();
+    }
+    return cache_.n_free();
+}
+
+void Scheduler::fail_slot(Slot& slot, int status, const char* type, const std::string& message,
+                          SteadyClock::time_point now) {
+    cache_.remove(slot.id());
+    slot.clear_cache();
+    slot.fail(status, type, message, now);
+    ++stats_.n_requests_failed;
+}
+
+void Scheduler::record_finished(const Slot& slot) {
+    const Timings& t = slot.last_timings();
+    ++stats_.n_requests_done;
+    stats_.n_prompt_tokens_total += static_cast<uint64_t>(t.prompt_n);
+    stats_.t_prompt_total_s += t.prompt_ms / 1000.0;
+    stats_.n_predicted_total += static_cast<uint64_t>(t.predicted_n);
+    stats_.t_predicted_total_s += t.predicted_ms / 1000.0;
+}
+
+bool Scheduler::step() {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto now = SteadyClock::now();
+    drop_cancelled(now);
+    admit(now);
+
+    // The youngest running request: the one to fail when the cells run out.
+    auto youngest = [&]() -> Slot* {
+        Slot* y = nullptr;
+        for (auto& s : slots_)
+            if (!s.idle() && (!y || s.task().id > y->task().id)) y = &s;
+        return y;
+    };
+
+    Batch batch;
+    std::vector<Slot*> logit_slots;  // the slot of each logits row, in batch order
+    std::vector<std::pair<Slot*, int64_t>> chunks;
+    StepRecord rec;
+    rec.slot_tokens.assign(slots_.size(), 0);
+
+    // Decode tokens: one per generating slot, always.
+    for (;;) {
+        int64_t n_gen = 0;
+        for (auto& s : slots_) n_gen += s.state() == SlotState::generating;
+        if (make_room(n_gen) >= n_gen) break;
+        fail_slot(*youngest(), 500, "server_error", "Context size has been exceeded.", now);
+    }
+    for (auto& s : slots_) {
+        if (s.state() != SlotState::generating) continue;
+        batch.add(s.pending_token(), static_cast<int32_t>(s.cached().size()), s.id(), true);
+        logit_slots.push_back(&s);
+        ++rec.n_decode;
+        ++rec.slot_tokens[s.id()];
+    }
+
+    // Prompt chunks, prefilling slots taking turns at going first.
+    std::vector<Slot*> prefilling;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+        Slot& s = slots_[(prefill_turn_ + i) % slots_.size()];
+        if (s.state() == SlotState::prefilling) prefilling.push_back(&s);
+    }
+    prefill_turn_ = (prefill_turn_ + 1) % slots_.size();
+    int64_t wanted = 0;
+    for (Slot* s : prefilling) wanted += static_cast<int64_t>(s->prompt_left().size());
+    int64_t budget = std::min(options_.n_batch - rec.n_decode, wanted);
+    budget = std::min(budget, make_room(rec.n_decode + budget) - rec.n_decode);
+    for (Slot* s : prefilling) {
+        if (budget <= 0) break;
+        auto left = s->prompt_left();
+        int64_t n = std::min<int64_t>(budget, static_cast<int64_t>(left.size()));
+        // A recurrent state cannot be rewound: stop one token short of the end
+        // of the prompt, where a snapshot lets the same prompt be reused.
+        if (cache_.has_recurrent() && left.size() > 1 && n == static_cast<int64_t>(left.size())) --n;
+        const int32_t pos0 = static_cast<int32_t>(s->cached().size());
+        for (int64_t i = 0; i < n; ++i)
+            batch.add(left[i], pos0 + static_cast<int32_t>(i), s->id(), i == static_cast<int64_t>(left.size()) - 1);
+        if (n == static_cast<int64_t>(left.size())) logit_slots.push_back(s);
+        chunks.emplace_back(s, n);
+        budget -= n;
+        rec.n_prompt += n;
+        ++rec.n_prompt_slots;
+        rec.slot_tokens[s->id()] += static_cast<int>(n);
+    }
+    // Logits rows come back in batch order; the decode tokens come first and
+    // each finished prompt's last token after them, in the order added.
+
+    if (batch.size() == 0) {
+        if (!prefilling.empty()) {
+            // Prompts wait but not one cell is free: give up on the youngest request.
+            fail_slot(*youngest(), 500, "server_error", "Context size has been exceeded.", now);
+            stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+            return true;
+        }
+        stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+        return false;
+    }
+    int n_busy = 0;
+    for (auto& s : slots_) n_busy += !s.idle();
+    lock.unlock();
+
+    // Evaluate in forward calls of at most n_ubatch tokens.
+    std::vector<float> logits;
+    std::string error;
+    const auto t0 = SteadyClock::now();
+    try {
+        const size_t ub = static_cast<size_t>(options_.n_ubatch);
+        for (size_t b = 0; b < batch.size(); b += ub) {
+            const size_t e = std::min(batch.size(), b + ub);
+            Batch view;
+            for (size_t i = b; i < e; ++i)
+                view.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], batch.want_logits[i] != 0);
+            std::vector<float> part = model_.forward(view, cache_);
+            logits.insert(logits.end(), part.begin(), part.end());
+        }
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    const auto t1 = SteadyClock::now();
+
+    lock.lock();
+    now = t1;
+    stats_.t_forward_total_s += seconds_between(t0, t1);
+    ++stats_.n_decode_total;
+    stats_.n_busy_slots_total += static_cast<uint64_t>(n_busy);
+    stats_.n_tokens_evaluated += batch.size();
+    last_step_ = rec;
+
+    if (!error.empty()) {
+        // Earlier forward calls may have stored some tokens: drop these sequences.
+        std::vector<Slot*> involved;
+        for (size_t i = 0; i < batch.size(); ++i) {
+            Slot* s = &slots_[static_cast<size_t>(batch.seq_ids[i])];
+            if (std::find(involved.begin(), involved.end(), s) == involved.end()) involved.push_back(s);
+        }
+        for (Slot* s : involved)
+            if (!s->idle()) fail_slot(*s, 500, "server_error", "model evaluation failed: " + error, now);
+        stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+        return true;
+    }
+
+    for (auto& s : slots_)
+        if (s.state() == SlotState::generating) s.pending_evaluated();
+    for (auto& [s, n] : chunks) {
+        s->prompt_evaluated(n);
+        // Hybrid models: keep the recurrent state one token before the end of
+        // the prompt (a repeated prompt resumes there) and at its end (the next
+        // turn of the conversation resumes there).
+        if (s->prompt_done() || s->prompt_left().size() == 1) cache_.snapshot(s->id());
+    }
+
+    const size_t n_vocab = static_cast<size_t>(model_.params().n_vocab);
+    for (size_t r = 0; r < logit_slots.size(); ++r) {
+        Slot* s = logit_slots[r];
+        stats_.n_tokens_max = std::max<int64_t>(stats_.n_tokens_max, static_cast<int64_t>(s->cached().size()));
+        std::span<const float> row(logits.data() + r * n_vocab, n_vocab);
+        if (s->sample(row, now)) record_finished(*s);
+    }
+    stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+    return true;
+}
+
+SchedulerStats Scheduler::stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    SchedulerStats s = stats_;
+    s.n_processing =
+        static_cast<int>(std::count_if(slots_.begin(), slots_.end(), [](const Slot& x) { return !x.idle(); }));
+    s.n_queued = static_cast<int>(queue_.size());
+    s.uptime_s = seconds_between(t_created_, SteadyClock::now());
+    return s;
+}
+
+std::vector<SlotInfo> Scheduler::slots() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<SlotInfo> out;
+    for (const auto& s : slots_) out.push_back(s.info());
+    return out;
+}
+
+StepRecord Scheduler::last_step() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_step_;
+}
+
+}  // namespace moeserve

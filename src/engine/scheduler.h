@@ -1,0 +1,152 @@
+// Continuous batching over the slots of one model (spec server-behaviour §6).
+//
+// Clients submit() GenerationRequests; they wait in a bounded queue until a
+// slot is free. One inference thread runs step() in a loop. Each step:
+//
+//   1. drops cancelled requests (queued or running: a running one frees its
+//      slot, keeping its cache for prefix reuse);
+//   2. gives queued requests to idle slots (the pinned slot; else the idle
+//      slot whose cache shares the longest prefix with the prompt; else the
+//      least recently used), truncating the slot's sequence to the reusable
+//      prefix;
+//   3. builds one batch: the pending token of every generating slot, then
+//      prompt chunks of prefilling slots (taking turns) until the batch holds
+//      n_batch tokens. So a long prompt never holds the other slots' decoding
+//      back by more than one step;
+//   4. evaluates it (in forward calls of at most n_ubatch tokens) and lets
+//      each slot whose last token got logits sample.
+//
+// With a unified cache the slots share every cell: idle slots' caches are
+// dropped first when cells run short, and if a step still cannot place one
+// token, the youngest request fails with "Context size has been exceeded."
+// (llama.cpp fails all of them).
+//
+// Nothing here knows about HTTP; tests drive step() directly.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "engine/generation.h"
+#include "engine/slot.h"
+#include "engine/slot_layout.h"
+#include "memory/kv_cache.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
+
+namespace moeserve {
+
+struct SchedulerOptions {
+    SlotLayout layout;
+    int64_t n_batch = 2048;               // tokens per step (decode tokens always fit)
+    int64_t n_ubatch = 512;               // tokens per forward call
+    size_t max_queue = 64;                // requests waiting for a slot
+    double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
+};
+
+// A request the scheduler refuses at submit(), with its HTTP status and
+// OpenAI error type.
+class SubmitError : public std::runtime_error {
+  public:
+    SubmitError(int status, std::string type, const std::string& message, int64_t n_prompt = -1, int64_t n_ctx = -1)
+        : std::runtime_error(message), status(status), type(std::move(type)), n_prompt_tokens(n_prompt), n_ctx(n_ctx) {}
+    int status;
+    std::string type;
+    int64_t n_prompt_tokens;  // set for exceed_context_size_error
+    int64_t n_ctx;
+};
+
+// What one step put in its batch (for tests and metrics).
+struct StepRecord {
+    int64_t n_decode = 0;          // decode tokens (one per generating slot)
+    int64_t n_prompt = 0;          // prompt tokens
+    int n_prompt_slots = 0;        // slots that contributed a prompt chunk
+    std::vector<int> slot_tokens;  // tokens per slot
+};
+
+struct SchedulerStats {
+    uint64_t n_prompt_tokens_total = 0;  // prompt tokens evaluated (reused ones excluded)
+    double t_prompt_total_s = 0;         // summed per-request prompt time
+    uint64_t n_predicted_total = 0;      // tokens generated
+    double t_predicted_total_s = 0;      // summed per-request generation time
+    uint64_t n_decode_total = 0;         // steps that ran the model
+    uint64_t n_busy_slots_total = 0;     // busy slots summed over those steps
+    uint64_t n_tokens_evaluated = 0;     // every token the model evaluated
+    int64_t n_tokens_max = 0;            // most tokens one slot has held
+    double t_forward_total_s = 0;        // time inside the model
+    uint64_t n_requests_done = 0, n_requests_failed = 0, n_requests_cancelled = 0;
+    int n_processing = 0;  // busy slots now
+    int n_queued = 0;      // requests waiting for a slot now
+    int64_t kv_cells_used = 0, kv_cells_total = 0;
+    size_t kv_bytes = 0;
+    double uptime_s = 0;
+};
+
+class Scheduler {
+  public:
+    Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, SchedulerOptions options);
+    ~Scheduler();
+    Scheduler(const Scheduler&) = delete;
+    Scheduler& operator=(const Scheduler&) = delete;
+
+    // Runs step() on the inference thread until stop().
+    void start();
+    void stop();
+
+    // Queues requests that share one stream (all or none). Validates them
+    // first: throws SubmitError for a prompt that does not fit a slot (400
+    // exceed_context_size_error), an empty prompt, an invalid token, bad
+    // sampling parameters, a bad id_slot (400), or a full queue (503).
+    void submit(std::vector<GenerationRequest> requests, std::shared_ptr<GenerationStream> stream);
+
+    // One scheduling step; false when there was nothing to do.
+    bool step();
+
+    const SchedulerOptions& options() const { return options_; }
+    int64_t n_ctx_slot() const { return options_.layout.n_ctx_slot; }
+    int n_slots() const { return static_cast<int>(slots_.size()); }
+
+    SchedulerStats stats() const;
+    std::vector<SlotInfo> slots() const;
+    StepRecord last_step() const;
+
+  private:
+    struct Queued {
+        SlotTask task;
+        SteadyClock::time_point since;
+    };
+
+    void drop_cancelled(SteadyClock::time_point now);
+    void admit(SteadyClock::time_point now);
+    Slot* choose_slot(const GenerationRequest& rq);
+    int64_t make_room(int64_t needed);
+    void fail_slot(Slot& slot, int status, const char* type, const std::string& message, SteadyClock::time_point now);
+    void record_finished(const Slot& slot);
+
+    Model& model_;
+    KvCache& cache_;
+    const Tokenizer& tokenizer_;
+    SchedulerOptions options_;
+    SteadyClock::time_point t_created_;
+
+    mutable std::mutex mu_;  // guards everything below
+    std::condition_variable cv_;
+    std::vector<Slot> slots_;
+    std::deque<Queued> queue_;
+    uint64_t next_task_id_ = 0;
+    size_t prefill_turn_ = 0;  // which prefilling slot goes first in the next step
+    SchedulerStats stats_;
+    StepRecord last_step_;
+
+    bool running_ = false;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+}  // namespace moeserve

@@ -1,0 +1,230 @@
+#include "engine/slot.h"
+
+#include <algorithm>
+
+namespace moeserve {
+
+const char* stop_type_name(StopType t) {
+    switch (t) {
+        case StopType::eos:
+            return "eos";
+        case StopType::word:
+            return "word";
+        case StopType::limit:
+            return "limit";
+        case StopType::none:
+            break;
+    }
+    return "none";
+}
+
+const char* slot_state_name(SlotState s) {
+    switch (s) {
+        case SlotState::prefilling:
+            return "prefilling";
+        case SlotState::generating:
+            return "generating";
+        case SlotState::idle:
+            break;
+    }
+    return "idle";
+}
+
+namespace {
+
+double ms_between(SteadyClock::time_point a, SteadyClock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
+    task_ = std::move(task);
+    has_task_ = true;
+    last_task_id_ = task_.id;
+    last_params_ = task_.request;
+    last_params_.prompt.clear();
+    cached_.resize(static_cast<size_t>(n_keep));
+    n_prompt_done_ = n_keep;
+    n_cached_prompt_ = n_keep;
+    pending_ = -1;
+    n_decoded_ = 0;
+    has_new_line_ = false;
+    detok_.emplace(*tokenizer_, /*render_special=*/false);
+    stops_ = StopStrings(task_.request.stop);
+    text_.clear();
+    sent_ = searched_ = 0;
+    t_start_ = t_first_ = now;
+    timings_ = Timings{};
+    state_ = SlotState::prefilling;
+
+    GenerationEvent e;
+    e.kind = GenerationEvent::Kind::started;
+    e.index = task_.request.index;
+    e.slot = id_;
+    task_.stream->push(std::move(e));
+}
+
+std::span<const int32_t> Slot::prompt_left() const {
+    const auto& p = task_.request.prompt;
+    return std::span<const int32_t>(p).subspan(static_cast<size_t>(n_prompt_done_));
+}
+
+void Slot::prompt_evaluated(int64_t n) {
+    const auto& p = task_.request.prompt;
+    cached_.insert(cached_.end(), p.begin() + n_prompt_done_, p.begin() + n_prompt_done_ + n);
+    n_prompt_done_ += n;
+}
+
+bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
+    const GenerationRequest& rq = task_.request;
+    Sampler& sampler = *task_.sampler;
+    const int32_t tok = sampler.sample(logits);
+
+    std::optional<TokenProbability> probs;
+    if (rq.sampling.n_probs > 0) {
+        TokenProbability p;
+        p.token = tok;
+        const size_t n = static_cast<size_t>(rq.sampling.n_probs);
+        if (rq.post_sampling_probs) {
+            auto top = sampler.post_sampling_probs(n);
+            p.top.assign(top.begin(), top.end());
+            p.prob = sampler.sampled_prob();
+        } else {
+            p.prob = raw_token_probs(logits, tok, n, probs_scratch_);
+            p.top = probs_scratch_;
+        }
+        probs = std::move(p);
+    }
+    sampler.accept(tok);
+    if (state_ == SlotState::prefilling) {
+        state_ = SlotState::generating;
+        t_first_ = now;
+    }
+    ++n_decoded_;
+
+    const bool eog = !rq.ignore_eos && tokenizer_->is_eog(tok);
+    text_ += eog ? detok_->flush() : detok_->push(tok);
+    auto scan = stops_.scan(text_, searched_);
+    searched_ = text_.size();
+    if (scan.match_at) {
+        text_.resize(*scan.match_at);
+        emit_token(tok, text_.substr(sent_), std::move(probs));
+        finish(StopType::word, scan.word, false, now);
+        return true;
+    }
+
+    StopType stop = StopType::none;
+    bool truncated = false;
+    if (eog) {
+        stop = StopType::eos;
+    } else if (rq.n_predict >= 0 && n_decoded_ >= rq.n_predict) {
+        stop = StopType::limit;
+    } else if (static_cast<int64_t>(cached_.size()) + 1 >= n_ctx_) {
+        stop = StopType::limit;  // the slot's context is full: nothing is dropped to go on
+        truncated = true;
+    }
+    if (stop == StopType::none) {
+        const size_t end = std::max(sent_, scan.safe_end);
+        emit_token(tok, text_.substr(sent_, end - sent_), std::move(probs));
+        sent_ = end;
+        pending_ = tok;
+        return false;
+    }
+    if (!eog) {
+        text_ += detok_->flush();
+        scan = stops_.scan(text_, searched_);
+        if (scan.match_at) {
+            text_.resize(*scan.match_at);
+            emit_token(tok, text_.substr(sent_), std::move(probs));
+            finish(StopType::word, scan.word, false, now);
+            return true;
+        }
+    }
+    emit_token(tok, text_.substr(sent_), std::move(probs));
+    finish(stop, "", truncated, now);
+    return true;
+}
+
+void Slot::emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs) {
+    if (text.find('\n') != std::string::npos) has_new_line_ = true;
+    sent_ = std::max(sent_, std::min(text_.size(), sent_ + text.size()));
+    GenerationEvent e;
+    e.kind = GenerationEvent::Kind::token;
+    e.index = task_.request.index;
+    e.slot = id_;
+    e.token = token;
+    e.text = std::move(text);
+    e.probs = std::move(probs);
+    task_.stream->push(std::move(e));
+}
+
+void Slot::finish(StopType stop_type, std::string word, bool truncated, SteadyClock::time_point now) {
+    const auto& rq = task_.request;
+    timings_.cache_n = n_cached_prompt_;
+    timings_.prompt_n = static_cast<int64_t>(rq.prompt.size()) - n_cached_prompt_;
+    timings_.prompt_ms = ms_between(t_start_, t_first_);
+    timings_.predicted_n = n_decoded_;
+    timings_.predicted_ms = std::max(1e-3, ms_between(t_first_, now));
+
+    GenerationEvent e;
+    e.kind = GenerationEvent::Kind::done;
+    e.index = rq.index;
+    e.slot = id_;
+    e.result.stop_type = stop_type;
+    e.result.stopping_word = std::move(word);
+    e.result.truncated = truncated;
+    e.result.n_prompt = static_cast<int64_t>(rq.prompt.size());
+    e.result.tokens_cached = static_cast<int64_t>(cached_.size());
+    e.result.slot = id_;
+    e.result.timings = timings_;
+    task_.stream->push(std::move(e));
+    finish_idle(now);
+}
+
+void Slot::fail(int status, const std::string& type, const std::string& message, SteadyClock::time_point now) {
+    if (task_.stream) {
+        GenerationEvent e;
+        e.kind = GenerationEvent::Kind::error;
+        e.index = task_.request.index;
+        e.slot = id_;
+        e.status = status;
+        e.error_type = type;
+        e.message = message;
+        task_.stream->push(std::move(e));
+    }
+    finish_idle(now);
+}
+
+void Slot::finish_idle(SteadyClock::time_point now) {
+    state_ = SlotState::idle;
+    task_.stream.reset();
+    task_.sampler.reset();
+    task_.request.prompt.clear();
+    task_.request.prompt.shrink_to_fit();
+    detok_.reset();
+    pending_ = -1;
+    last_used_ = now;
+}
+
+SlotInfo Slot::info() const {
+    SlotInfo s;
+    s.id = id_;
+    s.n_ctx = n_ctx_;
+    s.state = state_;
+    s.has_task = has_task_;
+    s.id_task = last_task_id_;
+    s.n_cached = static_cast<int64_t>(cached_.size());
+    if (!has_task_) return s;
+    s.params = last_params_;
+    s.n_prompt_tokens = state_ == SlotState::idle ? timings_.cache_n + timings_.prompt_n
+                                                  : static_cast<int64_t>(task_.request.prompt.size());
+    s.n_prompt_tokens_cache = n_cached_prompt_;
+    s.n_prompt_tokens_processed = n_prompt_done_ - n_cached_prompt_;
+    s.n_decoded = n_decoded_;
+    s.n_remain = last_params_.n_predict < 0 ? -1 : std::max<int64_t>(0, last_params_.n_predict - n_decoded_);
+    s.has_new_line = has_new_line_;
+    return s;
+}
+
+}  // namespace moeserve

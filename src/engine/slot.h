@@ -1,0 +1,133 @@
+// One slot: a sequence of the KV cache that serves one request at a time.
+//
+//   idle ──start()──► prefilling ──last prompt token's logits──► generating ──stop──► idle
+//
+// The slot mirrors what its sequence holds in the cache (cached()), so a
+// later request can reuse the common prefix. It samples its tokens, turns
+// them into text (streaming detokenizer, stop strings held back and cut),
+// applies the limits (n_predict, end of generation, the slot's context) and
+// pushes the events of its request. It never touches the cache itself: the
+// scheduler evaluates the tokens it asks for and reports back.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/generation.h"
+#include "engine/sampler.h"
+#include "engine/stop_strings.h"
+#include "text/tokenizer.h"
+
+namespace moeserve {
+
+using SteadyClock = std::chrono::steady_clock;
+
+enum class SlotState { idle, prefilling, generating };
+const char* slot_state_name(SlotState s);
+
+struct SlotTask {
+    uint64_t id = 0;
+    GenerationRequest request;
+    std::shared_ptr<GenerationStream> stream;
+    std::unique_ptr<Sampler> sampler;  // already primed with the prompt
+};
+
+// A snapshot for /slots and /metrics.
+struct SlotInfo {
+    int id = 0;
+    int64_t n_ctx = 0;
+    SlotState state = SlotState::idle;
+    bool has_task = false;  // the slot has run (or is running) a task
+    uint64_t id_task = 0;
+    int64_t n_prompt_tokens = 0;
+    int64_t n_prompt_tokens_processed = 0;
+    int64_t n_prompt_tokens_cache = 0;
+    int64_t n_decoded = 0;
+    int64_t n_remain = -1;
+    bool has_new_line = false;
+    int64_t n_cached = 0;      // tokens the slot's sequence holds
+    GenerationRequest params;  // the last task's parameters (prompt left empty)
+};
+
+class Slot {
+  public:
+    Slot(int id, int64_t n_ctx, const Tokenizer& tokenizer) : id_(id), n_ctx_(n_ctx), tokenizer_(&tokenizer) {}
+
+    int id() const { return id_; }
+    int64_t n_ctx() const { return n_ctx_; }
+    SlotState state() const { return state_; }
+    bool idle() const { return state_ == SlotState::idle; }
+    const std::vector<int32_t>& cached() const { return cached_; }
+    SteadyClock::time_point last_used() const { return last_used_; }
+    const SlotTask& task() const { return task_; }
+    bool cancelled() const { return task_.stream && task_.stream->cancelled(); }
+
+    // Starts a task. The caller has truncated the slot's sequence to n_keep
+    // tokens, a prefix the prompt shares with cached().
+    void start(SlotTask task, int64_t n_keep, SteadyClock::time_point now);
+
+    // Prompt tokens still to evaluate (prefilling), and the report that the
+    // first n of them are now in the cache.
+    std::span<const int32_t> prompt_left() const;
+    void prompt_evaluated(int64_t n);
+    bool prompt_done() const { return n_prompt_done_ == static_cast<int64_t>(task_.request.prompt.size()); }
+
+    // The token to evaluate next while generating, and the report that it is
+    // in the cache.
+    int32_t pending_token() const { return pending_; }
+    void pending_evaluated() { cached_.push_back(pending_); }
+
+    // Samples from the logits of the slot's last evaluated token, emits the
+    // token's event and, when a limit is reached, the done event. Returns
+    // true when the task finished (the slot is idle again).
+    bool sample(std::span<const float> logits, SteadyClock::time_point now);
+
+    // Ends the task with an error event; the slot becomes idle.
+    void fail(int status, const std::string& type, const std::string& message, SteadyClock::time_point now);
+    // Ends the task silently (its client is gone).
+    void abandon(SteadyClock::time_point now) { finish_idle(now); }
+    // Forgets the cached tokens (the caller removed the sequence from the cache).
+    void clear_cache() { cached_.clear(); }
+
+    SlotInfo info() const;
+
+    // Time measurements of the task that just finished (for the scheduler's totals).
+    const Timings& last_timings() const { return timings_; }
+
+  private:
+    void emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs);
+    void finish(StopType stop_type, std::string word, bool truncated, SteadyClock::time_point now);
+    void finish_idle(SteadyClock::time_point now);
+
+    int id_;
+    int64_t n_ctx_;
+    const Tokenizer* tokenizer_;
+    SlotState state_ = SlotState::idle;
+    std::vector<int32_t> cached_;
+    SteadyClock::time_point last_used_{};
+
+    SlotTask task_;
+    bool has_task_ = false;
+    uint64_t last_task_id_ = 0;
+    GenerationRequest last_params_;
+    int64_t n_prompt_done_ = 0;  // prompt tokens in the cache (reused + evaluated)
+    int64_t n_cached_prompt_ = 0;
+    int32_t pending_ = -1;
+    int64_t n_decoded_ = 0;
+    bool has_new_line_ = false;
+    std::optional<StreamingDetokenizer> detok_;
+    StopStrings stops_;
+    std::string text_;     // generated text so far
+    size_t sent_ = 0;      // text_[0, sent_) has been emitted
+    size_t searched_ = 0;  // text_[0, searched_) was searched for stop strings
+    std::vector<TokenProb> probs_scratch_;
+    SteadyClock::time_point t_start_{}, t_first_{};
+    Timings timings_;
+};
+
+}  // namespace moeserve

@@ -1,0 +1,179 @@
+#include "server/chat_messages.h"
+
+#include <fmt/format.h>
+
+#include "server/json_fields.h"
+
+namespace moeserve {
+namespace {
+
+std::string content_text(const json& content, size_t index) {
+    if (content.is_null()) return "";
+    if (content.is_string()) return content.get<std::string>();
+    if (content.is_array()) {
+        std::string out;
+        bool first = true;
+        for (const auto& part : content) {
+            std::string text;
+            if (part.is_string()) {
+                text = part.get<std::string>();
+            } else if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+                       part["text"].is_string()) {
+                text = part["text"].get<std::string>();
+            } else if (part.is_object() && part.contains("type") && part["type"].is_string()) {
+                throw invalid_request(
+                    fmt::format("messages[{}].content: parts of type '{}' need a multimodal "
+                                "projector, which this server does not have",
+                                index, part["type"].get<std::string>()));
+            } else {
+                throw invalid_request(
+                    fmt::format("messages[{}].content: each part must be {{\"type\":\"text\", "
+                                "\"text\": ...}}",
+                                index));
+            }
+            out += (first ? "" : "\n") + text;
+            first = false;
+        }
+        return out;
+    }
+    throw invalid_request(fmt::format("messages[{}].content must be a string, an array of parts or null", index));
+}
+
+json normalize_tool_call(const json& tc, size_t mi, size_t ti) {
+    if (!tc.is_object()) throw invalid_request(fmt::format("messages[{}].tool_calls[{}] must be an object", mi, ti));
+    const json& fn = tc.contains("function") ? tc["function"] : tc;
+    if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string())
+        throw invalid_request(fmt::format("messages[{}].tool_calls[{}].function.name must be a string", mi, ti));
+    json args = json::object();
+    if (fn.contains("arguments") && !fn["arguments"].is_null()) {
+        const json& a = fn["arguments"];
+        if (a.is_string()) {
+            const std::string s = a.get<std::string>();
+            if (!s.empty()) {
+                try {
+                    args = json::parse(s);
+                } catch (const json::parse_error&) {
+                    throw invalid_request(
+                        fmt::format("messages[{}].tool_calls[{}].function.arguments is not valid JSON: {}", mi, ti, s));
+                }
+            }
+        } else if (a.is_object()) {
+            args = a;
+        } else {
+            throw invalid_request(fmt::format(
+                "messages[{}].tool_calls[{}].function.arguments must be a JSON string or an object", mi, ti));
+        }
+    }
+    json out = {{"type", "function"}, {"function", {{"name", fn["name"]}, {"arguments", args}}}};
+    if (tc.contains("id") && tc["id"].is_string()) out["id"] = tc["id"];
+    return out;
+}
+
+json normalize_messages(const json& body) {
+    auto it = body.find("messages");
+    if (it == body.end() || !it->is_array() || it->empty())
+        throw invalid_request("'messages' is required and must be a non-empty array");
+    json out = json::array();
+    for (size_t i = 0; i < it->size(); ++i) {
+        const json& m = (*it)[i];
+        if (!m.is_object()) throw invalid_request(fmt::format("messages[{}] must be an object", i));
+        if (!m.contains("role") || !m["role"].is_string())
+            throw invalid_request(fmt::format("messages[{}].role must be a string", i));
+        std::string role = m["role"].get<std::string>();
+        if (role == "developer") role = "system";
+        const bool has_calls = m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty();
+        const bool has_content = m.contains("content") && !m["content"].is_null();
+        if (!has_content && !(role == "assistant" && has_calls))
+            throw invalid_request(fmt::format("messages[{}] ({}) has no content", i, role));
+        json n = {{"role", role}, {"content", content_text(m.value("content", json()), i)}};
+        if (m.contains("reasoning_content") && m["reasoning_content"].is_string() &&
+            !m["reasoning_content"].get<std::string>().empty())
+            n["reasoning_content"] = m["reasoning_content"];
+        if (m.contains("name") && m["name"].is_string()) n["name"] = m["name"];
+        if (m.contains("tool_call_id") && m["tool_call_id"].is_string()) n["tool_call_id"] = m["tool_call_id"];
+        if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
+            if (!m["tool_calls"].is_array())
+                throw invalid_request(fmt::format("messages[{}].tool_calls must be an array", i));
+            json calls = json::array();
+            for (size_t t = 0; t < m["tool_calls"].size(); ++t)
+                calls.push_back(normalize_tool_call(m["tool_calls"][t], i, t));
+            if (!calls.empty()) n["tool_calls"] = calls;
+        }
+        out.push_back(std::move(n));
+    }
+    return out;
+}
+
+json normalize_tools(const json& body) {
+    json out = json::array();
+    auto it = body.find("tools");
+    if (it == body.end() || it->is_null()) return out;
+    if (!it->is_array()) throw invalid_request("Field 'tools': expected an array");
+    for (size_t i = 0; i < it->size(); ++i) {
+        const json& t = (*it)[i];
+        const json& fn = t.is_object() && t.contains("function") ? t["function"] : t;
+        if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string())
+            throw invalid_request(fmt::format("tools[{}].function.name must be a string", i));
+        out.push_back({{"type", "function"},
+                       {"function",
+                        {{"name", fn["name"]},
+                         {"description", fn.value("description", json(""))},
+                         {"parameters", fn.value("parameters", json::object())}}}});
+    }
+    return out;
+}
+
+}  // namespace
+
+RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model) {
+    RenderedChatRequest p;
+    p.messages = normalize_messages(body);
+    p.tools = normalize_tools(body);
+    const bool jinja = model.options().jinja;
+    if (!jinja && !p.tools.empty()) throw invalid_request("tools param requires --jinja flag");
+    if (auto choice = body.find("tool_choice");
+        choice != body.end() && choice->is_string() && choice->get<std::string>() != "auto" && !jinja)
+        throw invalid_request("tool_choice param requires --jinja flag");
+
+    p.kwargs = json::object();
+    for (const auto& [k, v] : model.options().chat_template_kwargs.items()) p.kwargs[k] = v;
+    if (auto kw = body.find("chat_template_kwargs"); kw != body.end() && !kw->is_null()) {
+        if (!kw->is_object()) throw invalid_request("Field 'chat_template_kwargs': expected an object");
+        for (const auto& [k, v] : kw->items()) p.kwargs[k] = v;
+    }
+    if (auto et = p.kwargs.find("enable_thinking"); et != p.kwargs.end() && !et->is_boolean())
+        throw invalid_request("chat_template_kwargs.enable_thinking must be a boolean");
+    if (auto pr = p.kwargs.find("preserve_reasoning"); pr != p.kwargs.end() && pr->is_boolean() && pr->get<bool>()) {
+        p.kwargs["clear_thinking"] = false;
+        p.kwargs["truncate_history_thinking"] = false;
+        p.kwargs["preserve_thinking"] = true;
+        p.kwargs["drop_thinking"] = false;
+    }
+
+    const bool add_gen = bool_field(body, "add_generation_prompt").value_or(true);
+    const bool continue_final = bool_field(body, "continue_final_message").value_or(false);
+    if (add_gen && continue_final && body.contains("add_generation_prompt"))
+        throw invalid_request("add_generation_prompt and continue_final_message cannot both be true");
+
+    try {
+        const size_t n = p.messages.size();
+        const bool prefill = n >= 1 && p.messages[n - 1]["role"] == "assistant";
+        if (prefill && n >= 2 && p.messages[n - 2]["role"] == "assistant")
+            throw invalid_request(
+                "the conversation ends with two assistant messages; only the last one can be "
+                "continued");
+        if (prefill && (add_gen || continue_final)) {
+            // A trailing assistant message is continued: the turn before it is
+            // rendered with the generation prompt, then its text follows.
+            json head(p.messages.begin(), p.messages.end() - 1);
+            p.text = model.render_chat(head, p.tools, true, p.kwargs) + p.messages[n - 1]["content"].get<std::string>();
+        } else {
+            p.text = model.render_chat(p.messages, p.tools, add_gen, p.kwargs);
+        }
+    } catch (const FormatError& e) {
+        throw invalid_request(e.what());
+    }
+    return p;
+}
+
+}  // namespace moeserve

@@ -1,0 +1,136 @@
+#include "server/completion_handler.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <deque>
+
+#include "server/api_error.h"
+#include "server/completion_response.h"
+#include "server/connection_probe.h"
+#include "server/json_fields.h"
+#include "server/request_log.h"
+#include "server/sse.h"
+
+namespace moeserve {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr auto kPoll = 200ms;  // how often a waiting handler checks its client
+
+ApiError error_from_event(const GenerationEvent& e) {
+    return ApiError(e.status > 0 ? e.status : 500, e.error_type.empty() ? "server_error" : e.error_type, e.message);
+}
+
+// Waits for the next event, checking the client while waiting. nullopt: the
+// client went away (the request is cancelled).
+std::optional<GenerationEvent> next_event(GenerationStream& stream, const ConnectionProbe& probe) {
+    for (;;) {
+        if (auto e = stream.next(kPoll)) return e;
+        if (probe.closed()) {
+            stream.cancel();
+            request_log().cancelled = true;
+            return std::nullopt;
+        }
+    }
+}
+
+}  // namespace
+
+void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Response& res,
+                       std::shared_ptr<ServedModel> model) {
+    const json body = parse_body(req.body);
+    CompletionCall call = parse_completion_call(kind, body, *model);
+    auto stream = std::make_shared<GenerationStream>();
+    try {
+        model->scheduler().submit(call.requests, stream);
+    } catch (const SubmitError& e) {
+        json extra = json::object();
+        if (e.n_prompt_tokens >= 0) extra = {{"n_prompt_tokens", e.n_prompt_tokens}, {"n_ctx", e.n_ctx}};
+        if (e.status == 503) res.set_header("Retry-After", "1");
+        throw ApiError(e.status, e.type, e.what(), extra);
+    }
+    const ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
+    auto response = std::make_shared<CompletionResponse>(call, *model);
+
+    if (!call.stream) {
+        while (!response->all_done()) {
+            auto e = next_event(*stream, probe);
+            if (!e) return;  // nobody to answer
+            if (e->kind == GenerationEvent::Kind::error) {
+                stream->cancel();
+                throw error_from_event(*e);
+            }
+            response->on_event(*e);
+        }
+        request_log().prompt_tokens = response->prompt_tokens();
+        request_log().completion_tokens = response->completion_tokens();
+        res.set_content(response->final_body().dump(-1, ' ', false, json::error_handler_t::replace),
+                        "application/json; charset=utf-8");
+        return;
+    }
+
+    // Streaming: nothing is sent while the request waits for a slot; an error
+    // before the first event is a plain HTTP error.
+    auto first = next_event(*stream, probe);
+    if (!first) return;
+    if (first->kind == GenerationEvent::Kind::error) {
+        stream->cancel();
+        throw error_from_event(*first);
+    }
+    const int ping_s = model->options().sse_ping_interval_s;
+    const bool done_line = kind != ApiKind::native;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [stream, response, probe, model, ping_s, done_line, pending = std::move(*first)](
+            size_t, httplib::DataSink& sink) mutable {
+            auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+            auto gone = [&] {
+                stream->cancel();
+                request_log().cancelled = true;
+                return false;
+            };
+            std::optional<GenerationEvent> event = std::move(pending);
+            auto last_write = std::chrono::steady_clock::now();
+            while (!response->all_done()) {
+                if (!event) {
+                    event = stream->next(kPoll);
+                    if (!event) {
+                        if (probe.closed()) return gone();
+                        if (ping_s > 0 &&
+                            std::chrono::steady_clock::now() - last_write > std::chrono::seconds(ping_s)) {
+                            if (!write(sse_ping())) return gone();
+                            last_write = std::chrono::steady_clock::now();
+                        }
+                        continue;
+                    }
+                }
+                if (event->kind == GenerationEvent::Kind::error) {
+                    stream->cancel();
+                    const ApiError err = error_from_event(*event);
+                    write(sse_data(error_json(err.status, err.type, err.what())));
+                    sink.done();
+                    return true;
+                }
+                for (const json& chunk : response->on_event(*event))
+                    if (!write(sse_data(chunk))) return gone();
+                event.reset();
+                last_write = std::chrono::steady_clock::now();
+                if (probe.closed()) return gone();
+            }
+            for (const json& chunk : response->closing_chunks())
+                if (!write(sse_data(chunk))) return gone();
+            if (done_line && !write(sse_done())) return gone();
+            request_log().prompt_tokens = response->prompt_tokens();
+            request_log().completion_tokens = response->completion_tokens();
+            sink.done();
+            return true;
+        },
+        [stream](bool success) {
+            if (!success) stream->cancel();
+        });
+}
+
+}  // namespace moeserve

@@ -1,0 +1,317 @@
+#include "server/completion_request.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <limits>
+
+#include "server/chat_messages.h"
+#include "server/json_fields.h"
+
+namespace moeserve {
+namespace {
+
+void set_float(const json& body, const char* name, float& out) {
+    if (auto v = float_field(body, name)) out = static_cast<float>(*v);
+}
+void set_int(const json& body, const char* name, int32_t& out, int64_t lo = INT32_MIN) {
+    if (auto v = int_field(body, name)) {
+        if (*v < lo || *v > INT32_MAX)
+            throw invalid_request(
+                fmt::format("Field '{}': Value must be between {} and {} but got {}", name, lo, INT32_MAX, *v));
+        out = static_cast<int32_t>(*v);
+    }
+}
+
+std::vector<LogitBias> parse_logit_bias(const json& v, const ServedModel& model) {
+    std::vector<LogitBias> out;
+    const auto n_vocab = static_cast<int64_t>(model.tokenizer().n_tokens());
+    auto bias_of = [](const json& b) -> float {
+        if (b.is_boolean()) {
+            if (b.get<bool>()) throw invalid_request("Field 'logit_bias': true is not a bias (use false to ban)");
+            return -std::numeric_limits<float>::infinity();
+        }
+        if (!b.is_number()) throw invalid_request("Field 'logit_bias': each bias must be a number or false");
+        return b.get<float>();
+    };
+    auto add = [&](const json& key, const json& b) {
+        const float bias = bias_of(b);
+        if (key.is_number_integer()) {
+            const int64_t t = key.get<int64_t>();
+            if (t < 0 || t >= n_vocab)
+                throw invalid_request(fmt::format("Field 'logit_bias': token {} is outside the vocabulary", t));
+            out.push_back({static_cast<int32_t>(t), bias});
+        } else if (key.is_string()) {
+            for (int32_t t : model.tokenizer().tokenize(key.get<std::string>(), false, false)) out.push_back({t, bias});
+        } else {
+            throw invalid_request("Field 'logit_bias': keys must be token ids or strings");
+        }
+    };
+    if (v.is_object()) {
+        for (const auto& [k, b] : v.items()) {
+            int64_t id = 0;
+            auto [p, ec] = std::from_chars(k.data(), k.data() + k.size(), id);
+            if (ec == std::errc() && p == k.data() + k.size())
+                add(json(id), b);
+            else
+                add(json(k), b);
+        }
+    } else if (v.is_array()) {
+        for (const auto& pair : v) {
+            if (!pair.is_array() || pair.size() != 2)
+                throw invalid_request("Field 'logit_bias': expected [[token, bias], ...] or {\"token\": bias}");
+            add(pair[0], pair[1]);
+        }
+    } else {
+        throw invalid_request("Field 'logit_bias': expected an object or an array of pairs");
+    }
+    return out;
+}
+
+std::vector<SamplerType> parse_samplers(const json& v) {
+    std::vector<SamplerType> out;
+    if (v.is_string()) {
+        for (char c : v.get<std::string>()) {
+            auto t = sampler_type_from_char(c);
+            if (!t) throw invalid_request(fmt::format("Field 'samplers': unknown sampler letter '{}'", c));
+            out.push_back(*t);
+        }
+    } else if (v.is_array()) {
+        for (const auto& e : v) {
+            if (!e.is_string()) throw invalid_request("Field 'samplers': expected an array of sampler names");
+            auto t = sampler_type_from_name(e.get<std::string>());
+            if (!t) throw invalid_request(fmt::format("Field 'samplers': unknown sampler '{}'", e.get<std::string>()));
+            out.push_back(*t);
+        }
+    } else {
+        throw invalid_request("Field 'samplers': expected an array of names or a string of letters");
+    }
+    return out;
+}
+
+// One prompt: a string, token ids, or a mix of both.
+std::vector<int32_t> prompt_tokens(const json& p, const ServedModel& model) {
+    if (p.is_string()) return model.tokenize_prompt(p.get<std::string>());
+    std::vector<int32_t> out;
+    bool first = true;
+    for (const auto& e : p) {
+        if (e.is_number_integer()) {
+            const int64_t t = e.get<int64_t>();
+            if (t < 0 || t >= static_cast<int64_t>(model.tokenizer().n_tokens()))
+                throw invalid_request("Prompt contains invalid tokens");
+            out.push_back(static_cast<int32_t>(t));
+        } else if (e.is_string()) {
+            // Only the first piece gets BOS, as llama.cpp does.
+            auto part = model.tokenizer().tokenize(e.get<std::string>(), first, true);
+            out.insert(out.end(), part.begin(), part.end());
+        } else {
+            throw invalid_request("Field 'prompt': a prompt array holds token ids and strings");
+        }
+        first = false;
+    }
+    return out;
+}
+
+bool is_single_prompt_array(const json& p) {
+    if (!p.is_array()) return false;
+    bool numbers = false;
+    for (const auto& e : p) {
+        if (e.is_number_integer())
+            numbers = true;
+        else if (!e.is_string())
+            return false;
+    }
+    return numbers || p.empty();
+}
+
+std::vector<std::vector<int32_t>> completion_prompts(const json& body, const ServedModel& model) {
+    auto it = body.find("prompt");
+    if (it == body.end() || it->is_null()) throw invalid_request("key 'prompt' not found");
+    const json& p = *it;
+    if (p.is_string() || is_single_prompt_array(p)) return {prompt_tokens(p, model)};
+    if (!p.is_array()) throw invalid_request("Field 'prompt': expected a string, token ids, or an array of prompts");
+    std::vector<std::vector<int32_t>> out;
+    for (const auto& e : p) {
+        if (e.is_string() || is_single_prompt_array(e))
+            out.push_back(prompt_tokens(e, model));
+        else if (e.is_object())
+            throw invalid_request(
+                "Field 'prompt': multimodal prompts need a projector, which this server does not have");
+        else
+            throw invalid_request("Field 'prompt': each prompt must be a string or an array of token ids");
+    }
+    if (out.empty()) throw invalid_request("Field 'prompt': no prompt given");
+    return out;
+}
+
+}  // namespace
+
+CompletionCall parse_completion_call(ApiKind kind, const json& body, const ServedModel& model) {
+    const ServerOptions& o = model.options();
+    CompletionCall call;
+    call.kind = kind;
+    call.stream = bool_field(body, "stream").value_or(false);
+    if (auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
+        if (!so->is_object()) throw invalid_request("Field 'stream_options': expected an object");
+        call.include_usage = bool_field(*so, "include_usage").value_or(false);
+    }
+    call.return_tokens = bool_field(body, "return_tokens").value_or(false);
+    call.timings_per_token = bool_field(body, "timings_per_token").value_or(false);
+
+    for (const char* unsupported : {"grammar", "json_schema"})
+        if (body.contains(unsupported) && !body[unsupported].is_null())
+            throw invalid_request(
+                fmt::format("'{}' is not supported: this server has no constrained decoding yet", unsupported));
+    if (auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
+        const std::string type = rf->is_object() ? rf->value("type", "") : "";
+        if (type == "json_object" || type == "json_schema")
+            throw invalid_request(
+                fmt::format("response_format '{}' is not supported: this server has no constrained "
+                            "decoding yet",
+                            type));
+        if (type != "text")
+            throw invalid_request("response_format: type must be one of text, json_object, json_schema");
+    }
+
+    GenerationRequest base;
+    base.sampling = o.sampling;
+    SamplingParams& sp = base.sampling;
+    set_float(body, "temperature", sp.temperature);
+    set_float(body, "dynatemp_range", sp.dynatemp_range);
+    set_float(body, "dynatemp_exponent", sp.dynatemp_exponent);
+    set_int(body, "top_k", sp.top_k);
+    set_float(body, "top_p", sp.top_p);
+    set_float(body, "min_p", sp.min_p);
+    set_float(body, "typical_p", sp.typical_p);
+    set_float(body, "top_n_sigma", sp.top_n_sigma);
+    set_float(body, "xtc_probability", sp.xtc_probability);
+    set_float(body, "xtc_threshold", sp.xtc_threshold);
+    set_float(body, "repeat_penalty", sp.repeat_penalty);
+    set_int(body, "repeat_last_n", sp.repeat_last_n, -1);
+    set_float(body, "presence_penalty", sp.presence_penalty);
+    set_float(body, "frequency_penalty", sp.frequency_penalty);
+    set_int(body, "min_keep", sp.min_keep, 0);
+    if (auto seed = int_field(body, "seed")) {
+        if (*seed < -1 || *seed > UINT32_MAX)
+            throw invalid_request(
+                fmt::format("Field 'seed': Value must be between -1 and {} but got {}", UINT32_MAX, *seed));
+        sp.seed = *seed < 0 ? kRandomSeed : static_cast<uint32_t>(*seed);
+    }
+    if (auto lb = body.find("logit_bias"); lb != body.end() && !lb->is_null())
+        sp.logit_bias = parse_logit_bias(*lb, model);
+    if (auto s = body.find("samplers"); s != body.end() && !s->is_null()) sp.samplers = parse_samplers(*s);
+
+    // Generation limit: n_predict > max_completion_tokens > max_tokens.
+    base.n_predict = o.n_predict;
+    for (const char* name : {"max_tokens", "max_completion_tokens", "n_predict"})
+        if (auto v = int_field(body, name)) {
+            if (*v < -1 || *v > INT32_MAX)
+                throw invalid_request(
+                    fmt::format("Field '{}': Value must be between -1 and {} but got {}", name, INT32_MAX, *v));
+            base.n_predict = *v;
+        }
+    if (auto stop = strings_field(body, "stop")) base.stop = *stop;
+    base.ignore_eos = bool_field(body, "ignore_eos").value_or(false);
+    base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);
+    base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
+    if (auto id = int_field(body, "id_slot")) base.id_slot = static_cast<int>(std::clamp<int64_t>(*id, -2, 1 << 20));
+    if (base.id_slot < -1) base.id_slot = -1;
+
+    // Probabilities: n_probs (native); chat: logprobs + top_logprobs; /v1/completions: logprobs as a count.
+    int32_t n_probs = 0;
+    set_int(body, "n_probs", n_probs, 0);
+    if (kind == ApiKind::chat) {
+        const bool lp = bool_field(body, "logprobs").value_or(false);
+        auto top = int_field(body, "top_logprobs");
+        if (top && !lp) throw invalid_request("top_logprobs requires logprobs to be set to true");
+        if (lp) {
+            if (top && (*top < 0 || *top > 20))
+                throw invalid_request(
+                    fmt::format("Field 'top_logprobs': Value must be between 0 and 20 but got {}", *top));
+            n_probs = top ? static_cast<int32_t>(*top) : 20;
+            call.logprobs = true;
+            if (n_probs == 0) n_probs = 1;  // the chosen token's own probability is still reported
+        }
+    } else if (kind == ApiKind::completions) {
+        if (auto lp = body.find("logprobs"); lp != body.end() && !lp->is_null()) {
+            if (lp->is_boolean()) {
+                n_probs = lp->get<bool>() ? 20 : 0;
+            } else if (auto v = int_field(body, "logprobs")) {
+                if (*v < 0 || *v > 20)
+                    throw invalid_request(
+                        fmt::format("Field 'logprobs': Value must be between 0 and 20 but got {}", *v));
+                n_probs = static_cast<int32_t>(*v);
+            }
+            call.logprobs = n_probs > 0;
+        }
+    } else {
+        call.logprobs = n_probs > 0;
+    }
+    sp.n_probs = n_probs;
+
+    std::vector<std::vector<int32_t>> prompts;
+    if (kind == ApiKind::chat) {
+        RenderedChatRequest cp = render_chat_prompt(body, model);
+        prompts.push_back(model.tokenize_prompt(cp.text));
+    } else {
+        prompts = completion_prompts(body, model);
+    }
+    if (kind == ApiKind::native) call.prompt_text = model.tokenizer().detokenize(prompts.front(), true);
+
+    int64_t n = 1;
+    if (auto v = int_field(body, "n")) n = *v;
+    if (auto v = int_field(body, "n_cmpl")) n = *v;
+    if (n < 1 || n > model.layout().n_slots)
+        throw invalid_request(fmt::format("Field 'n': Value must be between 1 and {} (the number of slots) but got {}",
+                                          model.layout().n_slots, n));
+    int index = 0;
+    for (auto& p : prompts)
+        for (int64_t c = 0; c < n; ++c) {
+            GenerationRequest rq = base;
+            rq.prompt = p;
+            rq.index = index++;
+            if (c > 0 && rq.sampling.seed != kRandomSeed) rq.sampling.seed += static_cast<uint32_t>(c);
+            call.requests.push_back(std::move(rq));
+        }
+    return call;
+}
+
+json generation_settings(const GenerationRequest& rq, const ServedModel& model) {
+    const SamplingParams& s = rq.sampling;
+    json samplers = json::array();
+    for (auto t : s.samplers) samplers.push_back(std::string(sampler_type_name(t)));
+    json bias = json::array();
+    for (const auto& b : s.logit_bias) bias.push_back({b.token, b.bias});
+    return json{{"n_predict", rq.n_predict},
+                {"seed", s.seed},
+                {"temperature", s.temperature},
+                {"dynatemp_range", s.dynatemp_range},
+                {"dynatemp_exponent", s.dynatemp_exponent},
+                {"top_k", s.top_k},
+                {"top_p", s.top_p},
+                {"min_p", s.min_p},
+                {"top_n_sigma", s.top_n_sigma},
+                {"xtc_probability", s.xtc_probability},
+                {"xtc_threshold", s.xtc_threshold},
+                {"typical_p", s.typical_p},
+                {"repeat_last_n", s.repeat_last_n},
+                {"repeat_penalty", s.repeat_penalty},
+                {"presence_penalty", s.presence_penalty},
+                {"frequency_penalty", s.frequency_penalty},
+                {"stop", rq.stop},
+                {"n_keep", 0},
+                {"n_discard", 0},
+                {"ignore_eos", rq.ignore_eos},
+                {"stream", false},
+                {"logit_bias", bias},
+                {"n_probs", s.n_probs},
+                {"min_keep", s.min_keep},
+                {"samplers", samplers},
+                {"post_sampling_probs", rq.post_sampling_probs},
+                {"cache_prompt", rq.cache_prompt},
+                {"id_slot", rq.id_slot},
+                {"model", model.name()}};
+}
+
+}  // namespace moeserve

@@ -1,0 +1,36 @@
+// The completion endpoints' request bodies -> GenerationRequests (spec
+// server-behaviour §5.4, §5.5, §5.7): the prompt (chat messages through the
+// formatter, or a completion prompt in any of its forms), generation limits,
+// sampling fields under their native and OpenAI names, stop strings, stream
+// options. Unknown fields are ignored; a wrong type or a hard-range
+// violation is a 400 naming the field.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/generation.h"
+#include "server/api_error.h"
+#include "server/served_model.h"
+
+namespace moeserve {
+
+enum class ApiKind { chat, completions, native };
+
+struct CompletionCall {
+    ApiKind kind = ApiKind::chat;
+    std::vector<GenerationRequest> requests;  // one per prompt and choice; index = position
+    bool stream = false;
+    bool include_usage = false;  // stream_options.include_usage
+    bool logprobs = false;       // OpenAI logprobs wanted (n_probs > 0)
+    bool return_tokens = false;  // native: fill "tokens"
+    bool timings_per_token = false;
+    std::string prompt_text;  // native: the prompt as text (first prompt)
+};
+
+CompletionCall parse_completion_call(ApiKind kind, const json& body, const ServedModel& model);
+
+// The generation parameters under llama-server's names (generation_settings, /slots).
+json generation_settings(const GenerationRequest& rq, const ServedModel& model);
+
+}  // namespace moeserve

@@ -1,0 +1,63 @@
+// GenerationEvents -> the completion endpoints' JSON (spec server-behaviour
+// §5.4-§5.8): the final object of a non-streaming request, and the chunks of
+// a streaming one, for the chat, text-completion and native shapes. One
+// CompletionResponse follows one HTTP request from its first event to its
+// last; it is not thread-safe.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/generation.h"
+#include "server/completion_request.h"
+#include "server/served_model.h"
+
+namespace moeserve {
+
+class CompletionResponse {
+  public:
+    CompletionResponse(const CompletionCall& call, const ServedModel& model);
+
+    // Records an event; returns the stream chunks it produces (none for a
+    // started event or text held back). Error events are not handled here.
+    std::vector<json> on_event(const GenerationEvent& e);
+    // After every choice is done: the chunks that close the stream (the
+    // chat usage chunk); the [DONE] line is the caller's.
+    std::vector<json> closing_chunks() const;
+    // The non-streaming response body.
+    json final_body() const;
+
+    bool all_done() const { return n_done_ == choices_.size(); }
+    int64_t prompt_tokens() const;
+    int64_t completion_tokens() const;
+
+  private:
+    struct Choice {
+        std::string text;
+        std::vector<int32_t> tokens;
+        std::vector<TokenProbability> probs;
+        GenerationResult result;
+        int slot = -1;
+        bool done = false;
+        bool role_sent = false;
+    };
+
+    json chunk_base(const char* object) const;
+    json usage() const;
+    json timings() const;
+    json probs_json(const std::vector<TokenProbability>& probs) const;
+    json native_object(const Choice& c, bool final_stream) const;
+
+    CompletionCall call_;  // requests' prompts cleared
+    const ServedModel& model_;
+    std::string id_;
+    int64_t created_;
+    std::vector<Choice> choices_;
+    size_t n_done_ = 0;
+};
+
+// llama.cpp's timings object.
+json timings_json(const Timings& t);
+const char* finish_reason(StopType stop);
+
+}  // namespace moeserve

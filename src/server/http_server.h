@@ -1,0 +1,45 @@
+// The HTTP front: cpp-httplib routes for every endpoint, API-key check,
+// CORS, the loading state (503 until a model is set), errors in the OpenAI
+// shape, and one log line per request on stderr. Completion requests go to
+// the ServedModel's scheduler; their answers come back as JSON or SSE.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "server/served_model.h"
+#include "server/server_options.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace moeserve {
+
+class HttpServer {
+  public:
+    explicit HttpServer(const ServerOptions& options);
+    ~HttpServer();
+
+    // Binds the listening socket; returns the port (useful with --port 0).
+    // Throws when the address cannot be bound.
+    int bind();
+    // Serves until stop(); call from its own thread after bind().
+    void run();
+    void stop();
+
+    // Makes the server ready (until then every route answers 503 "Loading model").
+    void set_model(std::shared_ptr<ServedModel> model);
+
+  private:
+    std::shared_ptr<ServedModel> model() const;
+    void add_routes();
+
+    ServerOptions options_;
+    std::unique_ptr<httplib::Server> http_;
+    mutable std::mutex mu_;
+    std::shared_ptr<ServedModel> model_;
+};
+
+}  // namespace moeserve

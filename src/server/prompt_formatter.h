@@ -1,0 +1,54 @@
+// Chat messages -> prompt text. PromptFormatter is the seam where the Jinja
+// chat-template engine (src/chat/) plugs in; until then the server uses the
+// built-in formatters below, which render the seed families' templates
+// exactly for conversations without tool definitions (spec chat-templates §4):
+//
+//   chatml    Qwen3-Coder and plain ChatML: <|im_start|>role\n...<|im_end|>\n
+//   qwen3     Qwen3 hybrid thinking (reasoning of earlier turns dropped,
+//             enable_thinking=false adds an empty think block)
+//   glm4      GLM-4.7-Flash: [gMASK]<sop><|user|>...<|assistant|><think>
+//   nemotron  Nemotron-3-Nano: ChatML with a system turn always and <think>
+//
+// Messages arrive normalized (server/chat_request.h): content is a string,
+// tool-call arguments are JSON objects.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+namespace moeserve {
+
+using json = nlohmann::ordered_json;
+
+// A conversation the formatter cannot render (HTTP 400).
+class FormatError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+class PromptFormatter {
+  public:
+    virtual ~PromptFormatter() = default;
+    virtual std::string name() const = 0;
+    // messages: [{role, content, [reasoning_content], [tool_calls]}...];
+    // tools: an array (empty when none); kwargs: template variables such as
+    // enable_thinking.
+    virtual std::string format(const json& messages, const json& tools, bool add_generation_prompt,
+                               const json& kwargs) const = 0;
+};
+
+// A built-in formatter by name (chatml, qwen3, qwen3-coder, glm4, glm-4.7,
+// nemotron); nullptr for another name.
+std::unique_ptr<PromptFormatter> make_builtin_formatter(const std::string& name);
+
+// The built-in formatter whose family a template source belongs to (judged
+// by its markers); nullptr when none matches.
+std::unique_ptr<PromptFormatter> formatter_for_template(const std::string& source);
+
+// Python's json.dumps as the templates' tojson writes it: insertion order,
+// ", " and ": " separators, UTF-8 kept.
+std::string python_json(const json& value);
+
+}  // namespace moeserve

@@ -1,0 +1,126 @@
+#include "server/served_model.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "gguf/file_type.h"
+#include "gguf/gguf_file.h"
+
+namespace moeserve {
+namespace {
+
+double mib(double bytes) {
+    return bytes / (1024.0 * 1024.0);
+}
+
+}  // namespace
+
+ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
+    const GgufFile file = GgufFile::open(options.model_path);
+    const std::string arch = file.architecture();
+    auto ctx_len = file.find_u32(arch + ".context_length");
+    n_ctx_train_ = ctx_len ? *ctx_len : 4096;
+    ftype_ = file_type_name(file.find_u32("general.file_type").value_or(0));
+    for (const auto& t : file.tensors()) {
+        n_params_ += t.n_elements();
+        size_bytes_ += t.nbytes;
+    }
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_gguf(file));
+
+    // Chat format: --chat-template (a name or a template's source), else the GGUF's template.
+    const std::string& tmpl = options.chat_template;
+    if (!tmpl.empty()) {
+        formatter_ = make_builtin_formatter(tmpl);
+        if (!formatter_) formatter_ = formatter_for_template(tmpl);
+        if (!formatter_)
+            throw std::runtime_error(fmt::format(
+                "--chat-template: '{}' is neither a built-in format (chatml, qwen3, glm4, nemotron) nor a template of "
+                "one of those families; other Jinja templates need the Jinja engine, which is not built yet",
+                tmpl.size() > 60 ? tmpl.substr(0, 60) + "..." : tmpl));
+        chat_template_ = tmpl;
+    } else {
+        chat_template_ = tokenizer_->vocab().chat_template().value_or("");
+        formatter_ = formatter_for_template(chat_template_);
+        if (!formatter_) {
+            std::fprintf(stderr,
+                         "srv load_model: %s; using the chatml format (choose another with --chat-template NAME)\n",
+                         chat_template_.empty() ? "the model has no chat template"
+                                                : "the model's chat template is not one of the built-in families");
+            formatter_ = make_builtin_formatter("chatml");
+        }
+    }
+
+    const bool auto_np = options.n_parallel < 0;
+    const int n_slots = auto_np ? 4 : options.n_parallel;
+    const bool unified = options.kv_unified.value_or(auto_np);
+    layout_ = compute_slot_layout(options.n_ctx, n_ctx_train_, n_slots, unified);
+
+    EngineOptions eo;
+    eo.model_path = options.model_path;
+    eo.n_threads = options.n_threads > 0 ? options.n_threads : 0;
+    eo.n_ctx = layout_.n_cells;
+    eo.n_seq = n_slots;
+    eo.type_k = parse_cache_type(options.cache_type_k);
+    eo.type_v = parse_cache_type(options.cache_type_v);
+    eo.n_ubatch = options.n_ubatch;
+    engine_ = std::make_unique<Engine>(eo);
+    n_embd_ = engine_->model().params().n_embd;
+
+    if (layout_.n_ctx_seq < n_ctx_train_)
+        std::fprintf(stderr,
+                     "llama_context: n_ctx_seq (%lld) < n_ctx_train (%lld) -- the full capacity of the model "
+                     "will not be utilized\n",
+                     static_cast<long long>(layout_.n_ctx_seq), static_cast<long long>(n_ctx_train_));
+    else if (layout_.n_ctx_seq > n_ctx_train_)
+        std::fprintf(stderr,
+                     "llama_context: n_ctx_seq (%lld) > n_ctx_train (%lld): slots are capped at the training "
+                     "context\n",
+                     static_cast<long long>(layout_.n_ctx_seq), static_cast<long long>(n_ctx_train_));
+    const KvCache& cache = engine_->cache();
+    std::fprintf(stderr, "llama_kv_cache: size = %8.2f MiB (%6lld cells, %3d layers, %2d/%d seqs), K (%s), V (%s)\n",
+                 mib(static_cast<double>(cache.bytes())), static_cast<long long>(cache.n_cells()), cache.n_layer(),
+                 n_slots, unified ? 1 : n_slots, options.cache_type_k.c_str(), options.cache_type_v.c_str());
+    if (options.n_gpu_layers != "auto" && options.n_gpu_layers != "0")
+        std::fprintf(stderr, "load_tensors: this build has no GPU backend; -ngl %s is ignored\n",
+                     options.n_gpu_layers.c_str());
+
+    SchedulerOptions so;
+    so.layout = layout_;
+    so.n_batch = std::min<int64_t>(options.n_batch, layout_.n_cells);
+    so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
+    so.max_queue = options.max_queue;
+    so.slot_prompt_similarity = options.slot_prompt_similarity;
+    scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), *tokenizer_, so);
+    scheduler_->start();
+
+    aliases_ = options.aliases;
+    if (aliases_.empty()) aliases_.push_back(options.model_path);
+    name_ = aliases_.front();
+    std::fprintf(stderr,
+                 "srv load_model: initializing, n_slots = %d, n_ctx_slot = %lld, kv_unified = '%s', chat "
+                 "format = %s\n",
+                 n_slots, static_cast<long long>(layout_.n_ctx_slot), unified ? "true" : "false",
+                 formatter_->name().c_str());
+}
+
+ServedModel::~ServedModel() {
+    if (scheduler_) scheduler_->stop();
+}
+
+std::string ServedModel::render_chat(const json& messages, const json& tools, bool add_generation_prompt,
+                                     const json& kwargs) const {
+    std::string text = formatter_->format(messages, tools, add_generation_prompt, kwargs);
+    const Vocab& v = tokenizer_->vocab();
+    if (v.add_bos() && v.valid(v.special().bos)) {
+        const std::string& bos = v.text(v.special().bos);
+        if (!bos.empty() && text.starts_with(bos)) text.erase(0, bos.size());
+    }
+    return text;
+}
+
+std::vector<int32_t> ServedModel::tokenize_prompt(const std::string& text) const {
+    return tokenizer_->tokenize(text, /*add_special=*/true, /*parse_special=*/true);
+}
+
+}  // namespace moeserve

@@ -1,0 +1,67 @@
+// The model a server serves once loaded: engine, tokenizer, chat formatter
+// and scheduler (running its inference thread), with the names and facts the
+// API reports (/v1/models, /props).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/scheduler.h"
+#include "server/prompt_formatter.h"
+#include "server/server_options.h"
+#include "text/tokenizer.h"
+
+namespace moeserve {
+
+class ServedModel {
+  public:
+    // Loads the model and starts the scheduler. Throws with a message naming
+    // the file or the setting for anything that prevents serving.
+    explicit ServedModel(const ServerOptions& options);
+    ~ServedModel();
+
+    const ServerOptions& options() const { return options_; }
+    const Tokenizer& tokenizer() const { return *tokenizer_; }
+    const PromptFormatter& formatter() const { return *formatter_; }
+    Scheduler& scheduler() { return *scheduler_; }
+    const Scheduler& scheduler() const { return *scheduler_; }
+    Engine& engine() { return *engine_; }
+    const SlotLayout& layout() const { return layout_; }
+
+    const std::string& name() const { return name_; }  // reported as "model"
+    const std::vector<std::string>& aliases() const { return aliases_; }
+    const std::string& chat_template() const { return chat_template_; }  // the source, for /props
+    const std::string& ftype() const { return ftype_; }
+    int64_t n_ctx_train() const { return n_ctx_train_; }
+    int64_t n_params() const { return n_params_; }
+    int64_t n_embd() const { return n_embd_; }
+    uint64_t size_bytes() const { return size_bytes_; }
+
+    // Chat messages -> prompt text, with BOS text removed when the tokenizer
+    // adds BOS itself; and text -> prompt tokens.
+    std::string render_chat(const json& messages, const json& tools, bool add_generation_prompt,
+                            const json& kwargs) const;
+    std::vector<int32_t> tokenize_prompt(const std::string& text) const;
+
+    void stop() { scheduler_->stop(); }
+
+  private:
+    ServerOptions options_;
+    std::unique_ptr<Engine> engine_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    std::unique_ptr<PromptFormatter> formatter_;
+    std::unique_ptr<Scheduler> scheduler_;
+    SlotLayout layout_;
+    std::string name_;
+    std::vector<std::string> aliases_;
+    std::string chat_template_;
+    std::string ftype_;
+    int64_t n_ctx_train_ = 0;
+    int64_t n_params_ = 0;
+    int64_t n_embd_ = 0;
+    uint64_t size_bytes_ = 0;
+};
+
+}  // namespace moeserve

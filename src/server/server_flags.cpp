@@ -1,0 +1,507 @@
+// The `moeserve serve` flag table: one row per flag (names, value, env var,
+// help, what it sets). Parsing, environment variables and --help all come
+// from the table.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <iterator>
+
+#include "engine/engine.h"
+#include "server/server_options.h"
+
+namespace moeserve {
+namespace {
+
+using Apply = void (*)(ServerOptions&, const std::string& flag, const std::string& value);
+
+struct Flag {
+    std::vector<const char*> names;
+    const char* value;  // value placeholder ("N"); nullptr: a switch
+    const char* env;    // LLAMA_ARG_* variable, or nullptr
+    const char* help;
+    Apply apply;
+    const char* group = nullptr;  // starts a new --help section
+};
+
+[[noreturn]] void bad(const std::string& flag, const std::string& value, const std::string& why) {
+    throw ServerFlagError(fmt::format("invalid value '{}' for {}: {}", value, flag, why));
+}
+
+int64_t to_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
+    int64_t x = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (ec != std::errc() || p != v.data() + v.size()) bad(flag, v, "expected an integer");
+    if (x < lo || x > hi) bad(flag, v, fmt::format("must be between {} and {}", lo, hi));
+    return x;
+}
+
+float to_float(const std::string& flag, const std::string& v) {
+    try {
+        size_t used = 0;
+        double x = std::stod(v, &used);
+        if (used == v.size() && std::isfinite(x)) return static_cast<float>(x);
+    } catch (const std::exception&) {
+    }
+    bad(flag, v, "expected a number");
+}
+
+std::optional<bool> bool_word(std::string v) {
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (v == "true" || v == "1" || v == "on" || v == "enabled") return true;
+    if (v == "false" || v == "0" || v == "off" || v == "disabled") return false;
+    return std::nullopt;
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+    std::vector<std::string> out;
+    size_t b = 0;
+    while (b <= s.size()) {
+        size_t e = s.find(',', b);
+        if (e == std::string::npos) e = s.size();
+        if (e > b) out.push_back(s.substr(b, e - b));
+        b = e + 1;
+    }
+    return out;
+}
+
+const std::vector<Flag>& flags() {
+    static const std::vector<Flag> table = {
+        {{"-h", "--help"},
+         nullptr,
+         nullptr,
+         "print this help and exit",
+         [](ServerOptions& o, auto&, auto&) { o.help = true; },
+         "General"},
+
+        {{"-m", "--model"},
+         "FNAME",
+         "LLAMA_ARG_MODEL",
+         "GGUF model file (required)",
+         [](ServerOptions& o, auto&, auto& v) { o.model_path = v; },
+         "Model"},
+        {{"-a", "--alias"},
+         "NAME[,NAME...]",
+         "LLAMA_ARG_ALIAS",
+         "model names for the API; the first in sort order is reported (default: the -m path as given)",
+         [](ServerOptions& o, auto&, auto& v) {
+             o.aliases = split_commas(v);
+             std::sort(o.aliases.begin(), o.aliases.end());
+         }},
+        {{"-ngl", "--gpu-layers", "--n-gpu-layers"},
+         "N|auto|all",
+         "LLAMA_ARG_N_GPU_LAYERS",
+         "layers to offload to the GPU (accepted; this build runs on the CPU)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             if (v != "auto" && v != "all") to_int(f, v, -2, 1 << 20);
+             o.n_gpu_layers = v;
+         }},
+
+        {{"-c", "--ctx-size"},
+         "N",
+         "LLAMA_ARG_CTX_SIZE",
+         "total KV cells over all slots (default 0 = the model's training context)",
+         [](ServerOptions& o, auto& f, auto& v) { o.n_ctx = to_int(f, v, 0, int64_t(1) << 31); },
+         "Context and slots"},
+        {{"-np", "--parallel"},
+         "N",
+         "LLAMA_ARG_N_PARALLEL",
+         "slots (requests served at once); default auto = 4 slots sharing a unified cache",
+         [](ServerOptions& o, auto& f, auto& v) {
+             int64_t n = to_int(f, v, -1, 4096);
+             if (n == 0) bad(f, v, "the number of slots must be at least 1 (or -1 for auto)");
+             o.n_parallel = static_cast<int>(n);
+         }},
+        {{"-kvu", "--kv-unified"},
+         nullptr,
+         "LLAMA_ARG_KV_UNIFIED",
+         "one KV pool shared by all slots; any slot may grow to the whole context (default: on only with -np auto)",
+         [](ServerOptions& o, auto&, auto&) { o.kv_unified = true; }},
+        {{"-no-kvu", "--no-kv-unified"},
+         nullptr,
+         nullptr,
+         "give each slot its own -c/N cells",
+         [](ServerOptions& o, auto&, auto&) { o.kv_unified = false; }},
+        {{"-b", "--batch-size"},
+         "N",
+         "LLAMA_ARG_BATCH",
+         "most tokens per scheduler step (default 2048)",
+         [](ServerOptions& o, auto& f, auto& v) { o.n_batch = to_int(f, v, 1, 1 << 24); }},
+        {{"-ub", "--ubatch-size"},
+         "N",
+         "LLAMA_ARG_UBATCH",
+         "most tokens per forward pass (default 512)",
+         [](ServerOptions& o, auto& f, auto& v) { o.n_ubatch = to_int(f, v, 1, 1 << 24); }},
+        {{"-cb", "--cont-batching"},
+         nullptr,
+         "LLAMA_ARG_CONT_BATCHING",
+         "continuous batching (always on; accepted for compatibility)",
+         [](ServerOptions& o, auto&, auto&) { o.cont_batching = true; }},
+        {{"-nocb", "--no-cont-batching"},
+         nullptr,
+         nullptr,
+         "refused: moeserve always batches continuously",
+         [](ServerOptions&, auto& f, auto&) {
+             throw ServerFlagError(f + " is not supported: moeserve always uses continuous batching");
+         }},
+        {{"--cache-prompt"},
+         nullptr,
+         "LLAMA_ARG_CACHE_PROMPT",
+         "reuse a slot's cached prompt prefix (default)",
+         [](ServerOptions& o, auto&, auto&) { o.cache_prompt = true; }},
+        {{"--no-cache-prompt"},
+         nullptr,
+         nullptr,
+         "re-evaluate every prompt in full by default",
+         [](ServerOptions& o, auto&, auto&) { o.cache_prompt = false; }},
+        {{"-sps", "--slot-prompt-similarity"},
+         "F",
+         nullptr,
+         "prefer the idle slot sharing at least this share of the prompt (default 0.10; 0 = least recently used)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             float x = to_float(f, v);
+             if (x < 0 || x > 1) bad(f, v, "must be between 0 and 1");
+             o.slot_prompt_similarity = x;
+         }},
+        {{"-n", "--predict", "--n-predict"},
+         "N",
+         "LLAMA_ARG_N_PREDICT",
+         "default tokens to generate per request (-1 = until end of generation or a full slot)",
+         [](ServerOptions& o, auto& f, auto& v) { o.n_predict = to_int(f, v, -1, INT32_MAX); }},
+
+        {{"-ctk", "--cache-type-k"},
+         "TYPE",
+         "LLAMA_ARG_CACHE_TYPE_K",
+         "K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 iq4_nl q5_0 q5_1 (default f16)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             try {
+                 parse_cache_type(v);
+             } catch (const std::exception&) {
+                 throw ServerFlagError(fmt::format("Unsupported cache type: {} (for {})", v, f));
+             }
+             o.cache_type_k = v;
+         },
+         "KV cache and attention"},
+        {{"-ctv", "--cache-type-v"},
+         "TYPE",
+         "LLAMA_ARG_CACHE_TYPE_V",
+         "V cache type (same list; default f16)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             try {
+                 parse_cache_type(v);
+             } catch (const std::exception&) {
+                 throw ServerFlagError(fmt::format("Unsupported cache type: {} (for {})", v, f));
+             }
+             o.cache_type_v = v;
+         }},
+        {{"-fa", "--flash-attn"},
+         "on|off|auto",
+         "LLAMA_ARG_FLASH_ATTN",
+         "flash attention (default auto); a quantized V cache needs it",
+         [](ServerOptions& o, auto& f, auto& v) {
+             if (v == "auto" || v == "-1") {
+                 o.flash_attn = "auto";
+             } else if (auto b = bool_word(v)) {
+                 o.flash_attn = *b ? "on" : "off";
+             } else {
+                 bad(f, v, "expected on, off or auto");
+             }
+         }},
+        {{"-t", "--threads"},
+         "N",
+         "LLAMA_ARG_THREADS",
+         "CPU threads (default -1 = all cores)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             int64_t n = to_int(f, v, -1, 4096);
+             if (n == 0) bad(f, v, "use -1 for all cores or a positive count");
+             o.n_threads = static_cast<int>(n);
+         }},
+        {{"-tb", "--threads-batch"},
+         "N",
+         "LLAMA_ARG_THREADS_BATCH",
+         "CPU threads for prompt batches (accepted; -t is used for both)",
+         [](ServerOptions& o, auto& f, auto& v) { o.n_threads_batch = static_cast<int>(to_int(f, v, -1, 4096)); }},
+
+        {{"--host"},
+         "HOST",
+         "LLAMA_ARG_HOST",
+         "address to listen on (default 127.0.0.1)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             if (v.size() > 5 && v.ends_with(".sock")) bad(f, v, "UNIX sockets are not supported");
+             o.host = v;
+         },
+         "HTTP"},
+        {{"--port"},
+         "PORT",
+         "LLAMA_ARG_PORT",
+         "port to listen on (default 8080; 0 picks a free port)",
+         [](ServerOptions& o, auto& f, auto& v) { o.port = static_cast<int>(to_int(f, v, 0, 65535)); }},
+        {{"--api-key"},
+         "KEY[,KEY...]",
+         "LLAMA_API_KEY",
+         "require 'Authorization: Bearer KEY' on every route except /health and /models",
+         [](ServerOptions& o, auto&, auto& v) {
+             for (auto& k : split_commas(v)) o.api_keys.push_back(k);
+         }},
+        {{"--api-key-file"},
+         "FNAME",
+         "LLAMA_ARG_API_KEY_FILE",
+         "read API keys from a file, one per line ('#' comments)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             std::ifstream in(v);
+             if (!in) bad(f, v, "cannot open the file");
+             std::string line;
+             while (std::getline(in, line)) {
+                 while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+                 if (!line.empty() && line[0] != '#') o.api_keys.push_back(line);
+             }
+         }},
+        {{"--api-prefix"},
+         "PREFIX",
+         "LLAMA_ARG_API_PREFIX",
+         "serve every route under this prefix (e.g. /api)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             if (!v.empty() && (v[0] != '/' || v.back() == '/')) bad(f, v, "must start with '/' and not end with '/'");
+             o.api_prefix = v;
+         }},
+        {{"-to", "--timeout"},
+         "N",
+         "LLAMA_ARG_TIMEOUT",
+         "socket read/write timeout in seconds (default 3600)",
+         [](ServerOptions& o, auto& f, auto& v) { o.timeout_s = static_cast<int>(to_int(f, v, 1, 1 << 30)); }},
+        {{"--threads-http"},
+         "N",
+         "LLAMA_ARG_THREADS_HTTP",
+         "HTTP worker threads (default -1 = slots + --max-queue + 4)",
+         [](ServerOptions& o, auto& f, auto& v) { o.threads_http = static_cast<int>(to_int(f, v, -1, 4096)); }},
+        {{"--max-queue"},
+         "N",
+         nullptr,
+         "requests that may wait for a slot; more get 503 with Retry-After (default 64)",
+         [](ServerOptions& o, auto& f, auto& v) { o.max_queue = static_cast<size_t>(to_int(f, v, 0, 1 << 20)); }},
+        {{"--max-body-size"},
+         "BYTES",
+         nullptr,
+         "largest request body accepted (default 67108864 = 64 MiB)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             o.max_body_bytes = static_cast<size_t>(to_int(f, v, 1024, int64_t(1) << 40));
+         }},
+        {{"--sse-ping-interval"},
+         "N",
+         "LLAMA_ARG_SSE_PING_INTERVAL",
+         "seconds of silence before an SSE keep-alive comment (default 30; -1 = never)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             o.sse_ping_interval_s = static_cast<int>(to_int(f, v, -1, 1 << 20));
+         }},
+        {{"--metrics"},
+         nullptr,
+         "LLAMA_ARG_ENDPOINT_METRICS",
+         "enable GET /metrics (Prometheus)",
+         [](ServerOptions& o, auto&, auto&) { o.endpoint_metrics = true; }},
+        {{"--slots"},
+         nullptr,
+         "LLAMA_ARG_ENDPOINT_SLOTS",
+         "enable GET /slots (default)",
+         [](ServerOptions& o, auto&, auto&) { o.endpoint_slots = true; }},
+        {{"--no-slots"},
+         nullptr,
+         nullptr,
+         "disable GET /slots",
+         [](ServerOptions& o, auto&, auto&) { o.endpoint_slots = false; }},
+        {{"--props"},
+         nullptr,
+         "LLAMA_ARG_ENDPOINT_PROPS",
+         "enable POST /props (accepted, changes nothing)",
+         [](ServerOptions& o, auto&, auto&) { o.endpoint_props = true; }},
+        {{"--no-webui", "--no-ui"},
+         nullptr,
+         nullptr,
+         "accepted: moeserve has no web UI",
+         [](ServerOptions&, auto&, auto&) {}},
+
+        {{"--jinja"},
+         nullptr,
+         "LLAMA_ARG_JINJA",
+         "use the model's chat template (default on)",
+         [](ServerOptions& o, auto&, auto&) { o.jinja = true; },
+         "Chat"},
+        {{"--no-jinja"},
+         nullptr,
+         nullptr,
+         "plain chat formatting; requests with tools are refused",
+         [](ServerOptions& o, auto&, auto&) { o.jinja = false; }},
+        {{"--chat-template"},
+         "NAME|TEMPLATE",
+         "LLAMA_ARG_CHAT_TEMPLATE",
+         "chat format: chatml, qwen3, glm4, nemotron, or template source of one of those families "
+         "(default: from the GGUF)",
+         [](ServerOptions& o, auto&, auto& v) { o.chat_template = v; }},
+        {{"--chat-template-file"},
+         "FNAME",
+         nullptr,
+         "chat template from a file (needs the Jinja engine)",
+         [](ServerOptions& o, auto&, auto& v) { o.chat_template_file = v; }},
+        {{"--chat-template-kwargs"},
+         "JSON",
+         nullptr,
+         "default extra template variables, e.g. '{\"enable_thinking\":false}'",
+         [](ServerOptions& o, auto& f, auto& v) {
+             auto j = nlohmann::json::parse(v, nullptr, false);
+             if (j.is_discarded() || !j.is_object()) bad(f, v, "expected a JSON object");
+             o.chat_template_kwargs = j;
+         }},
+        {{"-sp", "--special"},
+         nullptr,
+         nullptr,
+         "render special tokens in generated text",
+         [](ServerOptions& o, auto&, auto&) { o.special = true; }},
+
+        {{"--temp"},
+         "T",
+         nullptr,
+         "temperature (default 0.8; 0 = greedy)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.temperature = to_float(f, v); },
+         "Sampling defaults"},
+        {{"--top-k"},
+         "N",
+         nullptr,
+         "top-k (default 40; 0 = off)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             o.sampling.top_k = static_cast<int32_t>(to_int(f, v, 0, INT32_MAX));
+         }},
+        {{"--top-p"},
+         "P",
+         nullptr,
+         "top-p (default 0.95; 1 = off)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.top_p = to_float(f, v); }},
+        {{"--min-p"},
+         "P",
+         nullptr,
+         "min-p (default 0.05; 0 = off)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.min_p = to_float(f, v); }},
+        {{"--typical"},
+         "P",
+         nullptr,
+         "typical-p (default 1 = off)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.typical_p = to_float(f, v); }},
+        {{"--repeat-penalty"},
+         "F",
+         nullptr,
+         "repetition penalty (default 1 = off)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.repeat_penalty = to_float(f, v); }},
+        {{"--repeat-last-n"},
+         "N",
+         nullptr,
+         "tokens the penalties look back over (default 64; -1 = the slot context)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             o.sampling.repeat_last_n = static_cast<int32_t>(to_int(f, v, -1, INT32_MAX));
+         }},
+        {{"--presence-penalty"},
+         "F",
+         nullptr,
+         "presence penalty (default 0)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.presence_penalty = to_float(f, v); }},
+        {{"--frequency-penalty"},
+         "F",
+         nullptr,
+         "frequency penalty (default 0)",
+         [](ServerOptions& o, auto& f, auto& v) { o.sampling.frequency_penalty = to_float(f, v); }},
+        {{"-s", "--seed"},
+         "N",
+         nullptr,
+         "random seed (default -1 = random)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             int64_t s = to_int(f, v, -1, UINT32_MAX);
+             o.sampling.seed = s < 0 ? kRandomSeed : static_cast<uint32_t>(s);
+         }},
+    };
+    return table;
+}
+
+const Flag* find_flag(const std::string& name) {
+    for (const auto& f : flags())
+        for (const char* n : f.names)
+            if (name == n) return &f;
+    return nullptr;
+}
+
+void validate(ServerOptions& o) {
+    if (o.help) return;
+    if (o.model_path.empty()) throw ServerFlagError("no model given: use -m FILE (or LLAMA_ARG_MODEL)");
+    if (o.n_ubatch > o.n_batch) o.n_ubatch = o.n_batch;
+    const bool v_quantized = o.cache_type_v != "f16" && o.cache_type_v != "f32" && o.cache_type_v != "bf16";
+    if (v_quantized && o.flash_attn == "off")
+        throw ServerFlagError(
+            fmt::format("V cache quantization requires flash_attn (-ctv {} with -fa off)", o.cache_type_v));
+    if (!o.chat_template_file.empty()) {
+        std::ifstream in(o.chat_template_file);
+        if (!in)
+            throw ServerFlagError(fmt::format("--chat-template-file {}: cannot open the file", o.chat_template_file));
+        throw ServerFlagError(
+            fmt::format("--chat-template-file {}: Jinja chat templates are not supported yet (the Jinja engine is not "
+                        "built); use --chat-template chatml|qwen3|glm4|nemotron, or the template in the GGUF",
+                        o.chat_template_file));
+    }
+}
+
+}  // namespace
+
+ServerOptions parse_server_args(const std::vector<std::string>& args, const EnvLookup& env) {
+    ServerOptions o;
+    if (env) {
+        for (const auto& f : flags()) {
+            if (!f.env) continue;
+            const char* v = env(f.env);
+            if (!v) continue;
+            if (f.value) {
+                f.apply(o, f.env, v);
+            } else {
+                auto b = bool_word(v);
+                if (!b) bad(f.env, v, "expected true/false, 1/0, on/off or enabled/disabled");
+                if (*b) f.apply(o, f.env, v);
+            }
+        }
+    }
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& name = args[i];
+        const Flag* f = find_flag(name);
+        if (!f) throw ServerFlagError(fmt::format("unknown argument '{}' (see moeserve serve --help)", name));
+        std::string value;
+        if (f->value) {
+            if (i + 1 >= args.size())
+                throw ServerFlagError(fmt::format("option {} needs a value ({})", name, f->value));
+            value = args[++i];
+        }
+        f->apply(o, name, value);
+    }
+    validate(o);
+    return o;
+}
+
+std::string server_help() {
+    std::string out =
+        "usage: moeserve serve -m MODEL [options]\n"
+        "\n"
+        "An OpenAI-compatible HTTP server, a drop-in for llama-server: the same flags,\n"
+        "routes and JSON. Routes: /v1/chat/completions, /v1/completions, /completion,\n"
+        "/v1/models, /health, /metrics, /slots, /props, /tokenize, /detokenize,\n"
+        "/apply-template. Flags can also come from the LLAMA_ARG_* variables shown;\n"
+        "the command line wins.\n";
+    for (const auto& f : flags()) {
+        if (f.group) out += fmt::format("\n{}:\n", f.group);
+        std::string names;
+        for (const char* n : f.names) names += (names.empty() ? "" : ", ") + std::string(n);
+        if (f.value) names += std::string(" ") + f.value;
+        std::string help = f.help;
+        if (f.env) help += fmt::format(" [env: {}]", f.env);
+        if (names.size() < 34)
+            out += fmt::format("  {:<34} {}\n", names, help);
+        else
+            out += fmt::format("  {}\n  {:<34} {}\n", names, "", help);
+    }
+    return out;
+}
+
+}  // namespace moeserve

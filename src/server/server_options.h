@@ -1,0 +1,88 @@
+// The server's own layer (src/server/): HTTP routes, the OpenAI and native
+// JSON mapping, SSE, metrics and chat prompt formatting, over the engine's
+// Scheduler.
+//
+// This header: everything `moeserve serve` can be told on its command line,
+// with llama-server's flag names and defaults (spec server-behaviour §1),
+// and the table-driven parser for it (server_flags.cpp).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+
+namespace moeserve {
+
+struct ServerOptions {
+    // Model
+    std::string model_path;
+    std::vector<std::string> aliases;   // -a; empty: the -m string
+    std::string n_gpu_layers = "auto";  // accepted; meaningful once a GPU backend exists
+
+    // Context, slots, batching
+    int64_t n_ctx = 0;    // total cells; 0: the training context
+    int n_parallel = -1;  // -1: auto (4 slots, unified cache)
+    std::optional<bool> kv_unified;
+    int64_t n_batch = 2048;  // tokens per scheduler step
+    int64_t n_ubatch = 512;  // tokens per forward call
+    int n_threads = -1;      // -1: all cores
+    int n_threads_batch = -1;
+    int64_t n_predict = -1;  // server default for requests
+    std::string cache_type_k = "f16";
+    std::string cache_type_v = "f16";
+    std::string flash_attn = "auto";  // on|off|auto
+    bool cont_batching = true;        // always on; the flag is accepted
+    bool cache_prompt = true;
+    double slot_prompt_similarity = 0.1;
+
+    // HTTP
+    std::string host = "127.0.0.1";
+    int port = 8080;
+    std::vector<std::string> api_keys;
+    int timeout_s = 3600;
+    int threads_http = -1;  // -1: slots + queue + 4
+    size_t max_queue = 64;
+    size_t max_body_bytes = 64u << 20;
+    int sse_ping_interval_s = 30;
+    bool endpoint_metrics = false;
+    bool endpoint_slots = true;
+    bool endpoint_props = false;
+    std::string api_prefix;
+
+    // Chat
+    bool jinja = true;
+    std::string chat_template;       // a built-in name or template source
+    std::string chat_template_file;  // refused until the Jinja engine lands
+    nlohmann::json chat_template_kwargs = nlohmann::json::object();
+    bool special = false;  // render special tokens in output text
+
+    // Sampling defaults for requests
+    SamplingParams sampling;
+
+    bool help = false;  // -h: print server_help() and exit
+};
+
+// A flag or value the server does not accept; the message names it.
+class ServerFlagError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Parses `moeserve serve` arguments. llama-server's LLAMA_ARG_* environment
+// variables are read first (through env; nullptr: none), the command line
+// wins. Throws ServerFlagError for an unknown flag, a missing or bad value,
+// or an inconsistent combination.
+ServerOptions parse_server_args(const std::vector<std::string>& args, const EnvLookup& env = nullptr);
+
+// The --help text: every flag with its environment variable and default.
+std::string server_help();
+
+}  // namespace moeserve

@@ -1,0 +1,491 @@
+// End to end: the real `moeserve serve` on the tiny Qwen3-MoE fixture model
+// (F16, f16 cache), driven by curl and by the official OpenAI SDK for Node.
+// Every server a test starts is killed when the test ends, pass or fail.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <thread>
+
+#include "fixtures.h"
+#include "run_command.h"
+
+namespace moeserve {
+namespace {
+
+using json = nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+std::string model_path() {
+    return test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string();
+}
+
+struct HttpResult {
+    int status = 0;
+    std::string body;
+    std::string headers;
+    json json_body() const { return json::parse(body, nullptr, false); }
+};
+
+// One request with curl; the body goes through a file, so no shell quoting.
+HttpResult curl(const std::string& url, const std::string& method = "GET", const std::string& body = "",
+                const std::vector<std::string>& headers = {}) {
+    static int counter = 0;
+    const fs::path dir = fs::temp_directory_path() / "moeserve-tests" / "curl";
+    fs::create_directories(dir);
+    const std::string stem = (dir / (std::to_string(getpid()) + "-" + std::to_string(counter++))).string();
+    std::string cmd = "curl -sS -N --max-time 120 -X " + method + " -D " + test::shell_quote(stem + ".h") + " -o " +
+                      test::shell_quote(stem + ".b") + " -w '%{http_code}'";
+    if (!body.empty()) {
+        std::ofstream(stem + ".in", std::ios::binary) << body;
+        cmd += " -H 'Content-Type: application/json' --data-binary @" + test::shell_quote(stem + ".in");
+    }
+    for (const auto& h : headers) cmd += " -H " + test::shell_quote(h);
+    cmd += " " + test::shell_quote(url);
+    HttpResult r;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[64] = {};
+    if (p && fgets(buf, sizeof(buf), p)) r.status = std::atoi(buf);
+    if (p) pclose(p);
+    r.body = test::slurp(stem + ".b");
+    r.headers = test::slurp(stem + ".h");
+    for (const char* ext : {".b", ".h", ".in"}) fs::remove(stem + ext);
+    return r;
+}
+
+class Server {
+  public:
+    explicit Server(std::vector<std::string> args) {
+        log_ = (fs::temp_directory_path() / "moeserve-tests" /
+                ("server-" + std::to_string(getpid()) + "-" + std::to_string(next_id_++) + ".log"))
+                   .string();
+        fs::create_directories(fs::path(log_).parent_path());
+        std::vector<std::string> argv = {MOESERVE_BINARY, "serve", "--port", "0"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        pid_ = fork();
+        if (pid_ == 0) {
+            setpgid(0, 0);
+            FILE* f = std::fopen(log_.c_str(), "w");
+            dup2(fileno(f), 1);
+            dup2(fileno(f), 2);
+            std::vector<char*> cargv;
+            for (auto& a : argv) cargv.push_back(a.data());
+            cargv.push_back(nullptr);
+            execv(cargv[0], cargv.data());
+            _exit(127);
+        }
+        const std::regex listening("listening on http://([0-9.]+):([0-9]+)");
+        for (int i = 0; i < 300 && port_ == 0; ++i) {
+            std::smatch m;
+            const std::string log = test::slurp(log_);
+            if (std::regex_search(log, m, listening)) port_ = std::stoi(m[2]);
+            if (port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        for (int i = 0; i < 300 && port_ != 0; ++i) {
+            if (curl(url("/health")).status == 200) {
+                ready_ = true;
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    }
+    ~Server() { stop(SIGKILL); }
+
+    // Sends `sig` and returns the exit status (-1 when killed by a signal).
+    int stop(int sig = SIGTERM) {
+        if (pid_ <= 0) return status_;
+        kill(-pid_, sig);
+        int raw = 0;
+        for (int i = 0; i < 100; ++i) {
+            if (waitpid(pid_, &raw, WNOHANG) == pid_) {
+                pid_ = 0;
+                status_ = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+                return status_;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        kill(-pid_, SIGKILL);
+        waitpid(pid_, &raw, 0);
+        pid_ = 0;
+        return status_ = -1;
+    }
+
+    bool ready() const { return ready_; }
+    std::string url(const std::string& path = "") const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+    std::string log() const { return test::slurp(log_); }
+
+  private:
+    static inline int next_id_ = 0;
+    pid_t pid_ = -1;
+    int port_ = 0;
+    bool ready_ = false;
+    int status_ = -1;
+    std::string log_;
+};
+
+// SSE events of a stream body, in order ("[DONE]" included as a string).
+std::vector<std::string> sse_payloads(const std::string& body) {
+    std::vector<std::string> out;
+    size_t pos = 0;
+    while (pos < body.size()) {
+        size_t end = body.find("\n\n", pos);
+        if (end == std::string::npos) end = body.size();
+        std::string ev = body.substr(pos, end - pos);
+        if (ev.rfind("data: ", 0) == 0) out.push_back(ev.substr(6));
+        pos = end + 2;
+    }
+    return out;
+}
+
+bool have_node_modules() {
+    return fs::exists(fs::path(MOESERVE_SOURCE_DIR) / "tests/e2e/server/node_modules/openai");
+}
+
+int run_node(const std::string& script, const std::vector<std::string>& args, std::string& output) {
+    std::string cmd = "cd " + test::shell_quote(std::string(MOESERVE_SOURCE_DIR) + "/tests/e2e/server") +
+                      " && timeout 600 node " + script;
+    for (const auto& a : args) cmd += " " + test::shell_quote(a);
+    cmd += " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    while (p && fgets(buf, sizeof(buf), p)) output += buf;
+    const int raw = p ? pclose(p) : -1;
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+}
+
+// One server shared by the tests that do not need special flags: 4 slots of 512.
+class ServerE2E : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        if (!test::have_fixtures()) return;
+        server_ = new Server({"-m", model_path(), "-np", "4", "-c", "2048", "--metrics", "-t", "2"});
+    }
+    static void TearDownTestSuite() {
+        delete server_;
+        server_ = nullptr;
+    }
+    void SetUp() override {
+        MOESERVE_REQUIRE_FIXTURES();
+        ASSERT_TRUE(server_ && server_->ready()) << (server_ ? server_->log() : "");
+    }
+    static Server* server_;
+};
+Server* ServerE2E::server_ = nullptr;
+
+const char* kChat = R"({"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello!"}],
+                        "max_tokens":16,"temperature":0,"ignore_eos":true})";
+
+TEST_F(ServerE2E, health_models_props_and_unknown_routes) {
+    auto h = curl(server_->url("/health"));
+    EXPECT_EQ(h.status, 200);
+    EXPECT_EQ(h.json_body(), json::parse(R"({"status":"ok"})"));
+    auto m = curl(server_->url("/v1/models")).json_body();
+    EXPECT_EQ(m["object"], "list");
+    EXPECT_EQ(m["data"][0]["id"], model_path());
+    EXPECT_EQ(m["data"][0]["meta"]["n_ctx"], 512);
+    auto p = curl(server_->url("/props")).json_body();
+    EXPECT_EQ(p["total_slots"], 4);
+    EXPECT_EQ(p["default_generation_settings"]["n_ctx"], 512);
+    auto nf = curl(server_->url("/no/such/route"));
+    EXPECT_EQ(nf.status, 404);
+    EXPECT_EQ(nf.json_body()["error"]["type"], "not_found_error");
+}
+
+TEST_F(ServerE2E, chat_usage_counts_the_templated_prompt) {
+    auto templated = curl(server_->url("/apply-template"), "POST", kChat).json_body();
+    const std::string prompt = templated["prompt"];
+    EXPECT_EQ(prompt,
+              "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+              "<|im_start|>assistant\n");
+    auto tok = curl(server_->url("/tokenize"), "POST", json{{"content", prompt}}.dump()).json_body();
+    auto r = curl(server_->url("/v1/chat/completions"), "POST", kChat);
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto j = r.json_body();
+    EXPECT_EQ(j["object"], "chat.completion");
+    EXPECT_EQ(j["usage"]["prompt_tokens"], tok["tokens"].size());
+    EXPECT_EQ(j["usage"]["completion_tokens"], 16);
+    EXPECT_EQ(j["usage"]["total_tokens"], tok["tokens"].size() + 16);
+    EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+    EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+    EXPECT_TRUE(j["timings"].contains("predicted_per_second"));
+    EXPECT_NE(r.headers.find("application/json"), std::string::npos);
+}
+
+TEST_F(ServerE2E, streaming_chat_sends_openai_chunks_and_done) {
+    json body = json::parse(kChat);
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    auto r = curl(server_->url("/v1/chat/completions"), "POST", body.dump());
+    ASSERT_EQ(r.status, 200);
+    EXPECT_NE(r.headers.find("text/event-stream"), std::string::npos);
+    auto events = sse_payloads(r.body);
+    ASSERT_GE(events.size(), 4u);
+    EXPECT_EQ(events.back(), "[DONE]");
+    auto first = json::parse(events[0]);
+    EXPECT_EQ(first["object"], "chat.completion.chunk");
+    EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+    std::string text, finish;
+    json usage;
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+        auto e = json::parse(events[i]);
+        EXPECT_EQ(e["id"], first["id"]);
+        if (e.contains("usage")) usage = e["usage"];
+        if (e["choices"].empty()) continue;
+        const auto& c = e["choices"][0];
+        if (c["delta"].contains("content") && c["delta"]["content"].is_string()) text += c["delta"]["content"];
+        if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+    }
+    EXPECT_EQ(finish, "length");
+    EXPECT_EQ(usage["completion_tokens"], 16);
+    auto plain = curl(server_->url("/v1/chat/completions"), "POST", kChat).json_body();
+    EXPECT_EQ(text, plain["choices"][0]["message"]["content"]);  // greedy: the same text either way
+}
+
+TEST_F(ServerE2E, stop_strings_cut_the_text_and_are_not_emitted) {
+    const std::string base = R"({"prompt":"The history of","max_tokens":40,"temperature":0,"ignore_eos":true)";
+    auto full = curl(server_->url("/v1/completions"), "POST", base + "}").json_body();
+    const std::string text = full["choices"][0]["text"];
+    // A stop string of three ASCII letters from the second half of the text
+    // (random weights also produce bytes that are not valid UTF-8).
+    std::string stop;
+    for (size_t i = text.size() / 2; i + 3 <= text.size() && stop.empty(); ++i)
+        if (std::isalpha(static_cast<unsigned char>(text[i])) &&
+            std::isalpha(static_cast<unsigned char>(text[i + 1])) &&
+            std::isalpha(static_cast<unsigned char>(text[i + 2])))
+            stop = text.substr(i, 3);
+    ASSERT_FALSE(stop.empty()) << text;
+    for (bool stream : {false, true}) {
+        json body = json::parse(base + "}");
+        body["stop"] = json::array({stop});
+        body["stream"] = stream;
+        auto r = curl(server_->url("/v1/completions"), "POST", body.dump());
+        std::string got, finish;
+        if (!stream) {
+            got = r.json_body()["choices"][0]["text"];
+            finish = r.json_body()["choices"][0]["finish_reason"];
+        } else {
+            auto events = sse_payloads(r.body);
+            ASSERT_EQ(events.back(), "[DONE]");
+            for (size_t i = 0; i + 1 < events.size(); ++i) {
+                auto e = json::parse(events[i]);
+                got += e["choices"][0]["text"].get<std::string>();
+                if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+                if (i + 2 == events.size()) EXPECT_TRUE(e.contains("usage"));
+            }
+        }
+        EXPECT_EQ(got, text.substr(0, text.find(stop))) << "stream=" << stream;
+        EXPECT_EQ(finish, "stop");
+    }
+}
+
+TEST_F(ServerE2E, native_completion_and_tokenizer_routes) {
+    auto r = curl(server_->url("/completion"), "POST",
+                  R"({"prompt":"Hello","n_predict":5,"temperature":0,"ignore_eos":true,"n_probs":2})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto j = r.json_body();
+    EXPECT_EQ(j["tokens_predicted"], 5);
+    EXPECT_EQ(j["stop_type"], "limit");
+    EXPECT_EQ(j["stop"], true);
+    EXPECT_EQ(j["completion_probabilities"].size(), 5u);
+    EXPECT_EQ(j["completion_probabilities"][0]["top_logprobs"].size(), 2u);
+    auto s = curl(server_->url("/completion"), "POST", R"({"prompt":"Hello","n_predict":3,"stream":true})");
+    auto events = sse_payloads(s.body);
+    ASSERT_FALSE(events.empty());
+    EXPECT_NE(events.back(), "[DONE]");  // the native stream has no [DONE]
+    EXPECT_EQ(json::parse(events.back())["stop"], true);
+
+    auto tok = curl(server_->url("/tokenize"), "POST", R"({"content":"Hello world","with_pieces":true})").json_body();
+    ASSERT_FALSE(tok["tokens"].empty());
+    json ids = json::array();
+    std::string pieces;
+    for (const auto& t : tok["tokens"]) ids.push_back(t["id"]), pieces += t["piece"].get<std::string>();
+    EXPECT_EQ(pieces, "Hello world");
+    auto detok = curl(server_->url("/detokenize"), "POST", json{{"tokens", ids}}.dump()).json_body();
+    EXPECT_EQ(detok["content"], "Hello world");
+}
+
+TEST_F(ServerE2E, errors_have_openai_shapes_and_status_codes) {
+    std::string big = R"({"messages":[{"role":"user","content":")";
+    for (int i = 0; i < 600; ++i) big += "word ";
+    big += R"("}]})";
+    auto over = curl(server_->url("/v1/chat/completions"), "POST", big);
+    EXPECT_EQ(over.status, 400);
+    auto e = over.json_body()["error"];
+    EXPECT_EQ(e["type"], "exceed_context_size_error");
+    EXPECT_EQ(e["n_ctx"], 512);
+    EXPECT_GT(e["n_prompt_tokens"].get<int>(), 512);
+    EXPECT_EQ(e["message"], "request (" + std::to_string(e["n_prompt_tokens"].get<int>()) +
+                                " tokens) exceeds the available context size (512 tokens), try increasing it");
+    // A streaming request gets the same plain HTTP error, not SSE.
+    json stream_big = json::parse(big);
+    stream_big["stream"] = true;
+    auto over_stream = curl(server_->url("/v1/chat/completions"), "POST", stream_big.dump());
+    EXPECT_EQ(over_stream.status, 400);
+    EXPECT_EQ(over_stream.json_body()["error"]["type"], "exceed_context_size_error");
+
+    auto bad_json = curl(server_->url("/v1/chat/completions"), "POST", "{\"messages\": [");
+    EXPECT_EQ(bad_json.status, 400);
+    EXPECT_EQ(bad_json.json_body()["error"]["type"], "invalid_request_error");
+    EXPECT_EQ(bad_json.json_body()["error"]["code"], 400);
+
+    auto bad_type = curl(server_->url("/v1/chat/completions"), "POST",
+                         R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":"ten"})");
+    EXPECT_EQ(bad_type.status, 400);
+    EXPECT_NE(bad_type.json_body()["error"]["message"].get<std::string>().find("max_tokens"), std::string::npos);
+
+    auto no_prompt = curl(server_->url("/v1/completions"), "POST", R"({"max_tokens":3})");
+    EXPECT_EQ(no_prompt.status, 400);
+    auto bad_messages = curl(server_->url("/v1/chat/completions"), "POST", R"({"messages":"hi"})");
+    EXPECT_EQ(bad_messages.status, 400);
+    auto tools =
+        curl(server_->url("/v1/chat/completions"), "POST",
+             R"({"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]})");
+    EXPECT_EQ(tools.status, 400);
+    // The server is still fine.
+    EXPECT_EQ(curl(server_->url("/health")).status, 200);
+}
+
+TEST_F(ServerE2E, killed_client_frees_its_slot_and_metrics_and_slots_show_it) {
+    const fs::path out = fs::temp_directory_path() / "moeserve-tests" / "killed-client.out";
+    fs::remove(out);
+    const std::string body =
+        R"({"messages":[{"role":"user","content":"Tell a long story."}],"max_tokens":400,"ignore_eos":true,"stream":true})";
+    pid_t pid = fork();
+    if (pid == 0) {
+        std::vector<std::string> argv = {"curl",          "-sN", "-o",
+                                         out.string(),    "-H",  "Content-Type: application/json",
+                                         "--data-binary", body,  server_->url("/v1/chat/completions")};
+        std::vector<char*> c;
+        for (auto& a : argv) c.push_back(a.data());
+        c.push_back(nullptr);
+        execvp("curl", c.data());
+        _exit(127);
+    }
+    bool streaming = false;
+    for (int i = 0; i < 200 && !streaming; ++i) {
+        streaming = test::slurp(out).find("data: ") != std::string::npos;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(streaming);
+    auto busy = curl(server_->url("/slots")).json_body();
+    int processing = 0;
+    for (const auto& s : busy) processing += s["is_processing"].get<bool>();
+    EXPECT_EQ(processing, 1);
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    bool freed = false;
+    for (int i = 0; i < 100 && !freed; ++i) {
+        auto slots = curl(server_->url("/slots")).json_body();
+        freed = true;
+        for (const auto& s : slots) freed &= !s["is_processing"].get<bool>();
+        if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_TRUE(freed) << "the slot of a killed client is still busy";
+    const std::string metrics = curl(server_->url("/metrics")).body;
+    EXPECT_NE(metrics.find("llamacpp:requests_processing 0"), std::string::npos) << metrics;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(metrics, m, std::regex("moeserve:requests_cancelled_total ([0-9]+)")));
+    EXPECT_GE(std::stoi(m[1]), 1);
+    EXPECT_NE(metrics.find("# TYPE llamacpp:prompt_tokens_total counter"), std::string::npos);
+    EXPECT_NE(metrics.find("moeserve:slot_state{slot=\"3\"}"), std::string::npos);
+}
+
+TEST_F(ServerE2E, openai_sdk_chat_completions_streams_and_errors) {
+    if (!have_node_modules())
+        GTEST_SKIP() << "tests/e2e/server/node_modules missing: run npm ci there (make test does)";
+    std::string output;
+    EXPECT_EQ(run_node("sdk_basic.mjs", {server_->url("/v1")}, output), 0) << output;
+}
+
+TEST_F(ServerE2E, sixteen_concurrent_streams_complete_with_the_sequential_greedy_text) {
+    if (!have_node_modules())
+        GTEST_SKIP() << "tests/e2e/server/node_modules missing: run npm ci there (make test does)";
+    std::string output;
+    EXPECT_EQ(run_node("sdk_concurrency.mjs", {server_->url("/v1"), "16"}, output), 0) << output;
+    auto metrics = curl(server_->url("/metrics")).body;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(metrics, m, std::regex("llamacpp:n_busy_slots_per_decode ([0-9.e+]+)")));
+    EXPECT_GT(std::stod(m[1]), 1.0);  // the concurrent requests were batched together
+}
+
+TEST(ServerE2EFlags, api_key_guards_every_route_but_health_and_models) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", model_path(), "--api-key", "sekrit", "-c", "1024", "-t", "2"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    EXPECT_EQ(curl(s.url("/health")).status, 200);
+    EXPECT_EQ(curl(s.url("/v1/models")).status, 200);
+    auto no_key = curl(s.url("/v1/chat/completions"), "POST", kChat);
+    EXPECT_EQ(no_key.status, 401);
+    EXPECT_EQ(no_key.json_body()["error"]["type"], "authentication_error");
+    EXPECT_EQ(no_key.json_body()["error"]["message"], "Invalid API Key");
+    EXPECT_EQ(curl(s.url("/v1/chat/completions"), "POST", kChat, {"Authorization: Bearer wrong"}).status, 401);
+    EXPECT_EQ(curl(s.url("/slots"), "GET", "", {"Authorization: Bearer wrong"}).status, 401);
+    EXPECT_EQ(curl(s.url("/v1/chat/completions"), "POST", kChat, {"Authorization: Bearer sekrit"}).status, 200);
+    if (have_node_modules()) {
+        std::string output;  // the SDK with a wrong key sees a 401 AuthenticationError
+        const std::string script =
+            "import OpenAI from 'openai';const c=new OpenAI({baseURL:process.argv[1],apiKey:'bad',maxRetries:0});"
+            "try{await c.chat.completions.create({model:'m',messages:[{role:'user',content:'x'}]});process.exit(1)}"
+            "catch(e){process.exit(e instanceof OpenAI.AuthenticationError&&e.status===401?0:2)}";
+        EXPECT_EQ(run_node("--input-type=module -e " + test::shell_quote(script), {s.url("/v1")}, output), 0) << output;
+    }
+}
+
+TEST(ServerE2EFlags, full_queue_answers_503_with_retry_after) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", model_path(), "-np", "1", "--max-queue", "0", "-c", "1024", "-t", "2"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    int busy_status = 0;
+    std::thread busy([&] {
+        busy_status =
+            curl(s.url("/v1/completions"), "POST", R"({"prompt":"Go","max_tokens":1000,"ignore_eos":true})").status;
+    });
+    bool slot_busy = false;
+    for (int i = 0; i < 200 && !slot_busy; ++i) {
+        auto slots = curl(s.url("/slots")).json_body();
+        slot_busy = slots.is_array() && slots[0]["is_processing"] == true;
+        if (!slot_busy) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    bool saw_503 = false;
+    for (int i = 0; i < 100 && !saw_503; ++i) {
+        auto r = curl(s.url("/v1/completions"), "POST", R"({"prompt":"Hi","max_tokens":1})");
+        if (r.status == 503) {
+            saw_503 = true;
+            EXPECT_EQ(r.json_body()["error"]["type"], "unavailable_error");
+            EXPECT_NE(r.headers.find("Retry-After"), std::string::npos);
+        }
+    }
+    busy.join();
+    EXPECT_TRUE(slot_busy);
+    EXPECT_TRUE(saw_503);
+    EXPECT_EQ(busy_status, 200);
+}
+
+TEST(ServerE2EFlags, bad_flags_are_refused_at_start_and_sigterm_stops_cleanly) {
+    MOESERVE_REQUIRE_FIXTURES();
+    auto unknown = test::run_moeserve({"serve", "-m", model_path(), "--frobnicate"});
+    EXPECT_EQ(unknown.status, 2);
+    EXPECT_NE(unknown.err.find("--frobnicate"), std::string::npos);
+    auto bad = test::run_moeserve({"serve", "-m", model_path(), "-ctk", "q9_9"});
+    EXPECT_NE(bad.status, 0);
+    EXPECT_NE(bad.err.find("q9_9"), std::string::npos);
+    auto help = test::run_moeserve({"serve", "--help"});
+    EXPECT_EQ(help.status, 0);
+    EXPECT_NE(help.out.find("--ctx-size"), std::string::npos);
+    auto missing = test::run_moeserve({"serve", "-m", "/nonexistent/model.gguf", "--port", "0"});
+    EXPECT_EQ(missing.status, 1);
+
+    Server s({"-m", model_path(), "-c", "512", "-t", "2"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    EXPECT_EQ(s.stop(SIGTERM), 0) << s.log();
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -1,0 +1,382 @@
+// The continuous-batching scheduler driven directly (no HTTP), on the
+// built-in demo model: batch composition under the token budget, decoding
+// that keeps going while a long prompt is evaluated, the queue bound, prompt
+// prefix reuse, context limits, stop strings, cancellation and KV exhaustion.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "engine/engine.h"
+#include "engine/scheduler.h"
+#include "engine/stop_strings.h"
+#include "fixtures.h"
+#include "synth/synth_model.h"
+#include "text/tokenizer.h"
+
+namespace moeserve {
+namespace {
+
+std::string demo_model() {
+    static const std::string path = [] {
+        auto dir = std::filesystem::temp_directory_path() / "moeserve-tests";
+        std::filesystem::create_directories(dir);
+        // Written under a private name, then renamed: tests running in parallel
+        // processes never see a half-written file.
+        auto p = (dir / "server-scheduler-demo.gguf").string();
+        auto tmp = p + "." + std::to_string(::getpid()) + ".tmp";
+        write_synth_model(tmp, demo_spec());
+        std::filesystem::rename(tmp, p);
+        return p;
+    }();
+    return path;
+}
+
+struct Rig {
+    std::unique_ptr<Engine> engine;
+    std::unique_ptr<Tokenizer> tokenizer;
+    std::unique_ptr<Scheduler> scheduler;
+
+    Rig(int n_slots, int64_t c, bool unified, int64_t n_batch, size_t max_queue = 64,
+        const std::string& model = demo_model()) {
+        SchedulerOptions so;
+        so.layout = compute_slot_layout(c, 4096, n_slots, unified);
+        so.n_batch = n_batch;
+        so.n_ubatch = 64;
+        so.max_queue = max_queue;
+        EngineOptions eo;
+        eo.model_path = model;
+        eo.n_threads = 2;
+        eo.n_ctx = so.layout.n_cells;
+        eo.n_seq = n_slots;
+        engine = std::make_unique<Engine>(eo);
+        tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(model));
+        scheduler = std::make_unique<Scheduler>(engine->model(), engine->cache(), *tokenizer, so);
+    }
+};
+
+GenerationRequest greedy(std::vector<int32_t> prompt, int64_t n_predict) {
+    GenerationRequest rq;
+    rq.prompt = std::move(prompt);
+    rq.n_predict = n_predict;
+    rq.sampling.temperature = 0.0f;
+    rq.ignore_eos = true;
+    return rq;
+}
+
+std::vector<int32_t> tokens(int n, int32_t start = 10) {
+    std::vector<int32_t> t;
+    for (int i = 0; i < n; ++i) t.push_back(start + (i * 7) % 200);
+    return t;
+}
+
+struct Collected {
+    bool started = false;
+    bool done = false;
+    bool error = false;
+    std::string text;
+    std::vector<int32_t> tokens;
+    GenerationResult result;
+    std::string message;
+};
+
+void drain(GenerationStream& s, Collected& c) {
+    while (auto e = s.next(std::chrono::milliseconds(0))) {
+        switch (e->kind) {
+            case GenerationEvent::Kind::started:
+                c.started = true;
+                break;
+            case GenerationEvent::Kind::token:
+                c.text += e->text;
+                c.tokens.push_back(e->token);
+                break;
+            case GenerationEvent::Kind::done:
+                c.done = true;
+                c.result = e->result;
+                break;
+            case GenerationEvent::Kind::error:
+                c.error = true;
+                c.message = e->message;
+                break;
+        }
+    }
+}
+
+Collected run_one(Scheduler& s, GenerationRequest rq) {
+    auto stream = std::make_shared<GenerationStream>();
+    s.submit({std::move(rq)}, stream);
+    Collected c;
+    for (int i = 0; i < 10000 && !c.done && !c.error; ++i) {
+        s.step();
+        drain(*stream, c);
+    }
+    return c;
+}
+
+TEST(ServerScheduler, slot_layout_matches_llama_server) {
+    auto a = compute_slot_layout(8192, 40960, 4, false);
+    EXPECT_EQ(a.n_ctx_slot, 2048);
+    EXPECT_EQ(a.n_cells, 8192);
+    auto b = compute_slot_layout(8192, 40960, 4, true);
+    EXPECT_EQ(b.n_ctx_slot, 8192);
+    EXPECT_EQ(b.n_cells, 8192);
+    auto c = compute_slot_layout(10000, 40960, 3, false);
+    EXPECT_EQ(c.n_ctx_seq, 3584);
+    EXPECT_EQ(c.n_cells, 10752);
+    auto d = compute_slot_layout(0, 4096, 4, true);  // -c 0: the training context
+    EXPECT_EQ(d.n_ctx_slot, 4096);
+    auto e = compute_slot_layout(100000, 4096, 1, false);  // capped at the training context
+    EXPECT_EQ(e.n_ctx_slot, 4096);
+    EXPECT_EQ(e.n_cells, 100096);
+    EXPECT_THROW(compute_slot_layout(4096, 4096, 0, false), std::invalid_argument);
+}
+
+TEST(ServerScheduler, batch_mixes_decode_tokens_and_prompt_chunks_under_the_budget) {
+    Rig rig(4, 4096, false, /*n_batch=*/32);
+    Scheduler& s = *rig.scheduler;
+    auto a = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(5), 50)}, a);
+    s.step();  // a's prompt
+    s.step();  // a decodes
+    auto b = std::make_shared<GenerationStream>();
+    auto c = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(100, 20), 5)}, b);
+    s.submit({greedy(tokens(100, 30), 5)}, c);
+    ASSERT_TRUE(s.step());
+    StepRecord r = s.last_step();
+    EXPECT_EQ(r.n_decode, 1);
+    EXPECT_EQ(r.n_decode + r.n_prompt, 32);
+    EXPECT_GE(r.n_prompt_slots, 1);
+    for (int i = 0; i < 20; ++i) {
+        ASSERT_TRUE(s.step());
+        r = s.last_step();
+        EXPECT_LE(r.n_decode + r.n_prompt, 32);
+    }
+}
+
+TEST(ServerScheduler, long_prefill_does_not_starve_decoding) {
+    Rig rig(2, 4096, false, /*n_batch=*/64);
+    Scheduler& s = *rig.scheduler;
+    auto a = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(4), 200)}, a);
+    s.step();
+    s.step();
+    Collected ca;
+    drain(*a, ca);
+    const size_t before = ca.tokens.size();
+    auto b = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(1500, 40), 3)}, b);  // 24 steps of prompt at 63 tokens each
+    int steps_with_prefill = 0;
+    for (int i = 0; i < 10; ++i) {
+        ASSERT_TRUE(s.step());
+        const StepRecord r = s.last_step();
+        EXPECT_EQ(r.slot_tokens[0], 1) << "the decoding slot got no token in step " << i;
+        steps_with_prefill += r.n_prompt > 0;
+        EXPECT_LE(r.n_prompt, 63);
+    }
+    EXPECT_EQ(steps_with_prefill, 10);
+    drain(*a, ca);
+    EXPECT_EQ(ca.tokens.size(), before + 10);  // one token per step while b's prompt is evaluated
+}
+
+TEST(ServerScheduler, queue_is_bounded) {
+    Rig rig(1, 1024, false, 64, /*max_queue=*/2);
+    Scheduler& s = *rig.scheduler;
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (int i = 0; i < 3; ++i) {  // one takes the slot, two wait
+        streams.push_back(std::make_shared<GenerationStream>());
+        s.submit({greedy(tokens(4), 10)}, streams.back());
+    }
+    auto extra = std::make_shared<GenerationStream>();
+    try {
+        s.submit({greedy(tokens(4), 10)}, extra);
+        FAIL() << "a fourth request should be refused";
+    } catch (const SubmitError& e) {
+        EXPECT_EQ(e.status, 503);
+        EXPECT_EQ(e.type, "unavailable_error");
+    }
+    EXPECT_EQ(s.stats().n_queued, 3);
+    s.step();  // admits one
+    EXPECT_EQ(s.stats().n_queued, 2);
+    EXPECT_EQ(s.stats().n_processing, 1);
+}
+
+TEST(ServerScheduler, queued_requests_start_when_a_slot_frees) {
+    Rig rig(1, 1024, false, 64);
+    Scheduler& s = *rig.scheduler;
+    auto a = std::make_shared<GenerationStream>();
+    auto b = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(4), 3)}, a);
+    s.submit({greedy(tokens(6, 50), 3)}, b);
+    Collected ca, cb;
+    for (int i = 0; i < 50 && !(ca.done && cb.done); ++i) {
+        s.step();
+        drain(*a, ca);
+        drain(*b, cb);
+        if (!ca.done) EXPECT_FALSE(cb.started);
+    }
+    EXPECT_TRUE(ca.done);
+    EXPECT_TRUE(cb.done);
+    EXPECT_EQ(cb.tokens.size(), 3u);
+}
+
+TEST(ServerScheduler, reuses_the_cached_prompt_prefix) {
+    Rig rig(1, 1024, false, 512);
+    Scheduler& s = *rig.scheduler;
+    auto first = run_one(s, greedy(tokens(40), 4));
+    ASSERT_TRUE(first.done);
+    EXPECT_EQ(first.result.timings.cache_n, 0);
+    auto prompt = tokens(40);
+    prompt.insert(prompt.end(), {5, 6, 7});
+    auto second = run_one(s, greedy(prompt, 4));
+    ASSERT_TRUE(second.done);
+    EXPECT_EQ(second.result.timings.cache_n, 40);
+    EXPECT_EQ(second.result.timings.prompt_n, 3);
+    // The same prompt again: everything but its last token is reused.
+    auto third = run_one(s, greedy(prompt, 4));
+    EXPECT_EQ(third.result.timings.cache_n, 42);
+    EXPECT_EQ(third.result.timings.prompt_n, 1);
+    EXPECT_EQ(third.tokens, second.tokens);  // greedy: reuse changes nothing
+    GenerationRequest no_cache = greedy(prompt, 4);
+    no_cache.cache_prompt = false;
+    auto fourth = run_one(s, no_cache);
+    EXPECT_EQ(fourth.result.timings.cache_n, 0);
+    EXPECT_EQ(fourth.tokens, second.tokens);
+}
+
+TEST(ServerScheduler, reuses_prompts_on_a_hybrid_model_through_state_snapshots) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Rig rig(1, 1024, false, 512, 64, test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string());
+    Scheduler& s = *rig.scheduler;
+    auto first = run_one(s, greedy(tokens(30), 4));
+    ASSERT_TRUE(first.done) << first.message;
+    auto again = run_one(s, greedy(tokens(30), 4));  // resumes from the snapshot one token before the end
+    EXPECT_EQ(again.result.timings.cache_n, 29);
+    EXPECT_EQ(again.tokens, first.tokens);
+    auto longer = tokens(30);
+    longer.insert(longer.end(), {5, 6, 7});
+    auto next = run_one(s, greedy(longer, 4));  // resumes from the snapshot at the end of the last prompt
+    EXPECT_EQ(next.result.timings.cache_n, 30);
+    auto fresh = run_one(s, greedy(tokens(20, 50), 4));  // no shared prefix: the state starts over
+    EXPECT_EQ(fresh.result.timings.cache_n, 0);
+    Rig clean(1, 1024, false, 512, 64, test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string());
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(longer, 4)).tokens, next.tokens);
+}
+
+TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
+    Rig rig(4, 1024, false, 512);  // 4 slots of 256
+    try {
+        rig.scheduler->submit({greedy(tokens(256), 4)}, std::make_shared<GenerationStream>());
+        FAIL();
+    } catch (const SubmitError& e) {
+        EXPECT_EQ(e.status, 400);
+        EXPECT_EQ(e.type, "exceed_context_size_error");
+        EXPECT_EQ(e.n_prompt_tokens, 256);
+        EXPECT_EQ(e.n_ctx, 256);
+        EXPECT_STREQ(e.what(),
+                     "request (256 tokens) exceeds the available context size (256 tokens), try increasing it");
+    }
+    EXPECT_THROW(rig.scheduler->submit({greedy({}, 4)}, std::make_shared<GenerationStream>()), SubmitError);
+    EXPECT_THROW(rig.scheduler->submit({greedy({100000}, 4)}, std::make_shared<GenerationStream>()), SubmitError);
+}
+
+TEST(ServerScheduler, generation_stops_with_length_at_the_end_of_its_slot) {
+    Rig rig(4, 1024, false, 512);  // 256 per slot
+    auto c = run_one(*rig.scheduler, greedy(tokens(250), -1));
+    ASSERT_TRUE(c.done);
+    EXPECT_EQ(c.result.stop_type, StopType::limit);
+    EXPECT_TRUE(c.result.truncated);
+    EXPECT_EQ(c.tokens.size(), 6u);  // 250 + 5 evaluated = 255 = n_ctx - 1, plus the last sampled token
+    auto d = run_one(*rig.scheduler, greedy(tokens(10), 7));
+    EXPECT_EQ(d.result.stop_type, StopType::limit);
+    EXPECT_FALSE(d.result.truncated);
+    EXPECT_EQ(d.tokens.size(), 7u);
+}
+
+TEST(ServerScheduler, cancelled_request_frees_its_slot_within_one_step) {
+    Rig rig(1, 1024, false, 64);
+    Scheduler& s = *rig.scheduler;
+    auto a = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(4), 500)}, a);
+    s.step();
+    s.step();
+    EXPECT_EQ(s.stats().n_processing, 1);
+    a->cancel();
+    s.step();
+    EXPECT_EQ(s.stats().n_processing, 0);
+    EXPECT_EQ(s.stats().n_requests_cancelled, 1u);
+    auto b = run_one(s, greedy(tokens(4), 2));
+    EXPECT_TRUE(b.done);
+}
+
+TEST(ServerScheduler, unified_cache_exhaustion_fails_the_youngest_request_only) {
+    Rig rig(2, 256, true, 512);  // 256 cells shared by 2 slots
+    Scheduler& s = *rig.scheduler;
+    auto a = std::make_shared<GenerationStream>();
+    auto b = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(100), 150)}, a);
+    s.submit({greedy(tokens(100, 50), 150)}, b);
+    Collected ca, cb;
+    for (int i = 0; i < 400 && !((ca.done || ca.error) && (cb.done || cb.error)); ++i) {
+        s.step();
+        drain(*a, ca);
+        drain(*b, cb);
+    }
+    EXPECT_TRUE(ca.done) << ca.message;
+    EXPECT_TRUE(cb.error);
+    EXPECT_EQ(cb.message, "Context size has been exceeded.");
+}
+
+TEST(ServerScheduler, several_requests_on_one_stream_carry_their_index) {
+    Rig rig(2, 1024, false, 512);
+    auto stream = std::make_shared<GenerationStream>();
+    auto r0 = greedy(tokens(8), 3), r1 = greedy(tokens(8), 3);
+    r1.index = 1;
+    rig.scheduler->submit({r0, r1}, stream);
+    int done[2] = {0, 0};
+    for (int i = 0; i < 20; ++i) {
+        rig.scheduler->step();
+        while (auto e = stream->next(std::chrono::milliseconds(0)))
+            if (e->kind == GenerationEvent::Kind::done) ++done[e->index];
+    }
+    EXPECT_EQ(done[0], 1);
+    EXPECT_EQ(done[1], 1);
+}
+
+TEST(ServerScheduler, runs_on_its_own_thread) {
+    Rig rig(2, 1024, false, 512);
+    rig.scheduler->start();
+    auto stream = std::make_shared<GenerationStream>();
+    rig.scheduler->submit({greedy(tokens(8), 5)}, stream);
+    Collected c;
+    for (int i = 0; i < 100 && !c.done; ++i) {
+        if (auto e = stream->next(std::chrono::milliseconds(100))) {
+            if (e->kind == GenerationEvent::Kind::done) c.done = true;
+            if (e->kind == GenerationEvent::Kind::token) c.tokens.push_back(e->token);
+        }
+    }
+    EXPECT_TRUE(c.done);
+    EXPECT_EQ(c.tokens.size(), 5u);
+    rig.scheduler->stop();
+}
+
+TEST(ServerStopStrings, finds_matches_across_pieces_and_holds_back_prefixes) {
+    StopStrings s({"</end>", "", "STOP"});
+    auto r = s.scan("hello </e", 0);
+    EXPECT_FALSE(r.match_at);
+    EXPECT_EQ(r.safe_end, 6u);  // "</e" may start a stop string
+    r = s.scan("hello </end> more", 9);
+    ASSERT_TRUE(r.match_at);
+    EXPECT_EQ(*r.match_at, 6u);
+    EXPECT_EQ(r.word, "</end>");
+    r = s.scan("xSTOPy </end>", 0);
+    EXPECT_EQ(*r.match_at, 1u);  // the earliest match wins
+    EXPECT_EQ(r.word, "STOP");
+    r = s.scan("plain text", 0);
+    EXPECT_EQ(r.safe_end, 10u);
+    EXPECT_TRUE(StopStrings({""}).empty());
+}
+
+}  // namespace
+}  // namespace moeserve
