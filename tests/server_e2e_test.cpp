@@ -2,6 +2,8 @@
 // (F16, f16 cache), driven by curl and by the official OpenAI SDK for Node.
 // Every server a test starts is killed when the test ends, pass or fail.
 #include <gtest/gtest.h>
+
+#include <map>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -485,6 +487,46 @@ TEST(ServerE2EFlags, bad_flags_are_refused_at_start_and_sigterm_stops_cleanly) {
     Server s({"-m", model_path(), "-c", "512", "-t", "2"});
     ASSERT_TRUE(s.ready()) << s.log();
     EXPECT_EQ(s.stop(SIGTERM), 0) << s.log();
+}
+
+}  // namespace
+}  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// Issue 6's check through the real server: for every chat fixture, a server
+// started with --jinja --chat-template-file renders the case's messages,
+// tools and template kwargs at POST /apply-template byte for byte.
+TEST(ServerJinja, apply_template_renders_every_chat_fixture_byte_for_byte) {
+    MOESERVE_REQUIRE_FIXTURES();
+    std::map<std::string, std::vector<fs::path>> by_template;
+    for (const auto& e : fs::directory_iterator(test::fixture("chat")))
+        if (e.path().extension() == ".json") {
+            auto c = nlohmann::json::parse(test::slurp(e.path()));
+            by_template[c["template"].get<std::string>()].push_back(e.path());
+        }
+    ASSERT_GE(by_template.size(), 4u);
+    int checked = 0;
+    for (const auto& [tmpl, cases] : by_template) {
+        Server server({"-m", model_path(), "-c", "1024", "-np", "1", "-t", "1", "--jinja", "--chat-template-file",
+                       test::fixture("templates/" + tmpl).string()});
+        ASSERT_TRUE(server.ready()) << server.log();
+        for (const auto& path : cases) {
+            SCOPED_TRACE(path.filename().string());
+            auto c = nlohmann::ordered_json::parse(test::slurp(path));
+            nlohmann::ordered_json body = {{"messages", c["messages"]},
+                                           {"tools", c["tools"]},
+                                           {"add_generation_prompt", c["add_generation_prompt"]},
+                                           {"chat_template_kwargs", c["extra_variables"]}};
+            HttpResult r = curl(server.url("/apply-template"), "POST", body.dump());
+            ASSERT_EQ(r.status, 200) << r.body;
+            EXPECT_EQ(nlohmann::json::parse(r.body)["prompt"].get<std::string>(),
+                      c["expected_prompt"].get<std::string>());
+            ++checked;
+        }
+    }
+    EXPECT_GE(checked, 20);
 }
 
 }  // namespace

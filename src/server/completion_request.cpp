@@ -252,6 +252,13 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
 
     std::vector<std::vector<int32_t>> prompts;
     if (kind == ApiKind::chat) {
+        // The templates render tool definitions (see /apply-template), but
+        // the model's tool calls are not yet parsed back into `tool_calls`:
+        // refuse rather than return raw tool-call markup as content.
+        if (body.contains("tools") && body["tools"].is_array() && !body["tools"].empty())
+            throw invalid_request(
+                "Field 'tools': tool calling is not available in this build of moeserve serve yet (the output "
+                "parser exists in src/chat but is not wired in); /apply-template renders tools");
         RenderedChatRequest cp = render_chat_prompt(body, model);
         prompts.push_back(model.tokenize_prompt(cp.text));
     } else {

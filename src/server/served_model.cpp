@@ -1,5 +1,7 @@
 #include "server/served_model.h"
 
+#include "server/jinja_formatter.h"
+
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -28,26 +30,40 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     }
     tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_gguf(file));
 
-    // Chat format: --chat-template (a name or a template's source), else the GGUF's template.
+    // Chat format: --chat-template-file (Jinja), --chat-template (a built-in
+    // name or a template's source), else the GGUF's template. With --jinja
+    // (the default) templates run in the Jinja engine; with --no-jinja, or
+    // when the model has none, a built-in formatter of the template's family.
+    const Vocab& vocab = tokenizer_->vocab();
     const std::string& tmpl = options.chat_template;
-    if (!tmpl.empty()) {
+    if (!options.chat_template_file.empty()) {
+        ChatTemplate t = ChatTemplate::from_file(options.chat_template_file, &vocab);
+        chat_template_ = t.source();
+        formatter_ = std::make_unique<JinjaFormatter>(std::move(t));
+    } else if (!tmpl.empty()) {
         formatter_ = make_builtin_formatter(tmpl);
+        if (!formatter_ && options.jinja)
+            formatter_ = std::make_unique<JinjaFormatter>(ChatTemplate::from_name_or_source(tmpl, &vocab));
         if (!formatter_) formatter_ = formatter_for_template(tmpl);
         if (!formatter_)
             throw std::runtime_error(fmt::format(
                 "--chat-template: '{}' is neither a built-in format (chatml, qwen3, glm4, nemotron) nor a template of "
-                "one of those families; other Jinja templates need the Jinja engine, which is not built yet",
+                "one of those families (Jinja templates need --jinja)",
                 tmpl.size() > 60 ? tmpl.substr(0, 60) + "..." : tmpl));
         chat_template_ = tmpl;
     } else {
-        chat_template_ = tokenizer_->vocab().chat_template().value_or("");
-        formatter_ = formatter_for_template(chat_template_);
-        if (!formatter_) {
-            std::fprintf(stderr,
-                         "srv load_model: %s; using the chatml format (choose another with --chat-template NAME)\n",
-                         chat_template_.empty() ? "the model has no chat template"
-                                                : "the model's chat template is not one of the built-in families");
-            formatter_ = make_builtin_formatter("chatml");
+        chat_template_ = vocab.chat_template().value_or("");
+        if (options.jinja && !chat_template_.empty()) {
+            formatter_ = std::make_unique<JinjaFormatter>(ChatTemplate::from_vocab(vocab));
+        } else {
+            formatter_ = formatter_for_template(chat_template_);
+            if (!formatter_) {
+                std::fprintf(stderr,
+                             "srv load_model: %s; using the chatml format (choose another with --chat-template NAME)\n",
+                             chat_template_.empty() ? "the model has no chat template"
+                                                    : "the model's chat template is not one of the built-in families");
+                formatter_ = make_builtin_formatter("chatml");
+            }
         }
     }
 

@@ -341,7 +341,7 @@ const std::vector<Flag>& flags() {
         {{"--chat-template-file"},
          "FNAME",
          nullptr,
-         "chat template from a file (needs the Jinja engine)",
+         "Jinja chat template from a file, instead of the model's",
          [](ServerOptions& o, auto&, auto& v) { o.chat_template_file = v; }},
         {{"--chat-template-kwargs"},
          "JSON",
@@ -439,10 +439,6 @@ void validate(ServerOptions& o) {
         std::ifstream in(o.chat_template_file);
         if (!in)
             throw ServerFlagError(fmt::format("--chat-template-file {}: cannot open the file", o.chat_template_file));
-        throw ServerFlagError(
-            fmt::format("--chat-template-file {}: Jinja chat templates are not supported yet (the Jinja engine is not "
-                        "built); use --chat-template chatml|qwen3|glm4|nemotron, or the template in the GGUF",
-                        o.chat_template_file));
     }
 }
 
