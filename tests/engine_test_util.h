@@ -70,3 +70,30 @@ inline std::pair<std::vector<float>, std::vector<float>> eval_interleaved(Engine
 }
 
 }  // namespace moeserve::test
+
+namespace moeserve::test {
+
+// Greedy decoding one token at a time from a golden's prompt, as llama.cpp
+// made the golden: the tokens must agree until a step where the golden's
+// top-2 margin is below 0.05 (a legitimate near-tie). Returns how many
+// generated tokens matched.
+inline size_t expect_greedy_continuation(Engine& e, const Golden& g) {
+    std::vector<int32_t> prompt(g.tokens.begin(), g.tokens.begin() + g.n_prompt);
+    std::vector<float> logits = e.eval(0, prompt, false);
+    size_t matched = 0;
+    for (size_t i = g.n_prompt; i < g.tokens.size(); ++i) {
+        const int32_t ours = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        if (ours != g.tokens[i]) {
+            const float* ref = &g.logits[(i - 1) * g.n_vocab];
+            std::vector<float> sorted(ref, ref + g.n_vocab);
+            std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+            EXPECT_LT(sorted[0] - sorted[1], 0.05f) << "diverged at generated token " << i - g.n_prompt;
+            return matched;
+        }
+        ++matched;
+        logits = e.eval(0, std::span<const int32_t>(&g.tokens[i], 1), false);
+    }
+    return matched;
+}
+
+}  // namespace moeserve::test
