@@ -4,7 +4,9 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "server/api_error.h"
 #include "server/chat_messages.h"
@@ -175,6 +177,10 @@ void HttpServer::run() {
 }
 
 void HttpServer::stop() {
+    // cpp-httplib's stop() does nothing until its listen loop is running; a
+    // model that fails to load at once can get here before run() has started
+    // it, and the loop would then never end. Wait for it (bounded) first.
+    for (int i = 0; i < 5000 && !http_->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     http_->stop();
 }
 
