@@ -16,17 +16,6 @@
 
 using namespace moeserve;
 
-namespace {
-
-std::vector<int64_t> parse_list(const std::string& s) {
-    std::vector<int64_t> out;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
-    return out;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
     int threads = 2;
     std::string dir = std::filesystem::temp_directory_path().string();
@@ -41,7 +30,7 @@ int main(int argc, char** argv) {
         };
         if (a == "--threads") threads = std::stoi(next());
         else if (a == "--dir") dir = next();
-        else if (a == "--depths") depths = parse_list(next());
+        else if (a == "--depths") depths = parse_int_list(next());
         else if (a == "--prefill") n_prefill = std::stoll(next());
         else if (a == "--decode") n_decode = std::stoll(next());
         else if (a == "--mix") mixes = {next()};

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "backend/cpu/thread_pool.h"
+#include "engine/bench_runner.h"
 #include "engine/engine.h"
 #include "quant/quantize.h"
 #include "synth/synth_model.h"
@@ -29,74 +30,6 @@ namespace {
 
 double now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// STREAM-style read bandwidth: every thread sums its share of a 1 GiB
-// buffer. Best of several passes.
-double measure_read_bandwidth(int threads) {
-    const size_t n = size_t{1} << 28;  // 256 Mi floats
-    std::vector<float> buf(n, 1.0f);
-    ThreadPool pool(threads);
-    double best = 0;
-    std::vector<double> sums(threads);
-    for (int pass = 0; pass < 5; ++pass) {
-        double t0 = now();
-        pool.run([&](int i, int nt) {
-            const size_t b = n * i / nt, e = n * (i + 1) / nt;
-            float s[8] = {};
-            for (size_t j = b; j + 8 <= e; j += 8)
-                for (int k = 0; k < 8; ++k) s[k] += buf[j + k];
-            sums[i] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-        });
-        best = std::max(best, n * sizeof(float) / (now() - t0) / 1e9);
-    }
-    return best;
-}
-
-// Weight bytes one decoded token reads: every non-expert tensor, its
-// n_used of n_expert routed experts per MoE layer, one embedding row.
-double weight_bytes_per_token(const GgufFile& f, int n_expert, int n_used) {
-    double bytes = 0;
-    for (const auto& t : f.tensors()) {
-        if (t.name == "token_embd.weight")
-            bytes += t.row_bytes();
-        else if (t.name.find("_exps.") != std::string::npos)
-            bytes += static_cast<double>(t.nbytes) * n_used / n_expert;
-        else
-            bytes += t.nbytes;
-    }
-    return bytes;
-}
-
-// Puts `depth` positions of plausible K/V rows into sequence 0 of the
-// attention layers without computing them: decode cost at depth depends
-// only on how much is read. (The recurrent state is independent of depth.)
-void fill_cache(KvCache& cache, int64_t depth) {
-    std::vector<int32_t> cells = cache.append(0, depth);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    for (int l = 0; l < cache.n_layer(); ++l) {
-        const int64_t nk = cache.config().n_embd_k[l], nv = cache.config().n_embd_v[l];
-        if (nk == 0) continue;
-        std::vector<uint8_t> krows(cache.k_row_bytes(l) * 16), vrows(cache.v_row_bytes(l) * 16);
-        std::vector<float> x(std::max(nk, nv));
-        for (int r = 0; r < 16; ++r) {
-            for (auto& v : x) v = dist(rng);
-            quantize_row(cache.type_k(), x.data(), krows.data() + r * cache.k_row_bytes(l), nk);
-            quantize_row(cache.type_v(), x.data(), vrows.data() + r * cache.v_row_bytes(l), nv);
-        }
-        for (int64_t i = 0; i < depth; ++i) {
-            std::memcpy(cache.k_row(l, cells[i]), krows.data() + (i % 16) * cache.k_row_bytes(l), cache.k_row_bytes(l));
-            std::memcpy(cache.v_row(l, cells[i]), vrows.data() + (i % 16) * cache.v_row_bytes(l), cache.v_row_bytes(l));
-        }
-    }
-}
-
-std::vector<int64_t> parse_list(const std::string& s) {
-    std::vector<int64_t> out;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
-    return out;
 }
 
 }  // namespace
@@ -118,7 +51,7 @@ int main(int argc, char** argv) {
         else if (a == "--dir")
             dir = next();
         else if (a == "--depths")
-            depths = parse_list(next());
+            depths = parse_int_list(next());
         else if (a == "--prefill")
             n_prefill = std::stoll(next());
         else if (a == "--decode")
@@ -174,7 +107,7 @@ int main(int argc, char** argv) {
                     prefill_tps = n_prefill / (now() - t0);
                     engine.cache().clear();
                 }
-                fill_cache(engine.cache(), depth);
+                fill_cache_synthetic(engine.cache(), 0, depth);
                 int32_t t = tok(rng);
                 engine.eval(0, std::span<const int32_t>(&t, 1), false);  // warm up
                 const double t0 = now();

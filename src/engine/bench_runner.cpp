@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <sstream>
 
 #include "backend/cpu/thread_pool.h"
 #include "quant/quantize.h"
@@ -56,6 +57,13 @@ double kv_bytes_read(const KvCache& cache, double depth) {
     double row = 0;
     for (int l = 0; l < cache.n_layer(); ++l) row += cache.k_row_bytes(l) + cache.v_row_bytes(l);
     return row * depth;
+}
+
+std::vector<int64_t> parse_int_list(const std::string& s) {
+    std::vector<int64_t> out;
+    std::stringstream ss(s);
+    for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
+    return out;
 }
 
 void fill_cache_synthetic(KvCache& cache, int seq, int64_t depth) {

@@ -13,6 +13,9 @@
 
 namespace moeserve {
 
+// "0,8192,32768" -> {0, 8192, 32768}; throws std::invalid_argument on a bad item.
+std::vector<int64_t> parse_int_list(const std::string& s);
+
 // STREAM-style read bandwidth in GB/s (10^9 B/s): every thread sums its share
 // of a buffer much larger than the caches; the best of several passes.
 double measure_read_bandwidth(int threads, size_t buffer_bytes = size_t{1} << 30);
