@@ -30,6 +30,9 @@ struct GenerationRequest {
     bool cache_prompt = true;  // reuse the slot's cached prefix
     bool post_sampling_probs = false;
     int id_slot = -1;  // -1: any slot
+    // Testing only (serve --allow-replay): tokens the slot emits in order
+    // instead of sampling, so that tests can force an answer's exact text.
+    std::vector<int32_t> replay;
 };
 
 enum class StopType { none, eos, word, limit };

@@ -79,7 +79,8 @@ void Slot::prompt_evaluated(int64_t n) {
 bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     const GenerationRequest& rq = task_.request;
     Sampler& sampler = *task_.sampler;
-    const int32_t tok = sampler.sample(logits);
+    const size_t n_out = static_cast<size_t>(n_decoded_);
+    const int32_t tok = n_out < rq.replay.size() ? rq.replay[n_out] : sampler.sample(logits);
 
     std::optional<TokenProbability> probs;
     if (rq.sampling.n_probs > 0) {

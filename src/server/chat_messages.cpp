@@ -123,6 +123,36 @@ json normalize_tools(const json& body) {
     return out;
 }
 
+// tool_choice and reasoning_format (spec server-behaviour §5.4): "auto" and
+// "required" parse tool calls, "none" does not; an object naming a function
+// is read as "auto", as llama-server does.
+ChatOutputOptions output_options(const json& body, const ServedModel& model, bool jinja) {
+    ChatOutputOptions o;
+    o.reasoning_format = model.options().reasoning_format;
+    if (auto choice = body.find("tool_choice"); choice != body.end() && !choice->is_null()) {
+        if (choice->is_string()) {
+            const std::string c = choice->get<std::string>();
+            if (c != "auto" && c != "none" && c != "required")
+                throw invalid_request(
+                    fmt::format("Field 'tool_choice': expected \"auto\", \"none\" or \"required\" but got \"{}\"", c));
+            if (c != "auto" && !jinja) throw invalid_request("tool_choice param requires --jinja flag");
+            o.parse_tool_calls = c != "none";
+        } else if (!choice->is_object()) {
+            throw invalid_request("Field 'tool_choice': expected a string or an object");
+        }
+    }
+    if (auto rf = body.find("reasoning_format"); rf != body.end() && !rf->is_null()) {
+        if (!rf->is_string()) throw invalid_request("Field 'reasoning_format': expected a string");
+        auto f = parse_reasoning_format(rf->get<std::string>());
+        if (!f)
+            throw invalid_request(
+                fmt::format("Field 'reasoning_format': expected none, deepseek, deepseek-legacy or auto but got \"{}\"",
+                            rf->get<std::string>()));
+        o.reasoning_format = *f;
+    }
+    return o;
+}
+
 }  // namespace
 
 RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model) {
@@ -131,9 +161,8 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
     p.tools = normalize_tools(body);
     const bool jinja = model.options().jinja;
     if (!jinja && !p.tools.empty()) throw invalid_request("tools param requires --jinja flag");
-    if (auto choice = body.find("tool_choice");
-        choice != body.end() && choice->is_string() && choice->get<std::string>() != "auto" && !jinja)
-        throw invalid_request("tool_choice param requires --jinja flag");
+    ChatOutputOptions output = output_options(body, model, jinja);
+    if (auto par = bool_field(body, "parallel_tool_calls")) p.parallel_tool_calls = *par;
 
     p.kwargs = json::object();
     for (const auto& [k, v] : model.options().chat_template_kwargs.items()) p.kwargs[k] = v;
@@ -166,9 +195,20 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
             // A trailing assistant message is continued: the turn before it is
             // rendered with the generation prompt, then its text follows.
             json head(p.messages.begin(), p.messages.end() - 1);
-            p.text = model.render_chat(head, p.tools, true, p.kwargs) + p.messages[n - 1]["content"].get<std::string>();
+            const std::string prefill_text = p.messages[n - 1]["content"].get<std::string>();
+            FormattedChat chat = model.render_chat(head, p.tools, true, p.kwargs, output);
+            p.text = chat.text + prefill_text;
+            p.syntax = std::move(chat.syntax);
+            // The answer continues the prefilled text: a reasoning block it
+            // already closed is over.
+            if (prefill_text.find("</think>") != std::string::npos) {
+                p.syntax.forced_reasoning_prefix.clear();
+                p.syntax.model_may_think = false;
+            }
         } else {
-            p.text = model.render_chat(p.messages, p.tools, add_gen, p.kwargs);
+            FormattedChat chat = model.render_chat(p.messages, p.tools, add_gen, p.kwargs, output);
+            p.text = std::move(chat.text);
+            p.syntax = std::move(chat.syntax);
         }
     } catch (const FormatError& e) {
         throw invalid_request(e.what());

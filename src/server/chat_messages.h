@@ -17,6 +17,9 @@ struct RenderedChatRequest {
     json messages;     // normalized
     json tools;        // normalized; empty array when none
     json kwargs;       // template variables
+    ChatSyntax syntax;  // how to read the model's answer
+    // parallel_tool_calls: false keeps only the first call of an answer.
+    bool parallel_tool_calls = true;
 };
 
 // Throws ApiError (400) naming what is wrong with the request.

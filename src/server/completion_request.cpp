@@ -252,19 +252,25 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
 
     std::vector<std::vector<int32_t>> prompts;
     if (kind == ApiKind::chat) {
-        // The templates render tool definitions (see /apply-template), but
-        // the model's tool calls are not yet parsed back into `tool_calls`:
-        // refuse rather than return raw tool-call markup as content.
-        if (body.contains("tools") && body["tools"].is_array() && !body["tools"].empty())
-            throw invalid_request(
-                "Field 'tools': tool calling is not available in this build of moeserve serve yet (the output "
-                "parser exists in src/chat but is not wired in); /apply-template renders tools");
         RenderedChatRequest cp = render_chat_prompt(body, model);
         prompts.push_back(model.tokenize_prompt(cp.text));
+        call.chat_syntax = std::move(cp.syntax);
+        call.parallel_tool_calls = cp.parallel_tool_calls;
     } else {
         prompts = completion_prompts(body, model);
     }
     if (kind == ApiKind::native) call.prompt_text = model.tokenizer().detokenize(prompts.front(), true);
+
+    if (auto r = body.find("replay"); r != body.end() && !r->is_null()) {
+        if (!model.options().allow_replay)
+            throw invalid_request(
+                "Field 'replay': forcing the output is for testing; start the server with --allow-replay");
+        if (!r->is_string()) throw invalid_request("Field 'replay': expected a string");
+        base.replay = model.tokenizer().tokenize(r->get<std::string>(), /*add_special=*/false, /*parse_special=*/true);
+        const SpecialTokenIds& sp_ids = model.tokenizer().vocab().special();
+        const int32_t end = sp_ids.eot != kNoToken ? sp_ids.eot : sp_ids.eos;
+        if (end != kNoToken) base.replay.push_back(end);
+    }
 
     int64_t n = 1;
     if (auto v = int_field(body, "n")) n = *v;

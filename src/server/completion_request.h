@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_output.h"
 #include "engine/generation.h"
 #include "server/api_error.h"
 #include "server/served_model.h"
@@ -26,6 +27,9 @@ struct CompletionCall {
     bool return_tokens = false;  // native: fill "tokens"
     bool timings_per_token = false;
     std::string prompt_text;  // native: the prompt as text (first prompt)
+    // chat: how to read the answer into content, reasoning_content and tool_calls.
+    ChatSyntax chat_syntax;
+    bool parallel_tool_calls = true;  // false: only an answer's first tool call is kept
 };
 
 CompletionCall parse_completion_call(ApiKind kind, const json& body, const ServedModel& model);

@@ -40,6 +40,15 @@ float logprob(float p) {
     return p > 0 ? std::log(p) : -3.4028235e38f;
 }
 
+// Whether a chat answer has any structure to read: tool calls, or reasoning
+// to split off. Otherwise its text is the content as generated.
+bool needs_parsing(const ChatSyntax& s) {
+    if (s.parse_tool_calls) return true;
+    // reasoning_format none still gives back the <think> the prompt opened.
+    if (s.reasoning_format == ReasoningFormat::None) return !s.forced_reasoning_prefix.empty();
+    return !s.forced_reasoning_prefix.empty() || s.model_may_think;
+}
+
 }  // namespace
 
 const char* finish_reason(StopType stop) {
@@ -74,7 +83,61 @@ CompletionResponse::CompletionResponse(const CompletionCall& call, const ServedM
         copy.prompt.clear();
         call_.requests.push_back(std::move(copy));
     }
+    call_.chat_syntax = call.chat_syntax;
+    call_.parallel_tool_calls = call.parallel_tool_calls;
     choices_.resize(call.requests.size());
+    if (call_.kind == ApiKind::chat && call_.stream && needs_parsing(call_.chat_syntax))
+        for (auto& c : choices_) c.parser = std::make_unique<ChatStreamParser>(call_.chat_syntax);
+}
+
+json CompletionResponse::role_chunk(int index) const {
+    json role = chunk_base("chat.completion.chunk");
+    role["choices"].push_back(
+        {{"finish_reason", nullptr}, {"index", index}, {"delta", {{"role", "assistant"}, {"content", nullptr}}}});
+    return role;
+}
+
+void CompletionResponse::append_delta_chunks(Choice& c, int index, const std::vector<ChatDelta>& deltas,
+                                             const std::vector<TokenProbability>& probs, std::vector<json>& out) {
+    if (!c.role_sent) {
+        out.push_back(role_chunk(index));
+        c.role_sent = true;
+    }
+    bool probs_sent = probs.empty();
+    auto emit = [&](json delta) {
+        json ch = chunk_base("chat.completion.chunk");
+        json choice = {{"finish_reason", nullptr}, {"index", index}, {"delta", std::move(delta)}};
+        if (!probs_sent) choice["logprobs"] = {{"content", probs_json(probs)}};
+        probs_sent = true;
+        ch["choices"].push_back(std::move(choice));
+        out.push_back(std::move(ch));
+    };
+    for (const ChatDelta& d : deltas) {
+        const bool tool = d.kind == ChatDelta::Kind::ToolCallStart || d.kind == ChatDelta::Kind::ToolCallArguments;
+        if (tool && d.tool_index > 0 && !call_.parallel_tool_calls) continue;
+        emit(d.to_json());
+    }
+    // A token whose text is held back still reports its probabilities.
+    if (!probs_sent) emit(json::object());
+}
+
+ChatMessage CompletionResponse::message_of(const Choice& c) const {
+    ChatMessage m;
+    if (c.parser)
+        m = c.parser->message();
+    else if (needs_parsing(call_.chat_syntax))
+        m = parse_chat_output(c.text, call_.chat_syntax);
+    else
+        m.content = c.text;
+    if (!call_.parallel_tool_calls && m.tool_calls.size() > 1) m.tool_calls.resize(1);
+    return m;
+}
+
+// "tool_calls" when the answer ended normally with calls in it; a cut-off
+// answer is "length" whatever it holds.
+const char* CompletionResponse::chat_finish_reason(const Choice& c, const ChatMessage& m) const {
+    if (c.result.stop_type == StopType::limit) return "length";
+    return m.tool_calls.empty() ? "stop" : "tool_calls";
 }
 
 json CompletionResponse::chunk_base(const char* object) const {
@@ -174,19 +237,14 @@ std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {
         if (with_probs) one.push_back(*e.probs);
         switch (call_.kind) {
             case ApiKind::chat: {
-                if (!c.role_sent) {
-                    json role = chunk_base("chat.completion.chunk");
-                    role["choices"].push_back({{"finish_reason", nullptr},
-                                               {"index", e.index},
-                                               {"delta", {{"role", "assistant"}, {"content", nullptr}}}});
-                    out.push_back(std::move(role));
-                    c.role_sent = true;
+                std::vector<ChatDelta> deltas;
+                if (c.parser) {
+                    deltas = c.parser->push(e.text);
+                } else if (!e.text.empty()) {
+                    deltas.emplace_back();
+                    deltas.back().text = e.text;
                 }
-                json ch = chunk_base("chat.completion.chunk");
-                json choice = {{"finish_reason", nullptr}, {"index", e.index}, {"delta", {{"content", e.text}}}};
-                if (with_probs) choice["logprobs"] = {{"content", probs_json(one)}};
-                ch["choices"].push_back(std::move(choice));
-                out.push_back(std::move(ch));
+                append_delta_chunks(c, e.index, deltas, one, out);
                 break;
             }
             case ApiKind::completions: {
@@ -222,17 +280,11 @@ std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {
     const bool last = all_done();
     switch (call_.kind) {
         case ApiKind::chat: {
-            if (!c.role_sent) {
-                json role = chunk_base("chat.completion.chunk");
-                role["choices"].push_back({{"finish_reason", nullptr},
-                                           {"index", e.index},
-                                           {"delta", {{"role", "assistant"}, {"content", nullptr}}}});
-                out.push_back(std::move(role));
-                c.role_sent = true;
-            }
+            append_delta_chunks(c, e.index, c.parser ? c.parser->finish() : std::vector<ChatDelta>{}, {}, out);
             json ch = chunk_base("chat.completion.chunk");
-            ch["choices"].push_back(
-                {{"finish_reason", finish_reason(e.result.stop_type)}, {"index", e.index}, {"delta", json::object()}});
+            ch["choices"].push_back({{"finish_reason", chat_finish_reason(c, message_of(c))},
+                                     {"index", e.index},
+                                     {"delta", json::object()}});
             if (last && !call_.include_usage) ch["timings"] = timings();
             out.push_back(std::move(ch));
             break;
@@ -279,9 +331,8 @@ json CompletionResponse::final_body() const {
         const Choice& c = choices_[i];
         json choice;
         if (chat) {
-            choice = {{"finish_reason", finish_reason(c.result.stop_type)},
-                      {"index", i},
-                      {"message", {{"role", "assistant"}, {"content", c.text}}}};
+            const ChatMessage m = message_of(c);
+            choice = {{"finish_reason", chat_finish_reason(c, m)}, {"index", i}, {"message", m.to_json()}};
             if (call_.logprobs) choice["logprobs"] = {{"content", probs_json(c.probs)}};
         } else {
             choice = {{"text", c.text},

@@ -5,6 +5,7 @@
 // last; it is not thread-safe.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ class CompletionResponse {
         int slot = -1;
         bool done = false;
         bool role_sent = false;
+        // chat with something to parse: the answer read into reasoning,
+        // content and tool calls as it streams (null: the text is content).
+        std::unique_ptr<ChatStreamParser> parser;
     };
 
     json chunk_base(const char* object) const;
@@ -47,6 +51,12 @@ class CompletionResponse {
     json timings() const;
     json probs_json(const std::vector<TokenProbability>& probs) const;
     json native_object(const Choice& c, bool final_stream) const;
+    json role_chunk(int index) const;
+    // Stream chunks for a choice's new deltas; probs ride on the first.
+    void append_delta_chunks(Choice& c, int index, const std::vector<ChatDelta>& deltas,
+                             const std::vector<TokenProbability>& probs, std::vector<json>& out);
+    ChatMessage message_of(const Choice& c) const;
+    const char* chat_finish_reason(const Choice& c, const ChatMessage& m) const;
 
     CompletionCall call_;  // requests' prompts cleared
     const ServedModel& model_;

@@ -20,6 +20,10 @@ class JinjaFormatter final : public PromptFormatter {
     // template cannot render the conversation.
     std::string format(const json& messages, const json& tools, bool add_generation_prompt,
                        const json& kwargs) const override;
+    // The template's own syntax: tool calls of its family when the request
+    // has tools, reasoning as its generation prompt leaves it.
+    FormattedChat format_chat(const json& messages, const json& tools, bool add_generation_prompt, const json& kwargs,
+                              const ChatOutputOptions& options) const override;
 
   private:
     ChatTemplate tmpl_;

@@ -356,6 +356,20 @@ std::string python_json(const json& v) {
     return v.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+FormattedChat PromptFormatter::format_chat(const json& messages, const json& tools, bool add_generation_prompt,
+                                           const json& kwargs, const ChatOutputOptions& options) const {
+    FormattedChat out;
+    out.text = format(messages, tools, add_generation_prompt, kwargs);
+    ChatSyntax& s = out.syntax;
+    s.reasoning_format = options.reasoning_format;
+    const size_t open = out.text.rfind("<think>");
+    if (add_generation_prompt && open != std::string::npos && out.text.find("</think>", open) == std::string::npos)
+        s.forced_reasoning_prefix = out.text.substr(open);
+    else
+        s.model_may_think = name() != "chatml";
+    return out;
+}
+
 std::unique_ptr<PromptFormatter> make_builtin_formatter(const std::string& name) {
     if (name == "chatml" || name == "qwen3-coder" || name == "qwen") return std::make_unique<ChatMlFormatter>();
     if (name == "qwen3") return std::make_unique<Qwen3Formatter>();

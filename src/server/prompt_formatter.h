@@ -18,9 +18,23 @@
 #include <stdexcept>
 #include <string>
 
+#include "chat/chat_output.h"
+
 namespace moeserve {
 
 using json = nlohmann::ordered_json;
+
+// How a request wants its output read back (tool_choice, reasoning_format).
+struct ChatOutputOptions {
+    bool parse_tool_calls = true;  // false for tool_choice "none"
+    ReasoningFormat reasoning_format = ReasoningFormat::Auto;
+};
+
+// A rendered prompt and the syntax the model's answer to it will have.
+struct FormattedChat {
+    std::string text;
+    ChatSyntax syntax;
+};
 
 // A conversation the formatter cannot render (HTTP 400).
 class FormatError : public std::runtime_error {
@@ -37,6 +51,12 @@ class PromptFormatter {
     // enable_thinking.
     virtual std::string format(const json& messages, const json& tools, bool add_generation_prompt,
                                const json& kwargs) const = 0;
+    // The prompt and its output syntax. The built-in formatters parse
+    // reasoning only (they refuse tools): a generation prompt that opens a
+    // <think> block makes the output start inside it, and for the families
+    // that think, a <think> block the model opens itself is reasoning too.
+    virtual FormattedChat format_chat(const json& messages, const json& tools, bool add_generation_prompt,
+                                      const json& kwargs, const ChatOutputOptions& options) const;
 };
 
 // A built-in formatter by name (chatml, qwen3, qwen3-coder, glm4, glm-4.7,

@@ -124,15 +124,16 @@ ServedModel::~ServedModel() {
     if (scheduler_) scheduler_->stop();
 }
 
-std::string ServedModel::render_chat(const json& messages, const json& tools, bool add_generation_prompt,
-                                     const json& kwargs) const {
-    std::string text = formatter_->format(messages, tools, add_generation_prompt, kwargs);
+FormattedChat ServedModel::render_chat(const json& messages, const json& tools, bool add_generation_prompt,
+                                       const json& kwargs, const ChatOutputOptions& output) const {
+    FormattedChat chat = formatter_->format_chat(messages, tools, add_generation_prompt, kwargs, output);
+    std::string& text = chat.text;
     const Vocab& v = tokenizer_->vocab();
     if (v.add_bos() && v.valid(v.special().bos)) {
         const std::string& bos = v.text(v.special().bos);
         if (!bos.empty() && text.starts_with(bos)) text.erase(0, bos.size());
     }
-    return text;
+    return chat;
 }
 
 std::vector<int32_t> ServedModel::tokenize_prompt(const std::string& text) const {

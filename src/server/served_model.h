@@ -39,10 +39,10 @@ class ServedModel {
     int64_t n_embd() const { return n_embd_; }
     uint64_t size_bytes() const { return size_bytes_; }
 
-    // Chat messages -> prompt text, with BOS text removed when the tokenizer
-    // adds BOS itself; and text -> prompt tokens.
-    std::string render_chat(const json& messages, const json& tools, bool add_generation_prompt,
-                            const json& kwargs) const;
+    // Chat messages -> prompt text (BOS text removed when the tokenizer adds
+    // BOS itself) and the syntax of the answer; and text -> prompt tokens.
+    FormattedChat render_chat(const json& messages, const json& tools, bool add_generation_prompt,
+                              const json& kwargs, const ChatOutputOptions& output) const;
     std::vector<int32_t> tokenize_prompt(const std::string& text) const;
 
     void stop() { scheduler_->stop(); }

@@ -352,6 +352,22 @@ const std::vector<Flag>& flags() {
              if (j.is_discarded() || !j.is_object()) bad(f, v, "expected a JSON object");
              o.chat_template_kwargs = j;
          }},
+        {{"--allow-replay"},
+         nullptr,
+         nullptr,
+         "testing: a request's \"replay\" text is emitted as the answer, token by token, then end of "
+         "generation (for testing clients and output parsing without a trained model)",
+         [](ServerOptions& o, auto&, auto&) { o.allow_replay = true; }},
+        {{"--reasoning-format"},
+         "FORMAT",
+         "LLAMA_ARG_THINK",
+         "where thinking goes: auto or deepseek (reasoning_content, default), none (left in content with its "
+         "tags); deepseek-legacy is read as deepseek",
+         [](ServerOptions& o, auto& f, auto& v) {
+             auto r = parse_reasoning_format(v);
+             if (!r) bad(f, v, "expected none, deepseek, deepseek-legacy or auto");
+             o.reasoning_format = *r;
+         }},
         {{"-sp", "--special"},
          nullptr,
          nullptr,

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_output.h"
 #include "engine/sampler.h"
 
 namespace moeserve {
@@ -60,7 +61,9 @@ struct ServerOptions {
     std::string chat_template;       // a built-in name or template source
     std::string chat_template_file;  // refused until the Jinja engine lands
     nlohmann::json chat_template_kwargs = nlohmann::json::object();
+    ReasoningFormat reasoning_format = ReasoningFormat::Auto;  // --reasoning-format
     bool special = false;  // render special tokens in output text
+    bool allow_replay = false;  // testing: requests may force their output ("replay")
 
     // Sampling defaults for requests
     SamplingParams sampling;
