@@ -17,6 +17,7 @@
 #endif
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/vec_math.h"
 #include "memory/kv_cache.h"
 #include "quant/dequantize.h"
 #include "quant/fp16.h"
@@ -216,19 +217,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                     }
                 }
             }
-            for (int r = 0; r < n_rows; ++r) {
-                const int64_t n = rows.n_cells[t0 + r / group];
-                float* sr = scores.data() + r * n_max;
-                float mx = -std::numeric_limits<float>::infinity();
-                for (int64_t c = 0; c < n; ++c) mx = std::max(mx, sr[c]);
-                double sum = 0.0;
-                for (int64_t c = 0; c < n; ++c) {
-                    sr[c] = std::exp(sr[c] - mx);
-                    sum += sr[c];
-                }
-                const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
-                for (int64_t c = 0; c < n; ++c) sr[c] *= inv;
-            }
+            for (int r = 0; r < n_rows; ++r) softmax_inplace(scores.data() + r * n_max, rows.n_cells[t0 + r / group]);
             // acc[r] = Σ_c p[r][c] · V[c], over chunks of V rows converted to
             // f32 once and kept in L1 while every query row of the item sums them.
             std::fill(acc.begin(), acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
