@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -19,6 +20,8 @@
 #include "engine/sampler.h"
 
 namespace moeserve {
+
+struct GrammarConstraint;
 
 struct GenerationRequest {
     int index = 0;                  // choice index, echoed in events
@@ -33,6 +36,8 @@ struct GenerationRequest {
     // Testing only (serve --allow-replay): tokens the slot emits in order
     // instead of sampling, so that tests can force an answer's exact text.
     std::vector<int32_t> replay;
+    // The grammar the output must follow (grammar, json_schema, response_format).
+    std::shared_ptr<const GrammarConstraint> grammar;
 };
 
 enum class StopType { none, eos, word, limit };

@@ -52,6 +52,8 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     has_new_line_ = false;
     detok_.emplace(*tokenizer_, /*render_special=*/false);
     stops_ = StopStrings(task_.request.stop);
+    grammar_.reset();
+    if (task_.request.grammar) grammar_ = std::make_unique<GrammarMatcher>(task_.request.grammar->grammar);
     text_.clear();
     sent_ = searched_ = 0;
     t_start_ = t_first_ = now;
@@ -80,7 +82,14 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     const GenerationRequest& rq = task_.request;
     Sampler& sampler = *task_.sampler;
     const size_t n_out = static_cast<size_t>(n_decoded_);
-    const int32_t tok = n_out < rq.replay.size() ? rq.replay[n_out] : sampler.sample(logits);
+    int32_t tok;
+    if (n_out < rq.replay.size())
+        tok = rq.replay[n_out];
+    else if (grammar_)
+        tok = sample_with_grammar(sampler, logits, *grammar_, *rq.grammar->pieces, *tokenizer_, grammar_scratch_);
+    else
+        tok = sampler.sample(logits);
+    if (grammar_ && !tokenizer_->is_eog(tok)) grammar_->accept((*rq.grammar->pieces)[tok]);
 
     std::optional<TokenProbability> probs;
     if (rq.sampling.n_probs > 0) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/generation.h"
+#include "engine/grammar_sampler.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "text/tokenizer.h"
@@ -126,6 +127,8 @@ class Slot {
     size_t sent_ = 0;      // text_[0, sent_) has been emitted
     size_t searched_ = 0;  // text_[0, searched_) was searched for stop strings
     std::vector<TokenProb> probs_scratch_;
+    std::unique_ptr<GrammarMatcher> grammar_;  // the request's grammar, as far as generated
+    std::vector<float> grammar_scratch_;
     SteadyClock::time_point t_start_{}, t_first_{};
     Timings timings_;
 };

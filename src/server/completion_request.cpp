@@ -6,11 +6,62 @@
 #include <charconv>
 #include <limits>
 
+#include "grammar/json_schema_grammar.h"
 #include "server/chat_messages.h"
 #include "server/json_fields.h"
 
 namespace moeserve {
 namespace {
+
+// grammar (GBNF), json_schema, or OpenAI's response_format: the grammar the
+// output must follow, or null.
+std::shared_ptr<const GrammarConstraint> output_grammar(const json& body, const ServedModel& model) {
+    std::string gbnf;
+    const char* field = nullptr;
+    auto from_schema = [&](const json& schema, const char* name) {
+        field = name;
+        try {
+            gbnf = json_schema_to_gbnf(schema);
+        } catch (const GrammarError& e) {
+            throw invalid_request(fmt::format("Field '{}': {}", name, e.what()));
+        }
+    };
+    const bool has_grammar = body.contains("grammar") && !body["grammar"].is_null();
+    const bool has_schema = body.contains("json_schema") && !body["json_schema"].is_null();
+    if (has_grammar && has_schema)
+        throw invalid_request("Either \"json_schema\" or \"grammar\" can be specified, but not both");
+    if (has_grammar) {
+        if (!body["grammar"].is_string()) throw invalid_request("Field 'grammar': expected a string");
+        gbnf = body["grammar"].get<std::string>();
+        field = "grammar";
+    } else if (has_schema) {
+        from_schema(body["json_schema"], "json_schema");
+    } else if (auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
+        if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+            throw invalid_request("Field 'response_format': expected an object with a 'type'");
+        const std::string type = (*rf)["type"].get<std::string>();
+        if (type == "json_object") {
+            from_schema(rf->contains("schema") ? (*rf)["schema"] : json{{"type", "object"}}, "response_format.schema");
+        } else if (type == "json_schema") {
+            const json js = rf->value("json_schema", json::object());
+            if (!js.is_object() || !js.contains("schema"))
+                throw invalid_request("Field 'response_format.json_schema.schema' is required for type json_schema");
+            from_schema(js["schema"], "response_format.json_schema.schema");
+        } else if (type != "text") {
+            throw invalid_request(fmt::format(
+                "Field 'response_format.type': expected text, json_object or json_schema but got '{}'", type));
+        }
+    }
+    if (!field || gbnf.empty()) return nullptr;
+    auto c = std::make_shared<GrammarConstraint>();
+    try {
+        c->grammar = std::make_shared<const Grammar>(parse_gbnf(gbnf));
+    } catch (const GrammarError& e) {
+        throw invalid_request(fmt::format("Field '{}': {}", field, e.what()));
+    }
+    c->pieces = model.token_pieces();
+    return c;
+}
 
 void set_float(const json& body, const char* name, float& out) {
     if (auto v = float_field(body, name)) out = static_cast<float>(*v);
@@ -159,20 +210,6 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     call.return_tokens = bool_field(body, "return_tokens").value_or(false);
     call.timings_per_token = bool_field(body, "timings_per_token").value_or(false);
 
-    for (const char* unsupported : {"grammar", "json_schema"})
-        if (body.contains(unsupported) && !body[unsupported].is_null())
-            throw invalid_request(
-                fmt::format("'{}' is not supported: this server has no constrained decoding yet", unsupported));
-    if (auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
-        const std::string type = rf->is_object() ? rf->value("type", "") : "";
-        if (type == "json_object" || type == "json_schema")
-            throw invalid_request(
-                fmt::format("response_format '{}' is not supported: this server has no constrained "
-                            "decoding yet",
-                            type));
-        if (type != "text")
-            throw invalid_request("response_format: type must be one of text, json_object, json_schema");
-    }
 
     GenerationRequest base;
     base.sampling = o.sampling;
@@ -215,6 +252,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     base.ignore_eos = bool_field(body, "ignore_eos").value_or(false);
     base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);
     base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
+    base.grammar = output_grammar(body, model);
     if (auto id = int_field(body, "id_slot")) base.id_slot = static_cast<int>(std::clamp<int64_t>(*id, -2, 1 << 20));
     if (base.id_slot < -1) base.id_slot = -1;
 

@@ -136,6 +136,11 @@ FormattedChat ServedModel::render_chat(const json& messages, const json& tools, 
     return chat;
 }
 
+std::shared_ptr<const TokenPieces> ServedModel::token_pieces() const {
+    std::call_once(pieces_once_, [&] { pieces_ = std::make_shared<TokenPieces>(*tokenizer_, /*render_special=*/false); });
+    return pieces_;
+}
+
 std::vector<int32_t> ServedModel::tokenize_prompt(const std::string& text) const {
     return tokenizer_->tokenize(text, /*add_special=*/true, /*parse_special=*/true);
 }

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/grammar_sampler.h"
 #include "engine/scheduler.h"
 #include "server/prompt_formatter.h"
 #include "server/server_options.h"
@@ -44,6 +46,9 @@ class ServedModel {
     FormattedChat render_chat(const json& messages, const json& tools, bool add_generation_prompt,
                               const json& kwargs, const ChatOutputOptions& output) const;
     std::vector<int32_t> tokenize_prompt(const std::string& text) const;
+    // Every token's output text, for grammar-constrained sampling (built on
+    // first use: a pass over the vocabulary).
+    std::shared_ptr<const TokenPieces> token_pieces() const;
 
     void stop() { scheduler_->stop(); }
 
@@ -58,6 +63,8 @@ class ServedModel {
     std::vector<std::string> aliases_;
     std::string chat_template_;
     std::string ftype_;
+    mutable std::once_flag pieces_once_;
+    mutable std::shared_ptr<const TokenPieces> pieces_;
     int64_t n_ctx_train_ = 0;
     int64_t n_params_ = 0;
     int64_t n_embd_ = 0;

@@ -1,0 +1,51 @@
+#include "engine/grammar_sampler.h"
+
+#include <limits>
+
+#include "text/tokenizer.h"
+
+namespace moeserve {
+
+TokenPieces::TokenPieces(const Tokenizer& tokenizer, bool render_special) {
+    pieces_.reserve(tokenizer.n_tokens());
+    for (size_t id = 0; id < tokenizer.n_tokens(); ++id)
+        pieces_.push_back(tokenizer.token_to_piece(static_cast<int32_t>(id), render_special));
+}
+
+namespace {
+
+bool allowed(int32_t tok, const GrammarMatcher& m, const TokenPieces& pieces, const Tokenizer& tokenizer) {
+    if (tok < 0 || static_cast<size_t>(tok) >= pieces.size()) return false;  // padding rows of the output
+    if (tokenizer.is_eog(tok)) return m.accepting();
+    return m.allows(pieces[tok]);
+}
+
+int32_t end_token(const Tokenizer& tokenizer) {
+    const SpecialTokenIds& s = tokenizer.vocab().special();
+    if (s.eot != kNoToken) return s.eot;
+    if (s.eos != kNoToken) return s.eos;
+    for (size_t id = 0; id < tokenizer.n_tokens(); ++id)
+        if (tokenizer.is_eog(static_cast<int32_t>(id))) return static_cast<int32_t>(id);
+    return 0;
+}
+
+}  // namespace
+
+int32_t sample_with_grammar(Sampler& sampler, std::span<const float> logits, const GrammarMatcher& matcher,
+                            const TokenPieces& pieces, const Tokenizer& tokenizer, std::vector<float>& scratch) {
+    if (!matcher.can_continue()) return end_token(tokenizer);
+    const int32_t first = sampler.sample(logits);
+    if (allowed(first, matcher, pieces, tokenizer)) return first;
+    scratch.assign(logits.begin(), logits.end());
+    bool any = false;
+    for (size_t id = 0; id < scratch.size(); ++id) {
+        if (allowed(static_cast<int32_t>(id), matcher, pieces, tokenizer))
+            any = true;
+        else
+            scratch[id] = -std::numeric_limits<float>::infinity();
+    }
+    if (!any) return end_token(tokenizer);
+    return sampler.sample(scratch);
+}
+
+}  // namespace moeserve
