@@ -312,7 +312,11 @@ class Converter {
 }  // namespace
 
 std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema) {
-    return Converter(schema).convert();
+    try {
+        return Converter(schema).convert();
+    } catch (const nlohmann::json::exception& e) {  // a keyword with a value of the wrong type
+        throw GrammarError(fmt::format("json_schema: malformed schema ({})", e.what()));
+    }
 }
 
 std::string json_object_gbnf() {
