@@ -259,13 +259,29 @@ inline int k4_min_term(const int16_t* bsums, const uint8_t* mins) {
     return _mm_cvtsi128_si32(s);
 }
 
+// The Q4_K min term as ggml's AVX2 kernel sums it: four lanes of
+// m_2p*S_2p + m_2p+1*S_2p+1 (S: sums of 32 activations), each accumulated
+// with -d8*dmin per super-block, then reduced (l0 + l2) + (l1 + l3) and added
+// to the scale sum. Same value as k4_min_term up to rounding, but in
+// llama.cpp's order, so near-ties in the next quantization fall the same way.
+inline __m128 k4_min_lanes(__m128 acc, const int16_t* bsums, const uint8_t* mins, float neg_dmin_d8) {
+    const __m128i pair = _mm_hadd_epi16(load128(bsums), load128(bsums + 8));
+    const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
+    return _mm_fmadd_ps(_mm_set1_ps(neg_dmin_d8), _mm_cvtepi32_ps(_mm_madd_epi16(pair, m)), acc);
+}
+
+inline float k4_min_reduce(__m128 acc) {
+    acc = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
+    return _mm_cvtss_f32(_mm_add_ss(acc, _mm_movehdup_ps(acc)));
+}
+
 // Q4_K: qs[32c + l] holds sub-block 2c (low nibble) and 2c+1 (high nibble) at position l.
 float dot_q4_k(const void* vw, const void* va, int64_t n) {
     const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vw);
     const BlockQ8_K* y = static_cast<const BlockQ8_K*>(va);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0;
+    __m128 acc_min = _mm_setzero_ps();
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         uint8_t sm[16];
         unpack_k4_scales(x[i].scales, sm);
@@ -279,10 +295,10 @@ float dot_q4_k(const void* vw, const void* va, int64_t n) {
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
         const float d8 = y[i].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[i].d) * d8), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += fp16_to_fp32(x[i].dmin) * d8 * static_cast<float>(k4_min_term(y[i].bsums, sm + 8));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d8 * fp16_to_fp32(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        acc_min = k4_min_lanes(acc_min, y[i].bsums, sm + 8, -d8 * fp16_to_fp32(x[i].dmin));
     }
-    return hsum(acc) - acc_min;
+    return hsum(acc) + k4_min_reduce(acc_min);
 }
 
 // dot_q4_k against four activation rows: the nibbles and scales of each
@@ -294,7 +310,7 @@ void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n)
     for (int k = 0; k < 4; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float acc_min[4] = {0, 0, 0, 0};
+    __m128 acc_min[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         uint8_t sm[16];
         unpack_k4_scales(x[i].scales, sm);
@@ -314,11 +330,11 @@ void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n)
         const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
         for (int k = 0; k < 4; ++k) {
             const float d8 = y[k][i].d;
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
-            acc_min[k] += dmin * d8 * static_cast<float>(k4_min_term(y[k][i].bsums, sm + 8));
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d8 * dw), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+            acc_min[k] = k4_min_lanes(acc_min[k], y[k][i].bsums, sm + 8, -d8 * dmin);
         }
     }
-    for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]) - acc_min[k];
+    for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]) + k4_min_reduce(acc_min[k]);
 }
 
 // Q5_K: as Q4_K, plus bit b of qh[l] = 5th bit of sub-block b at position l.
