@@ -1,12 +1,19 @@
 // moeserve serve: llama-server's command line and HTTP API over the engine.
 // The listener comes up first (every route answers 503 "Loading model"),
-// then the model loads; SIGINT/SIGTERM stop it cleanly: waiting requests get
-// a 503, the scheduler's thread ends, the listener closes.
+// then the model loads. SIGINT/SIGTERM shut it down cleanly and exit 0: the
+// listener stops accepting connections and closes idle ones, requests in
+// flight get --shutdown-timeout to finish, then (or at a second signal) the rest
+// are cancelled: waiting requests get a 503, streams an error event, and
+// every connection is closed.
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <memory>
 #include <thread>
 
@@ -18,6 +25,21 @@
 
 namespace moeserve::cli {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kCancelTimeout = std::chrono::seconds(2);  // for cancelled streams to send their error event
+
+// Waits until `done`, `deadline` or one of `signals`; true when `done`.
+bool wait_until(const std::atomic<bool>& done, Clock::time_point deadline, const sigset_t& signals) {
+    while (!done.load()) {
+        const auto left = deadline - Clock::now();
+        if (left <= Clock::duration::zero()) return false;
+        const auto slice = std::min<Clock::duration>(left, std::chrono::milliseconds(50));
+        const timespec ts{0, static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count())};
+        if (sigtimedwait(&signals, nullptr, &ts) > 0) return done.load();
+    }
+    return true;
+}
 
 int run_serve(const std::vector<std::string>& argv) {
     ServerOptions opt;
@@ -42,7 +64,11 @@ int run_serve(const std::vector<std::string>& argv) {
 
     HttpServer http(opt);
     const int port = http.bind();
-    std::thread listener([&] { http.run(); });
+    std::atomic<bool> http_done{false};
+    std::thread listener([&] {
+        http.run();
+        http_done.store(true);
+    });
     std::fprintf(stderr, "main: server is listening on http://%s:%d - starting the model\n", opt.host.c_str(), port);
 
     std::shared_ptr<ServedModel> model;
@@ -58,18 +84,26 @@ int run_serve(const std::vector<std::string>& argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     loader.join();
+    sigdelset(&signals, SIGUSR1);
     if (sig == SIGUSR1 && model) {
         http.set_model(model);
         std::fprintf(stderr, "main: model loaded\nmain: listening on http://%s:%d\n", opt.host.c_str(), port);
-        sigdelset(&signals, SIGUSR1);
         sigwait(&signals, &sig);
     }
     const bool failed = !model;
-    std::fprintf(stderr, "main: %s, shutting down\n",
-                 failed ? "no model" : (sig == SIGINT ? "interrupted" : "terminated"));
-    if (model) model->stop();  // answers every waiting request, so the HTTP workers can finish
+    std::fprintf(stderr,
+                 "main: %s, shutting down: no new connections; requests in flight get %lld s to finish (a second "
+                 "signal cancels them)\n",
+                 failed ? "no model" : (sig == SIGINT ? "interrupted" : "terminated"),
+                 static_cast<long long>(opt.shutdown_timeout_s));
     http.stop();
+    if (!wait_until(http_done, Clock::now() + std::chrono::seconds(opt.shutdown_timeout_s), signals)) {
+        std::fprintf(stderr, "main: cancelling the requests still in flight\n");
+        if (model) model->stop();  // answers every waiting and running request with a 503
+        if (!wait_until(http_done, Clock::now() + kCancelTimeout, signals)) http.abort();
+    }
     listener.join();
+    if (model) model->stop();
     model.reset();
     return failed ? 1 : 0;
 }

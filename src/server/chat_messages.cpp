@@ -50,9 +50,13 @@ json normalize_tool_call(const json& tc, size_t mi, size_t ti) {
         if (a.is_string()) {
             const std::string s = a.get<std::string>();
             if (!s.empty()) {
+                if (json_text_nests_deeper_than(s, kMaxJsonDepth))
+                    throw invalid_request(
+                        fmt::format("messages[{}].tool_calls[{}].function.arguments nests more than {} levels deep", mi,
+                                    ti, kMaxJsonDepth));
                 try {
                     args = json::parse(s);
-                } catch (const json::parse_error&) {
+                } catch (const json::exception&) {  // parse_error, or out_of_range for a number like 1e999
                     throw invalid_request(
                         fmt::format("messages[{}].tool_calls[{}].function.arguments is not valid JSON: {}", mi, ti, s));
                 }

@@ -7,10 +7,13 @@
 #include <chrono>
 #include <cstdio>
 #include <thread>
+#include <utility>
 
 #include "server/api_error.h"
 #include "server/chat_messages.h"
 #include "server/completion_handler.h"
+#include "server/http_listener.h"
+#include "server/http_workers.h"
 #include "server/json_fields.h"
 #include "server/metrics.h"
 #include "server/request_log.h"
@@ -35,6 +38,40 @@ void send_error(Response& res, int status, const std::string& type, const std::s
 
 bool is_public_path(const std::string& path) {
     return path == "/health" || path == "/v1/health" || path == "/models" || path == "/v1/models";
+}
+
+// Compares the client's key with every configured key in time that depends
+// only on the configured keys, so timing does not tell how much of a guess
+// was right.
+bool api_key_matches(const std::string& given, const std::vector<std::string>& keys) {
+    unsigned match = 0;
+    for (const std::string& key : keys) {
+        unsigned diff = given.size() != key.size();
+        for (size_t i = 0; i < key.size(); ++i) {
+            const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+            diff |= g ^ static_cast<unsigned char>(key[i]);
+        }
+        match |= static_cast<unsigned>(diff == 0);
+    }
+    return match != 0;
+}
+
+// Worker threads: one per open connection. Without --threads-http they are
+// capped well above what slots and queue need, so that a few hundred idle or
+// slow connections cannot starve the others; they start on demand.
+size_t http_max_workers(const ServerOptions& o) {
+    if (o.threads_http > 0) return static_cast<size_t>(o.threads_http);
+    const size_t needed =
+        static_cast<size_t>(o.n_parallel > 0 ? o.n_parallel : 4) + std::min<size_t>(o.max_queue, 1024) + 4;
+    return std::max<size_t>(512, needed);
+}
+
+ConnectionLimits connection_limits(const ServerOptions& o) {
+    ConnectionLimits limits;
+    limits.read_timeout = std::chrono::seconds(o.timeout_s);
+    limits.write_timeout = std::chrono::seconds(o.timeout_s);
+    limits.max_request_bytes = o.max_body_bytes + (1u << 20);  // the body plus 1 MiB of request line and headers
+    return limits;
 }
 
 std::string bearer_key(const Request& req) {
@@ -66,12 +103,12 @@ std::vector<int32_t> tokenize_content(const json& content, const ServedModel& m,
 
 }  // namespace
 
-HttpServer::HttpServer(const ServerOptions& options) : options_(options), http_(std::make_unique<httplib::Server>()) {
-    const int threads = options_.threads_http > 0
-                            ? options_.threads_http
-                            : std::max(8, (options_.n_parallel > 0 ? options_.n_parallel : 4) +
-                                              static_cast<int>(std::min<size_t>(options_.max_queue, 1024)) + 4);
-    http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+HttpServer::HttpServer(const ServerOptions& options)
+    : options_(options), http_(std::make_unique<HttpListener>(connection_limits(options))) {
+    const size_t max_workers = http_max_workers(options_);
+    http_->new_task_queue = [max_workers] {
+        return new HttpWorkers(max_workers, std::min<size_t>(max_workers, 8), std::chrono::seconds(10));
+    };
     http_->set_read_timeout(options_.timeout_s);
     http_->set_write_timeout(options_.timeout_s);
     http_->set_payload_max_length(options_.max_body_bytes);
@@ -97,8 +134,7 @@ HttpServer::HttpServer(const ServerOptions& options) : options_(options), http_(
             std::string path = req.path;
             if (!options_.api_prefix.empty() && path.rfind(options_.api_prefix, 0) == 0)
                 path = path.substr(options_.api_prefix.size());
-            const auto& keys = options_.api_keys;
-            if (!is_public_path(path) && std::find(keys.begin(), keys.end(), bearer_key(req)) == keys.end()) {
+            if (!is_public_path(path) && !api_key_matches(bearer_key(req), options_.api_keys)) {
                 send_error(res, 401, "authentication_error", "Invalid API Key");
                 return httplib::Server::HandlerResponse::Handled;
             }
@@ -111,8 +147,8 @@ HttpServer::HttpServer(const ServerOptions& options) : options_(options), http_(
         if (res.status == 404) {
             send_json(res, json{{"error", {{"message", "File Not Found"}, {"type", "not_found_error"}, {"code", 404}}}},
                       404);
-        } else if (res.status == 413) {
-            send_error(res, 400, "invalid_request_error",
+        } else if (res.status == 413 || (res.status == 400 && request_over_size_limit())) {
+            send_error(res, 413, "invalid_request_error",
                        fmt::format("the request body is larger than the limit of {} bytes (--max-body-size)",
                                    options_.max_body_bytes));
         } else {
@@ -135,13 +171,17 @@ HttpServer::HttpServer(const ServerOptions& options) : options_(options), http_(
     });
 
     http_->set_logger([](const Request& req, const Response& res) {
-        const RequestLog& log = request_log();
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - log.start).count();
-        std::string tokens;
+        // A request that failed while being read (a client gone mid-body) never
+        // reached the pre-routing handler: it has no start time of its own.
+        const RequestLog log = std::exchange(request_log(), RequestLog{});
+        std::string tokens, time;
         if (log.prompt_tokens || log.completion_tokens)
             tokens = fmt::format(" prompt={} completion={}", log.prompt_tokens, log.completion_tokens);
-        std::fprintf(stderr, "srv  log_request: %s %s %d%s%s %.3f s\n", req.method.c_str(), req.path.c_str(),
-                     res.status, tokens.c_str(), log.cancelled ? " (client went away)" : "", s);
+        if (log.start != std::chrono::steady_clock::time_point{})
+            time = fmt::format(" {:.3f} s",
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - log.start).count());
+        std::fprintf(stderr, "srv  log_request: %s %s %d%s%s%s\n", req.method.c_str(), req.path.c_str(), res.status,
+                     tokens.c_str(), log.cancelled ? " (client went away)" : "", time.c_str());
     });
 
     add_routes();
@@ -169,6 +209,8 @@ int HttpServer::bind() {
     if (port < 0)
         throw std::runtime_error(
             fmt::format("cannot listen on {}:{} (address in use or not available)", options_.host, options_.port));
+    if (!http_->raise_listen_backlog())
+        std::fprintf(stderr, "srv  warning: cannot raise the listen backlog; bursts of connections may wait\n");
     return port;
 }
 
@@ -182,6 +224,11 @@ void HttpServer::stop() {
     // it, and the loop would then never end. Wait for it (bounded) first.
     for (int i = 0; i < 5000 && !http_->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     http_->stop();
+    http_->end_idle_connections();
+}
+
+void HttpServer::abort() {
+    http_->end_all_connections();
 }
 
 void HttpServer::add_routes() {

@@ -2,6 +2,8 @@
 // CORS, the loading state (503 until a model is set), errors in the OpenAI
 // shape, and one log line per request on stderr. Completion requests go to
 // the ServedModel's scheduler; their answers come back as JSON or SSE.
+// Connections are served by HttpListener (slow clients are dropped) on
+// HttpWorkers (a thread per open connection, started on demand).
 #pragma once
 
 #include <memory>
@@ -11,11 +13,9 @@
 #include "server/served_model.h"
 #include "server/server_options.h"
 
-namespace httplib {
-class Server;
-}
-
 namespace moeserve {
+
+class HttpListener;
 
 class HttpServer {
   public:
@@ -25,9 +25,15 @@ class HttpServer {
     // Binds the listening socket; returns the port (useful with --port 0).
     // Throws when the address cannot be bound.
     int bind();
-    // Serves until stop(); call from its own thread after bind().
+    // Serves until stop(); call from its own thread after bind(). Returns
+    // once every connection has ended.
     void run();
+    // Stops accepting connections and closes those that are idle or still
+    // sending a request; requests being answered go on (run() returns when
+    // they are done).
     void stop();
+    // Closes every connection now, answered or not (after stop()).
+    void abort();
 
     // Makes the server ready (until then every route answers 503 "Loading model").
     void set_model(std::shared_ptr<ServedModel> model);
@@ -37,7 +43,7 @@ class HttpServer {
     void add_routes();
 
     ServerOptions options_;
-    std::unique_ptr<httplib::Server> http_;
+    std::unique_ptr<HttpListener> http_;
     mutable std::mutex mu_;
     std::shared_ptr<ServedModel> model_;
 };

@@ -86,11 +86,37 @@ std::optional<std::vector<std::string>> strings_field(const json& body, const ch
     wrong(name, "a string or an array of strings", *v);
 }
 
+bool json_text_nests_deeper_than(const std::string& text, size_t limit) {
+    size_t depth = 0;
+    bool in_string = false, escaped = false;
+    for (const char c : text) {
+        if (in_string) {
+            if (escaped) {
+                escaped = false;
+            } else if (c == '\\') {
+                escaped = true;
+            } else if (c == '"') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limit) return true;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return false;
+}
+
 json parse_body(const std::string& body) {
+    if (json_text_nests_deeper_than(body, kMaxJsonDepth))
+        throw invalid_request(
+            fmt::format("the request body nests arrays and objects more than {} levels deep", kMaxJsonDepth));
     json j;
     try {
         j = json::parse(body);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
         throw invalid_request(fmt::format("the request body is not valid JSON: {}", e.what()));
     }
     if (!j.is_object()) throw invalid_request("the request body must be a JSON object");

@@ -2,6 +2,7 @@
 // applies); a value of the wrong type is a 400 naming the field.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,7 +19,17 @@ std::optional<std::string> string_field(const json& body, const char* name);
 // A string or an array of strings (like `stop`).
 std::optional<std::vector<std::string>> strings_field(const json& body, const char* name);
 
-// The request body as JSON; a 400 for malformed JSON or a non-object.
+// nlohmann::json parses any depth, but copying, comparing or printing a value
+// recurses once per level: a body of 100,000 '[' would overflow the stack of
+// the thread that handles it. No API request comes near this depth.
+constexpr size_t kMaxJsonDepth = 256;
+
+// Whether JSON text nests arrays and objects deeper than `limit` (a linear
+// scan that skips strings; for text about to be parsed).
+bool json_text_nests_deeper_than(const std::string& text, size_t limit);
+
+// The request body as JSON; a 400 for malformed JSON (numbers out of range
+// included), nesting deeper than kMaxJsonDepth, or a non-object.
 json parse_body(const std::string& body);
 
 }  // namespace moeserve

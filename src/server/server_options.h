@@ -50,6 +50,7 @@ struct ServerOptions {
     int threads_http = -1;  // -1: slots + queue + 4
     size_t max_queue = 64;
     size_t max_body_bytes = 64u << 20;
+    int shutdown_timeout_s = 10;  // for requests in flight at SIGTERM/SIGINT
     int sse_ping_interval_s = 30;
     bool endpoint_metrics = false;
     bool endpoint_slots = true;
