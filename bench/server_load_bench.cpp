@@ -1,7 +1,10 @@
 // Server load benchmark: for each model and each slot count (-np 1, 2, 4,
 // 8), starts `moeserve serve`, drives it with `moeserve load` (C concurrent
 // streaming clients) and prints one markdown table row: aggregate generated
-// tokens/s, per-request tokens/s and time to first token p50/p99.
+// tokens/s, per-request tokens/s and time to first token p50/p99, and from
+// the server's /metrics where its inference thread spent the run: tokens per
+// forward step and the share of the run spent in forward passes (near 100%:
+// the model itself is the limit, not HTTP, JSON or sampling).
 //
 // Models: the 4-layer synthetic qwen3moe benchmark model (bench_spec,
 // Q4_K_M; written to a temporary file) and the tiny qwen3moe fixture.
@@ -9,7 +12,10 @@
 //   build/server_load_bench [--clients 8] [--requests 16] [--max-tokens 64]
 //                           [--prompt-tokens 16] [--np 1,2,4,8] [--threads 2]
 //                           [--models bench,tiny]
+//
+// --threads takes a list too (--threads 1,2: every row at -t 1, then at -t 2).
 #include <fmt/format.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,7 +43,7 @@ struct Options {
     int max_tokens = 64;
     int prompt_tokens = 16;
     std::vector<int> slots = {1, 2, 4, 8};
-    int threads = 2;
+    std::vector<int> threads = {2};
     std::vector<std::string> models = {"bench", "tiny"};
 };
 
@@ -108,6 +114,12 @@ std::string field(const std::string& text, const std::string& pattern) {
     return std::regex_search(text, m, std::regex(pattern)) ? m[1].str() : "?";
 }
 
+// One value of the server's Prometheus text, or -1.
+double metric(const std::string& text, const std::string& name) {
+    std::smatch m;
+    return std::regex_search(text, m, std::regex("\n" + name + " ([0-9.e+-]+)")) ? std::stod(m[1].str()) : -1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,9 +134,10 @@ int main(int argc, char** argv) {
             o.max_tokens = std::stoi(v);
         else if (k == "--prompt-tokens")
             o.prompt_tokens = std::stoi(v);
-        else if (k == "--threads")
-            o.threads = std::stoi(v);
-        else if (k == "--models")
+        else if (k == "--threads") {
+            o.threads.clear();
+            for (auto& t : split(v)) o.threads.push_back(std::stoi(t));
+        } else if (k == "--models")
             o.models = split(v);
         else if (k == "--np") {
             o.slots.clear();
@@ -157,35 +170,51 @@ int main(int argc, char** argv) {
         }
     }
 
-    std::printf("CPU: %s, threads -t %d; %d clients, %d requests of %d generated tokens, prompts of ~%d words\n\n",
-                run_capture("lscpu | sed -n 's/^Model name: *//p' | head -1 | tr -d '\\n'").c_str(), o.threads,
-                o.clients, o.requests, o.max_tokens, o.prompt_tokens);
+    std::printf("CPU: %s; %d clients, %d requests of %d generated tokens, prompts of ~%d words\n\n",
+                run_capture("lscpu | sed -n 's/^Model name: *//p' | head -1 | tr -d '\\n'").c_str(), o.clients,
+                o.requests, o.max_tokens, o.prompt_tokens);
     std::printf(
-        "| model | -np | prompt tokens | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | ok "
-        "|\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        "| model | -t | -np | prompt tokens | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | "
+        "tokens/step | in forward | ok |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     std::fflush(stdout);
     for (const auto& [label, path] : models) {
-        for (int np : o.slots) {
-            const fs::path log = dir / fmt::format("server-{}-np{}.log", fs::path(path).stem().string(), np);
-            fs::remove(log);  // the port is read from this log: no stale one
-            Server server(binary,
-                          {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(o.threads)}, log);
-            if (server.port() == 0) {
-                std::printf("| %s | %d | server did not start (see %s) ||||||\n", label.c_str(), np, log.c_str());
-                continue;
+        for (int threads : o.threads) {
+            for (int np : o.slots) {
+                const fs::path log = dir / fmt::format("server-{}-np{}.log", fs::path(path).stem().string(), np);
+                fs::remove(log);  // the port is read from this log: no stale one
+                Server server(
+                    binary,
+                    {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(threads), "--metrics"},
+                    log);
+                if (server.port() == 0) {
+                    std::printf("| %s | %d | %d | server did not start (see %s) ||||||||\n", label.c_str(), threads, np,
+                                log.c_str());
+                    continue;
+                }
+                const std::string report = run_capture(
+                    fmt::format("{} load --url http://127.0.0.1:{} -c {} -n {} --max-tokens {} --prompt-tokens {} 2>&1",
+                                binary, server.port(), o.clients, o.requests, o.max_tokens, o.prompt_tokens));
+                // The server was idle before the run, so its totals are the run's.
+                httplib::Client cli("127.0.0.1", server.port());
+                const auto res = cli.Get("/metrics");
+                const std::string metrics = res && res->status == 200 ? "\n" + res->body : "";
+                const double forward_s = metric(metrics, "moeserve:forward_seconds_total");
+                const double evaluated = metric(metrics, "moeserve:tokens_evaluated_total");
+                const double steps = metric(metrics, "llamacpp:n_decode_total");
+                const std::string wall = field(report, "generated tokens: +[0-9]+ in ([0-9.]+) s");
+                const std::string per_step = steps > 0 ? fmt::format("{:.1f}", evaluated / steps) : "?";
+                const std::string forward_share =
+                    forward_s >= 0 && wall != "?" ? fmt::format("{:.0f}%", 100.0 * forward_s / std::stod(wall)) : "?";
+                std::printf("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(), threads, np,
+                            field(report, "prompt tokens: +([0-9.]+)").c_str(),
+                            field(report, "aggregate tokens/s: +([0-9.]+)").c_str(),
+                            field(report, "per-request tokens/s: +mean ([0-9.]+)").c_str(),
+                            field(report, "time to first token: +p50 ([0-9.]+) ms").c_str(),
+                            field(report, "p99 ([0-9.]+) ms").c_str(), per_step.c_str(), forward_share.c_str(),
+                            field(report, "requests: +([0-9]+) ok").c_str(), o.requests);
+                std::fflush(stdout);
             }
-            const std::string report = run_capture(
-                fmt::format("{} load --url http://127.0.0.1:{} -c {} -n {} --max-tokens {} --prompt-tokens {} 2>&1",
-                            binary, server.port(), o.clients, o.requests, o.max_tokens, o.prompt_tokens));
-            std::printf("| %s | %d | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(), np,
-                        field(report, "prompt tokens: +([0-9.]+)").c_str(),
-                        field(report, "aggregate tokens/s: +([0-9.]+)").c_str(),
-                        field(report, "per-request tokens/s: +mean ([0-9.]+)").c_str(),
-                        field(report, "time to first token: +p50 ([0-9.]+) ms").c_str(),
-                        field(report, "p99 ([0-9.]+) ms").c_str(), field(report, "requests: +([0-9]+) ok").c_str(),
-                        o.requests);
-            std::fflush(stdout);
         }
     }
     return 0;

@@ -130,6 +130,80 @@ TEST(Sampler, GreedyOnTiesPicksLowestId) {
     EXPECT_EQ(s.sample(std::vector<float>{1.0f, 3.0f, 2.0f, 3.0f, 0.0f}), 1);
 }
 
+// Greedy decoding with penalties and a logit bias, over a sequence whose tokens feed the
+// penalties, against the plain reference: the first highest logit after the penalties.
+// n_probs = 0 takes the sampler's one-pass argmax; n_probs = 1 runs the whole chain.
+TEST(Sampler, GreedyWithPenaltiesPicksTheFirstHighestPenalizedLogit) {
+    constexpr int32_t kVocab = 700;
+    for (int32_t n_probs : {0, 1}) {
+        SamplingParams p;
+        p.temperature = 0.0f;
+        p.repeat_penalty = 1.3f;
+        p.frequency_penalty = 0.2f;
+        p.presence_penalty = 0.5f;
+        p.repeat_last_n = 8;
+        p.n_probs = n_probs;
+        p.logit_bias = {{5, 2.0f}, {6, -INFINITY}};
+        Sampler s(p, kVocab);
+        std::vector<int32_t> history;
+        for (uint32_t step = 0; step < 300; ++step) {
+            std::vector<float> logits = random_logits(kVocab, 900 + step, 1.0f);
+            for (float& l : logits) l = std::round(l * 4.0f) / 4.0f;  // many ties
+            std::vector<float> ref = logits;
+            ref[5] += 2.0f;
+            ref[6] = -INFINITY;
+            std::vector<int> count(kVocab, 0);
+            const size_t from = history.size() > 8 ? history.size() - 8 : 0;
+            for (size_t i = from; i < history.size(); ++i) ++count[static_cast<size_t>(history[i])];
+            for (int32_t t = 0; t < kVocab; ++t) {
+                const int c = count[static_cast<size_t>(t)];
+                if (c == 0) continue;
+                float& x = ref[static_cast<size_t>(t)];
+                x = x <= 0.0f ? x * 1.3f : x / 1.3f;
+                x -= static_cast<float>(c) * 0.2f + 0.5f;
+            }
+            const auto expected =
+                static_cast<int32_t>(std::max_element(ref.begin(), ref.end()) - ref.begin());  // first of ties
+            const int32_t token = s.sample(logits);
+            ASSERT_EQ(token, expected) << "n_probs " << n_probs << ", step " << step;
+            EXPECT_FLOAT_EQ(s.sampled_prob(), 1.0f);
+            s.accept(token);
+            history.push_back(token);
+        }
+    }
+}
+
+TEST(Sampler, GreedyWithEveryTokenBannedDoesWhatTheFullChainDoes) {
+    const std::vector<float> logits = {1.0f, 2.0f, 3.0f};
+    std::vector<int32_t> picked;
+    for (int32_t n_probs : {0, 1}) {
+        SamplingParams p;
+        p.temperature = 0.0f;
+        p.n_probs = n_probs;
+        p.logit_bias = {{0, -INFINITY}, {1, -INFINITY}, {2, -INFINITY}};
+        Sampler s(p, 3);
+        picked.push_back(s.sample(logits));
+    }
+    EXPECT_EQ(picked[0], picked[1]);
+}
+
+// A chain where the penalties come after top_k, or a typical_p that may drop the best
+// token, is not plain argmax; greedy must still follow the chain.
+TEST(Sampler, GreedyFollowsTheChainWhenItIsNotPlainArgmax) {
+    const std::vector<float> logits = {1.0f, 2.5f, 3.0f, 2.9f};
+    SamplingParams p = plain_params();
+    p.temperature = 0.0f;
+    p.top_k = 2;
+    p.repeat_penalty = 2.0f;
+    p.samplers = {SamplerType::top_k, SamplerType::penalties, SamplerType::temperature};
+    Sampler s(p, 4);
+    s.accept(2);
+    s.accept(3);
+    // top_k keeps 2 (3.0) and 3 (2.9); penalties make them 1.5 and 1.45; token 1 (2.5), the
+    // argmax of the whole penalized row, was cut before.
+    EXPECT_EQ(s.sample(logits), 2);
+}
+
 TEST(Sampler, SameSeedGivesSameSequence) {
     const std::vector<float> logits = random_logits(500, 7, 1.0f);
     Sampler a(plain_params(42), 500);

@@ -60,6 +60,35 @@ float max_of(size_t n, Get get) {
     return m;
 }
 
+// The position of the first largest of row[0..n-1] (0 if none beats -inf), and whether any is
+// NaN (NaN never wins). Blocks of 64 are first compared with the best so far in one vectorized
+// pass; only a block holding a higher value is scanned again, which is rare after the first few.
+size_t first_argmax(const float* row, size_t n, bool& nan) {
+    constexpr size_t kBlock = 64;
+    float best = -INFINITY;
+    size_t arg = 0;
+    int any_nan = 0;
+    auto scan = [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) {
+            if (row[i] > best) best = row[i], arg = i;
+        }
+    };
+    size_t i = 0;
+    for (; i + kBlock <= n; i += kBlock) {
+        int above = 0, block_nan = 0;
+        for (size_t j = 0; j < kBlock; ++j) {
+            above |= row[i + j] > best;
+            block_nan |= row[i + j] != row[i + j];
+        }
+        any_nan |= block_nan;
+        if (above) scan(i, i + kBlock);
+    }
+    for (size_t j = i; j < n; ++j) any_nan |= row[j] != row[j];
+    scan(i, n);
+    nan = any_nan != 0;
+    return arg;
+}
+
 struct NameEntry {
     std::string_view name;
     SamplerType type;
@@ -186,6 +215,7 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab, int32_t n_ctx) :
 
     cand_.resize(static_cast<size_t>(n_vocab));
     probs_out_.reserve(static_cast<size_t>(p.n_probs));
+    greedy_argmax_ = chain_is_plain_greedy();
 
     seed_cur_ = resolve_seed(p.seed);
     xtc_seed_cur_ = resolve_seed(p.seed);
@@ -224,6 +254,42 @@ void Sampler::reset() {
     sampled_prob_ = 0.0f;
 }
 
+bool Sampler::chain_is_plain_greedy() const {
+    const SamplingParams& p = params_;
+    if (p.temperature > 0.0f || p.dynatemp_range > 0.0f || p.n_probs > 0) return false;
+    const bool typical_active = p.typical_p < 1.0f;
+    const bool xtc_active = p.xtc_probability > 0.0f && p.xtc_threshold <= 0.5f;
+    bool filtered = false;  // a filter stage ran before this point
+    bool temperature = false;
+    for (SamplerType type : p.samplers) {
+        switch (type) {
+            case SamplerType::penalties:
+                // Penalties change logits: after a filter (or after the greedy cut) the argmax of
+                // the whole penalized row may not be what the chain keeps.
+                if (window_ > 0 && (filtered || temperature)) return false;
+                break;
+            case SamplerType::dry:
+                break;
+            case SamplerType::top_k:
+            case SamplerType::top_p:
+            case SamplerType::min_p:
+            case SamplerType::top_n_sigma:
+                filtered = true;  // these always keep the highest logit
+                break;
+            case SamplerType::typical_p:
+                if (typical_active) return false;  // may drop the highest logit
+                break;
+            case SamplerType::xtc:
+                if (xtc_active) return false;  // drops the top choices and draws from its own generator
+                break;
+            case SamplerType::temperature:
+                temperature = true;
+                break;
+        }
+    }
+    return temperature;
+}
+
 int32_t Sampler::sample(std::span<const float> logits) {
     if (logits.size() != static_cast<size_t>(n_vocab_)) {
         throw std::invalid_argument("sampler: got " + std::to_string(logits.size()) +
@@ -236,6 +302,30 @@ int32_t Sampler::sample(std::span<const float> logits) {
     selected_ = -1;
 
     apply_logit_bias();
+    if (greedy_argmax_) {
+        // Greedy without reported probabilities: the chain keeps the first highest logit after
+        // the penalties (the filters all keep it, the greedy temperature cuts the rest), and one
+        // pass finds it. The distribution's draw is skipped; it could not change the outcome.
+        apply_penalties();
+        const float* row = dense_;
+        bool nan = false;
+        const size_t best = first_argmax(row, size_, nan);
+        if (!nan && std::isfinite(row[best])) {
+            cand_[0] = Candidate{static_cast<int32_t>(best), row[best], 1.0f};
+            dense_ = nullptr;
+            size_ = 1;
+            sorted_ = true;
+            identity_ = false;
+            selected_ = 0;
+            sampled_prob_ = 1.0f;
+            return static_cast<int32_t>(best);
+        }
+        // Every logit banned, or NaN or infinite logits: the full chain decides, as it always did.
+        dense_ = logits.data();
+        sorted_ = false;
+        identity_ = true;
+        apply_logit_bias();
+    }
     for (SamplerType type : params_.samplers) {
         switch (type) {
             case SamplerType::penalties:

@@ -17,15 +17,18 @@
 // look at the last repeat_last_n of them. sample() does not accept its own token.
 //
 // After sample(), post_sampling_probs() gives the candidates that survived the
-// chain with their final probabilities (llama-server's `post_sampling_probs`);
+// chain with their final probabilities (llama-server's `post_sampling_probs`;
+// for greedy sampling with n_probs = 0, which takes a one-pass argmax path,
+// only the chosen token, at probability 1: the others would all be 0);
 // raw_token_probs() gives the softmax of the raw logits (its default `n_probs`).
 //
 // One Sampler per sequence; it allocates its buffers up front ([n_vocab]) and
 // nothing per token. Samplers share no state, so slots can sample on different
 // threads.
 //
+// Grammars are applied around the chain (engine/grammar_sampler.h).
 // Not implemented: DRY (accepted as a sampler name, does nothing), mirostat,
-// grammar, infill and adaptive_p.
+// infill and adaptive_p.
 #pragma once
 
 #include <cstdint>
@@ -140,6 +143,10 @@ class Sampler {
     void apply_temperature();
     void select_by_distribution();
 
+    // Whether the chain is greedy in a way that reduces to the argmax of the penalized logits
+    // (see sample()); decided once, from the parameters.
+    bool chain_is_plain_greedy() const;
+
     void sort_prefix(size_t k);  // the k highest logits first, descending; drops the rest
     void softmax(bool sort);     // fills p from logit
 
@@ -172,6 +179,7 @@ class Sampler {
     bool identity_ = false;  // cand_[i].id == i for every i (untouched order, full vocabulary)
     int32_t selected_ = -1;
     float sampled_prob_ = 0.0f;
+    bool greedy_argmax_ = false;  // chain_is_plain_greedy()
 
     std::vector<Candidate> scratch_;
     std::vector<std::pair<float, uint32_t>> scored_;

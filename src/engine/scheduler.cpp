@@ -320,13 +320,17 @@ bool Scheduler::step() {
     const auto t0 = SteadyClock::now();
     try {
         const size_t ub = static_cast<size_t>(options_.n_ubatch);
-        for (size_t b = 0; b < batch.size(); b += ub) {
-            const size_t e = std::min(batch.size(), b + ub);
-            Batch view;
-            for (size_t i = b; i < e; ++i)
-                view.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], batch.want_logits[i] != 0);
-            std::vector<float> part = model_.forward(view, cache_);
-            logits.insert(logits.end(), part.begin(), part.end());
+        if (batch.size() <= ub) {
+            logits = model_.forward(batch, cache_);  // the usual decode step: no copies
+        } else {
+            for (size_t b = 0; b < batch.size(); b += ub) {
+                const size_t e = std::min(batch.size(), b + ub);
+                Batch view;
+                for (size_t i = b; i < e; ++i)
+                    view.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], batch.want_logits[i] != 0);
+                std::vector<float> part = model_.forward(view, cache_);
+                logits.insert(logits.end(), part.begin(), part.end());
+            }
         }
     } catch (const std::exception& e) {
         error = e.what();

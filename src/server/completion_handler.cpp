@@ -22,16 +22,23 @@ ApiError error_from_event(const GenerationEvent& e) {
     return ApiError(e.status > 0 ? e.status : 500, e.error_type.empty() ? "server_error" : e.error_type, e.message);
 }
 
-// Waits for the next event, checking the client while waiting. nullopt: the
-// client went away (the request is cancelled).
-std::optional<GenerationEvent> next_event(GenerationStream& stream, const ConnectionProbe& probe) {
+// Waits for the next event, checking the client while waiting and at least
+// every kPoll (a generating slot sends events faster than that, so a check
+// only in quiet moments would never run). nullopt: the client went away (the
+// request is cancelled).
+std::optional<GenerationEvent> next_event(GenerationStream& stream, const ConnectionProbe& probe,
+                                          std::chrono::steady_clock::time_point& next_check) {
     for (;;) {
-        if (auto e = stream.next(kPoll)) return e;
+        auto e = stream.next(kPoll);
+        const auto now = std::chrono::steady_clock::now();
+        if (e && now < next_check) return e;
+        next_check = now + kPoll;
         if (probe.closed()) {
             stream.cancel();
             request_log().cancelled = true;
             return std::nullopt;
         }
+        if (e) return e;
     }
 }
 
@@ -52,10 +59,11 @@ void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Respo
     }
     const ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
     auto response = std::make_shared<CompletionResponse>(call, *model);
+    auto next_check = std::chrono::steady_clock::now() + kPoll;
 
     if (!call.stream) {
         while (!response->all_done()) {
-            auto e = next_event(*stream, probe);
+            auto e = next_event(*stream, probe, next_check);
             if (!e) return;  // nobody to answer
             if (e->kind == GenerationEvent::Kind::error) {
                 stream->cancel();
@@ -72,7 +80,7 @@ void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Respo
 
     // Streaming: nothing is sent while the request waits for a slot; an error
     // before the first event is a plain HTTP error.
-    auto first = next_event(*stream, probe);
+    auto first = next_event(*stream, probe, next_check);
     if (!first) return;
     if (first->kind == GenerationEvent::Kind::error) {
         stream->cancel();
@@ -93,6 +101,7 @@ void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Respo
                 return false;
             };
             std::optional<GenerationEvent> event = std::move(pending);
+            std::string out;  // the SSE chunks of the events at hand, sent in one write
             auto last_write = std::chrono::steady_clock::now();
             while (!response->all_done()) {
                 if (!event) {
@@ -107,16 +116,23 @@ void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Respo
                         continue;
                     }
                 }
-                if (event->kind == GenerationEvent::Kind::error) {
+                // Take the events that are already waiting too: while this thread was busy the
+                // scheduler may have produced several tokens, and one write (one system call,
+                // one wake-up of the client) carries them all.
+                out.clear();
+                while (event && event->kind != GenerationEvent::Kind::error) {
+                    for (const json& chunk : response->on_event(*event)) append_sse_data(out, chunk);
+                    event.reset();
+                    if (!response->all_done()) event = stream->next(std::chrono::milliseconds(0));
+                }
+                if (!out.empty() && !write(out)) return gone();
+                if (event) {  // an error
                     stream->cancel();
                     const ApiError err = error_from_event(*event);
                     write(sse_data(error_json(err.status, err.type, err.what())));
                     sink.done();
                     return true;
                 }
-                for (const json& chunk : response->on_event(*event))
-                    if (!write(sse_data(chunk))) return gone();
-                event.reset();
                 last_write = std::chrono::steady_clock::now();
                 if (probe.closed()) return gone();
             }

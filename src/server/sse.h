@@ -9,8 +9,16 @@
 
 namespace moeserve {
 
+// Appends one event to `out`.
+inline void append_sse_data(std::string& out, const json& event) {
+    out += "data: ";
+    out += event.dump(-1, ' ', false, json::error_handler_t::replace);
+    out += "\n\n";
+}
 inline std::string sse_data(const json& event) {
-    return "data: " + event.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+    std::string out;
+    append_sse_data(out, event);
+    return out;
 }
 inline const char* sse_done() {
     return "data: [DONE]\n\n";
