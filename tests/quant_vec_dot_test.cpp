@@ -220,5 +220,128 @@ TEST(QuantVecDot4, four_row_kernels_equal_four_single_dots_exactly) {
 #endif
 }
 
+// The Q8_0-partner formats, at lengths that exercise every tail of the
+// AVX-512 kernels (groups of 16 blocks, pairs of blocks, the short path for
+// a last group of at most 4 blocks, and rows under 16 blocks, which use the
+// AVX2 order): 3, 4, 17, 19, 23, 32, 84 and 116 blocks (84 = hidden 2688,
+// 116 = Nemotron's shared-expert width 3712, 4 = an attention head of 128).
+const GgmlType kQ8_0Family[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::IQ4_NL};
+const int64_t kFamilyLengths[] = {96, 128, 544, 608, 736, 1024, 2688, 3712};
+
+// Weights quantized from N(0,1) rows (every block has its own scale, some
+// negative for IQ4_NL), activations from rows of growing magnitude.
+struct Rows {
+    std::vector<uint8_t> w;
+    std::vector<uint8_t> act;  // n_rows rows of the activation type
+    size_t act_row = 0;
+};
+
+Rows random_rows(GgmlType type, int64_t n, int n_rows, std::mt19937& rng) {
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    Rows r;
+    std::vector<float> f(static_cast<size_t>(n));
+    for (auto& v : f) v = dist(rng);
+    r.w.resize(ggml_row_bytes(type, n));
+    quantize_row(type, f.data(), r.w.data(), n);
+    const GgmlType at = vec_dot_type(type);
+    r.act_row = ggml_row_bytes(at, n);
+    r.act.resize(r.act_row * n_rows);
+    for (int k = 0; k < n_rows; ++k) {
+        for (auto& v : f) v = dist(rng) * static_cast<float>(k + 1);
+        quantize_row_activation(at, f.data(), r.act.data() + k * r.act_row, n);
+    }
+    return r;
+}
+
+TEST(QuantVecDot4, q8_0_family_four_row_kernels_are_exact_at_every_length) {
+    std::mt19937 rng(12);
+    for (GgmlType type : kQ8_0Family) {
+        const VecDot4Fn dot4 = vec_dot4_kernel(type);
+        if (!dot4) continue;
+        for (int64_t n : kFamilyLengths) {
+            const Rows r = random_rows(type, n, 4, rng);
+            const void* a[4];
+            for (int k = 0; k < 4; ++k) a[k] = r.act.data() + k * r.act_row;
+            float out[4];
+            dot4(r.w.data(), a, out, n);
+            for (int k = 0; k < 4; ++k)
+                EXPECT_EQ(out[k], vec_dot(type, r.w.data(), a[k], n)) << ggml_type_name(type) << " n=" << n;
+        }
+    }
+}
+
+TEST(QuantVecDot, q8_0_family_simd_kernels_match_the_scalar_kernel_at_every_length) {
+    std::mt19937 rng(13);
+    for (GgmlType type : kQ8_0Family) {
+        for (int64_t n : kFamilyLengths) {
+            for (uint16_t d : {uint16_t{0x2A00}, uint16_t{0x0003}}) {
+                const Case c = random_case(type, n, d, rng);
+                const double scale =
+                    abs_dot(dequantized(type, c.w.data(), n), dequantized(vec_dot_type(type), c.a.data(), n));
+                const float ref = vec_dot_scalar(type, c.w.data(), c.a.data(), n);
+                for (SimdLevel level : {SimdLevel::avx2, SimdLevel::avx512}) {
+                    const VecDotFn fn = vec_dot_kernel(type, level);
+                    if (!fn) continue;
+                    EXPECT_NEAR(fn(c.w.data(), c.a.data(), n), ref, 2e-6 * scale + 1e-30)
+                        << ggml_type_name(type) << " " << simd_level_name(level) << " n=" << n << " d=" << d;
+                }
+            }
+        }
+    }
+}
+
+// The tile kernel (rows in vector lanes) must give each row exactly what
+// the single-row kernel gives, so a token's logits do not depend on where
+// in a prompt batch it falls.
+TEST(QuantVecDotTile, tile_kernel_equals_single_row_dots_exactly) {
+    std::mt19937 rng(14);
+    int checked = 0;
+    for (GgmlType type : kQ8_0Family) {
+        for (int64_t n : kFamilyLengths) {
+            const VecDotTile* tile = vec_dot_tile_kernel(type, n);
+            if (!tile) continue;
+            const Rows r = random_rows(type, n, kDotTileRows, rng);
+            std::vector<uint8_t> packed(tile->tile_bytes(n));
+            tile->pack(r.act.data(), r.act_row, kDotTileRows, packed.data(), n);
+            // kDotTileWeightRows weight rows, and fewer (the tail of a matrix).
+            std::vector<std::vector<uint8_t>> w{r.w};
+            for (int v = 1; v < kDotTileWeightRows; ++v) w.push_back(random_rows(type, n, 0, rng).w);
+            std::vector<uint8_t> rows;
+            for (const auto& row : w) rows.insert(rows.end(), row.begin(), row.end());
+            for (int n_w = 1; n_w <= kDotTileWeightRows; ++n_w) {
+                std::vector<float> out(static_cast<size_t>(n_w) * kDotTileRows);
+                tile->dot(rows.data(), r.w.size(), n_w, packed.data(), out.data(), n);
+                for (int v = 0; v < n_w; ++v)
+                    for (int k = 0; k < kDotTileRows; ++k)
+                        EXPECT_EQ(out[v * kDotTileRows + k],
+                                  vec_dot(type, w[v].data(), r.act.data() + k * r.act_row, n))
+                            << ggml_type_name(type) << " n=" << n << " weight rows " << n_w << " row " << v << "/" << k;
+            }
+            // A partial tile (the last tokens of a prompt): its rows give the same results.
+            std::vector<uint8_t> partial(tile->tile_bytes(n), 0xAA);
+            tile->pack(r.act.data(), r.act_row, 5, partial.data(), n);
+            std::vector<float> out(kDotTileRows);
+            tile->dot(rows.data(), r.w.size(), 1, partial.data(), out.data(), n);
+            for (int k = 0; k < 5; ++k)
+                EXPECT_EQ(out[k], vec_dot(type, r.w.data(), r.act.data() + k * r.act_row, n))
+                    << ggml_type_name(type) << " n=" << n << " partial tile row " << k;
+            ++checked;
+        }
+    }
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    EXPECT_EQ(checked, 4 * 6);  // every format has one for rows of 512 elements or more with AVX-512 VNNI
+#endif
+}
+
+TEST(QuantVecDotTile, only_formats_with_an_avx512_kernel_have_a_tile_kernel) {
+    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K})
+        EXPECT_EQ(vec_dot_tile_kernel(type, 4096), nullptr) << ggml_type_name(type);
+    for (GgmlType type : kQ8_0Family) {
+        EXPECT_EQ(vec_dot_tile_kernel(type, 4096) != nullptr, vec_dot_kernel(type, SimdLevel::avx512) != nullptr)
+            << ggml_type_name(type);
+        EXPECT_EQ(vec_dot_tile_kernel(type, 128), nullptr) << ggml_type_name(type);  // short rows: AVX2 order
+    }
+}
+
 }  // namespace
 }  // namespace moeserve

@@ -367,6 +367,14 @@ VecDot4Fn vec_dot4_kernel(GgmlType type) {
     return nullptr;
 }
 
+const VecDotTile* vec_dot_tile_kernel(GgmlType type, int64_t n) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (vec_dot_kernel(type, SimdLevel::avx512)) return detail::vec_dot_tile_avx512_kernel(type, n);
+#endif
+    (void)type, (void)n;
+    return nullptr;
+}
+
 float vec_dot(GgmlType weight_type, const void* w, const void* act, int64_t n) {
     return checked_kernel(weight_type, vec_dot_kernel(weight_type), n)(w, act, n);
 }

@@ -10,6 +10,7 @@
 // AVX-512) agrees up to the order of the float additions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "quant/ggml_type.h"
@@ -49,6 +50,27 @@ using VecDot4Fn = void (*)(const void* w, const void* const act[4], float out[4]
 // The four-row kernel for the type, or nullptr where there is none (then
 // use the single-row kernel four times).
 VecDot4Fn vec_dot4_kernel(GgmlType weight_type);
+
+// Prompt batches: up to kDotTileWeightRows weight rows against a tile of
+// kDotTileRows activation rows that `pack` has rearranged (once per matmul,
+// into tile_bytes(n) bytes) so that the kernel can put the activation rows in
+// the vector lanes and unpack each weight block once for all of them.
+// out[w * kDotTileRows + k] (weight row w, activation row k) is bit-identical
+// to the single-row kernel on those rows.
+inline constexpr int kDotTileRows = 16;
+inline constexpr int kDotTileWeightRows = 4;
+struct VecDotTile {
+    size_t (*tile_bytes)(int64_t n);
+    // act: n_rows (1..kDotTileRows) rows of vec_dot_type(weight) with n
+    // elements, act_row_bytes apart; the tile's other rows are zero.
+    void (*pack)(const void* act, size_t act_row_bytes, int n_rows, void* tile, int64_t n);
+    // w: n_w_rows (1..kDotTileWeightRows) weight rows, w_row_bytes apart.
+    void (*dot)(const void* w, size_t w_row_bytes, int n_w_rows, const void* tile, float* out, int64_t n);
+};
+
+// The tile form of the best single-row kernel for rows of n elements, or
+// nullptr where there is none (the type, or rows too short for it).
+const VecDotTile* vec_dot_tile_kernel(GgmlType weight_type, int64_t n);
 
 // The best kernel this build has for the type; nullptr if the type has none.
 VecDotFn vec_dot_kernel(GgmlType weight_type);

@@ -1,9 +1,10 @@
 // AVX-512 (F/BW/VL + VNNI) dot-product kernels for the formats that carry
 // many of the weight bytes in Q4_K_M and IQ4_XS files: Q6_K, IQ4_XS, plus
-// F16. Every other type uses its AVX2 kernel: for Q4_K, Q8_0 and F32 the
-// 512-bit versions measured slower on our machine (Q4_K 9.3 vs 11.9 GB/s in
-// L2: the lane re-pairing shuffles compete for port 5; Q8_0's 34-byte blocks
-// need two 256-bit loads and an insert per register), so they were removed.
+// F16; the Q8_0-partner formats (Q8_0, Q4_0, Q5_0, IQ4_NL) are in
+// vec_dot_avx512_q8_0.cpp. Every other type uses its AVX2 kernel: for Q4_K
+// and F32 the 512-bit versions measured slower on our machine (Q4_K 9.3 vs
+// 11.9 GB/s in L2: the lane re-pairing shuffles compete for port 5), so they
+// were removed.
 //
 // A 512-bit register holds two 32-element sub-blocks; lanes 0..7 of an int32
 // result belong to the first, lanes 8..15 to the second.
@@ -105,8 +106,7 @@ void q6_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
         for (int k = 0; k < R; ++k) {
             // Offset term Σ_k sc_k * bsum_k (times 32 below), 8 int32 lanes.
             const __m256i offset = _mm256_madd_epi16(load256(y[k][i].bsums), _mm256_cvtepi8_epi16(sc8));
-            sumi[k] =
-                _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
+            sumi[k] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(offset, 5)));
         }
         for (int h = 0; h < 2; ++h) {
             const __m512i ql = load512(x[i].ql + 64 * h);
@@ -138,7 +138,9 @@ float dot_q6_k(const void* vw, const void* va, int64_t n) {
     return out;
 }
 
-void dot4_q6_k(const void* vw, const void* const va[4], float out[4], int64_t n) { q6_k_rows<4>(vw, va, out, n); }
+void dot4_q6_k(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    q6_k_rows<4>(vw, va, out, n);
+}
 
 // ---------------------------------------------------------------- IQ4_XS
 
@@ -198,7 +200,9 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
     return out;
 }
 
-void dot4_iq4_xs(const void* vw, const void* const va[4], float out[4], int64_t n) { iq4_xs_rows<4>(vw, va, out, n); }
+void dot4_iq4_xs(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    iq4_xs_rows<4>(vw, va, out, n);
+}
 
 #endif  // __AVX512VNNI__
 
@@ -213,7 +217,7 @@ VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
             return dot4_iq4_xs;
 #endif
         default:
-            return nullptr;
+            return vec_dot4_avx512_q8_0_family_kernel(type);
     }
 }
 
@@ -228,7 +232,7 @@ VecDotFn vec_dot_avx512_kernel(GgmlType type) {
             return dot_iq4_xs;
 #endif
         default:
-            return nullptr;
+            return vec_dot_avx512_q8_0_family_kernel(type);
     }
 }
 
