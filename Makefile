@@ -6,7 +6,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEMO     := $(BUILD)/demo/demo-model.gguf
 
-.PHONY: all deps build run test bench fuzz format clean
+.PHONY: all deps build run test test-asan test-tsan bench fuzz format clean
 
 all: build
 
@@ -35,22 +35,56 @@ test: build
 bench: build
 	@for b in $(BUILD)/*_bench; do echo "== $$b"; $$b; done
 
-# Bounded libFuzzer runs of every tests/fuzz/*_fuzz.cpp target (clang from
-# Debian), FUZZ_SECONDS each; seeds from tests/fuzz/seeds/<target>/.
+# Sanitizer runs. test-asan: ASan + UBSan over the whole suite, with any
+# single allocation above 4 GiB an error; it shares the clang build of `make
+# fuzz` (FUZZ_BUILD: ASan + UBSan + fuzzer coverage, -O1 -g1), so the two
+# cost one build. test-tsan: TSan (GCC) over the tests that run threads:
+# scheduler, thread pool, server, engine. Neither is part of `make test`
+# (times in docs/reliability.md). Both stop at the first report.
+FUZZ_BUILD ?= build-fuzz
+TSAN_BUILD ?= build-tsan
+TSAN_TESTS ?= Server|Engine|Qwen3MoeGreedy|Deepseek2Mla|NemotronDense
+SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=4096:allocator_may_return_null=0 \
+                 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+FUZZ_CONFIGURE := cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+                  -DMOESERVE_FUZZ=ON $(CMAKE_FLAGS)
+
+test-asan:
+	@scripts/install-deps.sh --fuzz
+	@scripts/install-npm-deps.sh
+	$(FUZZ_CONFIGURE)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target moeserve_tests
+	cd $(FUZZ_BUILD) && $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS)
+
+test-tsan: deps
+	@scripts/install-npm-deps.sh
+	cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_SANITIZE=thread $(CMAKE_FLAGS)
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target moeserve_tests
+	cd $(TSAN_BUILD) && $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS) -R '$(TSAN_TESTS)'
+
+# Bounded libFuzzer runs (clang from Debian) of every tests/fuzz/*_fuzz.cpp
+# target, FUZZ_SECONDS each, or of FUZZ_TARGETS. Seeds are read from
+# tests/fuzz/corpus/<target>/; what the fuzzer learns goes to
+# $(FUZZ_BUILD)/corpus/<target>/ and crashes to $(FUZZ_BUILD)/crashes/. Fails
+# when any target crashed (each crash becomes a regression test and a seed).
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(basename $(notdir $(wildcard tests/fuzz/*_fuzz.cpp)))
 fuzz:
 	@scripts/install-deps.sh --fuzz
-	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DMOESERVE_FUZZ=ON
-	cmake --build build-fuzz -j $(JOBS)
-	@set -e; for src in tests/fuzz/*_fuzz.cpp; do \
-	    name=$$(basename $$src .cpp); corpus=build-fuzz/corpus/$$name; mkdir -p $$corpus; \
-	    if [ -d tests/fuzz/seeds/$$name ]; then cp -n tests/fuzz/seeds/$$name/* $$corpus/ 2>/dev/null || true; fi; \
+	$(FUZZ_CONFIGURE)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(FUZZ_TARGETS)
+	@failed=""; for name in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$name $(FUZZ_BUILD)/crashes; \
 	    echo "== $$name ($(FUZZ_SECONDS) s)"; \
-	    build-fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 $$corpus; \
-	done
+	    $(FUZZ_BUILD)/$$name -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+	        -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/crashes/$$name- \
+	        $(FUZZ_BUILD)/corpus/$$name tests/fuzz/corpus/$$name || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (inputs in $(FUZZ_BUILD)/crashes/)"; exit 1; fi
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-fuzz
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)

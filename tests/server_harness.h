@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -36,7 +37,7 @@ struct HttpResult {
 // One request with curl; the body goes through a file, so no shell quoting.
 inline HttpResult curl(const std::string& url, const std::string& method = "GET", const std::string& body = "",
                        const std::vector<std::string>& headers = {}) {
-    static int counter = 0;
+    static std::atomic<int> counter = 0;  // tests call curl from several threads at once
     const fs::path dir = fs::temp_directory_path() / "moeserve-tests" / "curl";
     fs::create_directories(dir);
     const std::string stem = (dir / (std::to_string(getpid()) + "-" + std::to_string(counter++))).string();

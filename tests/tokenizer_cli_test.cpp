@@ -48,7 +48,8 @@ TEST(TokenizeCli, file_is_read_byte_for_byte) {
     MOESERVE_REQUIRE_FIXTURES();
     const std::string qwen = test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string();
     auto path = test::scratch_dir() / "prompt.txt";
-    const std::string text("line one\r\n\tline two\n\n\xFF\0end", 28);
+    static const char kText[] = "line one\r\n\tline two\n\n\xFF\0end";  // 26 bytes, a NUL inside
+    const std::string text(kText, sizeof kText - 1);
     std::ofstream(path, std::ios::binary) << text;
     auto r = test::run_moeserve({"tokenize", "-m", qwen, "--ids", "--file", path.string()});
     ASSERT_EQ(r.status, 0) << r.err;

@@ -66,9 +66,11 @@ CallParse malformed(CallParse c, size_t at) {
     c.status = CallStatus::Malformed;
     c.bad = at;
     if (c.has_header) {
+        // Close an object left open (XML-style arguments grow as {"k": v);
+        // a whole value (a Hermes string, a number) must stay as it is.
         if (c.args.empty())
             c.args = "{}";
-        else if (c.args.back() != '}')
+        else if (!nlohmann::json::accept(c.args) && nlohmann::json::accept(c.args + '}'))
             c.args += '}';
     }
     return c;

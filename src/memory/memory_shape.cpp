@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 
 namespace moeserve {
 namespace {
@@ -154,6 +155,15 @@ MemoryShape read_memory_shape(const GgufFile& f) {
     if (s.n_layer <= 0 || s.n_layer > 4096 || s.n_embd <= 0)
         throw GgufError(
             fmt::format("{}: implausible shape: {} layers, embedding length {}", f.path(), s.n_layer, s.n_embd));
+    // The embedding width sizes the compute workspace: a width the weights
+    // contradict would be planned (and refused) as terabytes.
+    if (const GgufTensorInfo* t = f.find_tensor("token_embd.weight"); t && t->ne[0] != s.n_embd)
+        throw GgufError(fmt::format("{}: {}embedding_length is {}, but tensor token_embd.weight has shape {}", f.path(),
+                                    a, s.n_embd, t->shape_string()));
+    // Positions are int32 (the loader refuses the same; planning comes first).
+    if (s.n_ctx_train < 1 || s.n_ctx_train > INT32_MAX)
+        throw GgufError(fmt::format("{}: {}context_length {} is out of range (1 to {})", f.path(), a, s.n_ctx_train,
+                                    INT32_MAX));
     s.n_vocab = vocab_size(f);
     s.n_expert = static_cast<int>(f.find_u32(a + "expert_count").value_or(0));
     s.n_expert_used = static_cast<int>(f.find_u32(a + "expert_used_count").value_or(0));
