@@ -84,6 +84,17 @@ TEST(SynthPresets, tiny_presets_match_the_fixture_tensor_tables_in_every_mix) {
         }
 }
 
+// llama.cpp's Nemotron-H loader requires the plain layer-norm epsilon as well as the
+// RMS one (it refused our files with "key not found in model:
+// nemotron_h_moe.attention.layer_norm_epsilon"); converted real models carry both.
+TEST(SynthPresets, nemotron_presets_carry_both_norm_epsilons) {
+    for (const char* preset : {"tiny-nemotron-h-moe", "nemotron-3-nano-30b-a3b"}) {
+        const GgufFile f = GgufFile::open(write_preset(preset, FileMix::Q4_K_M, true));
+        for (const char* key : {"attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon"})
+            EXPECT_TRUE(f.find_f32(f.architecture() + "." + key)) << preset << ": " << key;
+    }
+}
+
 TEST(SynthPresets, layers_can_be_cut_for_cpu_benchmarks) {
     SynthSpec s = *synth_preset("nemotron-3-nano-30b-a3b", FileMix::IQ4_XS);
     cut_layers(s, 6);

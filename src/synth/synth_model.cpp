@@ -126,6 +126,9 @@ void write_nemotron(const std::string& path, const SynthSpec& s) {
     w.set(a + "attention.key_length", uint32_t(s.head_dim));
     w.set(a + "attention.value_length", uint32_t(s.head_dim));
     w.set(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+    // Real conversions carry the plain layer-norm epsilon too (from the config's
+    // layer_norm_epsilon), and recent llama.cpp refuses a Nemotron-H file without it.
+    w.set(a + "attention.layer_norm_epsilon", 1e-5f);
     w.set(a + "ssm.conv_kernel", uint32_t(K));
     w.set(a + "ssm.inner_size", uint32_t(DI));
     w.set(a + "ssm.state_size", uint32_t(N));

@@ -40,8 +40,55 @@ namespace moeserve {
 namespace {
 
 constexpr int kRowBlock = 32;           // cache rows converted and scored together
+constexpr int kScoreQueries = 4;        // score_block register block: queries ...
+constexpr int kScoreRows = 4;           // ... × rows
+constexpr int kAccQueries = 10;         // accumulate_block register block: queries ...
+constexpr int kAccVectors = 2;          // ... × 16-value vectors of the latent
 constexpr int kTileQueries = 64;        // query vectors (tokens × heads) sharing the converted rows
 constexpr int64_t kMinSplitRows = 256;  // smallest chunk of rows worth its own partial state
+
+// Software prefetch of the next block's cache rows into L2, a few lines at a
+// time from inside the kernels that work on the current block. At depth the
+// rows come from DRAM; read on demand by row_to_f32 they stalled a thread for
+// a quarter of the op's time, while the arithmetic on one block is long
+// enough to hide the next block's fetch completely. Spread out, the
+// prefetches never queue up behind the core's few outstanding-miss slots.
+class RowPrefetch {
+  public:
+    // The next block: rows cells[0, n) of `layer`; `passes` kernel passes to spread them over.
+    void start(const KvCache& cache, int layer, const int32_t* cells, int64_t n, int64_t passes) {
+        cache_ = &cache;
+        layer_ = layer;
+        cells_ = cells;
+        // A row need not start on a line: one more line covers its straddled end.
+        lines_per_row_ = static_cast<int64_t>((cache.k_row_bytes(layer) + 63) / 64 + 1);
+        total_ = n * lines_per_row_;
+        next_ = 0;
+        per_pass_ = passes > 0 ? (total_ + passes - 1) / passes : total_;
+    }
+    // Issues the next few prefetches (all that are left, with finish).
+    void step() { issue(std::min(total_, next_ + per_pass_)); }
+    void finish() { issue(total_); }
+
+  private:
+    void issue(int64_t end) {
+        for (; next_ < end; ++next_) {
+            const uint8_t* row = cache_->k_row(layer_, cells_[next_ / lines_per_row_]);
+            prefetch_l2(row + (next_ % lines_per_row_) * 64);
+        }
+    }
+    static void prefetch_l2(const void* p) {
+#if defined(__x86_64__)
+        _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+#else
+        __builtin_prefetch(p, 0, 2);
+#endif
+    }
+    const KvCache* cache_ = nullptr;
+    int layer_ = 0;
+    const int32_t* cells_ = nullptr;
+    int64_t lines_per_row_ = 1, total_ = 0, next_ = 0, per_pass_ = 0;
+};
 
 // One cached row as f32 (n values).
 void row_to_f32(GgmlType type, const uint8_t* src, float* dst, int n) {
@@ -187,44 +234,62 @@ inline float dot(const float* a, const float* b, int n) {
 #endif
 }
 
-// s[q][j] = (Q[q] · K[j]) * scale for nq queries (rows of Q, stride d) and nb
-// rows of K (stride d); s has row stride ld.
-void score_block(const float* Q, int nq, const float* K, int nb, int d, float scale, float* s, int ld) {
-    int q0 = 0;
 #if defined(__AVX512F__)
-    // 4 queries × 4 rows per pass: 16 accumulators, 8 loads per 16 FMAs.
+// Horizontal sums of n accumulators, each in dot's order (16 at a time through hsum16).
+inline void hsum_n(const __m512* acc, int n, float* out) {
+    int k = 0;
+    for (; k + 16 <= n; k += 16) _mm512_storeu_ps(out + k, hsum16(acc + k));
+    for (; k < n; ++k) {
+        alignas(64) float v[16];
+        _mm512_store_ps(v, acc[k]);
+        float l[4];
+        for (int c = 0; c < 4; ++c) l[c] = (v[4 * c] + v[4 * c + 2]) + (v[4 * c + 1] + v[4 * c + 3]);
+        out[k] = (l[0] + l[1]) + (l[2] + l[3]);
+    }
+}
+
+// One register block of score_block: QB queries × JB rows, QB·JB
+// accumulators; per 16 values QB + JB loads for QB·JB FMAs.
+template <int QB, int JB>
+inline void score_pass(const float* Q, const float* K, int d, float scale, float* s, int ld) {
     const int d16 = d & ~15;
     const __mmask16 tail = static_cast<__mmask16>((1u << (d - d16)) - 1);
-    for (; q0 + 4 <= nq; q0 += 4) {
+    __m512 acc[QB * JB];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    auto step = [&](int i, __mmask16 m) {
+        __m512 kv[JB];
+        for (int b = 0; b < JB; ++b) kv[b] = _mm512_maskz_loadu_ps(m, K + b * d + i);
+        for (int a = 0; a < QB; ++a) {
+            const __m512 qv = _mm512_maskz_loadu_ps(m, Q + a * d + i);
+            for (int b = 0; b < JB; ++b) acc[a * JB + b] = _mm512_fmadd_ps(qv, kv[b], acc[a * JB + b]);
+        }
+    };
+    for (int i = 0; i < d16; i += 16) step(i, static_cast<__mmask16>(0xFFFF));
+    if (tail) step(d16, tail);
+    // sums[a*JB + b] = Q[a] · K[b]
+    float sums[QB * JB];
+    hsum_n(acc, QB * JB, sums);
+    for (int a = 0; a < QB; ++a)
+        for (int b = 0; b < JB; ++b) s[a * ld + b] = sums[a * JB + b] * scale;
+}
+#endif
+
+// s[q][j] = (Q[q] · K[j]) * scale for nq queries (rows of Q, stride d) and nb
+// rows of K (stride d); s has row stride ld. Each score is summed in dot's
+// order, so it does not depend on which queries were blocked together.
+void score_block(const float* Q, int nq, const float* K, int nb, int d, float scale, float* s, int ld,
+                 RowPrefetch& prefetch) {
+    int q0 = 0;
+#if defined(__AVX512F__)
+    for (; q0 + kScoreQueries <= nq; q0 += kScoreQueries) {
         int j0 = 0;
-        for (; j0 + 4 <= nb; j0 += 4) {
-            __m512 acc[16];
-            for (auto& a : acc) a = _mm512_setzero_ps();
-            const float* qp[4] = {Q + (q0 + 0) * d, Q + (q0 + 1) * d, Q + (q0 + 2) * d, Q + (q0 + 3) * d};
-            const float* kp[4] = {K + (j0 + 0) * d, K + (j0 + 1) * d, K + (j0 + 2) * d, K + (j0 + 3) * d};
-            auto step = [&](__m512 qv[4], __m512 kv[4]) {
-                for (int a = 0; a < 4; ++a)
-                    for (int b = 0; b < 4; ++b) acc[a * 4 + b] = _mm512_fmadd_ps(qv[a], kv[b], acc[a * 4 + b]);
-            };
-            for (int i = 0; i < d16; i += 16) {
-                __m512 qv[4], kv[4];
-                for (int a = 0; a < 4; ++a) qv[a] = _mm512_loadu_ps(qp[a] + i);
-                for (int b = 0; b < 4; ++b) kv[b] = _mm512_loadu_ps(kp[b] + i);
-                step(qv, kv);
-            }
-            if (tail) {
-                __m512 qv[4], kv[4];
-                for (int a = 0; a < 4; ++a) qv[a] = _mm512_maskz_loadu_ps(tail, qp[a] + d16);
-                for (int b = 0; b < 4; ++b) kv[b] = _mm512_maskz_loadu_ps(tail, kp[b] + d16);
-                step(qv, kv);
-            }
-            // sums[a*4 + b] = Q[q0+a] · K[j0+b]
-            alignas(64) float sums[16];
-            _mm512_store_ps(sums, _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(scale)));
-            for (int a = 0; a < 4; ++a) std::memcpy(s + (q0 + a) * ld + j0, sums + a * 4, 4 * sizeof(float));
+        for (; j0 + kScoreRows <= nb; j0 += kScoreRows) {
+            prefetch.step();
+            score_pass<kScoreQueries, kScoreRows>(Q + q0 * d, K + j0 * d, d, scale, s + q0 * ld + j0, ld);
         }
         for (; j0 < nb; ++j0)
-            for (int a = 0; a < 4; ++a) s[(q0 + a) * ld + j0] = dot(Q + (q0 + a) * d, K + j0 * d, d) * scale;
+            for (int a = 0; a < kScoreQueries; ++a)
+                s[(q0 + a) * ld + j0] = dot(Q + (q0 + a) * d, K + j0 * d, d) * scale;
     }
 #endif
     for (; q0 < nq; ++q0)
@@ -244,34 +309,51 @@ inline void accumulate_one(const float* p, const float* V, int nb, int d, int i0
 }
 #endif
 
+#if defined(__AVX512F__)
+// One register block of accumulate_block: QB queries × IV·16 values from i,
+// QB·IV accumulators held over all nb rows; per row IV loads of V and QB
+// broadcasts of p for QB·IV FMAs.
+template <int QB, int IV>
+inline void accumulate_pass(const float* p, int ld, const float* V, int nb, int d, int r, int i, float* acc) {
+    __m512 a[QB * IV];
+    for (int qa = 0; qa < QB; ++qa)
+        for (int c = 0; c < IV; ++c) a[qa * IV + c] = _mm512_loadu_ps(acc + qa * r + i + 16 * c);
+    for (int j = 0; j < nb; ++j) {
+        const float* v = V + j * d + i;
+        __m512 vv[IV];
+        for (int c = 0; c < IV; ++c) vv[c] = _mm512_loadu_ps(v + 16 * c);
+        for (int qa = 0; qa < QB; ++qa) {
+            const __m512 w = _mm512_set1_ps(p[qa * ld + j]);
+            for (int c = 0; c < IV; ++c) a[qa * IV + c] = _mm512_fmadd_ps(w, vv[c], a[qa * IV + c]);
+        }
+    }
+    for (int qa = 0; qa < QB; ++qa)
+        for (int c = 0; c < IV; ++c) _mm512_storeu_ps(acc + qa * r + i + 16 * c, a[qa * IV + c]);
+}
+#endif
+
 // acc[q][0:r] += Σ_j p[q][j] * V[j][0:r] for nq queries (acc stride r, p
 // stride ld) and nb rows of V (stride d). Every element is one fused
 // multiply-add per row in row order, however the queries are blocked.
-void accumulate_block(const float* p, int ld, int nq, const float* V, int nb, int d, int r, float* acc) {
+void accumulate_block(const float* p, int ld, int nq, const float* V, int nb, int d, int r, float* acc,
+                      RowPrefetch& prefetch) {
 #if defined(__AVX512F__)
     int q0 = 0;
-    // 4 queries × 64 values per pass: 16 accumulators, 8 loads per 16 FMAs.
+    // kAccQueries queries × kAccVectors·16 values per pass: V is read from
+    // L2 once per group of 10 queries (a decoded token's 20 heads: twice),
+    // p is broadcast from L1; 12 loads per 20 FMAs.
+    for (; q0 + kAccQueries <= nq; q0 += kAccQueries) {
+        int i = 0;
+        for (; i + 16 * kAccVectors <= r; i += 16 * kAccVectors) {
+            prefetch.step();
+            accumulate_pass<kAccQueries, kAccVectors>(p + q0 * ld, ld, V, nb, d, r, i, acc + q0 * r);
+        }
+        for (int qa = 0; qa < kAccQueries; ++qa)
+            accumulate_one(p + (q0 + qa) * ld, V, nb, d, i, r, acc + (q0 + qa) * r);
+    }
     for (; q0 + 4 <= nq; q0 += 4) {
         int i = 0;
-        for (; i + 64 <= r; i += 64) {
-            __m512 a[16];
-            for (int qa = 0; qa < 4; ++qa)
-                for (int c = 0; c < 4; ++c) a[qa * 4 + c] = _mm512_loadu_ps(acc + (q0 + qa) * r + i + 16 * c);
-            for (int j = 0; j < nb; ++j) {
-                const float* v = V + j * d + i;
-                const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
-                             v3 = _mm512_loadu_ps(v + 48);
-                for (int qa = 0; qa < 4; ++qa) {
-                    const __m512 w = _mm512_set1_ps(p[(q0 + qa) * ld + j]);
-                    a[qa * 4 + 0] = _mm512_fmadd_ps(w, v0, a[qa * 4 + 0]);
-                    a[qa * 4 + 1] = _mm512_fmadd_ps(w, v1, a[qa * 4 + 1]);
-                    a[qa * 4 + 2] = _mm512_fmadd_ps(w, v2, a[qa * 4 + 2]);
-                    a[qa * 4 + 3] = _mm512_fmadd_ps(w, v3, a[qa * 4 + 3]);
-                }
-            }
-            for (int qa = 0; qa < 4; ++qa)
-                for (int c = 0; c < 4; ++c) _mm512_storeu_ps(acc + (q0 + qa) * r + i + 16 * c, a[qa * 4 + c]);
-        }
+        for (; i + 64 <= r; i += 64) accumulate_pass<4, 4>(p + q0 * ld, ld, V, nb, d, r, i, acc + q0 * r);
         for (int qa = 0; qa < 4; ++qa) accumulate_one(p + (q0 + qa) * ld, V, nb, d, i, r, acc + (q0 + qa) * r);
     }
     for (; q0 < nq; ++q0) accumulate_one(p + q0 * ld, V, nb, d, 0, r, acc + q0 * r);
@@ -393,6 +475,7 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
     std::atomic<size_t> next{0};  // items are uneven (causal prompts), so threads take them one by one
     pool_.run([&](int, int) {
         std::vector<float> kf(static_cast<size_t>(kRowBlock) * d), qf, s;
+        RowPrefetch prefetch;
         for (size_t it; (it = next.fetch_add(1)) < items.size();) {
             const Item& item = items[it];
             const Tile& tl = tiles[item.tile];
@@ -408,10 +491,15 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
             const int32_t* cells = rows.cells[tl.t0];
             for (int64_t c = item.c0; c < item.c1; c += kRowBlock) {
                 const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, item.c1 - c));
+                // The next block's rows are fetched while this one is scored and summed.
+                const int64_t next_nb = std::clamp<int64_t>(item.c1 - c - kRowBlock, 0, kRowBlock);
+                prefetch.start(cache, layer, next_nb > 0 ? cells + c + kRowBlock : cells, next_nb,
+                               static_cast<int64_t>(nq / kScoreQueries) * (nb / kScoreRows) +
+                                   (nq / kAccQueries) * (r / (16 * kAccVectors)));
                 // kf: [nb, d] — the block's rows as f32, read once for all queries.
                 for (int j = 0; j < nb; ++j) row_to_f32(type, cache.k_row(layer, cells[c + j]), kf.data() + j * d, d);
                 // s: [nq, nb] scores, -inf past each token's own causal end.
-                score_block(qt, nq, kf.data(), nb, d, scale, s.data(), kRowBlock);
+                score_block(qt, nq, kf.data(), nb, d, scale, s.data(), kRowBlock, prefetch);
                 for (int qi = 0; qi < nq; ++qi) {
                     const int64_t visible = rows.n_cells[tl.t0 + qi / n_head] - c;
                     float* sq = s.data() + qi * kRowBlock;
@@ -432,7 +520,8 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
                     }
                 }
                 // acc[q] += Σ_j p[q][j] · V[j], V[j] = the first r values of row j.
-                accumulate_block(s.data(), kRowBlock, nq, kf.data(), nb, d, r, st.acc);
+                accumulate_block(s.data(), kRowBlock, nq, kf.data(), nb, d, r, st.acc, prefetch);
+                prefetch.finish();  // whatever the passes left (nq or nb not a multiple of the register blocks)
             }
         }
     });
