@@ -170,6 +170,14 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab, int32_t n_ctx) :
     require_finite(p.repeat_penalty, "repeat_penalty");
     require_finite(p.presence_penalty, "presence_penalty");
     require_finite(p.frequency_penalty, "frequency_penalty");
+    require_finite(p.dry_multiplier, "dry_multiplier");
+    require_finite(p.dry_base, "dry_base");
+    require_finite(p.mirostat_tau, "mirostat_tau");
+    require_finite(p.mirostat_eta, "mirostat_eta");
+    if (p.dry_penalty_last_n < -1) {
+        throw std::invalid_argument("sampling parameter 'dry_penalty_last_n' must be -1 or more, got " +
+                                    std::to_string(p.dry_penalty_last_n));
+    }
     if (p.repeat_last_n < -1) {
         throw std::invalid_argument("sampling parameter 'repeat_last_n' must be -1 or more, got " +
                                     std::to_string(p.repeat_last_n));
@@ -200,6 +208,7 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab, int32_t n_ctx) :
     p.min_p = std::clamp(p.min_p, 0.0f, 1.0f);
     p.xtc_probability = std::clamp(p.xtc_probability, 0.0f, 1.0f);
     p.xtc_threshold = std::clamp(p.xtc_threshold, 0.0f, 1.0f);
+    p.mirostat = std::clamp(p.mirostat, 0, 2);
 
     if (p.repeat_last_n == -1) {
         window_ = n_ctx > 0 ? static_cast<size_t>(n_ctx) : kUnboundedWindow;
@@ -210,8 +219,19 @@ Sampler::Sampler(const SamplingParams& params, int32_t n_vocab, int32_t n_ctx) :
         std::find(p.samplers.begin(), p.samplers.end(), SamplerType::penalties) != p.samplers.end();
     const bool penalties_neutral =
         p.repeat_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f;
-    if (!penalties_in_chain || penalties_neutral) window_ = 0;  // nothing to record
+    // With mirostat on, the listed samplers are not in the chain at all.
+    if (!penalties_in_chain || penalties_neutral || p.mirostat != 0) window_ = 0;  // nothing to record
     if (window_ > 0) counts_.assign(static_cast<size_t>(n_vocab), 0);
+
+    const bool dry_in_chain = std::find(p.samplers.begin(), p.samplers.end(), SamplerType::dry) != p.samplers.end();
+    if (dry_in_chain && p.mirostat == 0 && p.dry_multiplier != 0.0f && p.dry_base >= 1.0f &&
+        p.dry_penalty_last_n != 0) {
+        size_t dry_window = static_cast<size_t>(p.dry_penalty_last_n);
+        if (p.dry_penalty_last_n == -1) dry_window = n_ctx > 0 ? static_cast<size_t>(n_ctx) : kUnboundedWindow;
+        dry_ = std::make_unique<DryPenalty>(p.dry_multiplier, p.dry_base, p.dry_allowed_length, dry_window,
+                                            p.dry_breakers);
+    }
+    mu_ = 2.0f * p.mirostat_tau;
 
     cand_.resize(static_cast<size_t>(n_vocab));
     probs_out_.reserve(static_cast<size_t>(p.n_probs));
@@ -228,6 +248,7 @@ void Sampler::accept(int32_t token) {
         throw std::out_of_range("sampler: token " + std::to_string(token) + " is outside the vocabulary [0, " +
                                 std::to_string(n_vocab_) + ")");
     }
+    if (dry_) dry_->accept(token);
     if (window_ == 0) return;
     ++counts_[static_cast<size_t>(token)];
     if (history_.size() < window_) {
@@ -245,6 +266,8 @@ void Sampler::reset() {
     for (int32_t t : history_) counts_[static_cast<size_t>(t)] = 0;
     history_.clear();
     history_head_ = 0;
+    if (dry_) dry_->reset();
+    mu_ = 2.0f * params_.mirostat_tau;
     seed_cur_ = resolve_seed(params_.seed);
     xtc_seed_cur_ = resolve_seed(params_.seed);
     rng_.seed(seed_cur_);
@@ -257,6 +280,7 @@ void Sampler::reset() {
 bool Sampler::chain_is_plain_greedy() const {
     const SamplingParams& p = params_;
     if (p.temperature > 0.0f || p.dynatemp_range > 0.0f || p.n_probs > 0) return false;
+    if (p.mirostat != 0) return false;  // a different chain, with state (mu) to update
     const bool typical_active = p.typical_p < 1.0f;
     const bool xtc_active = p.xtc_probability > 0.0f && p.xtc_threshold <= 0.5f;
     bool filtered = false;  // a filter stage ran before this point
@@ -269,6 +293,7 @@ bool Sampler::chain_is_plain_greedy() const {
                 if (window_ > 0 && (filtered || temperature)) return false;
                 break;
             case SamplerType::dry:
+                if (dry_) return false;  // changes logits; the fast path applies only the penalties
                 break;
             case SamplerType::top_k:
             case SamplerType::top_p:
@@ -326,13 +351,22 @@ int32_t Sampler::sample(std::span<const float> logits) {
         identity_ = true;
         apply_logit_bias();
     }
+    if (params_.mirostat != 0) {
+        materialize();
+        scale_by_temperature(params_.temperature);
+        select_by_mirostat();
+        const Candidate& chosen = cand_[static_cast<size_t>(selected_)];
+        sampled_prob_ = chosen.p;
+        return chosen.id;
+    }
     for (SamplerType type : params_.samplers) {
         switch (type) {
             case SamplerType::penalties:
                 apply_penalties();
                 break;
             case SamplerType::dry:
-                break;  // not implemented: DRY needs the tokenizer's sequence breakers
+                apply_dry();
+                break;
             case SamplerType::top_n_sigma:
                 apply_top_n_sigma();
                 break;
@@ -503,6 +537,26 @@ void Sampler::apply_penalties() {
         for (size_t i = 0; i < size_; ++i) {
             const int32_t count = counts_[static_cast<size_t>(cand_[i].id)];
             if (count > 0) penalize(cand_[i].logit, count);
+        }
+    }
+    sorted_ = false;
+}
+
+void Sampler::apply_dry() {
+    if (!dry_) return;
+    const std::span<const DryTokenPenalty> penalties = dry_->penalties();
+    if (penalties.empty()) return;
+    if (dense_ != nullptr) {
+        float* logits = writable_dense();
+        for (const DryTokenPenalty& p : penalties) logits[p.token] -= p.penalty;
+    } else if (identity_) {
+        for (const DryTokenPenalty& p : penalties) cand_[static_cast<size_t>(p.token)].logit -= p.penalty;
+    } else {
+        // A filtered list (DRY placed after a filter): look each candidate up.
+        dry_lookup_.clear();
+        for (const DryTokenPenalty& p : penalties) dry_lookup_.emplace(p.token, p.penalty);
+        for (size_t i = 0; i < size_; ++i) {
+            if (auto it = dry_lookup_.find(cand_[i].id); it != dry_lookup_.end()) cand_[i].logit -= it->second;
         }
     }
     sorted_ = false;
@@ -711,26 +765,28 @@ void Sampler::apply_xtc() {
     }
 }
 
+void Sampler::scale_by_temperature(float temp) {
+    if (temp <= 0.0f) {
+        // Greedy: the first highest logit stays, every other becomes -inf.
+        size_t max_i = 0;
+        float max_l = cand_[0].logit;
+        for (size_t i = 1; i < size_; ++i) {
+            if (cand_[i].logit > max_l) {
+                cand_[max_i].logit = -INFINITY;
+                max_i = i;
+                max_l = cand_[i].logit;
+            } else {
+                cand_[i].logit = -INFINITY;
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < size_; ++i) cand_[i].logit /= temp;
+}
+
 void Sampler::apply_temperature() {
     materialize();
-    auto scale = [this](float temp) {
-        if (temp <= 0.0f) {
-            // Greedy: the first highest logit stays, every other becomes -inf.
-            size_t max_i = 0;
-            float max_l = cand_[0].logit;
-            for (size_t i = 1; i < size_; ++i) {
-                if (cand_[i].logit > max_l) {
-                    cand_[max_i].logit = -INFINITY;
-                    max_i = i;
-                    max_l = cand_[i].logit;
-                } else {
-                    cand_[i].logit = -INFINITY;
-                }
-            }
-            return;
-        }
-        for (size_t i = 0; i < size_; ++i) cand_[i].logit /= temp;
-    };
+    auto scale = [this](float temp) { scale_by_temperature(temp); };
 
     const float temp = params_.temperature;
     const float delta = params_.dynatemp_range;
@@ -794,6 +850,58 @@ void Sampler::select_by_distribution() {
         cand_[i].p = static_cast<float>(cand_[i].p / sum);
     }
     if (!found) selected_ = static_cast<int32_t>(size_ - 1);  // only with NaN logits
+}
+
+namespace {
+
+// Mirostat's k as llama.cpp computes it, std::max(int(k), 1): on x86, int() turns NaN and
+// anything outside the int32 range (2^31 as a float) into INT_MIN, which then becomes 1.
+int32_t mirostat_k(float k) {
+    if (!(k >= -2147483648.0f && k < 2147483648.0f)) return 1;
+    return std::max(static_cast<int32_t>(k), 1);
+}
+
+}  // namespace
+
+void Sampler::select_by_mirostat() {
+    const float tau = params_.mirostat_tau;
+    const float eta = params_.mirostat_eta;
+    softmax(true);
+    if (params_.mirostat == 1) {
+        // Estimate the Zipf exponent s of the distribution from its m = 100 most probable tokens
+        // (least squares of log(p_i / p_i+1) on log((i + 2) / (i + 1))), then keep the k tokens
+        // that make the expected surprise mu for that exponent.
+        constexpr size_t m = 100;
+        float sum_ti_bi = 0.0f;
+        float sum_ti_sq = 0.0f;
+        for (size_t i = 0; i < m - 1 && i + 1 < size_; ++i) {
+            const float t_i = std::log(static_cast<float>(i + 2) / static_cast<float>(i + 1));
+            const float b_i = std::log(cand_[i].p / cand_[i + 1].p);
+            sum_ti_bi += t_i * b_i;
+            sum_ti_sq += t_i * t_i;
+        }
+        const float s_hat = sum_ti_bi / sum_ti_sq;
+        const float epsilon_hat = s_hat - 1.0f;
+        const float k = std::pow(
+            (epsilon_hat * std::pow(2.0f, mu_)) / (1.0f - std::pow(static_cast<float>(n_vocab_), -epsilon_hat)),
+            1.0f / s_hat);
+        size_ = std::min(size_, static_cast<size_t>(mirostat_k(k)));
+    } else {
+        // Keep the most probable tokens whose surprise -log2(p) does not exceed mu (at least one).
+        size_t keep = 0;
+        while (keep < size_ && !(-std::log2(cand_[keep].p) > mu_)) ++keep;
+        size_ = std::max<size_t>(keep, 1);
+    }
+    softmax(true);
+
+    weights_.resize(size_);
+    for (size_t i = 0; i < size_; ++i) weights_[i] = cand_[i].p;
+    std::discrete_distribution<int> dist(weights_.begin(), weights_.end());
+    selected_ = dist(rng_);
+
+    // Move mu toward the target by the error of this token's surprise.
+    const float observed_surprise = -std::log2(cand_[static_cast<size_t>(selected_)].p);
+    mu_ = mu_ - eta * (observed_surprise - tau);
 }
 
 float raw_token_probs(std::span<const float> logits, int32_t token, size_t n, std::vector<TokenProb>& top) {

@@ -4,8 +4,15 @@
 // names and defaults. A Sampler turns one row of logits into a token through the
 // chain llama-server builds:
 //
-//   logit_bias → samplers (default: penalties, top_n_sigma, top_k, typical_p,
-//                          top_p, min_p, xtc, temperature) → dist(seed)
+//   mirostat = 0:  logit_bias → samplers (default: penalties, dry, top_n_sigma,
+//                  top_k, typical_p, top_p, min_p, xtc, temperature) → dist(seed)
+//   mirostat = 1:  logit_bias → temperature (no dynatemp) → Mirostat(seed)
+//   mirostat = 2:  logit_bias → temperature (no dynatemp) → Mirostat 2(seed)
+//
+// With mirostat on, the `samplers` list (penalties and DRY included) is not used,
+// as in llama.cpp. Mirostat keeps its target surprise mu (2 * tau at the start)
+// across the tokens of the sequence and draws with std::discrete_distribution,
+// as llama.cpp does; reset() restores mu.
 //
 // The stages follow llama.cpp's arithmetic and candidate order, and the final
 // draw uses the same generator (std::mt19937 seeded with `seed`, one
@@ -14,7 +21,13 @@
 //
 // The caller feeds every token of the sequence to accept(), prompt tokens
 // included, as llama-server primes its sampler with the prompt; the penalties
-// look at the last repeat_last_n of them. sample() does not accept its own token.
+// look at the last repeat_last_n of them, DRY at the last dry_penalty_last_n
+// (engine/sampler_dry.h). sample() does not accept its own token.
+//
+// DRY's sequence breakers are strings; matching them needs the vocabulary, so
+// the caller that has the tokenizer fills `dry_breakers` from
+// `dry_sequence_breakers` (match_dry_sequence_breakers). Without it DRY runs
+// with no breakers.
 //
 // After sample(), post_sampling_probs() gives the candidates that survived the
 // chain with their final probabilities (llama-server's `post_sampling_probs`;
@@ -23,21 +36,25 @@
 // raw_token_probs() gives the softmax of the raw logits (its default `n_probs`).
 //
 // One Sampler per sequence; it allocates its buffers up front ([n_vocab]) and
-// nothing per token. Samplers share no state, so slots can sample on different
-// threads.
+// nothing per token, except DRY's history buffers as the history grows and
+// Mirostat's draw (std::discrete_distribution builds its table per draw).
+// Samplers share no state, so slots can sample on different threads.
 //
 // Grammars are applied around the chain (engine/grammar_sampler.h).
-// Not implemented: DRY (accepted as a sampler name, does nothing), mirostat,
-// infill and adaptive_p.
+// Not implemented: infill and adaptive_p.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
+
+#include "engine/sampler_dry.h"
 
 namespace moeserve {
 
@@ -78,6 +95,19 @@ struct SamplingParams {
     float presence_penalty = 0.0f;  // logit -= count * frequency + (count > 0) * presence
     float frequency_penalty = 0.0f;
 
+    // DRY (sampler_dry.h): on when dry_multiplier != 0, dry_base >= 1 and dry_penalty_last_n != 0.
+    float dry_multiplier = 0.0f;
+    float dry_base = 1.75f;
+    int32_t dry_allowed_length = 2;   // repeats up to this long are free
+    int32_t dry_penalty_last_n = -1;  // window of accepted tokens; 0: off; -1: the context size
+    std::vector<std::string> dry_sequence_breakers = {"\n", ":", "\"", "*"};
+    // dry_sequence_breakers matched against the model's vocabulary; null: no breakers.
+    std::shared_ptr<const DrySequenceBreakers> dry_breakers;
+
+    int32_t mirostat = 0;       // 0: off; 1: Mirostat; 2: Mirostat 2.0 (replaces the samplers)
+    float mirostat_tau = 5.0f;  // target surprise (bits)
+    float mirostat_eta = 0.1f;  // learning rate of mu
+
     int32_t min_keep = 0;  // top_p, min_p, typical_p and xtc keep at least this many
     int32_t n_probs = 0;   // how many probabilities the server reports per token
 
@@ -95,22 +125,24 @@ struct TokenProb {
 class Sampler {
   public:
     // Throws std::invalid_argument naming the parameter for values no request can
-    // mean (n_vocab <= 0, repeat_last_n < -1, min_keep < 0, a NaN or infinite
-    // float, a logit_bias token outside the vocabulary, n_probs < 0). Soft ranges
-    // are clamped as llama-server does: top_k < 0 → 0, top_p and min_p into
-    // [0, 1], xtc_probability and xtc_threshold into [0, 1], temperature < 0 → 0.
-    // n_ctx is the sequence's context size, used when repeat_last_n is -1 (0:
-    // unbounded).
+    // mean (n_vocab <= 0, repeat_last_n or dry_penalty_last_n < -1, min_keep < 0,
+    // a NaN or infinite float, a logit_bias token outside the vocabulary,
+    // n_probs < 0). Soft ranges are clamped as llama-server does: top_k < 0 → 0,
+    // top_p and min_p into [0, 1], xtc_probability and xtc_threshold into [0, 1],
+    // temperature < 0 → 0, mirostat into [0, 2]. n_ctx is the sequence's context
+    // size, used when repeat_last_n or dry_penalty_last_n is -1 (0: unbounded);
+    // llama.cpp also caps DRY's window at n_ctx_train, which a slot's context
+    // never exceeds.
     Sampler(const SamplingParams& params, int32_t n_vocab, int32_t n_ctx = 0);
 
     // Picks a token from one row of logits ([n_vocab]). Does not accept it.
     int32_t sample(std::span<const float> logits);
 
-    // Records a token of the sequence (prompt or generated) for the penalties.
+    // Records a token of the sequence (prompt or generated) for the penalties and DRY.
     void accept(int32_t token);
 
-    // Forgets the history and restarts the generator: a fixed seed replays the
-    // same draws, the random seed draws a new one.
+    // Forgets the history, restores Mirostat's mu and restarts the generator: a
+    // fixed seed replays the same draws, the random seed draws a new one.
     void reset();
 
     // After sample(): the n most probable candidates left by the chain, by
@@ -124,6 +156,8 @@ class Sampler {
     // The seed in use: params().seed, or the one drawn for kRandomSeed.
     uint32_t seed() const { return seed_cur_; }
     int32_t n_vocab() const { return n_vocab_; }
+    // Mirostat's current target surprise (2 * mirostat_tau until the first sample()).
+    float mirostat_mu() const { return mu_; }
 
   private:
     struct Candidate {
@@ -134,6 +168,7 @@ class Sampler {
 
     void apply_logit_bias();
     void apply_penalties();
+    void apply_dry();
     void apply_top_n_sigma();
     void apply_top_k(int32_t k);
     void apply_typical();
@@ -141,7 +176,9 @@ class Sampler {
     void apply_min_p();
     void apply_xtc();
     void apply_temperature();
+    void scale_by_temperature(float temp);
     void select_by_distribution();
+    void select_by_mirostat();  // params_.mirostat 1 or 2, on the materialized list
 
     // Whether the chain is greedy in a way that reduces to the argmax of the penalized logits
     // (see sample()); decided once, from the parameters.
@@ -169,6 +206,12 @@ class Sampler {
     std::vector<int32_t> history_;
     size_t history_head_ = 0;      // next slot to overwrite once the ring is full
     std::vector<int32_t> counts_;  // [n_vocab]
+
+    std::unique_ptr<DryPenalty> dry_;                // null: DRY off or not in the chain
+    std::unordered_map<int32_t, float> dry_lookup_;  // penalties by token, for filtered candidate lists
+
+    float mu_ = 0.0f;              // Mirostat's target surprise, kept across tokens
+    std::vector<double> weights_;  // Mirostat's draw weights
 
     // The working candidate list, reused across calls: cand_[0, size_), unless dense_ is set.
     const float* dense_ = nullptr;   // [n_vocab]: the caller's logits, or dense_copy_ once written

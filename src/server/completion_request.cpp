@@ -120,6 +120,26 @@ std::vector<LogitBias> parse_logit_bias(const json& v, const ServedModel& model)
     return out;
 }
 
+// dry_sequence_breakers: a non-empty array of strings, as llama-server requires.
+std::vector<std::string> parse_dry_sequence_breakers(const json& v) {
+    if (!v.is_array() || v.empty())
+        throw invalid_request("Field 'dry_sequence_breakers': expected a non-empty array of strings");
+    std::vector<std::string> out;
+    for (const auto& e : v) {
+        if (!e.is_string())
+            throw invalid_request("Field 'dry_sequence_breakers': expected a non-empty array of strings");
+        out.push_back(e.get<std::string>());
+    }
+    return out;
+}
+
+// Whether the sampler will run DRY (the same test as Sampler's): only then are the breakers
+// worth matching against the vocabulary, a pass over every token.
+bool dry_runs(const SamplingParams& sp) {
+    const bool listed = std::find(sp.samplers.begin(), sp.samplers.end(), SamplerType::dry) != sp.samplers.end();
+    return listed && sp.mirostat == 0 && sp.dry_multiplier != 0.0f && sp.dry_base >= 1.0f && sp.dry_penalty_last_n != 0;
+}
+
 std::vector<SamplerType> parse_samplers(const json& v) {
     std::vector<SamplerType> out;
     if (v.is_string()) {
@@ -210,7 +230,6 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     call.return_tokens = bool_field(body, "return_tokens").value_or(false);
     call.timings_per_token = bool_field(body, "timings_per_token").value_or(false);
 
-
     GenerationRequest base;
     base.sampling = o.sampling;
     SamplingParams& sp = base.sampling;
@@ -229,6 +248,17 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     set_float(body, "presence_penalty", sp.presence_penalty);
     set_float(body, "frequency_penalty", sp.frequency_penalty);
     set_int(body, "min_keep", sp.min_keep, 0);
+    set_float(body, "dry_multiplier", sp.dry_multiplier);
+    set_float(body, "dry_base", sp.dry_base);
+    if (sp.dry_base < 1.0f) sp.dry_base = o.sampling.dry_base;  // llama-server: below 1 means the default
+    set_int(body, "dry_allowed_length", sp.dry_allowed_length);
+    set_int(body, "dry_penalty_last_n", sp.dry_penalty_last_n, -1);
+    if (auto b = body.find("dry_sequence_breakers"); b != body.end() && !b->is_null())
+        sp.dry_sequence_breakers = parse_dry_sequence_breakers(*b);
+    set_int(body, "mirostat", sp.mirostat);
+    sp.mirostat = std::clamp(sp.mirostat, 0, 2);  // soft range
+    set_float(body, "mirostat_tau", sp.mirostat_tau);
+    set_float(body, "mirostat_eta", sp.mirostat_eta);
     if (auto seed = int_field(body, "seed")) {
         if (*seed < -1 || *seed > UINT32_MAX)
             throw invalid_request(
@@ -238,6 +268,11 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     if (auto lb = body.find("logit_bias"); lb != body.end() && !lb->is_null())
         sp.logit_bias = parse_logit_bias(*lb, model);
     if (auto s = body.find("samplers"); s != body.end() && !s->is_null()) sp.samplers = parse_samplers(*s);
+    sp.dry_breakers = nullptr;
+    if (dry_runs(sp)) {
+        sp.dry_breakers = std::make_shared<const DrySequenceBreakers>(
+            match_dry_sequence_breakers(sp.dry_sequence_breakers, model.tokenizer()));
+    }
 
     // Generation limit: n_predict > max_completion_tokens > max_tokens.
     base.n_predict = o.n_predict;
@@ -350,6 +385,14 @@ json generation_settings(const GenerationRequest& rq, const ServedModel& model) 
                 {"repeat_penalty", s.repeat_penalty},
                 {"presence_penalty", s.presence_penalty},
                 {"frequency_penalty", s.frequency_penalty},
+                {"dry_multiplier", s.dry_multiplier},
+                {"dry_base", s.dry_base},
+                {"dry_allowed_length", s.dry_allowed_length},
+                {"dry_penalty_last_n", s.dry_penalty_last_n},
+                {"dry_sequence_breakers", s.dry_sequence_breakers},
+                {"mirostat", s.mirostat},
+                {"mirostat_tau", s.mirostat_tau},
+                {"mirostat_eta", s.mirostat_eta},
                 {"stop", rq.stop},
                 {"n_keep", 0},
                 {"n_discard", 0},
