@@ -29,6 +29,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/vec_math.h"
 #include "memory/kv_cache.h"
 #include "quant/block_formats.h"
 #include "quant/dequantize.h"
@@ -152,28 +153,6 @@ inline __m512 hsum16(const __m512 a[16]) {
     return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88), _mm512_shuffle_f32x4(z[0], z[1], 0xDD));
 }
 
-// e^x for 16 floats, to about 1 ulp: x = n·ln2 + r, |r| <= ln2/2, a degree-7
-// Taylor polynomial for e^r, scaled by 2^n. Results below the smallest
-// normal float (x < -87) are 0: denormal weights would make every later
-// multiply-add take a slow microcode path.
-inline __m512 exp512(__m512 x) {
-    const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);  // includes -inf
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.7f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(p, n));
-}
-
 #endif
 
 // max(init, x[0:n]).
@@ -198,7 +177,7 @@ inline float exp_sum(float* x, int n, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
     for (int i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m));
         _mm512_mask_storeu_ps(x + i, k, e);
         sum = _mm512_mask_add_ps(sum, k, sum, e);
     }

@@ -2,10 +2,8 @@
 // of a 32-head, 4-layer model takes a million exponentials: scalar expf
 // alone costs more than reading the q4_0 cache they weight.
 //
-// exp here is exp(x) = 2^n · e^r with n = round(x·log2 e) and |r| ≤ ln2/2,
-// e^r from its degree-6 Taylor polynomial (truncation error < 1.3e-7
-// relative, about one ulp), 2^n applied exactly (AVX-512 scalef). Scores are
-// finite; inputs below -87 give values under 2^-126 (or 0), as expf does.
+// The AVX-512 exp is about one ulp from expf for results that are normal
+// floats and 0 below that (shared by the attention and MLA kernels).
 #pragma once
 
 #include <algorithm>
@@ -20,21 +18,26 @@
 namespace moeserve {
 
 #if defined(__AVX512F__)
+// exp(x) = 2^n · e^r, n = round(x·log2 e), r = x - n·ln2 (ln2 split in two
+// for exactness), e^r from its degree-7 Taylor polynomial. Results that
+// would not be a normal float (x < -87, -inf included) are 0: denormal
+// weights would make every later multiply-add take a slow microcode path.
 inline __m512 exp_ps(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.7f));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2 split in two for exactness
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(p, n));
 }
 #endif
 
