@@ -179,3 +179,68 @@ TEST(ServerFlags, help_documents_every_flag) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// The sampling flags of llama-server's table (spec server-behaviour §2), with
+// its defaults: a value set on the command line becomes every request's default.
+TEST(ServerFlags, sampling_flags_set_the_request_defaults) {
+    const auto d = parse({"-m", "m.gguf"});
+    EXPECT_FLOAT_EQ(d.sampling.dry_multiplier, 0.0f);
+    EXPECT_FLOAT_EQ(d.sampling.dry_base, 1.75f);
+    EXPECT_EQ(d.sampling.dry_allowed_length, 2);
+    EXPECT_EQ(d.sampling.dry_penalty_last_n, -1);
+    EXPECT_EQ(d.sampling.dry_sequence_breakers, (std::vector<std::string>{"\n", ":", "\"", "*"}));
+    EXPECT_EQ(d.sampling.mirostat, 0);
+    EXPECT_FLOAT_EQ(d.sampling.mirostat_eta, 0.1f);
+    EXPECT_FLOAT_EQ(d.sampling.mirostat_tau, 5.0f);
+    EXPECT_FLOAT_EQ(d.sampling.xtc_probability, 0.0f);
+    EXPECT_FLOAT_EQ(d.sampling.xtc_threshold, 0.1f);
+    EXPECT_FLOAT_EQ(d.sampling.top_n_sigma, -1.0f);
+
+    const auto o = parse({"-m",
+                          "m.gguf",
+                          "--dry-multiplier",
+                          "0.8",
+                          "--dry-base",
+                          "2",
+                          "--dry-allowed-length",
+                          "3",
+                          "--dry-penalty-last-n",
+                          "256",
+                          "--dry-sequence-breaker",
+                          "###",
+                          "--dry-sequence-breaker",
+                          "\n",
+                          "--mirostat",
+                          "2",
+                          "--mirostat-lr",
+                          "0.2",
+                          "--mirostat-ent",
+                          "4",
+                          "--xtc-probability",
+                          "0.5",
+                          "--xtc-threshold",
+                          "0.2",
+                          "--top-nsigma",
+                          "1.5"});
+    EXPECT_FLOAT_EQ(o.sampling.dry_multiplier, 0.8f);
+    EXPECT_FLOAT_EQ(o.sampling.dry_base, 2.0f);
+    EXPECT_EQ(o.sampling.dry_allowed_length, 3);
+    EXPECT_EQ(o.sampling.dry_penalty_last_n, 256);
+    EXPECT_EQ(o.sampling.dry_sequence_breakers, (std::vector<std::string>{"###", "\n"}));
+    EXPECT_EQ(o.sampling.mirostat, 2);
+    EXPECT_FLOAT_EQ(o.sampling.mirostat_eta, 0.2f);
+    EXPECT_FLOAT_EQ(o.sampling.mirostat_tau, 4.0f);
+    EXPECT_FLOAT_EQ(o.sampling.xtc_probability, 0.5f);
+    EXPECT_FLOAT_EQ(o.sampling.xtc_threshold, 0.2f);
+    EXPECT_FLOAT_EQ(o.sampling.top_n_sigma, 1.5f);
+
+    EXPECT_TRUE(parse({"-m", "m.gguf", "--dry-sequence-breaker", "none"}).sampling.dry_sequence_breakers.empty());
+    EXPECT_NE(error_of({"-m", "m.gguf", "--mirostat", "3"}).find("--mirostat"), std::string::npos);
+    EXPECT_NE(error_of({"-m", "m.gguf", "--dry-penalty-last-n", "-2"}).find("--dry-penalty-last-n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -68,6 +68,7 @@ struct ServerOptions {
 
     // Sampling defaults for requests
     SamplingParams sampling;
+    bool dry_breakers_set = false;  // a --dry-sequence-breaker replaced the default breakers
 
     bool help = false;  // -h: print server_help() and exit
 };
