@@ -563,6 +563,11 @@ TEST(SamplerServerE2E, DryAndMirostatFieldsAreAcceptedAndEchoed) {
         EXPECT_EQ(bad.status, 400) << body;
         EXPECT_NE(bad.body.find(std::string("'") + field + "'"), std::string::npos) << body << " -> " << bad.body;
     }
+    // llama.cpp samplers moeserve lacks are refused by name, never skipped.
+    const auto infill =
+        test::curl(server.url("/completion"), "POST", R"({"prompt":"Hi","samplers":["top_k","infill"]})");
+    EXPECT_EQ(infill.status, 400);
+    EXPECT_NE(infill.body.find("'infill' is not supported"), std::string::npos) << infill.body;
 }
 
 }  // namespace

@@ -41,7 +41,8 @@
 // Samplers share no state, so slots can sample on different threads.
 //
 // Grammars are applied around the chain (engine/grammar_sampler.h).
-// Not implemented: infill and adaptive_p.
+// llama.cpp's infill and adaptive_p samplers are not part of moeserve (there
+// is no /infill endpoint); naming them in `samplers` is a 400 that says so.
 #pragma once
 
 #include <cstdint>

@@ -151,8 +151,15 @@ std::vector<SamplerType> parse_samplers(const json& v) {
     } else if (v.is_array()) {
         for (const auto& e : v) {
             if (!e.is_string()) throw invalid_request("Field 'samplers': expected an array of sampler names");
-            auto t = sampler_type_from_name(e.get<std::string>());
-            if (!t) throw invalid_request(fmt::format("Field 'samplers': unknown sampler '{}'", e.get<std::string>()));
+            const std::string name = e.get<std::string>();
+            // llama.cpp samplers moeserve does not have: refused by name rather than skipped.
+            if (name == "infill" || name == "adaptive_p")
+                throw invalid_request(fmt::format(
+                    "Field 'samplers': '{}' is not supported by moeserve (it has no /infill endpoint or adaptive-p "
+                    "sampler)",
+                    name));
+            auto t = sampler_type_from_name(name);
+            if (!t) throw invalid_request(fmt::format("Field 'samplers': unknown sampler '{}'", name));
             out.push_back(*t);
         }
     } else {
