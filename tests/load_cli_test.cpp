@@ -96,22 +96,14 @@ TEST(LoadStats, round_summary_pools_gaps_and_counts_errors_by_kind) {
 
 // ---- the tool against a real server ---------------------------------------
 
-class LoadCli : public ::testing::Test {
+class LoadCli : public test::SharedServerTest<LoadCli> {
+  public:
+    // Two slots of 256 tokens: room for the short prompts below, not for a 600-word one.
+    static std::vector<std::string> server_args() {
+        return {"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "2", "-c", "512", "-t", "2"};
+    }
+
   protected:
-    static void SetUpTestSuite() {
-        if (!test::have_fixtures()) return;
-        // Two slots of 256 tokens: room for the short prompts below, not for a 600-word one.
-        server_ = new test::Server(
-            {"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "2", "-c", "512", "-t", "2"});
-    }
-    static void TearDownTestSuite() {
-        delete server_;
-        server_ = nullptr;
-    }
-    void SetUp() override {
-        MOESERVE_REQUIRE_FIXTURES();
-        ASSERT_TRUE(server_->ready()) << server_->log();
-    }
     // A small run: 4 requests of 6 generated tokens per round.
     static test::CommandResult load(std::vector<std::string> extra) {
         std::vector<std::string> args = {"load",         "--url", server_->url(),    "-n", "4",
@@ -119,9 +111,7 @@ class LoadCli : public ::testing::Test {
         args.insert(args.end(), extra.begin(), extra.end());
         return test::run_moeserve(args);
     }
-    static test::Server* server_;
 };
-test::Server* LoadCli::server_ = nullptr;
 
 // The keys of a JSON object, sorted.
 std::vector<std::string> keys(const json& object) {

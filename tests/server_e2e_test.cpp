@@ -3,10 +3,10 @@
 // Every server a test starts is killed when the test ends, pass or fail.
 #include <gtest/gtest.h>
 
-#include <map>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <map>
 
 #include <cctype>
 #include <chrono>
@@ -26,8 +26,8 @@ namespace {
 using json = nlohmann::ordered_json;
 namespace fs = std::filesystem;
 using test::curl;
-using test::HttpResult;
 using test::have_node_modules;
+using test::HttpResult;
 using test::run_node;
 using test::Server;
 using test::sse_payloads;
@@ -37,23 +37,12 @@ std::string model_path() {
 }
 
 // One server shared by the tests that do not need special flags: 4 slots of 512.
-class ServerE2E : public ::testing::Test {
-  protected:
-    static void SetUpTestSuite() {
-        if (!test::have_fixtures()) return;
-        server_ = new Server({"-m", model_path(), "-np", "4", "-c", "2048", "--metrics", "-t", "2"});
+class ServerE2E : public test::SharedServerTest<ServerE2E> {
+  public:
+    static std::vector<std::string> server_args() {
+        return {"-m", model_path(), "-np", "4", "-c", "2048", "--metrics", "-t", "2"};
     }
-    static void TearDownTestSuite() {
-        delete server_;
-        server_ = nullptr;
-    }
-    void SetUp() override {
-        MOESERVE_REQUIRE_FIXTURES();
-        ASSERT_TRUE(server_ && server_->ready()) << (server_ ? server_->log() : "");
-    }
-    static Server* server_;
 };
-Server* ServerE2E::server_ = nullptr;
 
 const char* kChat = R"({"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello!"}],
                         "max_tokens":16,"temperature":0,"ignore_eos":true})";

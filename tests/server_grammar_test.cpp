@@ -31,24 +31,12 @@ void expect_schema_shape(const std::string& content) {
     for (const auto& [k, _] : v.items()) EXPECT_TRUE(k == "city" || k == "days" || k == "units") << k;
 }
 
-class ServerGrammar : public ::testing::Test {
-  protected:
-    static void SetUpTestSuite() {
-        if (!test::have_fixtures()) return;
-        server_ = new Server(
-            {"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "2", "-c", "2048", "-t", "2"});
+class ServerGrammar : public test::SharedServerTest<ServerGrammar> {
+  public:
+    static std::vector<std::string> server_args() {
+        return {"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "2", "-c", "2048", "-t", "2"};
     }
-    static void TearDownTestSuite() {
-        delete server_;
-        server_ = nullptr;
-    }
-    void SetUp() override {
-        MOESERVE_REQUIRE_FIXTURES();
-        ASSERT_TRUE(server_ && server_->ready()) << (server_ ? server_->log() : "");
-    }
-    static Server* server_;
 };
-Server* ServerGrammar::server_ = nullptr;
 
 TEST_F(ServerGrammar, response_format_json_schema_gives_json_of_that_shape_streamed_and_not) {
     for (int seed = 1; seed <= 4; ++seed) {

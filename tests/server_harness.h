@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "fixtures.h"
 #include "run_command.h"
 
@@ -165,5 +167,29 @@ inline int run_node(const std::string& script, const std::vector<std::string>& a
     const int raw = p ? pclose(p) : -1;
     return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
 }
+
+// A test suite that shares one server, started before its first test and
+// killed after its last:
+//   class MySuite : public test::SharedServerTest<MySuite> {
+//     public:
+//       static std::vector<std::string> server_args() { return {"-m", ...}; }
+//   };
+// Each test skips without the fixtures and fails if the server did not start.
+template <class Suite>
+class SharedServerTest : public ::testing::Test {
+  protected:
+    static void SetUpTestSuite() {
+        if (have_fixtures()) server_ = new Server(Suite::server_args());
+    }
+    static void TearDownTestSuite() {
+        delete server_;
+        server_ = nullptr;
+    }
+    void SetUp() override {
+        MOESERVE_REQUIRE_FIXTURES();
+        ASSERT_TRUE(server_ && server_->ready()) << (server_ ? server_->log() : "");
+    }
+    static inline Server* server_ = nullptr;
+};
 
 }  // namespace moeserve::test

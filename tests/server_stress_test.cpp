@@ -541,20 +541,16 @@ TEST(ServerStress, slow_clients_do_not_block_others_and_are_dropped) {
 // 4. Hostile requests get the right 4xx, and the server keeps serving.
 // (Prompts longer than the slot are covered in server_e2e_test.cpp.)
 
-class ServerHostile : public ::testing::Test {
+class ServerHostile : public test::SharedServerTest<ServerHostile> {
+  public:
+    static std::vector<std::string> server_args() {
+        return {"-m", model_path(), "-np", "2", "-c", "1024", "-t", "2", "--max-body-size", "1048576"};
+    }
+
   protected:
-    static void SetUpTestSuite() {
-        if (!test::have_fixtures()) return;
-        server_ = new Server({"-m", model_path(), "-np", "2", "-c", "1024", "-t", "2", "--max-body-size", "1048576"});
-    }
-    static void TearDownTestSuite() {
-        delete server_;
-        server_ = nullptr;
-    }
     void SetUp() override {
-        MOESERVE_REQUIRE_FIXTURES();
-        ASSERT_TRUE(server_ && server_->ready()) << (server_ ? server_->log() : "");
-        port_ = port_of(*server_);
+        SharedServerTest::SetUp();
+        if (server_ && server_->ready()) port_ = port_of(*server_);
     }
     void TearDown() override {
         // Whatever the test sent, the server still serves.
@@ -567,10 +563,8 @@ class ServerHostile : public ::testing::Test {
         const json j = r.json_body();
         return j.is_object() && j["error"].is_object() ? j["error"].value("message", "") : "";
     }
-    static Server* server_;
     int port_ = 0;
 };
-Server* ServerHostile::server_ = nullptr;
 
 TEST_F(ServerHostile, oversized_bodies_get_413_naming_the_limit) {
     const std::string big = R"({"prompt":")" + std::string(1536 * 1024, 'a') + R"(","max_tokens":1})";
