@@ -1,7 +1,8 @@
 // The process allocates what the planner says: for the tiny fixture models
 // and several flag combinations, the heap bytes an engine holds at its peak
 // — constructing it, then one forward pass of the largest batch over a full
-// cache — equal the plan's total less the mapped weights, within 2%.
+// cache — equal the plan's total less the mapped weights: at most 2% above it
+// (the plan bounds the peak), at most 5% below (threads that do not overlap).
 //
 // Every heap allocation of this test binary is counted by the operator
 // new/delete replacements below (sizes from malloc_usable_size).
@@ -92,7 +93,7 @@ bool supported(const std::string& arch) {
 
 class PlannedVsAllocated : public ::testing::TestWithParam<Config> {};
 
-TEST_P(PlannedVsAllocated, peak_heap_matches_the_plan_within_2_percent) {
+TEST_P(PlannedVsAllocated, peak_heap_is_the_plan_within_2_percent_above_5_below) {
     MOESERVE_REQUIRE_FIXTURES();
     const Config c = GetParam();
     EngineOptions opt;
@@ -126,7 +127,13 @@ TEST_P(PlannedVsAllocated, peak_heap_matches_the_plan_within_2_percent) {
     }
     const uint64_t allocated = static_cast<uint64_t>(g_peak.load() - base);
     const double ratio = static_cast<double>(allocated) / static_cast<double>(planned);
-    EXPECT_NEAR(ratio, 1.0, 0.02) << c << ": planned " << planned << " B, allocated at peak " << allocated << " B";
+    // The plan is the peak with every thread's attention scratch alive at
+    // once. Threads run their static chunks concurrently, but on a loaded
+    // machine one may finish (and free) before the other starts, which can
+    // lower the measured peak by one thread's share (3% with -ub 1 at 8K
+    // cells here); never raise it.
+    EXPECT_LE(ratio, 1.02) << c << ": planned " << planned << " B, allocated at peak " << allocated << " B";
+    EXPECT_GE(ratio, 0.95) << c << ": planned " << planned << " B, allocated at peak " << allocated << " B";
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, PlannedVsAllocated,

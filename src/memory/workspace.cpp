@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/attention_kernels.h"
 #include "quant/vec_dot.h"
 
 namespace moeserve {
@@ -162,7 +163,12 @@ class WorkspaceWalk {
         const int64_t n_q = kQueryBlock * group;
         const bool float_k = p_.type_k == GgmlType::F32 || p_.type_k == GgmlType::F16 || p_.type_k == GgmlType::BF16;
         const uint64_t q_head = float_k ? dk * ggml_type_info(p_.type_k).type_size : act_row(p_.type_k, dk);
-        const uint64_t fixed = (n_q * dk + dk + kValueChunk * dv + n_q * dv) * kF32 + n_q * q_head;
+        uint64_t fixed = (n_q * dk + dk + kValueChunk * dv + n_q * dv) * kF32 + n_q * q_head;
+        // The group kernels (backend/cpu/attention_kernels.h, where this
+        // build has them) add packed queries and one row pointer per cell.
+        const bool group_k = has_group_scores(p_.type_k, static_cast<int>(dk));
+        const bool group_v = has_group_values(p_.type_v, static_cast<int>(dv));
+        if (group_k) fixed += group_query_bytes(p_.type_k, static_cast<int>(n_q), static_cast<int>(dk));
         const int64_t T = p_.n_tokens;
         const int64_t n_blocks = (T + kQueryBlock - 1) / kQueryBlock;
         const int64_t items = n_blocks * n_head_kv;
@@ -172,12 +178,15 @@ class WorkspaceWalk {
         for (int i = 0; i < threads; ++i) {
             const int64_t b = items * i / threads, e = items * (i + 1) / threads;
             if (b >= e) continue;
-            uint64_t most = 0;  // the attention op reserves its largest score matrix once
+            uint64_t most = 0;       // the attention op reserves its largest score matrix once
+            uint64_t most_cells = 0;  // and grows its row pointers to the most cells an item sees
             for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
                 const int64_t len = std::min(kQueryBlock, T - blk * kQueryBlock);
-                most = std::max<uint64_t>(most, std::min(p_.n_kv, first_cell + blk * kQueryBlock + len) * len * group);
+                const uint64_t cells = std::min(p_.n_kv, first_cell + blk * kQueryBlock + len);
+                most = std::max<uint64_t>(most, cells * len * group);
+                most_cells = std::max(most_cells, cells);
             }
-            total += fixed + most * kF32;
+            total += fixed + most * kF32 + (group_k || group_v ? most_cells * sizeof(void*) : 0);
         }
         transient(total + n_blocks * 16);  // + the list of blocks
     }

@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/vec_math.h"
 #include "memory/kv_cache.h"
@@ -54,10 +55,17 @@ inline float dot_f32(const float* a, const float* b, int n) {
 // One head's row of K or V as f32: in place for F32, converted otherwise.
 inline const float* row_as_f32(GgmlType type, const uint8_t* src, float* buf, int n) {
     switch (type) {
-        case GgmlType::F32: return reinterpret_cast<const float*>(src);
-        case GgmlType::F16: fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(src), buf, n); return buf;
-        case GgmlType::BF16: bf16_to_fp32_row(reinterpret_cast<const uint16_t*>(src), buf, n); return buf;
-        default: dequantize_row(type, src, buf, n); return buf;
+        case GgmlType::F32:
+            return reinterpret_cast<const float*>(src);
+        case GgmlType::F16:
+            fp16_to_fp32_row(reinterpret_cast<const uint16_t*>(src), buf, n);
+            return buf;
+        case GgmlType::BF16:
+            bf16_to_fp32_row(reinterpret_cast<const uint16_t*>(src), buf, n);
+            return buf;
+        default:
+            dequantize_row(type, src, buf, n);
+            return buf;
     }
 }
 
@@ -86,7 +94,9 @@ inline void prefetch_bytes(const uint8_t* p, size_t n) {
 #endif
 }
 
-bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+bool is_float_type(GgmlType t) {
+    return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
+}
 
 }  // namespace
 
@@ -136,14 +146,19 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     // quantized to K's dot partner and scored with vec_dot, as llama.cpp's
     // one-query path does.
     const bool float_k = is_float_type(cache.type_k());
+    // The group kernels (attention_kernels.h) score each K row against all
+    // query rows of an item and sum each V row into all of their accumulators
+    // in one pass, with the same results as the loops below.
+    const bool group_k = has_group_scores(cache.type_k(), dk);
+    const bool group_v = has_group_values(cache.type_v(), dv);
 
     // Query blocks: runs of up to kQueryBlock consecutive tokens of one
     // sequence (a prompt chunk), so each K and V row is loaded and converted
     // once for the whole block rather than once per token. Decode tokens are
     // blocks of one.
     constexpr int kQueryBlock = 8;
-    constexpr int64_t kValueChunk = 64;
-    constexpr int64_t kPrefetchAhead = 8;  // cached rows ahead of the one in use  // V rows converted at a time (64 x 128 f32 = 32 KiB)
+    constexpr int64_t kValueChunk = 64;           // V rows converted at a time (64 x 128 f32 = 32 KiB)
+    constexpr int64_t kPrefetchAhead = 8;         // cached rows ahead of the one in use
     std::vector<std::pair<int64_t, int>> blocks;  // (first token, length)
     for (int64_t t = 0; t < n_tokens; ++t) {
         if (!blocks.empty()) {
@@ -164,13 +179,17 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
         std::vector<float> qf(n_q * dk), kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores, acc(n_q * dv);
         std::vector<uint8_t> qq(q_head_bytes * n_q);
-        {  // one allocation for the largest score matrix of this thread's items
-            size_t most = 0;
+        std::vector<uint8_t> packed(group_k ? group_query_bytes(cache.type_k(), static_cast<int>(n_q), dk) : 0);
+        std::vector<const uint8_t*> row_ptrs;  // this item's K (then V) rows, for the group kernels
+        {  // one allocation each for the largest score matrix and cell list of this thread's items
+            size_t most = 0, most_cells = 0;
             for (int64_t item = b; item < e; ++item) {
                 const auto [t0, len] = blocks[item / n_head_kv];
                 most = std::max(most, static_cast<size_t>(rows.n_cells[t0 + len - 1]) * len * group);
+                most_cells = std::max(most_cells, static_cast<size_t>(rows.n_cells[t0 + len - 1]));
             }
             scores.reserve(most);
+            if (group_k || group_v) row_ptrs.reserve(most_cells);
         }
         for (int64_t item = b; item < e; ++item) {
             const auto [t0, len] = blocks[item / n_head_kv];
@@ -190,30 +209,42 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             // scores: [len * group, n_max]; row r covers the cells its token sees.
             const int n_rows = len * group;
             scores.resize(static_cast<size_t>(n_max) * n_rows);
-            for (int64_t c = 0; c < n_max; ++c) {
-                const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
-                if (c + kPrefetchAhead < n_max)  // rows are strided by all KV heads: help the prefetcher
-                    prefetch_bytes(cache.k_row(layer, cells[c + kPrefetchAhead]) + g * k_head_bytes, k_head_bytes);
-                const float* kf = float_k ? row_as_f32(cache.type_k(), kr, kbuf.data(), dk) : nullptr;
-                // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
-                const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
-                for (int l = l_begin; l < len; ++l) {
-                    int j = 0;
-                    if (!float_k && dot4) {  // four query heads per pass over the K row
-                        for (; j + 4 <= group; j += 4) {
-                            const int r = l * group + j;
-                            const void* a[4];
-                            for (int k = 0; k < 4; ++k) a[k] = qq.data() + (r + k) * q_head_bytes;
-                            float o[4];
-                            dot4(kr, a, o, dk);
-                            for (int k = 0; k < 4; ++k) scores[(r + k) * n_max + c] = o[k] * scale;
+            if (group_k) {
+                row_ptrs.resize(n_max);
+                for (int64_t c = 0; c < n_max; ++c) row_ptrs[c] = cache.k_row(layer, cells[c]) + g * k_head_bytes;
+                if (float_k)
+                    pack_group_queries(cache.type_k(), qf.data(), dk * sizeof(float), n_rows, dk, packed.data());
+                else
+                    pack_group_queries(cache.type_k(), qq.data(), q_head_bytes, n_rows, dk, packed.data());
+                // Every row is scored against all n_max cells; a row's cells past its own count are not read.
+                score_group_rows(cache.type_k(), row_ptrs.data(), n_max, packed.data(), n_rows, dk, scale,
+                                 scores.data(), n_max);
+            } else {
+                for (int64_t c = 0; c < n_max; ++c) {
+                    const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
+                    if (c + kPrefetchAhead < n_max)  // rows are strided by all KV heads: help the prefetcher
+                        prefetch_bytes(cache.k_row(layer, cells[c + kPrefetchAhead]) + g * k_head_bytes, k_head_bytes);
+                    const float* kf = float_k ? row_as_f32(cache.type_k(), kr, kbuf.data(), dk) : nullptr;
+                    // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
+                    const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
+                    for (int l = l_begin; l < len; ++l) {
+                        int j = 0;
+                        if (!float_k && dot4) {  // four query heads per pass over the K row
+                            for (; j + 4 <= group; j += 4) {
+                                const int r = l * group + j;
+                                const void* a[4];
+                                for (int k = 0; k < 4; ++k) a[k] = qq.data() + (r + k) * q_head_bytes;
+                                float o[4];
+                                dot4(kr, a, o, dk);
+                                for (int k = 0; k < 4; ++k) scores[(r + k) * n_max + c] = o[k] * scale;
+                            }
                         }
-                    }
-                    for (; j < group; ++j) {
-                        const int r = l * group + j;
-                        scores[r * n_max + c] = (float_k ? dot_f32(qf.data() + r * dk, kf, dk)
-                                                         : dot(kr, qq.data() + r * q_head_bytes, dk)) *
-                                                scale;
+                        for (; j < group; ++j) {
+                            const int r = l * group + j;
+                            scores[r * n_max + c] = (float_k ? dot_f32(qf.data() + r * dk, kf, dk)
+                                                             : dot(kr, qq.data() + r * q_head_bytes, dk)) *
+                                                    scale;
+                        }
                     }
                 }
             }
@@ -221,20 +252,34 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             // acc[r] = Σ_c p[r][c] · V[c], over chunks of V rows converted to
             // f32 once and kept in L1 while every query row of the item sums them.
             std::fill(acc.begin(), acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
-            for (int64_t c0 = 0; c0 < n_max; c0 += kValueChunk) {
-                const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
-                for (int64_t c = c0; c < c1; ++c) {
-                    const uint8_t* vr = cache.v_row(layer, cells[c]) + g * v_head_bytes;
-                    if (c + kPrefetchAhead < n_max)
-                        prefetch_bytes(cache.v_row(layer, cells[c + kPrefetchAhead]) + g * v_head_bytes, v_head_bytes);
-                    float* dst = vchunk.data() + (c - c0) * dv;
-                    const float* vf = row_as_f32(cache.type_v(), vr, dst, dv);
-                    if (vf != dst) std::copy(vf, vf + dv, dst);
-                }
+            if (group_v) {
+                // Weights of cells past a row's count are 0 (adding 0 * v leaves each sum as it is).
                 for (int r = 0; r < n_rows; ++r) {
-                    const int64_t end = std::min<int64_t>(c1, rows.n_cells[t0 + r / group]);
-                    if (end > c0)
-                        accumulate_rows(acc.data() + r * dv, scores.data() + r * n_max + c0, vchunk.data(), end - c0, dv);
+                    float* p = scores.data() + r * n_max;
+                    std::fill(p + rows.n_cells[t0 + r / group], p + n_max, 0.0f);
+                }
+                row_ptrs.resize(n_max);
+                for (int64_t c = 0; c < n_max; ++c) row_ptrs[c] = cache.v_row(layer, cells[c]) + g * v_head_bytes;
+                accumulate_group_rows(cache.type_v(), row_ptrs.data(), n_max, scores.data(), n_max, n_rows, dv,
+                                      acc.data());
+            } else {
+                for (int64_t c0 = 0; c0 < n_max; c0 += kValueChunk) {
+                    const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
+                    for (int64_t c = c0; c < c1; ++c) {
+                        const uint8_t* vr = cache.v_row(layer, cells[c]) + g * v_head_bytes;
+                        if (c + kPrefetchAhead < n_max)
+                            prefetch_bytes(cache.v_row(layer, cells[c + kPrefetchAhead]) + g * v_head_bytes,
+                                           v_head_bytes);
+                        float* dst = vchunk.data() + (c - c0) * dv;
+                        const float* vf = row_as_f32(cache.type_v(), vr, dst, dv);
+                        if (vf != dst) std::copy(vf, vf + dv, dst);
+                    }
+                    for (int r = 0; r < n_rows; ++r) {
+                        const int64_t end = std::min<int64_t>(c1, rows.n_cells[t0 + r / group]);
+                        if (end > c0)
+                            accumulate_rows(acc.data() + r * dv, scores.data() + r * n_max + c0, vchunk.data(),
+                                            end - c0, dv);
+                    }
                 }
             }
             for (int l = 0; l < len; ++l)

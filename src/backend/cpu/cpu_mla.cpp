@@ -40,13 +40,15 @@
 namespace moeserve {
 namespace {
 
-constexpr int kRowBlock = 32;           // cache rows converted and scored together
-constexpr int kScoreQueries = 4;        // score_block register block: queries ...
-constexpr int kScoreRows = 4;           // ... × rows
-constexpr int kAccQueries = 10;         // accumulate_block register block: queries ...
-constexpr int kAccVectors = 2;          // ... × 16-value vectors of the latent
-constexpr int kTileQueries = 64;        // query vectors (tokens × heads) sharing the converted rows
-constexpr int64_t kMinSplitRows = 256;  // smallest chunk of rows worth its own partial state
+constexpr int kRowBlock = 32;                  // cache rows converted and scored together
+constexpr int kScoreQueries = 4;               // score_block register block: queries ...
+constexpr int kScoreRows = 4;                  // ... × rows
+constexpr int kScoreSlice = 8;                 // rows converted and scored against every query at a time
+constexpr int kAccQueries = 10;                // accumulate_block register block: queries ...
+constexpr int kAccVectors = 2;                 // ... × 16-value vectors of the latent
+constexpr int kTileQueries = 64;               // query vectors (tokens × heads) sharing the converted rows
+constexpr int64_t kMinSplitRows = 256;         // smallest chunk of rows worth its own partial state
+static_assert(kScoreSlice % kScoreRows == 0);  // slices leave the same rows to dot() as whole blocks
 
 // Software prefetch of the next block's cache rows into L2, a few lines at a
 // time from inside the kernels that work on the current block. At depth the
@@ -63,19 +65,26 @@ class RowPrefetch {
         cells_ = cells;
         // A row need not start on a line: one more line covers its straddled end.
         lines_per_row_ = static_cast<int64_t>((cache.k_row_bytes(layer) + 63) / 64 + 1);
-        total_ = n * lines_per_row_;
-        next_ = 0;
-        per_pass_ = passes > 0 ? (total_ + passes - 1) / passes : total_;
+        n_rows_ = n;
+        row_ = line_ = 0;
+        const int64_t total = n * lines_per_row_;
+        per_pass_ = passes > 0 ? (total + passes - 1) / passes : total;
     }
     // Issues the next few prefetches (all that are left, with finish).
-    void step() { issue(std::min(total_, next_ + per_pass_)); }
-    void finish() { issue(total_); }
+    void step() {
+        for (int64_t k = 0; k < per_pass_ && row_ < n_rows_; ++k) issue();
+    }
+    void finish() {
+        while (row_ < n_rows_) issue();
+    }
 
   private:
-    void issue(int64_t end) {
-        for (; next_ < end; ++next_) {
-            const uint8_t* row = cache_->k_row(layer_, cells_[next_ / lines_per_row_]);
-            prefetch_l2(row + (next_ % lines_per_row_) * 64);
+    // One line; rows and lines are counted, not divided out (a division per line cost more than the prefetch).
+    void issue() {
+        prefetch_l2(cache_->k_row(layer_, cells_[row_]) + line_ * 64);
+        if (++line_ == lines_per_row_) {
+            line_ = 0;
+            ++row_;
         }
     }
     static void prefetch_l2(const void* p) {
@@ -88,7 +97,7 @@ class RowPrefetch {
     const KvCache* cache_ = nullptr;
     int layer_ = 0;
     const int32_t* cells_ = nullptr;
-    int64_t lines_per_row_ = 1, total_ = 0, next_ = 0, per_pass_ = 0;
+    int64_t lines_per_row_ = 1, n_rows_ = 0, row_ = 0, line_ = 0, per_pass_ = 0;
 };
 
 // One cached row as f32 (n values).
@@ -235,16 +244,25 @@ inline void score_pass(const float* Q, const float* K, int d, float scale, float
     const __mmask16 tail = static_cast<__mmask16>((1u << (d - d16)) - 1);
     __m512 acc[QB * JB];
     for (auto& a : acc) a = _mm512_setzero_ps();
-    auto step = [&](int i, __mmask16 m) {
+    // Written out twice rather than as a lambda over acc: in an out-of-line
+    // copy of this function GCC 12 stored all of the lambda's accumulators to
+    // the stack on every step.
+    for (int i = 0; i < d16; i += 16) {
         __m512 kv[JB];
-        for (int b = 0; b < JB; ++b) kv[b] = _mm512_maskz_loadu_ps(m, K + b * d + i);
+        for (int b = 0; b < JB; ++b) kv[b] = _mm512_loadu_ps(K + b * d + i);
         for (int a = 0; a < QB; ++a) {
-            const __m512 qv = _mm512_maskz_loadu_ps(m, Q + a * d + i);
+            const __m512 qv = _mm512_loadu_ps(Q + a * d + i);
             for (int b = 0; b < JB; ++b) acc[a * JB + b] = _mm512_fmadd_ps(qv, kv[b], acc[a * JB + b]);
         }
-    };
-    for (int i = 0; i < d16; i += 16) step(i, static_cast<__mmask16>(0xFFFF));
-    if (tail) step(d16, tail);
+    }
+    if (tail) {
+        __m512 kv[JB];
+        for (int b = 0; b < JB; ++b) kv[b] = _mm512_maskz_loadu_ps(tail, K + b * d + d16);
+        for (int a = 0; a < QB; ++a) {
+            const __m512 qv = _mm512_maskz_loadu_ps(tail, Q + a * d + d16);
+            for (int b = 0; b < JB; ++b) acc[a * JB + b] = _mm512_fmadd_ps(qv, kv[b], acc[a * JB + b]);
+        }
+    }
     // sums[a*JB + b] = Q[a] · K[b]
     float sums[QB * JB];
     hsum_n(acc, QB * JB, sums);
@@ -475,10 +493,17 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
                 prefetch.start(cache, layer, next_nb > 0 ? cells + c + kRowBlock : cells, next_nb,
                                static_cast<int64_t>(nq / kScoreQueries) * (nb / kScoreRows) +
                                    (nq / kAccQueries) * (r / (16 * kAccVectors)));
-                // kf: [nb, d] — the block's rows as f32, read once for all queries.
-                for (int j = 0; j < nb; ++j) row_to_f32(type, cache.k_row(layer, cells[c + j]), kf.data() + j * d, d);
-                // s: [nq, nb] scores, -inf past each token's own causal end.
-                score_block(qt, nq, kf.data(), nb, d, scale, s.data(), kRowBlock, prefetch);
+                // kf: [nb, d] — the block's rows as f32, read once for all queries;
+                // s: [nq, nb] scores. A slice of rows is converted and scored while
+                // it is in L1 (the whole block as f32 is larger than L1, and
+                // re-reading it from L2 once per query group made scoring wait).
+                for (int j0 = 0; j0 < nb; j0 += kScoreSlice) {
+                    const int n = std::min(kScoreSlice, nb - j0);
+                    for (int j = j0; j < j0 + n; ++j)
+                        row_to_f32(type, cache.k_row(layer, cells[c + j]), kf.data() + j * d, d);
+                    score_block(qt, nq, kf.data() + j0 * d, n, d, scale, s.data() + j0, kRowBlock, prefetch);
+                }
+                // -inf past each token's own causal end.
                 for (int qi = 0; qi < nq; ++qi) {
                     const int64_t visible = rows.n_cells[tl.t0 + qi / n_head] - c;
                     float* sq = s.data() + qi * kRowBlock;

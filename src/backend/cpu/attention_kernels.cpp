@@ -1,0 +1,421 @@
+// AVX-512 kernels for one KV head's rows against a group of query rows; see
+// attention_kernels.h for what they compute and which results they match.
+//
+// Quantized K (VNNI). A 512-bit register holds one 32-element block of two
+// query rows (row A in bytes 0..31, row B in 32..63) and VPDPBUSD multiplies
+// it by the K block's codes, broadcast to both halves, as unsigned bytes:
+// Q4_0 nibbles n (value n - 8) and Q8_0 codes k ^ 0x80 (value k = u - 128).
+// With offset o (8 or 128), Σ (u_j) q_j - o Σ q_j is the exact integer sum
+// of each group of 4 products, so each int32 lane equals the lane of the
+// AVX2 kernel's dot_s8s8 (lane i: elements 4i..4i+3); -o Σ q_j depends on
+// the query only and is packed once per call as the lanes' start values.
+// Per block and lane, the float work is the AVX2 kernel's: d_k * d_q times
+// the converted lane into the accumulator of the block's parity, and the
+// 8 lanes of (even + odd) are summed in its tree (i + i+4, i + i+2, 0 + 1),
+// done here for 8 rows at once with shuffles across registers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's intrinsics headers, not this code
+#endif
+
+#include "backend/cpu/attention_kernels.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "quant/block_formats.h"
+#include "quant/fp16.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define MOESERVE_GROUP_KERNELS 1
+#include <immintrin.h>
+#endif
+#if defined(MOESERVE_GROUP_KERNELS) && defined(__AVX512VNNI__)
+#define MOESERVE_GROUP_VNNI 1
+#endif
+
+namespace moeserve {
+namespace {
+
+bool is_group_quantized_k(GgmlType t) {
+    return t == GgmlType::Q4_0 || t == GgmlType::Q8_0;
+}
+
+// Quantized K: per chunk of 8 query rows, per block, per pair of rows:
+// the two rows' codes (64 bytes), the lanes' start values (16 int32) and the
+// two rows' scales (16 floats, 8 each).
+constexpr int kChunkRows = 8;
+constexpr int kPairs = kChunkRows / 2;
+constexpr size_t kPairBlockBytes = 3 * 64;
+
+int chunks_of(int n_rows) {
+    return (n_rows + kChunkRows - 1) / kChunkRows;
+}
+
+// F16 K: the f32 query rows, padded with zero rows to a multiple of 8.
+int padded_rows(int n_rows) {
+    return chunks_of(n_rows) * kChunkRows;
+}
+
+#if defined(MOESERVE_GROUP_KERNELS)
+
+constexpr int64_t kPrefetchAhead = 8;  // cached rows ahead of the one in use
+constexpr int64_t kValueChunk = 64;    // V rows kept in L1 while every slice sums them
+
+inline void prefetch_row(const uint8_t* p, size_t n) {
+    for (size_t off = 0; off < n; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T0);
+}
+
+inline uint16_t load_u16(const uint8_t* p) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    return v;
+}
+
+// Per 128-bit lane: x (i + i+4 of an 8-lane row in each 256-bit half) for
+// the rows of a and b: [a.lo, a.hi | b.lo, b.hi] -> lane k: row k of (a0, a1, b0, b1).
+inline __m512 sum_halves_of_quads(__m512 a, __m512 b) {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+}
+// Per 128-bit lane of four partial sums s: [a: s0+s2, s1+s3 | b: s0+s2, s1+s3].
+inline __m512 sum_pairs(__m512 a, __m512 b) {
+    return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+// Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3].
+inline __m512 sum_adjacent(__m512 a, __m512 b) {
+    return _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Four registers [row 2m (8 lanes) | row 2m+1 (8 lanes)] -> rows 0..7 in
+// lanes 0..7, each the 8-lane sum in the tree (i + i+4), (i + i+2), (0 + 1).
+inline __m256 reduce_8_rows_of_8(const __m512 p[4]) {
+    const __m512 u0 = sum_halves_of_quads(p[0], p[1]);  // lane k: row k
+    const __m512 u1 = sum_halves_of_quads(p[2], p[3]);  // lane k: row 4 + k
+    const __m512 v = sum_pairs(u0, u1);
+    const __m512 w = sum_adjacent(v, v);  // lane 4k: row k, lane 4k + 1: row 4 + k
+    const __m512i to_rows = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(to_rows, w));
+}
+
+inline void store_scores(__m256 s, int n, float* scores, int64_t stride, int64_t c) {
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, s);
+    for (int r = 0; r < n; ++r) scores[r * stride + c] = tmp[r];
+}
+
+#if defined(MOESERVE_GROUP_VNNI)
+
+// The unsigned codes of one K block, the same 32 bytes in both 256-bit halves.
+struct Q4_0Codes {
+    static constexpr int kOffset = 8;
+    static constexpr size_t kBlockBytes = sizeof(BlockQ4_0);
+    __m512i operator()(const uint8_t* block) const {  // [lo nibbles | hi nibbles] = elements 0..31
+        const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+        return _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFF00FF00u, q, 4), _mm512_set1_epi8(0x0F));
+    }
+};
+struct Q8_0Codes {
+    static constexpr int kOffset = 128;
+    static constexpr size_t kBlockBytes = sizeof(BlockQ8_0);
+    __m512i operator()(const uint8_t* block) const {
+        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2)));
+        return _mm512_xor_si512(q, _mm512_set1_epi8(static_cast<char>(0x80)));
+    }
+};
+
+void pack_q8_0_rows(const uint8_t* q, size_t row_bytes, int n_rows, int nb, int offset, uint8_t* packed) {
+    std::memset(packed, 0, static_cast<size_t>(chunks_of(n_rows)) * nb * kPairs * kPairBlockBytes);
+    for (int r = 0; r < n_rows; ++r) {
+        const BlockQ8_0* y = reinterpret_cast<const BlockQ8_0*>(q + r * row_bytes);
+        const int chunk = r / kChunkRows, pair = (r % kChunkRows) / 2, half = r % 2;
+        for (int b = 0; b < nb; ++b) {
+            uint8_t* e = packed + ((static_cast<size_t>(chunk) * nb + b) * kPairs + pair) * kPairBlockBytes;
+            std::memcpy(e + 32 * half, y[b].qs, 32);
+            int32_t start[8];
+            for (int i = 0; i < 8; ++i)
+                start[i] = -offset * (y[b].qs[4 * i] + y[b].qs[4 * i + 1] + y[b].qs[4 * i + 2] + y[b].qs[4 * i + 3]);
+            std::memcpy(e + 64 + 32 * half, start, 32);
+            const float d = fp16_to_fp32(y[b].d);
+            for (int i = 0; i < 8; ++i) std::memcpy(e + 128 + 32 * half + 4 * i, &d, 4);
+        }
+    }
+}
+
+// One K block into the accumulators of its parity, for the 4 pairs of a chunk.
+template <typename Codes>
+inline void add_block(const Codes& codes, const uint8_t* block, const uint8_t* pq, __m512 (&acc)[kPairs]) {
+    const __m512i u = codes(block);
+    const __m512 dk = _mm512_set1_ps(fp16_to_fp32(load_u16(block)));
+    for (int p = 0; p < kPairs; ++p) {
+        const uint8_t* e = pq + p * kPairBlockBytes;
+        const __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(e + 64), u, _mm512_loadu_si512(e));
+        // d_k * d_q: the AVX2 kernel multiplies the same two floats (in the other order).
+        const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(reinterpret_cast<const float*>(e + 128)), dk);
+        acc[p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[p]);
+    }
+}
+
+template <typename Codes>
+void score_quantized(const uint8_t* const* k_rows, int64_t n_cells, const uint8_t* packed, int n_rows, int nb,
+                     float scale, float* scores, int64_t stride) {
+    const Codes codes;
+    const int n_chunks = chunks_of(n_rows);
+    const size_t row_bytes = nb * Codes::kBlockBytes;
+    const size_t block_step = kPairs * kPairBlockBytes;
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int64_t c = 0; c < n_cells; ++c) {
+        if (c + kPrefetchAhead < n_cells) prefetch_row(k_rows[c + kPrefetchAhead], row_bytes);
+        const uint8_t* k = k_rows[c];
+        for (int ch = 0; ch < n_chunks; ++ch) {
+            const uint8_t* pq = packed + static_cast<size_t>(ch) * nb * block_step;
+            __m512 even[kPairs], odd[kPairs];  // blocks 0, 2, 4, ... and 1, 3, 5, ... as the AVX2 kernel splits them
+            for (int p = 0; p < kPairs; ++p) even[p] = odd[p] = _mm512_setzero_ps();
+            int b = 0;
+            for (; b + 2 <= nb; b += 2) {
+                add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
+                add_block(codes, k + (b + 1) * Codes::kBlockBytes, pq + (b + 1) * block_step, odd);
+            }
+            if (b < nb) add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
+            __m512 sums[kPairs];
+            for (int p = 0; p < kPairs; ++p) sums[p] = _mm512_add_ps(even[p], odd[p]);
+            const int n = std::min(kChunkRows, n_rows - ch * kChunkRows);
+            store_scores(_mm256_mul_ps(reduce_8_rows_of_8(sums), vscale), n, scores + ch * kChunkRows * stride, stride,
+                         c);
+        }
+    }
+}
+
+#endif  // MOESERVE_GROUP_VNNI
+
+// Sixteen registers -> their 16 sums in lanes 0..15, each in
+// _mm512_reduce_add_ps's tree (i + i+8, i + i+4, i + i+2, 0 + 1).
+inline __m512 reduce_16_rows(const __m512 a[16]) {
+    __m512 t[8], u[4], v[2];
+    for (int j = 0; j < 8; ++j)  // lanes 0..7: row 2j, 8..15: row 2j + 1
+        t[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xEE));
+    for (int m = 0; m < 4; ++m) u[m] = sum_halves_of_quads(t[2 * m], t[2 * m + 1]);  // lane k: row 4m + k
+    for (int n = 0; n < 2; ++n) v[n] = sum_pairs(u[2 * n], u[2 * n + 1]);
+    const __m512 w = sum_adjacent(v[0], v[1]);  // lane 4k + j: row 4j + k
+    const __m512i to_rows = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(to_rows, w);
+}
+
+// Eight registers -> their 8 sums in lanes 0..7, in the same tree.
+inline __m256 reduce_8_rows(const __m512 a[8]) {
+    __m512 t[4];
+    for (int j = 0; j < 4; ++j)
+        t[j] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * j], a[2 * j + 1], 0xEE));
+    return reduce_8_rows_of_8(t);
+}
+
+// R f32 query rows (head_dim apart) against one f16 K row: per row the FMA
+// chain of the AVX-512 f32 dot (16 lanes, in element order).
+template <int R>
+inline void f16_dots(const uint16_t* k, const float* q, int head_dim, __m512 acc[R]) {
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int i = 0; i < head_dim; i += 16) {
+        const __m512 kv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i)));
+        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * head_dim + i), kv, acc[r]);
+    }
+}
+
+void score_f16(const uint8_t* const* k_rows, int64_t n_cells, const float* q, int n_rows, int head_dim, float scale,
+               float* scores, int64_t stride) {
+    const size_t row_bytes = static_cast<size_t>(head_dim) * 2;
+    for (int64_t c = 0; c < n_cells; ++c) {
+        if (c + kPrefetchAhead < n_cells) prefetch_row(k_rows[c + kPrefetchAhead], row_bytes);
+        const uint16_t* k = reinterpret_cast<const uint16_t*>(k_rows[c]);
+        int r0 = 0;
+        for (; n_rows - r0 > kChunkRows;
+             r0 += 16) {  // the packed rows are a multiple of 8: 16 at a time while > 8 remain
+            __m512 acc[16];
+            f16_dots<16>(k, q + r0 * head_dim, head_dim, acc);
+            alignas(64) float tmp[16];
+            _mm512_store_ps(tmp, _mm512_mul_ps(reduce_16_rows(acc), _mm512_set1_ps(scale)));
+            const int n = std::min(16, n_rows - r0);
+            for (int r = 0; r < n; ++r) scores[(r0 + r) * stride + c] = tmp[r];
+        }
+        if (r0 < n_rows) {
+            __m512 acc[8];
+            f16_dots<8>(k, q + r0 * head_dim, head_dim, acc);
+            store_scores(_mm256_mul_ps(reduce_8_rows(acc), _mm256_set1_ps(scale)), n_rows - r0, scores + r0 * stride,
+                         stride, c);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- V sums
+
+// Elements 16s..16s+15 of a cached V row as f32, exactly as dequantize_row gives them.
+struct F16Values {
+    __m512 operator()(const uint8_t* row, int s) const {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * s)));
+    }
+};
+struct Q4_0Values {  // (nibble - 8) * d; low nibbles are elements 0..15 of a block, high ones 16..31
+    __m512 operator()(const uint8_t* row, int s) const {
+        const uint8_t* block = row + (s >> 1) * sizeof(BlockQ4_0);
+        __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+        if (s & 1) q = _mm_srli_epi16(q, 4);
+        const __m512i n = _mm512_cvtepu8_epi32(_mm_and_si128(q, _mm_set1_epi8(0x0F)));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(n, _mm512_set1_epi32(8))),
+                             _mm512_set1_ps(fp16_to_fp32(load_u16(block))));
+    }
+};
+struct Q8_0Values {  // q * d
+    __m512 operator()(const uint8_t* row, int s) const {
+        const uint8_t* block = row + (s >> 1) * sizeof(BlockQ8_0);
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2 + 16 * (s & 1)));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)),
+                             _mm512_set1_ps(fp16_to_fp32(load_u16(block))));
+    }
+};
+
+// R query rows, one 16-element slice of V at a time: the R accumulators of
+// the slice stay in registers while the chunk's cells stream past, and each
+// V element is converted once for all R rows.
+template <int R, typename Values>
+void accumulate_rows(const uint8_t* const* v_rows, int64_t n_cells, const float* p, int64_t stride, int head_dim,
+                     float* acc, Values values) {
+    for (int s = 0; s < head_dim / 16; ++s) {
+        __m512 a[R];
+        for (int r = 0; r < R; ++r) a[r] = _mm512_loadu_ps(acc + r * head_dim + 16 * s);
+        for (int64_t c = 0; c < n_cells; ++c) {
+            const __m512 v = values(v_rows[c], s);
+            for (int r = 0; r < R; ++r) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r * stride + c]), v, a[r]);
+        }
+        for (int r = 0; r < R; ++r) _mm512_storeu_ps(acc + r * head_dim + 16 * s, a[r]);
+    }
+}
+
+template <typename Values>
+void accumulate(const uint8_t* const* v_rows, int64_t n_cells, const float* p, int64_t stride, int n_rows, int head_dim,
+                size_t row_bytes, float* acc) {
+    const Values values;
+    for (int64_t c0 = 0; c0 < n_cells; c0 += kValueChunk) {
+        const int64_t n = std::min(kValueChunk, n_cells - c0);
+        for (int64_t c = 0; c < n; ++c)  // the chunk after this one, while this one is summed from L1
+            if (c0 + kValueChunk + c < n_cells) prefetch_row(v_rows[c0 + kValueChunk + c], row_bytes);
+        const uint8_t* const* rows = v_rows + c0;
+        for (int r = 0; r < n_rows;) {
+            const float* pr = p + r * stride + c0;
+            float* ar = acc + static_cast<int64_t>(r) * head_dim;
+            const int left = n_rows - r;
+            if (left >= 16) {
+                accumulate_rows<16>(rows, n, pr, stride, head_dim, ar, values);
+                r += 16;
+            } else if (left >= 8) {
+                accumulate_rows<8>(rows, n, pr, stride, head_dim, ar, values);
+                r += 8;
+            } else if (left >= 4) {
+                accumulate_rows<4>(rows, n, pr, stride, head_dim, ar, values);
+                r += 4;
+            } else if (left >= 2) {
+                accumulate_rows<2>(rows, n, pr, stride, head_dim, ar, values);
+                r += 2;
+            } else {
+                accumulate_rows<1>(rows, n, pr, stride, head_dim, ar, values);
+                r += 1;
+            }
+        }
+    }
+}
+
+#endif  // MOESERVE_GROUP_KERNELS
+
+}  // namespace
+
+bool has_group_scores(GgmlType type_k, int head_dim) {
+#if defined(MOESERVE_GROUP_KERNELS)
+    if (type_k == GgmlType::F16) return head_dim > 0 && head_dim % 16 == 0;
+#if defined(MOESERVE_GROUP_VNNI)
+    if (is_group_quantized_k(type_k)) return head_dim > 0 && head_dim % kQK == 0;
+#endif
+#endif
+    (void)type_k;
+    (void)head_dim;
+    return false;
+}
+
+bool has_group_values(GgmlType type_v, int head_dim) {
+#if defined(MOESERVE_GROUP_KERNELS)
+    if (type_v == GgmlType::F16) return head_dim > 0 && head_dim % 16 == 0;
+    if (type_v == GgmlType::Q4_0 || type_v == GgmlType::Q8_0) return head_dim > 0 && head_dim % kQK == 0;
+#endif
+    (void)type_v;
+    (void)head_dim;
+    return false;
+}
+
+size_t group_query_bytes(GgmlType type_k, int n_rows, int head_dim) {
+    if (is_group_quantized_k(type_k))
+        return static_cast<size_t>(chunks_of(n_rows)) * (head_dim / kQK) * kPairs * kPairBlockBytes;
+    return static_cast<size_t>(padded_rows(n_rows)) * head_dim * sizeof(float);
+}
+
+void pack_group_queries(GgmlType type_k, const void* q_rows, size_t q_row_bytes, int n_rows, int head_dim,
+                        void* packed) {
+#if defined(MOESERVE_GROUP_VNNI)
+    if (is_group_quantized_k(type_k))
+        return pack_q8_0_rows(static_cast<const uint8_t*>(q_rows), q_row_bytes, n_rows, head_dim / kQK,
+                              type_k == GgmlType::Q4_0 ? Q4_0Codes::kOffset : Q8_0Codes::kOffset,
+                              static_cast<uint8_t*>(packed));
+#endif
+    float* out = static_cast<float*>(packed);
+    std::fill(out, out + static_cast<size_t>(padded_rows(n_rows)) * head_dim, 0.0f);
+    for (int r = 0; r < n_rows; ++r)
+        std::memcpy(out + static_cast<size_t>(r) * head_dim, static_cast<const uint8_t*>(q_rows) + r * q_row_bytes,
+                    head_dim * sizeof(float));
+}
+
+void score_group_rows(GgmlType type_k, const uint8_t* const* k_rows, int64_t n_cells, const void* packed, int n_rows,
+                      int head_dim, float scale, float* scores, int64_t stride) {
+#if defined(MOESERVE_GROUP_KERNELS)
+    const uint8_t* pq = static_cast<const uint8_t*>(packed);
+    switch (type_k) {
+#if defined(MOESERVE_GROUP_VNNI)
+        case GgmlType::Q4_0:
+            return score_quantized<Q4_0Codes>(k_rows, n_cells, pq, n_rows, head_dim / kQK, scale, scores, stride);
+        case GgmlType::Q8_0:
+            return score_quantized<Q8_0Codes>(k_rows, n_cells, pq, n_rows, head_dim / kQK, scale, scores, stride);
+#endif
+        case GgmlType::F16:
+            return score_f16(k_rows, n_cells, reinterpret_cast<const float*>(pq), n_rows, head_dim, scale, scores,
+                             stride);
+        default:
+            break;
+    }
+#endif
+    (void)k_rows, (void)n_cells, (void)packed, (void)n_rows, (void)head_dim, (void)scale, (void)scores, (void)stride;
+    throw std::invalid_argument(std::string("score_group_rows: no kernel for K type ") +
+                                std::string(ggml_type_name(type_k)));
+}
+
+void accumulate_group_rows(GgmlType type_v, const uint8_t* const* v_rows, int64_t n_cells, const float* p,
+                           int64_t stride, int n_rows, int head_dim, float* acc) {
+#if defined(MOESERVE_GROUP_KERNELS)
+    switch (type_v) {
+        case GgmlType::F16:
+            return accumulate<F16Values>(v_rows, n_cells, p, stride, n_rows, head_dim, head_dim * 2, acc);
+        case GgmlType::Q4_0:
+            return accumulate<Q4_0Values>(v_rows, n_cells, p, stride, n_rows, head_dim,
+                                          head_dim / kQK * sizeof(BlockQ4_0), acc);
+        case GgmlType::Q8_0:
+            return accumulate<Q8_0Values>(v_rows, n_cells, p, stride, n_rows, head_dim,
+                                          head_dim / kQK * sizeof(BlockQ8_0), acc);
+        default:
+            break;
+    }
+#endif
+    (void)v_rows, (void)n_cells, (void)p, (void)stride, (void)n_rows, (void)head_dim, (void)acc;
+    throw std::invalid_argument(std::string("accumulate_group_rows: no kernel for V type ") +
+                                std::string(ggml_type_name(type_v)));
+}
+
+}  // namespace moeserve
