@@ -6,7 +6,7 @@ JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEMO     := $(BUILD)/demo/demo-model.gguf
 
-.PHONY: all deps build run test test-asan test-tsan bench fuzz format clean
+.PHONY: all deps build run test test-asan test-tsan bench fuzz format clean cuda
 
 all: build
 
@@ -35,6 +35,16 @@ test: build
 bench: build
 	@for b in $(BUILD)/*_bench; do echo "== $$b"; $$b; done
 
+# The CUDA build (MOESERVE_CUDA=ON) in its own folder: needs nvcc and cuBLAS,
+# not a GPU. CUDA_ARCHS defaults to sm_89 + sm_90; the GPU tests skip when no
+# device is present. scripts/gpu-check.sh is the one-lease check on a GPU.
+CUDA_BUILD ?= build-cuda
+CUDA_ARCHS ?= 89;90
+cuda: deps
+	cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_CUDA=ON \
+	      -DCMAKE_CUDA_COMPILER=$${CUDACXX:-/usr/local/cuda/bin/nvcc} "-DMOESERVE_CUDA_ARCHS=$(CUDA_ARCHS)" $(CMAKE_FLAGS)
+	cmake --build $(CUDA_BUILD) -j $(JOBS)
+
 # Sanitizer runs. test-asan: ASan + UBSan over the whole suite, with any
 # single allocation above 4 GiB an error; it shares the clang build of `make
 # fuzz` (FUZZ_BUILD: ASan + UBSan + fuzzer coverage, -O1 -g1), so the two
@@ -46,7 +56,7 @@ TSAN_BUILD ?= build-tsan
 TSAN_TESTS ?= Server|Engine|Qwen3MoeGreedy|Deepseek2Mla|NemotronDense
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=4096:allocator_may_return_null=0 \
                  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-                 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+                 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 FUZZ_CONFIGURE := cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
                   -DMOESERVE_FUZZ=ON $(CMAKE_FLAGS)
 

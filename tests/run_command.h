@@ -39,6 +39,13 @@ inline std::string slurp(const std::filesystem::path& p) {
     return ss.str();
 }
 
+// The moeserve binary under test: $MOESERVE_BIN (a bundle run on another
+// machine, scripts/gpu-check.sh), else the one this build made.
+inline std::string moeserve_binary() {
+    if (const char* env = std::getenv("MOESERVE_BIN"); env && *env) return env;
+    return MOESERVE_BINARY;
+}
+
 // Runs `moeserve args...` with stdin from /dev/null (or from stdin_file).
 inline CommandResult run_moeserve(const std::vector<std::string>& args, const std::string& stdin_file = "/dev/null") {
     // Output goes to a fresh temporary directory (not scratch_dir(), which the
@@ -46,7 +53,7 @@ inline CommandResult run_moeserve(const std::vector<std::string>& args, const st
     std::string tmpl = (std::filesystem::temp_directory_path() / "moeserve-cmd-XXXXXX").string();
     std::filesystem::path dir = ::mkdtemp(tmpl.data());
     std::ostringstream cmd;
-    cmd << shell_quote(MOESERVE_BINARY);
+    cmd << shell_quote(moeserve_binary());
     for (const auto& a : args) cmd << ' ' << shell_quote(a);
     cmd << " <" << shell_quote(stdin_file) << " >" << shell_quote((dir / "out").string()) << " 2>"
         << shell_quote((dir / "err").string());

@@ -69,8 +69,13 @@ class Server {
                 ("server-" + std::to_string(getpid()) + "-" + std::to_string(next_id_++) + ".log"))
                    .string();
         fs::create_directories(fs::path(log_).parent_path());
-        std::vector<std::string> argv = {MOESERVE_BINARY, "serve", "--port", "0"};
+        std::vector<std::string> argv = {moeserve_binary(), "serve", "--port", "0"};
         argv.insert(argv.end(), args.begin(), args.end());
+        // $MOESERVE_TEST_SERVER_ARGS (e.g. "-ngl 99" on the GPU machine) go to every server.
+        if (const char* extra = std::getenv("MOESERVE_TEST_SERVER_ARGS"); extra && *extra) {
+            std::istringstream words(extra);
+            for (std::string w; words >> w;) argv.push_back(w);
+        }
         pid_ = fork();
         if (pid_ == 0) {
             setpgid(0, 0);

@@ -3,9 +3,15 @@
 // ops in order; they never see threads, SIMD or devices.
 //
 // Conventions: activations are row-major f32, one row per token
-// ([n_tokens, width]). Weights are model tensors in their GGUF type, read in
-// place; a weight {in, out} is `out` rows of `in` elements and y = W·x is one
-// dot product per row.
+// ([n_tokens, width]), in the backend's memory (memory(): host memory for
+// the CPU, GPU memory for CUDA) — models allocate them there (Activations)
+// and never read them on the host. Weights are model tensors in their GGUF
+// type, read in place; a weight {in, out} is `out` rows of `in` elements and
+// y = W·x is one dot product per row. Weight::data and the parameter arrays
+// in RopeParams/MoeParams/SsmParams are host addresses in the mapped file; a
+// GPU backend maps them to its uploaded copy (load_weights). Index arrays
+// (tokens, positions, cells) are host spans, given once per forward pass to
+// begin_batch.
 #pragma once
 
 #include <array>
@@ -14,10 +20,12 @@
 #include <span>
 #include <string>
 
+#include "memory/device_memory.h"
 #include "quant/ggml_type.h"
 
 namespace moeserve {
 
+class GgufFile;
 class KvCache;
 
 // A model tensor, read in place from the mapped file.
@@ -86,11 +94,45 @@ struct AttentionRows {
     std::span<const int32_t> n_cells;       // per token: how many
 };
 
+// The host-side inputs of one forward pass, as its ops will see them.
+struct BatchInputs {
+    std::span<const int32_t> tokens;
+    std::span<const int32_t> positions;
+    std::span<const int32_t> seq_ids;
+    std::span<const int32_t> cells;  // the cache cell each token is written to
+    AttentionRows rows;
+};
+
 class Backend {
-public:
+  public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
     virtual int n_threads() const = 0;
+
+    // Where activations, the KV cache and recurrent states are allocated.
+    virtual DeviceMemory& memory() = 0;
+    // Called once when a model has bound its weights (a GPU backend uploads
+    // the file's tensor data here, with progress on stderr).
+    virtual void load_weights(const GgufFile& file) {}
+    // Called before each forward pass; the spans given to this pass's ops
+    // are these (a GPU backend uploads them once here). They stay valid
+    // until the pass ends.
+    virtual void begin_batch(const BatchInputs& inputs) {}
+    // Called when the pass has written its outputs (a GPU backend may wait
+    // for the device here).
+    virtual void end_batch() {}
+
+    // Data movement within the backend's memory.
+    // dst row r (stride dst_stride floats) = src row r (stride src_stride), `width` values each.
+    virtual void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t n_rows,
+                           int64_t width) = 0;
+    // dst row i = src row rows[i], `width` values each.
+    virtual void gather_rows(float* dst, const float* src, int64_t width, std::span<const int64_t> rows) = 0;
+    virtual void fill(float* y, float value, int64_t n) = 0;
+    // Copies n floats of backend memory to host memory.
+    virtual void read(float* host_dst, const float* src, int64_t n) {
+        memory().download(host_dst, src, n * sizeof(float));
+    }
 
     // out[t] = dequantized row tokens[t] of table {width, n_rows}.
     virtual void embed(const Weight& table, std::span<const int32_t> tokens, float* out) = 0;
@@ -118,10 +160,13 @@ public:
 
     // y += x, elementwise over n values.
     virtual void add(float* y, const float* x, int64_t n) = 0;
+    // y[r] += b for each of n_rows rows of width n (a bias).
+    virtual void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) = 0;
 
     // Writes K and V rows ([n_tokens, n_head_kv * head_dim]) of one layer
     // into the cache at the given cells, converting to the cache types.
-    virtual void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) = 0;
+    virtual void store_kv(KvCache& cache, int layer, const float* k, const float* v,
+                          std::span<const int32_t> cells) = 0;
 
     // Scaled-dot-product attention of q ([n_tokens, n_head, head_dim_k])
     // over each token's cells of one layer; out is [n_tokens, n_head, head_dim_v].
@@ -176,8 +221,8 @@ public:
     // Gated grouped RMSNorm: y := RMSNorm(y ⊙ silu(z)) * w, normalized over
     // each of n_group contiguous groups of a row. y is [n_rows, n]; z row t
     // is at z + t*z_stride; w is {n}.
-    virtual void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps,
-                                  int64_t n_rows, int64_t n, int n_group) = 0;
+    virtual void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps, int64_t n_rows,
+                                  int64_t n, int n_group) = 0;
 };
 
 // The CPU backend with n_threads threads (the caller's thread included).

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "backend/select_backend.h"
 #include "cli/args.h"
 #include "cli/command.h"
 #include "engine/bench_runner.h"
@@ -36,6 +37,7 @@ const char* kUsage =
     "  -ctk, --cache-type-k T,.. K cache types (default f16)\n"
     "  -ctv, --cache-type-v T,.. V cache types (default f16)\n"
     "  -ub, --ubatch-size N      prompt tokens per forward pass (default 512)\n"
+    "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds)\n"
     "  --real-depth              fill the depth by prefilling random tokens\n"
     "  -o, --output FORMAT       md (default), json or csv\n"
     "  --json, --csv             the same as -o json, -o csv\n";
@@ -167,6 +169,7 @@ int run_bench(const std::vector<std::string>& argv) {
     std::vector<GgmlType> types_k = {GgmlType::F16}, types_v = {GgmlType::F16};
     int64_t reps = 5, n_ubatch = 512;
     bool real_depth = false;
+    int n_gpu_layers = 0;
     auto type_list = [&](const std::string& s) {
         std::vector<GgmlType> out;
         for (const auto& item : split(s)) out.push_back(parse_cache_type(item));
@@ -197,6 +200,12 @@ int run_bench(const std::vector<std::string>& argv) {
         } else if (args.flag({"-ub", "--ubatch-size"})) {
             n_ubatch = args.int_value();
             if (n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");
+        } else if (args.flag({"-ngl", "--gpu-layers", "--n-gpu-layers"})) {
+            try {
+                n_gpu_layers = parse_gpu_layers(args.value());
+            } catch (const std::invalid_argument& e) {
+                throw UsageError(e.what());
+            }
         } else if (args.flag({"--real-depth"})) {
             real_depth = true;
         } else if (args.flag({"-o", "--output"})) {
@@ -226,6 +235,8 @@ int run_bench(const std::vector<std::string>& argv) {
 
     std::vector<Result> results;
     std::map<int, double> bandwidth;
+    double gpu_bw = -1;
+    auto gpu_bandwidth = [&] { return gpu_bw >= 0 ? gpu_bw : (gpu_bw = measure_gpu_copy_bandwidth()); };
     for (int64_t nt : threads) {
         if (!bandwidth.count(static_cast<int>(nt))) bandwidth[nt] = measure_read_bandwidth(static_cast<int>(nt));
         for (GgmlType tk : types_k)
@@ -233,11 +244,13 @@ int run_bench(const std::vector<std::string>& argv) {
                 EngineOptions opt;
                 opt.model_path = model;
                 opt.n_threads = static_cast<int>(nt);
+                opt.n_gpu_layers = n_gpu_layers;
                 opt.n_ctx = cells;
                 opt.type_k = tk;
                 opt.type_v = tv;
                 opt.n_ubatch = n_ubatch;
                 Engine engine(opt);
+                if (!engine.backend_note().empty()) std::fprintf(stderr, "%s\n", engine.backend_note().c_str());
                 const ModelParams& mp = engine.model().params();
                 const GgufFile& f = engine.model().file();
                 const double weights = weight_bytes_per_token(f, mp.n_expert, mp.n_expert_used);
@@ -251,7 +264,8 @@ int run_bench(const std::vector<std::string>& argv) {
                     r.type_v = tv;
                     r.n_ubatch = n_ubatch;
                     r.test = t;
-                    r.read_bw = bandwidth[nt];
+                    // On a GPU the bound is the card's copy bandwidth, not the host's.
+                    r.read_bw = engine.backend().memory().is_host() ? bandwidth[nt] : gpu_bandwidth();
                     // A decoded token at depth d + i reads d + i + 1 cells; the average over the test.
                     r.bytes_per_token = weights + kv_bytes_read(engine.cache(), t.depth + 1 + (t.n_gen - 1) / 2.0);
                     for (int64_t i = 0; i < reps; ++i) {

@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "backend/select_backend.h"
 #include "memory/byte_size.h"
 
 namespace moeserve::cli {
@@ -14,7 +15,9 @@ const char* const kEngineFlagsHelp =
     "  --mem SIZE                memory budget for the fit check: 24GiB, 24GB, 512MiB (default: MemAvailable)\n"
     "  -ctk, --cache-type-k T    K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default f16)\n"
     "  -ctv, --cache-type-v T    V cache type (default f16)\n"
-    "  -ub, --ubatch-size N      prompt tokens per forward call (default 512)\n";
+    "  -ub, --ubatch-size N      prompt tokens per forward call (default 512)\n"
+    "  -ngl, --n-gpu-layers N    layers on the GPU: 0 = CPU (default), N >= the layer count or 'all' = the whole\n"
+    "                            model on the GPU (CUDA builds: `make cuda`), 'auto' = the GPU if there is one\n";
 
 bool parse_engine_flag(Args& args, EngineOptions& opt) {
     if (args.flag({"-m", "--model"})) {
@@ -46,6 +49,12 @@ bool parse_engine_flag(Args& args, EngineOptions& opt) {
         opt.type_k = parse_cache_type(args.value());
     } else if (args.flag({"-ctv", "--cache-type-v"})) {
         opt.type_v = parse_cache_type(args.value());
+    } else if (args.flag({"-ngl", "--gpu-layers", "--n-gpu-layers"})) {
+        try {
+            opt.n_gpu_layers = parse_gpu_layers(args.value());
+        } catch (const std::invalid_argument& e) {
+            throw UsageError(e.what());
+        }
     } else if (args.flag({"-ub", "--ubatch-size"})) {
         opt.n_ubatch = args.int_value();
         if (opt.n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");

@@ -28,7 +28,8 @@ const char* kUsage =
     "  -c, --ctx-size N          KV cache size (default: number of tokens)\n"
     "  -ctk, --cache-type-k T    K cache type (default f16)\n"
     "  -ctv, --cache-type-v T    V cache type (default f16)\n"
-    "  -ub, --ubatch-size N      tokens per forward call (default 512)\n";
+    "  -ub, --ubatch-size N      tokens per forward call (default 512)\n"
+    "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds)\n";
 
 int run_logits(const std::vector<std::string>& argv) {
     Args args(argv);
@@ -70,6 +71,7 @@ int run_logits(const std::vector<std::string>& argv) {
     if (opt.n_ctx == 0) opt.n_ctx = static_cast<int64_t>(tokens.size());
 
     Engine engine(opt);
+    if (!engine.backend_note().empty()) std::fprintf(stderr, "%s\n", engine.backend_note().c_str());
     std::vector<float> logits = engine.eval(0, tokens, /*all_logits=*/true);
 
     std::ofstream meta(prefix + ".json");

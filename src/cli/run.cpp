@@ -36,6 +36,7 @@ const char* kUsage =
     "  -ctk, --cache-type-k T    K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default f16)\n"
     "  -ctv, --cache-type-v T    V cache type (default f16)\n"
     "  -ub, --ubatch-size N      prompt tokens per forward call (default 512)\n"
+    "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds)\n"
     "  --temp T                  temperature (default 0.8; 0 = greedy)\n"
     "  --top-k N                 top-k (default 40; 0 = off)\n"
     "  --top-p P                 top-p (default 0.95; 1 = off)\n"
@@ -112,6 +113,7 @@ int run_generate(const std::vector<std::string>& argv) {
     if (tokens.empty()) throw std::runtime_error("the prompt is empty after tokenization");
     if (opt.n_ctx < 0) opt.n_ctx = n_predict >= 0 ? static_cast<int64_t>(tokens.size()) + n_predict : 4096;
     Engine engine(opt);  // refuses a context that does not fit, before loading
+    if (!engine.backend_note().empty()) std::fprintf(stderr, "%s\n", engine.backend_note().c_str());
     const int64_t n_ctx = engine.options().n_ctx;
     if (opt.fit_ctx)
         std::fprintf(stderr, "fit: -c %lld, the largest context that fits\n", static_cast<long long>(n_ctx));

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 #include "backend/cpu/thread_pool.h"
 #include "quant/quantize.h"
@@ -83,9 +84,28 @@ void fill_cache_synthetic(KvCache& cache, int seq, int64_t depth) {
             if (kb) quantize_row(cache.type_k(), x.data(), krows.data() + r * kb, nk);
             if (vb) quantize_row(cache.type_v(), x.data(), vrows.data() + r * vb, nv);
         }
-        for (int64_t i = 0; i < depth; ++i) {
-            if (kb) std::memcpy(cache.k_row(l, cells[i]), krows.data() + (i % kDistinct) * kb, kb);
-            if (vb) std::memcpy(cache.v_row(l, cells[i]), vrows.data() + (i % kDistinct) * vb, vb);
+        if (cache.memory().is_host()) {
+            for (int64_t i = 0; i < depth; ++i) {
+                if (kb) std::memcpy(cache.k_row(l, cells[i]), krows.data() + (i % kDistinct) * kb, kb);
+                if (vb) std::memcpy(cache.v_row(l, cells[i]), vrows.data() + (i % kDistinct) * vb, vb);
+            }
+            continue;
+        }
+        // In GPU memory: rows go up in runs of consecutive cells (one run for
+        // a cleared cache), each assembled on the host.
+        std::vector<uint8_t> run;
+        for (int64_t i = 0; i < depth;) {
+            int64_t j = i + 1;
+            while (j < depth && cells[j] == cells[j - 1] + 1) ++j;
+            for (auto [rows, bytes, dst] : {std::tuple{&krows, kb, kb ? cache.k_row(l, cells[i]) : nullptr},
+                                            std::tuple{&vrows, vb, vb ? cache.v_row(l, cells[i]) : nullptr}}) {
+                if (!bytes) continue;
+                run.resize((j - i) * bytes);
+                for (int64_t r = i; r < j; ++r)
+                    std::memcpy(run.data() + (r - i) * bytes, rows->data() + (r % kDistinct) * bytes, bytes);
+                cache.memory().upload(dst, run.data(), run.size());
+            }
+            i = j;
         }
     }
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "backend/select_backend.h"
 #include "memory/byte_size.h"
 
 namespace moeserve {
@@ -52,11 +53,15 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
                     : plan_memory(*file_, shape, engine_plan_options(options, n_ctx));
     }
     int threads = options.n_threads > 0 ? options.n_threads : static_cast<int>(std::thread::hardware_concurrency());
-    backend_ = make_cpu_backend(std::max(1, threads));
+    BackendRequest request;
+    request.n_threads = std::max(1, threads);
+    request.n_gpu_layers = options.n_gpu_layers;
+    if (loadable) request.n_layer = static_cast<int>(file_->get_u32(file_->architecture() + ".block_count"));
+    backend_ = select_backend(request, &backend_note_);
     model_ = load_model(file_, backend_);
     options_.n_ctx = n_ctx;
     cache_ = std::make_unique<KvCache>(
-        model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v));
+        model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v), backend_->memory());
 }
 
 std::vector<float> Engine::eval(int seq, std::span<const int32_t> tokens, bool all_logits) {

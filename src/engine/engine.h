@@ -16,18 +16,19 @@ namespace moeserve {
 
 struct EngineOptions {
     std::string model_path;
-    int n_threads = 0;        // 0: all cores
-    int64_t n_ctx = 0;        // 0: the model's training context
-    int n_seq = 1;            // parallel sequences (slots)
+    int n_threads = 0;  // 0: all cores
+    int64_t n_ctx = 0;  // 0: the model's training context
+    int n_seq = 1;      // parallel sequences (slots)
     GgmlType type_k = GgmlType::F16;
     GgmlType type_v = GgmlType::F16;
-    int64_t n_ubatch = 512;   // tokens per forward call when evaluating a prompt
-    bool fit_ctx = false;     // --fit / -c max: the largest context that fits in the memory budget
-    uint64_t mem_bytes = 0;   // memory budget (--mem); 0: MemAvailable when the engine starts
+    int64_t n_ubatch = 512;  // tokens per forward call when evaluating a prompt
+    bool fit_ctx = false;    // --fit / -c max: the largest context that fits in the memory budget
+    uint64_t mem_bytes = 0;  // memory budget (--mem); 0: MemAvailable when the engine starts
+    int n_gpu_layers = 0;    // -ngl: 0 = CPU; N, kGpuLayersAll or kGpuLayersAuto = the GPU (select_backend.h)
 };
 
 class Engine {
-public:
+  public:
     // Plans memory first and throws MemoryFitError, before loading
     // anything, when the configuration does not fit the budget.
     explicit Engine(const EngineOptions& options);
@@ -40,18 +41,22 @@ public:
     // What the planner said this engine allocates.
     const MemoryPlan& plan() const { return plan_; }
     int64_t n_vocab() const { return model_->params().n_vocab; }
+    Backend& backend() { return *backend_; }
+    // Why the backend is not the one -ngl asked for (empty when it is).
+    const std::string& backend_note() const { return backend_note_; }
 
     // Appends tokens to a sequence in ubatch-sized chunks. Returns the
     // logits of every token when all_logits, else only of the last one.
     std::vector<float> eval(int seq, std::span<const int32_t> tokens, bool all_logits);
 
-private:
+  private:
     EngineOptions options_;
     std::shared_ptr<const GgufFile> file_;
     std::shared_ptr<Backend> backend_;
     std::unique_ptr<Model> model_;
     std::unique_ptr<KvCache> cache_;
     MemoryPlan plan_;
+    std::string backend_note_;
 };
 
 // The planner's view of an engine configuration: exactly n_ctx cells (no

@@ -8,7 +8,9 @@
 namespace moeserve {
 namespace {
 
-bool is_quantized(GgmlType t) { return t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16; }
+bool is_quantized(GgmlType t) {
+    return t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16;
+}
 
 // The chunk size of llama.cpp's K rotation: the largest power of two that is
 // a multiple of 64 and divides the head size (spec quant-formats §3.8).
@@ -31,12 +33,14 @@ bool is_kv_cache_type(GgmlType t) {
         case GgmlType::Q4_1:
         case GgmlType::Q5_0:
         case GgmlType::Q5_1:
-        case GgmlType::IQ4_NL: return true;
-        default: return false;
+        case GgmlType::IQ4_NL:
+            return true;
+        default:
+            return false;
     }
 }
 
-KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
+KvCache::KvCache(const KvCacheConfig& config, DeviceMemory& memory) : config_(config), memory_(&memory) {
     for (GgmlType t : {config.type_k, config.type_v})
         if (!is_kv_cache_type(t))
             throw std::invalid_argument(fmt::format(
@@ -47,13 +51,14 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
     if (config.n_seq_max < 1) throw std::invalid_argument("KV cache: needs at least one sequence");
     if (config.n_cells > INT32_MAX) throw std::invalid_argument("KV cache: too many cells");
     // Quantized blocks must not straddle heads (llama.cpp refuses the same).
-    for (auto [type, head_dim, which] : {std::tuple{config.type_k, config.head_dim_k, "K"},
-                                         std::tuple{config.type_v, config.head_dim_v, "V"}}) {
+    for (auto [type, head_dim, which] :
+         {std::tuple{config.type_k, config.head_dim_k, "K"}, std::tuple{config.type_v, config.head_dim_v, "V"}}) {
         const int64_t block = ggml_type_info(type).block_size;
         if (head_dim > 0 && head_dim % block != 0)
-            throw std::invalid_argument(fmt::format("{} cache type {} needs a head size that is a multiple of {}; this "
-                                                    "model's is {} (use f16, bf16 or f32)",
-                                                    which, ggml_type_name(type), block, head_dim));
+            throw std::invalid_argument(
+                fmt::format("{} cache type {} needs a head size that is a multiple of {}; this "
+                            "model's is {} (use f16, bf16 or f32)",
+                            which, ggml_type_name(type), block, head_dim));
     }
     if (config.allow_rotation) {
         if (is_quantized(config.type_k)) k_rot_chunk_ = rotation_chunk(config.head_dim_k);
@@ -67,13 +72,13 @@ KvCache::KvCache(const KvCacheConfig& config) : config_(config) {
     for (int l = 0; l < n_layer; ++l) {
         k_row_bytes_[l] = config.n_embd_k[l] ? ggml_row_bytes(config.type_k, config.n_embd_k[l]) : 0;
         v_row_bytes_[l] = config.n_embd_v[l] ? ggml_row_bytes(config.type_v, config.n_embd_v[l]) : 0;
-        k_[l].resize(k_row_bytes_[l] * config.n_cells);
-        v_[l].resize(v_row_bytes_[l] * config.n_cells);
+        k_[l] = DeviceBuffer(memory, k_row_bytes_[l] * config.n_cells);
+        v_[l] = DeviceBuffer(memory, v_row_bytes_[l] * config.n_cells);
     }
     if (!config.n_embd_r.empty() || !config.n_embd_s.empty()) {
         if (config.n_embd_r.size() != config.n_embd_k.size() || config.n_embd_s.size() != config.n_embd_k.size())
             throw std::invalid_argument("KV cache: recurrent layer lists differ in length from the K list");
-        recurrent_ = RecurrentState(config.n_seq_max, config.n_embd_r, config.n_embd_s, config.n_rs_snapshots);
+        recurrent_ = RecurrentState(config.n_seq_max, config.n_embd_r, config.n_embd_s, config.n_rs_snapshots, memory);
     }
     seq_cells_.resize(config.n_seq_max);
     clear();
@@ -97,8 +102,8 @@ std::vector<int32_t> KvCache::append(int seq, int64_t n) {
     if (seq < 0 || seq >= config_.n_seq_max)
         throw std::out_of_range(fmt::format("sequence id {} out of range (0..{})", seq, config_.n_seq_max - 1));
     if (n > n_free())
-        throw std::runtime_error(fmt::format("KV cache is full: {} cells needed, {} free of {}", n, n_free(),
-                                             config_.n_cells));
+        throw std::runtime_error(
+            fmt::format("KV cache is full: {} cells needed, {} free of {}", n, n_free(), config_.n_cells));
     std::vector<int32_t> cells(n);
     for (int64_t i = 0; i < n; ++i) {
         cells[i] = free_.back();

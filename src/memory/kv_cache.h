@@ -16,30 +16,33 @@
 #include <span>
 #include <vector>
 
+#include "memory/device_memory.h"
 #include "memory/recurrent_state.h"
 #include "quant/ggml_type.h"
 
 namespace moeserve {
 
 struct KvCacheConfig {
-    int64_t n_cells = 0;                // total cells (tokens) over all sequences
-    int n_seq_max = 1;                  // sequence ids 0 .. n_seq_max-1
+    int64_t n_cells = 0;  // total cells (tokens) over all sequences
+    int n_seq_max = 1;    // sequence ids 0 .. n_seq_max-1
     GgmlType type_k = GgmlType::F16;
     GgmlType type_v = GgmlType::F16;
-    std::vector<int64_t> n_embd_k;      // per layer: K row width (n_head_kv*head_dim); 0 = layer has no cache
-    std::vector<int64_t> n_embd_v;      // per layer: V row width; 0 = no V (MLA)
-    int head_dim_k = 0;                 // shared head sizes, for the Hadamard rule
+    std::vector<int64_t> n_embd_k;  // per layer: K row width (n_head_kv*head_dim); 0 = layer has no cache
+    std::vector<int64_t> n_embd_v;  // per layer: V row width; 0 = no V (MLA)
+    int head_dim_k = 0;             // shared head sizes, for the Hadamard rule
     int head_dim_v = 0;
-    bool allow_rotation = true;         // llama.cpp's LLAMA_ATTN_ROT_DISABLE turns it off
+    bool allow_rotation = true;  // llama.cpp's LLAMA_ATTN_ROT_DISABLE turns it off
     // Recurrent layers (hybrid models); both empty, or one entry per layer.
-    std::vector<int64_t> n_embd_r;      // per layer: conv-state floats per sequence; 0 = not recurrent
-    std::vector<int64_t> n_embd_s;      // per layer: SSM-state floats per sequence
-    int n_rs_snapshots = 2;             // recurrent-state snapshots kept per sequence
+    std::vector<int64_t> n_embd_r;  // per layer: conv-state floats per sequence; 0 = not recurrent
+    std::vector<int64_t> n_embd_s;  // per layer: SSM-state floats per sequence
+    int n_rs_snapshots = 2;         // recurrent-state snapshots kept per sequence
 };
 
 class KvCache {
-public:
-    explicit KvCache(const KvCacheConfig& config);
+  public:
+    // The cells and recurrent states live in `memory` (the backend's: host
+    // memory for the CPU, GPU memory for CUDA); the bookkeeping on the host.
+    explicit KvCache(const KvCacheConfig& config, DeviceMemory& memory = host_memory());
 
     const KvCacheConfig& config() const { return config_; }
     GgmlType type_k() const { return config_.type_k; }
@@ -89,17 +92,29 @@ public:
 
     size_t k_row_bytes(int layer) const { return k_row_bytes_[layer]; }
     size_t v_row_bytes(int layer) const { return v_row_bytes_[layer]; }
-    uint8_t* k_row(int layer, int32_t cell) { return k_[layer].data() + cell * k_row_bytes_[layer]; }
-    uint8_t* v_row(int layer, int32_t cell) { return v_[layer].data() + cell * v_row_bytes_[layer]; }
-    const uint8_t* k_row(int layer, int32_t cell) const { return k_[layer].data() + cell * k_row_bytes_[layer]; }
-    const uint8_t* v_row(int layer, int32_t cell) const { return v_[layer].data() + cell * v_row_bytes_[layer]; }
+    // Row `cell` of a layer's K or V (in the cache's memory: host-readable
+    // only when memory().is_host()).
+    uint8_t* k_row(int layer, int32_t cell) { return k_data(layer) + cell * k_row_bytes_[layer]; }
+    uint8_t* v_row(int layer, int32_t cell) { return v_data(layer) + cell * v_row_bytes_[layer]; }
+    const uint8_t* k_row(int layer, int32_t cell) const { return k_data(layer) + cell * k_row_bytes_[layer]; }
+    const uint8_t* v_row(int layer, int32_t cell) const { return v_data(layer) + cell * v_row_bytes_[layer]; }
+    uint8_t* k_data(int layer) { return static_cast<uint8_t*>(k_[layer].data()); }
+    uint8_t* v_data(int layer) { return static_cast<uint8_t*>(v_[layer].data()); }
+    const uint8_t* k_data(int layer) const { return static_cast<const uint8_t*>(k_[layer].data()); }
+    const uint8_t* v_data(int layer) const { return static_cast<const uint8_t*>(v_[layer].data()); }
+    DeviceMemory& memory() const { return *memory_; }
+    // A recurrent layer's states for all sequences (see RecurrentState).
+    float* conv_states(int layer) { return recurrent_.conv(layer, 0); }
+    float* ssm_states(int layer) { return recurrent_.ssm(layer, 0); }
+    int64_t recurrent_seq_stride() const { return recurrent_.seq_stride(); }
 
-private:
+  private:
     KvCacheConfig config_;
+    DeviceMemory* memory_;
     int k_rot_chunk_ = 0;
     int v_rot_chunk_ = 0;
     std::vector<size_t> k_row_bytes_, v_row_bytes_;
-    std::vector<std::vector<uint8_t>> k_, v_;
+    std::vector<DeviceBuffer> k_, v_;
     std::vector<std::vector<int32_t>> seq_cells_;
     std::vector<int32_t> free_;  // a stack; lowest cell ids on top
     RecurrentState recurrent_;

@@ -5,8 +5,12 @@
 
 namespace moeserve {
 
-RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots)
-    : n_embd_r_(std::move(n_embd_r)), n_embd_s_(std::move(n_embd_s)), n_snapshots_(std::max(0, n_snapshots)) {
+RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots,
+                               DeviceMemory& memory)
+    : n_embd_r_(std::move(n_embd_r)),
+      n_embd_s_(std::move(n_embd_s)),
+      n_snapshots_(std::max(0, n_snapshots)),
+      memory_(&memory) {
     if (n_embd_s_.size() != n_embd_r_.size())
         throw std::invalid_argument("recurrent state: conv and SSM layer lists differ in length");
     conv_off_.resize(n_embd_r_.size());
@@ -22,19 +26,19 @@ RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::ve
         n_snapshots_ = 0;
         return;
     }
-    live_.assign(static_cast<size_t>(n_seq * per_seq_), 0.0f);
-    saved_.assign(static_cast<size_t>(n_seq * n_snapshots_ * per_seq_), 0.0f);
+    live_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * per_seq_) * sizeof(float));
+    saved_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * n_snapshots_ * per_seq_) * sizeof(float));
     snaps_.resize(n_seq);
 }
 
 void RecurrentState::reset(int seq) {
     if (empty()) return;
-    std::fill_n(live_.begin() + seq * per_seq_, per_seq_, 0.0f);
+    memory_->zero(live() + seq * per_seq_, per_seq_ * sizeof(float));
     snaps_.at(seq).clear();
 }
 
 void RecurrentState::reset_all() {
-    std::fill(live_.begin(), live_.end(), 0.0f);
+    if (live_.size()) memory_->zero(live_.data(), live_.size());
     for (auto& s : snaps_) s.clear();
 }
 
@@ -60,7 +64,7 @@ void RecurrentState::save(int seq, int64_t pos) {
         buffer = s.back().buffer;  // evict the oldest
         s.pop_back();
     }
-    std::copy_n(live_.begin() + seq * per_seq_, per_seq_, saved(seq, buffer));
+    memory_->copy(saved(seq, buffer), live() + seq * per_seq_, per_seq_ * sizeof(float));
     s.insert(s.begin(), Snapshot{pos, buffer});
 }
 
@@ -71,7 +75,7 @@ bool RecurrentState::has_snapshot(int seq, int64_t pos) const {
 void RecurrentState::restore(int seq, int64_t pos) {
     const int i = find(seq, pos);
     if (i < 0) throw std::logic_error("recurrent state: no snapshot at that position");
-    std::copy_n(saved(seq, snaps_[seq][i].buffer), per_seq_, live_.begin() + seq * per_seq_);
+    memory_->copy(live() + seq * per_seq_, saved(seq, snaps_[seq][i].buffer), per_seq_ * sizeof(float));
     drop_after(seq, pos);
 }
 

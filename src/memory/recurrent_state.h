@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "memory/device_memory.h"
+
 namespace moeserve {
 
 class RecurrentState {
@@ -21,19 +23,23 @@ class RecurrentState {
     RecurrentState() = default;
     // n_embd_r[l], n_embd_s[l]: floats of layer l's conv and SSM state per
     // sequence (0 for layers without recurrence).
-    RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots);
+    // The states live in `memory` (the backend's).
+    RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots,
+                   DeviceMemory& memory = host_memory());
 
     bool empty() const { return per_seq_ == 0; }
     int n_snapshots() const { return n_snapshots_; }
     int64_t n_embd_r(int layer) const { return layer < static_cast<int>(n_embd_r_.size()) ? n_embd_r_[layer] : 0; }
     int64_t n_embd_s(int layer) const { return layer < static_cast<int>(n_embd_s_.size()) ? n_embd_s_[layer] : 0; }
-    size_t bytes() const { return (live_.size() + saved_.size()) * sizeof(float); }
+    size_t bytes() const { return live_.size() + saved_.size(); }
 
-    // conv: [C][K-1] and ssm: [H][P][N] of one layer and sequence.
-    float* conv(int layer, int seq) { return live_.data() + seq * per_seq_ + conv_off_[layer]; }
-    float* ssm(int layer, int seq) { return live_.data() + seq * per_seq_ + ssm_off_[layer]; }
-    const float* conv(int layer, int seq) const { return live_.data() + seq * per_seq_ + conv_off_[layer]; }
-    const float* ssm(int layer, int seq) const { return live_.data() + seq * per_seq_ + ssm_off_[layer]; }
+    // conv: [C][K-1] and ssm: [H][P][N] of one layer and sequence; the next
+    // sequence's are seq_stride() floats further.
+    float* conv(int layer, int seq) { return live() + seq * per_seq_ + conv_off_[layer]; }
+    float* ssm(int layer, int seq) { return live() + seq * per_seq_ + ssm_off_[layer]; }
+    const float* conv(int layer, int seq) const { return live() + seq * per_seq_ + conv_off_[layer]; }
+    const float* ssm(int layer, int seq) const { return live() + seq * per_seq_ + ssm_off_[layer]; }
+    int64_t seq_stride() const { return per_seq_; }
 
     // Zeroes a sequence's state and forgets its snapshots (a new sequence).
     void reset(int seq);
@@ -53,13 +59,18 @@ class RecurrentState {
 
   private:
     int find(int seq, int64_t pos) const;  // snapshot index, or -1
-    float* saved(int seq, int i) { return saved_.data() + (static_cast<int64_t>(seq) * n_snapshots_ + i) * per_seq_; }
+    float* saved(int seq, int i) {
+        return static_cast<float*>(saved_.data()) + (static_cast<int64_t>(seq) * n_snapshots_ + i) * per_seq_;
+    }
+    float* live() { return static_cast<float*>(live_.data()); }
+    const float* live() const { return static_cast<const float*>(live_.data()); }
 
     std::vector<int64_t> n_embd_r_, n_embd_s_, conv_off_, ssm_off_;
     int64_t per_seq_ = 0;  // floats per sequence slot
     int n_snapshots_ = 0;
-    std::vector<float> live_;   // [n_seq][per_seq]
-    std::vector<float> saved_;  // [n_seq][n_snapshots][per_seq]
+    DeviceMemory* memory_ = nullptr;
+    DeviceBuffer live_;   // f32 [n_seq][per_seq]
+    DeviceBuffer saved_;  // f32 [n_seq][n_snapshots][per_seq]
     // Per sequence: the position each snapshot buffer holds, newest first
     // (values index into the sequence's snapshot buffers).
     struct Snapshot {

@@ -28,8 +28,7 @@ AttentionWeights bind_attention(WeightBinder& bind, const ModelParams& p, int la
 
 void add_bias(Backend& be, float* y, int64_t n_tokens, const Weight& bias) {
     if (!bias) return;
-    const int64_t n = bias.ne[0];
-    for (int64_t t = 0; t < n_tokens; ++t) be.add(y + t * n, bias.f32(), n);
+    be.add_row_broadcast(y, bias.f32(), n_tokens, bias.ne[0]);
 }
 
 void attention_forward(Backend& be, KvCache& cache, int layer, const AttentionWeights& w, const ModelParams& p,

@@ -23,7 +23,8 @@ AttentionWeights bind_attention(WeightBinder& bind, const ModelParams& p, int la
 
 // Reusable buffers for one forward pass.
 struct AttentionScratch {
-    std::vector<float> q, k, v, attn;
+    explicit AttentionScratch(DeviceMemory& mem) : q(mem), k(mem), v(mem), attn(mem) {}
+    Activations q, k, v, attn;
 };
 
 // out[t] = Attention(x[t]) for the batch's tokens; x is the normed input

@@ -224,31 +224,22 @@ class Deepseek2 final : public Model {
             }
 
             // RoPE (NORM) on q_pe [T, H, n_rot] and the single k_pe [T, 1, n_rot].
-            for (int64_t t = 0; t < T; ++t) {
-                for (int h = 0; h < H; ++h) {
-                    const float* src = &q_[(t * H + h) * d.dk + d.qk_nope];
-                    std::copy(src, src + d.n_rot, &q_pe_[(t * H + h) * d.n_rot]);
-                }
-                std::copy(&kv_[t * D + R], &kv_[t * D + D], &k_pe_[t * d.n_rot]);
-            }
+            be.copy_rows(q_pe_.data(), d.n_rot, q_.data() + d.qk_nope, d.dk, T * H, d.n_rot);
+            be.copy_rows(k_pe_.data(), d.n_rot, kv_.data() + R, D, T, d.n_rot);
             be.rope(q_pe_.data(), T, H, d.n_rot, batch.positions, p.rope);
             be.rope(k_pe_.data(), T, 1, d.n_rot, batch.positions, p.rope);
 
             // krow: [T, D] = [RMSNorm(latent) * kv_a_norm | RoPE(k_pe)], the cached row.
-            for (int64_t t = 0; t < T; ++t) std::copy(&kv_[t * D], &kv_[t * D + R], &lat_[t * R]);
+            be.copy_rows(lat_.data(), R, kv_.data(), D, T, R);
             be.rms_norm(lat_.data(), l.kv_a_norm.f32(), p.rms_eps, T, R, lat_.data());
-            for (int64_t t = 0; t < T; ++t) {
-                std::copy(&lat_[t * R], &lat_[(t + 1) * R], &krow_[t * D]);
-                std::copy(&k_pe_[t * d.n_rot], &k_pe_[(t + 1) * d.n_rot], &krow_[t * D + R]);
-            }
+            be.copy_rows(krow_.data(), D, lat_.data(), R, T, R);
+            be.copy_rows(krow_.data() + R, D, k_pe_.data(), d.n_rot, T, d.n_rot);
             be.store_kv(cache, il, krow_.data(), nullptr, batch.cells);
 
             // q_abs[t][h] = W_UK_h^T q_nope[t][h]: [T, H, R]; q_mla: [T, H, D] = [q_abs | RoPE(q_pe)].
             be.matmul_heads(l.k_b, q_.data(), T, static_cast<int64_t>(H) * d.dk, d.dk, q_abs_.data());
-            for (int64_t th = 0; th < T * H; ++th) {
-                std::copy(&q_abs_[th * R], &q_abs_[(th + 1) * R], &q_mla_[th * D]);
-                std::copy(&q_pe_[th * d.n_rot], &q_pe_[(th + 1) * d.n_rot], &q_mla_[th * D + R]);
-            }
+            be.copy_rows(q_mla_.data(), D, q_abs_.data(), R, T * H, R);
+            be.copy_rows(q_mla_.data() + R, D, q_pe_.data(), d.n_rot, T * H, d.n_rot);
             // o_lat: [T, H, R], each head's attention-weighted latent; o: [T, H, dv] = W_UV_h o_lat[t][h].
             be.attention_mla(cache, il, q_mla_.data(), T, H, R, batch.rows, d.kq_scale, o_lat_.data());
             be.matmul_heads(l.v_b, o_lat_.data(), T, static_cast<int64_t>(H) * R, R, o_.data());
@@ -263,7 +254,7 @@ class Deepseek2 final : public Model {
                 MoeParams moe = moe_;
                 const Weight& bias = selection_bias_[il - d.n_dense_lead];
                 moe.selection_bias = bias ? bias.f32() : nullptr;
-                std::fill(ffn_.begin(), ffn_.end(), 0.0f);
+                be.fill(ffn_.data(), 0.0f, T * E);
                 be.moe_ffn(normed_.data(), T, l.router, l.gate_exps, l.up_exps, l.down_exps, moe, ffn_.data());
                 be.dense_ffn(normed_.data(), T, l.gate_shexp, l.up_shexp, l.down_shexp, ExpertActivation::SwiGlu,
                              sub_.data());
@@ -297,7 +288,8 @@ class Deepseek2 final : public Model {
     MoeParams moe_;
     std::vector<std::string> unused_;
     // Activations, reused across calls (shapes in forward_batch).
-    std::vector<float> x_, normed_, sub_, ffn_, q_, qa_, kv_, lat_, krow_, q_pe_, k_pe_, q_mla_, q_abs_, o_lat_, o_;
+    Activations x_{mem()}, normed_{mem()}, sub_{mem()}, ffn_{mem()}, q_{mem()}, qa_{mem()}, kv_{mem()}, lat_{mem()},
+        krow_{mem()}, q_pe_{mem()}, k_pe_{mem()}, q_mla_{mem()}, q_abs_{mem()}, o_lat_{mem()}, o_{mem()};
 };
 
 std::unique_ptr<Model> load_deepseek2(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {

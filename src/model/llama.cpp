@@ -13,12 +13,12 @@ namespace {
 struct LlamaLayer {
     Weight attn_norm, ffn_norm;
     AttentionWeights attn;
-    Weight gate, up, down;                          // dense
+    Weight gate, up, down;                         // dense
     Weight router, gate_exps, up_exps, down_exps;  // MoE
 };
 
 class Llama final : public Model {
-public:
+  public:
     Llama(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
         : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal)) {
         const ModelParams& p = params_;
@@ -58,7 +58,7 @@ public:
         moe_.activation = ExpertActivation::SwiGlu;
     }
 
-protected:
+  protected:
     void forward_batch(const BatchView& batch, KvCache& cache, float* logits) override {
         Backend& be = *backend_;
         const ModelParams& p = params_;
@@ -83,13 +83,13 @@ protected:
         output_head_forward(be, head_, p, batch, x_.data(), normed_, logits);
     }
 
-private:
+  private:
     Weight token_embd_, rope_freqs_;
     OutputHead head_;
     std::vector<LlamaLayer> layers_;
     MoeParams moe_;
-    std::vector<float> x_, normed_, sub_;
-    AttentionScratch attn_;
+    Activations x_{mem()}, normed_{mem()}, sub_{mem()};
+    AttentionScratch attn_{mem()};
 };
 
 std::unique_ptr<Model> load_llama(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {

@@ -32,13 +32,19 @@ std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::sha
     if (it == registry().end()) {
         std::string list;
         for (const auto& a : supported_architectures()) list += (list.empty() ? "" : ", ") + a;
-        throw GgufError(fmt::format("{}: architecture '{}' is not supported (supported: {})", file->path(), arch, list));
+        throw GgufError(
+            fmt::format("{}: architecture '{}' is not supported (supported: {})", file->path(), arch, list));
     }
     if (file->header_only())
-        throw GgufError(fmt::format("{}: is a header-only file (written by synth --header-only): it has no weights to "
-                                    "run; use it with inspect or plan",
-                                    file->path()));
-    return it->second(std::move(file), std::move(backend));
+        throw GgufError(
+            fmt::format("{}: is a header-only file (written by synth --header-only): it has no weights to "
+                        "run; use it with inspect or plan",
+                        file->path()));
+    Backend& be = *backend;
+    const GgufFile& f = *file;
+    std::unique_ptr<Model> model = it->second(std::move(file), std::move(backend));
+    be.load_weights(f);  // after binding: every tensor was checked by name and shape
+    return model;
 }
 
 KvCacheConfig Model::kv_cache_config(int64_t n_cells, int n_seq, GgmlType type_k, GgmlType type_v) const {
@@ -56,7 +62,7 @@ KvCacheConfig Model::kv_cache_config(int64_t n_cells, int n_seq, GgmlType type_k
     return c;
 }
 
-std::vector<float> Model::forward(const Batch& batch, KvCache& cache) {
+std::vector<float> Model::forward(const Batch& batch, KvCache& cache, ForwardOutput output) {
     const size_t n = batch.size();
     if (n == 0) return {};
     if (batch.positions.size() != n || batch.seq_ids.size() != n || batch.want_logits.size() != n)
@@ -67,14 +73,16 @@ std::vector<float> Model::forward(const Batch& batch, KvCache& cache) {
     for (size_t i = 0; i < n; ++i) {
         const int32_t tok = batch.tokens[i], seq = batch.seq_ids[i];
         if (tok < 0 || tok >= params_.n_vocab)
-            throw std::invalid_argument(fmt::format("token id {} is out of range (vocabulary of {})", tok, params_.n_vocab));
+            throw std::invalid_argument(
+                fmt::format("token id {} is out of range (vocabulary of {})", tok, params_.n_vocab));
         if (seq < 0 || seq >= cache.config().n_seq_max)
-            throw std::invalid_argument(fmt::format("sequence id {} is out of range (0..{})", seq,
-                                                    cache.config().n_seq_max - 1));
+            throw std::invalid_argument(
+                fmt::format("sequence id {} is out of range (0..{})", seq, cache.config().n_seq_max - 1));
         auto [it, fresh] = next_pos.emplace(seq, cache.seq_length(seq));
         if (batch.positions[i] != it->second)
-            throw std::invalid_argument(fmt::format("token {} of the batch has position {}, but sequence {} continues at {}",
-                                                    i, batch.positions[i], seq, it->second));
+            throw std::invalid_argument(
+                fmt::format("token {} of the batch has position {}, but sequence {} continues at {}", i,
+                            batch.positions[i], seq, it->second));
         ++it->second;
     }
     int64_t needed = static_cast<int64_t>(n);
@@ -101,9 +109,13 @@ std::vector<float> Model::forward(const Batch& batch, KvCache& cache) {
     for (size_t i = 0; i < n; ++i)
         if (batch.want_logits[i]) view.out_rows.push_back(static_cast<int64_t>(i));
 
-    std::vector<float> logits(view.out_rows.size() * params_.n_vocab);
+    view.output = output;
+    const int64_t row = output == ForwardOutput::embeddings ? params_.n_embd : params_.n_vocab;
+    std::vector<float> logits(view.out_rows.size() * row);
     try {
+        backend_->begin_batch({view.tokens, view.positions, view.seq_ids, view.cells, view.rows});
         forward_batch(view, cache, logits.data());
+        backend_->end_batch();
     } catch (...) {
         // Leave the cache as it was before the batch. A recurrent state the
         // pass may have advanced cannot be rewound: such sequences restart

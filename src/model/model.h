@@ -39,18 +39,25 @@ struct Batch {
     void clear() { *this = Batch{}; }
 };
 
+// What a forward pass returns for each wanted token.
+enum class ForwardOutput {
+    logits,      // n_vocab values
+    embeddings,  // n_embd values: the final hidden state after the output norm (the vocabulary projection's input)
+};
+
 // What a forward pass sees of the batch once its cells are allocated.
 struct BatchView {
     std::span<const int32_t> tokens;
     std::span<const int32_t> positions;
     std::span<const int32_t> seq_ids;  // the sequence of each token (its recurrent state, if any)
-    std::span<const int32_t> cells;  // the cache cell each token is written to
-    AttentionRows rows;              // the cells each token attends to
-    std::vector<int64_t> out_rows;   // indices of the tokens whose logits are wanted
+    std::span<const int32_t> cells;    // the cache cell each token is written to
+    AttentionRows rows;                // the cells each token attends to
+    std::vector<int64_t> out_rows;     // indices of the tokens whose logits are wanted
+    ForwardOutput output = ForwardOutput::logits;
 };
 
 class Model {
-public:
+  public:
     virtual ~Model() = default;
 
     const ModelParams& params() const { return params_; }
@@ -60,17 +67,23 @@ public:
     // KV cache layout for this model: n_cells cells shared by n_seq sequences.
     virtual KvCacheConfig kv_cache_config(int64_t n_cells, int n_seq, GgmlType type_k, GgmlType type_v) const;
 
-    // Evaluates a batch and returns n_vocab logits per wanted token,
-    // row-major. Checks tokens and positions and allocates cache cells; on
-    // an error nothing is written to the cache.
-    std::vector<float> forward(const Batch& batch, KvCache& cache);
+    // Evaluates a batch and returns n_vocab logits (or, for embeddings,
+    // n_embd hidden-state values) per wanted token, row-major. Checks tokens
+    // and positions and allocates cache cells; on an error nothing is
+    // written to the cache.
+    std::vector<float> forward(const Batch& batch, KvCache& cache, ForwardOutput output = ForwardOutput::logits);
 
-protected:
+  protected:
     Model(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend, ModelParams params)
         : file_(std::move(file)), backend_(std::move(backend)), params_(std::move(params)) {}
 
-    // The architecture's forward pass; writes logits [out_rows, n_vocab].
+    // The architecture's forward pass; writes logits [out_rows, n_vocab]
+    // (or [out_rows, n_embd] for batch.output == embeddings).
     virtual void forward_batch(const BatchView& batch, KvCache& cache, float* logits) = 0;
+
+    // Where activations live: the backend's memory (members are declared
+    // `Activations x_{mem()}`).
+    DeviceMemory& mem() const { return backend_->memory(); }
 
     std::shared_ptr<const GgufFile> file_;
     std::shared_ptr<Backend> backend_;
@@ -87,5 +100,6 @@ std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::sha
 
 }  // namespace moeserve
 
-#define MOESERVE_ARCHITECTURE(name, loader) \
-    static const bool moeserve_arch_registered_##loader [[maybe_unused]] = ::moeserve::register_architecture(name, loader)
+#define MOESERVE_ARCHITECTURE(name, loader)                                \
+    static const bool moeserve_arch_registered_##loader [[maybe_unused]] = \
+        ::moeserve::register_architecture(name, loader)

@@ -249,7 +249,7 @@ class NemotronH final : public Model {
             be.dense_ffn(normed_.data(), T, Weight{}, l.up_shexp, l.down_shexp, ExpertActivation::ReluSquared,
                          sub_.data());
         else
-            std::fill(sub_.begin(), sub_.begin() + T * E, 0.0f);
+            be.fill(sub_.data(), 0.0f, T * E);
         MoeParams mp = moe_;
         mp.selection_bias = l.exp_probs_b.f32();
         if (!l.latent_down) {
@@ -259,7 +259,8 @@ class NemotronH final : public Model {
         // Latent MoE: the router reads normed [T, E]; the experts work in
         // [T, latent] between the latent down and up projections.
         latent_in_.resize(T * latent_);
-        latent_out_.assign(T * latent_, 0.0f);
+        latent_out_.resize(T * latent_);
+        be.fill(latent_out_.data(), 0.0f, T * latent_);
         up_.resize(T * E);
         be.matmul(l.latent_down, normed_.data(), T, latent_in_.data());
         mp.expert_input = latent_in_.data();
@@ -285,8 +286,9 @@ class NemotronH final : public Model {
     int64_t latent_ = 0;
     std::vector<std::string> unused_;
     // x, normed, sub: [T, E]; proj: [T, d_in_proj]; xbc: [T, C]; y: [T, d_inner]
-    std::vector<float> x_, normed_, sub_, proj_, xbc_, y_, latent_in_, latent_out_, up_;
-    AttentionScratch attn_;
+    Activations x_{mem()}, normed_{mem()}, sub_{mem()}, proj_{mem()}, xbc_{mem()}, y_{mem()}, latent_in_{mem()},
+        latent_out_{mem()}, up_{mem()};
+    AttentionScratch attn_{mem()};
 };
 
 std::unique_ptr<Model> load_nemotron_h_moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {

@@ -18,8 +18,10 @@ struct OutputHead {
 // Binds output_norm and output, falling back to token_embd for a tied head.
 OutputHead bind_output_head(WeightBinder& bind, const ModelParams& p, const Weight& token_embd);
 
-// logits[i] = W_out · RMSNorm(x[out_rows[i]]); x is [n_tokens, n_embd].
+// logits[i] = W_out · RMSNorm(x[out_rows[i]]); x is [n_tokens, n_embd]. With
+// batch.output == embeddings it writes RMSNorm(x[out_rows[i]]) instead
+// ([n_out, n_embd]). x is in the backend's memory, out in host memory.
 void output_head_forward(Backend& be, const OutputHead& head, const ModelParams& p, const BatchView& batch,
-                         const float* x, std::vector<float>& scratch, float* logits);
+                         const float* x, Activations& scratch, float* out);
 
 }  // namespace moeserve

@@ -15,7 +15,7 @@ struct Qwen3Layer {
 };
 
 class Qwen3 final : public Model {
-public:
+  public:
     Qwen3(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
         : Model(file, std::move(backend), read_model_params(*file, RopeMode::Neox)) {
         const ModelParams& p = params_;
@@ -36,7 +36,7 @@ public:
         }
     }
 
-protected:
+  protected:
     void forward_batch(const BatchView& batch, KvCache& cache, float* logits) override {
         Backend& be = *backend_;
         const ModelParams& p = params_;
@@ -57,12 +57,12 @@ protected:
         output_head_forward(be, head_, p, batch, x_.data(), normed_, logits);
     }
 
-private:
+  private:
     Weight token_embd_;
     OutputHead head_;
     std::vector<Qwen3Layer> layers_;
-    std::vector<float> x_, normed_, sub_;
-    AttentionScratch attn_;
+    Activations x_{mem()}, normed_{mem()}, sub_{mem()};
+    AttentionScratch attn_{mem()};
 };
 
 std::unique_ptr<Model> load_qwen3(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {

@@ -18,7 +18,7 @@ struct Qwen3MoeLayer {
 };
 
 class Qwen3Moe final : public Model {
-public:
+  public:
     Qwen3Moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
         : Model(file, std::move(backend), read_model_params(*file, RopeMode::Neox)) {
         const ModelParams& p = params_;
@@ -26,7 +26,8 @@ public:
         // n_ff_exp falls back to feed_forward_length / expert_used_count (spec §4.1).
         if (p.n_ff_exp == 0) params_.n_ff_exp = p.n_ff[0] / p.n_expert_used;
         if (p.head_dim_k != p.head_dim_v || p.n_rot != p.head_dim_k)
-            throw GgufError(fmt::format("{}: qwen3moe needs key_length == value_length == rope dimensions", file->path()));
+            throw GgufError(
+                fmt::format("{}: qwen3moe needs key_length == value_length == rope dimensions", file->path()));
         WeightBinder bind(*file);
         token_embd_ = bind.require("token_embd.weight", {p.n_embd, p.n_vocab});
         head_ = bind_output_head(bind, p, token_embd_);
@@ -51,7 +52,7 @@ public:
         unused_ = bind.unused();
     }
 
-protected:
+  protected:
     void forward_batch(const BatchView& batch, KvCache& cache, float* logits) override {
         Backend& be = *backend_;
         const ModelParams& p = params_;
@@ -72,14 +73,14 @@ protected:
         output_head_forward(be, head_, p, batch, x_.data(), normed_, logits);
     }
 
-private:
+  private:
     Weight token_embd_;
     OutputHead head_;
     std::vector<Qwen3MoeLayer> layers_;
     MoeParams moe_;
     std::vector<std::string> unused_;
-    std::vector<float> x_, normed_, sub_;
-    AttentionScratch attn_;
+    Activations x_{mem()}, normed_{mem()}, sub_{mem()};
+    AttentionScratch attn_{mem()};
 };
 
 std::unique_ptr<Model> load_qwen3moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {

@@ -22,9 +22,10 @@ Weight WeightBinder::bind(const GgufTensorInfo& t, const std::vector<int64_t>& s
         throw GgufError(fmt::format("{}: tensor {} has shape {}, expected {}", file_.path(), t.name, t.shape_string(),
                                     shape_string(shape)));
     if (!vec_dot_kernel(t.type))
-        throw GgufError(fmt::format("{}: tensor {} has type {}, which moeserve cannot compute with yet (supported: "
-                                    "f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, iq4_nl, iq4_xs)",
-                                    file_.path(), t.name, ggml_type_name(t.type)));
+        throw GgufError(
+            fmt::format("{}: tensor {} has type {}, which moeserve cannot compute with yet (supported: "
+                        "f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, iq4_nl, iq4_xs)",
+                        file_.path(), t.name, ggml_type_name(t.type)));
     Weight w;
     w.name = t.name;
     w.type = t.type;
@@ -38,7 +39,9 @@ Weight WeightBinder::bind(const GgufTensorInfo& t, const std::vector<int64_t>& s
 
 Weight WeightBinder::require(const std::string& name, std::vector<int64_t> shape) {
     const GgufTensorInfo* t = file_.find_tensor(name);
-    if (!t) throw GgufError(fmt::format("{}: missing tensor {} (expected shape {})", file_.path(), name, shape_string(shape)));
+    if (!t)
+        throw GgufError(
+            fmt::format("{}: missing tensor {} (expected shape {})", file_.path(), name, shape_string(shape)));
     return bind(*t, shape);
 }
 

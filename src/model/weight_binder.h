@@ -13,7 +13,7 @@
 namespace moeserve {
 
 class WeightBinder {
-public:
+  public:
     explicit WeightBinder(const GgufFile& file) : file_(file) {}
 
     // Expected shape in GGUF order {ne0, ne1, ...}; trailing 1s may be left out.
@@ -24,7 +24,7 @@ public:
     // list them so the caller can warn).
     std::vector<std::string> unused() const;
 
-private:
+  private:
     Weight bind(const GgufTensorInfo& t, const std::vector<int64_t>& shape);
 
     const GgufFile& file_;

@@ -2,6 +2,7 @@
 // RoPE, residual adds, the Hadamard transform.
 #include "backend/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -9,7 +10,9 @@
 
 namespace moeserve {
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+    return std::make_unique<CpuBackend>(n_threads);
+}
 
 void CpuBackend::embed(const Weight& table, std::span<const int32_t> tokens, float* out) {
     const int64_t width = table.ne[0];
@@ -33,12 +36,35 @@ void CpuBackend::rms_norm(const float* x, const float* w, float eps, int64_t n_r
             for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * scale) * w[i];
         }
     };
-    if (n_rows * n < 16384) rows(0, n_rows);
-    else pool_.parallel_for(n_rows, rows);
+    if (n_rows * n < 16384)
+        rows(0, n_rows);
+    else
+        pool_.parallel_for(n_rows, rows);
 }
 
 void CpuBackend::add(float* y, const float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void CpuBackend::add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) {
+    for (int64_t r = 0; r < n_rows; ++r) add(y + r * n, b, n);
+}
+
+void CpuBackend::copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t n_rows,
+                           int64_t width) {
+    for (int64_t r = 0; r < n_rows; ++r) std::copy_n(src + r * src_stride, width, dst + r * dst_stride);
+}
+
+void CpuBackend::gather_rows(float* dst, const float* src, int64_t width, std::span<const int64_t> rows) {
+    for (size_t i = 0; i < rows.size(); ++i) std::copy_n(src + rows[i] * width, width, dst + i * width);
+}
+
+void CpuBackend::fill(float* y, float value, int64_t n) {
+    std::fill_n(y, n, value);
+}
+
+void CpuBackend::read(float* host_dst, const float* src, int64_t n) {
+    if (host_dst != src) std::copy_n(src, n, host_dst);
 }
 
 namespace {

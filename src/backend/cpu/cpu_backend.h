@@ -12,11 +12,19 @@
 namespace moeserve {
 
 class CpuBackend final : public Backend {
-public:
+  public:
     explicit CpuBackend(int n_threads) : pool_(n_threads) {}
 
     std::string name() const override { return "cpu"; }
     int n_threads() const override { return pool_.size(); }
+    DeviceMemory& memory() override { return host_memory(); }
+
+    void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t n_rows,
+                   int64_t width) override;
+    void gather_rows(float* dst, const float* src, int64_t width, std::span<const int64_t> rows) override;
+    void fill(float* y, float value, int64_t n) override;
+    void read(float* host_dst, const float* src, int64_t n) override;
+    void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) override;
 
     void embed(const Weight& table, std::span<const int32_t> tokens, float* out) override;
     void rms_norm(const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) override;
@@ -28,12 +36,12 @@ public:
     void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) override;
     void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                    const AttentionRows& rows, float scale, float* out) override;
-    void matmul_heads(const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
-                      int64_t x_head_stride, float* y) override;
+    void matmul_heads(const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride, int64_t x_head_stride,
+                      float* y) override;
     void attention_mla(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head, int n_latent,
                        const AttentionRows& rows, float scale, float* out) override;
-    void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
-                 const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) override;
+    void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
+                 const Weight& down_exps, const MoeParams& p, float* out) override;
     void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
                    ExpertActivation act, float* out) override;
     // Mamba2 (cpu_ssm.cpp).
@@ -44,7 +52,7 @@ public:
     void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps, int64_t n_rows,
                           int64_t n, int n_group) override;
 
-private:
+  private:
     // Quantizes n_tokens rows of x (width n) to `type` into dst.
     void quantize_rows(GgmlType type, const float* x, int64_t n_tokens, int64_t n, uint8_t* dst);
     // The same into buf (grown as needed); returns buf's data.
@@ -67,7 +75,7 @@ private:
     ThreadPool pool_;
     std::vector<uint8_t> act_buf_;  // quantized activations, reused across calls
     std::vector<uint8_t> act_buf2_;
-    std::vector<float> scratch_;    // dense FFN intermediates, reused
+    std::vector<float> scratch_;  // dense FFN intermediates, reused
     struct MoeScratch {
         std::vector<float> logits, prob, xs, g, u;
         std::vector<int> order;

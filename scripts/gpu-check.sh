@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The GPU check of the CUDA backend, sized for one short lease on a GPU
+# machine that has the CUDA toolkit but none of our Debian build
+# dependencies and no network. Two halves:
+#
+#   scripts/gpu-check.sh prepare   (here, no GPU needed)
+#       Builds moeserve, the test binary and the benchmarks for sm_90 with a
+#       portable CPU target (x86-64-v3) into build-gpu/, and bundles them with
+#       the non-system shared libraries they load and the tiny fixture models
+#       into .device/gpu/ (git-ignored; carry it to the GPU machine).
+#
+#   scripts/gpu-check.sh run [SECONDS]   (on the GPU machine, repository root)
+#       1. the GPU correctness suite (tests/cuda: kernels against the CPU
+#          backend, every fixture golden with -ngl all, batching);
+#       2. the server end-to-end tests (curl) with -ngl 99;
+#       3. compute-sanitizer memcheck and racecheck on a short logits run;
+#       4. a short benchmark (moeserve bench, synthetic 4-layer slice of the
+#          qwen3-coder-30b-a3b preset), then a table of everything.
+#       Logs go to $OUT (the device tool's folder) or .device/gpu/out/.
+#       SECONDS bounds the whole run (default 540); later steps are skipped
+#       with a note when time runs out.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bundle="$here/.device/gpu"
+
+prepare() {
+    set -e
+    local build="$here/build-gpu"
+    cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_CUDA=ON -DMOESERVE_ARCH=portable \
+        -DCMAKE_CUDA_COMPILER="${CUDACXX:-/usr/local/cuda/bin/nvcc}" -DMOESERVE_CUDA_ARCHS=90
+    cmake --build "$build" -j "$(nproc)" --target moeserve moeserve_tests
+    rm -rf "$bundle"
+    mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures/models/golden"
+    cp "$build/moeserve" "$build/moeserve_tests" "$bundle/bin/"
+    # Shared libraries outside glibc and the CUDA toolkit (the GPU machine has
+    # both): fmt, PCRE2, cpp-httplib, GoogleTest, ...
+    for exe in "$bundle"/bin/*; do
+        ldd "$exe" | awk '/=> \//{print $3}' | while read -r lib; do
+            case "$(basename "$lib")" in
+                libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libgcc_s.so*|libstdc++.so*) ;;
+                libcuda*|libcublas*|libcudart*|libnvrtc*) ;;
+                *) cp -L "$lib" "$bundle/lib/" ;;
+            esac
+        done
+    done
+    # libstdc++ too: the GPU machine's may be older than the one we built with.
+    cp -L "$(g++ -print-file-name=libstdc++.so.6)" "$bundle/lib/"
+    local fx="$here/../shared/fixtures"
+    cp "$fx"/models/*-tiny-s1-*.gguf "$bundle/fixtures/models/"
+    cp "$fx"/models/golden/*-tiny-s1-* "$bundle/fixtures/models/golden/"
+    [ -d "$fx/real" ] && cp -r "$fx/real" "$bundle/fixtures/" || true
+    [ -d "$fx/tokenizer" ] && cp -r "$fx/tokenizer" "$bundle/fixtures/" || true
+    du -sh "$bundle"
+    echo "bundle ready: carry .device/gpu to the GPU machine and run: scripts/gpu-check.sh run"
+}
+
+run() {
+    local budget=${1:-540}
+    local start=$SECONDS
+    local out="${OUT:-$bundle/out}"
+    mkdir -p "$out"
+    [ -x "$bundle/bin/moeserve" ] || { echo "no bundle at $bundle: run scripts/gpu-check.sh prepare first" >&2; exit 2; }
+    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    export MOESERVE_FIXTURES="$bundle/fixtures"
+    export MOESERVE_BIN="$bundle/bin/moeserve"
+    local tests="$bundle/bin/moeserve_tests"
+    local summary="$out/summary.md"
+    left() { echo $((budget - (SECONDS - start))); }
+    step() {  # step NAME SECONDS_NEEDED CMD...
+        local name=$1 need=$2
+        shift 2
+        if [ "$(left)" -lt "$need" ]; then
+            echo "| $name | skipped (time) | |" >>"$summary"
+            return
+        fi
+        local t0=$SECONDS
+        timeout "$(left)" "$@" >"$out/$name.log" 2>&1
+        local rc=$?
+        local result="PASS"
+        [ $rc -ne 0 ] && result="FAIL (rc $rc)"
+        local detail
+        detail=$(grep -E "^\[  (PASSED|FAILED)  \]|tests? ran|ERROR SUMMARY" "$out/$name.log" | head -3 | tr '\n' ' ')
+        echo "| $name | $result, $((SECONDS - t0)) s | $detail |" >>"$summary"
+    }
+
+    {
+        echo "# scripts/gpu-check.sh run, $(date -u +%FT%TZ)"
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
+        echo
+        echo "| step | result | detail |"
+        echo "|---|---|---|"
+    } >"$summary"
+
+    step gpu-suite 60 "$tests" --gtest_filter='Cuda*' --gtest_brief=1
+    step server-e2e-ngl99 60 env MOESERVE_TEST_SERVER_ARGS="-ngl 99" "$tests" \
+        --gtest_filter='ServerE2e*:ServerScheduler*:ServerToolCalls*:ServerGrammar*:-*Sdk*:*Node*' --gtest_brief=1
+    local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
+    local toks="$out/tokens.json"
+    echo '{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]}' >"$toks"
+    if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+        local cs
+        cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+        step memcheck 60 "$cs" --tool memcheck --error-exitcode 1 "$MOESERVE_BIN" logits -m "$model" -ngl all \
+            -ctk q4_0 -ctv q4_0 --tokens "$toks" -o "$out/memcheck"
+        step racecheck 60 "$cs" --tool racecheck --error-exitcode 1 "$MOESERVE_BIN" logits -m "$model" -ngl all \
+            --tokens "$toks" -o "$out/racecheck"
+    else
+        echo "| sanitizer | skipped (no compute-sanitizer) | |" >>"$summary"
+    fi
+    # Benchmark: a 4-layer full-width slice of the Qwen3-Coder-30B-A3B preset
+    # (the whole 17 GB model when time allows: BENCH_LAYERS=48).
+    local slice="$out/qwen3-coder-slice.gguf"
+    step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers "${BENCH_LAYERS:-4}" -o "$slice"
+    step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    rm -f "$slice"
+    {
+        echo
+        echo "## bench"
+        cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
+    } >>"$summary"
+    cat "$summary"
+}
+
+case "${1:-}" in
+    prepare) prepare ;;
+    run) shift; run "$@" ;;
+    *) sed -n '2,24p' "$0"; exit 2 ;;
+esac

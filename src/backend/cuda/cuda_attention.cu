@@ -1,0 +1,407 @@
+// Writing the KV cache and attending over it on the GPU.
+//
+// store_kv: one block per token row; the row is rotated (Hadamard, as the
+// CPU does for quantized caches) in shared memory, then each thread encodes
+// whole 32-value blocks with the CPU's rounding rules, so the cache bytes are
+// identical to the CPU backend's.
+//
+// attention: flash-decoding in one pass with an online softmax and no score
+// matrix in memory. A block works on one "leader" token's run of up to
+// kTokensPerTile consecutive tokens that share a cell list (a prompt chunk;
+// a decode token is a run of one), one KV head with its group of query heads
+// (all of them, or a slice when the head dims are large), and one chunk of
+// the cells. It loads a tile of kTileCells K rows (and V rows), converted to
+// f32 in shared memory once for all its query rows, scores them, updates each
+// row's running (max, sum) and its accumulator (in registers), and writes the
+// chunk's partial state; a combine kernel merges the chunks. So each K/V row
+// is read once per (run, KV head slice), and a single decoded token over a
+// million cells still spreads over every SM.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/cuda_flash_attention.h"
+#include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace moeserve::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTileCells = 32;     // cells per K/V tile (one per lane in the softmax step)
+constexpr int kAccPerThread = 32;  // accumulator floats per thread: rows * dv <= kThreads * kAccPerThread
+constexpr int kMaxTokensPerTile = 16;
+constexpr int kMinChunkCells = 256;              // smallest cell chunk worth its own partial state
+constexpr int64_t kMaxPartialFloats = 16 << 20;  // 64 MiB of partial states at most
+
+float hadamard_scale(int n) {
+    return 1.0f / std::sqrt(static_cast<float>(n));
+}
+
+// ---- store_kv -------------------------------------------------------------
+
+// grid: n_tokens; dynamic smem: n floats.
+__global__ void store_rows_kernel(uint8_t* dst, size_t row_bytes, GgmlType type, int n, int rot_chunk, float rot_scale,
+                                  const float* src, const int32_t* cells) {
+    extern __shared__ float row[];
+    const int64_t t = blockIdx.x;
+    const float* x = src + t * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = x[i];
+    if (rot_chunk)
+        block_hadamard_chunks(row, n / rot_chunk * rot_chunk, rot_chunk, rot_scale);
+    else
+        __syncthreads();
+    uint8_t* out = dst + static_cast<size_t>(cells[t]) * row_bytes;
+    switch (type) {
+        case GgmlType::F32:
+            for (int i = threadIdx.x; i < n; i += blockDim.x) reinterpret_cast<float*>(out)[i] = row[i];
+            return;
+        case GgmlType::F16:
+            for (int i = threadIdx.x; i < n; i += blockDim.x)
+                reinterpret_cast<uint16_t*>(out)[i] = f32_to_half_bits(row[i]);
+            return;
+        case GgmlType::BF16:
+            for (int i = threadIdx.x; i < n; i += blockDim.x)
+                reinterpret_cast<uint16_t*>(out)[i] = f32_to_bf16_bits(row[i]);
+            return;
+        default: {
+            const size_t block_bytes = kv_bytes(type, 32);
+            for (int b = threadIdx.x; b < n / 32; b += blockDim.x)
+                kv_encode_block(type, row + 32 * b, out + b * block_bytes);
+            return;
+        }
+    }
+}
+
+void store_rows(Context& ctx, uint8_t* dst, size_t row_bytes, GgmlType type, int64_t n, int rot_chunk, const float* src,
+                const int32_t* cells, int64_t n_tokens) {
+    if (!kv_is_float_type(type) && n % 32 != 0)
+        throw std::invalid_argument("store_kv: a quantized cache row needs a multiple of 32 values, got " +
+                                    std::to_string(n));
+    if (kv_bytes(type, n) == 0 || kv_bytes(type, n) > row_bytes)
+        throw std::invalid_argument("store_kv: cache type or row size does not match the layer");
+    const size_t smem = n * sizeof(float);
+    if (smem > 48 * 1024)
+        MOESERVE_CUDA_CHECK(cudaFuncSetAttribute(store_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(smem)));
+    store_rows_kernel<<<static_cast<unsigned>(n_tokens), 128, smem, ctx.stream>>>(
+        dst, row_bytes, type, static_cast<int>(n), rot_chunk, rot_chunk ? hadamard_scale(rot_chunk) : 1.0f, src, cells);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+// ---- attention --------------------------------------------------------------
+
+// x := H x per chunk for each row of width n (grid: rows); src may equal dst.
+__global__ void rotate_rows_kernel(const float* src, float* dst, int n, int chunk, float scale) {
+    extern __shared__ float row[];
+    const int64_t r = blockIdx.x;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = src[r * n + i];
+    block_hadamard_chunks(row, n / chunk * chunk, chunk, scale);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[r * n + i] = row[i];
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+struct KernelArgs {
+    FlashAttention a;
+    int group;            // query heads per KV head
+    int heads_per_block;  // HB: a slice of the group
+    int head_splits;      // slices per group
+    int tokens_per_tile;  // TQ
+    int64_t chunk_len;    // cells per chunk (a multiple of kTileCells)
+    float* part;          // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
+};
+
+// Converts n_rows cached rows (row c: cell cells[c]) of one head into
+// dst[c * ld + i], i < n, n values of `type` per row.
+__device__ inline void load_tile(const uint8_t* base, size_t row_bytes, size_t head_offset, GgmlType type, int n,
+                                 const int32_t* cells, int n_rows, float* dst, int ld) {
+    const int units = (n + 31) / 32;
+    for (int item = threadIdx.x; item < n_rows * units; item += blockDim.x) {
+        const int c = item / units, u = item % units;
+        const uint8_t* row = base + static_cast<size_t>(cells[c]) * row_bytes + head_offset;
+        const int len = min(32, n - 32 * u);
+        float v[32];
+        kv_decode_unit(type, row, u, len, v);
+        float* o = dst + c * ld + 32 * u;
+        for (int j = 0; j < len; ++j) o[j] = v[j];
+    }
+}
+
+// grid: (n_tokens, n_head_kv * head_splits, n_chunks); see the file comment.
+__global__ void __launch_bounds__(kThreads) attention_chunk_kernel(KernelArgs args) {
+    const FlashAttention& a = args.a;
+    const int64_t t0 = blockIdx.x;
+    const int TQ = args.tokens_per_tile;
+    const int64_t* offset = a.cells.offset;
+    const int64_t off = offset[t0];
+    // Only the first token of a run (or of each TQ-aligned piece of it) leads a block.
+    if (t0 % TQ != 0 && offset[t0 - 1] == off) return;
+    int64_t t1 = t0 + 1;
+    while (t1 < a.n_tokens && t1 % TQ != 0 && offset[t1] == off) ++t1;
+    const int nt = static_cast<int>(t1 - t0);
+
+    const int kvh = blockIdx.y / args.head_splits;
+    const int head0 = (blockIdx.y % args.head_splits) * args.heads_per_block;  // within the group
+    const int nh = min(args.heads_per_block, args.group - head0);
+    const int R = nt * nh;  // query rows: r = lt * nh + jh
+    const int dk = a.dk, dv = a.dv;
+    const int ldk = dk + 1, ldv = dv + 1;  // odd strides: conflict-free column reads
+
+    extern __shared__ float smem[];
+    const int R_max = TQ * args.heads_per_block;
+    float* Qs = smem;                                    // [R_max][dk]
+    float* Ks = Qs + R_max * dk;                         // [kTileCells][ldk]
+    float* Vs = Ks + kTileCells * ldk;                   // [kTileCells][ldv] (unused when V is in K)
+    float* Ps = Vs + (a.v_in_k ? 0 : kTileCells * ldv);  // [R_max][kTileCells]
+    float* m_s = Ps + R_max * kTileCells;
+    float* l_s = m_s + R_max;
+    float* corr_s = l_s + R_max;
+    int* ncell_s = reinterpret_cast<int*>(corr_s + R_max);
+    const float* Vt = a.v_in_k ? Ks : Vs;
+    const int ldvt = a.v_in_k ? ldk : ldv;
+
+    for (int i = threadIdx.x; i < R * dk; i += blockDim.x) {
+        const int r = i / dk, d = i % dk;
+        const int64_t t = t0 + r / nh;
+        const int h = kvh * args.group + head0 + r % nh;
+        Qs[i] = a.q[(t * a.n_head + h) * dk + d];
+    }
+    int n_max = 0;  // the most cells any token of the run sees
+    for (int lt = 0; lt < nt; ++lt) n_max = max(n_max, a.cells.n_cells[t0 + lt]);
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+        m_s[r] = -INFINITY;
+        l_s[r] = 0.0f;
+        ncell_s[r] = a.cells.n_cells[t0 + r / nh];
+    }
+    float acc[kAccPerThread];
+#pragma unroll
+    for (int k = 0; k < kAccPerThread; ++k) acc[k] = 0.0f;
+
+    const int32_t* cells = a.cells.cells + off;
+    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * args.chunk_len;
+    const int64_t c_end = min(c_begin + args.chunk_len, static_cast<int64_t>(n_max));
+    const size_t k_head_off = static_cast<size_t>(kvh) * a.k_head_bytes;
+    const size_t v_head_off = static_cast<size_t>(kvh) * a.v_head_bytes;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileCells) {
+        const int nc = static_cast<int>(min(static_cast<int64_t>(kTileCells), c_end - c0));
+        __syncthreads();  // the previous tile's Ks/Vs/Ps are consumed (and Qs/stats written)
+        load_tile(a.k, a.k_row_bytes, k_head_off, a.type_k, dk, cells + c0, nc, Ks, ldk);
+        if (!a.v_in_k) load_tile(a.v, a.v_row_bytes, v_head_off, a.type_v, dv, cells + c0, nc, Vs, ldv);
+        __syncthreads();
+        // Scores, -inf past each row's causal end.
+        for (int e = threadIdx.x; e < R * kTileCells; e += blockDim.x) {
+            const int r = e / kTileCells, c = e % kTileCells;
+            float s = -INFINITY;
+            if (c < nc && c0 + c < ncell_s[r]) {
+                const float* qr = Qs + r * dk;
+                const float* kr = Ks + c * ldk;
+                float dot = 0.0f;
+#pragma unroll 8
+                for (int d = 0; d < dk; ++d) dot += qr[d] * kr[d];
+                s = dot * a.scale;
+            }
+            Ps[e] = s;
+        }
+        __syncthreads();
+        // Online softmax, one warp per row, one lane per cell.
+        for (int r = warp; r < R; r += kWarps) {
+            const float s = Ps[r * kTileCells + lane];
+            const float m_old = m_s[r];
+            const float m_new = fmaxf(m_old, warp_max(s));
+            float p = 0.0f, corr = 1.0f;
+            if (m_new != -INFINITY) {
+                p = __expf(s - m_new);  // 0 for s = -inf
+                corr = __expf(m_old - m_new);
+            }
+            const float sum = warp_sum(p);
+            Ps[r * kTileCells + lane] = p;
+            if (lane == 0) {
+                l_s[r] = l_s[r] * corr + sum;
+                m_s[r] = m_new;
+                corr_s[r] = corr;
+            }
+        }
+        __syncthreads();
+        // acc[r][j] = acc[r][j] * corr[r] + Σ_c p[r][c] V[c][j]
+#pragma unroll
+        for (int k = 0; k < kAccPerThread; ++k) {
+            const int e = threadIdx.x + k * kThreads;
+            if (e < R * dv) {
+                const int r = e / dv, j = e % dv;
+                const float* pr = Ps + r * kTileCells;
+                float v = acc[k] * corr_s[r];
+                for (int c = 0; c < nc; ++c) v += pr[c] * Vt[c * ldvt + j];
+                acc[k] = v;
+            }
+        }
+    }
+    __syncthreads();
+    // The chunk's partial state per row.
+    const int64_t chunk_base = static_cast<int64_t>(blockIdx.z) * a.n_tokens;
+    auto part_row = [&](int r) {
+        const int64_t t = t0 + r / nh;
+        const int h = kvh * args.group + head0 + r % nh;
+        return args.part + ((chunk_base + t) * a.n_head + h) * static_cast<int64_t>(dv + 2);
+    };
+#pragma unroll
+    for (int k = 0; k < kAccPerThread; ++k) {
+        const int e = threadIdx.x + k * kThreads;
+        if (e < R * dv) part_row(e / dv)[2 + e % dv] = acc[k];
+    }
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+        float* p = part_row(r);
+        p[0] = m_s[r];
+        p[1] = l_s[r];
+    }
+}
+
+// out[t][h] = Σ_z acc_z e^(m_z - M) / Σ_z l_z e^(m_z - M), then the V
+// un-rotation. grid: n_tokens * n_head; dynamic smem: dv floats.
+__global__ void combine_kernel(const float* part, int n_chunks, int64_t n_rows, int dv, int v_rot_chunk,
+                               float rot_scale, float* out) {
+    extern __shared__ float row[];
+    const int64_t i = blockIdx.x;
+    const int64_t stride = n_rows * (dv + 2);
+    float M = -INFINITY;
+    for (int z = 0; z < n_chunks; ++z) M = fmaxf(M, part[z * stride + i * (dv + 2)]);
+    float L = 0.0f;
+    for (int z = 0; z < n_chunks; ++z) {
+        const float* p = part + z * stride + i * (dv + 2);
+        if (p[0] != -INFINITY) L += p[1] * __expf(p[0] - M);
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int j = threadIdx.x; j < dv; j += blockDim.x) {
+        float o = 0.0f;
+        for (int z = 0; z < n_chunks; ++z) {
+            const float* p = part + z * stride + i * (dv + 2);
+            if (p[0] != -INFINITY) o += p[2 + j] * __expf(p[0] - M);
+        }
+        row[j] = o * inv;
+    }
+    if (v_rot_chunk)
+        block_hadamard_chunks(row, dv / v_rot_chunk * v_rot_chunk, v_rot_chunk, rot_scale);
+    else
+        __syncthreads();
+    for (int j = threadIdx.x; j < dv; j += blockDim.x) out[i * dv + j] = row[j];
+}
+
+}  // namespace
+
+void flash_attention(Context& ctx, const FlashAttention& a) {
+    if (a.n_tokens <= 0) return;
+    if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0)
+        throw std::invalid_argument("attention: n_head " + std::to_string(a.n_head) +
+                                    " is not a multiple of n_head_kv " + std::to_string(a.n_head_kv));
+    if (a.dk <= 0 || a.dv <= 0 || a.dv > kThreads * kAccPerThread)
+        throw std::invalid_argument("attention: unsupported head sizes " + std::to_string(a.dk) + "/" +
+                                    std::to_string(a.dv));
+    for (auto [type, d] : {std::pair{a.type_k, a.dk}, std::pair{a.type_v, a.dv}})
+        if (kv_bytes(type, 32) == 0 || (!kv_is_float_type(type) && d % 32 != 0))
+            throw std::invalid_argument("attention: cache type does not fit head size " + std::to_string(d));
+
+    KernelArgs args{};
+    args.a = a;
+    args.group = a.n_head / a.n_head_kv;
+    const int rows_max = kThreads * kAccPerThread / a.dv;
+    args.head_splits = (args.group + rows_max - 1) / rows_max;
+    args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
+    args.tokens_per_tile = std::clamp(rows_max / args.heads_per_block, 1, kMaxTokensPerTile);
+
+    // Chunks: enough blocks to fill the GPU several times over, each chunk
+    // at least kMinChunkCells long, partial states within kMaxPartialFloats.
+    const int64_t max_cells = std::max<int32_t>(a.cells.max_cells, 0);
+    const int64_t est_blocks = (a.n_tokens + args.tokens_per_tile - 1) / args.tokens_per_tile *
+                               static_cast<int64_t>(a.n_head_kv) * args.head_splits;
+    const int64_t target = 8 * static_cast<int64_t>(std::max(ctx.sm_count, 1));
+    const int64_t per_chunk_floats = a.n_tokens * a.n_head * static_cast<int64_t>(a.dv + 2);
+    int64_t n_chunks = std::max<int64_t>(1, (target + est_blocks - 1) / est_blocks);
+    n_chunks = std::min(n_chunks, std::max<int64_t>(1, max_cells / kMinChunkCells));
+    n_chunks = std::min(n_chunks, std::max<int64_t>(1, kMaxPartialFloats / per_chunk_floats));
+    n_chunks = std::min<int64_t>(n_chunks, 65535);
+    int64_t chunk_len = (max_cells + n_chunks - 1) / n_chunks;
+    chunk_len = std::max<int64_t>(kTileCells, (chunk_len + kTileCells - 1) / kTileCells * kTileCells);
+    n_chunks = std::max<int64_t>(1, (max_cells + chunk_len - 1) / chunk_len);
+    args.chunk_len = chunk_len;
+    args.part = ctx.scratch->take_n<float>(static_cast<size_t>(n_chunks * per_chunk_floats));
+
+    const int R_max = args.tokens_per_tile * args.heads_per_block;
+    const size_t smem_floats = static_cast<size_t>(R_max) * a.dk + kTileCells * (a.dk + 1) +
+                               (a.v_in_k ? 0 : kTileCells * (a.dv + 1)) + static_cast<size_t>(R_max) * kTileCells +
+                               4 * static_cast<size_t>(R_max);
+    const size_t smem = smem_floats * sizeof(float);
+    if (smem > ctx.shared_mem_per_block_optin && ctx.shared_mem_per_block_optin > 0)
+        throw std::invalid_argument("attention: head sizes " + std::to_string(a.dk) + "/" + std::to_string(a.dv) +
+                                    " need " + std::to_string(smem) + " bytes of shared memory per block");
+    MOESERVE_CUDA_CHECK(cudaFuncSetAttribute(attention_chunk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(smem)));
+    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
+                    static_cast<unsigned>(n_chunks));
+    attention_chunk_kernel<<<grid, kThreads, smem, ctx.stream>>>(args);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+
+    const int64_t n_rows = a.n_tokens * a.n_head;
+    combine_kernel<<<static_cast<unsigned>(n_rows), 128, a.dv * sizeof(float), ctx.stream>>>(
+        args.part, static_cast<int>(n_chunks), n_rows, a.dv, a.v_rot_chunk,
+        a.v_rot_chunk ? hadamard_scale(a.v_rot_chunk) : 1.0f, a.out);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void store_kv(Context& ctx, const KvLayer& layer, const float* k, const float* v, const int32_t* cells,
+              int64_t n_tokens) {
+    if (n_tokens <= 0) return;
+    store_rows(ctx, layer.k, layer.k_row_bytes, layer.type_k, layer.n_embd_k, layer.k_rot_chunk, k, cells, n_tokens);
+    if (v && layer.v && layer.n_embd_v > 0)
+        store_rows(ctx, layer.v, layer.v_row_bytes, layer.type_v, layer.n_embd_v, layer.v_rot_chunk, v, cells,
+                   n_tokens);
+}
+
+void attention(Context& ctx, const KvLayer& layer, const float* q, int64_t n_tokens, int n_head, int n_head_kv,
+               int head_dim_k, int head_dim_v, const AttentionCells& cells, float scale, float* out) {
+    if (n_tokens <= 0) return;
+    if (static_cast<int64_t>(n_head_kv) * head_dim_k != layer.n_embd_k ||
+        static_cast<int64_t>(n_head_kv) * head_dim_v != layer.n_embd_v)
+        throw std::invalid_argument("attention: n_head_kv * head dims do not match the cache layer's row widths");
+    if (layer.k_rot_chunk) {  // scores against a rotated K need H·q (H orthonormal: q·k = Hq·Hk)
+        float* qr = ctx.scratch->take_n<float>(static_cast<size_t>(n_tokens) * n_head * head_dim_k);
+        rotate_rows_kernel<<<static_cast<unsigned>(n_tokens * n_head), 128, head_dim_k * sizeof(float), ctx.stream>>>(
+            q, qr, head_dim_k, layer.k_rot_chunk, hadamard_scale(layer.k_rot_chunk));
+        MOESERVE_CUDA_CHECK_LAUNCH();
+        q = qr;
+    }
+    FlashAttention a;
+    a.k = layer.k;
+    a.v = layer.v;
+    a.k_row_bytes = layer.k_row_bytes;
+    a.v_row_bytes = layer.v_row_bytes;
+    a.type_k = layer.type_k;
+    a.type_v = layer.type_v;
+    a.k_head_bytes = kv_bytes(layer.type_k, head_dim_k);
+    a.v_head_bytes = kv_bytes(layer.type_v, head_dim_v);
+    a.dk = head_dim_k;
+    a.dv = head_dim_v;
+    a.v_rot_chunk = layer.v_rot_chunk;
+    a.q = q;
+    a.n_tokens = n_tokens;
+    a.n_head = n_head;
+    a.n_head_kv = n_head_kv;
+    a.cells = cells;
+    a.scale = scale;
+    a.out = out;
+    flash_attention(ctx, a);
+}
+
+}  // namespace moeserve::cuda

@@ -1,0 +1,18 @@
+// The CUDA backend: the backend interface on one GPU. Weights are uploaded
+// once (load_weights) and stay in their GGUF block formats; activations, the
+// KV cache and recurrent states are allocated in GPU memory (memory()); each
+// forward pass's index arrays are uploaded once (begin_batch). The CPU only
+// schedules: ops queue kernels on one stream and return.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace moeserve {
+
+// Throws std::runtime_error when there is no usable CUDA device.
+std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+
+}  // namespace moeserve

@@ -1,0 +1,247 @@
+// Elementwise and normalization ops on the GPU: RMSNorm, RoPE, adds, row
+// copies and gathers, fill, and the gated grouped RMSNorm of Mamba2.
+//
+// RoPE repeats the CPU's float operations one by one (the angle by repeated
+// multiplication, the YaRN mix, the rotation) with the _rn intrinsics, which
+// --use_fast_math does not turn into FMAs or approximations, and takes cos
+// and sin in double rounded to float (the fast-math sinf/cosf lose all
+// accuracy at the angles of long contexts). So it matches the CPU closely
+// even at positions near a million.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "backend/cuda/cuda_ops.h"
+
+namespace moeserve::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n, int threads = kThreads) {
+    return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 1 << 30));
+}
+
+// Σ over the block; every thread gets the result. scratch: 32 floats.
+__device__ float block_sum(float v, float* scratch) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();  // scratch may still be read from a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    const int n_warps = (blockDim.x + 31) / 32;
+    float s = 0.0f;
+    for (int w = 0; w < n_warps; ++w) s += scratch[w];
+    return s;
+}
+
+// grid: n_rows
+__global__ void rms_norm_kernel(const float* x, const float* w, float eps, int64_t n, float* out) {
+    __shared__ float scratch[32];
+    const float* xr = x + blockIdx.x * n;
+    float* yr = out + blockIdx.x * n;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    const float mean = block_sum(s, scratch) / static_cast<float>(n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] * scale) * w[i];
+}
+
+struct RopeConsts {
+    RopeMode mode;
+    int n_rot, half, n_head, head_dim;
+    float theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
+    const float* freq_factors;
+};
+
+// grid: n_tokens; dynamic smem: 2 * half floats (cos, sin of each pair).
+__global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
+    extern __shared__ float cs[];
+    float* cos_t = cs;
+    float* sin_t = cs + c.half;
+    const int64_t t = blockIdx.x;
+    for (int i = threadIdx.x; i < c.half; i += blockDim.x) {
+        // theta_base after i multiplications, as the CPU's running product.
+        float theta_base = static_cast<float>(positions[t]);
+        for (int k = 0; k < i; ++k) theta_base = __fmul_rn(theta_base, c.theta_scale);
+        const float ff = c.freq_factors ? c.freq_factors[i] : 1.0f;
+        const float theta_extrap = __fdiv_rn(theta_base, ff);
+        const float theta_interp = __fmul_rn(c.freq_scale, theta_extrap);
+        float theta = theta_interp;
+        if (c.ext_factor != 0.0f) {
+            const float y = __fdiv_rn(__fsub_rn(static_cast<float>(i), c.corr_low),
+                                      fmaxf(0.001f, __fsub_rn(c.corr_high, c.corr_low)));
+            const float ramp = __fsub_rn(1.0f, fminf(1.0f, fmaxf(0.0f, y)));
+            const float mix = __fmul_rn(ramp, c.ext_factor);
+            theta = __fadd_rn(__fmul_rn(theta_interp, __fsub_rn(1.0f, mix)), __fmul_rn(theta_extrap, mix));
+        }
+        cos_t[i] = __fmul_rn(static_cast<float>(cos(static_cast<double>(theta))), c.mscale);
+        sin_t[i] = __fmul_rn(static_cast<float>(sin(static_cast<double>(theta))), c.mscale);
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < c.n_head * c.half; e += blockDim.x) {
+        const int h = e / c.half, i = e % c.half;
+        float* v = x + (t * c.n_head + h) * c.head_dim;
+        // NORM pairs adjacent dims; NEOX pairs dim i with i + n_rot/2.
+        const int i0 = c.mode == RopeMode::Neox ? i : 2 * i;
+        const int i1 = c.mode == RopeMode::Neox ? i + c.half : 2 * i + 1;
+        const float x0 = v[i0], x1 = v[i1];
+        v[i0] = __fsub_rn(__fmul_rn(x0, cos_t[i]), __fmul_rn(x1, sin_t[i]));
+        v[i1] = __fadd_rn(__fmul_rn(x0, sin_t[i]), __fmul_rn(x1, cos_t[i]));
+    }
+}
+
+float yarn_corr_dim(int n_rot, int n_ctx_orig, float beta, float base) {
+    return n_rot * std::log(n_ctx_orig / (beta * 2.0f * static_cast<float>(M_PI))) / (2.0f * std::log(base));
+}
+
+__global__ void add_kernel(float* y, const float* x, int64_t n) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        y[i] += x[i];
+}
+
+__global__ void add_row_broadcast_kernel(float* y, const float* b, int64_t n_rows, int64_t n) {
+    const int64_t total = n_rows * n;
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+        y[i] += b[i % n];
+}
+
+// grid: (ceil(width / threads), n_rows)
+__global__ void copy_rows_kernel(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t width) {
+    const int64_t r = blockIdx.y;
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < width; i += int64_t(gridDim.x) * blockDim.x)
+        dst[r * dst_stride + i] = src[r * src_stride + i];
+}
+
+__global__ void gather_rows_kernel(float* dst, const float* src, int64_t width, const int64_t* rows) {
+    const int64_t r = blockIdx.y;
+    const int64_t from = rows[r];
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < width; i += int64_t(gridDim.x) * blockDim.x)
+        dst[r * width + i] = src[from * width + i];
+}
+
+__global__ void fill_kernel(float* y, float value, int64_t n) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        y[i] = value;
+}
+
+__device__ __forceinline__ float silu(float x) {
+    return x / (1.0f + __expf(-x));
+}
+
+// grid: (n_group, n_rows); y := RMSNorm(y ⊙ silu(z)) * w over one group.
+__global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stride, const float* w, float eps,
+                                        int64_t n, int64_t gs) {
+    __shared__ float scratch[32];
+    const int64_t r = blockIdx.y, g0 = blockIdx.x * gs;
+    float* yr = y + r * n + g0;
+    const float* zr = z + r * z_stride + g0;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) {
+        const float v = silu(zr[i]) * yr[i];
+        yr[i] = v;  // each thread rereads only its own elements below
+        s += v * v;
+    }
+    const float mean = block_sum(s, scratch) / static_cast<float>(gs);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) yr[i] = (yr[i] * scale) * w[g0 + i];
+}
+
+}  // namespace
+
+void rms_norm(Context& ctx, const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) {
+    if (n_rows <= 0 || n <= 0) return;
+    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, w, eps, n, out);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* positions,
+          const RopeParams& p) {
+    if (n_tokens <= 0 || p.n_rot <= 0) return;
+    if (p.n_rot > head_dim || p.n_rot % 2 != 0)
+        throw std::invalid_argument("rope: n_rot must be even and at most the head size");
+    // The per-call constants exactly as the CPU backend computes them (host float math).
+    RopeConsts c{};
+    c.mode = p.mode;
+    c.n_rot = p.n_rot;
+    c.half = p.n_rot / 2;
+    c.n_head = n_head;
+    c.head_dim = head_dim;
+    c.theta_scale = std::pow(p.freq_base, -2.0f / p.n_rot);
+    c.freq_scale = p.freq_scale;
+    c.ext_factor = p.ext_factor;
+    c.mscale = p.attn_factor;
+    if (p.ext_factor != 0.0f) {
+        c.corr_low = std::max(0.0f, std::floor(yarn_corr_dim(p.n_rot, p.n_ctx_orig, p.beta_fast, p.freq_base)));
+        c.corr_high = std::min(static_cast<float>(p.n_rot - 1),
+                               std::ceil(yarn_corr_dim(p.n_rot, p.n_ctx_orig, p.beta_slow, p.freq_base)));
+        c.mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
+    }
+    c.freq_factors = p.freq_factors;
+    rope_kernel<<<static_cast<unsigned>(n_tokens), 128, 2 * c.half * sizeof(float), ctx.stream>>>(x, positions, c);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void add(Context& ctx, float* y, const float* x, int64_t n) {
+    if (n <= 0) return;
+    add_kernel<<<blocks_for(n), kThreads, 0, ctx.stream>>>(y, x, n);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void add_row_broadcast(Context& ctx, float* y, const float* b, int64_t n_rows, int64_t n) {
+    if (n_rows <= 0 || n <= 0) return;
+    add_row_broadcast_kernel<<<blocks_for(n_rows * n), kThreads, 0, ctx.stream>>>(y, b, n_rows, n);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void copy_rows(Context& ctx, float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t n_rows,
+               int64_t width) {
+    if (n_rows <= 0 || width <= 0) return;
+    if (n_rows > 65535) {  // grid.y limit: split into pieces
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 65535)
+            copy_rows(ctx, dst + r0 * dst_stride, dst_stride, src + r0 * src_stride, src_stride,
+                      std::min<int64_t>(65535, n_rows - r0), width);
+        return;
+    }
+    const dim3 grid(blocks_for(width), static_cast<unsigned>(n_rows));
+    copy_rows_kernel<<<grid, kThreads, 0, ctx.stream>>>(dst, dst_stride, src, src_stride, width);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void gather_rows(Context& ctx, float* dst, const float* src, int64_t width, const int64_t* rows, int64_t n_rows) {
+    if (n_rows <= 0 || width <= 0) return;
+    if (n_rows > 65535) {
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 65535)
+            gather_rows(ctx, dst + r0 * width, src, width, rows + r0, std::min<int64_t>(65535, n_rows - r0));
+        return;
+    }
+    const dim3 grid(blocks_for(width), static_cast<unsigned>(n_rows));
+    gather_rows_kernel<<<grid, kThreads, 0, ctx.stream>>>(dst, src, width, rows);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void fill(Context& ctx, float* y, float value, int64_t n) {
+    if (n <= 0) return;
+    fill_kernel<<<blocks_for(n), kThreads, 0, ctx.stream>>>(y, value, n);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void gated_group_norm(Context& ctx, float* y, const float* z, int64_t z_stride, const float* w, float eps,
+                      int64_t n_rows, int64_t n, int n_group) {
+    if (n_rows <= 0 || n <= 0) return;
+    if (n_group <= 0 || n % n_group != 0)
+        throw std::invalid_argument("gated_group_norm: the width is not a multiple of the group count");
+    if (n_rows > 65535) {
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 65535)
+            gated_group_norm(ctx, y + r0 * n, z + r0 * z_stride, z_stride, w, eps,
+                             std::min<int64_t>(65535, n_rows - r0), n, n_group);
+        return;
+    }
+    const dim3 grid(static_cast<unsigned>(n_group), static_cast<unsigned>(n_rows));
+    gated_group_norm_kernel<<<grid, kThreads, 0, ctx.stream>>>(y, z, z_stride, w, eps, n, n / n_group);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moeserve::cuda

@@ -1,0 +1,35 @@
+// The one attention kernel behind attention() and attention_mla(): flash-
+// decoding over a paged KV cache (cuda_attention.cu). Internal to
+// src/backend/cuda.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda/cuda_ops.h"
+
+namespace moeserve::cuda {
+
+// q: [n_tokens, n_head, dk] (already rotated when K is); out: [n_tokens,
+// n_head, dv]. KV head g of cell c: K values at k + c*k_row_bytes +
+// g*k_head_bytes (dk values of type_k), likewise V; v_in_k: V is the first
+// dv values of the K row (MLA's latent cache), v is ignored. v_rot_chunk:
+// out is multiplied by the Hadamard matrix in chunks of that size (0: not).
+struct FlashAttention {
+    const uint8_t* k = nullptr;
+    const uint8_t* v = nullptr;
+    size_t k_row_bytes = 0, v_row_bytes = 0, k_head_bytes = 0, v_head_bytes = 0;
+    GgmlType type_k = GgmlType::F16, type_v = GgmlType::F16;
+    int dk = 0, dv = 0;
+    bool v_in_k = false;
+    int v_rot_chunk = 0;
+    const float* q = nullptr;
+    int64_t n_tokens = 0;
+    int n_head = 0, n_head_kv = 0;
+    AttentionCells cells;
+    float scale = 1.0f;
+    float* out = nullptr;
+};
+
+void flash_attention(Context& ctx, const FlashAttention& a);
+
+}  // namespace moeserve::cuda

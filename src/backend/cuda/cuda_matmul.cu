@@ -1,0 +1,335 @@
+// Matrix products on the GPU straight from the GGUF weight blocks.
+//
+// Small batches (decode): one warp per weight row; lanes take consecutive
+// 8-value chunks of the row's blocks (coalesced loads), dequantize them in
+// registers and multiply with up to 8 tokens' f32 activations, so each weight
+// byte is read once per 8 tokens; f32 accumulation, warp-shuffle reduction.
+// Activations are read through the read-only cache: every warp of an SM reads
+// the same few rows, so they stay in L1.
+//
+// Large batches (prefill): the weight is dequantized to f16 (in slices of
+// rows) and multiplied with the f16-converted activations by cuBLAS with f32
+// accumulation (tensor cores); F32 weights go through an f32 GEMM as they are.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "backend/cuda/cuda_matmul_kernels.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_quant_blocks.cuh"
+
+// (No fmt here: its headers do not compile under nvcc.)
+
+namespace moeserve::cuda {
+namespace {
+
+constexpr int kMatvecWarps = 4;  // weight rows per block
+
+template <GgmlType T, int NT>
+__global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a) {
+    using B = BlockDequant<T>;
+    int matrix, count;
+    int64_t first;
+    const float* x = a.x;
+    float* y = a.y;
+    if (a.tiles) {
+        if (static_cast<int>(blockIdx.y) >= *a.n_tiles) return;
+        const MatvecTile tile = a.tiles[blockIdx.y];
+        matrix = tile.matrix, first = tile.first_row, count = tile.n_rows;
+    } else {
+        matrix = a.matrix0 + static_cast<int>(blockIdx.z);
+        first = static_cast<int64_t>(blockIdx.y) * NT;
+        count = static_cast<int>(min(static_cast<int64_t>(NT), a.n_tokens - first));
+        x += blockIdx.z * a.x_group_stride;
+        y += blockIdx.z * a.y_group_stride;
+    }
+    x += first * a.x_stride;
+    y += first * a.y_stride;
+    const int lane = threadIdx.x & 31;
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kMatvecWarps + (threadIdx.x >> 5);
+    if (row >= a.out) return;  // whole warps leave; no block-wide sync follows
+    const uint8_t* wr = a.w + matrix * a.matrix_bytes + row * a.row_bytes;
+
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+    const int n_chunks = static_cast<int>(a.in / 8);
+#pragma unroll 2
+    for (int ci = lane; ci < n_chunks; ci += 32) {
+        const int blk = ci / B::kChunks, c = ci % B::kChunks;
+        float v[8];
+        int e0, e1;
+        B::chunk(wr + static_cast<size_t>(blk) * B::kBytes, c, v, e0, e1);
+        const float* xb = x + static_cast<int64_t>(blk) * B::kElems;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t < count) {
+                const float4 p = __ldg(reinterpret_cast<const float4*>(xb + t * a.x_stride + e0));
+                const float4 q = __ldg(reinterpret_cast<const float4*>(xb + t * a.x_stride + e1));
+                float s = acc[t];
+                s = fmaf(v[0], p.x, s), s = fmaf(v[1], p.y, s), s = fmaf(v[2], p.z, s), s = fmaf(v[3], p.w, s);
+                s = fmaf(v[4], q.x, s), s = fmaf(v[5], q.y, s), s = fmaf(v[6], q.z, s), s = fmaf(v[7], q.w, s);
+                acc[t] = s;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const float s = warp_sum(acc[t]);
+        if (lane == 0 && t < count) y[t * a.y_stride + row] = s;
+    }
+}
+
+// One thread per 8-value chunk of rows [0, n_rows) of w (row stride row_bytes).
+template <GgmlType T>
+__global__ void dequantize_f16_kernel(const uint8_t* w, size_t row_bytes, int64_t in, int64_t n_rows, __half* dst) {
+    using B = BlockDequant<T>;
+    const int64_t chunks_per_row = in / 8;
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n_rows * chunks_per_row) return;
+    const int64_t r = i / chunks_per_row;
+    const int ci = static_cast<int>(i % chunks_per_row);
+    const int blk = ci / B::kChunks, c = ci % B::kChunks;
+    float v[8];
+    int e0, e1;
+    B::chunk(w + r * row_bytes + static_cast<size_t>(blk) * B::kBytes, c, v, e0, e1);
+    __half* o = dst + r * in + static_cast<int64_t>(blk) * B::kElems;
+    const __half2 h[4] = {__floats2half2_rn(v[0], v[1]), __floats2half2_rn(v[2], v[3]), __floats2half2_rn(v[4], v[5]),
+                          __floats2half2_rn(v[6], v[7])};
+    reinterpret_cast<__half2*>(o + e0)[0] = h[0];
+    reinterpret_cast<__half2*>(o + e0)[1] = h[1];
+    reinterpret_cast<__half2*>(o + e1)[0] = h[2];
+    reinterpret_cast<__half2*>(o + e1)[1] = h[3];
+}
+
+// out[t] = row tokens[t] of the table, one thread per 8-value chunk.
+template <GgmlType T>
+__global__ void embed_kernel(const uint8_t* table, size_t row_bytes, int64_t width, const int32_t* tokens, float* out) {
+    using B = BlockDequant<T>;
+    const int64_t t = blockIdx.y;
+    const int ci = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+    if (ci >= width / 8) return;
+    const int blk = ci / B::kChunks, c = ci % B::kChunks;
+    float v[8];
+    int e0, e1;
+    B::chunk(table + static_cast<size_t>(tokens[t]) * row_bytes + static_cast<size_t>(blk) * B::kBytes, c, v, e0, e1);
+    float* o = out + t * width + static_cast<int64_t>(blk) * B::kElems;
+    reinterpret_cast<float4*>(o + e0)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(o + e1)[0] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// dst[g][r][0..width) = src[g * group_stride + r * row_stride + 0..width), as f16.
+__global__ void convert_rows_f16_kernel(const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
+                                        int64_t width, __half* dst) {
+    const int64_t r = blockIdx.y, g = blockIdx.z;
+    const float* s = src + g * group_stride + r * row_stride;
+    __half* d = dst + (g * n_rows + r) * width;
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < width;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        d[i] = __float2half_rn(s[i]);
+}
+
+// (values per block, alignment the loads need) of a type; {0, 0} without a device dequantizer.
+std::pair<int64_t, int> block_layout(GgmlType type) {
+    std::pair<int64_t, int> r{0, 0};
+    dispatch_weight_type(type, [&]<GgmlType T>() { r = {BlockDequant<T>::kElems, BlockDequant<T>::kAlign}; });
+    return r;
+}
+
+bool aligned16(const void* p) {
+    return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+}  // namespace
+
+void check_cuda_weight(const Weight& w, const char* op) {
+    const auto [block, align] = block_layout(w.type);
+    const std::string what = std::string(op) + ": weight " + w.name + " (" + std::string(ggml_type_name(w.type)) + ")";
+    if (block == 0) throw std::invalid_argument(what + " has a type the CUDA backend cannot read");
+    if (w.ne[0] % block != 0)
+        throw std::invalid_argument(what + " has rows of " + std::to_string(w.ne[0]) + " values, not a multiple of " +
+                                    std::to_string(block));
+    // Every block and row must start where the kernels' loads can read it
+    // (GGUF aligns tensors to 32 bytes, cudaMalloc to 256).
+    if (reinterpret_cast<uintptr_t>(w.data) % 16 != 0 || w.row_bytes % align != 0 || w.matrix_bytes % align != 0)
+        throw std::invalid_argument(what + " is misaligned in device memory (data not 16-byte aligned, or rows of " +
+                                    std::to_string(w.row_bytes) + " bytes / matrices of " +
+                                    std::to_string(w.matrix_bytes) + " not a multiple of " + std::to_string(align) +
+                                    ")");
+}
+
+void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a) {
+    if (!aligned16(a.x) || a.x_stride % 4 != 0 || a.x_group_stride % 4 != 0)
+        throw std::invalid_argument(
+            "matvec: activations must be 16-byte aligned with strides a multiple of 4 floats (stride " +
+            std::to_string(a.x_stride) + ", group stride " + std::to_string(a.x_group_stride) + ")");
+    const int tile_tokens = a.tile_tokens;
+    const unsigned grid_y = a.tiles ? static_cast<unsigned>(a.max_tiles)
+                                    : static_cast<unsigned>((a.n_tokens + tile_tokens - 1) / tile_tokens);
+    if (grid_y == 0 || a.out == 0) return;
+    const dim3 grid(static_cast<unsigned>((a.out + kMatvecWarps - 1) / kMatvecWarps), grid_y,
+                    a.tiles ? 1u : static_cast<unsigned>(a.n_groups));
+    const bool ok = dispatch_weight_type(type, [&]<GgmlType T>() {
+        switch (tile_tokens) {
+            case 1:
+                matvec_kernel<T, 1><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                break;
+            case 2:
+                matvec_kernel<T, 2><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                break;
+            case 4:
+                matvec_kernel<T, 4><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                break;
+            default:
+                matvec_kernel<T, 8><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                break;
+        }
+    });
+    if (!ok) throw std::invalid_argument("matvec: unsupported weight type " + std::string(ggml_type_name(type)));
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void dequantize_rows_f16(Context& ctx, const Weight& w, int matrix, int64_t row0, int64_t n_rows, __half* dst) {
+    const int64_t n_threads = n_rows * (w.ne[0] / 8);
+    if (n_threads == 0) return;
+    const uint8_t* src = w.data + matrix * w.matrix_bytes + row0 * w.row_bytes;
+    const unsigned blocks = static_cast<unsigned>((n_threads + 255) / 256);
+    dispatch_weight_type(w.type, [&]<GgmlType T>() {
+        dequantize_f16_kernel<T><<<blocks, 256, 0, ctx.stream>>>(src, w.row_bytes, w.ne[0], n_rows, dst);
+    });
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void convert_rows_f16(Context& ctx, const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
+                      int64_t width, int n_groups, __half* dst) {
+    if (n_rows == 0 || width == 0 || n_groups == 0) return;
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)), static_cast<unsigned>(n_rows),
+                    static_cast<unsigned>(n_groups));
+    convert_rows_f16_kernel<<<grid, 256, 0, ctx.stream>>>(src, row_stride, group_stride, n_rows, width, dst);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+int64_t gemm_weight_scratch(const Weight& w) {
+    if (w.type == GgmlType::F32) return 0;
+    // Slices of at most 16M values (32 MiB) keep the output head's scratch small.
+    constexpr int64_t kMaxSlice = int64_t{16} << 20;
+    const int64_t rows = std::clamp<int64_t>(kMaxSlice / std::max<int64_t>(w.ne[0], 1), 1, w.ne[1]);
+    return rows * w.ne[0];
+}
+
+void matmul_gemm(Context& ctx, const Weight& w, int matrix, const float* x, const __half* x16, int64_t m, float* y,
+                 int64_t ldy, __half* wbuf) {
+    if (m == 0) return;
+    MOESERVE_CUBLAS_CHECK(cublasSetStream(ctx.cublas, ctx.stream));
+    const float alpha = 1.0f, beta = 0.0f;
+    const int k = static_cast<int>(w.ne[0]);
+    // Row-major Y[m, n] = X[m, k] · W[n, k]^T is column-major Y^T = W^T(as k x n)^T · X^T.
+    if (w.type == GgmlType::F32) {
+        const float* wm = reinterpret_cast<const float*>(w.data + matrix * w.matrix_bytes);
+        MOESERVE_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(w.ne[1]),
+                                           static_cast<int>(m), k, &alpha, wm, CUDA_R_32F, k, x, CUDA_R_32F, k, &beta,
+                                           y, CUDA_R_32F, static_cast<int>(ldy), CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    const int64_t slice_rows = gemm_weight_scratch(w) / w.ne[0];
+    for (int64_t r0 = 0; r0 < w.ne[1]; r0 += slice_rows) {
+        const int64_t n = std::min(slice_rows, w.ne[1] - r0);
+        dequantize_rows_f16(ctx, w, matrix, r0, n, wbuf);
+        MOESERVE_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                           static_cast<int>(m), k, &alpha, wbuf, CUDA_R_16F, k, x16, CUDA_R_16F, k,
+                                           &beta, y + r0, CUDA_R_32F, static_cast<int>(ldy), CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT));
+    }
+}
+
+// ---- the ops of cuda_ops.h --------------------------------------------------
+
+void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_tokens, float* out) {
+    check_cuda_weight(table, "embed");
+    if (n_tokens == 0) return;
+    const int64_t chunks = table.ne[0] / 8;
+    const dim3 grid(static_cast<unsigned>((chunks + 127) / 128), static_cast<unsigned>(n_tokens));
+    dispatch_weight_type(table.type, [&]<GgmlType T>() {
+        embed_kernel<T><<<grid, 128, 0, ctx.stream>>>(table.data, table.row_bytes, table.ne[0], tokens, out);
+    });
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
+    check_cuda_weight(w, "matmul");
+    if (n_tokens == 0) return;
+    if (n_tokens <= kMatvecMaxTokens) {
+        if (!aligned16(x)) {  // the kernel reads float4s: copy a row slice that starts off 16 bytes
+            float* copy = ctx.scratch->take_n<float>(n_tokens * w.ne[0]);
+            MOESERVE_CUDA_CHECK(
+                cudaMemcpyAsync(copy, x, sizeof(float) * n_tokens * w.ne[0], cudaMemcpyDeviceToDevice, ctx.stream));
+            x = copy;
+        }
+        MatvecArgs a;
+        a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
+        a.x = x, a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
+        a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens, a.matrix0 = expert;
+        launch_matvec(ctx, w.type, a);
+        return;
+    }
+    __half* x16 = nullptr;
+    __half* wbuf = nullptr;
+    if (w.type != GgmlType::F32) {
+        x16 = ctx.scratch->take_n<__half>(n_tokens * w.ne[0]);
+        wbuf = ctx.scratch->take_n<__half>(gemm_weight_scratch(w));
+        convert_rows_f16(ctx, x, w.ne[0], 0, n_tokens, w.ne[0], 1, x16);
+    }
+    matmul_gemm(ctx, w, expert, x, x16, n_tokens, y, w.ne[1], wbuf);
+}
+
+void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
+                  int64_t x_head_stride, float* y) {
+    check_cuda_weight(w, "matmul_heads");
+    const int64_t in = w.ne[0], out = w.ne[1];
+    const int n_head = static_cast<int>(w.ne[2]);
+    if (n_tokens == 0 || n_head == 0) return;
+    // y: [n_tokens, n_head, out]
+    if (n_tokens <= kMatvecMaxTokens) {
+        if (!aligned16(x) || x_token_stride % 4 != 0 || x_head_stride % 4 != 0) {
+            // The kernel reads float4s: pack the heads densely, [n_tokens, n_head, in].
+            float* packed = ctx.scratch->take_n<float>(n_tokens * n_head * in);
+            for (int h = 0; h < n_head; ++h)
+                MOESERVE_CUDA_CHECK(cudaMemcpy2DAsync(
+                    packed + h * in, sizeof(float) * n_head * in, x + h * x_head_stride, sizeof(float) * x_token_stride,
+                    sizeof(float) * in, n_tokens, cudaMemcpyDeviceToDevice, ctx.stream));
+            x = packed, x_token_stride = n_head * in, x_head_stride = in;
+        }
+        MatvecArgs a;
+        a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = in, a.out = out;
+        a.x = x, a.x_stride = x_token_stride, a.y = y, a.y_stride = n_head * out;
+        a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens;
+        a.n_groups = n_head, a.x_group_stride = x_head_stride, a.y_group_stride = out;
+        launch_matvec(ctx, w.type, a);
+        return;
+    }
+    MOESERVE_CUBLAS_CHECK(cublasSetStream(ctx.cublas, ctx.stream));
+    const float alpha = 1.0f, beta = 0.0f;
+    if (w.type == GgmlType::F32) {
+        // Head h: X_h is the [n_tokens, in] rows at x + h*x_head_stride with stride x_token_stride.
+        MOESERVE_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+            ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n_tokens),
+            static_cast<int>(in), &alpha, w.data, CUDA_R_32F, static_cast<int>(in),
+            static_cast<long long>(w.matrix_bytes / sizeof(float)), x, CUDA_R_32F, static_cast<int>(x_token_stride),
+            x_head_stride, &beta, y, CUDA_R_32F, static_cast<int>(n_head * out), out, n_head, CUBLAS_COMPUTE_32F,
+            CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    // x16: [n_head, n_tokens, in]; wbuf: every head's matrix [n_head, out, in].
+    __half* x16 = ctx.scratch->take_n<__half>(n_head * n_tokens * in);
+    __half* wbuf = ctx.scratch->take_n<__half>(n_head * out * in);
+    convert_rows_f16(ctx, x, x_token_stride, x_head_stride, n_tokens, in, n_head, x16);
+    for (int h = 0; h < n_head; ++h) dequantize_rows_f16(ctx, w, h, 0, out, wbuf + h * out * in);
+    MOESERVE_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n_tokens), static_cast<int>(in),
+        &alpha, wbuf, CUDA_R_16F, static_cast<int>(in), out * in, x16, CUDA_R_16F, static_cast<int>(in), n_tokens * in,
+        &beta, y, CUDA_R_32F, static_cast<int>(n_head * out), out, n_head, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace moeserve::cuda

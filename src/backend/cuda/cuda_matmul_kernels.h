@@ -1,0 +1,85 @@
+// The building blocks of the CUDA matrix products (cuda_matmul.cu), shared
+// with the FFN ops (cuda_moe.cu): a matrix-vector kernel that reads
+// quantized blocks straight from the weights for small batches, and a
+// dequantize-to-f16 + cuBLAS GEMM path for large ones.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_context.h"
+
+namespace moeserve::cuda {
+
+// Batches up to this many tokens use the matrix-vector kernel (reading the
+// weights ceil(n/8) times, mostly from L2); larger ones dequantize + GEMM.
+inline constexpr int64_t kMatvecMaxTokens = 16;
+// Tokens computed per weight load by one matrix-vector block.
+inline constexpr int kMatvecTileTokens = 8;
+
+// 1, 2, 4 or 8: the matrix-vector kernel's tile for batches of n tokens.
+inline int matvec_tile_tokens(int64_t n) {
+    return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8;
+}
+
+// One block-row of matrix-vector work: matrix `matrix`, activation/output
+// rows [first_row, first_row + n_rows) (n_rows <= the launch's tile_tokens).
+struct MatvecTile {
+    int matrix;
+    int first_row;
+    int n_rows;
+    int unused;
+};
+
+// y[r][o] = W_matrix[o] · x[r] for the rows of each tile.
+struct MatvecArgs {
+    const uint8_t* w = nullptr;  // matrix 0
+    size_t matrix_bytes = 0, row_bytes = 0;
+    int64_t in = 0, out = 0;
+    const float* x = nullptr;  // 16-byte aligned, strides multiples of 4 (matmul copies other inputs)
+    int64_t x_stride = 0;      // floats between consecutive token rows
+    float* y = nullptr;
+    int64_t y_stride = 0;
+    int tile_tokens = 1;  // 1, 2, 4 or 8
+    // Without a tile list: tokens [0, n_tokens) of `n_groups` groups; group
+    // g uses matrix matrix0 + g and x, y offset by g * x/y_group_stride.
+    int64_t n_tokens = 0;
+    int matrix0 = 0;
+    int n_groups = 1;
+    int64_t x_group_stride = 0, y_group_stride = 0;
+    // With a tile list (device memory, built on the device): *n_tiles
+    // entries; the grid is sized for max_tiles.
+    const MatvecTile* tiles = nullptr;
+    const int* n_tiles = nullptr;
+    int max_tiles = 0;
+};
+
+void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a);
+
+// Throws std::invalid_argument naming the op and the weight when the CUDA
+// kernels cannot read it (type without a device dequantizer, row width not a
+// multiple of the block, or of 8 for float types; unaligned data).
+void check_cuda_weight(const Weight& w, const char* op);
+
+// dst [n_rows, w.in()] (f16) = rows [row0, row0 + n_rows) of matrix `matrix`.
+void dequantize_rows_f16(Context& ctx, const Weight& w, int matrix, int64_t row0, int64_t n_rows, __half* dst);
+
+// dst[g][r] (dense [n_groups, n_rows, width], f16) = the width floats at
+// src + g * group_stride + r * row_stride.
+void convert_rows_f16(Context& ctx, const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
+                      int64_t width, int n_groups, __half* dst);
+
+// Elements of f16 weight scratch that matmul_gemm wants for w (a whole
+// matrix, or a slice of rows when that would be large).
+int64_t gemm_weight_scratch(const Weight& w);
+
+// y[t][o] (row stride ldy) = W_matrix[o] · x[t] for t < m through cuBLAS:
+// F32 weights as an f32 GEMM on x; other types dequantized to f16 (into
+// wbuf, gemm_weight_scratch(w) elements, row slices in turn) times x16 (x in
+// f16, [m, in]) with f32 accumulation.
+void matmul_gemm(Context& ctx, const Weight& w, int matrix, const float* x, const __half* x16, int64_t m, float* y,
+                 int64_t ldy, __half* wbuf);
+
+}  // namespace moeserve::cuda

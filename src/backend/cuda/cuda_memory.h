@@ -1,0 +1,36 @@
+// GPU memory as a DeviceMemory: what the KV cache, recurrent states and
+// activations are allocated from under the CUDA backend. Copies are ordered
+// on the backend's stream, so they never overtake queued kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "memory/device_memory.h"
+
+namespace moeserve::cuda {
+
+class CudaMemory final : public DeviceMemory {
+  public:
+    explicit CudaMemory(int device);
+    ~CudaMemory() override;
+    CudaMemory(const CudaMemory&) = delete;
+    CudaMemory& operator=(const CudaMemory&) = delete;
+
+    cudaStream_t stream() const { return stream_; }
+    const char* name() const override { return "cuda"; }
+    bool is_host() const override { return false; }
+    // Throws std::runtime_error naming the size and the free memory.
+    void* allocate(size_t bytes) override;
+    void release(void* p) noexcept override;
+    void copy(void* dst, const void* src, size_t bytes) override;
+    void zero(void* dst, size_t bytes) override;
+    // Both wait until the copy is done (the host buffer may go away after).
+    void upload(void* dst, const void* host_src, size_t bytes) override;
+    void download(void* host_dst, const void* src, size_t bytes) override;
+
+  private:
+    int device_;
+    cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace moeserve::cuda

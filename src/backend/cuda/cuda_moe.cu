@@ -1,0 +1,337 @@
+// Feed-forward blocks on the GPU: the dense FFN and the routed-expert MoE
+// block with the CPU backend's semantics (cpu_ffn.cpp, spec architectures §1.8).
+//
+// moe_ffn, all on the stream:
+//   router logits = W_r·x                          [n_tokens, n_expert]
+//   route: gating, top-k, weights; count tokens per expert      (warp per token)
+//   plan: per-expert start offsets (prefix sum) and a list of matrix-vector
+//         tiles (expert, first item, n items)                    (one block)
+//   scatter: each (token, slot) item gets a slot in its expert's range and
+//         its input row is gathered there: xs [n_items, n_in], sorted by expert
+//   gate/up products per expert over its rows of xs, activation, down
+//   combine: out[t] += Σ_j w_j · ys[item(t, j)]  (slot order, as the CPU)
+// Decode-sized batches run the expert products as matrix-vector kernels over
+// the device-built tile list (each routed expert's weights read once per
+// tile of up to 8 of its tokens): no host round trip, so a CUDA graph can
+// capture the whole op. Larger batches copy the per-expert counts to the host
+// (the one synchronization) and run one dequantize + cuBLAS GEMM per active
+// expert and projection.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_matmul_kernels.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_quant_blocks.cuh"
+
+namespace moeserve::cuda {
+namespace {
+
+// Up to this many tokens the experts run as matrix-vector kernels; beyond,
+// the tokens per expert are enough for GEMMs to pay off.
+constexpr int64_t kMoeMatvecMaxTokens = 32;
+constexpr int kRouteWarps = 4;
+constexpr int kMaxExpertUsed = 32;  // one lane per selected expert
+constexpr int kMaxExperts = 1024;   // one plan thread per expert
+// route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
+static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
+
+__device__ __forceinline__ float silu(float x) {
+    return x / (1.0f + __expf(-x));
+}
+
+// g := act(g, u) over n values (ReLU²: non-gated, g holds W_up·x).
+__global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertActivation act) {
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        if (act == ExpertActivation::SwiGlu) {
+            g[i] = silu(g[i]) * u[i];
+        } else {
+            const float r = fmaxf(g[i], 0.0f);
+            g[i] = r * r;
+        }
+    }
+}
+
+void launch_activation(Context& ctx, float* g, const float* u, int64_t n, ExpertActivation act) {
+    if (n == 0) return;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
+    activation_kernel<<<blocks, 256, 0, ctx.stream>>>(g, u, n, act);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+struct RouteParams {
+    int n_expert, n_expert_used;
+    bool softmax, normalize;
+    float weights_scale;
+    const float* selection_bias;
+};
+
+// One warp per token: probabilities, top-k by selection score (ties: lower
+// expert id), weights; counts[e] += 1 for each chosen expert.
+__global__ void route_kernel(const float* logits, int64_t n_tokens, RouteParams p, int* route_expert,
+                             float* route_weight, int* counts) {
+    extern __shared__ float smem[];  // per warp: prob[n_expert], sel[n_expert]
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+    if (t >= n_tokens) return;  // no block-wide sync below
+    const int n = p.n_expert, k = p.n_expert_used;
+    float* prob = smem + static_cast<size_t>(warp) * 2 * n;
+    float* sel = prob + n;
+    const float* lg = logits + t * n;
+
+    if (p.softmax) {
+        float mx = -INFINITY;
+        for (int e = lane; e < n; e += 32) mx = fmaxf(mx, lg[e]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+        float sum = 0.0f;
+        for (int e = lane; e < n; e += 32) sum += (prob[e] = expf(lg[e] - mx));
+        sum = warp_sum(sum);
+        for (int e = lane; e < n; e += 32) prob[e] = prob[e] / sum;
+    } else {
+        for (int e = lane; e < n; e += 32) prob[e] = 1.0f / (1.0f + expf(-lg[e]));
+    }
+    for (int e = lane; e < n; e += 32) sel[e] = p.selection_bias ? prob[e] + p.selection_bias[e] : prob[e];
+    __syncwarp();
+
+    int my_expert = 0;
+    float my_weight = 0.0f, wsum = 0.0f;
+    for (int j = 0; j < k; ++j) {
+        float best = -INFINITY;
+        int best_e = INT_MAX;
+        for (int e = lane; e < n; e += 32) {
+            const float v = sel[e];  // NaN: already taken, never chosen
+            if (v > best || (v == best && e < best_e)) best = v, best_e = e;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v = __shfl_xor_sync(0xFFFFFFFFu, best, o);
+            const int e = __shfl_xor_sync(0xFFFFFFFFu, best_e, o);
+            if (v > best || (v == best && e < best_e)) best = v, best_e = e;
+        }
+        if (best_e >= n) best_e = 0;  // only when every score is NaN (broken logits)
+        const float w = prob[best_e];
+        if (lane == j) my_expert = best_e, my_weight = w;
+        wsum += w;  // in slot order, as the CPU sums
+        __syncwarp();
+        if (lane == 0) sel[best_e] = NAN;
+        __syncwarp();
+    }
+    if (p.normalize) my_weight /= fmaxf(wsum, 6.103515625e-5f);  // llama.cpp's clamp: the smallest normal f16
+    if (p.weights_scale != 0.0f && p.weights_scale != 1.0f) my_weight *= p.weights_scale;
+    if (lane < k) {
+        route_expert[t * k + lane] = my_expert;
+        route_weight[t * k + lane] = my_weight;
+        atomicAdd(&counts[my_expert], 1);
+    }
+}
+
+// One block of blockDim >= n_expert threads: start[e] = Σ_{e'<e} counts[e']
+// (start[n_expert] = all items), cursor = start, and the matrix-vector tiles
+// of tile_tokens items of one expert each, in expert order.
+__global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, int* start, int* cursor,
+                            MatvecTile* tiles, int* n_tiles) {
+    __shared__ int s_items[kMaxExperts], s_tiles[kMaxExperts];
+    const int e = threadIdx.x;
+    const int c = e < n_expert ? counts[e] : 0;
+    const int nt = (c + tile_tokens - 1) / tile_tokens;
+    s_items[e] = c;
+    s_tiles[e] = nt;
+    __syncthreads();
+    for (int off = 1; off < static_cast<int>(blockDim.x); off <<= 1) {  // inclusive scan
+        const int a = e >= off ? s_items[e - off] : 0, b = e >= off ? s_tiles[e - off] : 0;
+        __syncthreads();
+        s_items[e] += a;
+        s_tiles[e] += b;
+        __syncthreads();
+    }
+    const int item0 = s_items[e] - c, tile0 = s_tiles[e] - nt;
+    if (e < n_expert) {
+        start[e] = item0;
+        cursor[e] = item0;
+        for (int i = 0; i < nt; ++i)
+            tiles[tile0 + i] = {e, item0 + i * tile_tokens, min(tile_tokens, c - i * tile_tokens), 0};
+    }
+    if (e == static_cast<int>(blockDim.x) - 1) {
+        start[n_expert] = s_items[e];
+        *n_tiles = s_tiles[e];
+    }
+}
+
+// Block i: item i (token i / k) takes the next position of its expert's range
+// and copies the token's expert input row there.
+__global__ void scatter_kernel(const int* route_expert, int k, int* cursor, int* item_pos, const float* xe,
+                               int64_t n_in, float* xs) {
+    __shared__ int pos;
+    const int64_t i = blockIdx.x;
+    if (threadIdx.x == 0) {
+        pos = atomicAdd(&cursor[route_expert[i]], 1);
+        item_pos[i] = pos;
+    }
+    __syncthreads();
+    const float4* src = reinterpret_cast<const float4*>(xe + (i / k) * n_in);
+    float4* dst = reinterpret_cast<float4*>(xs + static_cast<int64_t>(pos) * n_in);
+    for (int64_t j = threadIdx.x; j < n_in / 4; j += blockDim.x) dst[j] = src[j];
+}
+
+// out[t][i] += Σ_j w_j · ys[item_pos(t, j)][i], slots in order.
+__global__ void combine_kernel(const float* ys, const int* item_pos, const float* route_weight, int k, int64_t n_out,
+                               float* out) {
+    const int64_t t = blockIdx.y;
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n_out) return;
+    float sum = ys[static_cast<int64_t>(item_pos[t * k]) * n_out + i] * route_weight[t * k];
+    for (int j = 1; j < k; ++j)
+        sum += ys[static_cast<int64_t>(item_pos[t * k + j]) * n_out + i] * route_weight[t * k + j];
+    out[t * n_out + i] += sum;
+}
+
+[[noreturn]] void bad_moe(const std::string& what) {
+    throw std::invalid_argument("moe_ffn: " + what);
+}
+
+void check_moe(const Weight& router, const Weight& gate_exps, const Weight& up_exps, const Weight& down_exps,
+               const MoeParams& p) {
+    if (p.n_expert < 1 || p.n_expert > kMaxExperts)
+        bad_moe(std::to_string(p.n_expert) + " experts (the CUDA backend supports 1 to " + std::to_string(kMaxExperts) +
+                ")");
+    if (p.n_expert_used < 1 || p.n_expert_used > std::min(p.n_expert, kMaxExpertUsed))
+        bad_moe(std::to_string(p.n_expert_used) + " experts per token of " + std::to_string(p.n_expert) +
+                " (the CUDA backend supports up to " + std::to_string(kMaxExpertUsed) + ")");
+    if (router.ne[1] != p.n_expert)
+        bad_moe("router " + router.name + " has " + std::to_string(router.ne[1]) + " outputs, expected " +
+                std::to_string(p.n_expert));
+    if (up_exps.ne[2] < p.n_expert || down_exps.ne[2] < p.n_expert || (gate_exps && gate_exps.ne[2] < p.n_expert))
+        bad_moe("expert weights hold fewer than " + std::to_string(p.n_expert) + " experts");
+    if (down_exps.ne[0] != up_exps.ne[1] ||
+        (gate_exps && (gate_exps.ne[0] != up_exps.ne[0] || gate_exps.ne[1] != up_exps.ne[1])))
+        bad_moe("expert weight shapes do not match (" + up_exps.name + ", " + down_exps.name + ")");
+    if (up_exps.ne[0] % 4 != 0)
+        bad_moe("expert input width " + std::to_string(up_exps.ne[0]) + " is not a multiple of 4");
+}
+
+}  // namespace
+
+void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
+               ExpertActivation act, float* out) {
+    if (n_tokens == 0) return;
+    const int64_t n_ff = up.ne[1];
+    // g, u: [n_tokens, n_ff]
+    float* g = ctx.scratch->take_n<float>(n_tokens * n_ff);
+    float* u = nullptr;
+    if (gate) {
+        u = ctx.scratch->take_n<float>(n_tokens * n_ff);
+        matmul(ctx, gate, x, n_tokens, g);
+        matmul(ctx, up, x, n_tokens, u);
+    } else {
+        matmul(ctx, up, x, n_tokens, g);
+    }
+    launch_activation(ctx, g, u, n_tokens * n_ff, act);
+    matmul(ctx, down, g, n_tokens, out);
+}
+
+void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
+             const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) {
+    check_moe(router, gate_exps, up_exps, down_exps, p);
+    if (gate_exps) check_cuda_weight(gate_exps, "moe_ffn");
+    check_cuda_weight(up_exps, "moe_ffn");
+    check_cuda_weight(down_exps, "moe_ffn");
+    if (n_tokens == 0) return;
+    const int n_expert = p.n_expert, k = p.n_expert_used;
+    const int64_t n_in = up_exps.ne[0], n_ff = up_exps.ne[1], n_out = down_exps.ne[1];
+    const int64_t n_items = n_tokens * k;  // (token, slot) pairs
+    const bool decode = n_tokens <= kMoeMatvecMaxTokens;
+    const int tile_tokens = matvec_tile_tokens(std::min<int64_t>(n_tokens, kMatvecTileTokens));
+    // Tiles: Σ_e ceil(c_e / tile) <= n_items / tile + (experts with items).
+    const int max_tiles = static_cast<int>(n_items / tile_tokens + std::min<int64_t>(n_expert, n_items));
+
+    Scratch& s = *ctx.scratch;
+    float* logits = s.take_n<float>(n_tokens * n_expert);
+    int* route_expert = s.take_n<int>(n_items);
+    float* route_weight = s.take_n<float>(n_items);
+    int* counts = s.take_n<int>(n_expert);
+    int* start = s.take_n<int>(n_expert + 1);
+    int* cursor = s.take_n<int>(n_expert);
+    MatvecTile* tiles = s.take_n<MatvecTile>(max_tiles);
+    int* n_tiles = s.take_n<int>(1);
+    int* item_pos = s.take_n<int>(n_items);
+    float* xs = s.take_n<float>(n_items * n_in);  // expert inputs, sorted by expert
+    float* g = s.take_n<float>(n_items * n_ff);   // gate (or up for ReLU²), then the activation
+    float* u = gate_exps ? s.take_n<float>(n_items * n_ff) : nullptr;
+    float* ys = s.take_n<float>(n_items * n_out);  // expert outputs, sorted by expert
+
+    // Routing.
+    matmul(ctx, router, x, n_tokens, logits);
+    MOESERVE_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * n_expert, ctx.stream));
+    const RouteParams rp{n_expert,        k, p.gating == GatingFunc::Softmax, p.normalize_weights, p.weights_scale,
+                         p.selection_bias};
+    const size_t route_smem = sizeof(float) * 2 * n_expert * kRouteWarps;
+    route_kernel<<<static_cast<unsigned>((n_tokens + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps, route_smem,
+                   ctx.stream>>>(logits, n_tokens, rp, route_expert, route_weight, counts);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+    const int plan_threads = (n_expert + 31) / 32 * 32;
+    plan_kernel<<<1, plan_threads, 0, ctx.stream>>>(counts, n_expert, tile_tokens, start, cursor, tiles, n_tiles);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+    const float* xe = p.expert_input ? p.expert_input : x;  // latent MoE: the experts read their own input
+    scatter_kernel<<<static_cast<unsigned>(n_items), 128, 0, ctx.stream>>>(route_expert, k, cursor, item_pos, xe, n_in,
+                                                                           xs);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+
+    if (decode) {
+        MatvecArgs a;
+        a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
+        auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
+            a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
+            a.x = in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
+            launch_matvec(ctx, w.type, a);
+        };
+        if (gate_exps) {
+            product(gate_exps, xs, n_in, g);
+            product(up_exps, xs, n_in, u);
+        } else {
+            product(up_exps, xs, n_in, g);
+        }
+        launch_activation(ctx, g, u, n_items * n_ff, p.activation);
+        product(down_exps, g, n_ff, ys);
+    } else {
+        // The one host synchronization: which experts got how many rows.
+        std::vector<int> host_start(n_expert + 1);
+        MOESERVE_CUDA_CHECK(cudaMemcpyAsync(host_start.data(), start, sizeof(int) * (n_expert + 1),
+                                            cudaMemcpyDeviceToHost, ctx.stream));
+        MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+        __half* x16 = s.take_n<__half>(n_items * std::max(n_in, n_ff));  // xs, later the activations, in f16
+        const int64_t wbuf_elems = std::max({gate_exps ? gemm_weight_scratch(gate_exps) : 0,
+                                             gemm_weight_scratch(up_exps), gemm_weight_scratch(down_exps)});
+        __half* wbuf = s.take_n<__half>(std::max<int64_t>(wbuf_elems, 1));
+        const float* x16_holds = nullptr;  // which input x16 holds (gate and up share theirs)
+        auto products = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
+            if (w.type != GgmlType::F32 && x16_holds != in) {
+                convert_rows_f16(ctx, in, in_width, 0, n_items, in_width, 1, x16);
+                x16_holds = in;
+            }
+            for (int e = 0; e < n_expert; ++e) {
+                const int64_t r0 = host_start[e], m = host_start[e + 1] - host_start[e];
+                if (m > 0)
+                    matmul_gemm(ctx, w, e, in + r0 * in_width, x16 + r0 * in_width, m, y + r0 * w.ne[1], w.ne[1], wbuf);
+            }
+        };
+        if (gate_exps) {
+            products(gate_exps, xs, n_in, g);
+            products(up_exps, xs, n_in, u);
+        } else {
+            products(up_exps, xs, n_in, g);
+        }
+        launch_activation(ctx, g, u, n_items * n_ff, p.activation);
+        products(down_exps, g, n_ff, ys);
+    }
+
+    const dim3 grid(static_cast<unsigned>((n_out + 255) / 256), static_cast<unsigned>(n_tokens));
+    combine_kernel<<<grid, 256, 0, ctx.stream>>>(ys, item_pos, route_weight, k, n_out, out);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace moeserve::cuda

@@ -1,0 +1,68 @@
+#include "backend/select_backend.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <stdexcept>
+
+#ifdef MOESERVE_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_context.h"
+#endif
+
+namespace moeserve {
+
+bool cuda_backend_built() {
+#ifdef MOESERVE_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+}
+
+double measure_gpu_copy_bandwidth() {
+#ifdef MOESERVE_WITH_CUDA
+    return cuda::device_count() > 0 ? cuda::measure_copy_bandwidth(0) / 1e9 : 0.0;
+#else
+    return 0.0;
+#endif
+}
+
+int parse_gpu_layers(const std::string& value) {
+    if (value == "auto" || value == "-1") return kGpuLayersAuto;
+    if (value == "all") return kGpuLayersAll;
+    int n = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc() || end != value.data() + value.size() || n < 0)
+        throw std::invalid_argument(fmt::format("-ngl expects a layer count, 'auto' or 'all', got '{}'", value));
+    return n;
+}
+
+std::shared_ptr<Backend> select_backend(const BackendRequest& r, std::string* note) {
+    if (note) note->clear();
+    const bool wants_gpu = r.n_gpu_layers != 0;
+    const bool explicit_gpu = r.n_gpu_layers > 0 || r.n_gpu_layers == kGpuLayersAll;
+    if (wants_gpu && r.n_gpu_layers > 0 && r.n_layer > 0 && r.n_gpu_layers < r.n_layer) {
+        // The layer split (first layers on the CPU) is not built yet; say so
+        // rather than silently running everything in one place.
+        throw std::invalid_argument(fmt::format(
+            "-ngl {}: offloading only some of the model's {} layers is not supported yet; use -ngl 0 (CPU) or "
+            "-ngl {} / all (everything on the GPU)",
+            r.n_gpu_layers, r.n_layer, r.n_layer));
+    }
+#ifdef MOESERVE_WITH_CUDA
+    if (wants_gpu) {
+        if (cuda::device_count() > 0) return make_cuda_backend(0);
+        if (explicit_gpu && note)
+            *note = fmt::format("no CUDA device found; -ngl {} is ignored, running on the CPU",
+                                r.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(r.n_gpu_layers));
+    }
+#else
+    if (explicit_gpu && note)
+        *note = fmt::format("this build has no GPU backend (build with `make cuda`); -ngl {} is ignored",
+                            r.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(r.n_gpu_layers));
+#endif
+    return make_cpu_backend(std::max(1, r.n_threads));
+}
+
+}  // namespace moeserve

@@ -1,0 +1,41 @@
+// Picks the backend for -ngl: the CPU, or the CUDA backend when this build
+// has it and a device is present. The one place that knows which backends
+// were built.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace moeserve {
+
+// -ngl: a layer count, or one of these.
+inline constexpr int kGpuLayersAuto = -1;  // the GPU when there is one, else the CPU, silently
+inline constexpr int kGpuLayersAll = -2;   // every layer on the GPU
+
+struct BackendRequest {
+    int n_threads = 1;     // CPU threads (the CPU backend)
+    int n_gpu_layers = 0;  // 0: CPU only
+    int n_layer = 0;       // the model's layer count, to tell "all" from a split
+};
+
+// The backend for the request. A request for GPU layers in a build without
+// CUDA, or on a machine without a device, falls back to the CPU with a note
+// in *note (empty when nothing needs saying). Offloading only some layers
+// (0 < n_gpu_layers < n_layer) is refused with std::invalid_argument.
+std::shared_ptr<Backend> select_backend(const BackendRequest& request, std::string* note);
+
+// Whether this build has the CUDA backend.
+bool cuda_backend_built();
+
+// The GPU's device-to-device copy bandwidth in GB/s (bytes read plus bytes
+// written per second, over a 1 GiB copy); 0 without CUDA or a device.
+// The bound benchmarks compare GPU decode speeds with.
+double measure_gpu_copy_bandwidth();
+
+// Parses -ngl's value: N >= 0, "auto" or "all" (-1 means auto, as in
+// llama.cpp). Throws std::invalid_argument naming the value.
+int parse_gpu_layers(const std::string& value);
+
+}  // namespace moeserve

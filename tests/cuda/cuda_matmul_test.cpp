@@ -1,0 +1,193 @@
+// GPU embed / matmul / matmul_heads against the CPU backend and against a
+// double-precision product of the same dequantized weights.
+//
+// Tolerances. The CPU quantizes activations to the weight type's partner
+// (q8_0 / q8_K: ~0.5% relative RMS error; f16 / bf16 for those weights) and
+// the GPU does not, so the GPU is compared with the double reference, where
+// it must be tighter than the CPU for quantized weights:
+//  - matrix-vector path (<= 16 tokens): f32 products of the exact weight
+//    values, f32 sums of a few thousand terms: ~1e-6 relative; bound 2e-5.
+//  - GEMM path: weights and activations rounded to f16 (2^-11 relative, RMS
+//    ~1.6e-4 each): ~2.5e-4 relative; bound 2e-3 (F32 weights: f32 GEMM).
+// The largest single error is bounded at 10x (20x for GEMMs) the RMS bound,
+// relative to the RMS of the outputs, so one wrong row cannot hide.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "cuda_test_util.h"
+
+namespace moeserve::cuda::test {
+namespace {
+
+using CudaMatmul = CudaBlasTest;
+
+constexpr GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,    GgmlType::BF16,  GgmlType::Q8_0, GgmlType::Q4_0,
+                                  GgmlType::Q4_1, GgmlType::Q5_0,   GgmlType::Q5_1,  GgmlType::Q4_K, GgmlType::Q5_K,
+                                  GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+
+bool is_float_type(GgmlType t) {
+    return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
+}
+
+// Row widths to test: 2688 (Nemotron's hidden size) is not a multiple of 256,
+// so the 256-value block types use 2816 instead.
+std::vector<int64_t> widths_for(GgmlType t) {
+    const bool super_block = ggml_type_info(t).block_size == 256;
+    return {256, 512, super_block ? 2816 : 2688};
+}
+
+struct Bounds {
+    double rms, max;
+};
+Bounds gpu_bounds(GgmlType t, int64_t n_tokens) {
+    if (n_tokens <= 16 || t == GgmlType::F32) return {2e-5, 2e-4};
+    return {2e-3, 4e-2};
+}
+
+// Checks one product's GPU and CPU results against the double reference.
+void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, const std::vector<double>& ref,
+                  GgmlType type, int64_t n_tokens, const std::string& what) {
+    const Bounds b = gpu_bounds(type, n_tokens);
+    const double gpu_err = relative_rms_error(gpu, ref), cpu_err = relative_rms_error(cpu, ref);
+    EXPECT_LT(gpu_err, b.rms) << what << " (cpu error " << cpu_err << ")";
+    EXPECT_LT(max_error_over_rms(gpu, ref), b.max) << what;
+    if (!is_float_type(type)) {
+        EXPECT_LT(gpu_err, cpu_err) << what << ": the GPU should beat the q8 activations";
+    }
+    // And GPU vs CPU directly: no further apart than their two errors allow.
+    EXPECT_LT(relative_rms_error(gpu, to_double(cpu)), 1.5 * (cpu_err + b.rms)) << what;
+}
+
+TEST(CudaMatmulChecks, rejects_weights_the_kernels_cannot_read) {
+    // Thrown before any CUDA call, so this runs without a GPU too.
+    Context ctx;
+    Weight w;
+    w.name = "blk.0.ffn_up.weight";
+    w.type = GgmlType::Q2_K;
+    w.ne = {256, 4, 1, 1};
+    w.row_bytes = ggml_row_bytes(GgmlType::Q2_K, 256);
+    w.matrix_bytes = w.row_bytes * 4;
+    w.data = reinterpret_cast<const uint8_t*>(uintptr_t{4096});
+    try {
+        matmul(ctx, w, nullptr, 1, nullptr);
+        FAIL() << "Q2_K accepted";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("blk.0.ffn_up.weight"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("q2_K"), std::string::npos) << e.what();
+    }
+    w.type = GgmlType::F16;
+    w.ne = {12, 4, 1, 1};  // rows of 12 halves: not a multiple of 8
+    w.row_bytes = 24;
+    w.matrix_bytes = 96;
+    EXPECT_THROW(matmul(ctx, w, nullptr, 1, nullptr), std::invalid_argument);
+    w.ne = {16, 4, 1, 1};
+    w.row_bytes = 32;
+    w.matrix_bytes = 128;
+    w.data = reinterpret_cast<const uint8_t*>(uintptr_t{4098});  // misaligned
+    EXPECT_THROW(embed(ctx, w, nullptr, 1, nullptr), std::invalid_argument);
+}
+
+TEST_F(CudaMatmul, embed_gives_the_dequantized_rows) {
+    std::mt19937 rng(11);
+    for (GgmlType type : kAllTypes) {
+        const int64_t width = ggml_type_info(type).block_size == 256 ? 512 : 160;
+        const int64_t n_rows = 50;
+        const TestWeight table = make_test_weight(type, width, n_rows, 1, rng, 1.0f);
+        const std::vector<int32_t> tokens = {3, 0, 49, 3, 17, 25, 8};
+        DeviceArray<int32_t> dtok(tokens);
+        DeviceArray<float> dout(tokens.size() * width);
+        embed(ctx_, table.device, dtok.get(), static_cast<int64_t>(tokens.size()), dout.get());
+        const std::vector<float> got = dout.download();
+        // dequantize_row's values, up to the one rounding a fused q*d+m may save.
+        for (size_t t = 0; t < tokens.size(); ++t) {
+            const float* want = table.row(0, tokens[t]);
+            float scale = 0;
+            for (int64_t i = 0; i < width; ++i) scale = std::max(scale, std::abs(want[i]));
+            for (int64_t i = 0; i < width; ++i)
+                ASSERT_NEAR(got[t * width + i], want[i], 1e-6f * scale)
+                    << ggml_type_name(type) << " token " << t << " element " << i;
+        }
+        finish();
+    }
+}
+
+TEST_F(CudaMatmul, matmul_matches_cpu_for_every_weight_type_and_batch_size) {
+    std::mt19937 rng(12);
+    const auto cpu = make_cpu_backend(1);
+    const int64_t out = 67;  // odd: a partial block of rows
+    for (GgmlType type : kAllTypes) {
+        for (int64_t in : widths_for(type)) {
+            // Two stacked matrices; the product uses the second (the `expert` offset).
+            const TestWeight w = make_test_weight(type, in, out, 2, rng);
+            for (int64_t n_tokens : {1, 3, 8, 64, 300}) {
+                const std::vector<float> x = normal_floats(n_tokens * in, rng);
+                std::vector<float> want(n_tokens * out);
+                cpu->matmul(w.host, x.data(), n_tokens, want.data(), 1);
+                DeviceArray<float> dx(x), dy(n_tokens * out);
+                matmul(ctx_, w.device, dx.get(), n_tokens, dy.get(), 1);
+                const std::string what = std::string(ggml_type_name(type)) + " in " + std::to_string(in) + " tokens " +
+                                         std::to_string(n_tokens);
+                expect_close(dy.download(), want, reference_matmul(w, 1, x, n_tokens), type, n_tokens, what);
+                finish();
+            }
+        }
+    }
+}
+
+TEST_F(CudaMatmul, matmul_reads_activations_that_start_off_alignment) {
+    // A model may multiply a slice of a wider row (x + 1 float here).
+    std::mt19937 rng(14);
+    const auto cpu = make_cpu_backend(1);
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::F16}) {
+        const int64_t in = 256, out = 33;
+        const TestWeight w = make_test_weight(type, in, out, 1, rng);
+        for (int64_t n_tokens : {1, 5, 20}) {
+            const std::vector<float> x = normal_floats(n_tokens * in + 1, rng);
+            const std::vector<float> x_slice(x.begin() + 1, x.end());
+            std::vector<float> want(n_tokens * out);
+            cpu->matmul(w.host, x_slice.data(), n_tokens, want.data(), 0);
+            DeviceArray<float> dx(x), dy(n_tokens * out);
+            matmul(ctx_, w.device, dx.get() + 1, n_tokens, dy.get());
+            expect_close(dy.download(), want, reference_matmul(w, 0, x_slice, n_tokens), type, n_tokens,
+                         std::string(ggml_type_name(type)) + " tokens " + std::to_string(n_tokens));
+            finish();
+        }
+    }
+}
+
+TEST_F(CudaMatmul, matmul_heads_matches_cpu_with_strided_heads) {
+    std::mt19937 rng(13);
+    const auto cpu = make_cpu_backend(1);
+    const int n_head = 5;
+    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_K}) {
+        const int64_t in = 256, out = 35;
+        const TestWeight w = make_test_weight(type, in, out, n_head, rng);
+        for (int64_t n_tokens : {1, 6, 40}) {
+            // x row t: n_head heads of `in` values plus 4 (or 3: rows off 16-byte alignment) unused.
+            const int64_t head_stride = in, token_stride = n_head * in + (n_tokens == 6 ? 3 : 4);
+            const std::vector<float> x = normal_floats(n_tokens * token_stride, rng);
+            std::vector<float> want(n_tokens * n_head * out);
+            cpu->matmul_heads(w.host, x.data(), n_tokens, token_stride, head_stride, want.data());
+            DeviceArray<float> dx(x), dy(n_tokens * n_head * out);
+            matmul_heads(ctx_, w.device, dx.get(), n_tokens, token_stride, head_stride, dy.get());
+            std::vector<double> ref(n_tokens * n_head * out);
+            for (int64_t t = 0; t < n_tokens; ++t)
+                for (int h = 0; h < n_head; ++h)
+                    for (int64_t o = 0; o < out; ++o) {
+                        double s = 0;
+                        for (int64_t i = 0; i < in; ++i)
+                            s += static_cast<double>(w.row(h, o)[i]) * x[t * token_stride + h * head_stride + i];
+                        ref[(t * n_head + h) * out + o] = s;
+                    }
+            expect_close(dy.download(), want, ref, type, n_tokens,
+                         std::string(ggml_type_name(type)) + " tokens " + std::to_string(n_tokens));
+            finish();
+        }
+    }
+}
+
+}  // namespace
+}  // namespace moeserve::cuda::test
