@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/embedding.h"
 #include "engine/sampler.h"
 
 namespace moeserve {
@@ -38,6 +39,13 @@ struct GenerationRequest {
     std::vector<int32_t> replay;
     // The grammar the output must follow (grammar, json_schema, response_format).
     std::shared_ptr<const GrammarConstraint> grammar;
+
+    // An embedding request: the whole prompt is evaluated (no cached prefix)
+    // and the done event carries its pooled hidden states instead of a
+    // generation. Sampling fields are ignored.
+    bool embed = false;
+    Pooling pooling = Pooling::none;
+    int embd_normalize = 2;  // see normalize_embedding()
 };
 
 enum class StopType { none, eos, word, limit };
@@ -65,6 +73,8 @@ struct GenerationResult {
     int64_t tokens_cached = 0;  // tokens the slot holds afterwards
     int slot = -1;
     Timings timings;
+    // Embedding requests: one pooled vector, or one per prompt token with Pooling::none.
+    std::vector<std::vector<float>> embedding;
 };
 
 struct GenerationEvent {

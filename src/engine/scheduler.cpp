@@ -30,7 +30,7 @@ Scheduler::Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, S
     options_.n_batch = std::max<int64_t>(options_.n_batch, n);
     options_.n_ubatch = std::max<int64_t>(1, options_.n_ubatch);
     slots_.reserve(n);
-    for (int i = 0; i < n; ++i) slots_.emplace_back(i, options_.layout.n_ctx_slot, tokenizer_);
+    for (int i = 0; i < n; ++i) slots_.emplace_back(i, options_.layout.n_ctx_slot, tokenizer_, model_.params().n_embd);
     stats_.kv_cells_total = cache_.n_cells();
     stats_.kv_bytes = cache_.bytes();
 }
@@ -90,6 +90,10 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
     std::vector<SlotTask> tasks;
     for (auto& rq : requests) {
         const int64_t n_prompt = static_cast<int64_t>(rq.prompt.size());
+        if (rq.embed) {
+            tasks.push_back(embedding_task(std::move(rq), stream));
+            continue;
+        }
         if (n_prompt == 0)
             throw SubmitError(400, "invalid_request_error", "the prompt is empty (no tokens to evaluate)");
         for (int32_t t : rq.prompt)
@@ -141,6 +145,32 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
     cv_.notify_all();
 }
 
+SlotTask Scheduler::embedding_task(GenerationRequest rq, std::shared_ptr<GenerationStream> stream) const {
+    if (!options_.hidden_states)
+        throw SubmitError(501, "not_supported_error",
+                          "This server does not support embeddings. Start it with `--embeddings`");
+    const int64_t n_prompt = static_cast<int64_t>(rq.prompt.size());
+    const int64_t n_ctx = options_.layout.n_ctx_slot;
+    if (n_prompt == 0) throw SubmitError(400, "invalid_request_error", "Input content cannot be empty");
+    for (int32_t t : rq.prompt)
+        if (t < 0 || t >= model_.params().n_vocab)
+            throw SubmitError(400, "invalid_request_error", "Prompt contains invalid tokens");
+    // Nothing is generated after an embedding's prompt: it may fill the slot.
+    if (n_prompt > n_ctx)
+        throw SubmitError(
+            400, "exceed_context_size_error",
+            fmt::format("input ({} tokens) is larger than the max context size ({} tokens). skipping", n_prompt, n_ctx),
+            n_prompt, n_ctx);
+    if (rq.id_slot < -1 || rq.id_slot >= n_slots())
+        throw SubmitError(
+            400, "invalid_request_error",
+            fmt::format("id_slot {} is out of range: this server has slots 0..{}", rq.id_slot, n_slots() - 1));
+    SlotTask task;
+    task.request = std::move(rq);
+    task.stream = std::move(stream);
+    return task;
+}
+
 void Scheduler::drop_cancelled(SteadyClock::time_point now) {
     for (auto it = queue_.begin(); it != queue_.end();) {
         if (it->task.stream->cancelled()) {
@@ -163,7 +193,9 @@ Slot* Scheduler::choose_slot(const GenerationRequest& rq) {
         return s.idle() ? &s : nullptr;
     }
     Slot* best = nullptr;
-    if (options_.slot_prompt_similarity > 0) {
+    // An embedding reuses nothing: it takes the least recently used slot and
+    // leaves the caches that completions could reuse alone.
+    if (options_.slot_prompt_similarity > 0 && !rq.embed) {
         double best_sim = options_.slot_prompt_similarity;
         for (auto& s : slots_) {
             if (!s.idle() || s.cached().empty()) continue;
@@ -186,7 +218,8 @@ void Scheduler::admit(SteadyClock::time_point now) {
         }
         const auto& prompt = it->task.request.prompt;
         int64_t n_keep = 0;
-        if (it->task.request.cache_prompt) {
+        // An embedding needs the hidden state of every prompt token: none is reused.
+        if (it->task.request.cache_prompt && !it->task.request.embed) {
             n_keep = static_cast<int64_t>(common_prefix(s->cached(), prompt));
             // At least one prompt token is evaluated, to get the logits to sample from.
             if (n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
@@ -248,32 +281,44 @@ bool Scheduler::step() {
         return y;
     };
 
+    // Which kind of work this step batches: generation (logits) or
+    // embeddings (hidden states); they take turns when both wait.
+    bool completion_work = false, embed_work = false;
+    for (auto& s : slots_) {
+        if (s.idle()) continue;
+        (s.embedding() ? embed_work : completion_work) = true;
+    }
+    const bool embed_step = embed_work && (!completion_work || embed_turn_);
+    if (embed_work && completion_work) embed_turn_ = !embed_turn_;
+
     Batch batch;
-    std::vector<Slot*> logit_slots;  // the slot of each logits row, in batch order
+    std::vector<Slot*> out_slots;  // the slot of each output row, in batch order
     std::vector<std::pair<Slot*, int64_t>> chunks;
     StepRecord rec;
     rec.slot_tokens.assign(slots_.size(), 0);
 
-    // Decode tokens: one per generating slot, always.
-    for (;;) {
-        int64_t n_gen = 0;
-        for (auto& s : slots_) n_gen += s.state() == SlotState::generating;
-        if (make_room(n_gen) >= n_gen) break;
-        fail_slot(*youngest(), 500, "server_error", "Context size has been exceeded.", now);
-    }
-    for (auto& s : slots_) {
-        if (s.state() != SlotState::generating) continue;
-        batch.add(s.pending_token(), static_cast<int32_t>(s.cached().size()), s.id(), true);
-        logit_slots.push_back(&s);
-        ++rec.n_decode;
-        ++rec.slot_tokens[s.id()];
+    // Decode tokens: one per generating slot, always (in generation steps).
+    if (!embed_step) {
+        for (;;) {
+            int64_t n_gen = 0;
+            for (auto& s : slots_) n_gen += s.state() == SlotState::generating;
+            if (make_room(n_gen) >= n_gen) break;
+            fail_slot(*youngest(), 500, "server_error", "Context size has been exceeded.", now);
+        }
+        for (auto& s : slots_) {
+            if (s.state() != SlotState::generating) continue;
+            batch.add(s.pending_token(), static_cast<int32_t>(s.cached().size()), s.id(), true);
+            out_slots.push_back(&s);
+            ++rec.n_decode;
+            ++rec.slot_tokens[s.id()];
+        }
     }
 
-    // Prompt chunks, prefilling slots taking turns at going first.
+    // Prompt chunks of this step's kind, prefilling slots taking turns at going first.
     std::vector<Slot*> prefilling;
     for (size_t i = 0; i < slots_.size(); ++i) {
         Slot& s = slots_[(prefill_turn_ + i) % slots_.size()];
-        if (s.state() == SlotState::prefilling) prefilling.push_back(&s);
+        if (s.state() == SlotState::prefilling && s.embedding() == embed_step) prefilling.push_back(&s);
     }
     prefill_turn_ = (prefill_turn_ + 1) % slots_.size();
     int64_t wanted = 0;
@@ -286,18 +331,23 @@ bool Scheduler::step() {
         int64_t n = std::min<int64_t>(budget, static_cast<int64_t>(left.size()));
         // A recurrent state cannot be rewound: stop one token short of the end
         // of the prompt, where a snapshot lets the same prompt be reused.
-        if (cache_.has_recurrent() && left.size() > 1 && n == static_cast<int64_t>(left.size())) --n;
+        if (!embed_step && cache_.has_recurrent() && left.size() > 1 && n == static_cast<int64_t>(left.size())) --n;
         const int32_t pos0 = static_cast<int32_t>(s->cached().size());
-        for (int64_t i = 0; i < n; ++i)
-            batch.add(left[i], pos0 + static_cast<int32_t>(i), s->id(), i == static_cast<int64_t>(left.size()) - 1);
-        if (n == static_cast<int64_t>(left.size())) logit_slots.push_back(s);
+        for (int64_t i = 0; i < n; ++i) {
+            // Generation wants the logits of the prompt's last token; an
+            // embedding the hidden states its pooling reads.
+            const bool out = embed_step ? s->wants_hidden(pos0 + i) : i == static_cast<int64_t>(left.size()) - 1;
+            batch.add(left[i], pos0 + static_cast<int32_t>(i), s->id(), out);
+            if (out && embed_step) out_slots.push_back(s);
+        }
+        if (!embed_step && n == static_cast<int64_t>(left.size())) out_slots.push_back(s);
         chunks.emplace_back(s, n);
         budget -= n;
         rec.n_prompt += n;
         ++rec.n_prompt_slots;
         rec.slot_tokens[s->id()] += static_cast<int>(n);
     }
-    // Logits rows come back in batch order; the decode tokens come first and
+    // Output rows come back in batch order; the decode tokens come first and
     // each finished prompt's last token after them, in the order added.
 
     if (batch.size() == 0) {
@@ -315,21 +365,24 @@ bool Scheduler::step() {
     lock.unlock();
 
     // Evaluate in forward calls of at most n_ubatch tokens.
-    std::vector<float> logits;
+    auto forward = [&](const Batch& b) {
+        return embed_step ? options_.hidden_states(b, cache_) : model_.forward(b, cache_);
+    };
+    std::vector<float> out;
     std::string error;
     const auto t0 = SteadyClock::now();
     try {
         const size_t ub = static_cast<size_t>(options_.n_ubatch);
         if (batch.size() <= ub) {
-            logits = model_.forward(batch, cache_);  // the usual decode step: no copies
+            out = forward(batch);  // the usual decode step: no copies
         } else {
             for (size_t b = 0; b < batch.size(); b += ub) {
                 const size_t e = std::min(batch.size(), b + ub);
                 Batch view;
                 for (size_t i = b; i < e; ++i)
                     view.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], batch.want_logits[i] != 0);
-                std::vector<float> part = model_.forward(view, cache_);
-                logits.insert(logits.end(), part.begin(), part.end());
+                std::vector<float> part = forward(view);
+                out.insert(out.end(), part.begin(), part.end());
             }
         }
     } catch (const std::exception& e) {
@@ -358,6 +411,22 @@ bool Scheduler::step() {
         return true;
     }
 
+    if (embed_step) {
+        const size_t n_embd = static_cast<size_t>(model_.params().n_embd);
+        for (size_t r = 0; r < out_slots.size(); ++r)
+            out_slots[r]->take_hidden(std::span<const float>(out.data() + r * n_embd, n_embd));
+        for (auto& [s, n] : chunks) {
+            s->prompt_evaluated(n);
+            stats_.n_tokens_max = std::max<int64_t>(stats_.n_tokens_max, static_cast<int64_t>(s->cached().size()));
+            if (s->prompt_done()) {
+                s->finish_embedding(now);
+                record_finished(*s);
+            }
+        }
+        stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+        return true;
+    }
+
     for (auto& s : slots_)
         if (s.state() == SlotState::generating) s.pending_evaluated();
     for (auto& [s, n] : chunks) {
@@ -369,10 +438,10 @@ bool Scheduler::step() {
     }
 
     const size_t n_vocab = static_cast<size_t>(model_.params().n_vocab);
-    for (size_t r = 0; r < logit_slots.size(); ++r) {
-        Slot* s = logit_slots[r];
+    for (size_t r = 0; r < out_slots.size(); ++r) {
+        Slot* s = out_slots[r];
         stats_.n_tokens_max = std::max<int64_t>(stats_.n_tokens_max, static_cast<int64_t>(s->cached().size()));
-        std::span<const float> row(logits.data() + r * n_vocab, n_vocab);
+        std::span<const float> row(out.data() + r * n_vocab, n_vocab);
         if (s->sample(row, now)) record_finished(*s);
     }
     stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();

@@ -16,6 +16,12 @@
 //   4. evaluates it (in forward calls of at most n_ubatch tokens) and lets
 //      each slot whose last token got logits sample.
 //
+// Embedding requests (submitted with embed set) only prefill, always from
+// the start of their sequence, with the hidden states of their prompt
+// tokens in place of logits. A forward pass gives either logits or hidden
+// states, so a step batches one kind of work: when both wait, steps
+// alternate between them.
+//
 // With a unified cache the slots share every cell: idle slots' caches are
 // dropped first when cells run short, and if a step still cannot place one
 // token, the youngest request fails with "Context size has been exceeded."
@@ -33,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/embedding.h"
 #include "engine/generation.h"
 #include "engine/slot.h"
 #include "engine/slot_layout.h"
@@ -48,6 +55,9 @@ struct SchedulerOptions {
     int64_t n_ubatch = 512;               // tokens per forward call
     size_t max_queue = 64;                // requests waiting for a slot
     double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
+    // Where embedding requests get their hidden states; empty: they are
+    // refused (501, the server was started without --embeddings).
+    HiddenStateSource hidden_states;
 };
 
 // A request the scheduler refuses at submit(), with its HTTP status and
@@ -102,7 +112,8 @@ class Scheduler {
     // Queues requests that share one stream (all or none). Validates them
     // first: throws SubmitError for a prompt that does not fit a slot (400
     // exceed_context_size_error), an empty prompt, an invalid token, bad
-    // sampling parameters, a bad id_slot (400), or a full queue (503).
+    // sampling parameters, a bad id_slot (400), an embedding request without
+    // a hidden-state source (501), or a full queue (503).
     void submit(std::vector<GenerationRequest> requests, std::shared_ptr<GenerationStream> stream);
 
     // One scheduling step; false when there was nothing to do.
@@ -122,6 +133,7 @@ class Scheduler {
         SteadyClock::time_point since;
     };
 
+    SlotTask embedding_task(GenerationRequest rq, std::shared_ptr<GenerationStream> stream) const;
     void drop_cancelled(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
     Slot* choose_slot(const GenerationRequest& rq);
@@ -141,6 +153,7 @@ class Scheduler {
     std::deque<Queued> queue_;
     uint64_t next_task_id_ = 0;
     size_t prefill_turn_ = 0;  // which prefilling slot goes first in the next step
+    bool embed_turn_ = false;  // with both kinds of work waiting: the next step is an embedding step
     SchedulerStats stats_;
     StepRecord last_step_;
 

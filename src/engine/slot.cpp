@@ -59,6 +59,9 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     t_start_ = t_first_ = now;
     timings_ = Timings{};
     state_ = SlotState::prefilling;
+    pooler_ = task_.request.embed
+                  ? EmbeddingPooler(task_.request.pooling, static_cast<int64_t>(task_.request.prompt.size()), n_embd_)
+                  : EmbeddingPooler();
 
     GenerationEvent e;
     e.kind = GenerationEvent::Kind::started;
@@ -189,6 +192,26 @@ void Slot::finish(StopType stop_type, std::string word, bool truncated, SteadyCl
     e.result.slot = id_;
     e.result.timings = timings_;
     task_.stream->push(std::move(e));
+    finish_idle(now);
+}
+
+void Slot::finish_embedding(SteadyClock::time_point now) {
+    const auto& rq = task_.request;
+    timings_.cache_n = n_cached_prompt_;
+    timings_.prompt_n = static_cast<int64_t>(rq.prompt.size()) - n_cached_prompt_;
+    timings_.prompt_ms = ms_between(t_start_, now);
+
+    GenerationEvent e;
+    e.kind = GenerationEvent::Kind::done;
+    e.index = rq.index;
+    e.slot = id_;
+    e.result.n_prompt = static_cast<int64_t>(rq.prompt.size());
+    e.result.tokens_cached = static_cast<int64_t>(cached_.size());
+    e.result.slot = id_;
+    e.result.timings = timings_;
+    e.result.embedding = pooler_.result(rq.embd_normalize);
+    task_.stream->push(std::move(e));
+    pooler_ = EmbeddingPooler();
     finish_idle(now);
 }
 

@@ -2,6 +2,10 @@
 //
 //   idle ──start()──► prefilling ──last prompt token's logits──► generating ──stop──► idle
 //
+// An embedding request only prefills: the hidden states of its prompt are
+// pooled as they come (take_hidden()), and the slot is idle again when the
+// last prompt token is in.
+//
 // The slot mirrors what its sequence holds in the cache (cached()), so a
 // later request can reuse the common prefix. It samples its tokens, turns
 // them into text (streaming detokenizer, stop strings held back and cut),
@@ -18,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/embedding.h"
 #include "engine/generation.h"
 #include "engine/grammar_sampler.h"
 #include "engine/sampler.h"
@@ -57,7 +62,8 @@ struct SlotInfo {
 
 class Slot {
   public:
-    Slot(int id, int64_t n_ctx, const Tokenizer& tokenizer) : id_(id), n_ctx_(n_ctx), tokenizer_(&tokenizer) {}
+    Slot(int id, int64_t n_ctx, const Tokenizer& tokenizer, int64_t n_embd = 0)
+        : id_(id), n_ctx_(n_ctx), n_embd_(n_embd), tokenizer_(&tokenizer) {}
 
     int id() const { return id_; }
     int64_t n_ctx() const { return n_ctx_; }
@@ -67,6 +73,8 @@ class Slot {
     SteadyClock::time_point last_used() const { return last_used_; }
     const SlotTask& task() const { return task_; }
     bool cancelled() const { return task_.stream && task_.stream->cancelled(); }
+    // The running task is an embedding request.
+    bool embedding() const { return !idle() && task_.request.embed; }
 
     // Starts a task. The caller has truncated the slot's sequence to n_keep
     // tokens, a prefix the prompt shares with cached().
@@ -88,6 +96,14 @@ class Slot {
     // true when the task finished (the slot is idle again).
     bool sample(std::span<const float> logits, SteadyClock::time_point now);
 
+    // Embedding requests: whether prompt token i's hidden state is needed;
+    // the hidden state of the next such token, in prompt order; and, once
+    // the prompt is done, the done event with the pooled embedding (the slot
+    // becomes idle).
+    bool wants_hidden(int64_t i) const { return pooler_.wants(i); }
+    void take_hidden(std::span<const float> row) { pooler_.add(row); }
+    void finish_embedding(SteadyClock::time_point now);
+
     // Ends the task with an error event; the slot becomes idle.
     void fail(int status, const std::string& type, const std::string& message, SteadyClock::time_point now);
     // Ends the task silently (its client is gone).
@@ -107,6 +123,7 @@ class Slot {
 
     int id_;
     int64_t n_ctx_;
+    int64_t n_embd_;  // width of a hidden state (embedding requests)
     const Tokenizer* tokenizer_;
     SlotState state_ = SlotState::idle;
     std::vector<int32_t> cached_;
@@ -129,6 +146,7 @@ class Slot {
     std::vector<TokenProb> probs_scratch_;
     std::unique_ptr<GrammarMatcher> grammar_;  // the request's grammar, as far as generated
     std::vector<float> grammar_scratch_;
+    EmbeddingPooler pooler_;  // embedding requests
     SteadyClock::time_point t_start_{}, t_first_{};
     Timings timings_;
 };

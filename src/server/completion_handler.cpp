@@ -13,19 +13,23 @@
 #include "server/sse.h"
 
 namespace moeserve {
-namespace {
-
-using namespace std::chrono_literals;
-constexpr auto kPoll = 200ms;  // how often a waiting handler checks its client
 
 ApiError error_from_event(const GenerationEvent& e) {
     return ApiError(e.status > 0 ? e.status : 500, e.error_type.empty() ? "server_error" : e.error_type, e.message);
 }
 
-// Waits for the next event, checking the client while waiting and at least
-// every kPoll (a generating slot sends events faster than that, so a check
-// only in quiet moments would never run). nullopt: the client went away (the
-// request is cancelled).
+void submit_requests(ServedModel& model, std::vector<GenerationRequest> requests,
+                     std::shared_ptr<GenerationStream> stream, httplib::Response& res) {
+    try {
+        model.scheduler().submit(std::move(requests), std::move(stream));
+    } catch (const SubmitError& e) {
+        json extra = json::object();
+        if (e.n_prompt_tokens >= 0) extra = {{"n_prompt_tokens", e.n_prompt_tokens}, {"n_ctx", e.n_ctx}};
+        if (e.status == 503) res.set_header("Retry-After", "1");
+        throw ApiError(e.status, e.type, e.what(), extra);
+    }
+}
+
 std::optional<GenerationEvent> next_event(GenerationStream& stream, const ConnectionProbe& probe,
                                           std::chrono::steady_clock::time_point& next_check) {
     for (;;) {
@@ -42,21 +46,16 @@ std::optional<GenerationEvent> next_event(GenerationStream& stream, const Connec
     }
 }
 
-}  // namespace
-
 void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Response& res,
                        std::shared_ptr<ServedModel> model) {
-    const json body = parse_body(req.body);
+    handle_completion_body(kind, parse_body(req.body), req, res, std::move(model));
+}
+
+void handle_completion_body(ApiKind kind, const json& body, const httplib::Request& req, httplib::Response& res,
+                            std::shared_ptr<ServedModel> model) {
     CompletionCall call = parse_completion_call(kind, body, *model);
     auto stream = std::make_shared<GenerationStream>();
-    try {
-        model->scheduler().submit(call.requests, stream);
-    } catch (const SubmitError& e) {
-        json extra = json::object();
-        if (e.n_prompt_tokens >= 0) extra = {{"n_prompt_tokens", e.n_prompt_tokens}, {"n_ctx", e.n_ctx}};
-        if (e.status == 503) res.set_header("Retry-After", "1");
-        throw ApiError(e.status, e.type, e.what(), extra);
-    }
+    submit_requests(*model, call.requests, stream, res);
     const ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
     auto response = std::make_shared<CompletionResponse>(call, *model);
     auto next_check = std::chrono::steady_clock::now() + kPoll;

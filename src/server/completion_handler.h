@@ -4,9 +4,13 @@
 // frees its slot at the scheduler's next step.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "server/completion_request.h"
+#include "server/connection_probe.h"
 #include "server/served_model.h"
 
 namespace httplib {
@@ -20,5 +24,28 @@ namespace moeserve {
 // after an SSE stream started are sent as an SSE error event.
 void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Response& res,
                        std::shared_ptr<ServedModel> model);
+// The same for a body already parsed (and perhaps rewritten: /infill).
+void handle_completion_body(ApiKind kind, const json& body, const httplib::Request& req, httplib::Response& res,
+                            std::shared_ptr<ServedModel> model);
+
+// Shared by the handlers that wait on the scheduler:
+
+// Submits requests; a refusal becomes the ApiError to answer with (503s
+// get a Retry-After header).
+void submit_requests(ServedModel& model, std::vector<GenerationRequest> requests,
+                     std::shared_ptr<GenerationStream> stream, httplib::Response& res);
+
+// How often a waiting handler checks its client.
+constexpr std::chrono::milliseconds kPoll{200};
+
+// Waits for the next event, checking the client while waiting and at least
+// every kPoll (a generating slot sends events faster than that, so a check
+// only in quiet moments would never run). nullopt: the client went away (the
+// request is cancelled).
+std::optional<GenerationEvent> next_event(GenerationStream& stream, const ConnectionProbe& probe,
+                                          std::chrono::steady_clock::time_point& next_check);
+
+// The ApiError an error event answers with.
+ApiError error_from_event(const GenerationEvent& e);
 
 }  // namespace moeserve

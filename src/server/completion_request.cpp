@@ -155,8 +155,7 @@ std::vector<SamplerType> parse_samplers(const json& v) {
             // llama.cpp samplers moeserve does not have: refused by name rather than skipped.
             if (name == "infill" || name == "adaptive_p")
                 throw invalid_request(fmt::format(
-                    "Field 'samplers': '{}' is not supported by moeserve (it has no /infill endpoint or adaptive-p "
-                    "sampler)",
+                    "Field 'samplers': '{}' is not supported by moeserve (it has no infill or adaptive-p sampler)",
                     name));
             auto t = sampler_type_from_name(name);
             if (!t) throw invalid_request(fmt::format("Field 'samplers': unknown sampler '{}'", name));
@@ -169,7 +168,7 @@ std::vector<SamplerType> parse_samplers(const json& v) {
 }
 
 // One prompt: a string, token ids, or a mix of both.
-std::vector<int32_t> prompt_tokens(const json& p, const ServedModel& model) {
+std::vector<int32_t> prompt_tokens(const json& p, const ServedModel& model, const char* field) {
     if (p.is_string()) return model.tokenize_prompt(p.get<std::string>());
     std::vector<int32_t> out;
     bool first = true;
@@ -184,7 +183,7 @@ std::vector<int32_t> prompt_tokens(const json& p, const ServedModel& model) {
             auto part = model.tokenizer().tokenize(e.get<std::string>(), first, true);
             out.insert(out.end(), part.begin(), part.end());
         } else {
-            throw invalid_request("Field 'prompt': a prompt array holds token ids and strings");
+            throw invalid_request(fmt::format("Field '{}': a prompt array holds token ids and strings", field));
         }
         first = false;
     }
@@ -206,24 +205,29 @@ bool is_single_prompt_array(const json& p) {
 std::vector<std::vector<int32_t>> completion_prompts(const json& body, const ServedModel& model) {
     auto it = body.find("prompt");
     if (it == body.end() || it->is_null()) throw invalid_request("key 'prompt' not found");
-    const json& p = *it;
-    if (p.is_string() || is_single_prompt_array(p)) return {prompt_tokens(p, model)};
-    if (!p.is_array()) throw invalid_request("Field 'prompt': expected a string, token ids, or an array of prompts");
-    std::vector<std::vector<int32_t>> out;
-    for (const auto& e : p) {
-        if (e.is_string() || is_single_prompt_array(e))
-            out.push_back(prompt_tokens(e, model));
-        else if (e.is_object())
-            throw invalid_request(
-                "Field 'prompt': multimodal prompts need a projector, which this server does not have");
-        else
-            throw invalid_request("Field 'prompt': each prompt must be a string or an array of token ids");
-    }
-    if (out.empty()) throw invalid_request("Field 'prompt': no prompt given");
-    return out;
+    return parse_prompts(*it, model, "prompt");
 }
 
 }  // namespace
+
+std::vector<std::vector<int32_t>> parse_prompts(const json& p, const ServedModel& model, const char* field) {
+    if (p.is_string() || is_single_prompt_array(p)) return {prompt_tokens(p, model, field)};
+    if (!p.is_array())
+        throw invalid_request(fmt::format("Field '{}': expected a string, token ids, or an array of prompts", field));
+    std::vector<std::vector<int32_t>> out;
+    for (const auto& e : p) {
+        if (e.is_string() || is_single_prompt_array(e))
+            out.push_back(prompt_tokens(e, model, field));
+        else if (e.is_object())
+            throw invalid_request(
+                fmt::format("Field '{}': multimodal prompts need a projector, which this server does not have", field));
+        else
+            throw invalid_request(
+                fmt::format("Field '{}': each prompt must be a string or an array of token ids", field));
+    }
+    if (out.empty()) throw invalid_request(fmt::format("Field '{}': no prompt given", field));
+    return out;
+}
 
 CompletionCall parse_completion_call(ApiKind kind, const json& body, const ServedModel& model) {
     const ServerOptions& o = model.options();

@@ -34,6 +34,11 @@ struct CompletionCall {
 
 CompletionCall parse_completion_call(ApiKind kind, const json& body, const ServedModel& model);
 
+// Prompts in llama-server's forms: a string, token ids, a mix of strings and
+// ids (one prompt), or an array of those (several). Strings are tokenized
+// with BOS and special tokens; `field` names the field in errors.
+std::vector<std::vector<int32_t>> parse_prompts(const json& prompt, const ServedModel& model, const char* field);
+
 // The generation parameters under llama-server's names (generation_settings, /slots).
 json generation_settings(const GenerationRequest& rq, const ServedModel& model);
 

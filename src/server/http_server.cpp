@@ -12,8 +12,10 @@
 #include "server/api_error.h"
 #include "server/chat_messages.h"
 #include "server/completion_handler.h"
+#include "server/embedding_handler.h"
 #include "server/http_listener.h"
 #include "server/http_workers.h"
+#include "server/infill_prompt.h"
 #include "server/json_fields.h"
 #include "server/metrics.h"
 #include "server/request_log.h"
@@ -332,6 +334,20 @@ void HttpServer::add_routes() {
          }));
     post({"/completion", "/completions"}, with_model([](const Request& req, Response& res, auto m) {
              handle_completion(ApiKind::native, req, res, m);
+         }));
+    post({"/infill"}, with_model([](const Request& req, Response& res, auto m) {
+             require_fim_tokens(m->tokenizer().vocab());
+             json body = parse_body(req.body);
+             const ServerOptions& o = m->options();
+             const InfillLimits limits{o.n_batch, o.n_predict, m->layout().n_ctx_slot, o.spm_infill};
+             body["prompt"] = infill_prompt(m->tokenizer(), body, limits);
+             handle_completion_body(ApiKind::native, body, req, res, m);
+         }));
+    post({"/v1/embeddings"}, with_model([](const Request& req, Response& res, auto m) {
+             handle_embeddings(EmbeddingApi::openai, req, res, m);
+         }));
+    post({"/embedding", "/embeddings"}, with_model([](const Request& req, Response& res, auto m) {
+             handle_embeddings(EmbeddingApi::native, req, res, m);
          }));
 }
 

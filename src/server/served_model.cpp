@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "backend/select_backend.h"
 #include "gguf/file_type.h"
 #include "gguf/gguf_file.h"
 
@@ -29,6 +30,17 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         size_bytes_ += t.nbytes;
     }
     tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_gguf(file));
+    if (!options.pooling.empty()) {
+        pooling_ = parse_pooling(options.pooling).value_or(Pooling::none);
+    } else if (auto v = file.find_u32(arch + ".pooling_type")) {
+        auto p = pooling_from_gguf(*v);
+        if (!p && options.embeddings)
+            throw std::runtime_error(fmt::format(
+                "{}: {}.pooling_type is {} (rank: a reranking model), which moeserve does not serve; choose "
+                "--pooling mean, cls or last",
+                options.model_path, arch, *v));
+        pooling_ = p.value_or(Pooling::none);
+    }
 
     // Chat format: --chat-template-file (Jinja), --chat-template (a built-in
     // name or a template's source), else the GGUF's template. With --jinja
@@ -80,7 +92,11 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.type_k = parse_cache_type(options.cache_type_k);
     eo.type_v = parse_cache_type(options.cache_type_v);
     eo.n_ubatch = options.n_ubatch;
+    eo.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
     engine_ = std::make_unique<Engine>(eo);
+    std::fprintf(stderr, "load_tensors: backend %s\n", engine_->backend().name().c_str());
+    if (!engine_->backend_note().empty())
+        std::fprintf(stderr, "load_tensors: %s\n", engine_->backend_note().c_str());
     n_embd_ = engine_->model().params().n_embd;
 
     if (layout_.n_ctx_seq < n_ctx_train_)
@@ -97,9 +113,6 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     std::fprintf(stderr, "llama_kv_cache: size = %8.2f MiB (%6lld cells, %3d layers, %2d/%d seqs), K (%s), V (%s)\n",
                  mib(static_cast<double>(cache.bytes())), static_cast<long long>(cache.n_cells()), cache.n_layer(),
                  n_slots, unified ? 1 : n_slots, options.cache_type_k.c_str(), options.cache_type_v.c_str());
-    if (options.n_gpu_layers != "auto" && options.n_gpu_layers != "0")
-        std::fprintf(stderr, "load_tensors: this build has no GPU backend; -ngl %s is ignored\n",
-                     options.n_gpu_layers.c_str());
 
     SchedulerOptions so;
     so.layout = layout_;
@@ -107,6 +120,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
     so.max_queue = options.max_queue;
     so.slot_prompt_similarity = options.slot_prompt_similarity;
+    if (options.embeddings) so.hidden_states = model_hidden_states(engine_->model());
     scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), *tokenizer_, so);
     scheduler_->start();
 
@@ -118,6 +132,9 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
                  "format = %s\n",
                  n_slots, static_cast<long long>(layout_.n_ctx_slot), unified ? "true" : "false",
                  formatter_->name().c_str());
+    if (options.embeddings)
+        std::fprintf(stderr, "srv load_model: embeddings on, pooling = %s, n_batch = %lld\n", pooling_name(pooling_),
+                     static_cast<long long>(so.n_batch));
 }
 
 ServedModel::~ServedModel() {

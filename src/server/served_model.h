@@ -39,6 +39,8 @@ class ServedModel {
     int64_t n_ctx_train() const { return n_ctx_train_; }
     int64_t n_params() const { return n_params_; }
     int64_t n_embd() const { return n_embd_; }
+    // How embeddings pool (--pooling, else the GGUF's pooling_type, else none).
+    Pooling pooling() const { return pooling_; }
     uint64_t size_bytes() const { return size_bytes_; }
 
     // Chat messages -> prompt text (BOS text removed when the tokenizer adds
@@ -68,6 +70,7 @@ class ServedModel {
     int64_t n_ctx_train_ = 0;
     int64_t n_params_ = 0;
     int64_t n_embd_ = 0;
+    Pooling pooling_ = Pooling::none;
     uint64_t size_bytes_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "engine/embedding.h"
 #include "engine/engine.h"
 #include "server/server_options.h"
 
@@ -93,9 +94,10 @@ const std::vector<Flag>& flags() {
         {{"-ngl", "--gpu-layers", "--n-gpu-layers"},
          "N|auto|all",
          "LLAMA_ARG_N_GPU_LAYERS",
-         "layers to offload to the GPU (accepted; this build runs on the CPU)",
+         "layers on the GPU: N >= the layer count or 'all' = the whole model, 'auto' = the GPU when the build "
+         "has CUDA and a device is present, 0 = CPU (a CPU build runs on the CPU with a note)",
          [](ServerOptions& o, auto& f, auto& v) {
-             if (v != "auto" && v != "all") to_int(f, v, -2, 1 << 20);
+             if (v != "auto" && v != "all") to_int(f, v, -1, 1 << 20);
              o.n_gpu_layers = v;
          }},
 
@@ -327,6 +329,30 @@ const std::vector<Flag>& flags() {
          "accepted: moeserve has no web UI",
          [](ServerOptions&, auto&, auto&) {}},
 
+        {{"--embedding", "--embeddings"},
+         nullptr,
+         "LLAMA_ARG_EMBEDDINGS",
+         "serve /v1/embeddings, /embedding and /embeddings: the prompt's final hidden states (after the output "
+         "norm), pooled with --pooling and L2-normalized; sets -b to -ub as llama-server does",
+         [](ServerOptions& o, auto&, auto&) { o.embeddings = true; },
+         "Embeddings and infill"},
+        {{"--pooling"},
+         "{none,mean,cls,last}",
+         "LLAMA_ARG_POOLING",
+         "how an embedding pools the prompt's tokens (default: the model's pooling_type, else none; /v1/embeddings "
+         "needs one other than none)",
+         [](ServerOptions& o, auto& f, auto& v) {
+             if (v == "rank") bad(f, v, "rank pooling is for reranking, which moeserve does not have");
+             if (!parse_pooling(v)) bad(f, v, "expected none, mean, cls or last");
+             o.pooling = v;
+         }},
+        {{"--spm-infill"},
+         nullptr,
+         nullptr,
+         "/infill: put the suffix before the prefix (Suffix/Prefix/Middle), as some models prefer (default: "
+         "Prefix/Suffix/Middle)",
+         [](ServerOptions& o, auto&, auto&) { o.spm_infill = true; }},
+
         {{"--jinja"},
          nullptr,
          "LLAMA_ARG_JINJA",
@@ -518,6 +544,8 @@ void validate(ServerOptions& o) {
     if (o.help) return;
     if (o.model_path.empty()) throw ServerFlagError("no model given: use -m FILE (or LLAMA_ARG_MODEL)");
     if (o.n_ubatch > o.n_batch) o.n_ubatch = o.n_batch;
+    // llama-server with embeddings submits at most one micro-batch per step.
+    if (o.embeddings && o.n_batch > o.n_ubatch) o.n_batch = o.n_ubatch;
     const bool v_quantized = o.cache_type_v != "f16" && o.cache_type_v != "f32" && o.cache_type_v != "bf16";
     if (v_quantized && o.flash_attn == "off")
         throw ServerFlagError(
@@ -569,8 +597,9 @@ std::string server_help() {
         "\n"
         "An OpenAI-compatible HTTP server, a drop-in for llama-server: the same flags,\n"
         "routes and JSON. Routes: /v1/chat/completions, /v1/completions, /completion,\n"
-        "/v1/models, /health, /metrics, /slots, /props, /tokenize, /detokenize,\n"
-        "/apply-template. Flags can also come from the LLAMA_ARG_* variables shown;\n"
+        "/infill, /v1/embeddings, /embedding(s) (with --embeddings), /v1/models,\n"
+        "/health, /metrics, /slots, /props, /tokenize, /detokenize, /apply-template.\n"
+        "Flags can also come from the LLAMA_ARG_* variables shown;\n"
         "the command line wins.\n";
     for (const auto& f : flags()) {
         if (f.group) out += fmt::format("\n{}:\n", f.group);

@@ -24,7 +24,7 @@ struct ServerOptions {
     // Model
     std::string model_path;
     std::vector<std::string> aliases;   // -a; empty: the -m string
-    std::string n_gpu_layers = "auto";  // accepted; meaningful once a GPU backend exists
+    std::string n_gpu_layers = "auto";  // -ngl: N, auto or all (backend/select_backend.h)
 
     // Context, slots, batching
     int64_t n_ctx = 0;    // total cells; 0: the training context
@@ -56,6 +56,11 @@ struct ServerOptions {
     bool endpoint_slots = true;
     bool endpoint_props = false;
     std::string api_prefix;
+
+    // Embeddings and infill
+    bool embeddings = false;  // --embeddings: serve /v1/embeddings, /embedding, /embeddings
+    std::string pooling;      // --pooling none|mean|cls|last; empty: the GGUF's {arch}.pooling_type, else none
+    bool spm_infill = false;  // /infill: suffix before prefix (Suffix/Prefix/Middle)
 
     // Chat
     bool jinja = true;
