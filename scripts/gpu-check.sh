@@ -8,10 +8,11 @@
 #       target (x86-64-v3) into build-gpu/, and bundles them (stripped) with
 #       the non-system shared libraries they load and the tiny fixture models
 #       of the given stems (default: all three architectures) into
-#       .device/gpu/ (git-ignored; carry it to the GPU machine). A carry holds
-#       64 MiB: the binaries and two stems fit (about 55 MiB), so a full check
-#       is two calls, e.g. `prepare qwen3moe-tiny-s1 nemotron-h-moe-tiny-s1`
-#       then `prepare glm47flash-tiny-s1`; goldens of models not carried skip.
+#       .device/gpu/ (git-ignored; carry it to the GPU machine; the binaries
+#       travel as one .tar.xz). A carry holds 64 MiB: the binaries and two
+#       stems fit, so a full check is two calls, e.g.
+#       `prepare qwen3moe-tiny-s1 nemotron-h-moe-tiny-s1`, run, then
+#       `prepare glm47flash-tiny-s1`, run; goldens of models not carried skip.
 #
 #   scripts/gpu-check.sh run [SECONDS]   (on the GPU machine, repository root)
 #       1. the GPU correctness suite (tests/cuda: kernels against the CPU
@@ -58,6 +59,9 @@ prepare() {
         cp "$fx"/models/"$stem"-*.gguf "$bundle/fixtures/models/"
         cp "$fx"/models/golden/"$stem"-* "$bundle/fixtures/models/golden/"
     done
+    # The binaries compress about 3x; the fixtures (random weights) do not.
+    tar -C "$bundle" -cJf "$bundle/binaries.tar.xz" bin lib
+    rm -rf "$bundle/bin" "$bundle/lib"
     du -sh "$bundle"
     echo "bundle ready: carry .device/gpu to the GPU machine and run: scripts/gpu-check.sh run"
 }
@@ -67,7 +71,10 @@ run() {
     local start=$SECONDS
     local out="${OUT:-$bundle/out}"
     mkdir -p "$out"
-    [ -x "$bundle/bin/moeserve" ] || { echo "no bundle at $bundle: run scripts/gpu-check.sh prepare first" >&2; exit 2; }
+    if [ ! -x "$bundle/bin/moeserve" ]; then
+        [ -f "$bundle/binaries.tar.xz" ] || { echo "no bundle at $bundle: run scripts/gpu-check.sh prepare first" >&2; exit 2; }
+        tar -C "$bundle" -xJf "$bundle/binaries.tar.xz"
+    fi
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     export MOESERVE_FIXTURES="$bundle/fixtures"
     export MOESERVE_BIN="$bundle/bin/moeserve"
