@@ -69,6 +69,9 @@ class Server {
                 ("server-" + std::to_string(getpid()) + "-" + std::to_string(next_id_++) + ".log"))
                    .string();
         fs::create_directories(fs::path(log_).parent_path());
+        // Empty it before the child starts: a log left by an earlier test
+        // process with the same pid would otherwise show its old port.
+        std::ofstream(log_, std::ios::trunc).close();
         std::vector<std::string> argv = {moeserve_binary(), "serve", "--port", "0"};
         argv.insert(argv.end(), args.begin(), args.end());
         // $MOESERVE_TEST_SERVER_ARGS (e.g. "-ngl 99" on the GPU machine) go to every server.
