@@ -27,6 +27,13 @@ struct Case {
     std::string stem, weights, kv;
 };
 
+// scripts/gpu-check.sh carries the fixtures in parts (64 MiB a call).
+#define MOESERVE_REQUIRE_CARRIED(file)                                                \
+    do {                                                                              \
+        if (!std::filesystem::exists(test::fixture(std::string("models/") + (file)))) \
+            GTEST_SKIP() << (file) << " was not carried to this machine";             \
+    } while (0)
+
 std::string case_name(const Case& c) {
     std::string s = c.stem.substr(0, c.stem.find('-')) + "_" + c.weights + "_kv_" + c.kv;
     for (char& ch : s)
@@ -47,9 +54,7 @@ TEST_P(CudaGolden, logits_match_llama_cpp_and_the_cpu_backend) {
     MOESERVE_REQUIRE_FIXTURES();
     MOESERVE_REQUIRE_GPU();
     const Case& c = GetParam();
-    // scripts/gpu-check.sh carries the fixtures in parts (64 MiB a call).
-    if (!std::filesystem::exists(test::fixture("models/" + c.stem + "-" + c.weights + ".gguf")))
-        GTEST_SKIP() << c.stem << "-" << c.weights << ".gguf was not carried to this machine";
+    MOESERVE_REQUIRE_CARRIED(c.stem + "-" + c.weights + ".gguf");
     test::Golden g = test::load_golden(c.stem + "-" + c.weights + ".kv-" + c.kv);
     Engine gpu(gpu_options(c));
     ASSERT_NE(gpu.backend().name().find("cuda"), std::string::npos) << gpu.backend().name();
@@ -91,8 +96,7 @@ TEST_P(CudaBatching, chunked_and_interleaved_equal_single_runs) {
     MOESERVE_REQUIRE_FIXTURES();
     MOESERVE_REQUIRE_GPU();
     const Case& c = GetParam();
-    if (!std::filesystem::exists(test::fixture("models/" + c.stem + "-" + c.weights + ".gguf")))
-        GTEST_SKIP() << c.stem << "-" << c.weights << ".gguf was not carried to this machine";
+    MOESERVE_REQUIRE_CARRIED(c.stem + "-" + c.weights + ".gguf");
     const std::vector<int32_t> a = test::golden_tokens(c.stem, 96);
     const std::vector<int32_t> b = test::golden_tokens(c.stem, 80, 40);
     Engine whole(gpu_options(c, 2));
@@ -123,8 +127,7 @@ TEST(CudaMemory, the_engine_allocates_what_the_planner_planned) {
     MOESERVE_REQUIRE_GPU();
     size_t free_before = 0, free_after = 0, total = 0;
     ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
-    if (!std::filesystem::exists(test::fixture("models/nemotron-h-moe-tiny-s1-q4_k_m.gguf")))
-        GTEST_SKIP() << "nemotron-h-moe-tiny-s1-q4_k_m.gguf was not carried to this machine";
+    MOESERVE_REQUIRE_CARRIED("nemotron-h-moe-tiny-s1-q4_k_m.gguf");
     EngineOptions opt = gpu_options({"nemotron-h-moe-tiny-s1", "q4_k_m", "q4_0"}, 2);
     opt.n_ctx = 65536;  // a cache large enough to dominate the context's fixed costs
     Engine e(opt);
@@ -144,8 +147,7 @@ TEST(CudaMemory, the_engine_allocates_what_the_planner_planned) {
 TEST(CudaBackendSelection, without_a_device_the_cpu_runs_with_a_note) {
     MOESERVE_REQUIRE_FIXTURES();
     if (cuda::device_count() > 0) GTEST_SKIP() << "a device is present";
-    if (!std::filesystem::exists(test::fixture("models/qwen3moe-tiny-s1-q8_0.gguf")))
-        GTEST_SKIP() << "qwen3moe-tiny-s1-q8_0.gguf was not carried to this machine";
+    MOESERVE_REQUIRE_CARRIED("qwen3moe-tiny-s1-q8_0.gguf");
     Engine e(gpu_options({"qwen3moe-tiny-s1", "q8_0", "f16"}));
     EXPECT_EQ(e.backend().name(), "cpu");
     EXPECT_NE(e.backend_note().find("no CUDA device"), std::string::npos) << e.backend_note();

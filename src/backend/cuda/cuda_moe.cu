@@ -281,14 +281,9 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
                                                                            xs);
     MOESERVE_CUDA_CHECK_LAUNCH();
 
-    if (decode) {
-        MatvecArgs a;
-        a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
-        auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
-            a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-            a.x = in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
-            launch_matvec(ctx, w.type, a);
-        };
+    // gate/up, the activation, down: the same sequence whichever way the
+    // products run (device-planned mat-vecs, or per-expert GEMMs).
+    auto expert_ffn = [&](auto&& product) {
         if (gate_exps) {
             product(gate_exps, xs, n_in, g);
             product(up_exps, xs, n_in, u);
@@ -297,6 +292,16 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         }
         launch_activation(ctx, g, u, n_items * n_ff, p.activation);
         product(down_exps, g, n_ff, ys);
+    };
+    if (decode) {
+        MatvecArgs a;
+        a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
+        auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
+            a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
+            a.x = in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
+            launch_matvec(ctx, w.type, a);
+        };
+        expert_ffn(product);
     } else {
         // The one host synchronization: which experts got how many rows.
         std::vector<int> host_start(n_expert + 1);
@@ -319,14 +324,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
                     matmul_gemm(ctx, w, e, in + r0 * in_width, x16 + r0 * in_width, m, y + r0 * w.ne[1], w.ne[1], wbuf);
             }
         };
-        if (gate_exps) {
-            products(gate_exps, xs, n_in, g);
-            products(up_exps, xs, n_in, u);
-        } else {
-            products(up_exps, xs, n_in, g);
-        }
-        launch_activation(ctx, g, u, n_items * n_ff, p.activation);
-        products(down_exps, g, n_ff, ys);
+        expert_ffn(products);
     }
 
     const dim3 grid(static_cast<unsigned>((n_out + 255) / 256), static_cast<unsigned>(n_tokens));
