@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/bench_runner.h"
 #include "fixtures.h"
 #include "run_command.h"
 #include "synth/presets.h"
@@ -61,6 +62,37 @@ TEST(BenchCli, csv_has_a_header_and_one_line_per_test) {
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3);
 }
 
+TEST(BenchCli, parallel_decode_runs_every_sequence_side_by_side) {
+    const std::string model = tiny_model();
+    auto r = test::run_moeserve(
+        {"bench", "-m", model, "-p", "0", "-n", "5", "-d", "40", "-npl", "1,3", "-r", "2", "-t", "2", "--json"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j.size(), 2u);
+    EXPECT_EQ(j[0]["test"], "tg5 @ d40");
+    EXPECT_EQ(j[0]["n_parallel"], 1);
+    EXPECT_GT(j[0]["effective_gbs"].get<double>(), 0.0);
+    EXPECT_EQ(j[1]["test"], "tg5 x3 @ d40");
+    EXPECT_EQ(j[1]["n_parallel"], 3);
+    EXPECT_TRUE(j[1]["bytes_per_token"].is_null());  // the experts a step reads depend on the overlap
+    EXPECT_GT(j[1]["avg_ts"].get<double>(), 0.0);
+
+    // What the test did to the cache: three sequences, each at depth + n_gen.
+    EngineOptions opt;
+    opt.model_path = model;
+    opt.n_threads = 1;
+    opt.n_ctx = 3 * 64;
+    opt.n_seq = 3;
+    Engine engine(opt);
+    BenchTest t;
+    t.n_gen = 5;
+    t.depth = 40;
+    t.n_parallel = 3;
+    const BenchSample s = run_bench_test(engine, t, 1);
+    EXPECT_GT(s.tokens_per_s, 0.0);
+    for (int seq = 0; seq < 3; ++seq) EXPECT_EQ(engine.cache().seq_length(seq), 45) << "sequence " << seq;
+}
+
 TEST(BenchCli, names_bad_arguments) {
     auto r = test::run_moeserve({"bench", "-m", "x.gguf", "-p", "a,b"});
     EXPECT_EQ(r.status, 2);
@@ -68,6 +100,9 @@ TEST(BenchCli, names_bad_arguments) {
     r = test::run_moeserve({"bench", "-m", "x.gguf", "-p", "0", "-n", "0"});
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("nothing to measure"), std::string::npos) << r.err;
+    r = test::run_moeserve({"bench", "-m", "x.gguf", "-npl", "0"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("option -npl expects integers of at least 1"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 //  - Quantized K scores equal the AVX2 vec_dot kernel's bit for bit (what the
 //    per-row path used), for any number of query rows and head sizes.
 //  - F16 K scores and V sums agree with double-precision sums over the
-//    dequantized rows.
+//    dequantized rows, and bit for bit with the general path's f32 dot
+//    (16 FMA lanes, reduce_add's tree) and fused multiply-adds in cell order.
 //  - CpuBackend::attention over several sequences (decode tokens and a
 //    causal prompt block, interleaved cells, odd lengths) agrees with a
 //    double-precision softmax attention over the rows the cache holds, for
@@ -91,7 +92,7 @@ TEST(AttentionGroupKernels, F16ScoresMatchDoubleDots) {
     std::mt19937 rng(8);
     for (int head_dim : {64, 128, 192}) {
         if (!has_group_scores(GgmlType::F16, head_dim)) GTEST_SKIP() << "no group kernels in this build";
-        for (int n_rows : {1, 5, 8, 16, 17, 32}) {
+        for (int n_rows : {1, 2, 3, 4, 5, 8, 16, 17, 32}) {
             const int64_t n_cells = 29;
             const auto k = random_rows(GgmlType::F16, n_cells, head_dim, rng);
             const auto q = random_normal(static_cast<size_t>(n_rows) * head_dim, rng);
@@ -111,6 +112,15 @@ TEST(AttentionGroupKernels, F16ScoresMatchDoubleDots) {
                     }
                     ASSERT_NEAR(scores[r * n_cells + c], 0.5 * want, 0.5 * size * 1e-6)
                         << "head_dim " << head_dim << " rows " << n_rows << " r " << r << " c " << c;
+                    // Bit for bit the general path's f32 dot: 16 lanes of FMAs in element
+                    // order, then _mm512_reduce_add_ps's tree (i + i+8, i + i+4, i + i+2, 0 + 1).
+                    float lane[16] = {};
+                    for (int i = 0; i < head_dim; ++i)
+                        lane[i % 16] = std::fma(q[r * head_dim + i], static_cast<float>(kd[i]), lane[i % 16]);
+                    for (int width = 8; width >= 1; width /= 2)
+                        for (int l = 0; l < width; ++l) lane[l] += lane[l + width];
+                    ASSERT_EQ(scores[r * n_cells + c], 0.5f * lane[0])
+                        << "head_dim " << head_dim << " rows " << n_rows << " r " << r << " c " << c;
                 }
         }
     }
@@ -121,7 +131,7 @@ TEST(AttentionGroupKernels, ValueSumsMatchDoubleSums) {
     for (GgmlType type : {GgmlType::F16, GgmlType::Q4_0, GgmlType::Q8_0}) {
         for (int head_dim : {64, 128, 192}) {
             if (!has_group_values(type, head_dim)) GTEST_SKIP() << "no group kernels in this build";
-            for (int n_rows : {1, 3, 8, 16, 23}) {
+            for (int n_rows : {1, 2, 3, 4, 5, 8, 16, 23}) {
                 const int64_t n_cells = 131;  // two chunks of the kernel and an odd tail
                 const size_t v_bytes = ggml_row_bytes(type, head_dim);
                 const auto v = random_rows(type, n_cells, head_dim, rng);
@@ -145,6 +155,13 @@ TEST(AttentionGroupKernels, ValueSumsMatchDoubleSums) {
                         ASSERT_NEAR(acc[r * head_dim + i], want, size * 1e-6)
                             << ggml_type_name(type) << " head_dim " << head_dim << " rows " << n_rows << " r " << r
                             << " i " << i;
+                        // Bit for bit: one fused multiply-add per cell, in cell order (the
+                        // dequantized values are exact in f32).
+                        float exact = start[r * head_dim + i];
+                        for (int64_t c = 0; c < n_cells; ++c)
+                            exact = std::fma(p[r * stride + c], static_cast<float>(vd[c][i]), exact);
+                        ASSERT_EQ(acc[r * head_dim + i], exact) << ggml_type_name(type) << " head_dim " << head_dim
+                                                                << " rows " << n_rows << " r " << r << " i " << i;
                     }
             }
         }

@@ -37,6 +37,9 @@ const char* kUsage =
     "  -ctk, --cache-type-k T,.. K cache types (default f16)\n"
     "  -ctv, --cache-type-v T,.. V cache types (default f16)\n"
     "  -ub, --ubatch-size N      prompt tokens per forward pass (default 512)\n"
+    "  -npl, --parallel N,...    decode tests: N sequences decoding side by side, one\n"
+    "                            token each per forward pass, as N busy server slots\n"
+    "                            (default 1; t/s counts all of them: tg128 x4)\n"
     "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds)\n"
     "  --real-depth              fill the depth by prefilling random tokens\n"
     "  -o, --output FORMAT       md (default), json or csv\n"
@@ -82,6 +85,7 @@ struct Result {
 
 std::string test_name(const BenchTest& t) {
     std::string name = t.n_prompt > 0 ? fmt::format("pp{}", t.n_prompt) : fmt::format("tg{}", t.n_gen);
+    if (t.n_prompt == 0 && t.n_parallel > 1) name += fmt::format(" x{}", t.n_parallel);
     if (t.depth > 0) name += fmt::format(" @ d{}", t.depth);
     return name;
 }
@@ -97,7 +101,7 @@ void print_markdown(const std::vector<Result>& results) {
     for (const auto& r : results) {
         const BenchStats st = bench_stats(r.samples_ts);
         std::string mb = "-", gbs = "-", pct = "-";
-        if (r.test.n_gen > 0) {
+        if (r.test.n_gen > 0 && r.test.n_parallel == 1) {
             const double g = r.bytes_per_token * st.mean / 1e9;
             mb = fmt::format("{:.1f}", r.bytes_per_token / 1e6);
             gbs = fmt::format("{:.1f}", g);
@@ -134,18 +138,22 @@ nlohmann::ordered_json to_json(const Result& r) {
     j["stddev_ts"] = ts.stddev;
     j["samples_ns"] = ns;
     j["samples_ts"] = r.samples_ts;
-    j["bytes_per_token"] = r.test.n_gen > 0 ? nlohmann::ordered_json(r.bytes_per_token) : nullptr;
-    j["effective_gbs"] = r.test.n_gen > 0 ? nlohmann::ordered_json(r.bytes_per_token * ts.mean / 1e9) : nullptr;
+    const bool bytes_known = r.test.n_gen > 0 && r.test.n_parallel == 1;  // one sequence: weights + its KV
+    j["n_parallel"] = r.test.n_parallel;
+    j["bytes_per_token"] = bytes_known ? nlohmann::ordered_json(r.bytes_per_token) : nullptr;
+    j["effective_gbs"] = bytes_known ? nlohmann::ordered_json(r.bytes_per_token * ts.mean / 1e9) : nullptr;
     j["read_bandwidth_gbs"] = r.read_bw;
     return j;
 }
 
 void print_csv(const std::vector<Result>& results) {
-    const char* cols[] = {"model_filename", "model_size",      "model_n_params", "backend",
-                          "n_threads",      "n_ubatch",        "type_k",         "type_v",
-                          "n_prompt",       "n_gen",           "n_depth",        "real_depth",
-                          "test",           "avg_ns",          "stddev_ns",      "avg_ts",
-                          "stddev_ts",      "bytes_per_token", "effective_gbs",  "read_bandwidth_gbs"};
+    const char* cols[] = {"model_filename",  "model_size",    "model_n_params",
+                          "backend",         "n_threads",     "n_ubatch",
+                          "type_k",          "type_v",        "n_prompt",
+                          "n_gen",           "n_parallel",    "n_depth",
+                          "real_depth",      "test",          "avg_ns",
+                          "stddev_ns",       "avg_ts",        "stddev_ts",
+                          "bytes_per_token", "effective_gbs", "read_bandwidth_gbs"};
     std::string line;
     for (const char* c : cols) line += (line.empty() ? "" : ",") + std::string(c);
     fmt::print("{}\n", line);
@@ -164,7 +172,7 @@ void print_csv(const std::vector<Result>& results) {
 int run_bench(const std::vector<std::string>& argv) {
     Args args(argv);
     std::string model, format = "md";
-    std::vector<int64_t> prompts = {512}, gens = {128}, depths = {0};
+    std::vector<int64_t> prompts = {512}, gens = {128}, depths = {0}, parallel = {1};
     std::vector<int64_t> threads = {static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()))};
     std::vector<GgmlType> types_k = {GgmlType::F16}, types_v = {GgmlType::F16};
     int64_t reps = 5, n_ubatch = 512;
@@ -200,6 +208,8 @@ int run_bench(const std::vector<std::string>& argv) {
         } else if (args.flag({"-ub", "--ubatch-size"})) {
             n_ubatch = args.int_value();
             if (n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");
+        } else if (args.flag({"-npl", "--parallel"})) {
+            parallel = int_list("-npl", args.value(), 1);
         } else if (args.flag({"-ngl", "--gpu-layers", "--n-gpu-layers"})) {
             try {
                 n_gpu_layers = parse_gpu_layers(args.value());
@@ -227,11 +237,16 @@ int run_bench(const std::vector<std::string>& argv) {
         for (int64_t p : prompts)
             if (p > 0) tests.push_back({p, 0, d, real_depth});
         for (int64_t n : gens)
-            if (n > 0) tests.push_back({0, n, d, real_depth});
+            for (int64_t np : parallel)
+                if (n > 0) tests.push_back({0, n, d, real_depth, static_cast<int>(np)});
     }
     if (tests.empty()) throw UsageError("nothing to measure: -p and -n are both 0");
     int64_t cells = 0;
-    for (const auto& t : tests) cells = std::max(cells, t.depth + std::max<int64_t>(t.n_prompt, 32) + t.n_gen + 1);
+    int n_seq = 1;
+    for (const auto& t : tests) {
+        cells = std::max(cells, (t.depth + std::max<int64_t>(t.n_prompt, 32) + t.n_gen + 1) * t.n_parallel);
+        n_seq = std::max(n_seq, t.n_parallel);
+    }
 
     std::vector<Result> results;
     std::map<int, double> bandwidth;
@@ -246,6 +261,7 @@ int run_bench(const std::vector<std::string>& argv) {
                 opt.n_threads = static_cast<int>(nt);
                 opt.n_gpu_layers = n_gpu_layers;
                 opt.n_ctx = cells;
+                opt.n_seq = n_seq;
                 opt.type_k = tk;
                 opt.type_v = tv;
                 opt.n_ubatch = n_ubatch;

@@ -124,10 +124,13 @@ BenchSample run_bench_test(Engine& engine, const BenchTest& test, uint64_t seed)
     // test's kind, then start over.
     engine.eval(0, random_tokens(test.n_prompt > 0 ? std::min<int64_t>(test.n_prompt, 32) : 1), false);
     cache.clear();
-    if (test.real_depth)
-        engine.eval(0, random_tokens(test.depth), false);
-    else
-        fill_cache_synthetic(cache, 0, test.depth);
+    const int n_seq = test.n_prompt > 0 ? 1 : std::max(1, test.n_parallel);
+    for (int seq = 0; seq < n_seq; ++seq) {
+        if (test.real_depth)
+            engine.eval(seq, random_tokens(test.depth), false);
+        else
+            fill_cache_synthetic(cache, seq, test.depth);
+    }
 
     BenchSample s;
     if (test.n_prompt > 0) {
@@ -137,12 +140,14 @@ BenchSample run_bench_test(Engine& engine, const BenchTest& test, uint64_t seed)
         s.seconds += now() - t0;
     }
     for (int64_t i = 0; i < test.n_gen; ++i) {
-        const int32_t t = tok(rng);
+        Batch batch;
+        for (int seq = 0; seq < n_seq; ++seq)
+            batch.add(tok(rng), static_cast<int32_t>(cache.seq_length(seq)), seq, true);
         const double t0 = now();
-        engine.eval(0, std::span<const int32_t>(&t, 1), false);
+        engine.model().forward(batch, cache);
         s.seconds += now() - t0;
     }
-    const int64_t n = test.n_prompt + test.n_gen;
+    const int64_t n = test.n_prompt + test.n_gen * n_seq;
     s.tokens_per_s = s.seconds > 0 ? n / s.seconds : 0;
     return s;
 }

@@ -37,6 +37,7 @@ struct BenchTest {
     int64_t n_gen = 0;        // then decode this many, one at a time (0: a prefill test)
     int64_t depth = 0;        // context already in the cache before the test
     bool real_depth = false;  // fill the depth by evaluating tokens rather than synthetically
+    int n_parallel = 1;       // decode tests: sequences decoding side by side, one token each per step
 };
 
 struct BenchSample {
@@ -44,9 +45,12 @@ struct BenchSample {
     double tokens_per_s = 0;
 };
 
-// One repetition of a test on sequence 0, after a short warm-up; the cache
-// is cleared first and must hold depth + n_prompt + n_gen cells. Tokens are
-// random byte ids.
+// One repetition of a test on sequence 0 (a decode test with n_parallel > 1:
+// on sequences 0..n_parallel-1, all at the same depth, one batch per step,
+// as a server's busy slots decode), after a short warm-up; the cache is
+// cleared first and must hold (depth + n_prompt + n_gen) x n_parallel
+// cells. Tokens are random byte ids. tokens_per_s counts every sequence's
+// tokens.
 BenchSample run_bench_test(Engine& engine, const BenchTest& test, uint64_t seed);
 
 struct BenchStats {

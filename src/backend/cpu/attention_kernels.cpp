@@ -23,6 +23,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
@@ -101,11 +102,49 @@ inline __m256 reduce_8_rows_of_8(const __m512 p[4]) {
     return _mm512_castps512_ps256(_mm512_permutexvar_ps(to_rows, w));
 }
 
-inline void store_scores(__m256 s, int n, float* scores, int64_t stride, int64_t c) {
-    alignas(32) float tmp[8];
-    _mm256_store_ps(tmp, s);
-    for (int r = 0; r < n; ++r) scores[r * stride + c] = tmp[r];
+// 16 x 16 floats: rows of a become columns.
+inline void transpose_16x16(__m512 a[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {  // 32-bit interleave of row pairs, per 128-bit lane
+        t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {  // 64-bit interleave: each 128-bit lane holds one column of 4 rows
+        a[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        a[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        a[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        a[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int i = 0; i < 4; ++i) {  // 128-bit lanes of row groups (0, 1) and (2, 3)
+        t[i] = _mm512_shuffle_f32x4(a[i], a[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(a[i], a[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(a[i + 8], a[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(a[i + 8], a[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 8; ++i) {
+        a[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        a[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
 }
+
+// The scores of up to 16 query rows for up to 16 consecutive cells, put in
+// cell by cell and written to the row-major score matrix as whole runs of
+// cells: 16 scattered stores per cell went to rows a score row apart, which
+// the L1 cache holds in one set.
+struct ScoreTile {
+    alignas(64) float cell[16][16];  // [cell][row]
+
+    void put(int c, __m512 rows) { _mm512_store_ps(cell[c], rows); }
+    void put(int c, __m256 rows) { _mm256_store_ps(cell[c], rows); }
+    // scores[r * stride + j] = row r of cell j, for r < n_rows, j < n_cells.
+    void write(int n_rows, int n_cells, float* scores, int64_t stride) {
+        __m512 a[16];
+        for (int j = 0; j < 16; ++j) a[j] = j < n_cells ? _mm512_load_ps(cell[j]) : _mm512_setzero_ps();
+        transpose_16x16(a);
+        const __mmask16 m = static_cast<__mmask16>((1u << n_cells) - 1);
+        for (int r = 0; r < n_rows; ++r) _mm512_mask_storeu_ps(scores + r * stride, m, a[r]);
+    }
+};
 
 #if defined(MOESERVE_GROUP_VNNI)
 
@@ -167,25 +206,32 @@ void score_quantized(const uint8_t* const* k_rows, int64_t n_cells, const uint8_
     const size_t row_bytes = nb * Codes::kBlockBytes;
     const size_t block_step = kPairs * kPairBlockBytes;
     const __m256 vscale = _mm256_set1_ps(scale);
-    for (int64_t c = 0; c < n_cells; ++c) {
-        if (c + kPrefetchAhead < n_cells) prefetch_row(k_rows[c + kPrefetchAhead], row_bytes);
-        const uint8_t* k = k_rows[c];
-        for (int ch = 0; ch < n_chunks; ++ch) {
-            const uint8_t* pq = packed + static_cast<size_t>(ch) * nb * block_step;
-            __m512 even[kPairs], odd[kPairs];  // blocks 0, 2, 4, ... and 1, 3, 5, ... as the AVX2 kernel splits them
-            for (int p = 0; p < kPairs; ++p) even[p] = odd[p] = _mm512_setzero_ps();
-            int b = 0;
-            for (; b + 2 <= nb; b += 2) {
-                add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
-                add_block(codes, k + (b + 1) * Codes::kBlockBytes, pq + (b + 1) * block_step, odd);
+    std::vector<ScoreTile> tiles(n_chunks);
+    for (int64_t c0 = 0; c0 < n_cells; c0 += 16) {
+        const int nc = static_cast<int>(std::min<int64_t>(16, n_cells - c0));
+        for (int j = 0; j < nc; ++j) {
+            const int64_t c = c0 + j;
+            if (c + kPrefetchAhead < n_cells) prefetch_row(k_rows[c + kPrefetchAhead], row_bytes);
+            const uint8_t* k = k_rows[c];
+            for (int ch = 0; ch < n_chunks; ++ch) {
+                const uint8_t* pq = packed + static_cast<size_t>(ch) * nb * block_step;
+                __m512 even[kPairs],
+                    odd[kPairs];  // blocks 0, 2, 4, ... and 1, 3, 5, ... as the AVX2 kernel splits them
+                for (int p = 0; p < kPairs; ++p) even[p] = odd[p] = _mm512_setzero_ps();
+                int b = 0;
+                for (; b + 2 <= nb; b += 2) {
+                    add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
+                    add_block(codes, k + (b + 1) * Codes::kBlockBytes, pq + (b + 1) * block_step, odd);
+                }
+                if (b < nb) add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
+                __m512 sums[kPairs];
+                for (int p = 0; p < kPairs; ++p) sums[p] = _mm512_add_ps(even[p], odd[p]);
+                tiles[ch].put(j, _mm256_mul_ps(reduce_8_rows_of_8(sums), vscale));
             }
-            if (b < nb) add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
-            __m512 sums[kPairs];
-            for (int p = 0; p < kPairs; ++p) sums[p] = _mm512_add_ps(even[p], odd[p]);
-            const int n = std::min(kChunkRows, n_rows - ch * kChunkRows);
-            store_scores(_mm256_mul_ps(reduce_8_rows_of_8(sums), vscale), n, scores + ch * kChunkRows * stride, stride,
-                         c);
         }
+        for (int ch = 0; ch < n_chunks; ++ch)
+            tiles[ch].write(std::min(kChunkRows, n_rows - ch * kChunkRows), nc, scores + ch * kChunkRows * stride + c0,
+                            stride);
     }
 }
 
@@ -214,38 +260,59 @@ inline __m256 reduce_8_rows(const __m512 a[8]) {
     return reduce_8_rows_of_8(t);
 }
 
-// R f32 query rows (head_dim apart) against one f16 K row: per row the FMA
-// chain of the AVX-512 f32 dot (16 lanes, in element order).
+// R f32 query rows against one f16 K row: per row the FMA chain of the
+// AVX-512 f32 dot (16 lanes, in element order). q is slice-major (see
+// pack_group_queries): slice i of row r at q[(i * rows_pad + r) * 16].
 template <int R>
-inline void f16_dots(const uint16_t* k, const float* q, int head_dim, __m512 acc[R]) {
+inline void f16_dots(const uint16_t* k, const float* q, int rows_pad, int head_dim, __m512 acc[R]) {
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-    for (int i = 0; i < head_dim; i += 16) {
+    for (int i = 0; i < head_dim; i += 16, q += rows_pad * 16) {
         const __m512 kv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i)));
-        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * head_dim + i), kv, acc[r]);
+        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * 16), kv, acc[r]);
     }
 }
 
 void score_f16(const uint8_t* const* k_rows, int64_t n_cells, const float* q, int n_rows, int head_dim, float scale,
                float* scores, int64_t stride) {
     const size_t row_bytes = static_cast<size_t>(head_dim) * 2;
-    for (int64_t c = 0; c < n_cells; ++c) {
-        if (c + kPrefetchAhead < n_cells) prefetch_row(k_rows[c + kPrefetchAhead], row_bytes);
-        const uint16_t* k = reinterpret_cast<const uint16_t*>(k_rows[c]);
-        int r0 = 0;
-        for (; n_rows - r0 > kChunkRows;
-             r0 += 16) {  // the packed rows are a multiple of 8: 16 at a time while > 8 remain
-            __m512 acc[16];
-            f16_dots<16>(k, q + r0 * head_dim, head_dim, acc);
-            alignas(64) float tmp[16];
-            _mm512_store_ps(tmp, _mm512_mul_ps(reduce_16_rows(acc), _mm512_set1_ps(scale)));
-            const int n = std::min(16, n_rows - r0);
-            for (int r = 0; r < n; ++r) scores[(r0 + r) * stride + c] = tmp[r];
+    const int rows_pad = padded_rows(n_rows);
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int64_t c0 = 0; c0 < n_cells; c0 += 16) {
+        const int nc = static_cast<int>(std::min<int64_t>(16, n_cells - c0));
+        for (int j = 0; j < nc; ++j)
+            if (c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
+        if (n_rows <= 4) {  // few rows (small GQA groups): only the real rows, each summed in reduce_add's tree
+            ScoreTile tile;
+            for (int j = 0; j < nc; ++j) {
+                const uint16_t* k = reinterpret_cast<const uint16_t*>(k_rows[c0 + j]);
+                __m512 acc[4];
+                if (n_rows == 4) f16_dots<4>(k, q, rows_pad, head_dim, acc);
+                if (n_rows == 3) f16_dots<3>(k, q, rows_pad, head_dim, acc);
+                if (n_rows == 2) f16_dots<2>(k, q, rows_pad, head_dim, acc);
+                if (n_rows == 1) f16_dots<1>(k, q, rows_pad, head_dim, acc);
+                for (int r = 0; r < n_rows; ++r) tile.cell[j][r] = _mm512_reduce_add_ps(acc[r]) * scale;
+            }
+            tile.write(n_rows, nc, scores + c0, stride);
+            continue;
         }
-        if (r0 < n_rows) {
-            __m512 acc[8];
-            f16_dots<8>(k, q + r0 * head_dim, head_dim, acc);
-            store_scores(_mm256_mul_ps(reduce_8_rows(acc), _mm256_set1_ps(scale)), n_rows - r0, scores + r0 * stride,
-                         stride, c);
+        // 16 query rows at a time while more than 8 remain (the packed rows are a multiple of 8), then 8.
+        for (int r0 = 0; r0 < n_rows;) {
+            ScoreTile tile;
+            const int step = n_rows - r0 > kChunkRows ? 16 : 8;
+            for (int j = 0; j < nc; ++j) {
+                const uint16_t* k = reinterpret_cast<const uint16_t*>(k_rows[c0 + j]);
+                if (step == 16) {
+                    __m512 acc[16];
+                    f16_dots<16>(k, q + r0 * 16, rows_pad, head_dim, acc);
+                    tile.put(j, _mm512_mul_ps(reduce_16_rows(acc), vscale));
+                } else {
+                    __m512 acc[8];
+                    f16_dots<8>(k, q + r0 * 16, rows_pad, head_dim, acc);
+                    tile.put(j, _mm256_mul_ps(reduce_8_rows(acc), _mm512_castps512_ps256(vscale)));
+                }
+            }
+            tile.write(std::min(step, n_rows - r0), nc, scores + r0 * stride + c0, stride);
+            r0 += step;
         }
     }
 }
@@ -279,16 +346,18 @@ struct Q8_0Values {  // q * d
 
 // R query rows, one 16-element slice of V at a time: the R accumulators of
 // the slice stay in registers while the chunk's cells stream past, and each
-// V element is converted once for all R rows.
+// V element is converted once for all R rows. The weight of row r for cell
+// c is w[r * row_stride + c * cell_stride].
 template <int R, typename Values>
-void accumulate_rows(const uint8_t* const* v_rows, int64_t n_cells, const float* p, int64_t stride, int head_dim,
-                     float* acc, Values values) {
+void accumulate_rows(const uint8_t* const* v_rows, int64_t n_cells, const float* w, int64_t row_stride,
+                     int64_t cell_stride, int head_dim, float* acc, Values values) {
     for (int s = 0; s < head_dim / 16; ++s) {
         __m512 a[R];
         for (int r = 0; r < R; ++r) a[r] = _mm512_loadu_ps(acc + r * head_dim + 16 * s);
-        for (int64_t c = 0; c < n_cells; ++c) {
+        const float* wc = w;
+        for (int64_t c = 0; c < n_cells; ++c, wc += cell_stride) {
             const __m512 v = values(v_rows[c], s);
-            for (int r = 0; r < R; ++r) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r * stride + c]), v, a[r]);
+            for (int r = 0; r < R; ++r) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(wc[r * row_stride]), v, a[r]);
         }
         for (int r = 0; r < R; ++r) _mm512_storeu_ps(acc + r * head_dim + 16 * s, a[r]);
     }
@@ -298,30 +367,54 @@ template <typename Values>
 void accumulate(const uint8_t* const* v_rows, int64_t n_cells, const float* p, int64_t stride, int n_rows, int head_dim,
                 size_t row_bytes, float* acc) {
     const Values values;
+    alignas(64) float pt[kValueChunk * 16];  // one chunk's weights of up to 16 rows, cell by cell
     for (int64_t c0 = 0; c0 < n_cells; c0 += kValueChunk) {
         const int64_t n = std::min(kValueChunk, n_cells - c0);
         for (int64_t c = 0; c < n; ++c)  // the chunk after this one, while this one is summed from L1
             if (c0 + kValueChunk + c < n_cells) prefetch_row(v_rows[c0 + kValueChunk + c], row_bytes);
         const uint8_t* const* rows = v_rows + c0;
-        for (int r = 0; r < n_rows;) {
-            const float* pr = p + r * stride + c0;
-            float* ar = acc + static_cast<int64_t>(r) * head_dim;
-            const int left = n_rows - r;
-            if (left >= 16) {
-                accumulate_rows<16>(rows, n, pr, stride, head_dim, ar, values);
-                r += 16;
-            } else if (left >= 8) {
-                accumulate_rows<8>(rows, n, pr, stride, head_dim, ar, values);
-                r += 8;
-            } else if (left >= 4) {
-                accumulate_rows<4>(rows, n, pr, stride, head_dim, ar, values);
-                r += 4;
-            } else if (left >= 2) {
-                accumulate_rows<2>(rows, n, pr, stride, head_dim, ar, values);
-                r += 2;
-            } else {
-                accumulate_rows<1>(rows, n, pr, stride, head_dim, ar, values);
-                r += 1;
+        if (n_rows <= 4) {  // few rows (small GQA groups): their weights straight from the score rows
+            const float* w = p + c0;
+            if (n_rows == 4) accumulate_rows<4>(rows, n, w, stride, 1, head_dim, acc, values);
+            if (n_rows == 3) accumulate_rows<3>(rows, n, w, stride, 1, head_dim, acc, values);
+            if (n_rows == 2) accumulate_rows<2>(rows, n, w, stride, 1, head_dim, acc, values);
+            if (n_rows == 1) accumulate_rows<1>(rows, n, w, stride, 1, head_dim, acc, values);
+            continue;
+        }
+        // More rows: 16 at a time, their weights for the chunk transposed to
+        // pt[c * 16 + r] first; read from the score rows, the weights of 16
+        // rows a score row apart took more registers than there are.
+        for (int g = 0; g < n_rows; g += 16) {
+            const int ng = std::min(16, n_rows - g);
+            for (int64_t j0 = 0; j0 < n; j0 += 16) {
+                const int nj = static_cast<int>(std::min<int64_t>(16, n - j0));
+                const __mmask16 m = static_cast<__mmask16>((1u << nj) - 1);
+                __m512 a[16];
+                for (int r = 0; r < 16; ++r)
+                    a[r] = r < ng ? _mm512_maskz_loadu_ps(m, p + (g + r) * stride + c0 + j0) : _mm512_setzero_ps();
+                transpose_16x16(a);
+                for (int j = 0; j < nj; ++j) _mm512_store_ps(pt + (j0 + j) * 16, a[j]);
+            }
+            for (int r = 0; r < ng;) {
+                const float* w = pt + r;
+                float* ar = acc + static_cast<int64_t>(g + r) * head_dim;
+                const int left = ng - r;
+                if (left >= 16) {
+                    accumulate_rows<16>(rows, n, w, 1, 16, head_dim, ar, values);
+                    r += 16;
+                } else if (left >= 8) {
+                    accumulate_rows<8>(rows, n, w, 1, 16, head_dim, ar, values);
+                    r += 8;
+                } else if (left >= 4) {
+                    accumulate_rows<4>(rows, n, w, 1, 16, head_dim, ar, values);
+                    r += 4;
+                } else if (left >= 2) {
+                    accumulate_rows<2>(rows, n, w, 1, 16, head_dim, ar, values);
+                    r += 2;
+                } else {
+                    accumulate_rows<1>(rows, n, w, 1, 16, head_dim, ar, values);
+                    r += 1;
+                }
             }
         }
     }
@@ -367,11 +460,16 @@ void pack_group_queries(GgmlType type_k, const void* q_rows, size_t q_row_bytes,
                               type_k == GgmlType::Q4_0 ? Q4_0Codes::kOffset : Q8_0Codes::kOffset,
                               static_cast<uint8_t*>(packed));
 #endif
+    // F16 K: slice-major, slice i (elements 16i..16i+15) of row r at
+    // (i * rows_pad + r) * 16, so a pass over the rows walks one pointer.
     float* out = static_cast<float*>(packed);
-    std::fill(out, out + static_cast<size_t>(padded_rows(n_rows)) * head_dim, 0.0f);
-    for (int r = 0; r < n_rows; ++r)
-        std::memcpy(out + static_cast<size_t>(r) * head_dim, static_cast<const uint8_t*>(q_rows) + r * q_row_bytes,
-                    head_dim * sizeof(float));
+    const int rows_pad = padded_rows(n_rows);
+    std::fill(out, out + static_cast<size_t>(rows_pad) * head_dim, 0.0f);
+    for (int r = 0; r < n_rows; ++r) {
+        const float* row = reinterpret_cast<const float*>(static_cast<const uint8_t*>(q_rows) + r * q_row_bytes);
+        for (int i = 0; i < head_dim / 16; ++i)
+            std::memcpy(out + (static_cast<size_t>(i) * rows_pad + r) * 16, row + 16 * i, 16 * sizeof(float));
+    }
 }
 
 void score_group_rows(GgmlType type_k, const uint8_t* const* k_rows, int64_t n_cells, const void* packed, int n_rows,
