@@ -353,6 +353,68 @@ TEST(ServerE2EFlags, bad_flags_are_refused_at_start_and_sigterm_stops_cleanly) {
     EXPECT_EQ(s.stop(SIGTERM), 0) << s.log();
 }
 
+// llama-server flags beyond the basics, through the real server: -rea off
+// and --no-prefill-assistant change the rendered prompt, the --cors-* flags
+// the CORS headers, --no-mmap still serves; --log-file takes the log.
+TEST(ServerE2EFlags, llama_server_chat_cors_and_load_flags_take_effect) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m",
+              model_path(),
+              "-c",
+              "1024",
+              "-np",
+              "1",
+              "-t",
+              "1",
+              "--chat-template-file",
+              test::fixture("templates/Qwen-Qwen3-0.6B.jinja").string(),
+              "-rea",
+              "off",
+              "--no-prefill-assistant",
+              "--cors-origins",
+              "localhost",
+              "--cors-credentials",
+              "off",
+              "--cors-methods",
+              "GET, POST",
+              "--no-mmap"});
+    ASSERT_TRUE(s.ready()) << s.log();
+
+    const std::string closed_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n";  // enable_thinking false
+    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+    HttpResult r = curl(s.url("/apply-template"), "POST", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string prompt = r.json_body()["prompt"].get<std::string>();
+    EXPECT_TRUE(prompt.size() >= closed_think.size() &&
+                prompt.compare(prompt.size() - closed_think.size(), closed_think.size(), closed_think) == 0)
+        << prompt;
+    // A trailing assistant message is a finished turn, followed by the generation prompt, not continued.
+    body["messages"].push_back({{"role", "assistant"}, {"content", "Sure"}});
+    r = curl(s.url("/apply-template"), "POST", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string closed = r.json_body()["prompt"].get<std::string>();
+    EXPECT_NE(closed.find("Sure<|im_end|>"), std::string::npos) << closed;
+    EXPECT_EQ(closed.rfind(closed_think), closed.size() - closed_think.size()) << closed;
+
+    HttpResult pre = curl(s.url("/v1/chat/completions"), "OPTIONS", "", {"Origin: http://localhost:5173"});
+    EXPECT_EQ(pre.status, 200);
+    EXPECT_NE(pre.headers.find("Access-Control-Allow-Origin: http://localhost:5173"), std::string::npos) << pre.headers;
+    EXPECT_NE(pre.headers.find("Access-Control-Allow-Methods: GET, POST"), std::string::npos) << pre.headers;
+    EXPECT_EQ(pre.headers.find("Access-Control-Allow-Credentials"), std::string::npos) << pre.headers;
+    HttpResult other = curl(s.url("/health"), "GET", "", {"Origin: http://app.example"});
+    EXPECT_EQ(other.status, 200);
+    EXPECT_EQ(other.headers.find("Access-Control-Allow-Origin"), std::string::npos) << other.headers;
+
+    const std::string log = (fs::temp_directory_path() / "moeserve-tests" / "log-file-test.log").string();
+    fs::remove(log);
+    auto missing = test::run_moeserve({"serve", "-m", "/nonexistent/model.gguf", "--port", "0", "--log-file", log});
+    EXPECT_EQ(missing.status, 1);
+    EXPECT_EQ(missing.err, "");  // all of it went to the file
+    const std::string logged = test::slurp(log);
+    EXPECT_NE(logged.find("listening on http://"), std::string::npos) << logged;
+    EXPECT_NE(logged.find("/nonexistent/model.gguf"), std::string::npos) << logged;
+}
+
 }  // namespace
 }  // namespace moeserve
 

@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "server/http_server.h"
 #include "server/server_options.h"
 
 namespace moeserve {
@@ -129,6 +130,137 @@ TEST(ServerFlags, rejects_unknown_flags_and_bad_values_by_name) {
               std::string::npos);
     EXPECT_EQ(error_of({"-m", "m", "--chat-template-file", "/dev/null"}), "");  // readable: accepted
     EXPECT_NE(error_of({"-m", "m", "-nocb"}).find("continuous batching"), std::string::npos);
+}
+
+// The rest of llama-server's flag table (spec server-behaviour §1.2): every
+// flag is either applied, accepted where it changes nothing here (the help
+// says why), or refused with a message that names it and says why.
+TEST(ServerFlags, llama_server_placement_load_fit_and_chat_flags_apply) {
+    auto d = parse({"-m", "m.gguf"});
+    EXPECT_TRUE(d.fit);
+    EXPECT_EQ(d.fit_target_mib, 1024);
+    EXPECT_EQ(d.fit_ctx, 4096);
+    EXPECT_FALSE(d.n_ctx_given);
+    EXPECT_EQ(d.load_mode, LoadMode::mmap);
+    EXPECT_TRUE(d.prefill_assistant);
+    EXPECT_EQ(d.cors_origins, "*");
+    EXPECT_TRUE(d.cors_credentials);
+    EXPECT_FALSE(d.chat_template_kwargs.contains("enable_thinking"));
+
+    auto o = parse({"-m",
+                    "m.gguf",
+                    "-fit",
+                    "off",
+                    "-fitt",
+                    "512,256",
+                    "-fitc",
+                    "2048",
+                    "--no-mmap",
+                    "-cmoe",
+                    "-ncmoe",
+                    "4",
+                    "-ot",
+                    "exps=CPU,blk\\.1\\.=CPU",
+                    "-nkvo",
+                    "-sm",
+                    "layer",
+                    "-ts",
+                    "1",
+                    "-mg",
+                    "0",
+                    "-rea",
+                    "off",
+                    "--no-prefill-assistant",
+                    "--cors-origins",
+                    "localhost",
+                    "--cors-credentials",
+                    "off",
+                    "--cache-reuse",
+                    "256",
+                    "-ctxcp",
+                    "8",
+                    "-cms",
+                    "1024",
+                    "-cram",
+                    "0",
+                    "--no-context-shift",
+                    "--keep",
+                    "0",
+                    "--swa-full",
+                    "--no-log-prefix",
+                    "-lv",
+                    "3",
+                    "--no-warmup",
+                    "--cache-idle-slots"});
+    EXPECT_FALSE(o.fit);
+    EXPECT_EQ(o.fit_target_mib, 512);
+    EXPECT_EQ(o.fit_ctx, 2048);
+    EXPECT_EQ(o.load_mode, LoadMode::read);
+    EXPECT_TRUE(o.cpu_moe);
+    EXPECT_EQ(o.n_cpu_moe, 4);
+    EXPECT_EQ(o.override_tensor, (std::vector<std::string>{"exps=CPU", "blk\\.1\\.=CPU"}));
+    EXPECT_TRUE(o.no_kv_offload);
+    EXPECT_EQ(o.chat_template_kwargs["enable_thinking"], false);
+    EXPECT_FALSE(o.prefill_assistant);
+    EXPECT_EQ(o.cors_origins, "localhost");
+    EXPECT_FALSE(o.cors_credentials);
+
+    EXPECT_EQ(parse({"-m", "m", "--mlock"}).load_mode, LoadMode::mlock);
+    EXPECT_EQ(parse({"-m", "m", "-lm", "none"}).load_mode, LoadMode::read);
+    EXPECT_EQ(parse({"-m", "m", "-lm", "dio"}).load_mode, LoadMode::read);
+    EXPECT_EQ(parse({"-m", "m", "--no-mmap", "--mmap"}).load_mode, LoadMode::mmap);
+    EXPECT_EQ(parse({"-m", "m", "-dev", "none"}).n_gpu_layers, "0");
+    EXPECT_TRUE(parse({"-m", "m", "-c", "0"}).n_ctx_given);  // an explicit -c 0 keeps the training context
+    EXPECT_TRUE(parse({"-m", "m"}, {{"LLAMA_ARG_CTX_SIZE", "8192"}}).n_ctx_given);
+    EXPECT_EQ(parse({"-m", "m", "--reasoning-budget", "0"}).chat_template_kwargs["enable_thinking"], false);
+    EXPECT_EQ(parse({"-m", "m", "-rea", "on"}).chat_template_kwargs["enable_thinking"], true);
+    EXPECT_FALSE(parse({"-m", "m", "-rea", "off", "-rea", "auto"}).chat_template_kwargs.contains("enable_thinking"));
+    // --chat-template-kwargs names it explicitly: that wins over -rea.
+    EXPECT_EQ(parse({"-m", "m", "-rea", "off", "--chat-template-kwargs", "{\"enable_thinking\":true}"})
+                  .chat_template_kwargs["enable_thinking"],
+              true);
+}
+
+TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{"--context-shift"}, "--context-shift is not supported"},
+        {{"--slot-save-path", "/tmp"}, "--slot-save-path is not supported"},
+        {{"--sleep-idle-seconds", "60"}, "--sleep-idle-seconds is not supported"},
+        {{"--ssl-key-file", "k.pem"}, "HTTPS"},
+        {{"--lora", "a.gguf"}, "--lora is not supported"},
+        {{"--mmproj", "p.gguf"}, "multimodal"},
+        {{"-md", "draft.gguf"}, "speculative decoding"},
+        {{"--models-dir", "/models"}, "router mode"},
+        {{"--reranking"}, "reranking"},
+        {{"-mg", "1"}, "one GPU"},
+        {{"-dev", "CUDA1"}, "one GPU"},
+        {{"-ot", "exps"}, "REGEX=BUFTYPE"},
+        {{"--reasoning-budget", "256"}, "only -1 (unlimited) and 0"},
+        {{"-lm", "fast"}, "expected none, mmap, mlock or dio"},
+        {{"-fit", "maybe"}, "expected on or off"},
+    };
+    for (const auto& [args, want] : cases) {
+        std::vector<std::string> argv = {"-m", "m"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        EXPECT_NE(error_of(argv).find(want), std::string::npos) << args.front() << ": " << error_of(argv);
+    }
+    EXPECT_EQ(error_of({"-m", "m", "--sleep-idle-seconds", "-1"}), "");  // the default: off
+}
+
+TEST(ServerFlags, cors_origin_follows_the_cors_flags) {
+    ServerOptions o;  // defaults: * with credentials echoes the request's Origin
+    EXPECT_EQ(cors_allowed_origin(o, "http://app.example"), "http://app.example");
+    EXPECT_EQ(cors_allowed_origin(o, ""), "*");
+    o.cors_credentials = false;
+    EXPECT_EQ(cors_allowed_origin(o, "http://app.example"), "*");
+    o.cors_origins = "localhost";
+    EXPECT_EQ(cors_allowed_origin(o, "http://localhost:3000"), "http://localhost:3000");
+    EXPECT_EQ(cors_allowed_origin(o, "http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    EXPECT_EQ(cors_allowed_origin(o, "http://[::1]:8080"), "http://[::1]:8080");
+    EXPECT_EQ(cors_allowed_origin(o, "http://localhost.evil.example"), "");
+    EXPECT_EQ(cors_allowed_origin(o, "http://app.example"), "");
+    o.cors_origins = "https://a.example, https://b.example";
+    EXPECT_EQ(cors_allowed_origin(o, "http://app.example"), "https://a.example, https://b.example");
 }
 
 TEST(ServerFlags, environment_variables_apply_and_the_command_line_wins) {

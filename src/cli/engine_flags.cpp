@@ -16,6 +16,8 @@ const char* const kEngineFlagsHelp =
     "  -ctk, --cache-type-k T    K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl (default f16)\n"
     "  -ctv, --cache-type-v T    V cache type (default f16)\n"
     "  -ub, --ubatch-size N      prompt tokens per forward call (default 512)\n"
+    "  --no-mmap                 read the model into memory instead of mapping it\n"
+    "  --mlock                   keep the mapped model locked in RAM (a warning if the system refuses)\n"
     "  -ngl, --n-gpu-layers N    layers on the GPU: 0 = CPU (default), N >= the layer count or 'all' = the whole\n"
     "                            model on the GPU (CUDA builds: `make cuda`), 'auto' = the GPU if there is one\n";
 
@@ -55,6 +57,12 @@ bool parse_engine_flag(Args& args, EngineOptions& opt) {
         } catch (const std::invalid_argument& e) {
             throw UsageError(e.what());
         }
+    } else if (args.flag({"--no-mmap"})) {
+        opt.load_mode = LoadMode::read;
+    } else if (args.flag({"--mmap"})) {
+        opt.load_mode = LoadMode::mmap;
+    } else if (args.flag({"--mlock"})) {
+        opt.load_mode = LoadMode::mlock;
     } else if (args.flag({"-ub", "--ubatch-size"})) {
         opt.n_ubatch = args.int_value();
         if (opt.n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");

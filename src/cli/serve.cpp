@@ -52,6 +52,12 @@ int run_serve(const std::vector<std::string>& argv) {
         std::fputs(server_help().c_str(), stdout);
         return 0;
     }
+    if (!opt.log_file.empty()) {  // checked first: a failed freopen would leave no stderr for the error
+        FILE* probe = std::fopen(opt.log_file.c_str(), "a");
+        if (!probe) throw UsageError("--log-file " + opt.log_file + ": cannot open the file for writing");
+        std::fclose(probe);
+        if (std::freopen(opt.log_file.c_str(), "a", stderr)) std::setvbuf(stderr, nullptr, _IONBF, 0);
+    }
 
     // Signals are taken by one thread with sigwait; every other thread blocks them.
     sigset_t signals;

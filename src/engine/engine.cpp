@@ -31,7 +31,7 @@ PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx) {
 }
 
 Engine::Engine(const EngineOptions& options) : options_(options) {
-    file_ = std::make_shared<GgufFile>(GgufFile::open(options.model_path));
+    file_ = std::make_shared<GgufFile>(GgufFile::open(options.model_path, options.load_mode));
     // Plan before loading: a configuration that does not fit is refused
     // here, with the numbers, rather than failing to allocate later.
     // Files the loader refuses by name (an unknown architecture, a

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "gguf/gguf_file.h"
+#include "gguf/mapped_file.h"
 #include "memory/kv_cache.h"
 #include "memory/planner.h"
 #include "model/model.h"
@@ -25,6 +26,7 @@ struct EngineOptions {
     bool fit_ctx = false;    // --fit / -c max: the largest context that fits in the memory budget
     uint64_t mem_bytes = 0;  // memory budget (--mem); 0: MemAvailable when the engine starts
     int n_gpu_layers = 0;    // -ngl: 0 = CPU; N, kGpuLayersAll or kGpuLayersAuto = the GPU (select_backend.h)
+    LoadMode load_mode = LoadMode::mmap;  // --mmap / --no-mmap / --mlock
 };
 
 class Engine {

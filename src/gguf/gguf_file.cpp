@@ -22,22 +22,28 @@ uint64_t min_encoded_size(GgufValueType t) {
     switch (t) {
         case GgufValueType::UINT8:
         case GgufValueType::INT8:
-        case GgufValueType::BOOL: return 1;
+        case GgufValueType::BOOL:
+            return 1;
         case GgufValueType::UINT16:
-        case GgufValueType::INT16: return 2;
+        case GgufValueType::INT16:
+            return 2;
         case GgufValueType::UINT32:
         case GgufValueType::INT32:
-        case GgufValueType::FLOAT32: return 4;
-        case GgufValueType::STRING: return 8;
-        case GgufValueType::ARRAY: return 12;
-        default: return 8;
+        case GgufValueType::FLOAT32:
+            return 4;
+        case GgufValueType::STRING:
+            return 8;
+        case GgufValueType::ARRAY:
+            return 12;
+        default:
+            return 8;
     }
 }
 
 // Reads little-endian fields from the mapped header, checking every length
 // against the end of the file. Errors name the file and the offset.
 class Cursor {
-public:
+  public:
     Cursor(const std::string& path, const uint8_t* data, uint64_t size) : path_(path), data_(data), size_(size) {}
 
     uint64_t offset() const { return pos_; }
@@ -78,24 +84,37 @@ public:
 
     GgufValue read_value(GgufValueType type, int depth) {
         switch (type) {
-            case GgufValueType::UINT8: return read<uint8_t>("uint8 value");
-            case GgufValueType::INT8: return read<int8_t>("int8 value");
-            case GgufValueType::UINT16: return read<uint16_t>("uint16 value");
-            case GgufValueType::INT16: return read<int16_t>("int16 value");
-            case GgufValueType::UINT32: return read<uint32_t>("uint32 value");
-            case GgufValueType::INT32: return read<int32_t>("int32 value");
-            case GgufValueType::FLOAT32: return read<float>("float32 value");
-            case GgufValueType::BOOL: return read<int8_t>("bool value") != 0;
-            case GgufValueType::STRING: return read_string("string value");
-            case GgufValueType::UINT64: return read<uint64_t>("uint64 value");
-            case GgufValueType::INT64: return read<int64_t>("int64 value");
-            case GgufValueType::FLOAT64: return read<double>("float64 value");
-            case GgufValueType::ARRAY: return read_array(depth);
+            case GgufValueType::UINT8:
+                return read<uint8_t>("uint8 value");
+            case GgufValueType::INT8:
+                return read<int8_t>("int8 value");
+            case GgufValueType::UINT16:
+                return read<uint16_t>("uint16 value");
+            case GgufValueType::INT16:
+                return read<int16_t>("int16 value");
+            case GgufValueType::UINT32:
+                return read<uint32_t>("uint32 value");
+            case GgufValueType::INT32:
+                return read<int32_t>("int32 value");
+            case GgufValueType::FLOAT32:
+                return read<float>("float32 value");
+            case GgufValueType::BOOL:
+                return read<int8_t>("bool value") != 0;
+            case GgufValueType::STRING:
+                return read_string("string value");
+            case GgufValueType::UINT64:
+                return read<uint64_t>("uint64 value");
+            case GgufValueType::INT64:
+                return read<int64_t>("int64 value");
+            case GgufValueType::FLOAT64:
+                return read<double>("float64 value");
+            case GgufValueType::ARRAY:
+                return read_array(depth);
         }
         fail(pos_, "unknown value type");
     }
 
-private:
+  private:
     GgufValue read_array(int depth) {
         uint64_t at = pos_;
         if (depth >= kMaxArrayDepth) fail(at, fmt::format("arrays nested deeper than {} levels", kMaxArrayDepth));
@@ -117,9 +136,13 @@ private:
     uint64_t pos_ = 0;
 };
 
-bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+    return __builtin_mul_overflow(a, b, out);
+}
 
-uint64_t align_up(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
+uint64_t align_up(uint64_t x, uint64_t alignment) {
+    return (x + alignment - 1) / alignment * alignment;
+}
 
 }  // namespace
 
@@ -135,10 +158,14 @@ GgufFile& GgufFile::operator=(GgufFile&&) noexcept = default;
 GgufFile::~GgufFile() = default;
 
 GgufFile GgufFile::open(const std::string& path) {
+    return open(path, LoadMode::mmap);
+}
+
+GgufFile GgufFile::open(const std::string& path, LoadMode mode) {
     GgufFile f;
     f.path_ = path;
     try {
-        f.map_ = std::make_unique<MappedFile>(MappedFile::map(path));
+        f.map_ = std::make_unique<MappedFile>(MappedFile::load(path, mode));
     } catch (const std::runtime_error& e) {
         throw GgufError(e.what());
     }
@@ -201,7 +228,8 @@ void GgufFile::parse_header() {
             throw GgufError(fmt::format("{}: general.alignment {} is not a power of two", path_, v));
         alignment_ = v;
     }
-    if (const GgufValue* h = find("moeserve.header_only")) header_only_ = h->type() == GgufValueType::BOOL && h->as_bool();
+    if (const GgufValue* h = find("moeserve.header_only"))
+        header_only_ = h->type() == GgufValueType::BOOL && h->as_bool();
 
     tensors_.reserve(n_tensors);
     for (int64_t i = 0; i < n_tensors; ++i) {
@@ -210,7 +238,8 @@ void GgufFile::parse_header() {
         t.name = c.read_string("tensor name");
         if (t.name.empty()) c.fail(at, fmt::format("tensor {} has an empty name", i));
         if (t.name.size() > kMaxTensorName)
-            c.fail(at, fmt::format("tensor name '{}...' is longer than {} bytes", t.name.substr(0, 40), kMaxTensorName));
+            c.fail(at,
+                   fmt::format("tensor name '{}...' is longer than {} bytes", t.name.substr(0, 40), kMaxTensorName));
         if (tensor_index_.count(t.name)) c.fail(at, fmt::format("duplicate tensor name '{}'", t.name));
 
         uint64_t dims_at = c.offset();
@@ -225,7 +254,8 @@ void GgufFile::parse_header() {
             t.ne[d] = ne;
             if (mul_overflows(n_elements, static_cast<uint64_t>(ne), &n_elements) ||
                 n_elements > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-                c.fail(dims_at, fmt::format("tensor '{}' shape {} overflows the element count", t.name, t.shape_string()));
+                c.fail(dims_at,
+                       fmt::format("tensor '{}' shape {} overflows the element count", t.name, t.shape_string()));
         }
 
         uint64_t type_at = c.offset();
@@ -254,19 +284,20 @@ void GgufFile::parse_header() {
     if (header_only_) return;
 
     if (n_tensors > 0 && data_offset_ > size_)
-        throw GgufError(fmt::format("{}: offset {}: the data section starts past the end of the file ({} bytes; the "
-                                    "file may be truncated)",
-                                    path_, data_offset_, size_));
+        throw GgufError(
+            fmt::format("{}: offset {}: the data section starts past the end of the file ({} bytes; the "
+                        "file may be truncated)",
+                        path_, data_offset_, size_));
     // Every tensor's bytes must lie inside the file and not overlap another's.
     uint64_t data_size = size_ - data_offset_;
     std::vector<const GgufTensorInfo*> by_offset;
     by_offset.reserve(tensors_.size());
     for (const auto& t : tensors_) {
         if (t.offset > data_size || t.nbytes > data_size - t.offset)
-            throw GgufError(fmt::format("{}: offset {}: tensor '{}' data ({} bytes at data offset {}) lies past the end "
-                                        "of the file ({} bytes; the file may be truncated)",
-                                        path_, data_offset_ + std::min(t.offset, data_size), t.name, t.nbytes, t.offset,
-                                        size_));
+            throw GgufError(
+                fmt::format("{}: offset {}: tensor '{}' data ({} bytes at data offset {}) lies past the end "
+                            "of the file ({} bytes; the file may be truncated)",
+                            path_, data_offset_ + std::min(t.offset, data_size), t.name, t.nbytes, t.offset, size_));
         by_offset.push_back(&t);
     }
     std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
@@ -298,8 +329,8 @@ auto convert(const std::string& path, std::string_view key, const GgufValue& v, 
 
 }  // namespace
 
-#define MOESERVE_REQUIRED(key)                                                                 \
-    const GgufValue* value = find(key);                                                        \
+#define MOESERVE_REQUIRED(key)          \
+    const GgufValue* value = find(key); \
     if (!value) throw GgufError(fmt::format("{}: missing metadata key '{}'", path_, key));
 
 std::string GgufFile::get_string(std::string_view key) const {
@@ -411,9 +442,10 @@ const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {
 
 const uint8_t* GgufFile::tensor_data(const GgufTensorInfo& t) const {
     if (header_only_)
-        throw GgufError(fmt::format("{}: is a header-only file (moeserve.header_only = true, written by synth "
-                                    "--header-only): it has no weights for tensor '{}'",
-                                    path_, t.name));
+        throw GgufError(
+            fmt::format("{}: is a header-only file (moeserve.header_only = true, written by synth "
+                        "--header-only): it has no weights for tensor '{}'",
+                        path_, t.name));
     return base_ + data_offset_ + t.offset;
 }
 

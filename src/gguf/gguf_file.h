@@ -22,7 +22,7 @@
 namespace moeserve {
 
 class GgufError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
@@ -45,11 +45,14 @@ struct GgufKv {
 };
 
 class MappedFile;
+enum class LoadMode;
 
 class GgufFile {
-public:
+  public:
     // Maps and validates the file. Throws GgufError.
     static GgufFile open(const std::string& path);
+    // The same, with the file brought into memory as `mode` says.
+    static GgufFile open(const std::string& path, LoadMode mode);
     // Parses an in-memory image (tests, fuzzing). The bytes are copied.
     static GgufFile parse(std::span<const uint8_t> bytes, const std::string& name = "<memory>");
 
@@ -98,7 +101,7 @@ public:
     // Pointer into the mapping. Throws for header-only files.
     const uint8_t* tensor_data(const GgufTensorInfo& t) const;
 
-private:
+  private:
     GgufFile();
     void parse_header();
 

@@ -190,7 +190,7 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
 
     try {
         const size_t n = p.messages.size();
-        const bool prefill = n >= 1 && p.messages[n - 1]["role"] == "assistant";
+        const bool prefill = model.options().prefill_assistant && n >= 1 && p.messages[n - 1]["role"] == "assistant";
         if (prefill && n >= 2 && p.messages[n - 2]["role"] == "assistant")
             throw invalid_request(
                 "the conversation ends with two assistant messages; only the last one can be "

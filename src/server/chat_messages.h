@@ -13,10 +13,10 @@
 namespace moeserve {
 
 struct RenderedChatRequest {
-    std::string text;  // the rendered prompt
-    json messages;     // normalized
-    json tools;        // normalized; empty array when none
-    json kwargs;       // template variables
+    std::string text;   // the rendered prompt
+    json messages;      // normalized
+    json tools;         // normalized; empty array when none
+    json kwargs;        // template variables
     ChatSyntax syntax;  // how to read the model's answer
     // parallel_tool_calls: false keeps only the first call of an answer.
     bool parallel_tool_calls = true;

@@ -103,7 +103,26 @@ std::vector<int32_t> tokenize_content(const json& content, const ServedModel& m,
     return out;
 }
 
+// Whether an Origin ("http://localhost:3000", "http://[::1]:8080") names this machine.
+bool is_local_origin(const std::string& origin) {
+    const size_t scheme = origin.find("://");
+    std::string host = scheme == std::string::npos ? origin : origin.substr(scheme + 3);
+    if (!host.empty() && host.front() == '[') {
+        const size_t close = host.find(']');
+        host = close == std::string::npos ? "" : host.substr(1, close - 1);
+    } else {
+        host = host.substr(0, host.find_first_of(":/"));
+    }
+    return host == "localhost" || host == "127.0.0.1" || host == "::1";
+}
+
 }  // namespace
+
+std::string cors_allowed_origin(const ServerOptions& o, const std::string& origin) {
+    if (o.cors_origins == "*") return o.cors_credentials && !origin.empty() ? origin : "*";
+    if (o.cors_origins == "localhost") return is_local_origin(origin) ? origin : "";
+    return o.cors_origins;
+}
 
 HttpServer::HttpServer(const ServerOptions& options)
     : options_(options), http_(std::make_unique<HttpListener>(connection_limits(options))) {
@@ -119,12 +138,12 @@ HttpServer::HttpServer(const ServerOptions& options)
     http_->set_pre_routing_handler([this](const Request& req, Response& res) {
         request_log() = RequestLog{std::chrono::steady_clock::now()};
         res.set_header("Server", "moeserve");
-        const std::string origin = req.get_header_value("Origin");
-        res.set_header("Access-Control-Allow-Origin", origin.empty() ? "*" : origin);
+        const std::string allowed = cors_allowed_origin(options_, req.get_header_value("Origin"));
+        if (!allowed.empty()) res.set_header("Access-Control-Allow-Origin", allowed);
         if (req.method == "OPTIONS") {
-            res.set_header("Access-Control-Allow-Credentials", "true");
-            res.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
-            res.set_header("Access-Control-Allow-Headers", "*");
+            if (options_.cors_credentials) res.set_header("Access-Control-Allow-Credentials", "true");
+            res.set_header("Access-Control-Allow-Methods", options_.cors_methods);
+            res.set_header("Access-Control-Allow-Headers", options_.cors_headers);
             res.status = 200;
             return httplib::Server::HandlerResponse::Handled;
         }

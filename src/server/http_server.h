@@ -17,6 +17,10 @@ namespace moeserve {
 
 class HttpListener;
 
+// The Access-Control-Allow-Origin for a request's Origin under the --cors-*
+// flags (spec server-behaviour §4.3); empty: send none.
+std::string cors_allowed_origin(const ServerOptions& options, const std::string& origin);
+
 class HttpServer {
   public:
     explicit HttpServer(const ServerOptions& options);

@@ -1,5 +1,6 @@
 #include "server/served_model.h"
 
+#include "server/context_fit.h"
 #include "server/jinja_formatter.h"
 
 #include <fmt/format.h>
@@ -9,12 +10,33 @@
 #include "backend/select_backend.h"
 #include "gguf/file_type.h"
 #include "gguf/gguf_file.h"
+#include "memory/byte_size.h"
 
 namespace moeserve {
 namespace {
 
 double mib(double bytes) {
     return bytes / (1024.0 * 1024.0);
+}
+
+// Host placement flags on a GPU run: moeserve does not split a model between
+// host and GPU memory, so they are refused rather than silently ignored.
+void check_placement(const ServerOptions& o, Backend& backend) {
+    if (backend.memory().is_host()) return;  // all of it is in host memory already
+    std::string flag;
+    if (o.cpu_moe)
+        flag = "--cpu-moe";
+    else if (o.n_cpu_moe > 0)
+        flag = "--n-cpu-moe";
+    else if (!o.override_tensor.empty())
+        flag = "--override-tensor";
+    else if (o.no_kv_offload)
+        flag = "--no-kv-offload";
+    if (!flag.empty())
+        throw std::runtime_error(
+            flag +
+            " keeps tensors in host memory, but moeserve runs a model wholly on the GPU or wholly on the CPU; "
+            "drop the flag, or use -ngl 0 to run on the CPU");
 }
 
 }  // namespace
@@ -82,7 +104,20 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     const bool auto_np = options.n_parallel < 0;
     const int n_slots = auto_np ? 4 : options.n_parallel;
     const bool unified = options.kv_unified.value_or(auto_np);
-    layout_ = compute_slot_layout(options.n_ctx, n_ctx_train_, n_slots, unified);
+    int64_t n_ctx = options.n_ctx;
+    if (options.fit && !options.n_ctx_given) {
+        const FitResult fit = fit_context(file, options, n_slots, unified, available_memory_bytes(),
+                                          static_cast<uint64_t>(options.fit_target_mib) << 20);
+        if (fit.lowered)
+            std::fprintf(stderr,
+                         "srv load_model: --fit: the training context (%lld cells) needs %.2f MiB of %.2f MiB "
+                         "available; using -c %lld to keep %lld MiB free (--fit off or -c to choose)\n",
+                         static_cast<long long>(n_ctx_train_), mib(static_cast<double>(fit.full_bytes)),
+                         mib(static_cast<double>(fit.budget_bytes)), static_cast<long long>(fit.n_ctx),
+                         static_cast<long long>(options.fit_target_mib));
+        n_ctx = fit.n_ctx;
+    }
+    layout_ = compute_slot_layout(n_ctx, n_ctx_train_, n_slots, unified);
 
     EngineOptions eo;
     eo.model_path = options.model_path;
@@ -93,10 +128,11 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.type_v = parse_cache_type(options.cache_type_v);
     eo.n_ubatch = options.n_ubatch;
     eo.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
+    eo.load_mode = options.load_mode;
     engine_ = std::make_unique<Engine>(eo);
+    check_placement(options, engine_->backend());
     std::fprintf(stderr, "load_tensors: backend %s\n", engine_->backend().name().c_str());
-    if (!engine_->backend_note().empty())
-        std::fprintf(stderr, "load_tensors: %s\n", engine_->backend_note().c_str());
+    if (!engine_->backend_note().empty()) std::fprintf(stderr, "load_tensors: %s\n", engine_->backend_note().c_str());
     n_embd_ = engine_->model().params().n_embd;
 
     if (layout_.n_ctx_seq < n_ctx_train_)
@@ -154,7 +190,8 @@ FormattedChat ServedModel::render_chat(const json& messages, const json& tools, 
 }
 
 std::shared_ptr<const TokenPieces> ServedModel::token_pieces() const {
-    std::call_once(pieces_once_, [&] { pieces_ = std::make_shared<TokenPieces>(*tokenizer_, /*render_special=*/false); });
+    std::call_once(pieces_once_,
+                   [&] { pieces_ = std::make_shared<TokenPieces>(*tokenizer_, /*render_special=*/false); });
     return pieces_;
 }
 

@@ -45,8 +45,8 @@ class ServedModel {
 
     // Chat messages -> prompt text (BOS text removed when the tokenizer adds
     // BOS itself) and the syntax of the answer; and text -> prompt tokens.
-    FormattedChat render_chat(const json& messages, const json& tools, bool add_generation_prompt,
-                              const json& kwargs, const ChatOutputOptions& output) const;
+    FormattedChat render_chat(const json& messages, const json& tools, bool add_generation_prompt, const json& kwargs,
+                              const ChatOutputOptions& output) const;
     std::vector<int32_t> tokenize_prompt(const std::string& text) const;
     // Every token's output text, for grammar-constrained sampling (built on
     // first use: a pass over the vocabulary).

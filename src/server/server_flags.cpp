@@ -49,6 +49,11 @@ float to_float(const std::string& flag, const std::string& v) {
     bad(flag, v, "expected a number");
 }
 
+// A flag llama-server has and moeserve does not: the error says why.
+[[noreturn]] void unsupported(const std::string& flag, const std::string& why) {
+    throw ServerFlagError(fmt::format("{} is not supported: {}", flag, why));
+}
+
 std::optional<bool> bool_word(std::string v) {
     std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
     if (v == "true" || v == "1" || v == "on" || v == "enabled") return true;
@@ -69,467 +74,777 @@ std::vector<std::string> split_commas(const std::string& s) {
 }
 
 const std::vector<Flag>& flags() {
-    static const std::vector<Flag> table = {
-        {{"-h", "--help"},
-         nullptr,
-         nullptr,
-         "print this help and exit",
-         [](ServerOptions& o, auto&, auto&) { o.help = true; },
-         "General"},
+    static const std::vector<Flag> table =
+        {
+            {{"-h", "--help"},
+             nullptr,
+             nullptr,
+             "print this help and exit",
+             [](ServerOptions& o, auto&, auto&) { o.help = true; },
+             "General"},
 
-        {{"-m", "--model"},
-         "FNAME",
-         "LLAMA_ARG_MODEL",
-         "GGUF model file (required)",
-         [](ServerOptions& o, auto&, auto& v) { o.model_path = v; },
-         "Model"},
-        {{"-a", "--alias"},
-         "NAME[,NAME...]",
-         "LLAMA_ARG_ALIAS",
-         "model names for the API; the first in sort order is reported (default: the -m path as given)",
-         [](ServerOptions& o, auto&, auto& v) {
-             o.aliases = split_commas(v);
-             std::sort(o.aliases.begin(), o.aliases.end());
-         }},
-        {{"-ngl", "--gpu-layers", "--n-gpu-layers"},
-         "N|auto|all",
-         "LLAMA_ARG_N_GPU_LAYERS",
-         "layers on the GPU: N >= the layer count or 'all' = the whole model, 'auto' = the GPU when the build "
-         "has CUDA and a device is present, 0 = CPU (a CPU build runs on the CPU with a note)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             if (v != "auto" && v != "all") to_int(f, v, -1, 1 << 20);
-             o.n_gpu_layers = v;
-         }},
+            {{"-m", "--model"},
+             "FNAME",
+             "LLAMA_ARG_MODEL",
+             "GGUF model file (required)",
+             [](ServerOptions& o, auto&, auto& v) { o.model_path = v; },
+             "Model"},
+            {{"-a", "--alias"},
+             "NAME[,NAME...]",
+             "LLAMA_ARG_ALIAS",
+             "model names for the API; the first in sort order is reported (default: the -m path as given)",
+             [](ServerOptions& o, auto&, auto& v) {
+                 o.aliases = split_commas(v);
+                 std::sort(o.aliases.begin(), o.aliases.end());
+             }},
+            {{"-ngl", "--gpu-layers", "--n-gpu-layers"},
+             "N|auto|all",
+             "LLAMA_ARG_N_GPU_LAYERS",
+             "layers on the GPU: N >= the layer count or 'all' = the whole model, 'auto' = the GPU when the build "
+             "has CUDA and a device is present, 0 = CPU (a CPU build runs on the CPU with a note)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (v != "auto" && v != "all") to_int(f, v, -1, 1 << 20);
+                 o.n_gpu_layers = v;
+             }},
+            {{"-fit", "--fit"},
+             "on|off",
+             "LLAMA_ARG_FIT",
+             "with no -c, lower the context until everything fits in memory with --fit-target to spare (default on)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 auto b = bool_word(v);
+                 if (!b) bad(f, v, "expected on or off");
+                 o.fit = *b;
+             }},
+            {{"-fitt", "--fit-target"},
+             "MiB[,...]",
+             "LLAMA_ARG_FIT_TARGET",
+             "memory --fit leaves free (default 1024 MiB; one device: the first value)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 const auto parts = split_commas(v);
+                 if (parts.empty()) bad(f, v, "expected MiB");
+                 o.fit_target_mib = to_int(f, parts.front(), 0, int64_t(1) << 40);
+             }},
+            {{"-fitc", "--fit-ctx"},
+             "N",
+             "LLAMA_ARG_FIT_CTX",
+             "the smallest context --fit may choose (default 4096)",
+             [](ServerOptions& o, auto& f, auto& v) { o.fit_ctx = to_int(f, v, 1, int64_t(1) << 31); }},
+            {{"-lm", "--load-mode"},
+             "none|mmap|mlock|dio",
+             "LLAMA_ARG_LOAD_MODE",
+             "how the model gets into memory: mmap (default), mlock (mapped and locked in RAM), none or dio (read "
+             "into memory)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 auto m = load_mode_from_name(v);
+                 if (!m) bad(f, v, "expected none, mmap, mlock or dio");
+                 o.load_mode = *m;
+             }},
+            {{"--mmap"},
+             nullptr,
+             "LLAMA_ARG_MMAP",
+             "map the model file (default; the same as -lm mmap)",
+             [](ServerOptions& o, auto&, auto&) { o.load_mode = LoadMode::mmap; }},
+            {{"--no-mmap"},
+             nullptr,
+             "LLAMA_ARG_NO_MMAP",
+             "read the model into memory (-lm none)",
+             [](ServerOptions& o, auto&, auto&) { o.load_mode = LoadMode::read; }},
+            {{"--mlock"},
+             nullptr,
+             "LLAMA_ARG_MLOCK",
+             "lock the mapped model in RAM (-lm mlock; a warning if the system refuses)",
+             [](ServerOptions& o, auto&, auto&) { o.load_mode = LoadMode::mlock; }},
+            {{"-dio", "--direct-io"},
+             nullptr,
+             "LLAMA_ARG_DIO",
+             "read the model into memory (-lm dio; the same as none here)",
+             [](ServerOptions& o, auto&, auto&) { o.load_mode = LoadMode::read; }},
+            {{"-cmoe", "--cpu-moe"},
+             nullptr,
+             "LLAMA_ARG_CPU_MOE",
+             "keep the expert tensors in host memory: always so on the CPU; refused with -ngl on a GPU (no split)",
+             [](ServerOptions& o, auto&, auto&) { o.cpu_moe = true; }},
+            {{"-ncmoe", "--n-cpu-moe"},
+             "N",
+             "LLAMA_ARG_N_CPU_MOE",
+             "the same for the experts of the first N layers",
+             [](ServerOptions& o, auto& f, auto& v) { o.n_cpu_moe = static_cast<int>(to_int(f, v, 0, 1 << 20)); }},
+            {{"-ot", "--override-tensor"},
+             "REGEX=BUFTYPE,...",
+             "LLAMA_ARG_OVERRIDE_TENSOR",
+             "tensors to keep in a given buffer (e.g. 'exps=CPU'): host memory already on the CPU; refused on a GPU",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 for (const auto& item : split_commas(v)) {
+                     const size_t eq = item.find('=');
+                     if (eq == 0 || eq == std::string::npos || eq + 1 == item.size())
+                         bad(f, v, "expected REGEX=BUFTYPE pairs, e.g. 'exps=CPU'");
+                     o.override_tensor.push_back(item);
+                 }
+             }},
+            {{"-nkvo", "--no-kv-offload"},
+             nullptr,
+             "LLAMA_ARG_NO_KV_OFFLOAD",
+             "keep the KV cache in host memory: always so on the CPU; refused on a GPU",
+             [](ServerOptions& o, auto&, auto&) { o.no_kv_offload = true; }},
+            {{"-dev", "--device"},
+             "LIST",
+             "LLAMA_ARG_DEVICE",
+             "devices to use: 'none' = the CPU only (as -ngl 0); CUDA0 = the GPU",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (v == "none") {
+                     o.n_gpu_layers = "0";
+                     return;
+                 }
+                 for (const auto& d : split_commas(v))
+                     if (d != "CUDA0" && d != "cuda0")
+                         bad(f, v, "moeserve drives one GPU, CUDA0 (or 'none' for the CPU)");
+             }},
+            {{"-sm", "--split-mode"},
+             "none|layer|row",
+             "LLAMA_ARG_SPLIT_MODE",
+             "how to split over several GPUs: accepted, moeserve uses one",
+             [](ServerOptions&, auto& f, auto& v) {
+                 if (v != "none" && v != "layer" && v != "row" && v != "tensor")
+                     bad(f, v, "expected none, layer, row or tensor");
+             }},
+            {{"-ts", "--tensor-split"},
+             "N0,N1,...",
+             "LLAMA_ARG_TENSOR_SPLIT",
+             "shares of the model per GPU: accepted, moeserve uses one",
+             [](ServerOptions&, auto& f, auto& v) {
+                 for (const auto& x : split_commas(v)) to_float(f, x);
+             }},
+            {{"-mg", "--main-gpu"},
+             "N",
+             "LLAMA_ARG_MAIN_GPU",
+             "the GPU to use: 0 (moeserve drives one)",
+             [](ServerOptions&, auto& f, auto& v) {
+                 if (to_int(f, v, 0, 1 << 20) != 0) bad(f, v, "moeserve drives one GPU, device 0");
+             }},
 
-        {{"-c", "--ctx-size"},
-         "N",
-         "LLAMA_ARG_CTX_SIZE",
-         "total KV cells over all slots (default 0 = the model's training context)",
-         [](ServerOptions& o, auto& f, auto& v) { o.n_ctx = to_int(f, v, 0, int64_t(1) << 31); },
-         "Context and slots"},
-        {{"-np", "--parallel"},
-         "N",
-         "LLAMA_ARG_N_PARALLEL",
-         "slots (requests served at once); default auto = 4 slots sharing a unified cache",
-         [](ServerOptions& o, auto& f, auto& v) {
-             int64_t n = to_int(f, v, -1, 4096);
-             if (n == 0) bad(f, v, "the number of slots must be at least 1 (or -1 for auto)");
-             o.n_parallel = static_cast<int>(n);
-         }},
-        {{"-kvu", "--kv-unified"},
-         nullptr,
-         "LLAMA_ARG_KV_UNIFIED",
-         "one KV pool shared by all slots; any slot may grow to the whole context (default: on only with -np auto)",
-         [](ServerOptions& o, auto&, auto&) { o.kv_unified = true; }},
-        {{"-no-kvu", "--no-kv-unified"},
-         nullptr,
-         nullptr,
-         "give each slot its own -c/N cells",
-         [](ServerOptions& o, auto&, auto&) { o.kv_unified = false; }},
-        {{"-b", "--batch-size"},
-         "N",
-         "LLAMA_ARG_BATCH",
-         "most tokens per scheduler step (default 2048)",
-         [](ServerOptions& o, auto& f, auto& v) { o.n_batch = to_int(f, v, 1, 1 << 24); }},
-        {{"-ub", "--ubatch-size"},
-         "N",
-         "LLAMA_ARG_UBATCH",
-         "most tokens per forward pass (default 512)",
-         [](ServerOptions& o, auto& f, auto& v) { o.n_ubatch = to_int(f, v, 1, 1 << 24); }},
-        {{"-cb", "--cont-batching"},
-         nullptr,
-         "LLAMA_ARG_CONT_BATCHING",
-         "continuous batching (always on; accepted for compatibility)",
-         [](ServerOptions& o, auto&, auto&) { o.cont_batching = true; }},
-        {{"-nocb", "--no-cont-batching"},
-         nullptr,
-         nullptr,
-         "refused: moeserve always batches continuously",
-         [](ServerOptions&, auto& f, auto&) {
-             throw ServerFlagError(f + " is not supported: moeserve always uses continuous batching");
-         }},
-        {{"--cache-prompt"},
-         nullptr,
-         "LLAMA_ARG_CACHE_PROMPT",
-         "reuse a slot's cached prompt prefix (default)",
-         [](ServerOptions& o, auto&, auto&) { o.cache_prompt = true; }},
-        {{"--no-cache-prompt"},
-         nullptr,
-         nullptr,
-         "re-evaluate every prompt in full by default",
-         [](ServerOptions& o, auto&, auto&) { o.cache_prompt = false; }},
-        {{"-sps", "--slot-prompt-similarity"},
-         "F",
-         nullptr,
-         "prefer the idle slot sharing at least this share of the prompt (default 0.10; 0 = least recently used)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             float x = to_float(f, v);
-             if (x < 0 || x > 1) bad(f, v, "must be between 0 and 1");
-             o.slot_prompt_similarity = x;
-         }},
-        {{"-n", "--predict", "--n-predict"},
-         "N",
-         "LLAMA_ARG_N_PREDICT",
-         "default tokens to generate per request (-1 = until end of generation or a full slot)",
-         [](ServerOptions& o, auto& f, auto& v) { o.n_predict = to_int(f, v, -1, INT32_MAX); }},
+            {{"-c", "--ctx-size"},
+             "N",
+             "LLAMA_ARG_CTX_SIZE",
+             "total KV cells over all slots (default 0 = the model's training context)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.n_ctx = to_int(f, v, 0, int64_t(1) << 31);
+                 o.n_ctx_given = true;
+             },
+             "Context and slots"},
+            {{"-np", "--parallel"},
+             "N",
+             "LLAMA_ARG_N_PARALLEL",
+             "slots (requests served at once); default auto = 4 slots sharing a unified cache",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 int64_t n = to_int(f, v, -1, 4096);
+                 if (n == 0) bad(f, v, "the number of slots must be at least 1 (or -1 for auto)");
+                 o.n_parallel = static_cast<int>(n);
+             }},
+            {{"-kvu", "--kv-unified"},
+             nullptr,
+             "LLAMA_ARG_KV_UNIFIED",
+             "one KV pool shared by all slots; any slot may grow to the whole context (default: on only with -np auto)",
+             [](ServerOptions& o, auto&, auto&) { o.kv_unified = true; }},
+            {{"-no-kvu", "--no-kv-unified"},
+             nullptr,
+             nullptr,
+             "give each slot its own -c/N cells",
+             [](ServerOptions& o, auto&, auto&) { o.kv_unified = false; }},
+            {{"-b", "--batch-size"},
+             "N",
+             "LLAMA_ARG_BATCH",
+             "most tokens per scheduler step (default 2048)",
+             [](ServerOptions& o, auto& f, auto& v) { o.n_batch = to_int(f, v, 1, 1 << 24); }},
+            {{"-ub", "--ubatch-size"},
+             "N",
+             "LLAMA_ARG_UBATCH",
+             "most tokens per forward pass (default 512)",
+             [](ServerOptions& o, auto& f, auto& v) { o.n_ubatch = to_int(f, v, 1, 1 << 24); }},
+            {{"-cb", "--cont-batching"},
+             nullptr,
+             "LLAMA_ARG_CONT_BATCHING",
+             "continuous batching (always on; accepted for compatibility)",
+             [](ServerOptions& o, auto&, auto&) { o.cont_batching = true; }},
+            {{"-nocb", "--no-cont-batching"},
+             nullptr,
+             nullptr,
+             "refused: moeserve always batches continuously",
+             [](ServerOptions&, auto& f, auto&) {
+                 throw ServerFlagError(f + " is not supported: moeserve always uses continuous batching");
+             }},
+            {{"--cache-prompt"},
+             nullptr,
+             "LLAMA_ARG_CACHE_PROMPT",
+             "reuse a slot's cached prompt prefix (default)",
+             [](ServerOptions& o, auto&, auto&) { o.cache_prompt = true; }},
+            {{"--no-cache-prompt"},
+             nullptr,
+             nullptr,
+             "re-evaluate every prompt in full by default",
+             [](ServerOptions& o, auto&, auto&) { o.cache_prompt = false; }},
+            {{"--cache-reuse"},
+             "N",
+             "LLAMA_ARG_CACHE_REUSE",
+             "accepted: prompts reuse a slot's common prefix; chunks after it are not shifted into place",
+             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, int64_t(1) << 31); }},
+            {{"-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"},
+             "N",
+             "LLAMA_ARG_CTX_CHECKPOINTS",
+             "accepted: recurrent state is snapshotted per slot as the engine needs (no SWA models here)",
+             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, 1 << 20); }},
+            {{"-cms", "--checkpoint-min-step"},
+             "N",
+             "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT",
+             "accepted (see --ctx-checkpoints)",
+             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, int64_t(1) << 31); }},
+            {{"-cram", "--cache-ram"},
+             "MiB",
+             "LLAMA_ARG_CACHE_RAM",
+             "accepted: a slot's prompt cache lives in its KV cells, with no separate RAM cache",
+             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, -1, int64_t(1) << 40); }},
+            {{"--cache-idle-slots"},
+             nullptr,
+             "LLAMA_ARG_CACHE_IDLE_SLOTS",
+             "accepted (see --cache-ram)",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--no-cache-idle-slots"},
+             nullptr,
+             nullptr,
+             "accepted (see --cache-ram)",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--context-shift"},
+             nullptr,
+             "LLAMA_ARG_CONTEXT_SHIFT",
+             "refused: a generation stops at the slot's context limit (finish_reason \"length\")",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(
+                     f,
+                     "a generation stops at the slot's context limit with finish_reason \"length\" (llama-server's "
+                     "default, --no-context-shift)");
+             }},
+            {{"--no-context-shift"},
+             nullptr,
+             nullptr,
+             "stop a generation at the slot's context limit (default)",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--keep"},
+             "N",
+             nullptr,
+             "tokens context shift keeps (accepted; context shift is off)",
+             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, -1, int64_t(1) << 31); }},
+            {{"--swa-full"},
+             nullptr,
+             "LLAMA_ARG_SWA_FULL",
+             "accepted: the supported models have no sliding-window attention",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--slot-save-path"},
+             "DIR",
+             nullptr,
+             "refused: slots cannot be saved to files",
+             [](ServerOptions&, auto& f, auto&) { unsupported(f, "slots cannot be saved to or restored from files"); }},
+            {{"--sleep-idle-seconds"},
+             "N",
+             nullptr,
+             "refused for N >= 0: the model stays loaded (default -1)",
+             [](ServerOptions&, auto& f, auto& v) {
+                 if (to_int(f, v, -1, int64_t(1) << 31) != -1)
+                     unsupported(f, "the model stays loaded while the server runs");
+             }},
+            {{"-sps", "--slot-prompt-similarity"},
+             "F",
+             nullptr,
+             "prefer the idle slot sharing at least this share of the prompt (default 0.10; 0 = least recently used)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 float x = to_float(f, v);
+                 if (x < 0 || x > 1) bad(f, v, "must be between 0 and 1");
+                 o.slot_prompt_similarity = x;
+             }},
+            {{"-n", "--predict", "--n-predict"},
+             "N",
+             "LLAMA_ARG_N_PREDICT",
+             "default tokens to generate per request (-1 = until end of generation or a full slot)",
+             [](ServerOptions& o, auto& f, auto& v) { o.n_predict = to_int(f, v, -1, INT32_MAX); }},
 
-        {{"-ctk", "--cache-type-k"},
-         "TYPE",
-         "LLAMA_ARG_CACHE_TYPE_K",
-         "K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 iq4_nl q5_0 q5_1 (default f16)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             try {
-                 parse_cache_type(v);
-             } catch (const std::exception&) {
-                 throw ServerFlagError(fmt::format("Unsupported cache type: {} (for {})", v, f));
-             }
-             o.cache_type_k = v;
-         },
-         "KV cache and attention"},
-        {{"-ctv", "--cache-type-v"},
-         "TYPE",
-         "LLAMA_ARG_CACHE_TYPE_V",
-         "V cache type (same list; default f16)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             try {
-                 parse_cache_type(v);
-             } catch (const std::exception&) {
-                 throw ServerFlagError(fmt::format("Unsupported cache type: {} (for {})", v, f));
-             }
-             o.cache_type_v = v;
-         }},
-        {{"-fa", "--flash-attn"},
-         "on|off|auto",
-         "LLAMA_ARG_FLASH_ATTN",
-         "flash attention (default auto); a quantized V cache needs it",
-         [](ServerOptions& o, auto& f, auto& v) {
-             if (v == "auto" || v == "-1") {
-                 o.flash_attn = "auto";
-             } else if (auto b = bool_word(v)) {
-                 o.flash_attn = *b ? "on" : "off";
-             } else {
-                 bad(f, v, "expected on, off or auto");
-             }
-         }},
-        {{"-t", "--threads"},
-         "N",
-         "LLAMA_ARG_THREADS",
-         "CPU threads (default -1 = all cores)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             int64_t n = to_int(f, v, -1, 4096);
-             if (n == 0) bad(f, v, "use -1 for all cores or a positive count");
-             o.n_threads = static_cast<int>(n);
-         }},
-        {{"-tb", "--threads-batch"},
-         "N",
-         "LLAMA_ARG_THREADS_BATCH",
-         "CPU threads for prompt batches (accepted; -t is used for both)",
-         [](ServerOptions& o, auto& f, auto& v) { o.n_threads_batch = static_cast<int>(to_int(f, v, -1, 4096)); }},
+            {{"-ctk", "--cache-type-k"},
+             "TYPE",
+             "LLAMA_ARG_CACHE_TYPE_K",
+             "K cache type: f32 f16 bf16 q8_0 q4_0 q4_1 iq4_nl q5_0 q5_1 (default f16)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 try {
+                     parse_cache_type(v);
+                 } catch (const std::exception&) {
+                     throw ServerFlagError(fmt::format("Unsupported cache type: {} (for {})", v, f));
+                 }
+                 o.cache_type_k = v;
+             },
+             "KV cache and attention"},
+            {{"-ctv", "--cache-type-v"},
+             "TYPE",
+             "LLAMA_ARG_CACHE_TYPE_V",
+             "V cache type (same list; default f16)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 try {
+                     parse_cache_type(v);
+                 } catch (const std::exception&) {
+                     throw ServerFlagError(fmt::format("Unsupported cache type: {} (for {})", v, f));
+                 }
+                 o.cache_type_v = v;
+             }},
+            {{"-fa", "--flash-attn"},
+             "on|off|auto",
+             "LLAMA_ARG_FLASH_ATTN",
+             "flash attention (default auto); a quantized V cache needs it",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (v == "auto" || v == "-1") {
+                     o.flash_attn = "auto";
+                 } else if (auto b = bool_word(v)) {
+                     o.flash_attn = *b ? "on" : "off";
+                 } else {
+                     bad(f, v, "expected on, off or auto");
+                 }
+             }},
+            {{"-t", "--threads"},
+             "N",
+             "LLAMA_ARG_THREADS",
+             "CPU threads (default -1 = all cores)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 int64_t n = to_int(f, v, -1, 4096);
+                 if (n == 0) bad(f, v, "use -1 for all cores or a positive count");
+                 o.n_threads = static_cast<int>(n);
+             }},
+            {{"-tb", "--threads-batch"},
+             "N",
+             "LLAMA_ARG_THREADS_BATCH",
+             "CPU threads for prompt batches (accepted; -t is used for both)",
+             [](ServerOptions& o, auto& f, auto& v) { o.n_threads_batch = static_cast<int>(to_int(f, v, -1, 4096)); }},
 
-        {{"--host"},
-         "HOST",
-         "LLAMA_ARG_HOST",
-         "address to listen on (default 127.0.0.1)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             if (v.size() > 5 && v.ends_with(".sock")) bad(f, v, "UNIX sockets are not supported");
-             o.host = v;
-         },
-         "HTTP"},
-        {{"--port"},
-         "PORT",
-         "LLAMA_ARG_PORT",
-         "port to listen on (default 8080; 0 picks a free port)",
-         [](ServerOptions& o, auto& f, auto& v) { o.port = static_cast<int>(to_int(f, v, 0, 65535)); }},
-        {{"--api-key"},
-         "KEY[,KEY...]",
-         "LLAMA_API_KEY",
-         "require 'Authorization: Bearer KEY' on every route except /health and /models",
-         [](ServerOptions& o, auto&, auto& v) {
-             for (auto& k : split_commas(v)) o.api_keys.push_back(k);
-         }},
-        {{"--api-key-file"},
-         "FNAME",
-         "LLAMA_ARG_API_KEY_FILE",
-         "read API keys from a file, one per line ('#' comments)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             std::ifstream in(v);
-             if (!in) bad(f, v, "cannot open the file");
-             std::string line;
-             while (std::getline(in, line)) {
-                 while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-                 if (!line.empty() && line[0] != '#') o.api_keys.push_back(line);
-             }
-         }},
-        {{"--api-prefix"},
-         "PREFIX",
-         "LLAMA_ARG_API_PREFIX",
-         "serve every route under this prefix (e.g. /api)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             if (!v.empty() && (v[0] != '/' || v.back() == '/')) bad(f, v, "must start with '/' and not end with '/'");
-             o.api_prefix = v;
-         }},
-        {{"-to", "--timeout"},
-         "N",
-         "LLAMA_ARG_TIMEOUT",
-         "socket read/write timeout in seconds (default 3600)",
-         [](ServerOptions& o, auto& f, auto& v) { o.timeout_s = static_cast<int>(to_int(f, v, 1, 1 << 30)); }},
-        {{"--threads-http"},
-         "N",
-         "LLAMA_ARG_THREADS_HTTP",
-         "most HTTP worker threads, one per open connection, started on demand (default -1 = the larger of 512 "
-         "and slots + --max-queue + 4)",
-         [](ServerOptions& o, auto& f, auto& v) { o.threads_http = static_cast<int>(to_int(f, v, -1, 4096)); }},
-        {{"--max-queue"},
-         "N",
-         nullptr,
-         "requests that may wait for a slot; more get 503 with Retry-After (default 64)",
-         [](ServerOptions& o, auto& f, auto& v) { o.max_queue = static_cast<size_t>(to_int(f, v, 0, 1 << 20)); }},
-        {{"--shutdown-timeout"},
-         "N",
-         nullptr,
-         "seconds requests in flight get to finish after SIGTERM/SIGINT before they are cancelled (default 10)",
-         [](ServerOptions& o, auto& f, auto& v) { o.shutdown_timeout_s = static_cast<int>(to_int(f, v, 0, 1 << 20)); }},
-        {{"--max-body-size"},
-         "BYTES",
-         nullptr,
-         "largest request body accepted (default 67108864 = 64 MiB)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             o.max_body_bytes = static_cast<size_t>(to_int(f, v, 1024, int64_t(1) << 40));
-         }},
-        {{"--sse-ping-interval"},
-         "N",
-         "LLAMA_ARG_SSE_PING_INTERVAL",
-         "seconds of silence before an SSE keep-alive comment (default 30; -1 = never)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             o.sse_ping_interval_s = static_cast<int>(to_int(f, v, -1, 1 << 20));
-         }},
-        {{"--metrics"},
-         nullptr,
-         "LLAMA_ARG_ENDPOINT_METRICS",
-         "enable GET /metrics (Prometheus)",
-         [](ServerOptions& o, auto&, auto&) { o.endpoint_metrics = true; }},
-        {{"--slots"},
-         nullptr,
-         "LLAMA_ARG_ENDPOINT_SLOTS",
-         "enable GET /slots (default)",
-         [](ServerOptions& o, auto&, auto&) { o.endpoint_slots = true; }},
-        {{"--no-slots"},
-         nullptr,
-         nullptr,
-         "disable GET /slots",
-         [](ServerOptions& o, auto&, auto&) { o.endpoint_slots = false; }},
-        {{"--props"},
-         nullptr,
-         "LLAMA_ARG_ENDPOINT_PROPS",
-         "enable POST /props (accepted, changes nothing)",
-         [](ServerOptions& o, auto&, auto&) { o.endpoint_props = true; }},
-        {{"--no-webui", "--no-ui"},
-         nullptr,
-         nullptr,
-         "accepted: moeserve has no web UI",
-         [](ServerOptions&, auto&, auto&) {}},
+            {{"--host"},
+             "HOST",
+             "LLAMA_ARG_HOST",
+             "address to listen on (default 127.0.0.1)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (v.size() > 5 && v.ends_with(".sock")) bad(f, v, "UNIX sockets are not supported");
+                 o.host = v;
+             },
+             "HTTP"},
+            {{"--port"},
+             "PORT",
+             "LLAMA_ARG_PORT",
+             "port to listen on (default 8080; 0 picks a free port)",
+             [](ServerOptions& o, auto& f, auto& v) { o.port = static_cast<int>(to_int(f, v, 0, 65535)); }},
+            {{"--api-key"},
+             "KEY[,KEY...]",
+             "LLAMA_API_KEY",
+             "require 'Authorization: Bearer KEY' on every route except /health and /models",
+             [](ServerOptions& o, auto&, auto& v) {
+                 for (auto& k : split_commas(v)) o.api_keys.push_back(k);
+             }},
+            {{"--api-key-file"},
+             "FNAME",
+             "LLAMA_ARG_API_KEY_FILE",
+             "read API keys from a file, one per line ('#' comments)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 std::ifstream in(v);
+                 if (!in) bad(f, v, "cannot open the file");
+                 std::string line;
+                 while (std::getline(in, line)) {
+                     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+                     if (!line.empty() && line[0] != '#') o.api_keys.push_back(line);
+                 }
+             }},
+            {{"--api-prefix"},
+             "PREFIX",
+             "LLAMA_ARG_API_PREFIX",
+             "serve every route under this prefix (e.g. /api)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (!v.empty() && (v[0] != '/' || v.back() == '/'))
+                     bad(f, v, "must start with '/' and not end with '/'");
+                 o.api_prefix = v;
+             }},
+            {{"-to", "--timeout"},
+             "N",
+             "LLAMA_ARG_TIMEOUT",
+             "socket read/write timeout in seconds (default 3600)",
+             [](ServerOptions& o, auto& f, auto& v) { o.timeout_s = static_cast<int>(to_int(f, v, 1, 1 << 30)); }},
+            {{"--threads-http"},
+             "N",
+             "LLAMA_ARG_THREADS_HTTP",
+             "most HTTP worker threads, one per open connection, started on demand (default -1 = the larger of 512 "
+             "and slots + --max-queue + 4)",
+             [](ServerOptions& o, auto& f, auto& v) { o.threads_http = static_cast<int>(to_int(f, v, -1, 4096)); }},
+            {{"--max-queue"},
+             "N",
+             nullptr,
+             "requests that may wait for a slot; more get 503 with Retry-After (default 64)",
+             [](ServerOptions& o, auto& f, auto& v) { o.max_queue = static_cast<size_t>(to_int(f, v, 0, 1 << 20)); }},
+            {{"--shutdown-timeout"},
+             "N",
+             nullptr,
+             "seconds requests in flight get to finish after SIGTERM/SIGINT before they are cancelled (default 10)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.shutdown_timeout_s = static_cast<int>(to_int(f, v, 0, 1 << 20));
+             }},
+            {{"--max-body-size"},
+             "BYTES",
+             nullptr,
+             "largest request body accepted (default 67108864 = 64 MiB)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.max_body_bytes = static_cast<size_t>(to_int(f, v, 1024, int64_t(1) << 40));
+             }},
+            {{"--sse-ping-interval"},
+             "N",
+             "LLAMA_ARG_SSE_PING_INTERVAL",
+             "seconds of silence before an SSE keep-alive comment (default 30; -1 = never)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.sse_ping_interval_s = static_cast<int>(to_int(f, v, -1, 1 << 20));
+             }},
+            {{"--metrics"},
+             nullptr,
+             "LLAMA_ARG_ENDPOINT_METRICS",
+             "enable GET /metrics (Prometheus)",
+             [](ServerOptions& o, auto&, auto&) { o.endpoint_metrics = true; }},
+            {{"--slots"},
+             nullptr,
+             "LLAMA_ARG_ENDPOINT_SLOTS",
+             "enable GET /slots (default)",
+             [](ServerOptions& o, auto&, auto&) { o.endpoint_slots = true; }},
+            {{"--no-slots"},
+             nullptr,
+             nullptr,
+             "disable GET /slots",
+             [](ServerOptions& o, auto&, auto&) { o.endpoint_slots = false; }},
+            {{"--props"},
+             nullptr,
+             "LLAMA_ARG_ENDPOINT_PROPS",
+             "enable POST /props (accepted, changes nothing)",
+             [](ServerOptions& o, auto&, auto&) { o.endpoint_props = true; }},
+            {{"--no-webui", "--no-ui"},
+             nullptr,
+             nullptr,
+             "accepted: moeserve has no web UI",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--cors-origins"},
+             "LIST",
+             nullptr,
+             "allowed CORS origins: * (default: echo the request's Origin), localhost (only local origins), or a list",
+             [](ServerOptions& o, auto&, auto& v) { o.cors_origins = v; }},
+            {{"--cors-methods"},
+             "LIST",
+             nullptr,
+             "Access-Control-Allow-Methods of a preflight (default 'GET, POST, DELETE, OPTIONS')",
+             [](ServerOptions& o, auto&, auto& v) { o.cors_methods = v; }},
+            {{"--cors-headers"},
+             "LIST",
+             nullptr,
+             "Access-Control-Allow-Headers of a preflight (default *)",
+             [](ServerOptions& o, auto&, auto& v) { o.cors_headers = v; }},
+            {{"--cors-credentials"},
+             "on|off",
+             nullptr,
+             "allow credentials (default on)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 auto b = bool_word(v);
+                 if (!b) bad(f, v, "expected on or off");
+                 o.cors_credentials = *b;
+             }},
+            {{"--ssl-key-file", "--ssl-cert-file"},
+             "FNAME",
+             nullptr,
+             "refused: no HTTPS built in (serve behind a TLS proxy)",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve is built without HTTPS; put a TLS proxy (nginx, caddy) in front of it");
+             }},
+            {{"--log-file"},
+             "FNAME",
+             "LLAMA_LOG_FILE",
+             "write the server's log to this file instead of stderr",
+             [](ServerOptions& o, auto&, auto& v) { o.log_file = v; }},
+            {{"-lv", "--log-verbosity", "--verbosity"},
+             "N",
+             "LLAMA_LOG_VERBOSITY",
+             "accepted: moeserve logs what llama-server shows at the default level",
+             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, -1, 1 << 20); }},
+            {{"-v", "--verbose", "--log-verbose"},
+             nullptr,
+             nullptr,
+             "accepted (see -lv)",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--no-log-prefix", "--no-log-timestamps", "--log-prefix", "--log-timestamps"},
+             nullptr,
+             nullptr,
+             "accepted: moeserve's log lines have no prefix or timestamps",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--no-warmup", "--warmup"},
+             nullptr,
+             nullptr,
+             "accepted: there is no warm-up run",
+             [](ServerOptions&, auto&, auto&) {}},
 
-        {{"--embedding", "--embeddings"},
-         nullptr,
-         "LLAMA_ARG_EMBEDDINGS",
-         "serve /v1/embeddings, /embedding and /embeddings: the prompt's final hidden states (after the output "
-         "norm), pooled with --pooling and L2-normalized; sets -b to -ub as llama-server does",
-         [](ServerOptions& o, auto&, auto&) { o.embeddings = true; },
-         "Embeddings and infill"},
-        {{"--pooling"},
-         "{none,mean,cls,last}",
-         "LLAMA_ARG_POOLING",
-         "how an embedding pools the prompt's tokens (default: the model's pooling_type, else none; /v1/embeddings "
-         "needs one other than none)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             if (v == "rank") bad(f, v, "rank pooling is for reranking, which moeserve does not have");
-             if (!parse_pooling(v)) bad(f, v, "expected none, mean, cls or last");
-             o.pooling = v;
-         }},
-        {{"--spm-infill"},
-         nullptr,
-         nullptr,
-         "/infill: put the suffix before the prefix (Suffix/Prefix/Middle), as some models prefer (default: "
-         "Prefix/Suffix/Middle)",
-         [](ServerOptions& o, auto&, auto&) { o.spm_infill = true; }},
+            {{"--embedding", "--embeddings"},
+             nullptr,
+             "LLAMA_ARG_EMBEDDINGS",
+             "serve /v1/embeddings, /embedding and /embeddings: the prompt's final hidden states (after the output "
+             "norm), pooled with --pooling and L2-normalized; sets -b to -ub as llama-server does",
+             [](ServerOptions& o, auto&, auto&) { o.embeddings = true; },
+             "Embeddings and infill"},
+            {{"--pooling"},
+             "{none,mean,cls,last}",
+             "LLAMA_ARG_POOLING",
+             "how an embedding pools the prompt's tokens (default: the model's pooling_type, else none; /v1/embeddings "
+             "needs one other than none)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (v == "rank") bad(f, v, "rank pooling is for reranking, which moeserve does not have");
+                 if (!parse_pooling(v)) bad(f, v, "expected none, mean, cls or last");
+                 o.pooling = v;
+             }},
+            {{"--spm-infill"},
+             nullptr,
+             nullptr,
+             "/infill: put the suffix before the prefix (Suffix/Prefix/Middle), as some models prefer (default: "
+             "Prefix/Suffix/Middle)",
+             [](ServerOptions& o, auto&, auto&) { o.spm_infill = true; }},
+            {{"--reranking", "--rerank"},
+             nullptr,
+             "LLAMA_ARG_RERANKING",
+             "refused: no reranking models",
+             [](ServerOptions&, auto& f, auto&) { unsupported(f, "moeserve serves no reranking models"); }},
+            {{"--lora", "--lora-scaled", "--control-vector"},
+             "FNAME",
+             nullptr,
+             "refused: no adapters",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve loads no LoRA adapters or control vectors");
+             }},
+            {{"-mm", "--mmproj", "-mmu", "--mmproj-url"},
+             "FNAME",
+             nullptr,
+             "refused: text models only",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve serves text models (no multimodal projector)");
+             }},
+            {{"-md", "--model-draft"},
+             "FNAME",
+             nullptr,
+             "refused: no speculative decoding",
+             [](ServerOptions&, auto& f, auto&) { unsupported(f, "moeserve has no speculative decoding"); }},
+            {{"--models-dir", "--models-preset"},
+             "PATH",
+             nullptr,
+             "refused: one model per server",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve serves one model per process (no router mode); start one server per model");
+             }},
 
-        {{"--jinja"},
-         nullptr,
-         "LLAMA_ARG_JINJA",
-         "use the model's chat template (default on)",
-         [](ServerOptions& o, auto&, auto&) { o.jinja = true; },
-         "Chat"},
-        {{"--no-jinja"},
-         nullptr,
-         nullptr,
-         "plain chat formatting; requests with tools are refused",
-         [](ServerOptions& o, auto&, auto&) { o.jinja = false; }},
-        {{"--chat-template"},
-         "NAME|TEMPLATE",
-         "LLAMA_ARG_CHAT_TEMPLATE",
-         "chat format: chatml, qwen3, glm4, nemotron, or template source of one of those families "
-         "(default: from the GGUF)",
-         [](ServerOptions& o, auto&, auto& v) { o.chat_template = v; }},
-        {{"--chat-template-file"},
-         "FNAME",
-         nullptr,
-         "Jinja chat template from a file, instead of the model's",
-         [](ServerOptions& o, auto&, auto& v) { o.chat_template_file = v; }},
-        {{"--chat-template-kwargs"},
-         "JSON",
-         nullptr,
-         "default extra template variables, e.g. '{\"enable_thinking\":false}'",
-         [](ServerOptions& o, auto& f, auto& v) {
-             auto j = nlohmann::json::parse(v, nullptr, false);
-             if (j.is_discarded() || !j.is_object()) bad(f, v, "expected a JSON object");
-             o.chat_template_kwargs = j;
-         }},
-        {{"--allow-replay"},
-         nullptr,
-         nullptr,
-         "testing: a request's \"replay\" text is emitted as the answer, token by token, then end of "
-         "generation (for testing clients and output parsing without a trained model)",
-         [](ServerOptions& o, auto&, auto&) { o.allow_replay = true; }},
-        {{"--reasoning-format"},
-         "FORMAT",
-         "LLAMA_ARG_THINK",
-         "where thinking goes: auto or deepseek (reasoning_content, default), none (left in content with its "
-         "tags); deepseek-legacy is read as deepseek",
-         [](ServerOptions& o, auto& f, auto& v) {
-             auto r = parse_reasoning_format(v);
-             if (!r) bad(f, v, "expected none, deepseek, deepseek-legacy or auto");
-             o.reasoning_format = *r;
-         }},
-        {{"-sp", "--special"},
-         nullptr,
-         nullptr,
-         "render special tokens in generated text",
-         [](ServerOptions& o, auto&, auto&) { o.special = true; }},
+            {{"--jinja"},
+             nullptr,
+             "LLAMA_ARG_JINJA",
+             "use the model's chat template (default on)",
+             [](ServerOptions& o, auto&, auto&) { o.jinja = true; },
+             "Chat"},
+            {{"--no-jinja"},
+             nullptr,
+             nullptr,
+             "plain chat formatting; requests with tools are refused",
+             [](ServerOptions& o, auto&, auto&) { o.jinja = false; }},
+            {{"--chat-template"},
+             "NAME|TEMPLATE",
+             "LLAMA_ARG_CHAT_TEMPLATE",
+             "chat format: chatml, qwen3, glm4, nemotron, or template source of one of those families "
+             "(default: from the GGUF)",
+             [](ServerOptions& o, auto&, auto& v) { o.chat_template = v; }},
+            {{"--chat-template-file"},
+             "FNAME",
+             nullptr,
+             "Jinja chat template from a file, instead of the model's",
+             [](ServerOptions& o, auto&, auto& v) { o.chat_template_file = v; }},
+            {{"--chat-template-kwargs"},
+             "JSON",
+             nullptr,
+             "default extra template variables, e.g. '{\"enable_thinking\":false}'",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 auto j = nlohmann::json::parse(v, nullptr, false);
+                 if (j.is_discarded() || !j.is_object()) bad(f, v, "expected a JSON object");
+                 o.chat_template_kwargs = j;
+             }},
+            {{"--allow-replay"},
+             nullptr,
+             nullptr,
+             "testing: a request's \"replay\" text is emitted as the answer, token by token, then end of "
+             "generation (for testing clients and output parsing without a trained model)",
+             [](ServerOptions& o, auto&, auto&) { o.allow_replay = true; }},
+            {{"--reasoning-format"},
+             "FORMAT",
+             "LLAMA_ARG_THINK",
+             "where thinking goes: auto or deepseek (reasoning_content, default), none (left in content with its "
+             "tags); deepseek-legacy is read as deepseek",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 auto r = parse_reasoning_format(v);
+                 if (!r) bad(f, v, "expected none, deepseek, deepseek-legacy or auto");
+                 o.reasoning_format = *r;
+             }},
+            {{"-rea", "--reasoning"},
+             "on|off|auto",
+             nullptr,
+             "thinking: on or off sets the templates' enable_thinking; auto leaves it to the template (default)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 if (v == "auto") {
+                     o.enable_thinking.reset();
+                     return;
+                 }
+                 auto b = bool_word(v);
+                 if (!b) bad(f, v, "expected on, off or auto");
+                 o.enable_thinking = *b;
+             }},
+            {{"--reasoning-budget"},
+             "N",
+             nullptr,
+             "thinking budget: -1 = unlimited (default), 0 = no thinking (enable_thinking false)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 const int64_t n = to_int(f, v, -1, int64_t(1) << 31);
+                 if (n > 0) bad(f, v, "only -1 (unlimited) and 0 (no thinking) are supported, as in llama-server");
+                 if (n == 0) o.enable_thinking = false;
+             }},
+            {{"--prefill-assistant"},
+             nullptr,
+             nullptr,
+             "continue a trailing assistant message (default)",
+             [](ServerOptions& o, auto&, auto&) { o.prefill_assistant = true; }},
+            {{"--no-prefill-assistant"},
+             nullptr,
+             "LLAMA_ARG_NO_PREFILL_ASSISTANT",
+             "render a trailing assistant message as a finished turn, then the generation prompt",
+             [](ServerOptions& o, auto&, auto&) { o.prefill_assistant = false; }},
+            {{"-sp", "--special"},
+             nullptr,
+             nullptr,
+             "render special tokens in generated text",
+             [](ServerOptions& o, auto&, auto&) { o.special = true; }},
 
-        {{"--temp"},
-         "T",
-         nullptr,
-         "temperature (default 0.8; 0 = greedy)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.temperature = to_float(f, v); },
-         "Sampling defaults"},
-        {{"--top-k"},
-         "N",
-         nullptr,
-         "top-k (default 40; 0 = off)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             o.sampling.top_k = static_cast<int32_t>(to_int(f, v, 0, INT32_MAX));
-         }},
-        {{"--top-p"},
-         "P",
-         nullptr,
-         "top-p (default 0.95; 1 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.top_p = to_float(f, v); }},
-        {{"--min-p"},
-         "P",
-         nullptr,
-         "min-p (default 0.05; 0 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.min_p = to_float(f, v); }},
-        {{"--typical"},
-         "P",
-         nullptr,
-         "typical-p (default 1 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.typical_p = to_float(f, v); }},
-        {{"--repeat-penalty"},
-         "F",
-         nullptr,
-         "repetition penalty (default 1 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.repeat_penalty = to_float(f, v); }},
-        {{"--repeat-last-n"},
-         "N",
-         nullptr,
-         "tokens the penalties look back over (default 64; -1 = the slot context)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             o.sampling.repeat_last_n = static_cast<int32_t>(to_int(f, v, -1, INT32_MAX));
-         }},
-        {{"--presence-penalty"},
-         "F",
-         nullptr,
-         "presence penalty (default 0)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.presence_penalty = to_float(f, v); }},
-        {{"--xtc-probability"},
-         "F",
-         nullptr,
-         "XTC: probability of removing the top choices (default 0 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.xtc_probability = to_float(f, v); }},
-        {{"--xtc-threshold"},
-         "F",
-         nullptr,
-         "XTC: probability a choice needs to be removed (default 0.1; above 0.5 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.xtc_threshold = to_float(f, v); }},
-        {{"--top-nsigma", "--top-n-sigma"},
-         "F",
-         nullptr,
-         "keep tokens within F standard deviations of the top logit (default -1 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.top_n_sigma = to_float(f, v); }},
-        {{"--dry-multiplier"},
-         "F",
-         nullptr,
-         "DRY repetition penalty strength (default 0 = off)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.dry_multiplier = to_float(f, v); }},
-        {{"--dry-base"},
-         "F",
-         nullptr,
-         "DRY: the penalty grows as F^(repeat length - allowed length) (default 1.75)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.dry_base = to_float(f, v); }},
-        {{"--dry-allowed-length"},
-         "N",
-         nullptr,
-         "DRY: repeats up to N tokens are free (default 2)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             o.sampling.dry_allowed_length = static_cast<int32_t>(to_int(f, v, 0, INT32_MAX));
-         }},
-        {{"--dry-penalty-last-n"},
-         "N",
-         nullptr,
-         "DRY: how many recent tokens to search (default -1 = the context, 0 = off)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             o.sampling.dry_penalty_last_n = static_cast<int32_t>(to_int(f, v, -1, INT32_MAX));
-         }},
-        {{"--dry-sequence-breaker"},
-         "S",
-         nullptr,
-         "DRY: a string that ends a repeat; repeat the flag for several; \"none\" for none "
-         "(default: \\n : \" *)",
-         [](ServerOptions& o, auto&, auto& v) {
-             // The first use replaces the defaults, as llama-server does.
-             if (!o.dry_breakers_set) o.sampling.dry_sequence_breakers.clear();
-             o.dry_breakers_set = true;
-             if (v != "none") o.sampling.dry_sequence_breakers.push_back(v);
-         }},
-        {{"--mirostat"},
-         "N",
-         nullptr,
-         "Mirostat sampling: 0 off (default), 1 Mirostat, 2 Mirostat 2.0 (replaces the sampler list)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.mirostat = static_cast<int32_t>(to_int(f, v, 0, 2)); }},
-        {{"--mirostat-lr"},
-         "F",
-         nullptr,
-         "Mirostat learning rate eta (default 0.1)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.mirostat_eta = to_float(f, v); }},
-        {{"--mirostat-ent"},
-         "F",
-         nullptr,
-         "Mirostat target entropy tau (default 5.0)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.mirostat_tau = to_float(f, v); }},
-        {{"--frequency-penalty"},
-         "F",
-         nullptr,
-         "frequency penalty (default 0)",
-         [](ServerOptions& o, auto& f, auto& v) { o.sampling.frequency_penalty = to_float(f, v); }},
-        {{"-s", "--seed"},
-         "N",
-         nullptr,
-         "random seed (default -1 = random)",
-         [](ServerOptions& o, auto& f, auto& v) {
-             int64_t s = to_int(f, v, -1, UINT32_MAX);
-             o.sampling.seed = s < 0 ? kRandomSeed : static_cast<uint32_t>(s);
-         }},
-    };
+            {{"--temp"},
+             "T",
+             nullptr,
+             "temperature (default 0.8; 0 = greedy)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.temperature = to_float(f, v); },
+             "Sampling defaults"},
+            {{"--top-k"},
+             "N",
+             nullptr,
+             "top-k (default 40; 0 = off)",
+             [](ServerOptions& o, auto& f,
+                auto& v) { o.sampling.top_k = static_cast<int32_t>(to_int(f, v, 0, INT32_MAX)); }},
+            {{"--top-p"},
+             "P",
+             nullptr,
+             "top-p (default 0.95; 1 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.top_p = to_float(f, v); }},
+            {{"--min-p"},
+             "P",
+             nullptr,
+             "min-p (default 0.05; 0 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.min_p = to_float(f, v); }},
+            {{"--typical"},
+             "P",
+             nullptr,
+             "typical-p (default 1 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.typical_p = to_float(f, v); }},
+            {{"--repeat-penalty"},
+             "F",
+             nullptr,
+             "repetition penalty (default 1 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.repeat_penalty = to_float(f, v); }},
+            {{"--repeat-last-n"},
+             "N",
+             nullptr,
+             "tokens the penalties look back over (default 64; -1 = the slot context)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.sampling.repeat_last_n = static_cast<int32_t>(to_int(f, v, -1, INT32_MAX));
+             }},
+            {{"--presence-penalty"},
+             "F",
+             nullptr,
+             "presence penalty (default 0)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.presence_penalty = to_float(f, v); }},
+            {{"--xtc-probability"},
+             "F",
+             nullptr,
+             "XTC: probability of removing the top choices (default 0 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.xtc_probability = to_float(f, v); }},
+            {{"--xtc-threshold"},
+             "F",
+             nullptr,
+             "XTC: probability a choice needs to be removed (default 0.1; above 0.5 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.xtc_threshold = to_float(f, v); }},
+            {{"--top-nsigma", "--top-n-sigma"},
+             "F",
+             nullptr,
+             "keep tokens within F standard deviations of the top logit (default -1 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.top_n_sigma = to_float(f, v); }},
+            {{"--dry-multiplier"},
+             "F",
+             nullptr,
+             "DRY repetition penalty strength (default 0 = off)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.dry_multiplier = to_float(f, v); }},
+            {{"--dry-base"},
+             "F",
+             nullptr,
+             "DRY: the penalty grows as F^(repeat length - allowed length) (default 1.75)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.dry_base = to_float(f, v); }},
+            {{"--dry-allowed-length"},
+             "N",
+             nullptr,
+             "DRY: repeats up to N tokens are free (default 2)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.sampling.dry_allowed_length = static_cast<int32_t>(to_int(f, v, 0, INT32_MAX));
+             }},
+            {{"--dry-penalty-last-n"},
+             "N",
+             nullptr,
+             "DRY: how many recent tokens to search (default -1 = the context, 0 = off)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.sampling.dry_penalty_last_n = static_cast<int32_t>(to_int(f, v, -1, INT32_MAX));
+             }},
+            {{"--dry-sequence-breaker"},
+             "S",
+             nullptr,
+             "DRY: a string that ends a repeat; repeat the flag for several; \"none\" for none "
+             "(default: \\n : \" *)",
+             [](ServerOptions& o, auto&, auto& v) {
+                 // The first use replaces the defaults, as llama-server does.
+                 if (!o.dry_breakers_set) o.sampling.dry_sequence_breakers.clear();
+                 o.dry_breakers_set = true;
+                 if (v != "none") o.sampling.dry_sequence_breakers.push_back(v);
+             }},
+            {{"--mirostat"},
+             "N",
+             nullptr,
+             "Mirostat sampling: 0 off (default), 1 Mirostat, 2 Mirostat 2.0 (replaces the sampler list)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.sampling.mirostat = static_cast<int32_t>(to_int(f, v, 0, 2));
+             }},
+            {{"--mirostat-lr"},
+             "F",
+             nullptr,
+             "Mirostat learning rate eta (default 0.1)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.mirostat_eta = to_float(f, v); }},
+            {{"--mirostat-ent"},
+             "F",
+             nullptr,
+             "Mirostat target entropy tau (default 5.0)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.mirostat_tau = to_float(f, v); }},
+            {{"--frequency-penalty"},
+             "F",
+             nullptr,
+             "frequency penalty (default 0)",
+             [](ServerOptions& o, auto& f, auto& v) { o.sampling.frequency_penalty = to_float(f, v); }},
+            {{"-s", "--seed"},
+             "N",
+             nullptr,
+             "random seed (default -1 = random)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 int64_t s = to_int(f, v, -1, UINT32_MAX);
+                 o.sampling.seed = s < 0 ? kRandomSeed : static_cast<uint32_t>(s);
+             }},
+        };
     return table;
 }
 
@@ -550,6 +865,9 @@ void validate(ServerOptions& o) {
     if (v_quantized && o.flash_attn == "off")
         throw ServerFlagError(
             fmt::format("V cache quantization requires flash_attn (-ctv {} with -fa off)", o.cache_type_v));
+    // -rea / --reasoning-budget 0 set the default; --chat-template-kwargs and requests can still name it.
+    if (o.enable_thinking && !o.chat_template_kwargs.contains("enable_thinking"))
+        o.chat_template_kwargs["enable_thinking"] = *o.enable_thinking;
     if (!o.chat_template_file.empty()) {
         std::ifstream in(o.chat_template_file);
         if (!in)

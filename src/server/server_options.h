@@ -17,14 +17,30 @@
 
 #include "chat/chat_output.h"
 #include "engine/sampler.h"
+#include "gguf/mapped_file.h"
 
 namespace moeserve {
 
 struct ServerOptions {
     // Model
     std::string model_path;
-    std::vector<std::string> aliases;   // -a; empty: the -m string
-    std::string n_gpu_layers = "auto";  // -ngl: N, auto or all (backend/select_backend.h)
+    std::vector<std::string> aliases;     // -a; empty: the -m string
+    std::string n_gpu_layers = "auto";    // -ngl: N, auto or all (backend/select_backend.h)
+    LoadMode load_mode = LoadMode::mmap;  // -lm, --mmap, --no-mmap, --mlock, -dio
+
+    // Placement of tensors in host memory (llama-server's -cmoe, -ncmoe, -ot,
+    // -nkvo): a CPU run has everything there already; a GPU run refuses them.
+    bool cpu_moe = false;
+    int n_cpu_moe = 0;
+    std::vector<std::string> override_tensor;  // REGEX=BUFTYPE
+    bool no_kv_offload = false;
+
+    // --fit: with no -c, lower the context until the plan fits with
+    // fit_target_mib to spare, never below fit_ctx.
+    bool fit = true;
+    int64_t fit_target_mib = 1024;
+    int64_t fit_ctx = 4096;
+    bool n_ctx_given = false;  // -c (or LLAMA_ARG_CTX_SIZE) was given, even as 0: --fit leaves it alone
 
     // Context, slots, batching
     int64_t n_ctx = 0;    // total cells; 0: the training context
@@ -56,6 +72,13 @@ struct ServerOptions {
     bool endpoint_slots = true;
     bool endpoint_props = false;
     std::string api_prefix;
+    // CORS (spec §4.3): "*" echoes the request's Origin while credentials
+    // are on; "localhost" echoes only local origins; else the list as given.
+    std::string cors_origins = "*";
+    std::string cors_methods = "GET, POST, DELETE, OPTIONS";
+    std::string cors_headers = "*";
+    bool cors_credentials = true;
+    std::string log_file;  // --log-file: server logs (stderr) go to this file
 
     // Embeddings and infill
     bool embeddings = false;  // --embeddings: serve /v1/embeddings, /embedding, /embeddings
@@ -68,8 +91,10 @@ struct ServerOptions {
     std::string chat_template_file;  // refused until the Jinja engine lands
     nlohmann::json chat_template_kwargs = nlohmann::json::object();
     ReasoningFormat reasoning_format = ReasoningFormat::Auto;  // --reasoning-format
-    bool special = false;  // render special tokens in output text
-    bool allow_replay = false;  // testing: requests may force their output ("replay")
+    std::optional<bool> enable_thinking;  // -rea on|off, --reasoning-budget 0: the enable_thinking kwarg's default
+    bool prefill_assistant = true;        // a trailing assistant message is continued, not closed
+    bool special = false;                 // render special tokens in output text
+    bool allow_replay = false;            // testing: requests may force their output ("replay")
 
     // Sampling defaults for requests
     SamplingParams sampling;

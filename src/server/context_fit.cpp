@@ -1,0 +1,33 @@
+#include "server/context_fit.h"
+
+#include <algorithm>
+
+#include "engine/engine.h"
+#include "memory/planner.h"
+
+namespace moeserve {
+
+FitResult fit_context(const GgufFile& file, const ServerOptions& options, int n_slots, bool unified, uint64_t available,
+                      uint64_t target) {
+    PlanOptions po;
+    po.n_ctx = 0;  // the training context, as -c 0
+    po.n_parallel = n_slots;
+    po.kv_unified = unified;
+    po.type_k = parse_cache_type(options.cache_type_k);
+    po.type_v = parse_cache_type(options.cache_type_v);
+    po.n_batch = options.n_batch;
+    po.n_ubatch = options.n_ubatch;
+    po.n_threads = options.n_threads > 0 ? options.n_threads : 0;
+    const MemoryShape shape = read_memory_shape(file);
+    FitResult r;
+    r.full_bytes = plan_memory(file, shape, po).total_bytes;
+    r.budget_bytes = available > target ? available - target : 0;
+    if (available == 0 || r.full_bytes <= r.budget_bytes) return r;
+    const int64_t fitted = std::max(largest_fitting_ctx(file, shape, po, r.budget_bytes), options.fit_ctx);
+    if (fitted >= shape.n_ctx_train) return r;  // --fit-ctx is the training context or more: nothing to lower
+    r.n_ctx = fitted;
+    r.lowered = true;
+    return r;
+}
+
+}  // namespace moeserve
