@@ -1,7 +1,9 @@
-// Chat messages -> prompt text. PromptFormatter is the seam where the Jinja
-// chat-template engine (src/chat/) plugs in; until then the server uses the
-// built-in formatters below, which render the seed families' templates
-// exactly for conversations without tool definitions (spec chat-templates §4):
+// Chat messages -> prompt text. PromptFormatter is the seam: with --jinja
+// (the default) the model's template runs in the Jinja engine (src/chat/,
+// server/jinja_formatter.h); with --no-jinja, or for a model without a
+// template, the server uses the built-in formatters below, which render the
+// seed families' templates exactly for conversations without tool
+// definitions (spec chat-templates §4):
 //
 //   chatml    Qwen3-Coder and plain ChatML: <|im_start|>role\n...<|im_end|>\n
 //   qwen3     Qwen3 hybrid thinking (reasoning of earlier turns dropped,

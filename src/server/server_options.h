@@ -88,7 +88,7 @@ struct ServerOptions {
     // Chat
     bool jinja = true;
     std::string chat_template;       // a built-in name or template source
-    std::string chat_template_file;  // refused until the Jinja engine lands
+    std::string chat_template_file;  // a Jinja template read from this file (instead of the model's)
     nlohmann::json chat_template_kwargs = nlohmann::json::object();
     ReasoningFormat reasoning_format = ReasoningFormat::Auto;  // --reasoning-format
     std::optional<bool> enable_thinking;  // -rea on|off, --reasoning-budget 0: the enable_thinking kwarg's default
