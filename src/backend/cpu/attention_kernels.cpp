@@ -272,29 +272,46 @@ inline void f16_dots(const uint16_t* k, const float* q, int rows_pad, int head_d
     }
 }
 
+// Few query rows (small GQA groups): only the real rows, each summed in
+// reduce_add's tree, one instance per count.
+template <int R>
+void score_f16_few(const uint8_t* const* k_rows, int64_t n_cells, const float* q, int rows_pad, int head_dim,
+                   float scale, float* scores, int64_t stride) {
+    const size_t row_bytes = static_cast<size_t>(head_dim) * 2;
+    for (int64_t c0 = 0; c0 < n_cells; c0 += 16) {
+        const int nc = static_cast<int>(std::min<int64_t>(16, n_cells - c0));
+        ScoreTile tile;
+        for (int j = 0; j < nc; ++j) {
+            if (c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
+            __m512 acc[R];
+            f16_dots<R>(reinterpret_cast<const uint16_t*>(k_rows[c0 + j]), q, rows_pad, head_dim, acc);
+            for (int r = 0; r < R; ++r) tile.cell[j][r] = _mm512_reduce_add_ps(acc[r]) * scale;
+        }
+        tile.write(R, nc, scores + c0, stride);
+    }
+}
+
 void score_f16(const uint8_t* const* k_rows, int64_t n_cells, const float* q, int n_rows, int head_dim, float scale,
                float* scores, int64_t stride) {
-    const size_t row_bytes = static_cast<size_t>(head_dim) * 2;
     const int rows_pad = padded_rows(n_rows);
+    switch (n_rows) {
+        case 1:
+            return score_f16_few<1>(k_rows, n_cells, q, rows_pad, head_dim, scale, scores, stride);
+        case 2:
+            return score_f16_few<2>(k_rows, n_cells, q, rows_pad, head_dim, scale, scores, stride);
+        case 3:
+            return score_f16_few<3>(k_rows, n_cells, q, rows_pad, head_dim, scale, scores, stride);
+        case 4:
+            return score_f16_few<4>(k_rows, n_cells, q, rows_pad, head_dim, scale, scores, stride);
+        default:
+            break;
+    }
+    const size_t row_bytes = static_cast<size_t>(head_dim) * 2;
     const __m512 vscale = _mm512_set1_ps(scale);
     for (int64_t c0 = 0; c0 < n_cells; c0 += 16) {
         const int nc = static_cast<int>(std::min<int64_t>(16, n_cells - c0));
         for (int j = 0; j < nc; ++j)
             if (c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
-        if (n_rows <= 4) {  // few rows (small GQA groups): only the real rows, each summed in reduce_add's tree
-            ScoreTile tile;
-            for (int j = 0; j < nc; ++j) {
-                const uint16_t* k = reinterpret_cast<const uint16_t*>(k_rows[c0 + j]);
-                __m512 acc[4];
-                if (n_rows == 4) f16_dots<4>(k, q, rows_pad, head_dim, acc);
-                if (n_rows == 3) f16_dots<3>(k, q, rows_pad, head_dim, acc);
-                if (n_rows == 2) f16_dots<2>(k, q, rows_pad, head_dim, acc);
-                if (n_rows == 1) f16_dots<1>(k, q, rows_pad, head_dim, acc);
-                for (int r = 0; r < n_rows; ++r) tile.cell[j][r] = _mm512_reduce_add_ps(acc[r]) * scale;
-            }
-            tile.write(n_rows, nc, scores + c0, stride);
-            continue;
-        }
         // 16 query rows at a time while more than 8 remain (the packed rows are a multiple of 8), then 8.
         for (int r0 = 0; r0 < n_rows;) {
             ScoreTile tile;

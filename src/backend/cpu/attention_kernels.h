@@ -37,7 +37,8 @@ size_t group_query_bytes(GgmlType type_k, int n_rows, int head_dim);
 // Packs n_rows query rows (q_row_bytes apart) for score_group_rows: Q8_0
 // rows for Q4_0/Q8_0 K, f32 rows for F16 K (which the general path scores in
 // f32), interleaved so the kernels walk them with one pointer. packed holds
-// group_query_bytes(type_k, n_rows, head_dim) bytes.
+// group_query_bytes(type_k, n_rows, head_dim) bytes; start it on a 64-byte
+// line (cache_line_vector.h), or every vector load of it straddles two.
 void pack_group_queries(GgmlType type_k, const void* q_rows, size_t q_row_bytes, int n_rows, int head_dim,
                         void* packed);
 

@@ -17,6 +17,7 @@
 #endif
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/cache_line_vector.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/vec_math.h"
 #include "memory/kv_cache.h"
@@ -177,9 +178,10 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * n_head_kv;
     pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
-        std::vector<float> qf(n_q * dk), kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores, acc(n_q * dv);
-        std::vector<uint8_t> qq(q_head_bytes * n_q);
-        std::vector<uint8_t> packed(group_k ? group_query_bytes(cache.type_k(), static_cast<int>(n_q), dk) : 0);
+        CacheLineVector<float> qf(n_q * dk), kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores,
+            acc(n_q * dv);
+        CacheLineVector<uint8_t> qq(q_head_bytes * n_q);
+        CacheLineVector<uint8_t> packed(group_k ? group_query_bytes(cache.type_k(), static_cast<int>(n_q), dk) : 0);
         std::vector<const uint8_t*> row_ptrs;  // this item's K (then V) rows, for the group kernels
         {  // one allocation each for the largest score matrix and cell list of this thread's items
             size_t most = 0, most_cells = 0;

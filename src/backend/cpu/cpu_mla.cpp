@@ -28,6 +28,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "backend/cpu/cache_line_vector.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/vec_math.h"
 #include "memory/kv_cache.h"
@@ -471,7 +472,7 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
 
     std::atomic<size_t> next{0};  // items are uneven (causal prompts), so threads take them one by one
     pool_.run([&](int, int) {
-        std::vector<float> kf(static_cast<size_t>(kRowBlock) * d), qf, s;
+        CacheLineVector<float> kf(static_cast<size_t>(kRowBlock) * d), qf, s;
         RowPrefetch prefetch;
         for (size_t it; (it = next.fetch_add(1)) < items.size();) {
             const Item& item = items[it];
