@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cache_line_vector.h"
 #include "backend/cpu/thread_pool.h"
 
 namespace moeserve {
@@ -57,7 +58,7 @@ class CpuBackend final : public Backend {
     void quantize_rows(GgmlType type, const float* x, int64_t n_tokens, int64_t n, uint8_t* dst);
     // The same into buf (grown as needed); returns buf's data.
     const uint8_t* quantize_activations(GgmlType type, const float* x, int64_t n_tokens, int64_t n,
-                                        std::vector<uint8_t>& buf);
+                                        CacheLineVector<uint8_t>& buf);
     // One product with activations already quantized to vec_dot_type(w):
     // y[t][r] = W_expert[r] · xq[t] for t < n_tokens.
     struct MatmulJob {
@@ -73,11 +74,13 @@ class CpuBackend final : public Backend {
     void run_matmul_jobs(std::span<const MatmulJob> jobs);
 
     ThreadPool pool_;
-    std::vector<uint8_t> act_buf_;  // quantized activations, reused across calls
-    std::vector<uint8_t> act_buf2_;
-    std::vector<float> scratch_;  // dense FFN intermediates, reused
+    // Scratch reused across calls, on cache lines (cache_line_vector.h).
+    CacheLineVector<uint8_t> act_buf_;  // quantized activations
+    CacheLineVector<uint8_t> act_buf2_;
+    CacheLineVector<float> scratch_;  // dense FFN intermediates
     struct MoeScratch {
-        std::vector<float> logits, prob, xs, g, u;
+        CacheLineVector<float> logits, xs, g, u;
+        std::vector<float> prob;
         std::vector<int> order;
     } moe_;
 };

@@ -12,7 +12,9 @@
 namespace moeserve {
 namespace {
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float silu(float x) {
+    return x / (1.0f + std::exp(-x));
+}
 
 // gate := act(gate, up) over n values.
 void apply_activation(ExpertActivation act, float* gate, const float* up, int64_t n) {

@@ -49,7 +49,7 @@ void CpuBackend::quantize_rows(GgmlType type, const float* x, int64_t n_tokens, 
 }
 
 const uint8_t* CpuBackend::quantize_activations(GgmlType type, const float* x, int64_t n_tokens, int64_t n,
-                                                std::vector<uint8_t>& buf) {
+                                                CacheLineVector<uint8_t>& buf) {
     const size_t bytes = ggml_row_bytes(type, n) * n_tokens;
     if (buf.size() < bytes) buf.resize(bytes);
     quantize_rows(type, x, n_tokens, n, buf.data());
@@ -93,7 +93,7 @@ size_t plan_tiles(std::span<const Job> jobs, std::vector<JobTiles>& tiles) {
 void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
     // Pack the prompt tiles first, in parallel. The buffer is reused across
     // calls of this thread (the one that drives the backend).
-    static thread_local std::vector<uint8_t> tile_buf;
+    static thread_local CacheLineVector<uint8_t> tile_buf;
     std::vector<JobTiles> tiles;
     const size_t tile_total = plan_tiles(jobs, tiles);
     if (tile_buf.size() < tile_total) tile_buf.resize(tile_total);
