@@ -34,6 +34,18 @@ void* counted_alloc(std::size_t n) {
     return p;
 }
 
+// Over-aligned allocations (the CPU backend's cache-line scratch): counted the same way.
+void* counted_aligned_alloc(std::size_t n, std::align_val_t align) {
+    void* p = nullptr;
+    if (posix_memalign(&p, static_cast<std::size_t>(align), n ? n : 1) != 0) return nullptr;
+    const int64_t now =
+        g_current.fetch_add(static_cast<int64_t>(malloc_usable_size(p))) + static_cast<int64_t>(malloc_usable_size(p));
+    int64_t peak = g_peak.load();
+    while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+    }
+    return p;
+}
+
 void counted_free(void* p) {
     if (!p) return;
     g_current.fetch_sub(static_cast<int64_t>(malloc_usable_size(p)));
@@ -65,6 +77,25 @@ void operator delete(void* p, std::size_t) noexcept {
     counted_free(p);
 }
 void operator delete[](void* p, std::size_t) noexcept {
+    counted_free(p);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+    if (void* p = counted_aligned_alloc(n, a)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+    return ::operator new(n, a);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+    counted_free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+    counted_free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+    counted_free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
     counted_free(p);
 }
 
