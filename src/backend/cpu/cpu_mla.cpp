@@ -428,7 +428,7 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
     // Q4_1/Q5_1). Rounding q once and scoring in f32 is the same product up
     // to the order of float additions.
     const bool float_cache = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16;
-    std::vector<float> q_rounded;
+    CacheLineVector<float> q_rounded;
     if (!float_cache) {
         const GgmlType qtype = vec_dot_type(type);
         q_rounded.resize(static_cast<size_t>(n_tokens) * n_head * d);
