@@ -353,6 +353,35 @@ TEST(ServerE2EFlags, bad_flags_are_refused_at_start_and_sigterm_stops_cleanly) {
     EXPECT_EQ(s.stop(SIGTERM), 0) << s.log();
 }
 
+// The RAM prompt cache through the real server (on by default, as in
+// llama-server): with one slot, a conversation interrupted by another comes
+// back with its prefix loaded from RAM, and /metrics counts it.
+TEST(ServerE2EFlags, ram_prompt_cache_serves_a_returning_conversation) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", model_path(), "-c", "2048", "-np", "1", "-t", "2", "--metrics"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    EXPECT_NE(s.log().find("prompt cache in RAM"), std::string::npos) << s.log();
+    const std::string a = "Once upon a time in a quiet village by the sea there lived an old fisherman";
+    auto complete = [&](const std::string& prompt) {
+        json body = {{"prompt", prompt}, {"n_predict", 4}, {"temperature", 0}, {"ignore_eos", true}};
+        HttpResult r = curl(s.url("/completion"), "POST", body.dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body();
+    };
+    const json first = complete(a);
+    const int64_t n_a = first["tokens_evaluated"].get<int64_t>();
+    complete("A completely different request about compilers and linkers, with nothing in common");
+    const json back = complete(a + first["content"].get<std::string>() + " and then");
+    EXPECT_GE(back["timings"]["cache_n"].get<int64_t>(), n_a) << back.dump();
+    const std::string metrics = curl(s.url("/metrics")).body;
+    EXPECT_NE(metrics.find("moeserve:prompt_cache_loads_total 1"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("moeserve:prompt_cache_saves_total 2"), std::string::npos) << metrics;
+
+    Server off({"-m", model_path(), "-c", "2048", "-np", "1", "-t", "2", "--cache-ram", "0"});
+    ASSERT_TRUE(off.ready()) << off.log();
+    EXPECT_EQ(off.log().find("prompt cache in RAM"), std::string::npos) << off.log();
+}
+
 // llama-server flags beyond the basics, through the real server: -rea off
 // and --no-prefill-assistant change the rendered prompt, the --cors-* flags
 // the CORS headers, --no-mmap still serves; --log-file takes the log.

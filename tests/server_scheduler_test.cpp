@@ -39,8 +39,9 @@ struct Rig {
     std::unique_ptr<Scheduler> scheduler;
 
     Rig(int n_slots, int64_t c, bool unified, int64_t n_batch, size_t max_queue = 64,
-        const std::string& model = demo_model()) {
+        const std::string& model = demo_model(), size_t cache_ram_bytes = 0) {
         SchedulerOptions so;
+        so.cache_ram_bytes = cache_ram_bytes;
         so.layout = compute_slot_layout(c, 4096, n_slots, unified);
         so.n_batch = n_batch;
         so.n_ubatch = 64;
@@ -243,6 +244,63 @@ TEST(ServerScheduler, reuses_the_cached_prompt_prefix) {
     auto fourth = run_one(s, no_cache);
     EXPECT_EQ(fourth.result.timings.cache_n, 0);
     EXPECT_EQ(fourth.tokens, second.tokens);
+}
+
+// The RAM prompt cache (--cache-ram): a conversation that lost its slot to
+// another one is saved, and loaded back when it returns; the answer is the
+// one a fresh evaluation gives.
+TEST(ServerScheduler, ram_prompt_cache_brings_back_a_conversation_that_lost_its_slot) {
+    Rig rig(1, 1024, false, 512, 64, demo_model(), size_t{64} << 20);
+    Scheduler& s = *rig.scheduler;
+    const auto a = tokens(60);
+    auto first = run_one(s, greedy(a, 4));
+    ASSERT_TRUE(first.done);
+    auto other = run_one(s, greedy(tokens(50, 30), 4));  // takes the only slot: the first is saved
+    ASSERT_TRUE(other.done);
+    EXPECT_EQ(other.result.timings.cache_n, 0);
+    EXPECT_EQ(s.stats().prompt_cache_saves, 1u);
+    EXPECT_EQ(s.stats().prompt_cache_entries, 1u);
+
+    auto back = a;
+    back.insert(back.end(), {5, 6, 7});
+    auto returned = run_one(s, greedy(back, 4));  // the second is saved, the first loaded
+    ASSERT_TRUE(returned.done);
+    EXPECT_EQ(returned.result.timings.cache_n, 60);
+    EXPECT_EQ(returned.result.timings.prompt_n, 3);
+    const SchedulerStats st = s.stats();
+    EXPECT_EQ(st.prompt_cache_loads, 1u);
+    EXPECT_EQ(st.prompt_cache_saves, 2u);
+    EXPECT_EQ(st.prompt_cache_entries, 1u);  // the loaded entry left the cache; the other went in
+    EXPECT_GT(st.prompt_cache_bytes, 0u);
+
+    Rig clean(1, 1024, false, 512);
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(back, 4)).tokens, returned.tokens);
+    // Off (the default of this rig): nothing is kept.
+    Rig off(1, 1024, false, 512);
+    run_one(*off.scheduler, greedy(a, 4));
+    run_one(*off.scheduler, greedy(tokens(50, 30), 4));
+    EXPECT_EQ(run_one(*off.scheduler, greedy(back, 4)).result.timings.cache_n, 0);
+    EXPECT_EQ(off.scheduler->stats().prompt_cache_saves, 0u);
+}
+
+TEST(ServerScheduler, ram_prompt_cache_restores_a_hybrid_models_recurrent_state) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    Rig rig(1, 1024, false, 512, 64, model, size_t{64} << 20);
+    Scheduler& s = *rig.scheduler;
+    auto first = run_one(s, greedy(tokens(30), 4));
+    ASSERT_TRUE(first.done) << first.message;
+    run_one(s, greedy(tokens(25, 90), 4));  // the first conversation is saved: 30 prompt + 3 generated tokens
+    // It comes back with its answer and a new message: its state after all 33 tokens is loaded.
+    auto back = tokens(30);
+    back.insert(back.end(), first.tokens.begin(), first.tokens.begin() + 3);
+    back.insert(back.end(), {5, 6, 7});
+    auto returned = run_one(s, greedy(back, 4));
+    ASSERT_TRUE(returned.done) << returned.message;
+    EXPECT_EQ(returned.result.timings.cache_n, 33);
+    EXPECT_EQ(s.stats().prompt_cache_loads, 1u);
+    Rig clean(1, 1024, false, 512, 64, model);
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(back, 4)).tokens, returned.tokens);
 }
 
 TEST(ServerScheduler, reuses_prompts_on_a_hybrid_model_through_state_snapshots) {

@@ -8,13 +8,6 @@
 namespace moeserve {
 namespace {
 
-size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) ++i;
-    return i;
-}
-
 double seconds_between(SteadyClock::time_point a, SteadyClock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
 }
@@ -22,7 +15,12 @@ double seconds_between(SteadyClock::time_point a, SteadyClock::time_point b) {
 }  // namespace
 
 Scheduler::Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, SchedulerOptions options)
-    : model_(model), cache_(cache), tokenizer_(tokenizer), options_(options), t_created_(SteadyClock::now()) {
+    : model_(model),
+      cache_(cache),
+      tokenizer_(tokenizer),
+      options_(options),
+      t_created_(SteadyClock::now()),
+      prompt_cache_(options.cache_ram_bytes) {
     const int n = options_.layout.n_slots;
     if (n < 1 || n > cache_.config().n_seq_max)
         throw std::invalid_argument(
@@ -187,7 +185,8 @@ void Scheduler::drop_cancelled(SteadyClock::time_point now) {
         }
 }
 
-Slot* Scheduler::choose_slot(const GenerationRequest& rq) {
+Slot* Scheduler::choose_slot(const GenerationRequest& rq, bool* by_similarity) {
+    if (by_similarity) *by_similarity = false;
     if (rq.id_slot >= 0) {
         Slot& s = slots_[static_cast<size_t>(rq.id_slot)];
         return s.idle() ? &s : nullptr;
@@ -203,15 +202,46 @@ Slot* Scheduler::choose_slot(const GenerationRequest& rq) {
             if (sim > best_sim) best_sim = sim, best = &s;
         }
     }
-    if (best) return best;
+    if (best) {
+        if (by_similarity) *by_similarity = true;
+        return best;
+    }
     for (auto& s : slots_)
         if (s.idle() && (!best || s.last_used() < best->last_used())) best = &s;
     return best;
 }
 
+void Scheduler::save_to_prompt_cache(Slot& s) {
+    if (!prompt_cache_.enabled() || s.cached().empty()) return;
+    // The slot's tokens and the sequence agree only for what was evaluated;
+    // a slot stopped mid-prompt holds exactly what its cache holds.
+    if (static_cast<int64_t>(s.cached().size()) != cache_.seq_length(s.id())) return;
+    if (prompt_cache_.put(s.cached(), cache_.save_sequence(s.id()))) ++stats_.prompt_cache_saves;
+}
+
+void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep) {
+    const auto m = prompt_cache_.find(prompt, n_keep);
+    if (!m) return;
+    const int64_t n = m->n_prefix;
+    const int64_t held = static_cast<int64_t>(prompt_cache_.entry(m->index).tokens.size());
+    // A recurrent state is the one after the entry's last token: it serves
+    // only a prompt that goes on from all of it.
+    if (cache_.has_recurrent() && (n != held || n >= static_cast<int64_t>(prompt.size()))) return;
+    cache_.truncate(s.id(), 0);
+    s.clear_cache();
+    if (make_room(n) < n) return;  // the cells are taken by busy slots: evaluate the prompt
+    PromptCache::Entry e = prompt_cache_.take(m->index);
+    cache_.load_sequence(s.id(), e.state, n);
+    e.tokens.resize(static_cast<size_t>(n));
+    s.set_cached(std::move(e.tokens));
+    n_keep = n;
+    ++stats_.prompt_cache_loads;
+}
+
 void Scheduler::admit(SteadyClock::time_point now) {
     for (auto it = queue_.begin(); it != queue_.end();) {
-        Slot* s = choose_slot(it->task.request);
+        bool by_similarity = false;
+        Slot* s = choose_slot(it->task.request, &by_similarity);
         if (!s) {
             ++it;
             continue;
@@ -219,11 +249,17 @@ void Scheduler::admit(SteadyClock::time_point now) {
         const auto& prompt = it->task.request.prompt;
         int64_t n_keep = 0;
         // An embedding needs the hidden state of every prompt token: none is reused.
-        if (it->task.request.cache_prompt && !it->task.request.embed) {
-            n_keep = static_cast<int64_t>(common_prefix(s->cached(), prompt));
-            // At least one prompt token is evaluated, to get the logits to sample from.
-            if (n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
+        const bool reuse = it->task.request.cache_prompt && !it->task.request.embed;
+        if (reuse) n_keep = static_cast<int64_t>(common_prefix(s->cached(), prompt));
+        // The RAM prompt cache (spec §6.2): a slot taken as the least recently
+        // used, or whose similarity keeps less than half of what it holds, is
+        // saved first; then a saved prompt sharing a longer prefix is loaded.
+        if (prompt_cache_.enabled() && !it->task.request.embed) {
+            if (!by_similarity || 2 * n_keep < static_cast<int64_t>(s->cached().size())) save_to_prompt_cache(*s);
+            if (reuse) load_from_prompt_cache(*s, prompt, n_keep);
         }
+        // At least one prompt token is evaluated, to get the logits to sample from.
+        if (reuse && n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
         if (!cache_.can_truncate(s->id(), n_keep)) {
             // A recurrent state rewinds only to a snapshot: take the newest one
             // inside the shared prefix, else evaluate the whole prompt.
@@ -244,6 +280,7 @@ int64_t Scheduler::make_room(int64_t needed) {
         for (auto& s : slots_)
             if (s.idle() && !s.cached().empty() && (!victim || s.last_used() < victim->last_used())) victim = &s;
         if (!victim) break;
+        save_to_prompt_cache(*victim);
         cache_.remove(victim->id());
         victim->clear_cache();
     }
@@ -455,6 +492,8 @@ SchedulerStats Scheduler::stats() const {
         static_cast<int>(std::count_if(slots_.begin(), slots_.end(), [](const Slot& x) { return !x.idle(); }));
     s.n_queued = static_cast<int>(queue_.size());
     s.uptime_s = seconds_between(t_created_, SteadyClock::now());
+    s.prompt_cache_entries = prompt_cache_.size();
+    s.prompt_cache_bytes = prompt_cache_.bytes();
     return s;
 }
 

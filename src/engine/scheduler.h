@@ -41,6 +41,7 @@
 
 #include "engine/embedding.h"
 #include "engine/generation.h"
+#include "engine/prompt_cache.h"
 #include "engine/slot.h"
 #include "engine/slot_layout.h"
 #include "memory/kv_cache.h"
@@ -55,6 +56,7 @@ struct SchedulerOptions {
     int64_t n_ubatch = 512;               // tokens per forward call
     size_t max_queue = 64;                // requests waiting for a slot
     double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
+    size_t cache_ram_bytes = 0;           // --cache-ram: the RAM prompt cache's limit; 0 = off
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
     HiddenStateSource hidden_states;
@@ -95,6 +97,9 @@ struct SchedulerStats {
     int n_queued = 0;      // requests waiting for a slot now
     int64_t kv_cells_used = 0, kv_cells_total = 0;
     size_t kv_bytes = 0;
+    // The RAM prompt cache: prompts in it, their bytes, and how many were saved and loaded.
+    size_t prompt_cache_entries = 0, prompt_cache_bytes = 0;
+    uint64_t prompt_cache_saves = 0, prompt_cache_loads = 0;
     double uptime_s = 0;
 };
 
@@ -136,7 +141,13 @@ class Scheduler {
     SlotTask embedding_task(GenerationRequest rq, std::shared_ptr<GenerationStream> stream) const;
     void drop_cancelled(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
-    Slot* choose_slot(const GenerationRequest& rq);
+    // by_similarity: whether its cached prefix chose it (else it is the least recently used).
+    Slot* choose_slot(const GenerationRequest& rq, bool* by_similarity = nullptr);
+    // Saves an idle slot's cached tokens to the RAM prompt cache (when it is on).
+    void save_to_prompt_cache(Slot& s);
+    // Loads into an idle slot the saved prompt sharing the longest prefix
+    // with `prompt`, when that beats n_keep (then n_keep is its length).
+    void load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep);
     int64_t make_room(int64_t needed);
     void fail_slot(Slot& slot, int status, const char* type, const std::string& message, SteadyClock::time_point now);
     void record_finished(const Slot& slot);
@@ -155,6 +166,7 @@ class Scheduler {
     size_t prefill_turn_ = 0;  // which prefilling slot goes first in the next step
     bool embed_turn_ = false;  // with both kinds of work waiting: the next step is an embedding step
     SchedulerStats stats_;
+    PromptCache prompt_cache_;
     StepRecord last_step_;
 
     bool running_ = false;

@@ -110,6 +110,8 @@ class Slot {
     void abandon(SteadyClock::time_point now) { finish_idle(now); }
     // Forgets the cached tokens (the caller removed the sequence from the cache).
     void clear_cache() { cached_.clear(); }
+    // The tokens the slot's sequence now holds (the caller loaded it from the prompt cache).
+    void set_cached(std::vector<int32_t> tokens) { cached_ = std::move(tokens); }
 
     SlotInfo info() const;
 

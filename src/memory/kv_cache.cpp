@@ -118,6 +118,64 @@ bool KvCache::can_truncate(int seq, int64_t n_keep) const {
     return !has_recurrent() || n_keep <= 0 || n_keep >= length || recurrent_.has_snapshot(seq, n_keep);
 }
 
+namespace {
+
+// Calls f(first index, count) for each run of consecutive cells in `cells`:
+// one copy per run rather than per row (a copy to or from a GPU is a call).
+template <class F>
+void for_each_run(std::span<const int32_t> cells, F&& f) {
+    for (size_t i = 0; i < cells.size();) {
+        size_t j = i + 1;
+        while (j < cells.size() && cells[j] == cells[j - 1] + 1) ++j;
+        f(i, j - i);
+        i = j;
+    }
+}
+
+}  // namespace
+
+SequenceState KvCache::save_sequence(int seq) const {
+    const std::span<const int32_t> cells = seq_cells(seq);
+    SequenceState st;
+    st.n_tokens = static_cast<int64_t>(cells.size());
+    size_t total = 0;
+    for (int l = 0; l < n_layer(); ++l) total += (k_row_bytes_[l] + v_row_bytes_[l]) * cells.size();
+    st.rows.resize(total);
+    uint8_t* out = st.rows.data();
+    for (int l = 0; l < n_layer(); ++l)
+        for (auto [row_bytes, data] : {std::pair{k_row_bytes_[l], k_data(l)}, std::pair{v_row_bytes_[l], v_data(l)}}) {
+            if (!row_bytes) continue;
+            for_each_run(cells, [&](size_t i, size_t n) {
+                memory_->download(out + i * row_bytes, data + cells[i] * row_bytes, n * row_bytes);
+            });
+            out += row_bytes * cells.size();
+        }
+    if (has_recurrent()) {
+        st.recurrent.resize(static_cast<size_t>(recurrent_.seq_stride()));
+        recurrent_.read(seq, st.recurrent.data());
+    }
+    return st;
+}
+
+void KvCache::load_sequence(int seq, const SequenceState& state, int64_t n) {
+    if (n < 0 || n > state.n_tokens)
+        throw std::invalid_argument(fmt::format("load_sequence: {} of {} saved tokens", n, state.n_tokens));
+    if (has_recurrent() && n != state.n_tokens)
+        throw std::invalid_argument("load_sequence: a recurrent state loads whole, after its last token");
+    truncate(seq, 0);
+    const std::vector<int32_t> cells = append(seq, n);
+    const uint8_t* in = state.rows.data();
+    for (int l = 0; l < n_layer(); ++l)
+        for (auto [row_bytes, data] : {std::pair{k_row_bytes_[l], k_data(l)}, std::pair{v_row_bytes_[l], v_data(l)}}) {
+            if (!row_bytes) continue;
+            for_each_run(cells, [&](size_t i, size_t m) {
+                memory_->upload(data + cells[i] * row_bytes, in + i * row_bytes, m * row_bytes);
+            });
+            in += row_bytes * state.n_tokens;
+        }
+    if (has_recurrent()) recurrent_.write(seq, state.recurrent.data());
+}
+
 void KvCache::snapshot(int seq) {
     if (seq < 0 || seq >= config_.n_seq_max)
         throw std::out_of_range(fmt::format("sequence id {} out of range (0..{})", seq, config_.n_seq_max - 1));

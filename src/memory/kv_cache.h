@@ -38,6 +38,17 @@ struct KvCacheConfig {
     int n_rs_snapshots = 2;         // recurrent-state snapshots kept per sequence
 };
 
+// What a sequence holds, as host bytes: the K and V rows of its tokens in
+// every layer (per layer: the K rows in token order, then the V rows) and,
+// for hybrid models, the recurrent state after its last token. What the
+// server's RAM prompt cache keeps of a slot (spec server-behaviour §6.2).
+struct SequenceState {
+    int64_t n_tokens = 0;
+    std::vector<uint8_t> rows;
+    std::vector<float> recurrent;  // empty without recurrent layers
+    size_t bytes() const { return rows.size() + recurrent.size() * sizeof(float); }
+};
+
 class KvCache {
   public:
     // The cells and recurrent states live in `memory` (the backend's: host
@@ -69,6 +80,13 @@ class KvCache {
     void clear();
     // Whether truncate(seq, n_keep) will succeed.
     bool can_truncate(int seq, int64_t n_keep) const;
+
+    // Copies out what the sequence holds.
+    SequenceState save_sequence(int seq) const;
+    // Replaces the sequence's contents with the first n tokens of a saved
+    // state (all of them when the cache has recurrent layers, whose state
+    // is that after the last token). Throws when the cache lacks free cells.
+    void load_sequence(int seq, const SequenceState& state, int64_t n);
 
     // Recurrent state (hybrid models). conv_state: [C][K-1], ssm_state:
     // [H][P][N] f32 of one layer and sequence.

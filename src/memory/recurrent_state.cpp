@@ -37,6 +37,17 @@ void RecurrentState::reset(int seq) {
     snaps_.at(seq).clear();
 }
 
+void RecurrentState::read(int seq, float* host) const {
+    if (empty()) return;
+    memory_->download(host, live() + seq * per_seq_, per_seq_ * sizeof(float));
+}
+
+void RecurrentState::write(int seq, const float* host) {
+    if (empty()) return;
+    memory_->upload(live() + seq * per_seq_, host, per_seq_ * sizeof(float));
+    snaps_.at(seq).clear();
+}
+
 void RecurrentState::reset_all() {
     if (live_.size()) memory_->zero(live_.data(), live_.size());
     for (auto& s : snaps_) s.clear();

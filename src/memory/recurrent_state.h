@@ -43,6 +43,10 @@ class RecurrentState {
 
     // Zeroes a sequence's state and forgets its snapshots (a new sequence).
     void reset(int seq);
+    // The sequence's live state as seq_stride() host floats, and back (the
+    // latter forgets its snapshots, as a state from elsewhere).
+    void read(int seq, float* host) const;
+    void write(int seq, const float* host);
     void reset_all();
 
     // Saves the sequence's state as the state after `pos` tokens; replaces a

@@ -62,6 +62,13 @@ std::string prometheus_metrics(const SchedulerStats& s, const std::vector<SlotIn
         {"kv_cache_usage_ratio", "gauge", "Share of KV cache cells in use.",
          ratio(double(s.kv_cells_used), double(s.kv_cells_total))},
         {"kv_cache_bytes", "gauge", "KV cache size in bytes.", double(s.kv_bytes)},
+        {"prompt_cache_entries", "gauge", "Prompts held in the RAM prompt cache (--cache-ram).",
+         double(s.prompt_cache_entries)},
+        {"prompt_cache_bytes", "gauge", "Bytes of the RAM prompt cache.", double(s.prompt_cache_bytes)},
+        {"prompt_cache_saves_total", "counter", "Slot states saved to the RAM prompt cache.",
+         double(s.prompt_cache_saves)},
+        {"prompt_cache_loads_total", "counter", "Slot states loaded from the RAM prompt cache.",
+         double(s.prompt_cache_loads)},
     };
     for (const auto& m : own) write(out, "moeserve:", m);
 

@@ -156,6 +156,14 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
     so.max_queue = options.max_queue;
     so.slot_prompt_similarity = options.slot_prompt_similarity;
+    if (options.cache_ram_mib != 0 && options.cache_prompt) {
+        // At most half the memory left once the model is loaded: the cache grows as conversations come and go.
+        const uint64_t half = available_memory_bytes() / 2;
+        const uint64_t asked = options.cache_ram_mib < 0 ? half : static_cast<uint64_t>(options.cache_ram_mib) << 20;
+        so.cache_ram_bytes = static_cast<size_t>(std::min(asked, half));
+        std::fprintf(stderr, "srv load_model: prompt cache in RAM: up to %.0f MiB (--cache-ram)\n",
+                     mib(static_cast<double>(so.cache_ram_bytes)));
+    }
     if (options.embeddings) so.hidden_states = model_hidden_states(engine_->model());
     scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), *tokenizer_, so);
     scheduler_->start();
