@@ -229,6 +229,7 @@ void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prom
     if (cache_.has_recurrent() && (n != held || n >= static_cast<int64_t>(prompt.size()))) return;
     cache_.truncate(s.id(), 0);
     s.clear_cache();
+    n_keep = 0;
     if (make_room(n) < n) return;  // the cells are taken by busy slots: evaluate the prompt
     PromptCache::Entry e = prompt_cache_.take(m->index);
     cache_.load_sequence(s.id(), e.state, n);

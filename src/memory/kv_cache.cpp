@@ -143,7 +143,9 @@ SequenceState KvCache::save_sequence(int seq) const {
     st.rows.resize(total);
     uint8_t* out = st.rows.data();
     for (int l = 0; l < n_layer(); ++l)
-        for (auto [row_bytes, data] : {std::pair{k_row_bytes_[l], k_data(l)}, std::pair{v_row_bytes_[l], v_data(l)}}) {
+        for (const auto& part : {std::pair{k_row_bytes_[l], k_data(l)}, std::pair{v_row_bytes_[l], v_data(l)}}) {
+            const size_t row_bytes = part.first;  // named copies: clang 14 cannot capture structured bindings
+            const uint8_t* data = part.second;
             if (!row_bytes) continue;
             for_each_run(cells, [&](size_t i, size_t n) {
                 memory_->download(out + i * row_bytes, data + cells[i] * row_bytes, n * row_bytes);
@@ -166,7 +168,9 @@ void KvCache::load_sequence(int seq, const SequenceState& state, int64_t n) {
     const std::vector<int32_t> cells = append(seq, n);
     const uint8_t* in = state.rows.data();
     for (int l = 0; l < n_layer(); ++l)
-        for (auto [row_bytes, data] : {std::pair{k_row_bytes_[l], k_data(l)}, std::pair{v_row_bytes_[l], v_data(l)}}) {
+        for (const auto& part : {std::pair{k_row_bytes_[l], k_data(l)}, std::pair{v_row_bytes_[l], v_data(l)}}) {
+            const size_t row_bytes = part.first;
+            uint8_t* data = part.second;
             if (!row_bytes) continue;
             for_each_run(cells, [&](size_t i, size_t m) {
                 memory_->upload(data + cells[i] * row_bytes, in + i * row_bytes, m * row_bytes);
