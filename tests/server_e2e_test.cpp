@@ -382,6 +382,59 @@ TEST(ServerE2EFlags, ram_prompt_cache_serves_a_returning_conversation) {
     EXPECT_EQ(off.log().find("prompt cache in RAM"), std::string::npos) << off.log();
 }
 
+// POST /slots/{id}?action=save|restore|erase through the real server, with
+// llama-server's response shapes and errors.
+TEST(ServerE2EFlags, slot_actions_save_restore_and_erase_with_slot_save_path) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const fs::path dir = fs::temp_directory_path() / "moeserve-tests" / ("slot-files-" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    Server s({"-m", model_path(), "-c", "2048", "-np", "2", "-t", "2", "--slot-save-path", dir.string()});
+    ASSERT_TRUE(s.ready()) << s.log();
+    json body = {{"prompt", "The lighthouse keeper counted the ships"},
+                 {"n_predict", 4},
+                 {"temperature", 0},
+                 {"ignore_eos", true},
+                 {"id_slot", 1}};
+    const json first = curl(s.url("/completion"), "POST", body.dump()).json_body();
+    HttpResult r = curl(s.url("/slots/1?action=save"), "POST", R"({"filename":"keeper.bin"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = r.json_body();
+    EXPECT_EQ(j["id_slot"], 1);
+    EXPECT_EQ(j["filename"], "keeper.bin");
+    const int64_t n_saved = j["n_saved"].get<int64_t>();
+    EXPECT_EQ(n_saved, first["tokens_evaluated"].get<int64_t>() + 3);
+    EXPECT_EQ(j["n_written"].get<uint64_t>(), fs::file_size(dir / "keeper.bin"));
+    EXPECT_TRUE(j["timings"].contains("save_ms"));
+
+    r = curl(s.url("/slots/1?action=erase"), "POST", "{}");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json_body()["n_erased"], n_saved);
+    r = curl(s.url("/slots/0?action=restore"), "POST", R"({"filename":"keeper.bin"})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json_body()["n_restored"], n_saved);
+    // The restored slot serves the same conversation from its cache.
+    body["id_slot"] = 0;
+    body["prompt"] = body["prompt"].get<std::string>() + first["content"].get<std::string>();
+    const json again = curl(s.url("/completion"), "POST", body.dump()).json_body();
+    EXPECT_GE(again["timings"]["cache_n"].get<int64_t>(), first["tokens_evaluated"].get<int64_t>()) << again.dump();
+
+    EXPECT_EQ(curl(s.url("/slots/0?action=fly"), "POST", "{}").status, 400);
+    r = curl(s.url("/slots/0?action=save"), "POST", R"({"filename":"../escape.bin"})");
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("Invalid filename"), std::string::npos) << r.body;
+    r = curl(s.url("/slots/0?action=restore"), "POST", R"({"filename":"missing.bin"})");
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("cannot open"), std::string::npos) << r.body;
+    EXPECT_EQ(curl(s.url("/slots/9?action=erase"), "POST", "{}").status, 400);
+
+    Server plain({"-m", model_path(), "-c", "1024", "-np", "1", "-t", "1"});
+    ASSERT_TRUE(plain.ready()) << plain.log();
+    r = curl(plain.url("/slots/0?action=erase"), "POST", "{}");
+    EXPECT_EQ(r.status, 501);
+    EXPECT_NE(r.body.find("--slot-save-path"), std::string::npos) << r.body;
+    fs::remove_all(dir);
+}
+
 // llama-server flags beyond the basics, through the real server: -rea off
 // and --no-prefill-assistant change the rendered prompt, the --cors-* flags
 // the CORS headers, --no-mmap still serves; --log-file takes the log.

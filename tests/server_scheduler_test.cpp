@@ -303,6 +303,65 @@ TEST(ServerScheduler, ram_prompt_cache_restores_a_hybrid_models_recurrent_state)
     EXPECT_EQ(run_one(*clean.scheduler, greedy(back, 4)).tokens, returned.tokens);
 }
 
+// POST /slots/{id}?action=save|restore|erase, driven directly: a slot saved
+// to a file, erased and restored continues as if nothing had happened; a
+// file from another cache layout, a missing one and a bad slot are refused.
+TEST(ServerScheduler, slot_actions_save_erase_and_restore_a_slot) {
+    const auto dir = std::filesystem::temp_directory_path() / "moeserve-tests" / ("slots-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string file = (dir / "a.bin").string();
+    Rig rig(2, 1024, false, 512);
+    Scheduler& s = *rig.scheduler;
+    auto act = [&](int slot, SlotAction a, const std::string& path) {
+        auto f = s.slot_action(slot, a, path);
+        for (int i = 0; i < 100 && f.wait_for(std::chrono::seconds(0)) != std::future_status::ready; ++i) s.step();
+        return f.get();
+    };
+    GenerationRequest first = greedy(tokens(50), 4);
+    first.id_slot = 1;
+    ASSERT_TRUE(run_one(s, first).done);
+    const SlotActionResult saved = act(1, SlotAction::save, file);
+    ASSERT_TRUE(saved.ok) << saved.message;
+    EXPECT_EQ(saved.n_tokens, 53);  // the prompt and 3 generated tokens evaluated
+    EXPECT_EQ(saved.n_bytes, std::filesystem::file_size(file));
+    const SlotActionResult erased = act(1, SlotAction::erase, "");
+    EXPECT_TRUE(erased.ok);
+    EXPECT_EQ(erased.n_tokens, 53);
+    EXPECT_EQ(rig.engine->cache().seq_length(1), 0);
+    const SlotActionResult restored = act(0, SlotAction::restore, file);  // into the other slot
+    ASSERT_TRUE(restored.ok) << restored.message;
+    EXPECT_EQ(restored.n_tokens, 53);
+    EXPECT_EQ(restored.n_bytes, saved.n_bytes);
+
+    auto more = tokens(50);
+    more.insert(more.end(), {5, 6, 7});
+    GenerationRequest next = greedy(more, 4);
+    next.id_slot = 0;
+    auto after = run_one(s, next);
+    EXPECT_EQ(after.result.timings.cache_n, 50);
+    Rig clean(2, 1024, false, 512);
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(more, 4)).tokens, after.tokens);
+
+    EXPECT_FALSE(act(0, SlotAction::restore, (dir / "missing.bin").string()).ok);
+    EXPECT_FALSE(act(7, SlotAction::erase, "").ok);
+    // A cache of another layout (q8_0 K and V) refuses the f16 file by name.
+    SchedulerOptions so;
+    so.layout = compute_slot_layout(1024, 4096, 1, false);
+    EngineOptions eo;
+    eo.model_path = demo_model();
+    eo.n_threads = 1;
+    eo.n_ctx = so.layout.n_cells;
+    eo.type_k = eo.type_v = GgmlType::Q8_0;
+    Engine q8(eo);
+    Scheduler other(q8.model(), q8.cache(), *rig.tokenizer, so);
+    auto f = other.slot_action(0, SlotAction::restore, file);
+    other.step();
+    const SlotActionResult refused = f.get();
+    EXPECT_FALSE(refused.ok);
+    EXPECT_NE(refused.message.find("different model or KV cache configuration"), std::string::npos) << refused.message;
+    std::filesystem::remove_all(dir);
+}
+
 TEST(ServerScheduler, reuses_prompts_on_a_hybrid_model_through_state_snapshots) {
     MOESERVE_REQUIRE_FIXTURES();
     Rig rig(1, 1024, false, 512, 64, test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string());

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "engine/slot_file.h"
+
 namespace moeserve {
 namespace {
 
@@ -50,7 +52,8 @@ void Scheduler::start() {
             }
             if (!step()) {
                 std::unique_lock<std::mutex> l(mu_);
-                cv_.wait_for(l, std::chrono::milliseconds(100), [&] { return stopping_ || !queue_.empty(); });
+                cv_.wait_for(l, std::chrono::milliseconds(100),
+                             [&] { return stopping_ || !queue_.empty() || !actions_.empty(); });
             }
         }
     });
@@ -77,6 +80,8 @@ void Scheduler::stop() {
         q.task.stream->push(std::move(e));
     }
     queue_.clear();
+    for (auto& a : actions_) a.done.set_value({false, "the server is shutting down"});
+    actions_.clear();
     for (auto& s : slots_)
         if (!s.idle()) s.fail(503, "unavailable_error", "the server is shutting down", now);
 }
@@ -305,10 +310,79 @@ void Scheduler::record_finished(const Slot& slot) {
     stats_.t_predicted_total_s += t.predicted_ms / 1000.0;
 }
 
+std::future<SlotActionResult> Scheduler::slot_action(int slot, SlotAction action, std::string path) {
+    std::promise<SlotActionResult> done;
+    auto result = done.get_future();
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (slot < 0 || slot >= static_cast<int>(slots_.size())) {
+            done.set_value({false, fmt::format("invalid slot id {} (the server has {} slots)", slot, slots_.size())});
+            return result;
+        }
+        actions_.push_back({slot, action, std::move(path), std::move(done)});
+    }
+    cv_.notify_all();
+    return result;
+}
+
+void Scheduler::run_slot_actions() {
+    for (auto it = actions_.begin(); it != actions_.end();) {
+        Slot& s = slots_[static_cast<size_t>(it->slot)];
+        if (!s.idle()) {
+            ++it;
+            continue;
+        }
+        it->done.set_value(run_slot_action(s, it->action, it->path));
+        it = actions_.erase(it);
+    }
+}
+
+SlotActionResult Scheduler::run_slot_action(Slot& s, SlotAction action, const std::string& path) {
+    const auto t0 = SteadyClock::now();
+    SlotActionResult r;
+    try {
+        switch (action) {
+            case SlotAction::save: {
+                if (static_cast<int64_t>(s.cached().size()) != cache_.seq_length(s.id()))
+                    throw std::runtime_error("the slot's tokens and its cache disagree");
+                const SequenceState st = cache_.save_sequence(s.id());
+                r.n_bytes = write_slot_file(path, s.cached(), st, cache_);
+                r.n_tokens = st.n_tokens;
+                break;
+            }
+            case SlotAction::restore: {
+                SlotFile f = read_slot_file(path, cache_, &r.n_bytes);
+                const int64_t n = static_cast<int64_t>(f.tokens.size());
+                if (n > options_.layout.n_ctx_slot)
+                    throw std::runtime_error(
+                        fmt::format("{}: {} tokens do not fit a slot of {}", path, n, options_.layout.n_ctx_slot));
+                cache_.truncate(s.id(), 0);
+                s.clear_cache();
+                if (make_room(n) < n) throw std::runtime_error("the KV cache has no room for the slot's tokens now");
+                cache_.load_sequence(s.id(), f.state, n);
+                s.set_cached(std::move(f.tokens));
+                r.n_tokens = n;
+                break;
+            }
+            case SlotAction::erase:
+                r.n_tokens = static_cast<int64_t>(s.cached().size());
+                cache_.remove(s.id());
+                s.clear_cache();
+                break;
+        }
+    } catch (const std::exception& e) {
+        r.ok = false;
+        r.message = e.what();
+    }
+    r.ms = seconds_between(t0, SteadyClock::now()) * 1000.0;
+    return r;
+}
+
 bool Scheduler::step() {
     std::unique_lock<std::mutex> lock(mu_);
     auto now = SteadyClock::now();
     drop_cancelled(now);
+    run_slot_actions();
     admit(now);
 
     // The youngest running request: the one to fail when the cells run out.

@@ -33,6 +33,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -103,6 +104,17 @@ struct SchedulerStats {
     double uptime_s = 0;
 };
 
+// POST /slots/{id}?action=save|restore|erase (llama-server's slot actions).
+enum class SlotAction { save, restore, erase };
+
+struct SlotActionResult {
+    bool ok = true;
+    std::string message;   // why it failed
+    int64_t n_tokens = 0;  // tokens saved, restored or erased
+    uint64_t n_bytes = 0;  // bytes written or read
+    double ms = 0;
+};
+
 class Scheduler {
   public:
     Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, SchedulerOptions options);
@@ -123,6 +135,12 @@ class Scheduler {
 
     // One scheduling step; false when there was nothing to do.
     bool step();
+
+    // Saves, restores or erases a slot's cache, on the inference thread once
+    // the slot is idle (a busy slot delays it); path: the file of a save or
+    // restore. A bad slot id, an unreadable file or one saved from another
+    // model or cache layout fail with a message.
+    std::future<SlotActionResult> slot_action(int slot, SlotAction action, std::string path);
 
     const SchedulerOptions& options() const { return options_; }
     int64_t n_ctx_slot() const { return options_.layout.n_ctx_slot; }
@@ -148,6 +166,9 @@ class Scheduler {
     // Loads into an idle slot the saved prompt sharing the longest prefix
     // with `prompt`, when that beats n_keep (then n_keep is its length).
     void load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep);
+    // Runs the slot actions whose slots are idle.
+    void run_slot_actions();
+    SlotActionResult run_slot_action(Slot& s, SlotAction action, const std::string& path);
     int64_t make_room(int64_t needed);
     void fail_slot(Slot& slot, int status, const char* type, const std::string& message, SteadyClock::time_point now);
     void record_finished(const Slot& slot);
@@ -162,6 +183,13 @@ class Scheduler {
     std::condition_variable cv_;
     std::vector<Slot> slots_;
     std::deque<Queued> queue_;
+    struct PendingAction {
+        int slot;
+        SlotAction action;
+        std::string path;
+        std::promise<SlotActionResult> done;
+    };
+    std::deque<PendingAction> actions_;
     uint64_t next_task_id_ = 0;
     size_t prefill_turn_ = 0;  // which prefilling slot goes first in the next step
     bool embed_turn_ = false;  // with both kinds of work waiting: the next step is an embedding step

@@ -20,6 +20,7 @@
 #include "server/metrics.h"
 #include "server/request_log.h"
 #include "server/server_info.h"
+#include "server/slot_action_handler.h"
 
 namespace moeserve {
 namespace {
@@ -294,6 +295,8 @@ void HttpServer::add_routes() {
             }
             send_json(res, slots_json(*m));
         }));
+    post({"/slots/([0-9]+)"},
+         with_model([](const Request& req, Response& res, auto m) { send_json(res, slot_action_response(req, *m)); }));
     get({"/metrics"}, with_model([](const Request&, Response& res, auto m) {
             if (!m->options().endpoint_metrics)
                 throw ApiError(501, "not_supported_error",

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -342,8 +343,12 @@ const std::vector<Flag>& flags() {
             {{"--slot-save-path"},
              "DIR",
              nullptr,
-             "refused: slots cannot be saved to files",
-             [](ServerOptions&, auto& f, auto&) { unsupported(f, "slots cannot be saved to or restored from files"); }},
+             "enable POST /slots/{id}?action=save|restore|erase, with the files in DIR (which must exist)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 std::error_code ec;
+                 if (!std::filesystem::is_directory(v, ec)) bad(f, v, "not a directory");
+                 o.slot_save_path = v;
+             }},
             {{"--sleep-idle-seconds"},
              "N",
              nullptr,

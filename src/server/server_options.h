@@ -57,7 +57,9 @@ struct ServerOptions {
     bool cont_batching = true;        // always on; the flag is accepted
     bool cache_prompt = true;
     double slot_prompt_similarity = 0.1;
-    int64_t cache_ram_mib = 8192;  // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
+    int64_t cache_ram_mib = 8192;
+    std::string slot_save_path;  // --slot-save-path: where POST /slots/{id}?action=save|restore keep files  //
+                                 // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
 
     // HTTP
     std::string host = "127.0.0.1";
