@@ -43,7 +43,7 @@ void fill_random(KvCache& cache, int seq, int64_t n, std::mt19937& rng) {
 
 void expect_same_rows(const KvCache& cache, int a, int b, int64_t n) {
     for (int l = 0; l < cache.n_layer(); ++l)
-        for (int64_t i = 0; i < n; ++i) {
+        for (int64_t i = 0; i < n && cache.k_row_bytes(l) > 0; ++i) {  // layers without rows have no data
             const int32_t ca = cache.seq_cells(a)[i], cb = cache.seq_cells(b)[i];
             ASSERT_EQ(std::memcmp(cache.k_row(l, ca), cache.k_row(l, cb), cache.k_row_bytes(l)), 0) << l << " " << i;
             ASSERT_EQ(std::memcmp(cache.v_row(l, ca), cache.v_row(l, cb), cache.v_row_bytes(l)), 0) << l << " " << i;
