@@ -56,9 +56,12 @@ struct YAxis {
     double lo = 0, hi = 1;
     std::vector<double> ticks;
 
-    bool shows(double v) const { return std::isfinite(v) && (!log || v > 0); }
+    // On a log scale a 0 (an inter-token gap of chunks that arrived in one
+    // read, say) is drawn on the floor of the axis rather than left out.
+    bool shows(double v) const { return std::isfinite(v) && v >= 0; }
     // 0 at the bottom of the plot area, 1 at the top.
     double fraction(double v) const {
+        if (log && v <= lo) return 0;
         return log ? (std::log10(v) - std::log10(lo)) / (std::log10(hi) - std::log10(lo)) : (v - lo) / (hi - lo);
     }
 };
@@ -69,7 +72,7 @@ YAxis y_axis_for(const PlotPanel& panel) {
     double vmin = INFINITY, vmax = 0;
     for (const auto& s : panel.series)
         for (double v : s.y)
-            if (a.shows(v)) vmin = std::min(vmin, v), vmax = std::max(vmax, v);
+            if (a.shows(v) && (!a.log || v > 0)) vmin = std::min(vmin, v), vmax = std::max(vmax, v);
     if (a.log) {
         if (vmax <= 0) vmin = vmax = 1;
         a.lo = std::pow(10.0, std::floor(std::log10(vmin)));

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "memory/device_memory.h"
+#include "memory/page_buffer.h"
 #include "memory/recurrent_state.h"
 #include "quant/ggml_type.h"
 
@@ -44,7 +45,7 @@ struct KvCacheConfig {
 // server's RAM prompt cache keeps of a slot (spec server-behaviour §6.2).
 struct SequenceState {
     int64_t n_tokens = 0;
-    std::vector<uint8_t> rows;
+    PageBuffer rows;
     std::vector<float> recurrent;  // empty without recurrent layers
     size_t bytes() const { return rows.size() + recurrent.size() * sizeof(float); }
 };
