@@ -283,6 +283,39 @@ TEST(ServerScheduler, ram_prompt_cache_brings_back_a_conversation_that_lost_its_
     EXPECT_EQ(off.scheduler->stats().prompt_cache_saves, 0u);
 }
 
+// Loading a saved prompt can need the cells of another idle slot, which is
+// then saved in turn (and the cache may evict to make room for it): the
+// loaded entry must be the one that was found.
+TEST(ServerScheduler, ram_prompt_cache_load_that_evicts_an_idle_slot) {
+    size_t per_token = 0;
+    {
+        Rig probe(2, 256, true, 512);
+        for (int l = 0; l < probe.engine->cache().n_layer(); ++l)
+            per_token += probe.engine->cache().k_row_bytes(l) + probe.engine->cache().v_row_bytes(l);
+    }
+    Rig rig(2, 256, true, 512, 64, demo_model(), 360 * (per_token + 4));  // room for about 360 tokens
+    Scheduler& s = *rig.scheduler;
+    auto pinned = [](std::vector<int32_t> prompt, int slot) {
+        GenerationRequest rq = greedy(std::move(prompt), 4);
+        rq.id_slot = slot;
+        return rq;
+    };
+    const auto a = tokens(150, 10), b = tokens(20, 20), d = tokens(200, 30);
+    ASSERT_TRUE(run_one(s, pinned(a, 1)).done);  // slot 1: 153 cells
+    ASSERT_TRUE(run_one(s, pinned(b, 0)).done);  // slot 0: 23
+    ASSERT_TRUE(run_one(s, pinned(d, 1)).done);  // slot 1 saves a, then holds 203; 30 cells free
+    auto back = a;
+    back.insert(back.end(), {5, 6, 7});
+    // Slot 0 saves b and loads a (150 tokens): slot 1's 203 cells must go, saved first.
+    auto returned = run_one(s, pinned(back, 0));
+    ASSERT_TRUE(returned.done) << returned.message;
+    EXPECT_EQ(returned.result.timings.cache_n, 150);
+    EXPECT_EQ(s.stats().prompt_cache_loads, 1u);
+    EXPECT_EQ(s.stats().prompt_cache_saves, 3u);  // a, b, and d when its cells were needed
+    Rig clean(2, 256, true, 512);
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(back, 4)).tokens, returned.tokens);
+}
+
 TEST(ServerScheduler, ram_prompt_cache_restores_a_hybrid_models_recurrent_state) {
     MOESERVE_REQUIRE_FIXTURES();
     const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();

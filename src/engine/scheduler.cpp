@@ -232,11 +232,15 @@ void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prom
     // A recurrent state is the one after the entry's last token: it serves
     // only a prompt that goes on from all of it.
     if (cache_.has_recurrent() && (n != held || n >= static_cast<int64_t>(prompt.size()))) return;
+    // Out of the cache before make_room, whose saves may evict entries and move the others.
+    PromptCache::Entry e = prompt_cache_.take(m->index);
     cache_.truncate(s.id(), 0);
     s.clear_cache();
     n_keep = 0;
-    if (make_room(n) < n) return;  // the cells are taken by busy slots: evaluate the prompt
-    PromptCache::Entry e = prompt_cache_.take(m->index);
+    if (make_room(n) < n) {  // the cells are taken by busy slots: evaluate the prompt
+        prompt_cache_.put(std::move(e.tokens), std::move(e.state));
+        return;
+    }
     cache_.load_sequence(s.id(), e.state, n);
     e.tokens.resize(static_cast<size_t>(n));
     s.set_cached(std::move(e.tokens));
