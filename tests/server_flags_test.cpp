@@ -223,7 +223,6 @@ TEST(ServerFlags, llama_server_placement_load_fit_and_chat_flags_apply) {
 
 TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
     const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-        {{"--context-shift"}, "--context-shift is not supported"},
         {{"--slot-save-path", "/nonexistent/dir"}, "not a directory"},
         {{"--sleep-idle-seconds", "60"}, "--sleep-idle-seconds is not supported"},
         {{"--ssl-key-file", "k.pem"}, "HTTPS"},

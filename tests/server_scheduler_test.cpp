@@ -395,6 +395,57 @@ TEST(ServerScheduler, slot_actions_save_erase_and_restore_a_slot) {
     std::filesystem::remove_all(dir);
 }
 
+// --context-shift: a generation that outgrows its slot drops tokens after
+// the first n_keep and goes on to n_predict, reported as truncated; without
+// it, the same request stops at the slot's end.
+TEST(ServerScheduler, context_shift_lets_a_generation_outgrow_its_slot) {
+    auto make = [](bool shift) {
+        SchedulerOptions so;
+        so.layout = compute_slot_layout(256, 4096, 1, false);
+        so.context_shift = shift;
+        EngineOptions eo;
+        eo.model_path = demo_model();
+        eo.n_threads = 2;
+        eo.n_ctx = so.layout.n_cells;
+        auto engine = std::make_unique<Engine>(eo);
+        return std::pair{std::move(engine), so};
+    };
+    Tokenizer tok = Tokenizer::from_file(demo_model());
+    auto [plain_engine, plain_opts] = make(false);
+    Scheduler plain(plain_engine->model(), plain_engine->cache(), tok, plain_opts);
+    auto stopped = run_one(plain, greedy(tokens(40), 400));
+    ASSERT_TRUE(stopped.done);
+    EXPECT_TRUE(stopped.result.truncated);
+    EXPECT_EQ(static_cast<int64_t>(stopped.tokens.size()), 256 - 40);
+
+    auto [engine, opts] = make(true);
+    Scheduler shifting(engine->model(), engine->cache(), tok, opts);
+    GenerationRequest rq = greedy(tokens(40), 400);
+    rq.n_keep = 10;
+    auto long_run = run_one(shifting, rq);
+    ASSERT_TRUE(long_run.done) << long_run.message;
+    EXPECT_EQ(long_run.tokens.size(), 400u);
+    EXPECT_TRUE(long_run.result.truncated);
+    EXPECT_LT(engine->cache().seq_length(0), 256);
+    // Up to the first shift the text is the one without shifting.
+    EXPECT_TRUE(std::equal(stopped.tokens.begin(), stopped.tokens.end() - 1, long_run.tokens.begin()));
+
+    // A model whose cache cannot shift is refused when the scheduler is made.
+    MOESERVE_REQUIRE_FIXTURES();
+    EngineOptions eo;
+    eo.model_path = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    eo.n_threads = 1;
+    eo.n_ctx = 256;
+    Engine nemotron(eo);
+    Tokenizer ntok = Tokenizer::from_file(eo.model_path);
+    try {
+        Scheduler refused(nemotron.model(), nemotron.cache(), ntok, opts);
+        FAIL() << "no error";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("--context-shift"), std::string::npos) << e.what();
+    }
+}
+
 TEST(ServerScheduler, reuses_prompts_on_a_hybrid_model_through_state_snapshots) {
     MOESERVE_REQUIRE_FIXTURES();
     Rig rig(1, 1024, false, 512, 64, test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string());

@@ -168,6 +168,13 @@ class Backend {
     virtual void store_kv(KvCache& cache, int layer, const float* k, const float* v,
                           std::span<const int32_t> cells) = 0;
 
+    // Context shift: rotates the cached keys of one layer at `cells` by
+    // `delta` positions (RoPE composes: rope(p) then rope(delta) is
+    // rope(p + delta)), through the cache's rounding and rotation rules as
+    // store_kv writes them. The first n_rot dims of each of n_head_kv heads.
+    virtual void shift_keys(KvCache& cache, int layer, std::span<const int32_t> cells, int n_head_kv, int head_dim,
+                            int32_t delta, const RopeParams& p) = 0;
+
     // Scaled-dot-product attention of q ([n_tokens, n_head, head_dim_k])
     // over each token's cells of one layer; out is [n_tokens, n_head, head_dim_v].
     virtual void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,

@@ -32,6 +32,11 @@ struct GenerationRequest {
     std::vector<std::string> stop;  // stop strings
     bool ignore_eos = false;
     bool cache_prompt = true;  // reuse the slot's cached prefix
+    // Context shift (serve --context-shift), when the slot is full: keep the
+    // first n_keep tokens (-1: the whole prompt), drop n_discard after them
+    // (0: half of the rest), go on.
+    int64_t n_keep = 0;
+    int64_t n_discard = 0;
     bool post_sampling_probs = false;
     int id_slot = -1;  // -1: any slot
     // Testing only (serve --allow-replay): tokens the slot emits in order

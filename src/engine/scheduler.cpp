@@ -31,6 +31,11 @@ Scheduler::Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, S
     options_.n_ubatch = std::max<int64_t>(1, options_.n_ubatch);
     slots_.reserve(n);
     for (int i = 0; i < n; ++i) slots_.emplace_back(i, options_.layout.n_ctx_slot, tokenizer_, model_.params().n_embd);
+    if (options_.context_shift) {
+        if (const std::string why = model_.context_shift_refusal(); !why.empty())
+            throw std::invalid_argument("--context-shift: " + why);
+        for (auto& s : slots_) s.set_context_shift(true);
+    }
     stats_.kv_cells_total = cache_.n_cells();
     stats_.kv_bytes = cache_.bytes();
 }
@@ -329,6 +334,20 @@ std::future<SlotActionResult> Scheduler::slot_action(int slot, SlotAction action
     return result;
 }
 
+void Scheduler::shift_full_slots() {
+    for (auto& s : slots_) {
+        if (!s.needs_shift()) continue;
+        const GenerationRequest& rq = s.task().request;
+        const int64_t n_past = static_cast<int64_t>(s.cached().size());
+        const int64_t n_keep =
+            std::clamp<int64_t>(rq.n_keep < 0 ? static_cast<int64_t>(rq.prompt.size()) : rq.n_keep, 0, n_past - 2);
+        const int64_t n_left = n_past - n_keep;
+        const int64_t n_discard = rq.n_discard > 0 ? std::min(rq.n_discard, n_left - 1) : n_left / 2;
+        model_.shift_context(cache_, s.id(), n_keep, n_discard);
+        s.discarded(n_keep, n_discard);
+    }
+}
+
 void Scheduler::run_slot_actions() {
     for (auto it = actions_.begin(); it != actions_.end();) {
         Slot& s = slots_[static_cast<size_t>(it->slot)];
@@ -388,6 +407,7 @@ bool Scheduler::step() {
     drop_cancelled(now);
     run_slot_actions();
     admit(now);
+    if (options_.context_shift) shift_full_slots();
 
     // The youngest running request: the one to fail when the cells run out.
     auto youngest = [&]() -> Slot* {

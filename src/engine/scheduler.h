@@ -58,6 +58,7 @@ struct SchedulerOptions {
     size_t max_queue = 64;                // requests waiting for a slot
     double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
     size_t cache_ram_bytes = 0;           // --cache-ram: the RAM prompt cache's limit; 0 = off
+    bool context_shift = false;           // --context-shift: full generating slots drop old tokens and go on
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
     HiddenStateSource hidden_states;
@@ -166,6 +167,8 @@ class Scheduler {
     // Loads into an idle slot the saved prompt sharing the longest prefix
     // with `prompt`, when that beats n_keep (then n_keep is its length).
     void load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep);
+    // Context shift of the generating slots that are full.
+    void shift_full_slots();
     // Runs the slot actions whose slots are idle.
     void run_slot_actions();
     SlotActionResult run_slot_action(Slot& s, SlotAction action, const std::string& path);

@@ -49,6 +49,7 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     n_cached_prompt_ = n_keep;
     pending_ = -1;
     n_decoded_ = 0;
+    shifted_ = false;
     has_new_line_ = false;
     detok_.emplace(*tokenizer_, /*render_special=*/false);
     stops_ = StopStrings(task_.request.stop);
@@ -133,7 +134,7 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
         stop = StopType::eos;
     } else if (rq.n_predict >= 0 && n_decoded_ >= rq.n_predict) {
         stop = StopType::limit;
-    } else if (static_cast<int64_t>(cached_.size()) + 1 >= n_ctx_) {
+    } else if (!context_shift_ && static_cast<int64_t>(cached_.size()) + 1 >= n_ctx_) {
         stop = StopType::limit;  // the slot's context is full: nothing is dropped to go on
         truncated = true;
     }
@@ -157,6 +158,11 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     emit_token(tok, text_.substr(sent_), std::move(probs));
     finish(stop, "", truncated, now);
     return true;
+}
+
+void Slot::discarded(int64_t first, int64_t n) {
+    cached_.erase(cached_.begin() + first, cached_.begin() + first + n);
+    shifted_ = true;
 }
 
 void Slot::emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs) {
@@ -186,7 +192,7 @@ void Slot::finish(StopType stop_type, std::string word, bool truncated, SteadyCl
     e.slot = id_;
     e.result.stop_type = stop_type;
     e.result.stopping_word = std::move(word);
-    e.result.truncated = truncated;
+    e.result.truncated = truncated || shifted_;  // a shifted context lost tokens as well
     e.result.n_prompt = static_cast<int64_t>(rq.prompt.size());
     e.result.tokens_cached = static_cast<int64_t>(cached_.size());
     e.result.slot = id_;

@@ -110,6 +110,14 @@ class Slot {
     void abandon(SteadyClock::time_point now) { finish_idle(now); }
     // Forgets the cached tokens (the caller removed the sequence from the cache).
     void clear_cache() { cached_.clear(); }
+    // Context shift: a full slot goes on generating (the scheduler drops
+    // tokens) instead of stopping; and the report that n tokens from
+    // position `first` were dropped from the sequence.
+    void set_context_shift(bool on) { context_shift_ = on; }
+    bool needs_shift() const {
+        return context_shift_ && state_ == SlotState::generating && static_cast<int64_t>(cached_.size()) + 1 >= n_ctx_;
+    }
+    void discarded(int64_t first, int64_t n);
     // The tokens the slot's sequence now holds (the caller loaded it from the prompt cache).
     void set_cached(std::vector<int32_t> tokens) { cached_ = std::move(tokens); }
 
@@ -125,7 +133,9 @@ class Slot {
 
     int id_;
     int64_t n_ctx_;
-    int64_t n_embd_;  // width of a hidden state (embedding requests)
+    bool context_shift_ = false;
+    bool shifted_ = false;  // the task's context was shifted (reported as truncated)
+    int64_t n_embd_;        // width of a hidden state (embedding requests)
     const Tokenizer* tokenizer_;
     SlotState state_ = SlotState::idle;
     std::vector<int32_t> cached_;

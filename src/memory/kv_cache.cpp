@@ -134,6 +134,16 @@ void for_each_run(std::span<const int32_t> cells, F&& f) {
 
 }  // namespace
 
+void KvCache::discard(int seq, int64_t first, int64_t n) {
+    if (has_recurrent()) throw std::runtime_error("a recurrent (Mamba) state cannot forget tokens: no context shift");
+    auto& cells = seq_cells_.at(seq);
+    if (first < 0 || n < 0 || first + n > static_cast<int64_t>(cells.size()))
+        throw std::out_of_range(
+            fmt::format("discard: tokens {}..{} of a sequence of {}", first, first + n, cells.size()));
+    free_.insert(free_.end(), cells.begin() + first, cells.begin() + first + n);
+    cells.erase(cells.begin() + first, cells.begin() + first + n);
+}
+
 SequenceState KvCache::save_sequence(int seq) const {
     const std::span<const int32_t> cells = seq_cells(seq);
     SequenceState st;

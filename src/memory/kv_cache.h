@@ -82,6 +82,12 @@ class KvCache {
     // Whether truncate(seq, n_keep) will succeed.
     bool can_truncate(int seq, int64_t n_keep) const;
 
+    // Drops n tokens of a sequence from position `first` on (context shift):
+    // their cells are freed and the later tokens move up n positions (the
+    // caller re-rotates their keys). Throws for a cache with recurrent layers,
+    // whose state cannot forget tokens.
+    void discard(int seq, int64_t first, int64_t n);
+
     // Copies out what the sequence holds.
     SequenceState save_sequence(int seq) const;
     // Replaces the sequence's contents with the first n tokens of a saved

@@ -62,6 +62,31 @@ KvCacheConfig Model::kv_cache_config(int64_t n_cells, int n_seq, GgmlType type_k
     return c;
 }
 
+std::string Model::context_shift_refusal() const {
+    return fmt::format("the {} architecture's cache cannot drop tokens from the middle of a sequence",
+                       file_->architecture());
+}
+
+std::string Model::rope_keys_shift_refusal() const {
+    if (params_.rope.ext_factor != 0.0f || params_.rope.attn_factor != 1.0f)
+        return "this model uses YaRN RoPE scaling, whose cached keys moeserve does not re-rotate";
+    return "";
+}
+
+void Model::shift_context(KvCache& cache, int seq, int64_t first, int64_t n) {
+    if (const std::string why = context_shift_refusal(); !why.empty()) throw std::runtime_error(why);
+    if (n <= 0) return;
+    const std::span<const int32_t> cells = cache.seq_cells(seq);
+    if (first < 0 || first + n > static_cast<int64_t>(cells.size()))
+        throw std::out_of_range("shift_context: tokens past the end of the sequence");
+    const std::vector<int32_t> moved(cells.begin() + first + n, cells.end());
+    for (int l = 0; l < params_.n_layer; ++l)
+        if (params_.n_head_kv[l] > 0 && !moved.empty())
+            backend_->shift_keys(cache, l, moved, static_cast<int>(params_.n_head_kv[l]), params_.head_dim_k,
+                                 static_cast<int32_t>(-n), params_.rope);
+    cache.discard(seq, first, n);
+}
+
 std::vector<float> Model::forward(const Batch& batch, KvCache& cache, ForwardOutput output) {
     const size_t n = batch.size();
     if (n == 0) return {};

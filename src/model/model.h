@@ -73,7 +73,20 @@ class Model {
     // written to the cache.
     std::vector<float> forward(const Batch& batch, KvCache& cache, ForwardOutput output = ForwardOutput::logits);
 
+    // Context shift (llama-server's --context-shift): empty when this model
+    // can drop tokens from the middle of a sequence, else why it cannot.
+    virtual std::string context_shift_refusal() const;
+    // Drops n tokens of a sequence from position `first` on; the later ones
+    // move up n positions and their cached keys are rotated to match.
+    void shift_context(KvCache& cache, int seq, int64_t first, int64_t n);
+
   protected:
+    // What the architectures whose every attention layer caches RoPE-rotated
+    // keys (and nothing else position-dependent) return from
+    // context_shift_refusal(): empty unless YaRN scaling is on, whose
+    // magnitude factor a second rotation would apply twice.
+    std::string rope_keys_shift_refusal() const;
+
     Model(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend, ModelParams params)
         : file_(std::move(file)), backend_(std::move(backend)), params_(std::move(params)) {}
 

@@ -37,6 +37,9 @@ class Qwen3 final : public Model {
     }
 
   protected:
+    // Every layer caches RoPE-rotated keys: a shift re-rotates them.
+    std::string context_shift_refusal() const override { return rope_keys_shift_refusal(); }
+
     void forward_batch(const BatchView& batch, KvCache& cache, float* logits) override {
         Backend& be = *backend_;
         const ModelParams& p = params_;

@@ -297,6 +297,15 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     if (auto stop = strings_field(body, "stop")) base.stop = *stop;
     base.ignore_eos = bool_field(body, "ignore_eos").value_or(false);
     base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);
+    base.n_keep = o.keep;
+    for (const auto& [name, field, lo] :
+         {std::tuple{"n_keep", &base.n_keep, int64_t{-1}}, std::tuple{"n_discard", &base.n_discard, int64_t{0}}})
+        if (auto v = int_field(body, name)) {
+            if (*v < lo || *v > INT32_MAX)
+                throw invalid_request(
+                    fmt::format("Field '{}': Value must be between {} and {} but got {}", name, lo, INT32_MAX, *v));
+            *field = *v;
+        }
     base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
     base.grammar = output_grammar(body, model);
     if (auto id = int_field(body, "id_slot")) base.id_slot = static_cast<int>(std::clamp<int64_t>(*id, -2, 1 << 20));
@@ -405,8 +414,8 @@ json generation_settings(const GenerationRequest& rq, const ServedModel& model) 
                 {"mirostat_tau", s.mirostat_tau},
                 {"mirostat_eta", s.mirostat_eta},
                 {"stop", rq.stop},
-                {"n_keep", 0},
-                {"n_discard", 0},
+                {"n_keep", rq.n_keep},
+                {"n_discard", rq.n_discard},
                 {"ignore_eos", rq.ignore_eos},
                 {"stream", false},
                 {"logit_bias", bias},

@@ -156,6 +156,9 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
     so.max_queue = options.max_queue;
     so.slot_prompt_similarity = options.slot_prompt_similarity;
+    if (options.context_shift && !engine_->backend().memory().is_host())
+        throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
+    so.context_shift = options.context_shift;
     if (options.cache_ram_mib != 0 && options.cache_prompt) {
         // At most half the memory left once the model is loaded: the cache grows as conversations come and go.
         const uint64_t half = available_memory_bytes() / 2;

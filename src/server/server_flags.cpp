@@ -318,23 +318,20 @@ const std::vector<Flag>& flags() {
             {{"--context-shift"},
              nullptr,
              "LLAMA_ARG_CONTEXT_SHIFT",
-             "refused: a generation stops at the slot's context limit (finish_reason \"length\")",
-             [](ServerOptions&, auto& f, auto&) {
-                 unsupported(
-                     f,
-                     "a generation stops at the slot's context limit with finish_reason \"length\" (llama-server's "
-                     "default, --no-context-shift)");
-             }},
+             "when a generating slot is full, drop n_discard tokens after the first n_keep (half of the rest by "
+             "default; --keep, or the request's n_keep) and go on, with the later keys re-rotated; models whose cache "
+             "cannot (hybrid Mamba, MLA, YaRN RoPE) and GPU runs are refused at start",
+             [](ServerOptions& o, auto&, auto&) { o.context_shift = true; }},
             {{"--no-context-shift"},
              nullptr,
              nullptr,
-             "stop a generation at the slot's context limit (default)",
-             [](ServerOptions&, auto&, auto&) {}},
+             "stop a generation at the slot's context limit with finish_reason \"length\" (default)",
+             [](ServerOptions& o, auto&, auto&) { o.context_shift = false; }},
             {{"--keep"},
              "N",
              nullptr,
-             "tokens context shift keeps (accepted; context shift is off)",
-             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, -1, int64_t(1) << 31); }},
+             "tokens of the prompt a context shift keeps (default 0; -1 = the whole prompt)",
+             [](ServerOptions& o, auto& f, auto& v) { o.keep = to_int(f, v, -1, int64_t(1) << 31); }},
             {{"--swa-full"},
              nullptr,
              "LLAMA_ARG_SWA_FULL",

@@ -57,6 +57,8 @@ struct ServerOptions {
     bool cont_batching = true;        // always on; the flag is accepted
     bool cache_prompt = true;
     double slot_prompt_similarity = 0.1;
+    bool context_shift = false;  // --context-shift: a full slot drops old tokens and goes on
+    int64_t keep = 0;            // --keep: a request's default n_keep
     int64_t cache_ram_mib = 8192;
     std::string slot_save_path;  // --slot-save-path: where POST /slots/{id}?action=save|restore keep files  //
                                  // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)

@@ -127,6 +127,31 @@ void CpuBackend::store_kv(KvCache& cache, int layer, const float* k, const float
     });
 }
 
+void CpuBackend::shift_keys(KvCache& cache, int layer, std::span<const int32_t> cells, int n_head_kv, int head_dim,
+                            int32_t delta, const RopeParams& p) {
+    const int64_t n_k = cache.config().n_embd_k[layer];
+    const int k_chunk = cache.k_rotation_chunk();
+    // Rows as f32 (a quantized cache's Hadamard rotation undone: H is its own
+    // inverse), rotated by delta, written back as store_kv writes keys.
+    constexpr int64_t kBlock = 256;
+    std::vector<float> rows(static_cast<size_t>(kBlock * n_k));
+    const std::vector<int32_t> positions(kBlock, delta);
+    for (size_t c0 = 0; c0 < cells.size(); c0 += kBlock) {
+        const int64_t n = std::min<int64_t>(kBlock, static_cast<int64_t>(cells.size() - c0));
+        for (int64_t t = 0; t < n; ++t) {
+            float* row = rows.data() + t * n_k;
+            dequantize_row(cache.type_k(), cache.k_row(layer, cells[c0 + t]), row, n_k);
+            if (k_chunk) rotate_chunks(row, n_k, k_chunk);
+        }
+        rope(rows.data(), n, n_head_kv, head_dim, std::span<const int32_t>(positions.data(), n), p);
+        for (int64_t t = 0; t < n; ++t) {
+            float* row = rows.data() + t * n_k;
+            if (k_chunk) rotate_chunks(row, n_k, k_chunk);
+            quantize_row_activation(cache.type_k(), row, cache.k_row(layer, cells[c0 + t]), n_k);
+        }
+    }
+}
+
 void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                            const AttentionRows& rows, float scale, float* out) {
     const KvCacheConfig& cfg = cache.config();

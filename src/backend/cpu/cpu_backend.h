@@ -35,6 +35,8 @@ class CpuBackend final : public Backend {
               const RopeParams& p) override;
     void add(float* y, const float* x, int64_t n) override;
     void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) override;
+    void shift_keys(KvCache& cache, int layer, std::span<const int32_t> cells, int n_head_kv, int head_dim,
+                    int32_t delta, const RopeParams& p) override;
     void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                    const AttentionRows& rows, float scale, float* out) override;
     void matmul_heads(const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride, int64_t x_head_stride,

@@ -164,6 +164,9 @@ class CudaBackend final : public Backend {
         cuda::add_row_broadcast(ctx_, y, dev(b), n_rows, n);
     }
 
+    void shift_keys(KvCache&, int, std::span<const int32_t>, int, int, int32_t, const RopeParams&) override {
+        throw std::runtime_error("context shift runs on the CPU backend only (start without --context-shift on a GPU)");
+    }
     void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) override {
         const int32_t* d_cells = cells.data() == staged_.cells_host ? staged_.cells : upload(cells);
         cuda::store_kv(ctx_, kv_layer(cache, layer), k, v, d_cells, static_cast<int64_t>(cells.size()));
