@@ -237,20 +237,24 @@ void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prom
     // A recurrent state is the one after the entry's last token: it serves
     // only a prompt that goes on from all of it.
     if (cache_.has_recurrent() && (n != held || n >= static_cast<int64_t>(prompt.size()))) return;
-    // Out of the cache before make_room, whose saves may evict entries and move the others.
+    // Out of the cache before making room, whose saves may evict entries and move the others.
     PromptCache::Entry e = prompt_cache_.take(m->index);
-    cache_.truncate(s.id(), 0);
-    s.clear_cache();
     n_keep = 0;
-    if (make_room(n) < n) {  // the cells are taken by busy slots: evaluate the prompt
+    if (!load_into_slot(s, e.state, e.tokens, n)) {  // busy slots hold the cells: evaluate the prompt
         prompt_cache_.put(std::move(e.tokens), std::move(e.state));
         return;
     }
-    cache_.load_sequence(s.id(), e.state, n);
-    e.tokens.resize(static_cast<size_t>(n));
-    s.set_cached(std::move(e.tokens));
     n_keep = n;
     ++stats_.prompt_cache_loads;
+}
+
+bool Scheduler::load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n) {
+    cache_.truncate(s.id(), 0);
+    s.clear_cache();
+    if (make_room(n) < n) return false;
+    cache_.load_sequence(s.id(), state, n);
+    s.set_cached(std::vector<int32_t>(tokens.begin(), tokens.begin() + n));
+    return true;
 }
 
 void Scheduler::admit(SteadyClock::time_point now) {
@@ -379,11 +383,8 @@ SlotActionResult Scheduler::run_slot_action(Slot& s, SlotAction action, const st
                 if (n > options_.layout.n_ctx_slot)
                     throw std::runtime_error(
                         fmt::format("{}: {} tokens do not fit a slot of {}", path, n, options_.layout.n_ctx_slot));
-                cache_.truncate(s.id(), 0);
-                s.clear_cache();
-                if (make_room(n) < n) throw std::runtime_error("the KV cache has no room for the slot's tokens now");
-                cache_.load_sequence(s.id(), f.state, n);
-                s.set_cached(std::move(f.tokens));
+                if (!load_into_slot(s, f.state, f.tokens, n))
+                    throw std::runtime_error("the KV cache has no room for the slot's tokens now");
                 r.n_tokens = n;
                 break;
             }

@@ -167,6 +167,9 @@ class Scheduler {
     // Loads into an idle slot the saved prompt sharing the longest prefix
     // with `prompt`, when that beats n_keep (then n_keep is its length).
     void load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep);
+    // Replaces an idle slot's sequence with the first n tokens of a saved
+    // state; false (the slot left empty) when busy slots hold the cells.
+    bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);
     // Context shift of the generating slots that are full.
     void shift_full_slots();
     // Runs the slot actions whose slots are idle.
