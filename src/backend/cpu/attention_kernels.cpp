@@ -15,6 +15,7 @@
 // done here for 8 rows at once with shuffles across registers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's intrinsics headers, not this code
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include "backend/cpu/attention_kernels.h"
@@ -59,6 +60,20 @@ int padded_rows(int n_rows) {
     return chunks_of(n_rows) * kChunkRows;
 }
 
+// F16 K, groups of 16 query rows scored with the rows in the lanes of a
+// register (score_f16_lanes): every 16-row step of score_f16 (one while more
+// than 8 rows remain) for heads up to kLaneMaxDim wide; packed after the
+// slice-major rows, element i of row 16g + r at (g * head_dim + i) * 16 + r.
+constexpr int kLaneMaxDim = 256;
+constexpr int kLaneCells = 4;  // cells per score_f16_lanes pass
+
+int lane_groups(int n_rows, int head_dim) {
+    if (head_dim > kLaneMaxDim || n_rows <= 4) return 0;  // 1..4 rows: score_f16_few
+    int r0 = 0;
+    while (n_rows - r0 > kChunkRows) r0 += 16;
+    return r0 / 16;
+}
+
 #if defined(MOESERVE_GROUP_KERNELS)
 
 constexpr int64_t kPrefetchAhead = 8;  // cached rows ahead of the one in use
@@ -67,6 +82,13 @@ constexpr int64_t kValueChunk = 64;    // V rows kept in L1 while every slice su
 inline void prefetch_row(const uint8_t* p, size_t n) {
     for (size_t off = 0; off < n; off += 64) _mm_prefetch(reinterpret_cast<const char*>(p + off), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T0);
+}
+
+// Whether rows[0, n) are equally far apart.
+inline bool evenly_spaced(const uint8_t* const* rows, int64_t n) {
+    for (int64_t i = 2; i < n; ++i)
+        if (rows[i] - rows[i - 1] != rows[1] - rows[0]) return false;
+    return true;
 }
 
 inline uint16_t load_u16(const uint8_t* p) {
@@ -281,14 +303,91 @@ void score_f16_few(const uint8_t* const* k_rows, int64_t n_cells, const float* q
     for (int64_t c0 = 0; c0 < n_cells; c0 += 16) {
         const int nc = static_cast<int>(std::min<int64_t>(16, n_cells - c0));
         ScoreTile tile;
+        const bool prefetch = !evenly_spaced(k_rows + c0, std::min<int64_t>(nc + kPrefetchAhead, n_cells - c0));
         for (int j = 0; j < nc; ++j) {
-            if (c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
+            if (prefetch && c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
             __m512 acc[R];
             f16_dots<R>(reinterpret_cast<const uint16_t*>(k_rows[c0 + j]), q, rows_pad, head_dim, acc);
             for (int r = 0; r < R; ++r) tile.cell[j][r] = _mm512_reduce_add_ps(acc[r]) * scale;
         }
         tile.write(R, nc, scores + c0, stride);
     }
+}
+
+// Lane p + lane p+8 of NC cells' dots (see score_f16_lanes): two chains of
+// FMAs over the slices.
+template <int NC, int kHd>
+__attribute__((always_inline)) inline void lane_pair_sum(const float* qt, const float* kf, int head_dim, int p,
+                                                         __m512 (&a)[NC]) {
+    if (kHd > 0) head_dim = kHd;
+    __m512 lo[NC], hi[NC];
+    for (int c = 0; c < NC; ++c) lo[c] = hi[c] = _mm512_setzero_ps();
+    for (int i = 0; i < head_dim; i += 16) {
+        const __m512 q_lo = _mm512_loadu_ps(qt + (i + p) * 16), q_hi = _mm512_loadu_ps(qt + (i + p + 8) * 16);
+        for (int c = 0; c < NC; ++c) {
+            lo[c] = _mm512_fmadd_ps(q_lo, _mm512_set1_ps(kf[c * head_dim + i + p]), lo[c]);
+            hi[c] = _mm512_fmadd_ps(q_hi, _mm512_set1_ps(kf[c * head_dim + i + p + 8]), hi[c]);
+        }
+    }
+    for (int c = 0; c < NC; ++c) a[c] = _mm512_add_ps(lo[c], hi[c]);
+}
+
+// (A_p + A_p+4) + (A_p+2 + A_p+6) of the pair sums A: the tree's half for p = 0 or 1.
+template <int NC, int kHd>
+__attribute__((always_inline)) inline void lane_quad_sum(const float* qt, const float* kf, int head_dim, int p,
+                                                         __m512 (&b)[NC]) {
+    __m512 x[NC], y[NC], z[NC];
+    lane_pair_sum<NC, kHd>(qt, kf, head_dim, p, x);
+    lane_pair_sum<NC, kHd>(qt, kf, head_dim, p + 4, y);
+    for (int c = 0; c < NC; ++c) z[c] = _mm512_add_ps(x[c], y[c]);
+    lane_pair_sum<NC, kHd>(qt, kf, head_dim, p + 2, x);
+    lane_pair_sum<NC, kHd>(qt, kf, head_dim, p + 6, y);
+    for (int c = 0; c < NC; ++c) b[c] = _mm512_add_ps(z[c], _mm512_add_ps(x[c], y[c]));
+}
+
+// Sixteen query rows in the 16 lanes of one register, NC cells at a time:
+// qt[i * 16 + r] is element i of row r, and each K element, converted to f32
+// once, is broadcast from memory into the FMAs of all 16 rows. A row's score
+// is still its dot in the order f16_dots + reduce_16_rows give it: the lane
+// l partial sums (elements l, l+16, ...) as separate registers, combined in
+// reduce_add's tree (l + l+8, then + l+4, + l+2, 0 + 1) by vertical adds,
+// so no horizontal reduction is left. k_rows are the NC cells' rows; kHd > 0
+// fixes head_dim at compile time (the common sizes: the loops unroll).
+template <int NC, int kHd>
+inline void score_f16_lanes(const uint8_t* const* k_rows, const float* qt, int head_dim, float* kf, __m512 out[NC]) {
+    if (kHd > 0) head_dim = kHd;
+    for (int c = 0; c < NC; ++c) {
+        const uint16_t* k = reinterpret_cast<const uint16_t*>(k_rows[c]);
+        for (int i = 0; i < head_dim; i += 16)
+            _mm512_store_ps(kf + c * head_dim + i,
+                            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i))));
+    }
+    // Without this the compiler forwards the stores above into registers and
+    // broadcasts with permutes, on the port the FMAs need.
+    asm volatile("" ::: "memory");
+    __m512 even[NC], odd[NC];
+    lane_quad_sum<NC, kHd>(qt, kf, head_dim, 0, even);
+    lane_quad_sum<NC, kHd>(qt, kf, head_dim, 1, odd);
+    for (int c = 0; c < NC; ++c) out[c] = _mm512_add_ps(even[c], odd[c]);
+}
+
+// Up to 16 cells' scores of one lane group (rows of the score matrix, stride apart).
+template <int kHd>
+void score_f16_lane_tile(const uint8_t* const* k_rows, int nc, const float* qt, int head_dim, __m512 vscale, float* kf,
+                         int n_rows, float* scores, int64_t stride) {
+    ScoreTile tile;
+    int j = 0;
+    for (; j + kLaneCells <= nc; j += kLaneCells) {
+        __m512 s[kLaneCells];
+        score_f16_lanes<kLaneCells, kHd>(k_rows + j, qt, head_dim, kf, s);
+        for (int c = 0; c < kLaneCells; ++c) tile.put(j + c, _mm512_mul_ps(s[c], vscale));
+    }
+    for (; j < nc; ++j) {
+        __m512 s[1];
+        score_f16_lanes<1, kHd>(k_rows + j, qt, head_dim, kf, s);
+        tile.put(j, _mm512_mul_ps(s[0], vscale));
+    }
+    tile.write(n_rows, nc, scores, stride);
 }
 
 void score_f16(const uint8_t* const* k_rows, int64_t n_cells, const float* q, int n_rows, int head_dim, float scale,
@@ -308,12 +407,32 @@ void score_f16(const uint8_t* const* k_rows, int64_t n_cells, const float* q, in
     }
     const size_t row_bytes = static_cast<size_t>(head_dim) * 2;
     const __m512 vscale = _mm512_set1_ps(scale);
+    const int groups = lane_groups(n_rows, head_dim);
+    const float* qt = q + static_cast<size_t>(rows_pad) * head_dim;  // the lane groups, after the slice-major rows
+    alignas(64) float kf[kLaneCells * kLaneMaxDim];
     for (int64_t c0 = 0; c0 < n_cells; c0 += 16) {
         const int nc = static_cast<int>(std::min<int64_t>(16, n_cells - c0));
-        for (int j = 0; j < nc; ++j)
-            if (c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
-        // 16 query rows at a time while more than 8 remain (the packed rows are a multiple of 8), then 8.
-        for (int r0 = 0; r0 < n_rows;) {
+        // Rows at a constant stride (a sequence's cells in order) are left to
+        // the hardware prefetcher: the prefetch instructions take load slots
+        // that this kernel's broadcasts need (streaming at 16K cells: 60 -> 53 ns a cell).
+        if (!evenly_spaced(k_rows + c0, std::min<int64_t>(nc + kPrefetchAhead, n_cells - c0)))
+            for (int j = 0; j < nc; ++j)
+                if (c0 + j + kPrefetchAhead < n_cells) prefetch_row(k_rows[c0 + j + kPrefetchAhead], row_bytes);
+        for (int g = 0; g < groups; ++g) {
+            const float* qg = qt + static_cast<size_t>(g) * head_dim * 16;
+            float* sg = scores + 16 * g * stride + c0;
+            const int rows = std::min(16, n_rows - 16 * g);
+            if (head_dim == 128)
+                score_f16_lane_tile<128>(k_rows + c0, nc, qg, head_dim, vscale, kf, rows, sg, stride);
+            else if (head_dim == 64)
+                score_f16_lane_tile<64>(k_rows + c0, nc, qg, head_dim, vscale, kf, rows, sg, stride);
+            else
+                score_f16_lane_tile<0>(k_rows + c0, nc, qg, head_dim, vscale, kf, rows, sg, stride);
+        }
+        // The rows left (wide heads; the last 8 or fewer): 16 at a time while
+        // more than 8 remain (the packed rows are a multiple of 8), then 8,
+        // each row's lanes summed by reduce_16_rows / reduce_8_rows.
+        for (int r0 = 16 * groups; r0 < n_rows;) {
             ScoreTile tile;
             const int step = n_rows - r0 > kChunkRows ? 16 : 8;
             for (int j = 0; j < nc; ++j) {
@@ -466,7 +585,8 @@ bool has_group_values(GgmlType type_v, int head_dim) {
 size_t group_query_bytes(GgmlType type_k, int n_rows, int head_dim) {
     if (is_group_quantized_k(type_k))
         return static_cast<size_t>(chunks_of(n_rows)) * (head_dim / kQK) * kPairs * kPairBlockBytes;
-    return static_cast<size_t>(padded_rows(n_rows)) * head_dim * sizeof(float);
+    const size_t lanes = static_cast<size_t>(lane_groups(n_rows, head_dim)) * 16 * head_dim;
+    return (static_cast<size_t>(padded_rows(n_rows)) * head_dim + lanes) * sizeof(float);
 }
 
 void pack_group_queries(GgmlType type_k, const void* q_rows, size_t q_row_bytes, int n_rows, int head_dim,
@@ -486,6 +606,14 @@ void pack_group_queries(GgmlType type_k, const void* q_rows, size_t q_row_bytes,
         const float* row = reinterpret_cast<const float*>(static_cast<const uint8_t*>(q_rows) + r * q_row_bytes);
         for (int i = 0; i < head_dim / 16; ++i)
             std::memcpy(out + (static_cast<size_t>(i) * rows_pad + r) * 16, row + 16 * i, 16 * sizeof(float));
+    }
+    // Then the rows of each lane group transposed (rows past n_rows zero).
+    float* lanes = out + static_cast<size_t>(rows_pad) * head_dim;
+    const int groups = lane_groups(n_rows, head_dim);
+    std::fill(lanes, lanes + static_cast<size_t>(groups) * 16 * head_dim, 0.0f);
+    for (int r = 0; r < std::min(n_rows, 16 * groups); ++r) {
+        const float* row = reinterpret_cast<const float*>(static_cast<const uint8_t*>(q_rows) + r * q_row_bytes);
+        for (int i = 0; i < head_dim; ++i) lanes[(static_cast<size_t>(r / 16) * head_dim + i) * 16 + r % 16] = row[i];
     }
 }
 
