@@ -16,6 +16,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -103,6 +104,10 @@ struct BatchInputs {
     AttentionRows rows;
 };
 
+// Which tensors (by GGUF name) a backend copies into its own memory at load;
+// empty: all of them.
+using TensorFilter = std::function<bool(const std::string& name)>;
+
 class Backend {
   public:
     virtual ~Backend() = default;
@@ -111,9 +116,13 @@ class Backend {
 
     // Where activations, the KV cache and recurrent states are allocated.
     virtual DeviceMemory& memory() = 0;
+    // Whether every op runs on the host (the CPU backend); false when any
+    // layer runs on a GPU, split or not.
+    virtual bool runs_on_host() { return memory().is_host(); }
     // Called once when a model has bound its weights (a GPU backend uploads
-    // the file's tensor data here, with progress on stderr).
-    virtual void load_weights(const GgufFile& file) {}
+    // the file's tensor data here, with progress on stderr): the tensors
+    // `upload` accepts, or all of them.
+    virtual void load_weights(const GgufFile& file, const TensorFilter& upload) {}
     // Called before each forward pass; the spans given to this pass's ops
     // are these (a GPU backend uploads them once here). They stay valid
     // until the pass ends.
@@ -121,6 +130,14 @@ class Backend {
     // Called when the pass has written its outputs (a GPU backend may wait
     // for the device here).
     virtual void end_batch() {}
+    // Called by a model before the ops of layer `layer` (0-based) and, with
+    // the layer count, before its output head; the embedding lookup comes
+    // first, as layer 0's. A backend that splits a model between devices
+    // (split_backend.h) routes the ops that follow by it.
+    virtual void begin_layer(int layer) {}
+    // Waits until every op queued so far has finished (a GPU backend's
+    // stream), so the host may read what they wrote.
+    virtual void synchronize() {}
 
     // Data movement within the backend's memory.
     // dst row r (stride dst_stride floats) = src row r (stride src_stride), `width` values each.

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "backend/split_backend.h"
+
 #ifdef MOESERVE_WITH_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
@@ -42,25 +44,25 @@ std::shared_ptr<Backend> select_backend(const BackendRequest& r, std::string* no
     if (note) note->clear();
     const bool wants_gpu = r.n_gpu_layers != 0;
     const bool explicit_gpu = r.n_gpu_layers > 0 || r.n_gpu_layers == kGpuLayersAll;
-    if (wants_gpu && r.n_gpu_layers > 0 && r.n_layer > 0 && r.n_gpu_layers < r.n_layer) {
-        // The layer split (first layers on the CPU) is not built yet; say so
-        // rather than silently running everything in one place.
-        throw std::invalid_argument(fmt::format(
-            "-ngl {}: offloading only some of the model's {} layers is not supported yet; use -ngl 0 (CPU) or "
-            "-ngl {} / all (everything on the GPU)",
-            r.n_gpu_layers, r.n_layer, r.n_layer));
-    }
+    // -ngl N below the layer count: the last N layers on the GPU, the rest on the CPU.
+    const bool split = r.n_gpu_layers > 0 && r.n_layer > 0 && r.n_gpu_layers < r.n_layer;
+    const auto ignored = [&] { return r.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(r.n_gpu_layers); };
 #ifdef MOESERVE_WITH_CUDA
     if (wants_gpu) {
-        if (cuda::device_count() > 0) return make_cuda_backend(0);
+        if (cuda::device_count() > 0) {
+            if (!split) return make_cuda_backend(0);
+            std::shared_ptr<Backend> host = make_cpu_backend(std::max(1, r.n_threads));
+            std::shared_ptr<Backend> device = make_cuda_backend(0);
+            return make_split_backend(std::move(host), std::move(device), r.n_layer - r.n_gpu_layers, r.n_layer,
+                                      make_cuda_managed_memory(0));
+        }
         if (explicit_gpu && note)
-            *note = fmt::format("no CUDA device found; -ngl {} is ignored, running on the CPU",
-                                r.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(r.n_gpu_layers));
+            *note = fmt::format("no CUDA device found; -ngl {} is ignored, running on the CPU", ignored());
     }
 #else
+    (void)wants_gpu, (void)split;
     if (explicit_gpu && note)
-        *note = fmt::format("this build has no GPU backend (build with `make cuda`); -ngl {} is ignored",
-                            r.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(r.n_gpu_layers));
+        *note = fmt::format("this build has no GPU backend (build with `make cuda`); -ngl {} is ignored", ignored());
 #endif
     return make_cpu_backend(std::max(1, r.n_threads));
 }

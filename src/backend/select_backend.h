@@ -23,7 +23,9 @@ struct BackendRequest {
 // The backend for the request. A request for GPU layers in a build without
 // CUDA, or on a machine without a device, falls back to the CPU with a note
 // in *note (empty when nothing needs saying). Offloading only some layers
-// (0 < n_gpu_layers < n_layer) is refused with std::invalid_argument.
+// (0 < n_gpu_layers < n_layer) splits the model: the last n_gpu_layers
+// layers on the GPU, the embedding, the first layers and the output head on
+// the CPU (split_backend.h).
 std::shared_ptr<Backend> select_backend(const BackendRequest& request, std::string* note);
 
 // Whether this build has the CUDA backend.

@@ -40,7 +40,8 @@ const char* kUsage =
     "  -npl, --parallel N,...    decode tests: N sequences decoding side by side, one\n"
     "                            token each per forward pass, as N busy server slots\n"
     "                            (default 1; t/s counts all of them: tg128 x4)\n"
-    "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds)\n"
+    "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds); fewer = the\n"
+    "                            last N layers on the GPU, the rest on the CPU\n"
     "  --real-depth              fill the depth by prefilling random tokens\n"
     "  -o, --output FORMAT       md (default), json or csv\n"
     "  --json, --csv             the same as -o json, -o csv\n";

@@ -19,7 +19,8 @@ const char* const kEngineFlagsHelp =
     "  --no-mmap                 read the model into memory instead of mapping it\n"
     "  --mlock                   keep the mapped model locked in RAM (a warning if the system refuses)\n"
     "  -ngl, --n-gpu-layers N    layers on the GPU: 0 = CPU (default), N >= the layer count or 'all' = the whole\n"
-    "                            model on the GPU (CUDA builds: `make cuda`), 'auto' = the GPU if there is one\n";
+    "                            model on the GPU (CUDA builds: `make cuda`), fewer = the last N layers there and\n"
+    "                            the rest on the CPU, 'auto' = the GPU if there is one\n";
 
 bool parse_engine_flag(Args& args, EngineOptions& opt) {
     if (args.flag({"-m", "--model"})) {

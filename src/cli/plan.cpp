@@ -35,7 +35,9 @@ const char* kUsage =
     "  -b, --batch-size N        logical batch (default 2048)\n"
     "  -ub, --ubatch-size N      tokens per forward pass (default 512)\n"
     "  -t, --threads N           threads (default: all cores)\n"
-    "  -ngl, --n-gpu-layers N    accepted; there is no GPU backend yet, so all buffers are host memory\n"
+    "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
+    "                            allocates them on the card; -ngl below the layer count keeps the first\n"
+    "                            layers' weights in host memory)\n"
     "  -fa, --flash-attn MODE    accepted (on, off, auto); attention never materialises the score matrix\n"
     "  --json                    one JSON object, all sizes in bytes\n";
 
@@ -89,7 +91,7 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
     fmt::print("flags: -c {} -np {}{} -ctk {} -ctv {} -b {} -ub {}{}\n", o.n_ctx, o.n_parallel,
                o.kv_unified ? " -kvu" : "", ggml_type_name(o.type_k), ggml_type_name(o.type_v), o.n_batch, o.n_ubatch,
                o.n_gpu_layers >= 0
-                   ? fmt::format(" -ngl {} (no GPU backend yet: all buffers are host memory)", o.n_gpu_layers)
+                   ? fmt::format(" -ngl {} (the same buffers on a CUDA run, in GPU memory)", o.n_gpu_layers)
                    : std::string());
     fmt::print("context: {} cells in {} stream(s) of {}; each slot holds up to {} tokens\n\n", p.n_ctx, p.n_stream,
                p.n_ctx_seq, p.n_ctx_slot);

@@ -28,7 +28,7 @@ struct PlanOptions {
     bool exact_cells = false;  // n_ctx is the exact number of cells (the engine's view; no rounding to 256)
     GgmlType type_k = GgmlType::F16;
     GgmlType type_v = GgmlType::F16;
-    int n_gpu_layers = -1;   // -ngl: accepted; with no GPU backend yet everything is host memory
+    int n_gpu_layers = -1;   // -ngl: shown; the buffers are the same on the CPU or a GPU
     int64_t n_batch = 2048;  // -b: caps the logits rows of one batch
     int64_t n_ubatch = 512;  // -ub: tokens in the largest forward pass
     int n_threads = 0;       // 0: all cores

@@ -71,6 +71,7 @@ class Llama final : public Model {
         sub_.resize(T * E);
         be.embed(token_embd_, batch.tokens, x_.data());  // x: [T, E]
         for (int il = 0; il < p.n_layer; ++il) {
+            be.begin_layer(il);
             const LlamaLayer& l = layers_[il];
             be.rms_norm(x_.data(), l.attn_norm.f32(), p.rms_eps, T, E, normed_.data());
             attention_forward(be, cache, il, l.attn, p, batch, normed_.data(), /*use_rope=*/true, attn_, sub_.data());

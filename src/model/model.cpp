@@ -43,7 +43,7 @@ std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::sha
     Backend& be = *backend;
     const GgufFile& f = *file;
     std::unique_ptr<Model> model = it->second(std::move(file), std::move(backend));
-    be.load_weights(f);  // after binding: every tensor was checked by name and shape
+    be.load_weights(f, {});  // after binding: every tensor was checked by name and shape
     return model;
 }
 

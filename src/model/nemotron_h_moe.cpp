@@ -189,6 +189,7 @@ class NemotronH final : public Model {
         // x: [T, E], the residual stream
         be.embed(token_embd_, batch.tokens, x_.data());
         for (int il = 0; il < p.n_layer; ++il) {
+            be.begin_layer(il);
             const NemotronLayer& l = layers_[il];
             be.rms_norm(x_.data(), l.norm.f32(), p.rms_eps, T, E, normed_.data());
             switch (l.kind) {

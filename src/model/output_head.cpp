@@ -14,6 +14,7 @@ OutputHead bind_output_head(WeightBinder& bind, const ModelParams& p, const Weig
 
 void output_head_forward(Backend& be, const OutputHead& head, const ModelParams& p, const BatchView& batch,
                          const float* x, Activations& scratch, float* out) {
+    be.begin_layer(p.n_layer);
     const int64_t n_out = static_cast<int64_t>(batch.out_rows.size());
     if (n_out == 0) return;
     const bool embeddings = batch.output == ForwardOutput::embeddings;

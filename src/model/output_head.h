@@ -20,7 +20,8 @@ OutputHead bind_output_head(WeightBinder& bind, const ModelParams& p, const Weig
 
 // logits[i] = W_out · RMSNorm(x[out_rows[i]]); x is [n_tokens, n_embd]. With
 // batch.output == embeddings it writes RMSNorm(x[out_rows[i]]) instead
-// ([n_out, n_embd]). x is in the backend's memory, out in host memory.
+// ([n_out, n_embd]). x is in the backend's memory, out in host memory. It
+// runs as layer n_layer (Backend::begin_layer), after the model's layers.
 void output_head_forward(Backend& be, const OutputHead& head, const ModelParams& p, const BatchView& batch,
                          const float* x, Activations& scratch, float* out);
 

@@ -66,6 +66,7 @@ class Qwen3Moe final : public Model {
         // x: [T, E], the residual stream
         be.embed(token_embd_, batch.tokens, x_.data());
         for (int il = 0; il < p.n_layer; ++il) {
+            be.begin_layer(il);
             const Qwen3MoeLayer& l = layers_[il];
             be.rms_norm(x_.data(), l.attn_norm.f32(), p.rms_eps, T, E, normed_.data());
             attention_forward(be, cache, il, l.attn, p, batch, normed_.data(), /*use_rope=*/true, attn_, sub_.data());

@@ -19,10 +19,11 @@ double mib(double bytes) {
     return bytes / (1024.0 * 1024.0);
 }
 
-// Host placement flags on a GPU run: moeserve does not split a model between
-// host and GPU memory, so they are refused rather than silently ignored.
+// Host placement flags on a GPU run: moeserve places whole layers (-ngl N
+// keeps the first ones on the CPU), not tensors by pattern, so they are
+// refused rather than silently ignored.
 void check_placement(const ServerOptions& o, Backend& backend) {
-    if (backend.memory().is_host()) return;  // all of it is in host memory already
+    if (backend.runs_on_host()) return;  // all of it is in host memory already
     std::string flag;
     if (o.cpu_moe)
         flag = "--cpu-moe";
@@ -35,8 +36,8 @@ void check_placement(const ServerOptions& o, Backend& backend) {
     if (!flag.empty())
         throw std::runtime_error(
             flag +
-            " keeps tensors in host memory, but moeserve runs a model wholly on the GPU or wholly on the CPU; "
-            "drop the flag, or use -ngl 0 to run on the CPU");
+            " keeps tensors in host memory, but moeserve places whole layers: drop the flag, use -ngl N below the "
+            "layer count to keep the first layers on the CPU, or -ngl 0 to run on the CPU");
 }
 
 }  // namespace
@@ -156,7 +157,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
     so.max_queue = options.max_queue;
     so.slot_prompt_similarity = options.slot_prompt_similarity;
-    if (options.context_shift && !engine_->backend().memory().is_host())
+    if (options.context_shift && !engine_->backend().runs_on_host())
         throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
     so.context_shift = options.context_shift;
     if (options.cache_ram_mib != 0 && options.cache_prompt) {

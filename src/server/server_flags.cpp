@@ -101,8 +101,9 @@ const std::vector<Flag>& flags() {
             {{"-ngl", "--gpu-layers", "--n-gpu-layers"},
              "N|auto|all",
              "LLAMA_ARG_N_GPU_LAYERS",
-             "layers on the GPU: N >= the layer count or 'all' = the whole model, 'auto' = the GPU when the build "
-             "has CUDA and a device is present, 0 = CPU (a CPU build runs on the CPU with a note)",
+             "layers on the GPU: N >= the layer count or 'all' = the whole model, N below it = the last N layers "
+             "(the embedding, the first layers and the output head stay on the CPU), 'auto' = the GPU when the "
+             "build has CUDA and a device is present, 0 = CPU (a CPU build runs on the CPU with a note)",
              [](ServerOptions& o, auto& f, auto& v) {
                  if (v != "auto" && v != "all") to_int(f, v, -1, 1 << 20);
                  o.n_gpu_layers = v;
@@ -163,7 +164,8 @@ const std::vector<Flag>& flags() {
             {{"-cmoe", "--cpu-moe"},
              nullptr,
              "LLAMA_ARG_CPU_MOE",
-             "keep the expert tensors in host memory: always so on the CPU; refused with -ngl on a GPU (no split)",
+             "keep the expert tensors in host memory: always so on the CPU; refused on a GPU (-ngl N places whole "
+             "layers)",
              [](ServerOptions& o, auto&, auto&) { o.cpu_moe = true; }},
             {{"-ncmoe", "--n-cpu-moe"},
              "N",

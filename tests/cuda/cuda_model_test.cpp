@@ -143,6 +143,47 @@ TEST(CudaMemory, the_engine_allocates_what_the_planner_planned) {
     RecordProperty("allocated_mib", std::to_string(used / (1 << 20)));
 }
 
+class CudaLayerSplit : public ::testing::TestWithParam<Case> {};
+
+// -ngl N below the layer count: the first layers on the CPU, the last N on
+// the GPU, sharing activations and cache in managed memory. The prompt and
+// then token-by-token decoding give the llama.cpp golden's logits under the
+// usual thresholds, and agree with the all-CPU run as closely as -ngl all does.
+TEST_P(CudaLayerSplit, first_layers_on_the_cpu_match_the_golden) {
+    MOESERVE_REQUIRE_FIXTURES();
+    MOESERVE_REQUIRE_GPU();
+    const Case& c = GetParam();
+    MOESERVE_REQUIRE_CARRIED(c.stem + "-" + c.weights + ".gguf");
+    test::Golden g = test::load_golden(c.stem + "-" + c.weights + ".kv-" + c.kv);
+    EngineOptions opt = gpu_options(c);
+    Engine probe(test::fixture_engine_options(c.stem, c.weights, c.kv, 1));
+    const int n_layer = probe.model().params().n_layer;
+    opt.n_gpu_layers = n_layer - n_layer / 2;  // qwen3moe 1 of 2, nemotron 3 of 6, glm 2 of 3
+    Engine split(opt);
+    ASSERT_NE(split.backend().name().find("cuda"), std::string::npos) << split.backend().name();
+    ASSERT_NE(split.backend().name().find("cpu"), std::string::npos) << split.backend().name();
+    const int64_t n_prompt = g.n_prompt;
+    std::vector<float> logits =
+        split.eval(0, std::vector<int32_t>(g.tokens.begin(), g.tokens.begin() + n_prompt), /*all_logits=*/true);
+    for (size_t i = n_prompt; i < g.tokens.size(); ++i) {
+        const std::vector<float> l = split.eval(0, std::vector<int32_t>{g.tokens[i]}, true);
+        logits.insert(logits.end(), l.begin(), l.end());
+    }
+    const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
+    auto ref = test::compare_logits(g.logits.data(), logits.data(), n_pos, g.n_vocab);
+    EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
+    EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
+    std::vector<float> cpu_logits = probe.eval(0, g.tokens, /*all_logits=*/true);
+    auto split_cpu = test::compare_logits(cpu_logits.data(), logits.data(), n_pos, g.n_vocab);
+    EXPECT_LE(split_cpu.mean_kl, 3e-3) << "split vs CPU max KL " << split_cpu.max_kl;
+}
+
+INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaLayerSplit,
+                         ::testing::Values(Case{"qwen3moe-tiny-s1", "q4_k_m", "q4_0"},
+                                           Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"}),
+                         [](const auto& info) { return case_name(info.param); });
+
 // With no device, -ngl falls back to the CPU with a note naming the flag.
 TEST(CudaBackendSelection, without_a_device_the_cpu_runs_with_a_note) {
     MOESERVE_REQUIRE_FIXTURES();

@@ -60,39 +60,56 @@ class CudaBackend final : public Backend {
     int n_threads() const override { return 1; }
     DeviceMemory& memory() override { return memory_; }
 
-    // Uploads the whole tensor data section in one allocation, so a weight's
-    // device address is its host address plus one offset.
-    void load_weights(const GgufFile& file) override {
-        if (file.tensors().empty()) return;
-        const uint8_t* lo = nullptr;
-        const uint8_t* hi = nullptr;
-        for (const auto& t : file.tensors()) {
-            const uint8_t* p = file.tensor_data(t);
-            if (!lo || p < lo) lo = p;
-            if (!hi || p + t.nbytes > hi) hi = p + t.nbytes;
+    // Uploads the tensors `upload` accepts (all without a filter) into one
+    // allocation, packed in file order; a weight's device address is its
+    // host address plus its run's offset (dev()).
+    void load_weights(const GgufFile& file, const TensorFilter& upload) override {
+        struct Piece {
+            const uint8_t* host;
+            size_t bytes;
+        };
+        std::vector<Piece> pieces;
+        for (const auto& t : file.tensors())
+            if (!upload || upload(t.name)) pieces.push_back({file.tensor_data(t), static_cast<size_t>(t.nbytes)});
+        if (pieces.empty()) return;
+        std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.host < b.host; });
+        // Runs of adjacent tensors (all of them, without a filter) go up as one copy each.
+        runs_.clear();
+        size_t bytes = 0;
+        for (const Piece& p : pieces) {
+            if (!runs_.empty() && runs_.back().host_end == p.host) {
+                runs_.back().host_end += p.bytes;
+            } else {
+                runs_.push_back({p.host, p.host + p.bytes, bytes});
+            }
+            bytes += p.bytes;
         }
-        const size_t bytes = static_cast<size_t>(hi - lo);
         size_t free_before = 0, total = 0;
         MOESERVE_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
         if (bytes > free_before)
             throw std::runtime_error(
                 fmt::format("the model's weights need {:.2f} GiB of GPU memory, {:.2f} GiB are free "
-                            "on {}",
-                            bytes / double(1 << 30), free_before / double(1 << 30), description_));
+                            "on {}{}",
+                            bytes / double(1 << 30), free_before / double(1 << 30), description_,
+                            upload ? "" : " (-ngl N below the layer count keeps the first layers on the CPU)"));
         MOESERVE_CUDA_CHECK(cudaMalloc(&weights_, bytes));
-        host_lo_ = lo;
-        host_hi_ = hi;
         // Chunks through pageable memory: the mapped file pages in as it goes.
         constexpr size_t kChunk = size_t{64} << 20;
         int last_percent = -1;
-        for (size_t off = 0; off < bytes; off += kChunk) {
-            const size_t n = std::min(kChunk, bytes - off);
-            MOESERVE_CUDA_CHECK(cudaMemcpy(weights_ + off, lo + off, n, cudaMemcpyHostToDevice));
-            const int percent = static_cast<int>(100.0 * (off + n) / bytes);
-            if (bytes > (size_t{256} << 20) && percent / 10 != last_percent / 10) {
-                std::fprintf(stderr, "\rload_tensors: uploading %.2f GiB of weights to %s: %3d%%",
-                             bytes / double(1 << 30), description_.c_str(), percent);
-                last_percent = percent;
+        size_t done = 0;
+        for (const Run& r : runs_) {
+            const size_t run_bytes = static_cast<size_t>(r.host_end - r.host_begin);
+            for (size_t off = 0; off < run_bytes; off += kChunk) {
+                const size_t n = std::min(kChunk, run_bytes - off);
+                MOESERVE_CUDA_CHECK(
+                    cudaMemcpy(weights_ + r.device_offset + off, r.host_begin + off, n, cudaMemcpyHostToDevice));
+                done += n;
+                const int percent = static_cast<int>(100.0 * done / bytes);
+                if (bytes > (size_t{256} << 20) && percent / 10 != last_percent / 10) {
+                    std::fprintf(stderr, "\rload_tensors: uploading %.2f GiB of weights to %s: %3d%%",
+                                 bytes / double(1 << 30), description_.c_str(), percent);
+                    last_percent = percent;
+                }
             }
         }
         if (last_percent >= 0) std::fprintf(stderr, "\n");
@@ -122,6 +139,7 @@ class CudaBackend final : public Backend {
     }
 
     void end_batch() override {}
+    void synchronize() override { MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
 
     // ---- data movement -----------------------------------------------------
 
@@ -215,13 +233,18 @@ class CudaBackend final : public Backend {
     }
 
   private:
-    // A host address inside the uploaded tensor data maps to its device
-    // copy; anything else (activations, null) is already a device pointer.
+    // A host address inside an uploaded tensor maps to its device copy;
+    // anything else (activations, null) is already a device pointer.
     template <class T>
     const T* dev(const T* p) const {
         const auto* b = reinterpret_cast<const uint8_t*>(p);
-        if (!p || b < host_lo_ || b >= host_hi_) return p;
-        return reinterpret_cast<const T*>(weights_ + (b - host_lo_));
+        if (!p || runs_.empty()) return p;
+        auto it = std::upper_bound(runs_.begin(), runs_.end(), b,
+                                   [](const uint8_t* x, const Run& r) { return x < r.host_begin; });
+        if (it == runs_.begin()) return p;
+        --it;
+        if (b >= it->host_end) return p;
+        return reinterpret_cast<const T*>(weights_ + it->device_offset + (b - it->host_begin));
     }
     Weight dev(const Weight& w) const {
         Weight d = w;
@@ -329,9 +352,14 @@ class CudaBackend final : public Backend {
     cuda::Context ctx_;
     std::unique_ptr<cuda::Scratch> scratch_;
     std::string description_;
+    // The uploaded tensors: runs of adjacent host bytes, sorted, and where each starts in weights_.
+    struct Run {
+        const uint8_t* host_begin;
+        const uint8_t* host_end;
+        size_t device_offset;
+    };
+    std::vector<Run> runs_;
     uint8_t* weights_ = nullptr;
-    const uint8_t* host_lo_ = nullptr;
-    const uint8_t* host_hi_ = nullptr;
     StagedBatch staged_;
     uint8_t* staging_ = nullptr;  // pinned host memory for begin_batch's uploads
     size_t staging_capacity_ = 0;
@@ -347,6 +375,10 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
     if (device < 0 || device >= n)
         throw std::runtime_error(fmt::format("CUDA device {} does not exist ({} found)", device, n));
     return std::make_unique<CudaBackend>(device);
+}
+
+std::unique_ptr<DeviceMemory> make_cuda_managed_memory(int device) {
+    return std::make_unique<cuda::ManagedMemory>(device);
 }
 
 }  // namespace moeserve

@@ -15,4 +15,8 @@ namespace moeserve {
 // Throws std::runtime_error when there is no usable CUDA device.
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
 
+// Managed memory on `device` (cuda_memory.h): what a layer split's CPU and
+// GPU layers share.
+std::unique_ptr<DeviceMemory> make_cuda_managed_memory(int device = 0);
+
 }  // namespace moeserve

@@ -59,4 +59,48 @@ void CudaMemory::download(void* host_dst, const void* src, size_t bytes) {
     MOESERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+ManagedMemory::ManagedMemory(int device) : device_(device) {
+    MOESERVE_CUDA_CHECK(cudaSetDevice(device));
+}
+
+void* ManagedMemory::allocate(size_t bytes) {
+    if (bytes == 0) return nullptr;
+    void* p = nullptr;
+    if (cudaMallocManaged(&p, bytes, cudaMemAttachGlobal) != cudaSuccess) {
+        cudaGetLastError();
+        throw std::runtime_error(
+            fmt::format("out of CUDA managed memory: {:.2f} GiB requested", bytes / double(1 << 30)));
+    }
+    // Zeroed on the device: the pages start there, where most layers of a
+    // split run; the host's layers pull theirs over on first touch.
+    MOESERVE_CUDA_CHECK(cudaMemset(p, 0, bytes));
+    MOESERVE_CUDA_CHECK(cudaDeviceSynchronize());
+    return p;
+}
+
+void ManagedMemory::release(void* p) noexcept {
+    if (!p) return;
+    cudaDeviceSynchronize();
+    cudaFree(p);
+}
+
+void ManagedMemory::copy(void* dst, const void* src, size_t bytes) {
+    MOESERVE_CUDA_CHECK(cudaDeviceSynchronize());
+    MOESERVE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+void ManagedMemory::zero(void* dst, size_t bytes) {
+    MOESERVE_CUDA_CHECK(cudaDeviceSynchronize());
+    MOESERVE_CUDA_CHECK(cudaMemset(dst, 0, bytes));
+    MOESERVE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void ManagedMemory::upload(void* dst, const void* host_src, size_t bytes) {
+    copy(dst, host_src, bytes);
+}
+
+void ManagedMemory::download(void* host_dst, const void* src, size_t bytes) {
+    copy(host_dst, src, bytes);
+}
+
 }  // namespace moeserve::cuda

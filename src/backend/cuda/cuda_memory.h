@@ -33,4 +33,25 @@ class CudaMemory final : public DeviceMemory {
     cudaStream_t stream_ = nullptr;
 };
 
+// CUDA managed (unified) memory: one address both the host and the GPU
+// dereference, the pages moving to whichever touches them. The layer split
+// (split_backend.h) keeps activations, the KV cache and recurrent states
+// here so that CPU layers and GPU layers share them. Every call first waits
+// for the whole device, so host accesses never race queued kernels.
+class ManagedMemory final : public DeviceMemory {
+  public:
+    explicit ManagedMemory(int device);
+    const char* name() const override { return "cuda-managed"; }
+    bool is_host() const override { return true; }
+    void* allocate(size_t bytes) override;
+    void release(void* p) noexcept override;
+    void copy(void* dst, const void* src, size_t bytes) override;
+    void zero(void* dst, size_t bytes) override;
+    void upload(void* dst, const void* host_src, size_t bytes) override;
+    void download(void* host_dst, const void* src, size_t bytes) override;
+
+  private:
+    int device_;
+};
+
 }  // namespace moeserve::cuda

@@ -1,0 +1,134 @@
+// The layer split (-ngl N below the layer count), with two CPU backends in
+// the roles of host and device: every op of the device's layers reaches the
+// device backend, everything else the host, the device is given only its
+// layers' weights, and the logits are bit for bit those of one backend
+// (same kernels, one thread each). On a GPU machine the CUDA test suite runs
+// the real split.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+
+#include "backend/forwarding_backend.h"
+#include "backend/split_backend.h"
+#include "fixtures.h"
+#include "gguf/gguf_file.h"
+#include "memory/kv_cache.h"
+#include "model/model.h"
+
+namespace moeserve {
+namespace {
+
+// A CPU backend that notes what reaches it: layers announced, layers named
+// by cache ops, the weights of its products, the tensors it may upload.
+class RecordingBackend final : public ForwardingBackend {
+  public:
+    explicit RecordingBackend(std::string name) : inner_(make_cpu_backend(1)), name_(std::move(name)) {}
+    std::string name() const override { return name_; }
+    int n_threads() const override { return 1; }
+    DeviceMemory& memory() override { return inner_->memory(); }
+    void load_weights(const GgufFile& file, const TensorFilter& upload) override {
+        for (const auto& t : file.tensors())
+            if (!upload || upload(t.name)) uploaded.insert(t.name);
+    }
+    void begin_layer(int layer) override { announced.insert(layer); }
+    void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) override {
+        weights.insert(w.name);
+        ForwardingBackend::matmul(w, x, n_tokens, y, expert);
+    }
+    void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
+        for (const auto& p : projections) weights.insert(p.w->name);
+        ForwardingBackend::matmul_shared_input(x, n_tokens, projections);
+    }
+    void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
+                 const Weight& down_exps, const MoeParams& p, float* out) override {
+        weights.insert(router.name);
+        ForwardingBackend::moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
+    }
+    void embed(const Weight& table, std::span<const int32_t> tokens, float* out) override {
+        weights.insert(table.name);
+        ForwardingBackend::embed(table, tokens, out);
+    }
+
+    std::set<int> announced, cache_layers;
+    std::set<std::string> weights, uploaded;
+
+  protected:
+    Backend& route(int layer) override {
+        if (layer != kCurrentLayer) cache_layers.insert(layer);
+        return *inner_;
+    }
+
+  private:
+    std::unique_ptr<Backend> inner_;
+    std::string name_;
+};
+
+// Layer index of a "blk.N.*" tensor, -1 for the others.
+int layer_of(const std::string& name) {
+    for (int l = 0; l < 1000; ++l)
+        if (is_tensor_of_layers_from(name, l) && !is_tensor_of_layers_from(name, l + 1)) return l;
+    return -1;
+}
+
+// Prompt logits, then three decoded tokens' logits, of the file on `be`.
+std::vector<float> run(const std::string& path, std::shared_ptr<Backend> be) {
+    auto model = load_model(std::make_shared<GgufFile>(GgufFile::open(path)), be);
+    KvCache cache(model->kv_cache_config(256, 1, GgmlType::F16, GgmlType::F16), be->memory());
+    Batch prompt;
+    for (int i = 0; i < 24; ++i) prompt.add((i * 37 + 11) % 600, i, 0, true);
+    std::vector<float> out = model->forward(prompt, cache);
+    for (int i = 24; i < 27; ++i) {
+        Batch next;
+        next.add((i * 53 + 7) % 600, i, 0, true);
+        const std::vector<float> l = model->forward(next, cache);
+        out.insert(out.end(), l.begin(), l.end());
+    }
+    return out;
+}
+
+TEST(SplitBackend, tells_layer_tensors_by_name) {
+    EXPECT_TRUE(is_tensor_of_layers_from("blk.3.attn_q.weight", 3));
+    EXPECT_TRUE(is_tensor_of_layers_from("blk.12.ffn_down_exps.weight", 3));
+    EXPECT_FALSE(is_tensor_of_layers_from("blk.2.attn_q.weight", 3));
+    EXPECT_FALSE(is_tensor_of_layers_from("token_embd.weight", 0));
+    EXPECT_FALSE(is_tensor_of_layers_from("output.weight", 0));
+    EXPECT_FALSE(is_tensor_of_layers_from("blk.x.attn_q.weight", 0));
+    EXPECT_FALSE(is_tensor_of_layers_from("blk.4", 0));
+    EXPECT_THROW(make_split_backend(make_cpu_backend(1), make_cpu_backend(1), 5, 4), std::invalid_argument);
+}
+
+TEST(SplitBackend, device_layers_run_on_the_device_with_the_same_logits) {
+    if (!test::have_fixtures()) GTEST_SKIP() << "no fixtures";
+    for (const char* stem : {"qwen3moe-tiny-s1", "nemotron-h-moe-tiny-s1", "glm47flash-tiny-s1"}) {
+        SCOPED_TRACE(stem);
+        const std::string path = test::fixture(std::string("models/") + stem + "-q8_0.gguf").string();
+        const int n_layer =
+            static_cast<int>(GgufFile::open(path).get_u32(GgufFile::open(path).architecture() + ".block_count"));
+        const int first = n_layer / 2;  // qwen3moe 2 layers: 1; nemotron 6: 3; glm 3: 1
+        auto host = std::make_shared<RecordingBackend>("host");
+        auto device = std::make_shared<RecordingBackend>("device");
+        const std::vector<float> split = run(path, make_split_backend(host, device, first, n_layer));
+        const std::vector<float> whole = run(path, make_cpu_backend(1));
+        ASSERT_EQ(split.size(), whole.size());
+        EXPECT_EQ(0, std::memcmp(split.data(), whole.data(), split.size() * sizeof(float)));
+
+        std::set<int> device_layers, host_layers;
+        for (int l = 0; l < n_layer; ++l) (l >= first ? device_layers : host_layers).insert(l);
+        EXPECT_EQ(device->announced, device_layers);
+        host_layers.insert(n_layer);  // the output head
+        EXPECT_EQ(host->announced, host_layers);
+        for (int l : device->cache_layers) EXPECT_GE(l, first);
+        for (int l : host->cache_layers) EXPECT_LT(l, first);
+        EXPECT_FALSE(device->cache_layers.empty());
+        for (const auto& w : device->weights) EXPECT_GE(layer_of(w), first) << w;
+        for (const auto& w : host->weights) EXPECT_LT(layer_of(w), first) << w;  // -1: embedding, output
+        EXPECT_TRUE(host->weights.count("token_embd.weight"));
+        for (const auto& t : device->uploaded) EXPECT_GE(layer_of(t), first) << t;
+        for (const auto& t : host->uploaded) EXPECT_LT(layer_of(t), first) << t;
+        EXPECT_FALSE(device->uploaded.empty());
+    }
+}
+
+}  // namespace
+}  // namespace moeserve
