@@ -64,6 +64,32 @@ float dot_f16(const void* vw, const void* va, int64_t n) {
     return sum;
 }
 
+// Four activation rows against one weight row: each weight slice converted
+// once, every row's sums exactly dot_f16's (the same two lane accumulators,
+// the same tree, the same tail).
+void dot4_f16(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    const uint16_t* w = static_cast<const uint16_t*>(vw);
+    const uint16_t* a[4];
+    __m512 acc0[4], acc1[4];
+    for (int k = 0; k < 4; ++k) {
+        a[k] = static_cast<const uint16_t*>(va[k]);
+        acc0[k] = acc1[k] = _mm512_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512 w0 = _mm512_cvtph_ps(load256(w + i)), w1 = _mm512_cvtph_ps(load256(w + i + 16));
+        for (int k = 0; k < 4; ++k) {
+            acc0[k] = _mm512_fmadd_ps(w0, _mm512_cvtph_ps(load256(a[k] + i)), acc0[k]);
+            acc1[k] = _mm512_fmadd_ps(w1, _mm512_cvtph_ps(load256(a[k] + i + 16)), acc1[k]);
+        }
+    }
+    for (int k = 0; k < 4; ++k) {
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
+        for (int64_t j = i; j < n; ++j) sum += fp16_to_fp32(w[j]) * fp16_to_fp32(a[k][j]);
+        out[k] = sum;
+    }
+}
+
 #if defined(__AVX512VNNI__)
 
 // A 512-bit int16 vector: a in the low 256 bits, b in the high 256 bits.
@@ -210,6 +236,8 @@ void dot4_iq4_xs(const void* vw, const void* const va[4], float out[4], int64_t 
 
 VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
     switch (type) {
+        case GgmlType::F16:
+            return dot4_f16;
 #if defined(__AVX512VNNI__)
         case GgmlType::Q6_K:
             return dot4_q6_k;
