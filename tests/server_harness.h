@@ -160,8 +160,9 @@ inline std::vector<std::string> sse_payloads(const std::string& body) {
     return out;
 }
 
-inline bool have_node_modules() {
-    return fs::exists(fs::path(MOESERVE_SOURCE_DIR) / "tests/e2e/server/node_modules/openai");
+// Whether `npm ci` installed the end-to-end clients (the package named).
+inline bool have_node_modules(const std::string& package = "openai") {
+    return fs::exists(fs::path(MOESERVE_SOURCE_DIR) / "tests/e2e/server/node_modules" / package);
 }
 
 inline int run_node(const std::string& script, const std::vector<std::string>& args, std::string& output) {

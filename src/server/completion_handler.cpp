@@ -46,14 +46,41 @@ std::optional<GenerationEvent> next_event(GenerationStream& stream, const Connec
     }
 }
 
+namespace {
+
+// The endpoints' own shapes: JSON chunks as `data:` lines, the OpenAI ones
+// ending with `data: [DONE]`.
+class OpenAiFormat final : public AnswerFormat {
+  public:
+    explicit OpenAiFormat(ApiKind kind) : done_line_(kind != ApiKind::native) {}
+    json body(const CompletionResponse& r) override { return r.final_body(); }
+    void append(std::string& out, const std::vector<json>& chunks, const CompletionResponse&) override {
+        for (const json& chunk : chunks) append_sse_data(out, chunk);
+    }
+    std::string end(const CompletionResponse& r) override {
+        std::string out;
+        for (const json& chunk : r.closing_chunks()) append_sse_data(out, chunk);
+        if (done_line_) out += sse_done();
+        return out;
+    }
+    std::string error(const ApiError& e) override { return sse_data(error_json(e.status, e.type, e.what())); }
+
+  private:
+    bool done_line_;
+};
+
+}  // namespace
+
 void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Response& res,
                        std::shared_ptr<ServedModel> model) {
     handle_completion_body(kind, parse_body(req.body), req, res, std::move(model));
 }
 
 void handle_completion_body(ApiKind kind, const json& body, const httplib::Request& req, httplib::Response& res,
-                            std::shared_ptr<ServedModel> model) {
+                            std::shared_ptr<ServedModel> model, std::shared_ptr<AnswerFormat> format) {
+    if (!format) format = std::make_shared<OpenAiFormat>(kind);
     CompletionCall call = parse_completion_call(kind, body, *model);
+    format->prepare(call);
     auto stream = std::make_shared<GenerationStream>();
     submit_requests(*model, call.requests, stream, res);
     const ConnectionProbe probe(req.remote_addr, req.remote_port, req.local_port);
@@ -72,7 +99,7 @@ void handle_completion_body(ApiKind kind, const json& body, const httplib::Reque
         }
         request_log().prompt_tokens = response->prompt_tokens();
         request_log().completion_tokens = response->completion_tokens();
-        res.set_content(response->final_body().dump(-1, ' ', false, json::error_handler_t::replace),
+        res.set_content(format->body(*response).dump(-1, ' ', false, json::error_handler_t::replace),
                         "application/json; charset=utf-8");
         return;
     }
@@ -86,13 +113,12 @@ void handle_completion_body(ApiKind kind, const json& body, const httplib::Reque
         throw error_from_event(*first);
     }
     const int ping_s = model->options().sse_ping_interval_s;
-    const bool done_line = kind != ApiKind::native;
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [stream, response, probe, model, ping_s, done_line, pending = std::move(*first)](
-            size_t, httplib::DataSink& sink) mutable {
+        [stream, response, format, probe, model, ping_s, pending = std::move(*first)](size_t,
+                                                                                      httplib::DataSink& sink) mutable {
             auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
             auto gone = [&] {
                 stream->cancel();
@@ -120,7 +146,7 @@ void handle_completion_body(ApiKind kind, const json& body, const httplib::Reque
                 // one wake-up of the client) carries them all.
                 out.clear();
                 while (event && event->kind != GenerationEvent::Kind::error) {
-                    for (const json& chunk : response->on_event(*event)) append_sse_data(out, chunk);
+                    format->append(out, response->on_event(*event), *response);
                     event.reset();
                     if (!response->all_done()) event = stream->next(std::chrono::milliseconds(0));
                 }
@@ -128,16 +154,14 @@ void handle_completion_body(ApiKind kind, const json& body, const httplib::Reque
                 if (event) {  // an error
                     stream->cancel();
                     const ApiError err = error_from_event(*event);
-                    write(sse_data(error_json(err.status, err.type, err.what())));
+                    write(format->error(err));
                     sink.done();
                     return true;
                 }
                 last_write = std::chrono::steady_clock::now();
                 if (probe.closed()) return gone();
             }
-            for (const json& chunk : response->closing_chunks())
-                if (!write(sse_data(chunk))) return gone();
-            if (done_line && !write(sse_done())) return gone();
+            if (const std::string end = format->end(*response); !end.empty() && !write(end)) return gone();
             request_log().prompt_tokens = response->prompt_tokens();
             request_log().completion_tokens = response->completion_tokens();
             sink.done();

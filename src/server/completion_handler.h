@@ -20,13 +20,33 @@ struct Response;
 
 namespace moeserve {
 
+class CompletionResponse;
+
+// How a completion's answer is written: the OpenAI and native shapes by
+// default, or another API's built from them (anthropic_handler.cpp).
+class AnswerFormat {
+  public:
+    virtual ~AnswerFormat() = default;
+    // Sees the parsed request before it is submitted (may refuse it).
+    virtual void prepare(const CompletionCall& call) {}
+    // The non-streaming body.
+    virtual json body(const CompletionResponse& r) = 0;
+    // Appends the SSE text for some stream chunks of the response.
+    virtual void append(std::string& out, const std::vector<json>& chunks, const CompletionResponse& r) = 0;
+    // The SSE text that ends a finished stream.
+    virtual std::string end(const CompletionResponse& r) = 0;
+    // The SSE text for an error after the stream started.
+    virtual std::string error(const ApiError& e) = 0;
+};
+
 // Throws ApiError for a request that cannot be served; errors that happen
 // after an SSE stream started are sent as an SSE error event.
 void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Response& res,
                        std::shared_ptr<ServedModel> model);
-// The same for a body already parsed (and perhaps rewritten: /infill).
+// The same for a body already parsed (and perhaps rewritten: /infill, or
+// converted from another API), answered in `format` (null: the kind's own).
 void handle_completion_body(ApiKind kind, const json& body, const httplib::Request& req, httplib::Response& res,
-                            std::shared_ptr<ServedModel> model);
+                            std::shared_ptr<ServedModel> model, std::shared_ptr<AnswerFormat> format = nullptr);
 
 // Shared by the handlers that wait on the scheduler:
 

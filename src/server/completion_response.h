@@ -29,6 +29,9 @@ class CompletionResponse {
     json final_body() const;
 
     bool all_done() const { return n_done_ == choices_.size(); }
+    size_t n_choices() const { return choices_.size(); }
+    // How choice i ended (valid once it is done).
+    const GenerationResult& result(size_t i) const { return choices_.at(i).result; }
     int64_t prompt_tokens() const;
     int64_t completion_tokens() const;
 

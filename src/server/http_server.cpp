@@ -9,6 +9,7 @@
 #include <thread>
 #include <utility>
 
+#include "server/anthropic_handler.h"
 #include "server/api_error.h"
 #include "server/chat_messages.h"
 #include "server/completion_handler.h"
@@ -365,6 +366,10 @@ void HttpServer::add_routes() {
              body["prompt"] = infill_prompt(m->tokenizer(), body, limits);
              handle_completion_body(ApiKind::native, body, req, res, m);
          }));
+    post({"/v1/messages"},
+         with_model([](const Request& req, Response& res, auto m) { handle_anthropic_messages(req, res, m); }));
+    post({"/v1/messages/count_tokens"},
+         with_model([](const Request& req, Response& res, auto m) { handle_anthropic_count_tokens(req, res, m); }));
     post({"/v1/embeddings"}, with_model([](const Request& req, Response& res, auto m) {
              handle_embeddings(EmbeddingApi::openai, req, res, m);
          }));
