@@ -6,7 +6,6 @@
 #include <random>
 
 namespace moeserve {
-namespace {
 
 std::string random_id(const char* prefix) {
     static const char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -15,6 +14,8 @@ std::string random_id(const char* prefix) {
     for (int i = 0; i < 32; ++i) id += kChars[rng() % (sizeof(kChars) - 1)];
     return id;
 }
+
+namespace {
 
 // The longest prefix of s that is valid UTF-8.
 std::string valid_utf8_prefix(const std::string& s) {

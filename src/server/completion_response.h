@@ -69,6 +69,9 @@ class CompletionResponse {
     size_t n_done_ = 0;
 };
 
+// prefix + 32 random letters and digits (response and item ids).
+std::string random_id(const char* prefix);
+
 // llama.cpp's timings object.
 json timings_json(const Timings& t);
 const char* finish_reason(StopType stop);

@@ -20,6 +20,7 @@
 #include "server/json_fields.h"
 #include "server/metrics.h"
 #include "server/request_log.h"
+#include "server/responses_handler.h"
 #include "server/server_info.h"
 #include "server/slot_action_handler.h"
 
@@ -366,6 +367,12 @@ void HttpServer::add_routes() {
              body["prompt"] = infill_prompt(m->tokenizer(), body, limits);
              handle_completion_body(ApiKind::native, body, req, res, m);
          }));
+    post({"/v1/responses", "/responses"},
+         with_model([](const Request& req, Response& res, auto m) { handle_responses(req, res, m); }));
+    post({"/v1/responses/input_tokens", "/responses/input_tokens"},
+         with_model([](const Request& req, Response& res, auto m) { handle_input_tokens(true, req, res, m); }));
+    post({"/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"},
+         with_model([](const Request& req, Response& res, auto m) { handle_input_tokens(false, req, res, m); }));
     post({"/v1/messages"},
          with_model([](const Request& req, Response& res, auto m) { handle_anthropic_messages(req, res, m); }));
     post({"/v1/messages/count_tokens"},
