@@ -61,6 +61,12 @@ TEST_F(ServerE2E, health_models_props_and_unknown_routes) {
     auto nf = curl(server_->url("/no/such/route"));
     EXPECT_EQ(nf.status, 404);
     EXPECT_EQ(nf.json_body()["error"]["type"], "not_found_error");
+    // No LoRA adapters are loaded: an empty list, which only an empty update leaves as it is.
+    EXPECT_EQ(curl(server_->url("/lora-adapters")).json_body(), json::array());
+    EXPECT_EQ(curl(server_->url("/lora-adapters"), "POST", "[]").status, 200);
+    auto lora = curl(server_->url("/lora-adapters"), "POST", R"([{"id": 0, "scale": 0.5}])");
+    EXPECT_EQ(lora.status, 400);
+    EXPECT_NE(lora.body.find("id 0"), std::string::npos) << lora.body;
 }
 
 TEST_F(ServerE2E, chat_usage_counts_the_templated_prompt) {

@@ -2,15 +2,10 @@
 
 #include <fmt/format.h>
 
+#include "server/json_fields.h"
+
 namespace moeserve {
 namespace {
-
-std::string string_member(const json& o, const char* key, const std::string& where) {
-    auto it = o.find(key);
-    if (it == o.end() || it->is_null()) return "";
-    if (!it->is_string()) throw invalid_request(fmt::format("{}.{} must be a string", where, key));
-    return it->get<std::string>();
-}
 
 // A tool_result's content: a string, or text blocks (joined).
 std::string tool_result_text(const json& content, const std::string& where) {
@@ -22,9 +17,9 @@ std::string tool_result_text(const json& content, const std::string& where) {
         const json& b = content[k];
         const std::string at = fmt::format("{}.content[{}]", where, k);
         if (!b.is_object()) throw invalid_request(at + " must be an object");
-        const std::string type = string_member(b, "type", at);
+        const std::string type = member_string(b, "type", at);
         if (type == "text")
-            text += string_member(b, "text", at);
+            text += member_string(b, "text", at);
         else
             throw invalid_request(fmt::format("{}: blocks of type '{}' are not supported in a tool result", at, type));
     }
@@ -36,7 +31,7 @@ std::string tool_result_text(const json& content, const std::string& where) {
 void convert_message(const json& m, size_t i, json& out) {
     const std::string where = fmt::format("messages[{}]", i);
     if (!m.is_object()) throw invalid_request(where + " must be an object");
-    const std::string role = string_member(m, "role", where);
+    const std::string role = member_string(m, "role", where);
     if (role != "user" && role != "assistant")
         throw invalid_request(fmt::format("{}.role must be 'user' or 'assistant', got '{}'", where, role));
     auto c = m.find("content");
@@ -52,22 +47,22 @@ void convert_message(const json& m, size_t i, json& out) {
         const json& b = (*c)[k];
         const std::string at = fmt::format("{}.content[{}]", where, k);
         if (!b.is_object()) throw invalid_request(at + " must be an object");
-        const std::string type = string_member(b, "type", at);
+        const std::string type = member_string(b, "type", at);
         if (type == "text") {
-            text_parts.push_back({{"type", "text"}, {"text", string_member(b, "text", at)}});
+            text_parts.push_back({{"type", "text"}, {"text", member_string(b, "text", at)}});
         } else if (type == "thinking") {
-            reasoning += string_member(b, "thinking", at);
+            reasoning += member_string(b, "thinking", at);
         } else if (type == "redacted_thinking") {
             // encrypted reasoning of another model: nothing a local template can show
         } else if (type == "tool_use") {
             const json input = b.value("input", json::object());
             if (!input.is_object()) throw invalid_request(at + ".input must be an object");
-            tool_calls.push_back({{"id", string_member(b, "id", at)},
+            tool_calls.push_back({{"id", member_string(b, "id", at)},
                                   {"type", "function"},
-                                  {"function", {{"name", string_member(b, "name", at)}, {"arguments", input.dump()}}}});
+                                  {"function", {{"name", member_string(b, "name", at)}, {"arguments", input.dump()}}}});
         } else if (type == "tool_result") {
             tool_results.push_back({{"role", "tool"},
-                                    {"tool_call_id", string_member(b, "tool_use_id", at)},
+                                    {"tool_call_id", member_string(b, "tool_use_id", at)},
                                     {"content", tool_result_text(b.value("content", json()), at)}});
         } else if (type == "image" || type == "document") {
             throw invalid_request(
@@ -95,8 +90,8 @@ json convert_tools(const json& tools) {
         if (!schema.is_object()) throw invalid_request(at + ".input_schema must be an object");
         out.push_back({{"type", "function"},
                        {"function",
-                        {{"name", string_member(t, "name", at)},
-                         {"description", string_member(t, "description", at)},
+                        {{"name", member_string(t, "name", at)},
+                         {"description", member_string(t, "description", at)},
                          {"parameters", schema}}}});
     }
     return out;
@@ -104,12 +99,12 @@ json convert_tools(const json& tools) {
 
 json convert_tool_choice(const json& tc) {
     if (!tc.is_object()) throw invalid_request("Field 'tool_choice': expected an object with a 'type'");
-    const std::string type = string_member(tc, "type", "tool_choice");
+    const std::string type = member_string(tc, "type", "tool_choice");
     if (type == "auto") return "auto";
     if (type == "any") return "required";
     if (type == "none") return "none";
     if (type == "tool")
-        return json{{"type", "function"}, {"function", {{"name", string_member(tc, "name", "tool_choice")}}}};
+        return json{{"type", "function"}, {"function", {{"name", member_string(tc, "name", "tool_choice")}}}};
     throw invalid_request(fmt::format("tool_choice.type must be auto, any, tool or none, got '{}'", type));
 }
 
@@ -126,7 +121,7 @@ json anthropic_to_chat_request(const json& body) {
             for (size_t k = 0; k < s->size(); ++k) {
                 const std::string at = fmt::format("system[{}]", k);
                 if (!(*s)[k].is_object()) throw invalid_request(at + " must be an object");
-                if (string_member((*s)[k], "type", at) == "text") text += string_member((*s)[k], "text", at);
+                if (member_string((*s)[k], "type", at) == "text") text += member_string((*s)[k], "text", at);
             }
         } else {
             throw invalid_request("Field 'system': expected a string or an array of text blocks");
@@ -148,7 +143,7 @@ json anthropic_to_chat_request(const json& body) {
     if (body.contains("tool_choice")) chat["tool_choice"] = convert_tool_choice(body["tool_choice"]);
     if (auto t = body.find("thinking"); t != body.end() && !t->is_null()) {
         if (!t->is_object()) throw invalid_request("Field 'thinking': expected an object");
-        const std::string type = string_member(*t, "type", "thinking");
+        const std::string type = member_string(*t, "type", "thinking");
         if (type != "enabled" && type != "disabled")
             throw invalid_request(fmt::format("thinking.type must be 'enabled' or 'disabled', got '{}'", type));
         chat["chat_template_kwargs"] = {{"enable_thinking", type == "enabled"}};

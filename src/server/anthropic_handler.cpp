@@ -50,10 +50,7 @@ void handle_anthropic_messages(const httplib::Request& req, httplib::Response& r
 
 void handle_anthropic_count_tokens(const httplib::Request& req, httplib::Response& res,
                                    std::shared_ptr<ServedModel> model) {
-    json chat = anthropic_to_chat_request(parse_body(req.body));
-    chat.erase("stream");
-    const CompletionCall call = parse_completion_call(ApiKind::chat, chat, *model);
-    const int64_t n = call.requests.empty() ? 0 : static_cast<int64_t>(call.requests[0].prompt.size());
+    const int64_t n = chat_prompt_tokens(anthropic_to_chat_request(parse_body(req.body)), *model);
     res.set_content(json{{"input_tokens", n}}.dump(), "application/json; charset=utf-8");
 }
 

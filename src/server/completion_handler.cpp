@@ -71,6 +71,12 @@ class OpenAiFormat final : public AnswerFormat {
 
 }  // namespace
 
+int64_t chat_prompt_tokens(json chat_body, const ServedModel& model) {
+    chat_body.erase("stream");
+    const CompletionCall call = parse_completion_call(ApiKind::chat, chat_body, model);
+    return call.requests.empty() ? 0 : static_cast<int64_t>(call.requests[0].prompt.size());
+}
+
 void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Response& res,
                        std::shared_ptr<ServedModel> model) {
     handle_completion_body(kind, parse_body(req.body), req, res, std::move(model));

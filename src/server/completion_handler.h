@@ -48,6 +48,9 @@ void handle_completion(ApiKind kind, const httplib::Request& req, httplib::Respo
 void handle_completion_body(ApiKind kind, const json& body, const httplib::Request& req, httplib::Response& res,
                             std::shared_ptr<ServedModel> model, std::shared_ptr<AnswerFormat> format = nullptr);
 
+// The prompt tokens a chat-completions body would be (the token-counting routes).
+int64_t chat_prompt_tokens(json chat_body, const ServedModel& model);
+
 // Shared by the handlers that wait on the scheduler:
 
 // Submits requests; a refusal becomes the ApiError to answer with (503s

@@ -297,6 +297,24 @@ void HttpServer::add_routes() {
             }
             send_json(res, slots_json(*m));
         }));
+    // LoRA adapters: moeserve loads none (--lora is refused at start), so the list is empty and
+    // setting the scale of any adapter is an error; an empty list is accepted, as llama-server.
+    get({"/lora-adapters"}, [](const Request&, Response& res) { send_json(res, json::array()); });
+    post({"/lora-adapters"}, [](const Request& req, Response& res) {
+        try {
+            // An array, which parse_body (objects only) would refuse.
+            const json body = json_text_nests_deeper_than(req.body, kMaxJsonDepth)
+                                  ? json(nullptr)
+                                  : json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+            if (!body.is_array()) throw invalid_request("expected an array of {\"id\": N, \"scale\": S}");
+            if (!body.empty())
+                throw invalid_request(fmt::format("no LoRA adapter with id {} is loaded (moeserve loads no adapters)",
+                                                  body[0].is_object() ? body[0].value("id", json()).dump() : "?"));
+            send_json(res, json{{"success", true}});
+        } catch (const ApiError& e) {
+            send_error(res, e.status, e.type, e.what(), e.extra);
+        }
+    });
     post({"/slots/([0-9]+)"},
          with_model([](const Request& req, Response& res, auto m) { send_json(res, slot_action_response(req, *m)); }));
     get({"/metrics"}, with_model([](const Request&, Response& res, auto m) {

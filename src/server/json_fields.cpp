@@ -71,6 +71,13 @@ std::optional<std::string> string_field(const json& body, const char* name) {
     wrong(name, "a string", *v);
 }
 
+std::string member_string(const json& object, const char* key, const std::string& where) {
+    auto it = object.find(key);
+    if (it == object.end() || it->is_null()) return "";
+    if (!it->is_string()) throw invalid_request(where + "." + key + " must be a string");
+    return it->get<std::string>();
+}
+
 std::optional<std::vector<std::string>> strings_field(const json& body, const char* name) {
     const json* v = find(body, name);
     if (!v) return std::nullopt;

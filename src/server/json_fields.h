@@ -16,6 +16,9 @@ std::optional<int64_t> int_field(const json& body, const char* name);
 std::optional<double> float_field(const json& body, const char* name);
 std::optional<bool> bool_field(const json& body, const char* name);
 std::optional<std::string> string_field(const json& body, const char* name);
+// A string member of a nested object (a message, a content block): "" when
+// absent or null, a 400 naming `where`.`key` for another type.
+std::string member_string(const json& object, const char* key, const std::string& where);
 // A string or an array of strings (like `stop`).
 std::optional<std::vector<std::string>> strings_field(const json& body, const char* name);
 

@@ -2,19 +2,14 @@
 
 #include <fmt/format.h>
 
+#include "server/json_fields.h"
+
 #include <ctime>
 
 #include "server/completion_response.h"
 
 namespace moeserve {
 namespace {
-
-std::string string_member(const json& o, const char* key, const std::string& where) {
-    auto it = o.find(key);
-    if (it == o.end() || it->is_null()) return "";
-    if (!it->is_string()) throw invalid_request(fmt::format("{}.{} must be a string", where, key));
-    return it->get<std::string>();
-}
 
 // A message's content: a string, or input_text / output_text parts (as chat text parts).
 json message_content(const json& content, const std::string& where) {
@@ -25,9 +20,9 @@ json message_content(const json& content, const std::string& where) {
         const json& p = content[k];
         const std::string at = fmt::format("{}.content[{}]", where, k);
         if (!p.is_object()) throw invalid_request(at + " must be an object");
-        const std::string type = string_member(p, "type", at);
+        const std::string type = member_string(p, "type", at);
         if (type == "input_text" || type == "output_text" || type == "text")
-            parts.push_back({{"type", "text"}, {"text", string_member(p, "text", at)}});
+            parts.push_back({{"type", "text"}, {"text", member_string(p, "text", at)}});
         else if (type == "input_image" || type == "input_file")
             throw invalid_request(
                 fmt::format("{}: '{}' parts need a multimodal model, which this server does not have", at, type));
@@ -48,8 +43,8 @@ json& assistant_turn(json& messages) {
 void convert_item(const json& item, size_t i, json& messages) {
     const std::string where = fmt::format("input[{}]", i);
     if (!item.is_object()) throw invalid_request(where + " must be an object");
-    const std::string type = string_member(item, "type", where);
-    const std::string role = string_member(item, "role", where);
+    const std::string type = member_string(item, "type", where);
+    const std::string role = member_string(item, "role", where);
     if (type == "function_call") {
         json& turn = assistant_turn(messages);
         if (!turn.contains("tool_calls")) turn["tool_calls"] = json::array();
@@ -57,15 +52,15 @@ void convert_item(const json& item, size_t i, json& messages) {
         if (auto a = item.find("arguments"); a != item.end() && !a->is_null())
             args = a->is_string() ? a->get<std::string>() : a->dump();
         turn["tool_calls"].push_back(
-            {{"id", string_member(item, "call_id", where)},
+            {{"id", member_string(item, "call_id", where)},
              {"type", "function"},
-             {"function", {{"name", string_member(item, "name", where)}, {"arguments", args}}}});
+             {"function", {{"name", member_string(item, "name", where)}, {"arguments", args}}}});
         return;
     }
     if (type == "function_call_output") {
         const json out = item.value("output", json(""));
         messages.push_back({{"role", "tool"},
-                            {"tool_call_id", string_member(item, "call_id", where)},
+                            {"tool_call_id", member_string(item, "call_id", where)},
                             {"content", out.is_string() ? out : message_content(out, where + ".output")}});
         return;
     }
@@ -111,14 +106,14 @@ json convert_tools(const json& tools) {
         const json& t = tools[i];
         const std::string at = fmt::format("tools[{}]", i);
         if (!t.is_object()) throw invalid_request(at + " must be an object");
-        const std::string type = string_member(t, "type", at);
+        const std::string type = member_string(t, "type", at);
         if (type != "function")
             throw invalid_request(
                 fmt::format("{}: '{}' tools are not supported (only function tools, which the client runs)", at, type));
         out.push_back({{"type", "function"},
                        {"function",
-                        {{"name", string_member(t, "name", at)},
-                         {"description", string_member(t, "description", at)},
+                        {{"name", member_string(t, "name", at)},
+                         {"description", member_string(t, "description", at)},
                          {"parameters", t.value("parameters", json::object())}}}});
     }
     return out;
@@ -194,7 +189,7 @@ json responses_to_chat_request(const json& body) {
             chat["tool_choice"] = *tc;
         } else if (tc->is_object() && tc->value("type", "") == "function") {
             chat["tool_choice"] = {{"type", "function"},
-                                   {"function", {{"name", string_member(*tc, "name", "tool_choice")}}}};
+                                   {"function", {{"name", member_string(*tc, "name", "tool_choice")}}}};
         } else {
             throw invalid_request(
                 "Field 'tool_choice': expected auto, none, required or {\"type\":\"function\",\"name\":...}");

@@ -48,11 +48,8 @@ void handle_responses(const httplib::Request& req, httplib::Response& res, std::
 
 void handle_input_tokens(bool responses_api, const httplib::Request& req, httplib::Response& res,
                          std::shared_ptr<ServedModel> model) {
-    json chat = parse_body(req.body);
-    if (responses_api) chat = responses_to_chat_request(chat);
-    chat.erase("stream");
-    const CompletionCall call = parse_completion_call(ApiKind::chat, chat, *model);
-    const int64_t n = call.requests.empty() ? 0 : static_cast<int64_t>(call.requests[0].prompt.size());
+    const json body = parse_body(req.body);
+    const int64_t n = chat_prompt_tokens(responses_api ? responses_to_chat_request(body) : body, *model);
     res.set_content(json{{"object", "response.input_tokens"}, {"input_tokens", n}}.dump(),
                     "application/json; charset=utf-8");
 }
