@@ -134,11 +134,16 @@ run() {
     local slice="$out/qwen3-coder-slice.gguf"
     step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers "${BENCH_LAYERS:-4}" -o "$slice"
     step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
+    step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
     rm -f "$slice"
     {
         echo
         echo "## bench"
         cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
+        echo
+        echo "## bench, layer split (-ngl 2 of 4)"
+        cat "$out/bench-split.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
     } >>"$summary"
     cat "$summary"
 }
