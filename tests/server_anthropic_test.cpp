@@ -91,24 +91,6 @@ TEST(AnthropicRequest, malformed_or_unsupported_input_is_a_400_naming_it) {
               std::string::npos);
 }
 
-// The events of an Anthropic stream: (event name, data) in order.
-std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
-    std::vector<std::pair<std::string, json>> out;
-    size_t pos = 0;
-    while (pos < body.size()) {
-        size_t end = body.find("\n\n", pos);
-        if (end == std::string::npos) end = body.size();
-        const std::string ev = body.substr(pos, end - pos);
-        pos = end + 2;
-        if (ev.rfind("event: ", 0) != 0) continue;
-        const size_t nl = ev.find('\n');
-        const std::string data = ev.substr(nl + 1);
-        EXPECT_EQ(data.rfind("data: ", 0), 0u) << ev;
-        out.emplace_back(ev.substr(7, nl - 7), json::parse(data.substr(6)));
-    }
-    return out;
-}
-
 // A stream's events added up: the content blocks as a Message would list
 // them, the stop reason, the usage; protocol violations in `errors`.
 struct StreamedMessage {
@@ -120,7 +102,7 @@ struct StreamedMessage {
 
 StreamedMessage add_up(const std::string& body) {
     StreamedMessage m;
-    const auto events = events_of(body);
+    const auto events = test::sse_events(body);
     if (events.empty() || events.front().first != "message_start") m.errors.push_back("no message_start first");
     if (events.empty() || events.back().first != "message_stop") m.errors.push_back("no message_stop last");
     int open = -1;

@@ -161,6 +161,25 @@ inline std::vector<std::string> sse_payloads(const std::string& body) {
 }
 
 // Whether `npm ci` installed the end-to-end clients (the package named).
+// The named events of a stream body ("event: NAME" + "data: JSON", as the
+// Anthropic and Responses APIs send them): (name, data) in order.
+inline std::vector<std::pair<std::string, json>> sse_events(const std::string& body) {
+    std::vector<std::pair<std::string, json>> out;
+    size_t pos = 0;
+    while (pos < body.size()) {
+        size_t end = body.find("\n\n", pos);
+        if (end == std::string::npos) end = body.size();
+        const std::string ev = body.substr(pos, end - pos);
+        pos = end + 2;
+        if (ev.rfind("event: ", 0) != 0) continue;
+        const size_t nl = ev.find('\n');
+        const std::string data = nl == std::string::npos ? "" : ev.substr(nl + 1);
+        out.emplace_back(ev.substr(7, nl - 7),
+                         data.rfind("data: ", 0) == 0 ? json::parse(data.substr(6), nullptr, false) : json());
+    }
+    return out;
+}
+
 inline bool have_node_modules(const std::string& package = "openai") {
     return fs::exists(fs::path(MOESERVE_SOURCE_DIR) / "tests/e2e/server/node_modules" / package);
 }

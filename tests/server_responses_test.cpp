@@ -74,22 +74,6 @@ TEST(ResponsesRequest, what_cannot_be_served_is_a_400_naming_it) {
     EXPECT_NE(refusal(R"({"input": 5})").find("input"), std::string::npos);
 }
 
-// The events of a Responses stream: (event name, data) in order.
-std::vector<std::pair<std::string, json>> events_of(const std::string& body) {
-    std::vector<std::pair<std::string, json>> out;
-    size_t pos = 0;
-    while (pos < body.size()) {
-        size_t end = body.find("\n\n", pos);
-        if (end == std::string::npos) end = body.size();
-        const std::string ev = body.substr(pos, end - pos);
-        pos = end + 2;
-        if (ev.rfind("event: ", 0) != 0) continue;
-        const size_t nl = ev.find('\n');
-        out.emplace_back(ev.substr(7, nl - 7), json::parse(ev.substr(nl + 1 + 6)));
-    }
-    return out;
-}
-
 class ResponsesServer : public test::SharedServerTest<ResponsesServer> {
   public:
     static std::vector<std::string> server_args() {
@@ -136,7 +120,7 @@ TEST_F(ResponsesServer, text_answer_streamed_and_not_with_status_usage_and_token
     sbody["stream"] = true;
     auto rs = post("/v1/responses", sbody);
     ASSERT_EQ(rs.status, 200) << rs.body;
-    const auto events = events_of(rs.body);
+    const auto events = test::sse_events(rs.body);
     ASSERT_GE(events.size(), 6u) << rs.body;
     EXPECT_EQ(events.front().first, "response.created");
     EXPECT_EQ(events.back().first, "response.incomplete");

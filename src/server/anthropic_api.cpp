@@ -284,4 +284,8 @@ std::string AnthropicStream::finish(const GenerationResult& result, int64_t outp
     return out;
 }
 
+std::string AnthropicStream::error(const ApiError& e) const {
+    return anthropic_sse({{"type", "error"}, {"error", {{"type", e.type}, {"message", e.what()}}}});
+}
+
 }  // namespace moeserve

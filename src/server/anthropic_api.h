@@ -44,6 +44,8 @@ class AnthropicStream {
     std::string on_chunks(const std::vector<json>& chunks);
     // The closing events: the open block's stop, message_delta, message_stop.
     std::string finish(const GenerationResult& result, int64_t output_tokens);
+    // An error after the stream started: the "error" event.
+    std::string error(const ApiError& e) const;
 
   private:
     enum class Block { none, thinking, text, tool_use };

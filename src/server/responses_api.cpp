@@ -221,7 +221,7 @@ json responses_object(const json& chat_completion, const GenerationResult& resul
     return r;
 }
 
-ResponsesStream::ResponsesStream(std::string model, int64_t input_tokens)
+ResponsesStream::ResponsesStream(const std::string&, std::string model, int64_t input_tokens)
     : id_(random_id("resp_")),
       model_(std::move(model)),
       created_(static_cast<int64_t>(std::time(nullptr))),

@@ -29,7 +29,8 @@ json responses_object(const json& chat_completion, const GenerationResult& resul
 // Turns the chunk stream of one chat completion into Responses events.
 class ResponsesStream {
   public:
-    ResponsesStream(std::string model, int64_t input_tokens);
+    // chat_id is the chat completion's (the response gets an id of its own).
+    ResponsesStream(const std::string& chat_id, std::string model, int64_t input_tokens);
 
     // The events for some chat.completion.chunk objects (response.created first).
     std::string on_chunks(const std::vector<json>& chunks);
