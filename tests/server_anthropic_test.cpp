@@ -64,6 +64,9 @@ TEST(AnthropicRequest, becomes_the_equivalent_chat_body) {
     EXPECT_EQ(c["max_tokens"], 4096);
     named["tool_choice"] = {{"type", "none"}};
     EXPECT_EQ(anthropic_to_chat_request(named)["tool_choice"], "none");
+    EXPECT_FALSE(anthropic_to_chat_request(named).contains("parallel_tool_calls"));
+    named["tool_choice"] = {{"type", "auto"}, {"disable_parallel_tool_use", true}};
+    EXPECT_EQ(anthropic_to_chat_request(named)["parallel_tool_calls"], false);
 }
 
 TEST(AnthropicRequest, malformed_or_unsupported_input_is_a_400_naming_it) {

@@ -164,6 +164,39 @@ TEST_F(ResponsesServer, reasoning_message_and_function_calls_and_the_official_sd
     EXPECT_EQ(test::run_node("sdk_responses.mjs", {server_->url("/v1"), answer}, output), 0) << output;
 }
 
+// text.format json_schema: the grammar-constrained answer the chat endpoint gives for the same
+// schema (greedy, so the same text), and JSON of the schema's shape.
+TEST_F(ResponsesServer, structured_output_follows_the_schema_as_chat_response_format_does) {
+    // Enums, so that the tiny model's greedy answer ends (its free strings run on).
+    const json schema = json::parse(R"({"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]},
+        "days": {"enum": [1, 2, 3]}}, "required": ["city", "days"], "additionalProperties": false})");
+    const json body = {{"input", "Weather?"},
+                       {"max_output_tokens", 200},
+                       {"temperature", 0},
+                       {"text", {{"format", {{"type", "json_schema"}, {"name", "w"}, {"schema", schema}}}}}};
+    auto r = post("/v1/responses", body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json resp = r.json_body();
+    ASSERT_EQ(resp["status"], "completed") << resp.dump();
+    const std::string text = resp["output"][0]["content"][0]["text"];
+    const json value = json::parse(text, nullptr, false);
+    ASSERT_TRUE(value.is_object()) << text;
+    EXPECT_TRUE(value["city"] == "Paris" || value["city"] == "Rome") << text;
+    EXPECT_TRUE(value["days"] == 1 || value["days"] == 2 || value["days"] == 3) << text;
+    EXPECT_EQ(value.size(), 2u) << text;
+    const json chat = {
+        {"messages", json::array({{{"role", "user"}, {"content", "Weather?"}}})},
+        {"max_tokens", 200},
+        {"temperature", 0},
+        {"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "w"}, {"schema", schema}}}}}};
+    auto c = post("/v1/chat/completions", chat);
+    ASSERT_EQ(c.status, 200) << c.body;
+    EXPECT_EQ(c.json_body()["choices"][0]["message"]["content"], text);
+    json bad = body;
+    bad["text"]["format"]["type"] = "xml";
+    EXPECT_EQ(post("/v1/responses", bad).status, 400);
+}
+
 TEST_F(ResponsesServer, chat_input_tokens_counts_the_chat_prompt) {
     const json chat = {{"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})}};
     auto count = post("/v1/chat/completions/input_tokens", chat);

@@ -140,7 +140,10 @@ json anthropic_to_chat_request(const json& body) {
         if (body.contains(key)) chat[key] = body[key];
     if (body.contains("stop_sequences")) chat["stop"] = body["stop_sequences"];
     if (body.contains("tools")) chat["tools"] = convert_tools(body["tools"]);
-    if (body.contains("tool_choice")) chat["tool_choice"] = convert_tool_choice(body["tool_choice"]);
+    if (body.contains("tool_choice")) {
+        chat["tool_choice"] = convert_tool_choice(body["tool_choice"]);
+        if (body["tool_choice"].value("disable_parallel_tool_use", false)) chat["parallel_tool_calls"] = false;
+    }
     if (auto t = body.find("thinking"); t != body.end() && !t->is_null()) {
         if (!t->is_object()) throw invalid_request("Field 'thinking': expected an object");
         const std::string type = member_string(*t, "type", "thinking");

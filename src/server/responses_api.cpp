@@ -184,6 +184,24 @@ json responses_to_chat_request(const json& body) {
     for (const char* key : {"temperature", "top_p", "stream", "parallel_tool_calls", "replay"})
         if (body.contains(key) && !body[key].is_null()) chat[key] = body[key];
     if (body.contains("tools") && !body["tools"].is_null()) chat["tools"] = convert_tools(body["tools"]);
+    // Structured output: text.format as the chat response_format (the same grammar-constrained sampling).
+    if (auto t = body.find("text");
+        t != body.end() && t->is_object() && t->contains("format") && !(*t)["format"].is_null()) {
+        const json& f = (*t)["format"];
+        if (!f.is_object()) throw invalid_request("Field 'text.format': expected an object with a 'type'");
+        const std::string type = member_string(f, "type", "text.format");
+        if (type == "json_schema") {
+            json js = {{"name", member_string(f, "name", "text.format")},
+                       {"schema", f.value("schema", json::object())}};
+            if (f.contains("strict")) js["strict"] = f["strict"];
+            chat["response_format"] = {{"type", "json_schema"}, {"json_schema", js}};
+        } else if (type == "json_object") {
+            chat["response_format"] = {{"type", "json_object"}};
+        } else if (type != "text") {
+            throw invalid_request(
+                fmt::format("text.format.type must be text, json_object or json_schema, got '{}'", type));
+        }
+    }
     if (auto tc = body.find("tool_choice"); tc != body.end() && !tc->is_null()) {
         if (tc->is_string()) {
             chat["tool_choice"] = *tc;
