@@ -61,6 +61,12 @@ TEST_F(ServerE2E, health_models_props_and_unknown_routes) {
     auto nf = curl(server_->url("/no/such/route"));
     EXPECT_EQ(nf.status, 404);
     EXPECT_EQ(nf.json_body()["error"]["type"], "not_found_error");
+    // The built-in chat page, which talks to the server's own chat route.
+    auto page = curl(server_->url("/"));
+    EXPECT_EQ(page.status, 200);
+    EXPECT_NE(page.headers.find("text/html"), std::string::npos) << page.headers;
+    EXPECT_NE(page.body.find("<title>moeserve</title>"), std::string::npos);
+    EXPECT_NE(page.body.find("fetch(\"v1/chat/completions\""), std::string::npos);
     // No LoRA adapters are loaded: an empty list, which only an empty update leaves as it is.
     EXPECT_EQ(curl(server_->url("/lora-adapters")).json_body(), json::array());
     EXPECT_EQ(curl(server_->url("/lora-adapters"), "POST", "[]").status, 200);
@@ -287,12 +293,25 @@ TEST_F(ServerE2E, sixteen_concurrent_streams_complete_with_the_sequential_greedy
     EXPECT_GT(std::stod(m[1]), 1.0);  // the concurrent requests were batched together
 }
 
+// The chat page's own script, run by node over a small DOM stand-in against a real server
+// (tests/e2e/server/webui_smoke.mjs): a streamed answer with its stats, the saved
+// conversation, a stop, a new chat.
+TEST(ServerE2EFlags, web_ui_chats_through_the_api) {
+    MOESERVE_REQUIRE_FIXTURES();
+    if (!have_node_modules()) GTEST_SKIP() << "no node/npm on this machine (make test installs the e2e clients)";
+    Server s({"-m", model_path(), "-c", "4096", "-np", "2", "-t", "2"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    std::string output;
+    EXPECT_EQ(run_node("webui_smoke.mjs", {s.url("/")}, output), 0) << output;
+}
+
 TEST(ServerE2EFlags, api_key_guards_every_route_but_health_and_models) {
     MOESERVE_REQUIRE_FIXTURES();
     Server s({"-m", model_path(), "--api-key", "sekrit", "-c", "1024", "-t", "2"});
     ASSERT_TRUE(s.ready()) << s.log();
     EXPECT_EQ(curl(s.url("/health")).status, 200);
     EXPECT_EQ(curl(s.url("/v1/models")).status, 200);
+    EXPECT_EQ(curl(s.url("/")).status, 200);  // the chat page is public; its API calls carry the key
     auto no_key = curl(s.url("/v1/chat/completions"), "POST", kChat);
     EXPECT_EQ(no_key.status, 401);
     EXPECT_EQ(no_key.json_body()["error"]["type"], "authentication_error");
@@ -465,8 +484,10 @@ TEST(ServerE2EFlags, llama_server_chat_cors_and_load_flags_take_effect) {
               "off",
               "--cors-methods",
               "GET, POST",
-              "--no-mmap"});
+              "--no-mmap",
+              "--no-webui"});
     ASSERT_TRUE(s.ready()) << s.log();
+    EXPECT_EQ(curl(s.url("/")).status, 404);  // --no-webui
 
     const std::string closed_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n";  // enable_thinking false
     json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};

@@ -23,6 +23,7 @@
 #include "server/responses_handler.h"
 #include "server/server_info.h"
 #include "server/slot_action_handler.h"
+#include "server/webui_page.h"
 
 namespace moeserve {
 namespace {
@@ -148,6 +149,12 @@ HttpServer::HttpServer(const ServerOptions& options)
             res.set_header("Access-Control-Allow-Methods", options_.cors_methods);
             res.set_header("Access-Control-Allow-Headers", options_.cors_headers);
             res.status = 200;
+            return httplib::Server::HandlerResponse::Handled;
+        }
+        // The chat page: served while the model loads and without the API key, like llama-server's
+        // web UI assets (the page asks for the key when the API refuses it).
+        if (options_.webui && req.method == "GET" && req.path == options_.api_prefix + "/") {
+            res.set_content(std::string(webui_page()), "text/html; charset=utf-8");
             return httplib::Server::HandlerResponse::Handled;
         }
         if (!model()) {

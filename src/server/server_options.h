@@ -76,6 +76,7 @@ struct ServerOptions {
     bool endpoint_metrics = false;
     bool endpoint_slots = true;
     bool endpoint_props = false;
+    bool webui = true;  // the chat page at "/" (--no-webui)
     std::string api_prefix;
     // CORS (spec §4.3): "*" echoes the request's Origin while credentials
     // are on; "localhost" echoes only local origins; else the list as given.
