@@ -94,6 +94,9 @@ int run_serve(const std::vector<std::string>& argv) {
     if (sig == SIGUSR1 && model) {
         http.set_model(model);
         std::fprintf(stderr, "main: model loaded\nmain: listening on http://%s:%d\n", opt.host.c_str(), port);
+        if (opt.webui)
+            std::fprintf(stderr, "main: chat in a browser at http://%s:%d%s/\n", opt.host.c_str(), port,
+                         opt.api_prefix.c_str());
         sigwait(&signals, &sig);
     }
     const bool failed = !model;
