@@ -67,6 +67,15 @@ TEST(AnthropicRequest, becomes_the_equivalent_chat_body) {
     EXPECT_FALSE(anthropic_to_chat_request(named).contains("parallel_tool_calls"));
     named["tool_choice"] = {{"type", "auto"}, {"disable_parallel_tool_use", true}};
     EXPECT_EQ(anthropic_to_chat_request(named)["parallel_tool_calls"], false);
+
+    // Anthropic's server and built-in tools are left out; custom tools (typed or not) stay.
+    named["tools"] = json::parse(R"([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+        {"type": "custom", "name": "a", "input_schema": {"type": "object"}},
+        {"name": "b", "input_schema": {"type": "object"}}])");
+    const json tools = anthropic_to_chat_request(named)["tools"];
+    ASSERT_EQ(tools.size(), 2u) << tools.dump();
+    EXPECT_EQ(tools[0]["function"]["name"], "a");
+    EXPECT_EQ(tools[1]["function"]["name"], "b");
 }
 
 TEST(AnthropicRequest, malformed_or_unsupported_input_is_a_400_naming_it) {

@@ -86,6 +86,10 @@ json convert_tools(const json& tools) {
         const json& t = tools[i];
         const std::string at = fmt::format("tools[{}]", i);
         if (!t.is_object()) throw invalid_request(at + " must be an object");
+        // Anthropic's own tools (web_search_..., bash_..., text_editor_..., computer_...) run on
+        // Anthropic's side or have schemas only their models know: not offered to a local model.
+        const std::string type = member_string(t, "type", at);
+        if (!type.empty() && type != "custom") continue;
         const json schema = t.value("input_schema", json::object());
         if (!schema.is_object()) throw invalid_request(at + ".input_schema must be an object");
         out.push_back({{"type", "function"},

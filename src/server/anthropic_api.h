@@ -16,7 +16,8 @@
 
 namespace moeserve {
 
-// The chat-completions body for an Anthropic Messages request. Throws
+// The chat-completions body for an Anthropic Messages request (custom
+// tools only: Anthropic's server and built-in tools are not offered). Throws
 // ApiError (400) naming the field for a malformed one, and for content
 // moeserve cannot take (images, documents: no vision model).
 json anthropic_to_chat_request(const json& body);
