@@ -161,7 +161,7 @@ async function send(text) {
     const response = await fetch("v1/chat/completions", {
       method: "POST", headers: headers(), signal: controller.signal,
       body: JSON.stringify({ messages: history, stream: true, temperature: Number(settings.temperature),
-                             max_tokens: Number(settings.maxTokens), timings_per_token: false }),
+                             max_tokens: Number(settings.maxTokens) || -1, timings_per_token: false }),
     });
     if (!response.ok) {
       const err = await response.json().catch(() => ({}));
