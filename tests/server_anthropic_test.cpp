@@ -53,7 +53,7 @@ TEST(AnthropicRequest, becomes_the_equivalent_chat_body) {
         "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
                                                     "parameters": {"type": "object"}}}],
         "tool_choice": "required",
-        "chat_template_kwargs": {"enable_thinking": true}})");
+        "chat_template_kwargs": {"enable_thinking": true}, "thinking_budget_tokens": 1000})");
     EXPECT_EQ(anthropic_to_chat_request(body), want) << anthropic_to_chat_request(body).dump(1);
 
     // A named tool, "none", and a missing max_tokens (4096, as llama-server).

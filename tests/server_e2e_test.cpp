@@ -305,6 +305,55 @@ TEST(ServerE2EFlags, web_ui_chats_through_the_api) {
     EXPECT_EQ(run_node("webui_smoke.mjs", {s.url("/")}, output), 0) << output;
 }
 
+// A thinking budget: the Nemotron template opens <think> in the prompt, so the answer starts
+// inside the block; after `budget` tokens the server writes the message and the closing marker
+// instead of sampling (the logprobs show each generated token), and the reader splits there.
+TEST(ServerE2EFlags, thinking_budget_closes_the_reasoning_after_its_tokens) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "-c", "2048", "-t", "2",
+              "--reasoning-budget", "6"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto tokens_of = [](const json& answer) {
+        std::vector<std::string> out;
+        for (const auto& t : answer["choices"][0]["logprobs"]["content"]) out.push_back(t["token"]);
+        return out;
+    };
+    auto join = [](const std::vector<std::string>& t, size_t from, size_t to) {
+        std::string out;
+        for (size_t i = from; i < std::min(to, t.size()); ++i) out += t[i];
+        return out;
+    };
+    json body = {{"messages", json::array({{{"role", "user"}, {"content", "Think about licenses."}}})},
+                 {"max_tokens", 24},
+                 {"temperature", 0},
+                 {"logprobs", true}};
+    for (const auto& [budget, message] : std::vector<std::pair<int, std::string>>{{6, ""}, {3, "Time is up."}}) {
+        SCOPED_TRACE("budget " + std::to_string(budget));
+        json b = body;
+        if (budget != 6) b["thinking_budget_tokens"] = budget;  // the request's budget over the server's
+        if (!message.empty()) b["reasoning_budget_message"] = message;
+        auto r = curl(s.url("/v1/chat/completions"), "POST", b.dump());
+        ASSERT_EQ(r.status, 200) << r.body;
+        const json answer = r.json_body();
+        const auto t = tokens_of(answer);
+        ASSERT_GT(t.size(), static_cast<size_t>(budget) + 3) << r.body;
+        EXPECT_EQ(join(t, 0, budget).find("</think>"), std::string::npos) << "the model closed the block itself";
+        const std::string forced = message + "\n</think>\n\n";
+        EXPECT_EQ(join(t, budget, t.size()).substr(0, forced.size()), forced) << r.body;
+        const json& msg = answer["choices"][0]["message"];
+        // The reasoning is the budget's tokens and the message, trimmed.
+        const std::string thought = join(t, 0, budget) + message;
+        const size_t first = thought.find_first_not_of(" \n"), last = thought.find_last_not_of(" \n");
+        const std::string trimmed = first == std::string::npos ? "" : thought.substr(first, last - first + 1);
+        EXPECT_EQ(msg.value("reasoning_content", ""), trimmed) << r.body;
+    }
+    // A budget of -1 in the request lifts the server's.
+    json unlimited = body;
+    unlimited["thinking_budget_tokens"] = -1;
+    const auto t = tokens_of(curl(s.url("/v1/chat/completions"), "POST", unlimited.dump()).json_body());
+    EXPECT_EQ(join(t, 6, 6 + 3).find("</think>"), std::string::npos);
+}
+
 TEST(ServerE2EFlags, api_key_guards_every_route_but_health_and_models) {
     MOESERVE_REQUIRE_FIXTURES();
     Server s({"-m", model_path(), "--api-key", "sekrit", "-c", "1024", "-t", "2"});

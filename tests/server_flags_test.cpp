@@ -234,7 +234,7 @@ TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
         {{"-mg", "1"}, "one GPU"},
         {{"-dev", "CUDA1"}, "one GPU"},
         {{"-ot", "exps"}, "REGEX=BUFTYPE"},
-        {{"--reasoning-budget", "256"}, "only -1 (unlimited) and 0"},
+        {{"--reasoning-budget", "-5"}, "must be between -1 and"},
         {{"-lm", "fast"}, "expected none, mmap, mlock or dio"},
         {{"-fit", "maybe"}, "expected on or off"},
     };
@@ -244,6 +244,14 @@ TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
         EXPECT_NE(error_of(argv).find(want), std::string::npos) << args.front() << ": " << error_of(argv);
     }
     EXPECT_EQ(error_of({"-m", "m", "--sleep-idle-seconds", "-1"}), "");  // the default: off
+}
+
+TEST(ServerFlags, reasoning_budget_is_a_token_count_or_no_thinking) {
+    EXPECT_EQ(parse({"-m", "m"}).reasoning_budget, -1);
+    EXPECT_EQ(parse({"-m", "m", "--reasoning-budget", "256"}).reasoning_budget, 256);
+    const ServerOptions off = parse({"-m", "m", "--reasoning-budget", "0"});
+    EXPECT_EQ(off.reasoning_budget, -1);
+    EXPECT_FALSE(off.enable_thinking.value_or(true));
 }
 
 TEST(ServerFlags, cors_origin_follows_the_cors_flags) {

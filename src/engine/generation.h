@@ -44,6 +44,15 @@ struct GenerationRequest {
     std::vector<int32_t> replay;
     // The grammar the output must follow (grammar, json_schema, response_format).
     std::shared_ptr<const GrammarConstraint> grammar;
+    // A thinking budget (serve --reasoning-budget N, thinking_budget_tokens): once
+    // a <think> block has run this many tokens, the slot emits reasoning_close
+    // (the budget message and the template's closing marker) instead of sampling,
+    // then samples on. -1: no budget. reasoning_open_at_start: the prompt opened
+    // the block (the output starts inside it); otherwise it counts from a
+    // <think> the model writes at the start of its answer.
+    int64_t reasoning_budget = -1;
+    bool reasoning_open_at_start = false;
+    std::vector<int32_t> reasoning_close;
 
     // An embedding request: the whole prompt is evaluated (no cached prefix)
     // and the done event carries its pooled hidden states instead of a

@@ -57,6 +57,11 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     if (task_.request.grammar) grammar_ = std::make_unique<GrammarMatcher>(task_.request.grammar->grammar);
     text_.clear();
     sent_ = searched_ = 0;
+    in_reasoning_ = task_.request.reasoning_budget >= 0 && task_.request.reasoning_open_at_start;
+    reasoning_over_ = task_.request.reasoning_budget < 0;
+    reasoning_tokens_ = 0;
+    forced_.clear();
+    forced_pos_ = 0;
     t_start_ = t_first_ = now;
     timings_ = Timings{};
     state_ = SlotState::prefilling;
@@ -82,12 +87,40 @@ void Slot::prompt_evaluated(int64_t n) {
     n_prompt_done_ += n;
 }
 
+// After each token: whether a <think> block is open (the prompt opened it, or
+// the answer starts with one), counting its tokens until its "</think>".
+void Slot::track_reasoning(size_t old_size) {
+    if (reasoning_over_) return;
+    static constexpr std::string_view kOpen = "<think>", kClose = "</think>";
+    if (!in_reasoning_) {
+        const size_t start = text_.find_first_not_of(" \t\r\n");
+        if (start == std::string::npos) return;
+        const std::string_view head = std::string_view(text_).substr(start, kOpen.size());
+        if (head == kOpen)
+            in_reasoning_ = true;
+        else if (kOpen.substr(0, head.size()) != head)
+            reasoning_over_ = true;  // the answer does not think
+        return;                      // the opening marker's tokens do not count
+    }
+    // Only where the new text could complete the marker: the whole text each token would be quadratic.
+    if (text_.find(kClose, old_size > kClose.size() ? old_size - kClose.size() : 0) != std::string::npos) {
+        in_reasoning_ = false;
+        reasoning_over_ = true;
+        return;
+    }
+    ++reasoning_tokens_;
+}
+
 bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     const GenerationRequest& rq = task_.request;
     Sampler& sampler = *task_.sampler;
     const size_t n_out = static_cast<size_t>(n_decoded_);
     int32_t tok;
-    if (n_out < rq.replay.size())
+    // The thinking budget is spent: the block's closing tokens, then sampling again.
+    if (in_reasoning_ && forced_.empty() && reasoning_tokens_ >= rq.reasoning_budget) forced_ = rq.reasoning_close;
+    if (forced_pos_ < forced_.size())
+        tok = forced_[forced_pos_++];
+    else if (n_out < rq.replay.size())
         tok = rq.replay[n_out];
     else if (grammar_)
         tok = sample_with_grammar(sampler, logits, *grammar_, *rq.grammar->pieces, *tokenizer_, grammar_scratch_);
@@ -118,7 +151,9 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     ++n_decoded_;
 
     const bool eog = !rq.ignore_eos && tokenizer_->is_eog(tok);
+    const size_t old_size = text_.size();
     text_ += eog ? detok_->flush() : detok_->push(tok);
+    track_reasoning(old_size);
     auto scan = stops_.scan(text_, searched_);
     searched_ = text_.size();
     if (scan.match_at) {

@@ -152,6 +152,15 @@ class Slot {
     bool has_new_line_ = false;
     std::optional<StreamingDetokenizer> detok_;
     StopStrings stops_;
+    // The thinking budget (GenerationRequest::reasoning_budget): whether the
+    // output is inside its <think> block, whether that block is over, the
+    // tokens it has run, and the forced closing tokens still to emit.
+    bool in_reasoning_ = false;
+    bool reasoning_over_ = false;
+    int64_t reasoning_tokens_ = 0;
+    std::vector<int32_t> forced_;
+    size_t forced_pos_ = 0;
+    void track_reasoning(size_t old_size);
     std::string text_;     // generated text so far
     size_t sent_ = 0;      // text_[0, sent_) has been emitted
     size_t searched_ = 0;  // text_[0, searched_) was searched for stop strings

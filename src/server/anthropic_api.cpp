@@ -154,6 +154,7 @@ json anthropic_to_chat_request(const json& body) {
         if (type != "enabled" && type != "disabled")
             throw invalid_request(fmt::format("thinking.type must be 'enabled' or 'disabled', got '{}'", type));
         chat["chat_template_kwargs"] = {{"enable_thinking", type == "enabled"}};
+        if (type == "enabled" && t->contains("budget_tokens")) chat["thinking_budget_tokens"] = (*t)["budget_tokens"];
     }
     return chat;
 }

@@ -354,6 +354,32 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     }
     if (kind == ApiKind::native) call.prompt_text = model.tokenizer().detokenize(prompts.front(), true);
 
+    // The thinking budget: --reasoning-budget N, or the request's thinking_budget_tokens /
+    // reasoning_budget_tokens; when it runs out the slot writes reasoning_budget_message and
+    // the closing marker in the template's style (GLM "</think>", the others on lines of their own).
+    if (kind == ApiKind::chat) {
+        base.reasoning_budget = model.options().reasoning_budget;
+        for (const char* name : {"reasoning_budget_tokens", "thinking_budget_tokens"})
+            if (auto v = int_field(body, name)) {
+                if (*v < -1 || *v > INT32_MAX)
+                    throw invalid_request(
+                        fmt::format("Field '{}': Value must be between -1 and {} but got {}", name, INT32_MAX, *v));
+                base.reasoning_budget = *v;
+            }
+        const ChatSyntax& syn = call.chat_syntax;
+        const bool thinks = !syn.forced_reasoning_prefix.empty() || syn.model_may_think;
+        if (base.reasoning_budget >= 0 && thinks) {
+            base.reasoning_open_at_start = !syn.forced_reasoning_prefix.empty();
+            const bool glm_style = syn.forced_reasoning_prefix == "<think>";
+            const std::string message = string_field(body, "reasoning_budget_message").value_or("");
+            const std::string close = glm_style ? "</think>" : "\n</think>\n\n";
+            base.reasoning_close = model.tokenizer().tokenize(message + close, /*add_special=*/false,
+                                                              /*parse_special=*/true);
+        } else {
+            base.reasoning_budget = -1;
+        }
+    }
+
     if (auto r = body.find("replay"); r != body.end() && !r->is_null()) {
         if (!model.options().allow_replay)
             throw invalid_request(

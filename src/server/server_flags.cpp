@@ -704,11 +704,12 @@ const std::vector<Flag>& flags() {
             {{"--reasoning-budget"},
              "N",
              nullptr,
-             "thinking budget: -1 = unlimited (default), 0 = no thinking (enable_thinking false)",
+             "thinking budget: -1 = unlimited (default), 0 = no thinking (enable_thinking false), N = at most N "
+             "tokens of reasoning, then the template's closing marker is written and the answer follows",
              [](ServerOptions& o, auto& f, auto& v) {
                  const int64_t n = to_int(f, v, -1, int64_t(1) << 31);
-                 if (n > 0) bad(f, v, "only -1 (unlimited) and 0 (no thinking) are supported, as in llama-server");
                  if (n == 0) o.enable_thinking = false;
+                 o.reasoning_budget = n > 0 ? n : -1;
              }},
             {{"--prefill-assistant"},
              nullptr,

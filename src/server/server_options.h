@@ -76,7 +76,8 @@ struct ServerOptions {
     bool endpoint_metrics = false;
     bool endpoint_slots = true;
     bool endpoint_props = false;
-    bool webui = true;  // the chat page at "/" (--no-webui)
+    bool webui = true;              // the chat page at "/" (--no-webui)
+    int64_t reasoning_budget = -1;  // --reasoning-budget N > 0: thinking tokens per answer
     std::string api_prefix;
     // CORS (spec §4.3): "*" echoes the request's Origin while credentials
     // are on; "localhost" echoes only local origins; else the list as given.
