@@ -20,7 +20,8 @@
 #       2. the server end-to-end tests (curl) with -ngl 99;
 #       3. compute-sanitizer memcheck and racecheck on a short logits run;
 #       4. a short benchmark (moeserve bench, synthetic 4-layer slice of the
-#          qwen3-coder-30b-a3b preset), then a table of everything.
+#          qwen3-coder-30b-a3b preset; decode with and without CUDA graphs),
+#          then a table of everything.
 #       Logs go to $OUT (the device tool's folder) or .device/gpu/out/.
 #       SECONDS bounds the whole run (default 540); later steps are skipped
 #       with a note when time runs out.
@@ -126,6 +127,9 @@ run() {
             -ctk q4_0 -ctv q4_0 --tokens "$toks" -o "$out/memcheck"
         step racecheck 60 "$cs" --tool racecheck --error-exitcode 1 "$MOESERVE_BIN" logits -m "$model" -ngl all \
             --tokens "$toks" -o "$out/racecheck"
+        # Decode steps: captured and replayed CUDA graphs.
+        step memcheck-decode 60 "$cs" --tool memcheck --error-exitcode 1 "$MOESERVE_BIN" run -m "$model" -ngl all \
+            -ctk q4_0 -ctv q4_0 -p "Hello" -n 24 --temp 0
     else
         echo "| sanitizer | skipped (no compute-sanitizer) | |" >>"$summary"
     fi
@@ -134,6 +138,10 @@ run() {
     local slice="$out/qwen3-coder-slice.gguf"
     step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers "${BENCH_LAYERS:-4}" -o "$slice"
     step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    # Decode without CUDA graphs (every pass op by op), for the same rows above.
+    step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
+        -npl 1,4 -r 2
+    step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4 -r 2
     # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
     step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
     rm -f "$slice"
@@ -141,6 +149,9 @@ run() {
         echo
         echo "## bench"
         cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
+        echo
+        echo "## decode with CUDA graphs, then without (MOESERVE_CUDA_GRAPHS=0)"
+        cat "$out/bench-graphs.log" "$out/bench-nographs.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## bench, layer split (-ngl 2 of 4)"
         cat "$out/bench-split.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"

@@ -130,6 +130,15 @@ class Backend {
     // Called when the pass has written its outputs (a GPU backend may wait
     // for the device here).
     virtual void end_batch() {}
+    // Runs one forward pass: `pass` calls the ops, reading the outputs back
+    // at its end. The CUDA backend may run `pass` more than once (to check a
+    // captured graph against it, to capture it, or op by op after all), so
+    // it must change nothing outside the backend's ops and its outputs.
+    virtual void run_pass(const BatchInputs& inputs, const std::function<void()>& pass) {
+        begin_batch(inputs);
+        pass();
+        end_batch();
+    }
     // Called by a model before the ops of layer `layer` (0-based) and, with
     // the layer count, before its output head; the embedding lookup comes
     // first, as layer 0's. A backend that splits a model between devices

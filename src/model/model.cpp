@@ -138,9 +138,8 @@ std::vector<float> Model::forward(const Batch& batch, KvCache& cache, ForwardOut
     const int64_t row = output == ForwardOutput::embeddings ? params_.n_embd : params_.n_vocab;
     std::vector<float> logits(view.out_rows.size() * row);
     try {
-        backend_->begin_batch({view.tokens, view.positions, view.seq_ids, view.cells, view.rows});
-        forward_batch(view, cache, logits.data());
-        backend_->end_batch();
+        backend_->run_pass({view.tokens, view.positions, view.seq_ids, view.cells, view.rows},
+                           [&] { forward_batch(view, cache, logits.data()); });
     } catch (...) {
         // Leave the cache as it was before the batch. A recurrent state the
         // pass may have advanced cannot be rewound: such sequences restart

@@ -4,10 +4,15 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <tuple>
 #include <vector>
 
+#include "backend/cuda/cuda_graph.h"
+#include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_memory.h"
 #include "backend/cuda/cuda_ops.h"
 #include "gguf/gguf_file.h"
@@ -18,8 +23,8 @@ namespace {
 
 // The batch inputs of the current forward pass, on the device. Ops receive
 // the host spans; a span whose data pointer is the staged one maps to its
-// device copy, anything else (a test calling an op directly) is uploaded on
-// the fly into scratch.
+// device copy, anything else (the output rows, a test calling an op
+// directly) is uploaded when the op runs.
 struct StagedBatch {
     const int32_t* tokens_host = nullptr;
     const int32_t* positions_host = nullptr;
@@ -33,9 +38,53 @@ struct StagedBatch {
     cuda::AttentionCells rows;
 };
 
+// The ops' tags in a pass's recorded words (cuda_graph.h).
+enum class Op : uint64_t {
+    copy_rows = 1,
+    gather_rows,
+    fill,
+    read,
+    embed,
+    rms_norm,
+    matmul,
+    rope,
+    add,
+    add_row_broadcast,
+    store_kv,
+    attention,
+    matmul_heads,
+    attention_mla,
+    moe_ffn,
+    dense_ffn,
+    ssm_conv,
+    ssm_scan,
+    gated_group_norm,
+};
+
+// Batches up to this many tokens run as graphs: their products are
+// matrix-vector kernels with no host round trip (larger MoE batches wait for
+// the per-expert counts).
+constexpr int64_t kGraphMaxTokens = cuda::kMatvecMaxTokens;
+// A batch size captured this many times in a row without a replay in
+// between runs op by op for the next kRestPasses passes (capturing every
+// step costs more than it saves).
+constexpr int kCapturesBeforeRest = 3;
+constexpr int kRestPasses = 64;
+// After a pass that could not be captured (it allocated memory, say): op by
+// op for this many passes, then try again.
+constexpr int kRestAfterNotCapturable = 2;
+
+// MOESERVE_CUDA_GRAPHS=0 (or off/false) runs every pass op by op.
+bool graphs_enabled_by_environment() {
+    const char* v = std::getenv("MOESERVE_CUDA_GRAPHS");
+    if (!v) return true;
+    const std::string s(v);
+    return !(s == "0" || s == "off" || s == "false" || s == "no");
+}
+
 class CudaBackend final : public Backend {
   public:
-    explicit CudaBackend(int device) : memory_(device) {
+    explicit CudaBackend(int device) : memory_(device), graphs_on_(graphs_enabled_by_environment()) {
         ctx_.device = device;
         MOESERVE_CUDA_CHECK(cudaSetDevice(device));
         cudaDeviceProp prop{};
@@ -51,7 +100,7 @@ class CudaBackend final : public Backend {
     }
     ~CudaBackend() override {
         if (ctx_.stream) cudaStreamSynchronize(ctx_.stream);
-        if (staging_) cudaFreeHost(staging_);
+        for (auto& [n, g] : graphs_) cuda::destroy_graph(g);
         if (weights_) cudaFree(weights_);
         if (ctx_.cublas) cublasDestroy(ctx_.cublas);
     }
@@ -59,6 +108,8 @@ class CudaBackend final : public Backend {
     std::string name() const override { return "cuda (" + description_ + ")"; }
     int n_threads() const override { return 1; }
     DeviceMemory& memory() override { return memory_; }
+    const cuda::GraphStats& graph_stats() const { return stats_; }
+    void set_graphs(bool on) { graphs_on_ = on; }
 
     // Uploads the tensors `upload` accepts (all without a filter) into one
     // allocation, packed in file order; a weight's device address is its
@@ -115,71 +166,149 @@ class CudaBackend final : public Backend {
         if (last_percent >= 0) std::fprintf(stderr, "\n");
     }
 
+    // The inputs go up through the upload arena in one asynchronous copy,
+    // each at an address that depends only on the sizes before it (which a
+    // replayed graph relies on).
     void begin_batch(const BatchInputs& in) override {
-        // The previous pass ended with its outputs read back, so the stream
-        // is idle and the pinned staging buffer free: the inputs go up with
-        // asynchronous copies and no further waits.
+        // The previous pass ended with its outputs read back: the stream is
+        // idle, so the arena and the scratch may be reused (or regrown).
         MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
         scratch_->reset();
-        staging_used_ = 0;
-        staging_ok_ = true;
+        const RowLists lists = flatten_rows(in.rows);
+        const size_t n = in.tokens.size();
+        const size_t need = 8 * 256 + 4 * n * sizeof(int32_t) + lists.span * sizeof(int32_t) +
+                            n * (sizeof(int64_t) + sizeof(int32_t)) + in_pass_room_;
+        arena_.reserve(need);
+        arena_.rewind(0);
         StagedBatch& s = staged_;
         s = StagedBatch{};
         s.tokens_host = in.tokens.data();
         s.positions_host = in.positions.data();
         s.seq_ids_host = in.seq_ids.data();
         s.cells_host = in.cells.data();
-        s.tokens = upload(in.tokens);
-        s.positions = upload(in.positions);
-        s.seq_ids = upload(in.seq_ids);
-        s.cells = upload(in.cells);
         s.rows_host = in.rows.cells.data();
-        s.rows = upload_rows(in.rows);
-        staging_ok_ = false;
+        s.tokens = stage(in.tokens);
+        s.positions = stage(in.positions);
+        s.seq_ids = stage(in.seq_ids);
+        s.cells = stage(in.cells);
+        s.rows = put_rows(lists, in.rows.n_cells, /*staged=*/true);
+        if (arena_.used())
+            MOESERVE_CUDA_CHECK(
+                cudaMemcpyAsync(arena_.device(0), arena_.host(0), arena_.used(), cudaMemcpyHostToDevice, ctx_.stream));
+        pass_mark_ = arena_.used();
     }
 
     void end_batch() override {}
-    void synchronize() override { MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
+    void synchronize() override {
+        if (rec_.mode() != cuda::OpRecorder::Mode::off) throw cuda::NotCapturable("an op waits for the GPU");
+        MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    }
+
+    // A pass of a small batch runs as a CUDA graph (cuda_graph.h): checked
+    // against the graph captured for its batch size and replayed, or
+    // captured anew, or (when it cannot be captured) run op by op.
+    void run_pass(const BatchInputs& in, const std::function<void()>& pass) override {
+        begin_batch(in);
+        const auto n = static_cast<int64_t>(in.tokens.size());
+        if (!graphs_on_ || n > kGraphMaxTokens) return run_eager(pass);
+        forget_stale_graphs();
+        cuda::CachedGraph& g = graphs_[n];
+        if (g.eager_passes_left > 0) {
+            --g.eager_passes_left;
+            return run_eager(pass);
+        }
+        if (g.exec) {
+            switch (check_pass(g, pass)) {
+                case Check::same:
+                    ++g.replays;
+                    ++stats_.replayed;
+                    return launch(g);
+                case Check::differs:
+                    break;
+                case Check::not_capturable:
+                    g.eager_passes_left = kRestAfterNotCapturable;
+                    return run_eager(pass);
+            }
+        }
+        capture_pass(g, pass);
+    }
 
     // ---- data movement -----------------------------------------------------
 
     void copy_rows(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t n_rows,
                    int64_t width) override {
+        if (recorded(Op::copy_rows, dst, dst_stride, src, src_stride, n_rows, width)) return;
         cuda::copy_rows(ctx_, dst, dst_stride, src, src_stride, n_rows, width);
     }
     void gather_rows(float* dst, const float* src, int64_t width, std::span<const int64_t> rows) override {
-        cuda::gather_rows(ctx_, dst, src, width, upload(rows), static_cast<int64_t>(rows.size()));
+        const int64_t* d_rows = upload(rows);
+        const auto n = static_cast<int64_t>(rows.size());
+        if (recorded(Op::gather_rows, dst, src, width, d_rows, n)) return;
+        cuda::gather_rows(ctx_, dst, src, width, d_rows, n);
     }
-    void fill(float* y, float value, int64_t n) override { cuda::fill(ctx_, y, value, n); }
+    void fill(float* y, float value, int64_t n) override {
+        if (recorded(Op::fill, y, value, n)) return;
+        cuda::fill(ctx_, y, value, n);
+    }
+    // Op by op a plain copy. In a graph the copy goes to pinned memory and
+    // reaches host_dst after the graph has run.
     void read(float* host_dst, const float* src, int64_t n) override {
-        memory_.download(host_dst, src, n * sizeof(float));
+        if (rec_.mode() == cuda::OpRecorder::Mode::off) {
+            memory_.download(host_dst, src, n * sizeof(float));
+            return;
+        }
+        rec_.op(static_cast<uint64_t>(Op::read), src, n);
+        const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+        const size_t offset = (readback_used_ + 255) / 256 * 256;
+        if (offset + bytes > readback_.capacity()) {
+            readback_wanted_ = std::max(readback_wanted_, offset + bytes);
+            throw cuda::NotCapturable("the readback buffer is too small");
+        }
+        if (!rec_.checking())
+            MOESERVE_CUDA_CHECK(
+                cudaMemcpyAsync(readback_.data() + offset, src, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
+        pending_reads_.push_back({host_dst, offset, bytes});
+        readback_used_ = offset + bytes;
     }
 
     // ---- ops -----------------------------------------------------------------
 
     void embed(const Weight& table, std::span<const int32_t> tokens, float* out) override {
         const int32_t* d_tokens = tokens.data() == staged_.tokens_host ? staged_.tokens : upload(tokens);
-        cuda::embed(ctx_, dev(table), d_tokens, static_cast<int64_t>(tokens.size()), out);
+        const Weight w = dev(table);
+        const auto n = static_cast<int64_t>(tokens.size());
+        if (recorded(Op::embed, w, d_tokens, n, out)) return;
+        cuda::embed(ctx_, w, d_tokens, n, out);
     }
     void rms_norm(const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) override {
-        cuda::rms_norm(ctx_, x, dev(w), eps, n_rows, n, out);
+        const float* dw = dev(w);
+        if (recorded(Op::rms_norm, x, dw, eps, n_rows, n, out)) return;
+        cuda::rms_norm(ctx_, x, dw, eps, n_rows, n, out);
     }
     void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) override {
-        cuda::matmul(ctx_, dev(w), x, n_tokens, y, expert);
+        const Weight dw = dev(w);
+        if (recorded(Op::matmul, dw, x, n_tokens, y, expert)) return;
+        cuda::matmul(ctx_, dw, x, n_tokens, y, expert);
     }
     void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
-        for (const Projection& p : projections) cuda::matmul(ctx_, dev(*p.w), x, n_tokens, p.y, 0);
+        for (const Projection& p : projections) matmul(*p.w, x, n_tokens, p.y, 0);
     }
     void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
               const RopeParams& p) override {
         RopeParams dp = p;
         dp.freq_factors = dev(p.freq_factors);
         const int32_t* d_pos = positions.data() == staged_.positions_host ? staged_.positions : upload(positions);
+        if (recorded(Op::rope, x, n_tokens, n_head, head_dim, d_pos, dp)) return;
         cuda::rope(ctx_, x, n_tokens, n_head, head_dim, d_pos, dp);
     }
-    void add(float* y, const float* x, int64_t n) override { cuda::add(ctx_, y, x, n); }
+    void add(float* y, const float* x, int64_t n) override {
+        if (recorded(Op::add, y, x, n)) return;
+        cuda::add(ctx_, y, x, n);
+    }
     void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) override {
-        cuda::add_row_broadcast(ctx_, y, dev(b), n_rows, n);
+        const float* db = dev(b);
+        if (recorded(Op::add_row_broadcast, y, db, n_rows, n)) return;
+        cuda::add_row_broadcast(ctx_, y, db, n_rows, n);
     }
 
     void shift_keys(KvCache&, int, std::span<const int32_t>, int, int, int32_t, const RopeParams&) override {
@@ -187,37 +316,55 @@ class CudaBackend final : public Backend {
     }
     void store_kv(KvCache& cache, int layer, const float* k, const float* v, std::span<const int32_t> cells) override {
         const int32_t* d_cells = cells.data() == staged_.cells_host ? staged_.cells : upload(cells);
-        cuda::store_kv(ctx_, kv_layer(cache, layer), k, v, d_cells, static_cast<int64_t>(cells.size()));
+        const cuda::KvLayer l = kv_layer(cache, layer);
+        const auto n = static_cast<int64_t>(cells.size());
+        if (recorded(Op::store_kv, l, k, v, d_cells, n)) return;
+        cuda::store_kv(ctx_, l, k, v, d_cells, n);
     }
     void attention(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                    const AttentionRows& rows, float scale, float* out) override {
         const KvCacheConfig& cfg = cache.config();
         const int n_head_kv = static_cast<int>(cfg.n_embd_k[layer] / cfg.head_dim_k);
-        cuda::attention(ctx_, kv_layer(cache, layer), q, n_tokens, n_head, n_head_kv, cfg.head_dim_k, cfg.head_dim_v,
-                        cells_of(rows), scale, out);
+        const cuda::KvLayer l = kv_layer(cache, layer);
+        const cuda::AttentionCells c = cells_of(rows);
+        if (recorded(Op::attention, l, q, n_tokens, n_head, n_head_kv, cfg.head_dim_k, cfg.head_dim_v, c, scale, out))
+            return;
+        cuda::attention(ctx_, l, q, n_tokens, n_head, n_head_kv, cfg.head_dim_k, cfg.head_dim_v, c, scale, out);
     }
     void matmul_heads(const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride, int64_t x_head_stride,
                       float* y) override {
-        cuda::matmul_heads(ctx_, dev(w), x, n_tokens, x_token_stride, x_head_stride, y);
+        const Weight dw = dev(w);
+        if (recorded(Op::matmul_heads, dw, x, n_tokens, x_token_stride, x_head_stride, y)) return;
+        cuda::matmul_heads(ctx_, dw, x, n_tokens, x_token_stride, x_head_stride, y);
     }
     void attention_mla(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head, int n_latent,
                        const AttentionRows& rows, float scale, float* out) override {
-        cuda::attention_mla(ctx_, kv_layer(cache, layer), q, n_tokens, n_head, n_latent, cells_of(rows), scale, out);
+        const cuda::KvLayer l = kv_layer(cache, layer);
+        const cuda::AttentionCells c = cells_of(rows);
+        if (recorded(Op::attention_mla, l, q, n_tokens, n_head, n_latent, c, scale, out)) return;
+        cuda::attention_mla(ctx_, l, q, n_tokens, n_head, n_latent, c, scale, out);
     }
     void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
                  const Weight& down_exps, const MoeParams& p, float* out) override {
         MoeParams dp = p;
         dp.selection_bias = dev(p.selection_bias);
-        cuda::moe_ffn(ctx_, x, n_tokens, dev(router), dev(gate_exps), dev(up_exps), dev(down_exps), dp, out);
+        const Weight r = dev(router), g = dev(gate_exps), u = dev(up_exps), d = dev(down_exps);
+        if (recorded(Op::moe_ffn, x, n_tokens, r, g, u, d, dp, out)) return;
+        cuda::moe_ffn(ctx_, x, n_tokens, r, g, u, d, dp, out);
     }
     void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
                    ExpertActivation act, float* out) override {
-        cuda::dense_ffn(ctx_, x, n_tokens, dev(gate), dev(up), dev(down), act, out);
+        const Weight g = dev(gate), u = dev(up), d = dev(down);
+        if (recorded(Op::dense_ffn, x, n_tokens, g, u, d, act, out)) return;
+        cuda::dense_ffn(ctx_, x, n_tokens, g, u, d, act, out);
     }
     void ssm_conv(KvCache& cache, int layer, const float* x, int64_t x_stride, int64_t n_tokens,
                   std::span<const int32_t> seq_ids, const Weight& conv, const Weight& bias, float* out) override {
-        cuda::ssm_conv(ctx_, recurrent_layer(cache, layer), x, x_stride, n_tokens, seq_ids_of(seq_ids), dev(conv),
-                       dev(bias), out);
+        const cuda::RecurrentLayer st = recurrent_layer(cache, layer);
+        const int32_t* ids = seq_ids_of(seq_ids);
+        const Weight c = dev(conv), b = dev(bias);
+        if (recorded(Op::ssm_conv, st, x, x_stride, n_tokens, ids, c, b, out)) return;
+        cuda::ssm_conv(ctx_, st, x, x_stride, n_tokens, ids, c, b, out);
     }
     void ssm_scan(KvCache& cache, int layer, const float* xbc, const float* dt, int64_t dt_stride, int64_t n_tokens,
                   std::span<const int32_t> seq_ids, const SsmParams& p, float* y) override {
@@ -225,14 +372,131 @@ class CudaBackend final : public Backend {
         dp.dt_bias = dev(p.dt_bias);
         dp.a = dev(p.a);
         dp.d = dev(p.d);
-        cuda::ssm_scan(ctx_, recurrent_layer(cache, layer), xbc, dt, dt_stride, n_tokens, seq_ids_of(seq_ids), dp, y);
+        const cuda::RecurrentLayer st = recurrent_layer(cache, layer);
+        const int32_t* ids = seq_ids_of(seq_ids);
+        if (recorded(Op::ssm_scan, st, xbc, dt, dt_stride, n_tokens, ids, dp, y)) return;
+        cuda::ssm_scan(ctx_, st, xbc, dt, dt_stride, n_tokens, ids, dp, y);
     }
     void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps, int64_t n_rows,
                           int64_t n, int n_group) override {
-        cuda::gated_group_norm(ctx_, y, z, z_stride, dev(w), eps, n_rows, n, n_group);
+        const float* dw = dev(w);
+        if (recorded(Op::gated_group_norm, y, z, z_stride, dw, eps, n_rows, n, n_group)) return;
+        cuda::gated_group_norm(ctx_, y, z, z_stride, dw, eps, n_rows, n, n_group);
     }
 
   private:
+    // ---- graphs --------------------------------------------------------------
+
+    // Records (capturing) or checks (replaying) an op's arguments; true when
+    // the op must not launch anything (checking).
+    template <class... Args>
+    bool recorded(Op op, const Args&... args) {
+        rec_.op(static_cast<uint64_t>(op), args...);
+        return rec_.checking();
+    }
+
+    // Every pass that may become a graph starts from the same arena offset,
+    // with no reads pending.
+    void restart_pass() {
+        arena_.rewind(pass_mark_);
+        pending_reads_.clear();
+        readback_used_ = 0;
+    }
+
+    void run_eager(const std::function<void()>& pass) {
+        restart_pass();
+        ++stats_.eager;
+        pass();
+    }
+
+    enum class Check { same, differs, not_capturable };
+    Check check_pass(const cuda::CachedGraph& g, const std::function<void()>& pass) {
+        restart_pass();
+        rec_.check(&g.words);
+        try {
+            pass();
+        } catch (const cuda::SignatureMismatch&) {
+            rec_.stop();
+            return Check::differs;
+        } catch (const cuda::NotCapturable&) {
+            rec_.stop();
+            grow_after_not_capturable();
+            return Check::not_capturable;
+        } catch (...) {
+            rec_.stop();
+            throw;
+        }
+        rec_.stop();
+        return rec_.check_complete() ? Check::same : Check::differs;
+    }
+
+    void capture_pass(cuda::CachedGraph& g, const std::function<void()>& pass) {
+        restart_pass();
+        rec_.record();
+        MOESERVE_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeRelaxed));
+        cudaGraph_t graph = nullptr;
+        try {
+            pass();
+        } catch (...) {
+            // Whatever stopped the capture (an allocation, a wait, or a real
+            // error, which the op-by-op run raises again), nothing of the
+            // pass has run: end the capture and run it op by op.
+            rec_.stop();
+            if (cudaStreamEndCapture(ctx_.stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+            cudaGetLastError();
+            ++stats_.not_capturable;
+            g.eager_passes_left = kRestAfterNotCapturable;
+            grow_after_not_capturable();
+            return run_eager(pass);
+        }
+        rec_.stop();
+        MOESERVE_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream, &graph));
+        try {
+            cuda::install_graph(g, graph);
+        } catch (...) {
+            cudaGraphDestroy(graph);
+            throw;
+        }
+        cudaGraphDestroy(graph);
+        g.words = rec_.take_words();
+        g.captures_in_a_row = g.replays > 0 ? 1 : g.captures_in_a_row + 1;
+        g.replays = 0;
+        if (g.captures_in_a_row >= kCapturesBeforeRest) {  // this batch size changes every step
+            g.captures_in_a_row = 0;
+            g.eager_passes_left = kRestPasses;
+        }
+        ++stats_.captured;
+        launch(g);
+    }
+
+    // Runs the graph, then hands the pass's reads to their host buffers.
+    void launch(const cuda::CachedGraph& g) {
+        MOESERVE_CUDA_CHECK(cudaGraphLaunch(g.exec, ctx_.stream));
+        if (pending_reads_.empty()) return;
+        MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+        for (const PendingRead& r : pending_reads_) std::memcpy(r.host_dst, readback_.data() + r.offset, r.bytes);
+        pending_reads_.clear();
+    }
+
+    // A pass that outgrew the readback buffer or the arena's room for
+    // uploads made while it runs gets more next time (the stream holds no
+    // copy into either: the capture was abandoned).
+    void grow_after_not_capturable() {
+        if (readback_wanted_ > readback_.capacity()) readback_.reserve(readback_wanted_);
+    }
+
+    // Graphs hold addresses in the scratch, the arena and the readback
+    // buffer; when any of them was reallocated, the graphs go.
+    void forget_stale_graphs() {
+        const auto generation = std::tuple(scratch_->generation(), arena_.generation(), readback_.generation());
+        if (generation == graphs_generation_) return;
+        for (auto& [n, g] : graphs_) cuda::destroy_graph(g);
+        graphs_.clear();
+        graphs_generation_ = generation;
+    }
+
+    // ---- addresses -------------------------------------------------------------
+
     // A host address inside an uploaded tensor maps to its device copy;
     // anything else (activations, null) is already a device pointer.
     template <class T>
@@ -252,78 +516,86 @@ class CudaBackend final : public Backend {
         return d;
     }
 
-    // Copies host values into scratch. In begin_batch through the pinned
-    // staging buffer without waiting; elsewhere (an op given arrays that
-    // were not staged) synchronously, since the host array may change as
-    // soon as the op returns.
+    // An input of begin_batch: into the arena, copied with the rest at its end.
     template <class T>
-    T* upload(std::span<const T> host) {
+    T* stage(std::span<const T> host, size_t span_elems = 0) {
         if (host.empty()) return nullptr;
-        T* d = scratch_->take_n<T>(host.size());
+        const auto offset = arena_.put(host.data(), host.size_bytes(), std::max(span_elems, host.size()) * sizeof(T));
+        if (!offset) throw std::logic_error("cuda backend: the upload arena was sized too small");
+        return reinterpret_cast<T*>(arena_.device(*offset));
+    }
+
+    // An array an op was given that begin_batch did not stage: into the
+    // arena with its own copy (a node of the graph when capturing; the
+    // graph's copy when checking). When the arena is full: op by op it goes
+    // through scratch and waits for the copy, and the next pass reserves
+    // more room; in a graph it cannot.
+    template <class T>
+    const T* upload(std::span<const T> host, size_t span_elems = 0) {
+        if (host.empty()) return nullptr;
         const size_t bytes = host.size_bytes();
-        if (staging_ok_ && stage_room(bytes)) {
-            uint8_t* pinned = staging_ + staging_used_;
-            staging_used_ += (bytes + 255) / 256 * 256;
-            std::memcpy(pinned, host.data(), bytes);
-            MOESERVE_CUDA_CHECK(cudaMemcpyAsync(d, pinned, bytes, cudaMemcpyHostToDevice, ctx_.stream));
-            return d;
+        if (const auto offset = arena_.put(host.data(), bytes, std::max(span_elems, host.size()) * sizeof(T))) {
+            if (!rec_.checking())
+                MOESERVE_CUDA_CHECK(cudaMemcpyAsync(arena_.device(*offset), arena_.host(*offset), bytes,
+                                                    cudaMemcpyHostToDevice, ctx_.stream));
+            return reinterpret_cast<const T*>(arena_.device(*offset));
         }
+        in_pass_room_ = std::max(in_pass_room_, 2 * (arena_.used() - pass_mark_ + bytes + 256));
+        if (rec_.mode() != cuda::OpRecorder::Mode::off) throw cuda::NotCapturable("the upload arena is full");
+        T* d = scratch_->take_n<T>(host.size());
         MOESERVE_CUDA_CHECK(cudaMemcpyAsync(d, host.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream));
         MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
         return d;
     }
-    // Makes room for `bytes` more in the pinned staging buffer, growing it
-    // (after the copies already queued from it have finished).
-    bool stage_room(size_t bytes) {
-        const size_t need = staging_used_ + (bytes + 255) / 256 * 256;
-        if (need <= staging_capacity_) return true;
-        if (staging_used_ != 0) {
-            // Copies from the current buffer may be in flight: wait, then grow.
-            MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
-        }
-        const size_t grown = std::max(need, staging_capacity_ * 2);
-        uint8_t* fresh = nullptr;
-        MOESERVE_CUDA_CHECK(cudaMallocHost(&fresh, grown));
-        if (staging_used_) std::memcpy(fresh, staging_, staging_used_);
-        if (staging_) cudaFreeHost(staging_);
-        staging_ = fresh;
-        staging_capacity_ = grown;
-        return true;
-    }
 
     // Per token, its cells in key order. Tokens of one sequence share one
-    // cell list (a prefix of it each), so each distinct list is uploaded
-    // once, as long as its longest use.
-    cuda::AttentionCells upload_rows(const AttentionRows& rows) {
+    // cell list (a prefix of it each), so each distinct list goes up once,
+    // as long as its longest use. The lists' room and the largest count are
+    // padded (graph_cell_padding) so that a growing context keeps the
+    // arena's layout and the attention's launch shape for many steps.
+    struct RowLists {
+        std::vector<int32_t> flat;
+        std::vector<int64_t> offset;
+        int32_t max_cells = 0;
+        size_t span = 0;  // room for flat, in cells
+    };
+    static RowLists flatten_rows(const AttentionRows& rows) {
+        RowLists r;
         const size_t n = rows.cells.size();
-        if (n == 0) return {};
+        if (n == 0) return r;
         std::map<const int32_t*, int32_t> longest;
         for (size_t t = 0; t < n; ++t) {
             int32_t& m = longest[rows.cells[t]];
             m = std::max(m, rows.n_cells[t]);
         }
-        std::vector<int32_t> flat;
         std::map<const int32_t*, int64_t> start;
         for (const auto& [list, len] : longest) {
-            start[list] = static_cast<int64_t>(flat.size());
-            flat.insert(flat.end(), list, list + len);
+            start[list] = static_cast<int64_t>(r.flat.size());
+            r.flat.insert(r.flat.end(), list, list + len);
         }
-        std::vector<int64_t> offset(n);
-        int32_t max_cells = 0;
+        r.offset.resize(n);
         for (size_t t = 0; t < n; ++t) {
-            offset[t] = start[rows.cells[t]];
-            max_cells = std::max(max_cells, rows.n_cells[t]);
+            r.offset[t] = start[rows.cells[t]];
+            r.max_cells = std::max(r.max_cells, rows.n_cells[t]);
         }
+        r.span = static_cast<size_t>(cuda::graph_cell_padding(static_cast<int64_t>(r.flat.size())));
+        return r;
+    }
+    cuda::AttentionCells put_rows(const RowLists& lists, std::span<const int32_t> n_cells, bool staged) {
+        if (lists.offset.empty()) return {};
         cuda::AttentionCells c;
-        c.cells = upload(std::span<const int32_t>(flat));
-        c.offset = upload(std::span<const int64_t>(offset));
-        c.n_cells = upload(rows.n_cells);
-        c.max_cells = max_cells;
+        const std::span<const int32_t> flat(lists.flat);
+        const std::span<const int64_t> offset(lists.offset);
+        c.cells = staged ? stage(flat, lists.span) : upload(flat, lists.span);
+        c.offset = staged ? stage(offset) : upload(offset);
+        c.n_cells = staged ? stage(n_cells) : upload(n_cells);
+        c.max_cells = static_cast<int32_t>(
+            std::min<int64_t>(cuda::graph_cell_padding(lists.max_cells), std::numeric_limits<int32_t>::max()));
         return c;
     }
     cuda::AttentionCells cells_of(const AttentionRows& rows) {
         if (rows.cells.data() == staged_.rows_host) return staged_.rows;
-        return upload_rows(rows);
+        return put_rows(flatten_rows(rows), rows.n_cells, /*staged=*/false);
     }
     const int32_t* seq_ids_of(std::span<const int32_t> seq_ids) {
         return seq_ids.data() == staged_.seq_ids_host ? staged_.seq_ids : upload(seq_ids);
@@ -360,11 +632,26 @@ class CudaBackend final : public Backend {
     };
     std::vector<Run> runs_;
     uint8_t* weights_ = nullptr;
+
     StagedBatch staged_;
-    uint8_t* staging_ = nullptr;  // pinned host memory for begin_batch's uploads
-    size_t staging_capacity_ = 0;
-    size_t staging_used_ = 0;
-    bool staging_ok_ = false;
+    cuda::UploadArena arena_;
+    size_t pass_mark_ = 0;                   // where a pass's own uploads start in the arena
+    size_t in_pass_room_ = size_t{1} << 20;  // arena room kept for them
+
+    bool graphs_on_;
+    cuda::OpRecorder rec_;
+    std::map<int64_t, cuda::CachedGraph> graphs_;  // by batch size
+    std::tuple<uint64_t, uint64_t, uint64_t> graphs_generation_{~0ull, ~0ull, ~0ull};
+    cuda::ReadbackBuffer readback_;
+    size_t readback_used_ = 0;
+    size_t readback_wanted_ = 0;
+    struct PendingRead {
+        float* host_dst;
+        size_t offset;
+        size_t bytes;
+    };
+    std::vector<PendingRead> pending_reads_;
+    cuda::GraphStats stats_;
 };
 
 }  // namespace
@@ -379,6 +666,15 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
 
 std::unique_ptr<DeviceMemory> make_cuda_managed_memory(int device) {
     return std::make_unique<cuda::ManagedMemory>(device);
+}
+
+cuda::GraphStats cuda_graph_stats(Backend& backend) {
+    if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) return cuda->graph_stats();
+    return {};
+}
+
+void set_cuda_graphs(Backend& backend, bool on) {
+    if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) cuda->set_graphs(on);
 }
 
 }  // namespace moeserve

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_graph.h"
 
 namespace moeserve {
 
@@ -18,5 +19,12 @@ std::unique_ptr<Backend> make_cuda_backend(int device = 0);
 // Managed memory on `device` (cuda_memory.h): what a layer split's CPU and
 // GPU layers share.
 std::unique_ptr<DeviceMemory> make_cuda_managed_memory(int device = 0);
+
+// How the CUDA backend ran its passes (captured, replayed, op by op); zeros
+// for any other backend.
+cuda::GraphStats cuda_graph_stats(Backend& backend);
+// Turns decode graphs on or off for one CUDA backend (on unless the
+// environment has MOESERVE_CUDA_GRAPHS=0); no effect on other backends.
+void set_cuda_graphs(Backend& backend, bool on);
 
 }  // namespace moeserve

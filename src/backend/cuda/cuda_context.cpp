@@ -1,5 +1,7 @@
 #include "backend/cuda/cuda_context.h"
 
+#include "backend/cuda/cuda_graph.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@ Scratch::~Scratch() {
 
 void Scratch::reserve(size_t bytes) {
     if (bytes <= capacity_) return;
+    if (stream_is_capturing(stream_)) throw NotCapturable("scratch memory grows");
     // Kernels queued earlier may still read the old block: keep it until
     // reset(), which runs between ops when nothing handed out is in use.
     if (base_) retired_.push_back(base_);
@@ -26,6 +29,7 @@ void Scratch::reserve(size_t bytes) {
     MOESERVE_CUDA_CHECK(cudaMalloc(&base_, grown));
     capacity_ = grown;
     used_ = 0;
+    ++generation_;
 }
 
 void* Scratch::take(size_t bytes, size_t align) {

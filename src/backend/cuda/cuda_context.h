@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -52,15 +53,20 @@ class Scratch {
     }
     void reset();  // all pieces handed out since the last reset are free again
     size_t capacity() const { return capacity_; }
-    // Grows the block to at least `bytes` now (e.g. at load, so that no
-    // allocation happens while a CUDA graph is being captured).
+    // Grows the block to at least `bytes` now. While the stream is being
+    // captured into a graph it throws NotCapturable instead (cuda_graph.h):
+    // the pass runs again op by op and grows it then.
     void reserve(size_t bytes);
+    // Counts the blocks allocated: a graph captured before holds addresses
+    // in a block that may be gone.
+    uint64_t generation() const { return generation_; }
 
   private:
     cudaStream_t stream_;
     char* base_ = nullptr;
     size_t capacity_ = 0;
     size_t used_ = 0;
+    uint64_t generation_ = 0;
     std::vector<void*> retired_;  // outgrown blocks, freed at reset()
 };
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_graph.h"
 
 namespace moeserve::cuda {
 
@@ -18,6 +19,9 @@ CudaMemory::~CudaMemory() {
 void* CudaMemory::allocate(size_t bytes) {
     void* p = nullptr;
     if (bytes == 0) return nullptr;
+    // Inside a graph capture the clearing below cannot wait; the pass runs
+    // again op by op and allocates then.
+    if (stream_is_capturing(stream_)) throw NotCapturable("GPU memory is allocated");
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
         cudaGetLastError();  // clear the error before asking for the numbers
         size_t free_bytes = 0, total = 0;
