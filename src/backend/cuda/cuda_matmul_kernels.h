@@ -58,6 +58,20 @@ struct MatvecArgs {
 
 void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a);
 
+// Token rows per tile of the grouped expert GEMM (cuda_moe_gemm.cu).
+inline constexpr int kMoeGemmTileTokens = 64;
+
+// Whether launch_moe_gemm reads w (a type with a device dequantizer other
+// than F32, rows a whole number of its K steps).
+bool moe_gemm_supports(const Weight& w);
+
+// y[first + t][o] = W_matrix[o] · x16[first + t] for every tile {matrix,
+// first, n <= kMoeGemmTileTokens} of the device tile list (*n_tiles of
+// them, the grid sized for max_tiles): tensor-core f16 products with f32
+// accumulation, weights dequantized to f16 as dequantize_rows_f16 does.
+void launch_moe_gemm(Context& ctx, const Weight& w, const __half* x16, const MatvecTile* tiles, const int* n_tiles,
+                     int max_tiles, float* y);
+
 // Throws std::invalid_argument naming the op and the weight when the CUDA
 // kernels cannot read it (type without a device dequantizer, row width not a
 // multiple of the block, or of 8 for float types; unaligned data).

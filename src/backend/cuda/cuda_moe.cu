@@ -13,8 +13,11 @@
 // Decode-sized batches run the expert products as matrix-vector kernels over
 // the device-built tile list (each routed expert's weights read once per
 // tile of up to 8 of its tokens): no host round trip, so a CUDA graph can
-// capture the whole op. Larger batches copy the per-expert counts to the host
-// (the one synchronization) and run one dequantize + cuBLAS GEMM per active
+// capture the whole op. Larger batches run each projection as one grouped
+// tensor-core GEMM over tiles of up to 64 of an expert's tokens
+// (cuda_moe_gemm.cu), again without a host round trip; weights that kernel
+// cannot read (F32 experts, rows not a whole number of its K steps) copy the
+// per-expert counts to the host and run a dequantize + cuBLAS GEMM per active
 // expert and projection.
 #include <algorithm>
 #include <climits>
@@ -245,7 +248,12 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     const int64_t n_in = up_exps.ne[0], n_ff = up_exps.ne[1], n_out = down_exps.ne[1];
     const int64_t n_items = n_tokens * k;  // (token, slot) pairs
     const bool decode = n_tokens <= kMoeMatvecMaxTokens;
-    const int tile_tokens = matvec_tile_tokens(std::min<int64_t>(n_tokens, kMatvecTileTokens));
+    // Larger batches: one grouped GEMM per projection when the kernel reads
+    // all three weights, else a GEMM per active expert.
+    const bool grouped = !decode && moe_gemm_supports(up_exps) && moe_gemm_supports(down_exps) &&
+                         (!gate_exps || moe_gemm_supports(gate_exps));
+    const int tile_tokens =
+        grouped ? kMoeGemmTileTokens : matvec_tile_tokens(std::min<int64_t>(n_tokens, kMatvecTileTokens));
     // Tiles: Σ_e ceil(c_e / tile) <= n_items / tile + (experts with items).
     const int max_tiles = static_cast<int>(n_items / tile_tokens + std::min<int64_t>(n_expert, n_items));
 
@@ -300,6 +308,17 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
             a.x = in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
             launch_matvec(ctx, w.type, a);
+        };
+        expert_ffn(product);
+    } else if (grouped) {
+        __half* x16 = s.take_n<__half>(n_items * std::max(n_in, n_ff));  // xs, later the activations, in f16
+        const float* x16_holds = nullptr;  // which input x16 holds (gate and up share theirs)
+        auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
+            if (x16_holds != in) {
+                convert_rows_f16(ctx, in, in_width, 0, n_items, in_width, 1, x16);
+                x16_holds = in;
+            }
+            launch_moe_gemm(ctx, w, x16, tiles, n_tiles, max_tiles, y);
         };
         expert_ffn(product);
     } else {
