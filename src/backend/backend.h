@@ -147,6 +147,10 @@ class Backend {
     // Waits until every op queued so far has finished (a GPU backend's
     // stream), so the host may read what they wrote.
     virtual void synchronize() {}
+    // One line on how the backend ran its passes so far, for benchmarks
+    // (the CUDA backend: graphs captured and replayed); empty when there is
+    // nothing to say.
+    virtual std::string pass_summary() { return {}; }
 
     // Data movement within the backend's memory.
     // dst row r (stride dst_stride floats) = src row r (stride src_stride), `width` values each.

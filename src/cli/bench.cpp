@@ -80,9 +80,16 @@ struct Result {
     int64_t n_ubatch = 0;
     BenchTest test;
     std::vector<double> samples_s, samples_ts;
-    double bytes_per_token = 0;  // decode tests: weights + KV read per token
-    double read_bw = 0;          // GB/s
+    double bytes_per_token = 0;   // decode tests: weights + KV read per token
+    double read_bw = 0;           // GB/s
+    std::string backend = "CPU";  // CPU, CUDA, or CPU+CUDA (a layer split)
 };
+
+// The backend column: what ran the layers, as llama-bench names it.
+std::string backend_column(const std::string& name) {
+    if (name.find(" + ") != std::string::npos) return "CPU+CUDA";
+    return name.rfind("cuda", 0) == 0 ? "CUDA" : "CPU";
+}
 
 std::string test_name(const BenchTest& t) {
     std::string name = t.n_prompt > 0 ? fmt::format("pp{}", t.n_prompt) : fmt::format("tg{}", t.n_gen);
@@ -93,8 +100,10 @@ std::string test_name(const BenchTest& t) {
 
 void print_markdown(const std::vector<Result>& results) {
     std::map<int, double> bw;
-    for (const auto& r : results) bw[r.threads] = r.read_bw;
+    double gpu_bw = 0;
+    for (const auto& r : results) (r.backend == "CUDA" ? gpu_bw : bw[r.threads]) = r.read_bw;
     for (const auto& [t, b] : bw) fmt::print("read bandwidth ({} threads): {:.1f} GB/s\n", t, b);
+    if (gpu_bw > 0) fmt::print("GPU copy bandwidth: {:.1f} GB/s\n", gpu_bw);
     fmt::print(
         "\n| model | size | params | backend | threads | type_k | type_v | test | t/s | MB/token | GB/s | % of "
         "read BW |\n");
@@ -108,9 +117,10 @@ void print_markdown(const std::vector<Result>& results) {
             gbs = fmt::format("{:.1f}", g);
             pct = fmt::format("{:.0f}%", 100 * g / r.read_bw);
         }
-        fmt::print("| {} | {} | {} | CPU | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} | {} | {} |\n", r.model,
-                   format_bytes(r.model_size), format_param_count(r.n_params), r.threads, ggml_type_name(r.type_k),
-                   ggml_type_name(r.type_v), test_name(r.test), st.mean, st.stddev, mb, gbs, pct);
+        fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} | {} | {} |\n", r.model,
+                   format_bytes(r.model_size), format_param_count(r.n_params), r.backend, r.threads,
+                   ggml_type_name(r.type_k), ggml_type_name(r.type_v), test_name(r.test), st.mean, st.stddev, mb, gbs,
+                   pct);
     }
 }
 
@@ -123,7 +133,7 @@ nlohmann::ordered_json to_json(const Result& r) {
     j["model_filename"] = r.model;
     j["model_size"] = r.model_size;
     j["model_n_params"] = r.n_params;
-    j["backend"] = "CPU";
+    j["backend"] = r.backend;
     j["n_threads"] = r.threads;
     j["n_ubatch"] = r.n_ubatch;
     j["type_k"] = std::string(ggml_type_name(r.type_k));
@@ -283,6 +293,7 @@ int run_bench(const std::vector<std::string>& argv) {
                     r.test = t;
                     // On a GPU the bound is the card's copy bandwidth, not the host's.
                     r.read_bw = engine.backend().memory().is_host() ? bandwidth[nt] : gpu_bandwidth();
+                    r.backend = backend_column(engine.backend().name());
                     // A decoded token at depth d + i reads d + i + 1 cells; the average over the test.
                     r.bytes_per_token = weights + kv_bytes_read(engine.cache(), t.depth + 1 + (t.n_gen - 1) / 2.0);
                     for (int64_t i = 0; i < reps; ++i) {
@@ -294,6 +305,8 @@ int run_bench(const std::vector<std::string>& argv) {
                         std::fprintf(stderr, "%s: %.2f t/s\n", test_name(t).c_str(), bench_stats(r.samples_ts).mean);
                     results.push_back(std::move(r));
                 }
+                if (const std::string s = engine.backend().pass_summary(); !s.empty())
+                    std::fprintf(stderr, "%s\n", s.c_str());
             }
     }
     if (format == "json") {

@@ -109,6 +109,11 @@ class CudaBackend final : public Backend {
     int n_threads() const override { return 1; }
     DeviceMemory& memory() override { return memory_; }
     const cuda::GraphStats& graph_stats() const { return stats_; }
+    std::string pass_summary() override {
+        return fmt::format("cuda graphs{}: {} passes captured, {} replayed, {} op by op ({} could not be captured)",
+                           graphs_on_ ? "" : " (off)", stats_.captured, stats_.replayed, stats_.eager,
+                           stats_.not_capturable);
+    }
     void set_graphs(bool on) { graphs_on_ = on; }
 
     // Uploads the tensors `upload` accepts (all without a filter) into one
