@@ -140,8 +140,8 @@ run() {
     step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # Decode without CUDA graphs (every pass op by op), for the same rows above.
     step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
-        -npl 1,4 -r 2
-    step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4 -r 2
+        -npl 1,4,8 -r 2
+    step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
     # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
     step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
     rm -f "$slice"
