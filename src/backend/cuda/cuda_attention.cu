@@ -85,9 +85,7 @@ void store_rows(Context& ctx, uint8_t* dst, size_t row_bytes, GgmlType type, int
     if (kv_bytes(type, n) == 0 || kv_bytes(type, n) > row_bytes)
         throw std::invalid_argument("store_kv: cache type or row size does not match the layer");
     const size_t smem = n * sizeof(float);
-    if (smem > 48 * 1024)
-        MOESERVE_CUDA_CHECK(cudaFuncSetAttribute(store_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem)));
+    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(store_rows_kernel), smem);
     store_rows_kernel<<<static_cast<unsigned>(n_tokens), 128, smem, ctx.stream>>>(
         dst, row_bytes, type, static_cast<int>(n), rot_chunk, rot_chunk ? hadamard_scale(rot_chunk) : 1.0f, src, cells);
     MOESERVE_CUDA_CHECK_LAUNCH();
@@ -346,8 +344,7 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     if (smem > ctx.shared_mem_per_block_optin && ctx.shared_mem_per_block_optin > 0)
         throw std::invalid_argument("attention: head sizes " + std::to_string(a.dk) + "/" + std::to_string(a.dv) +
                                     " need " + std::to_string(smem) + " bytes of shared memory per block");
-    MOESERVE_CUDA_CHECK(cudaFuncSetAttribute(attention_chunk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem)));
+    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_chunk_kernel), smem);
     const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
                     static_cast<unsigned>(n_chunks));
     attention_chunk_kernel<<<grid, kThreads, smem, ctx.stream>>>(args);

@@ -216,6 +216,9 @@ class CudaBackend final : public Backend {
         begin_batch(in);
         const auto n = static_cast<int64_t>(in.tokens.size());
         if (!graphs_on_ || n > kGraphMaxTokens) return run_eager(pass);
+        // Room for 16 rows of a 262,144-token vocabulary, so that a model's
+        // first capture does not stop at its read-back.
+        if (readback_.capacity() == 0) readback_.reserve(size_t{16} << 20);
         forget_stale_graphs();
         cuda::CachedGraph& g = graphs_[n];
         if (g.eager_passes_left > 0) {
@@ -401,14 +404,17 @@ class CudaBackend final : public Backend {
     }
 
     // Every pass that may become a graph starts from the same arena offset,
-    // with no reads pending.
+    // with no reads pending and the scratch empty (nothing queued uses it:
+    // a check launches nothing and an abandoned capture never ran).
     void restart_pass() {
         arena_.rewind(pass_mark_);
         pending_reads_.clear();
         readback_used_ = 0;
+        scratch_->reset();
     }
 
     void run_eager(const std::function<void()>& pass) {
+        rec_.stop();
         restart_pass();
         ++stats_.eager;
         pass();
@@ -435,32 +441,28 @@ class CudaBackend final : public Backend {
         return rec_.check_complete() ? Check::same : Check::differs;
     }
 
+    // Captures the pass into g and launches it. Whatever stops the capture
+    // on the way (an allocation, a wait, a failed instantiation, or a real
+    // error, which the op-by-op run raises again), nothing of the pass has
+    // run yet: it runs op by op instead.
     void capture_pass(cuda::CachedGraph& g, const std::function<void()>& pass) {
         restart_pass();
+        if (cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeRelaxed) != cudaSuccess)
+            return abandon_capture(g, nullptr, pass);
         rec_.record();
-        MOESERVE_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeRelaxed));
-        cudaGraph_t graph = nullptr;
         try {
             pass();
         } catch (...) {
-            // Whatever stopped the capture (an allocation, a wait, or a real
-            // error, which the op-by-op run raises again), nothing of the
-            // pass has run: end the capture and run it op by op.
-            rec_.stop();
-            if (cudaStreamEndCapture(ctx_.stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
-            cudaGetLastError();
-            ++stats_.not_capturable;
-            g.eager_passes_left = kRestAfterNotCapturable;
-            grow_after_not_capturable();
-            return run_eager(pass);
+            return abandon_capture(g, nullptr, pass);
         }
         rec_.stop();
-        MOESERVE_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream, &graph));
+        cudaGraph_t graph = nullptr;
+        if (cudaStreamEndCapture(ctx_.stream, &graph) != cudaSuccess || !graph) return abandon_capture(g, graph, pass);
         try {
             cuda::install_graph(g, graph);
         } catch (...) {
-            cudaGraphDestroy(graph);
-            throw;
+            cuda::destroy_graph(g);
+            return abandon_capture(g, graph, pass);
         }
         cudaGraphDestroy(graph);
         g.words = rec_.take_words();
@@ -472,6 +474,20 @@ class CudaBackend final : public Backend {
         }
         ++stats_.captured;
         launch(g);
+    }
+
+    void abandon_capture(cuda::CachedGraph& g, cudaGraph_t graph, const std::function<void()>& pass) {
+        rec_.stop();
+        if (cuda::stream_is_capturing(ctx_.stream)) {
+            cudaGraph_t partial = nullptr;
+            if (cudaStreamEndCapture(ctx_.stream, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
+        }
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();  // capture errors are not sticky; clear the last one
+        ++stats_.not_capturable;
+        g.eager_passes_left = kRestAfterNotCapturable;
+        grow_after_not_capturable();
+        run_eager(pass);
     }
 
     // Runs the graph, then hands the pass's reads to their host buffers.
@@ -545,7 +561,8 @@ class CudaBackend final : public Backend {
                                                     cudaMemcpyHostToDevice, ctx_.stream));
             return reinterpret_cast<const T*>(arena_.device(*offset));
         }
-        in_pass_room_ = std::max(in_pass_room_, 2 * (arena_.used() - pass_mark_ + bytes + 256));
+        const size_t span_bytes = std::max(span_elems, host.size()) * sizeof(T);
+        in_pass_room_ = std::max(in_pass_room_, 2 * (arena_.used() - pass_mark_ + span_bytes + 256));
         if (rec_.mode() != cuda::OpRecorder::Mode::off) throw cuda::NotCapturable("the upload arena is full");
         T* d = scratch_->take_n<T>(host.size());
         MOESERVE_CUDA_CHECK(cudaMemcpyAsync(d, host.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream));
@@ -591,7 +608,11 @@ class CudaBackend final : public Backend {
         cuda::AttentionCells c;
         const std::span<const int32_t> flat(lists.flat);
         const std::span<const int64_t> offset(lists.offset);
-        c.cells = staged ? stage(flat, lists.span) : upload(flat, lists.span);
+        // Staged lists are padded (begin_batch copies their whole current
+        // length outside any graph). A list uploaded inside a pass is not: a
+        // graph's copy would keep the length it was captured with, and the
+        // next uploads' addresses are what tell a longer list apart.
+        c.cells = staged ? stage(flat, lists.span) : upload(flat);
         c.offset = staged ? stage(offset) : upload(offset);
         c.n_cells = staged ? stage(n_cells) : upload(n_cells);
         c.max_cells = static_cast<int32_t>(

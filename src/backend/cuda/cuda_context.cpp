@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
 
 namespace moeserve::cuda {
 
@@ -51,6 +54,19 @@ void Scratch::reset() {
         retired_.clear();
     }
     used_ = 0;
+}
+
+void raise_dynamic_smem_limit(const void* kernel, size_t bytes) {
+    static std::mutex mutex;
+    static std::map<std::pair<int, const void*>, size_t> limits;  // (device, kernel) -> the highest set
+    int device = 0;
+    MOESERVE_CUDA_CHECK(cudaGetDevice(&device));
+    std::lock_guard<std::mutex> lock(mutex);
+    size_t& limit = limits[{device, kernel}];
+    if (bytes <= limit) return;
+    MOESERVE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    limit = bytes;
 }
 
 int device_count() {

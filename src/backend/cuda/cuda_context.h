@@ -79,6 +79,12 @@ struct Context {
     Scratch* scratch = nullptr;
 };
 
+// Lets `kernel` (a __global__ function) launch with `bytes` of dynamic shared
+// memory on the current device. Only ever raises the function's limit: a
+// launch captured into a CUDA graph with a larger request must still be
+// allowed when the graph replays after smaller launches.
+void raise_dynamic_smem_limit(const void* kernel, size_t bytes);
+
 // Number of CUDA devices; 0 when there is no GPU or no driver (never throws).
 int device_count();
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90", for logs and test skips.

@@ -53,7 +53,7 @@ bool stream_is_capturing(cudaStream_t stream);
 
 // Rounds a cell count up so that it changes rarely as a context grows: to a
 // multiple of 256, or of a larger power of two that keeps the padding under
-// 1/16 of the count.
+// 1/8 of the count.
 int64_t graph_cell_padding(int64_t n_cells);
 
 // The arguments of a pass's ops as a sequence of words; see the top of the file.

@@ -152,8 +152,7 @@ void launch_moe_gemm(Context& ctx, const Weight& w, const __half* x16, const Mat
     const dim3 grid(static_cast<unsigned>((w.ne[1] + kRows - 1) / kRows), static_cast<unsigned>(max_tiles));
     dispatch_weight_type(w.type, [&]<GgmlType T>() {
         constexpr size_t smem = moe_gemm_smem<T>();
-        MOESERVE_CUDA_CHECK(cudaFuncSetAttribute(moe_gemm_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem)));
+        raise_dynamic_smem_limit(reinterpret_cast<const void*>(moe_gemm_kernel<T>), smem);
         moe_gemm_kernel<T><<<grid, 32 * kWarps, smem, ctx.stream>>>(a);
     });
     MOESERVE_CUDA_CHECK_LAUNCH();
