@@ -27,33 +27,36 @@ Weight weight(const uint8_t* data, GgmlType type) {
     return w;
 }
 
-TEST(CudaGraphRecorder, an_identical_pass_checks_complete) {
-    std::vector<float> x(8);
-    std::vector<uint8_t> bytes(16);
-    const Weight w = weight(bytes.data(), GgmlType::Q4_K);
+// A recorder holding the words of one pass over x and w.
+struct RecordedPass {
+    std::vector<float> x = std::vector<float>(8);
+    std::vector<uint8_t> bytes = std::vector<uint8_t>(16);
+    Weight w = weight(bytes.data(), GgmlType::Q4_K);
     OpRecorder rec;
-    rec.record();
-    pass(rec, x.data(), 4, 0.5f, w);
-    rec.stop();
-    const std::vector<uint64_t> words = rec.take_words();
-    EXPECT_FALSE(words.empty());
+    std::vector<uint64_t> words;
 
-    rec.check(&words);
-    EXPECT_TRUE(rec.checking());
-    pass(rec, x.data(), 4, 0.5f, w);
-    rec.stop();
-    EXPECT_TRUE(rec.check_complete());
+    RecordedPass() {
+        rec.record();
+        pass(rec, x.data(), 4, 0.5f, w);
+        rec.stop();
+        words = rec.take_words();
+    }
+};
+
+TEST(CudaGraphRecorder, an_identical_pass_checks_complete) {
+    RecordedPass p;
+    EXPECT_FALSE(p.words.empty());
+    p.rec.check(&p.words);
+    EXPECT_TRUE(p.rec.checking());
+    pass(p.rec, p.x.data(), 4, 0.5f, p.w);
+    p.rec.stop();
+    EXPECT_TRUE(p.rec.check_complete());
 }
 
 TEST(CudaGraphRecorder, any_changed_argument_stops_the_check) {
-    std::vector<float> x(8), other(8);
-    std::vector<uint8_t> bytes(16);
-    const Weight w = weight(bytes.data(), GgmlType::Q4_K);
-    OpRecorder rec;
-    rec.record();
-    pass(rec, x.data(), 4, 0.5f, w);
-    rec.stop();
-    const std::vector<uint64_t> words = rec.take_words();
+    RecordedPass p;
+    auto& [x, bytes, w, rec, words] = p;
+    std::vector<float> other(8);
 
     auto differs = [&](auto&& run) {
         rec.check(&words);
@@ -78,18 +81,11 @@ TEST(CudaGraphRecorder, any_changed_argument_stops_the_check) {
 }
 
 TEST(CudaGraphRecorder, a_shorter_pass_is_not_complete) {
-    std::vector<float> x(8);
-    std::vector<uint8_t> bytes(16);
-    const Weight w = weight(bytes.data(), GgmlType::Q4_K);
-    OpRecorder rec;
-    rec.record();
-    pass(rec, x.data(), 4, 0.5f, w);
-    rec.stop();
-    const std::vector<uint64_t> words = rec.take_words();
-    rec.check(&words);
-    rec.op(1, x.data(), int64_t{4});
-    rec.stop();
-    EXPECT_FALSE(rec.check_complete());
+    RecordedPass p;
+    p.rec.check(&p.words);
+    p.rec.op(1, p.x.data(), int64_t{4});
+    p.rec.stop();
+    EXPECT_FALSE(p.rec.check_complete());
 }
 
 TEST(CudaGraphRecorder, off_records_nothing) {
