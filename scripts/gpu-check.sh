@@ -60,6 +60,8 @@ prepare() {
         cp "$fx"/models/"$stem"-*.gguf "$bundle/fixtures/models/"
         cp "$fx"/models/golden/"$stem"-* "$bundle/fixtures/models/golden/"
     done
+    # The chat templates, rendered chats and prompts the server tests read (~170 KiB).
+    cp -r "$fx/templates" "$fx/chat" "$fx/prompts" "$bundle/fixtures/"
     # The binaries compress about 3x; the fixtures (random weights) do not.
     tar -C "$bundle" -cJf "$bundle/binaries.tar.xz" bin lib
     rm -rf "$bundle/bin" "$bundle/lib"
@@ -82,15 +84,19 @@ run() {
     local tests="$bundle/bin/moeserve_tests"
     local summary="$out/summary.md"
     left() { echo $((budget - (SECONDS - start))); }
-    step() {  # step NAME SECONDS_NEEDED CMD...
+    # step NAME SECONDS_NEEDED CMD...: runs CMD within the time left (at most
+    # STEP_CAP seconds when set, so that a hang leaves time for the later steps).
+    step() {
         local name=$1 need=$2
         shift 2
         if [ "$(left)" -lt "$need" ]; then
             echo "| $name | skipped (time) | |" >>"$summary"
             return
         fi
-        local t0=$SECONDS
-        timeout "$(left)" "$@" >"$out/$name.log" 2>&1
+        local t0=$SECONDS limit
+        limit=$(left)
+        [ -n "${STEP_CAP:-}" ] && [ "$STEP_CAP" -lt "$limit" ] && limit=$STEP_CAP
+        timeout "$limit" "$@" >"$out/$name.log" 2>&1
         local rc=$?
         local result="PASS"
         [ $rc -ne 0 ] && result="FAIL (rc $rc)"
@@ -107,7 +113,7 @@ run() {
         echo "|---|---|---|"
     } >"$summary"
 
-    step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_brief=1
+    STEP_CAP=240 step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_brief=1
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
     if [ ! -f "$model" ]; then  # a later part of the fixtures: the GPU suite only
         echo "| server, sanitizers, bench | skipped (qwen3moe fixtures not carried) | |" >>"$summary"
@@ -115,7 +121,7 @@ run() {
         return
     fi
     # The server suites on the tiny qwen3moe fixture (the node/SDK ones need npm packages).
-    step server-e2e-ngl99 60 env MOESERVE_TEST_SERVER_ARGS="-ngl 99" "$tests" \
+    STEP_CAP=150 step server-e2e-ngl99 60 env MOESERVE_TEST_SERVER_ARGS="-ngl 99" "$tests" \
         --gtest_filter='ServerE2E*:ServerScheduler*:ServerToolCalls*:ServerGrammar*:ServerEmbeddings*:ServerInfill*:-*Sdk*' \
         --gtest_brief=1
     local toks="$out/tokens.json"
@@ -137,7 +143,12 @@ run() {
     # (the whole 17 GB model when time allows: BENCH_LAYERS=48).
     local slice="$out/qwen3-coder-slice.gguf"
     step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers "${BENCH_LAYERS:-4}" -o "$slice"
-    step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    if [ ! -f "$slice" ]; then
+        echo "| bench | skipped (no synthetic slice) | |" >>"$summary"
+        cat "$summary"
+        return
+    fi
+    STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # Decode without CUDA graphs (every pass op by op), for the same rows above.
     step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
         -npl 1,4,8 -r 2
