@@ -35,6 +35,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kTileCells = 32;     // cells per K/V tile (one per lane in the softmax step)
 constexpr int kAccPerThread = 32;  // accumulator floats per thread: rows * dv <= kThreads * kAccPerThread
 constexpr int kMaxTokensPerTile = 16;
+constexpr int kRowsPerThread = 4;                // query rows a thread scores per K value read
 constexpr int kMinChunkCells = 256;              // smallest cell chunk worth its own partial state
 constexpr int64_t kMaxPartialFloats = 16 << 20;  // 64 MiB of partial states at most
 
@@ -200,19 +201,37 @@ __global__ void __launch_bounds__(kThreads) attention_chunk_kernel(KernelArgs ar
         load_tile(a.k, a.k_row_bytes, k_head_off, a.type_k, dk, cells + c0, nc, Ks, ldk);
         if (!a.v_in_k) load_tile(a.v, a.v_row_bytes, v_head_off, a.type_v, dv, cells + c0, nc, Vs, ldv);
         __syncthreads();
-        // Scores, -inf past each row's causal end.
-        for (int e = threadIdx.x; e < R * kTileCells; e += blockDim.x) {
-            const int r = e / kTileCells, c = e % kTileCells;
-            float s = -INFINITY;
-            if (c < nc && c0 + c < ncell_s[r]) {
-                const float* qr = Qs + r * dk;
-                const float* kr = Ks + c * ldk;
-                float dot = 0.0f;
-#pragma unroll 8
-                for (int d = 0; d < dk; ++d) dot += qr[d] * kr[d];
-                s = dot * a.scale;
+        // Scores, -inf past each row's causal end. Lane c of a warp scores
+        // cell c for kRowsPerThread consecutive rows at once: each K value
+        // read from shared memory serves all of them (the Q reads are
+        // broadcasts), where one row per thread read two values per FMA and
+        // made shared memory the limit. Each score still sums over d in
+        // order, so the values are those of one row at a time.
+        {
+            const int c = threadIdx.x % kTileCells;
+            const float* kr = Ks + c * ldk;
+            const int n_groups = (R + kRowsPerThread - 1) / kRowsPerThread;
+            for (int g = threadIdx.x / kTileCells; g < n_groups; g += kThreads / kTileCells) {
+                const int r0 = g * kRowsPerThread;
+                const float* qr[kRowsPerThread];
+                float dot[kRowsPerThread];
+#pragma unroll
+                for (int i = 0; i < kRowsPerThread; ++i) {
+                    qr[i] = Qs + min(r0 + i, R - 1) * dk;  // past the last row: a real row, result unused
+                    dot[i] = 0.0f;
+                }
+#pragma unroll 4
+                for (int d = 0; d < dk; ++d) {
+                    const float kv = kr[d];
+#pragma unroll
+                    for (int i = 0; i < kRowsPerThread; ++i) dot[i] += qr[i][d] * kv;
+                }
+#pragma unroll
+                for (int i = 0; i < kRowsPerThread; ++i) {
+                    const int r = r0 + i;
+                    if (r < R) Ps[r * kTileCells + c] = c < nc && c0 + c < ncell_s[r] ? dot[i] * a.scale : -INFINITY;
+                }
             }
-            Ps[e] = s;
         }
         __syncthreads();
         // Online softmax, one warp per row, one lane per cell.
@@ -234,16 +253,36 @@ __global__ void __launch_bounds__(kThreads) attention_chunk_kernel(KernelArgs ar
             }
         }
         __syncthreads();
-        // acc[r][j] = acc[r][j] * corr[r] + Σ_c p[r][c] V[c][j]
+        // acc[r][j] = acc[r][j] * corr[r] + Σ_c p[r][c] V[c][j], cells in
+        // order for every accumulator. When dv divides the block size all of
+        // a thread's accumulators are in one column j, so the cells go
+        // outermost and each V value is read once for all of them.
 #pragma unroll
         for (int k = 0; k < kAccPerThread; ++k) {
             const int e = threadIdx.x + k * kThreads;
-            if (e < R * dv) {
-                const int r = e / dv, j = e % dv;
-                const float* pr = Ps + r * kTileCells;
-                float v = acc[k] * corr_s[r];
-                for (int c = 0; c < nc; ++c) v += pr[c] * Vt[c * ldvt + j];
-                acc[k] = v;
+            if (e < R * dv) acc[k] *= corr_s[e / dv];
+        }
+        if (kThreads % dv == 0) {
+            const int j = threadIdx.x % dv;
+            for (int c = 0; c < nc; ++c) {
+                const float vv = Vt[c * ldvt + j];
+#pragma unroll
+                for (int k = 0; k < kAccPerThread; ++k) {
+                    const int e = threadIdx.x + k * kThreads;
+                    if (e < R * dv) acc[k] += Ps[(e / dv) * kTileCells + c] * vv;
+                }
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < kAccPerThread; ++k) {
+                const int e = threadIdx.x + k * kThreads;
+                if (e < R * dv) {
+                    const float* pr = Ps + (e / dv) * kTileCells;
+                    const int j = e % dv;
+                    float v = acc[k];
+                    for (int c = 0; c < nc; ++c) v += pr[c] * Vt[c * ldvt + j];
+                    acc[k] = v;
+                }
             }
         }
     }
