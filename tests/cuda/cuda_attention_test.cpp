@@ -216,7 +216,11 @@ TEST_F(CudaAttention, decode_and_prefill_match_cpu_across_head_shapes) {
                                                    {GgmlType::Q4_0, GgmlType::Q4_0},
                                                    {GgmlType::BF16, GgmlType::Q5_1},
                                                    {GgmlType::IQ4_NL, GgmlType::F32}};
-    const Shape shapes[] = {{32, 4, 128, 128}, {16, 2, 128, 128}, {4, 4, 128, 128}, {16, 2, 64, 64}, {4, 4, 64, 64}};
+    // Groups of 8 and 1, plus 6 and 3 (query rows not a multiple of the 4 a
+    // thread scores at once) and dv = 96 (not dividing the block size: the
+    // V sums' other loop order).
+    const Shape shapes[] = {{32, 4, 128, 128}, {16, 2, 128, 128}, {4, 4, 128, 128}, {16, 2, 64, 64},
+                            {4, 4, 64, 64},    {12, 2, 128, 128}, {6, 2, 96, 96}};
     for (const auto& [tk, tv] : types)
         for (const Shape& s : shapes) {
             SCOPED_TRACE(label(tk, tv, s));
