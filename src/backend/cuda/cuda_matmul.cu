@@ -120,9 +120,11 @@ __global__ void embed_kernel(const uint8_t* table, size_t row_bytes, int64_t wid
 }
 
 // dst[g][r][0..width) = src[g * group_stride + r * row_stride + 0..width), as f16.
+// Rows row0 + blockIdx.y (the grid's y is at most 65535: larger row counts
+// are launched in pieces).
 __global__ void convert_rows_f16_kernel(const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
-                                        int64_t width, __half* dst) {
-    const int64_t r = blockIdx.y, g = blockIdx.z;
+                                        int64_t width, int64_t row0, __half* dst) {
+    const int64_t r = row0 + blockIdx.y, g = blockIdx.z;
     const float* s = src + g * group_stride + r * row_stride;
     __half* d = dst + (g * n_rows + r) * width;
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < width;
@@ -206,8 +208,11 @@ void convert_rows_f16(Context& ctx, const float* src, int64_t row_stride, int64_
     if (n_rows == 0 || width == 0 || n_groups == 0) return;
     const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)), static_cast<unsigned>(n_rows),
                     static_cast<unsigned>(n_groups));
-    convert_rows_f16_kernel<<<grid, 256, 0, ctx.stream>>>(src, row_stride, group_stride, n_rows, width, dst);
-    MOESERVE_CUDA_CHECK_LAUNCH();
+    for (int64_t row0 = 0; row0 < n_rows; row0 += kMaxGridY) {
+        const dim3 piece(grid.x, static_cast<unsigned>(std::min(kMaxGridY, n_rows - row0)), grid.z);
+        convert_rows_f16_kernel<<<piece, 256, 0, ctx.stream>>>(src, row_stride, group_stride, n_rows, width, row0, dst);
+        MOESERVE_CUDA_CHECK_LAUNCH();
+    }
 }
 
 int64_t gemm_weight_scratch(const Weight& w) {
@@ -250,11 +255,15 @@ void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_t
     check_cuda_weight(table, "embed");
     if (n_tokens == 0) return;
     const int64_t chunks = table.ne[0] / 8;
-    const dim3 grid(static_cast<unsigned>((chunks + 127) / 128), static_cast<unsigned>(n_tokens));
-    dispatch_weight_type(table.type, [&]<GgmlType T>() {
-        embed_kernel<T><<<grid, 128, 0, ctx.stream>>>(table.data, table.row_bytes, table.ne[0], tokens, out);
-    });
-    MOESERVE_CUDA_CHECK_LAUNCH();
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxGridY) {  // tokens on the grid's y, 65535 at a time
+        const dim3 grid(static_cast<unsigned>((chunks + 127) / 128),
+                        static_cast<unsigned>(std::min(kMaxGridY, n_tokens - t0)));
+        dispatch_weight_type(table.type, [&]<GgmlType T>() {
+            embed_kernel<T><<<grid, 128, 0, ctx.stream>>>(table.data, table.row_bytes, table.ne[0], tokens + t0,
+                                                          out + t0 * table.ne[0]);
+        });
+        MOESERVE_CUDA_CHECK_LAUNCH();
+    }
 }
 
 void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {

@@ -13,6 +13,10 @@
 
 namespace moeserve::cuda {
 
+// The largest gridDim.y (and z) a launch may have; kernels with a row per
+// y index launch larger counts in pieces.
+inline constexpr int64_t kMaxGridY = 65535;
+
 // Batches up to this many tokens use the matrix-vector kernel (reading the
 // weights ceil(n/8) times, mostly from L2); larger ones dequantize + GEMM.
 inline constexpr int64_t kMatvecMaxTokens = 16;

@@ -285,6 +285,12 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     plan_kernel<<<1, plan_threads, 0, ctx.stream>>>(counts, n_expert, tile_tokens, start, cursor, tiles, n_tiles);
     MOESERVE_CUDA_CHECK_LAUNCH();
     const float* xe = p.expert_input ? p.expert_input : x;  // latent MoE: the experts read their own input
+    if (reinterpret_cast<uintptr_t>(xe) % 16 != 0) {        // scatter_kernel reads float4s: copy a misaligned slice
+        float* copy = s.take_n<float>(n_tokens * n_in);
+        MOESERVE_CUDA_CHECK(
+            cudaMemcpyAsync(copy, xe, sizeof(float) * n_tokens * n_in, cudaMemcpyDeviceToDevice, ctx.stream));
+        xe = copy;
+    }
     scatter_kernel<<<static_cast<unsigned>(n_items), 128, 0, ctx.stream>>>(route_expert, k, cursor, item_pos, xe, n_in,
                                                                            xs);
     MOESERVE_CUDA_CHECK_LAUNCH();
@@ -346,9 +352,13 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         expert_ffn(products);
     }
 
-    const dim3 grid(static_cast<unsigned>((n_out + 255) / 256), static_cast<unsigned>(n_tokens));
-    combine_kernel<<<grid, 256, 0, ctx.stream>>>(ys, item_pos, route_weight, k, n_out, out);
-    MOESERVE_CUDA_CHECK_LAUNCH();
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxGridY) {  // tokens on the grid's y, 65535 at a time
+        const dim3 grid(static_cast<unsigned>((n_out + 255) / 256),
+                        static_cast<unsigned>(std::min(kMaxGridY, n_tokens - t0)));
+        combine_kernel<<<grid, 256, 0, ctx.stream>>>(ys, item_pos + t0 * k, route_weight + t0 * k, k, n_out,
+                                                     out + t0 * n_out);
+        MOESERVE_CUDA_CHECK_LAUNCH();
+    }
 }
 
 }  // namespace moeserve::cuda
