@@ -3,6 +3,8 @@
 // attention over identical cache contents must agree within float rounding.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -252,6 +254,34 @@ TEST_F(CudaAttention, long_prefill_and_unshared_cell_lists_match_cpu) {
         EXPECT_LT(unshared.run(ctx_), tolerance(tk)) << "each token with its own copy of the cell list";
         finish();
     }
+}
+
+// The tensor-core form (MOESERVE_CUDA_ATTENTION=mma, cuda_attention_mma.cu):
+// Q, K, P and V rounded to f16, so it agrees with the CPU to f16 rounding
+// (about 1e-3 on these O(1) outputs) rather than to float summation order.
+TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
+    struct MmaOn {
+        MmaOn() { setenv("MOESERVE_CUDA_ATTENTION", "mma", 1); }
+        ~MmaOn() { unsetenv("MOESERVE_CUDA_ATTENTION"); }
+    } mma_on;
+    std::mt19937 rng(14);
+    const std::pair<GgmlType, GgmlType> types[] = {
+        {GgmlType::F16, GgmlType::F16}, {GgmlType::Q8_0, GgmlType::Q8_0}, {GgmlType::Q4_0, GgmlType::Q4_0}};
+    // Groups of 8, 1, 6 and 20 (more than the 16 rows of a block: two head slices).
+    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}};
+    for (const auto& [tk, tv] : types)
+        for (const Shape& s : shapes) {
+            SCOPED_TRACE(label(tk, tv, s));
+            const double bound = is_float(tk) ? 1e-2 : 4e-2;
+            for (int64_t n : {1, 7, 4097}) {
+                AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
+                EXPECT_LT(c.run(ctx_), bound) << "decode over " << n << " cells";
+                finish();
+            }
+            AttentionCase prefill(tk, tv, s, {{40, 37}, {300, 1}, {0, 20}}, true, rng);
+            EXPECT_LT(prefill.run(ctx_), bound) << "mixed prefill batch";
+            finish();
+        }
 }
 
 }  // namespace

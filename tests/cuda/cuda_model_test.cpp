@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "../engine_test_util.h"
@@ -86,6 +87,38 @@ std::vector<Case> all_goldens() {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFixtures, CudaGolden, ::testing::ValuesIn(all_goldens()),
+                         [](const auto& info) { return case_name(info.param); });
+
+// The tensor-core attention (MOESERVE_CUDA_ATTENTION=mma) under the same
+// golden thresholds, over the prompt in one batch and token by token.
+class CudaGoldenMma : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaGoldenMma, tensor_core_attention_matches_llama_cpp) {
+    MOESERVE_REQUIRE_FIXTURES();
+    MOESERVE_REQUIRE_GPU();
+    const Case& c = GetParam();
+    MOESERVE_REQUIRE_CARRIED(c.stem + "-" + c.weights + ".gguf");
+    struct MmaOn {
+        MmaOn() { setenv("MOESERVE_CUDA_ATTENTION", "mma", 1); }
+        ~MmaOn() { unsetenv("MOESERVE_CUDA_ATTENTION"); }
+    } mma_on;
+    test::Golden g = test::load_golden(c.stem + "-" + c.weights + ".kv-" + c.kv);
+    const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
+    for (int64_t ubatch : {int64_t{512}, int64_t{1}}) {
+        SCOPED_TRACE("ubatch " + std::to_string(ubatch));
+        Engine gpu(gpu_options(c, 1, ubatch));
+        const std::vector<float> logits = gpu.eval(0, g.tokens, /*all_logits=*/true);
+        auto ref = test::compare_logits(g.logits.data(), logits.data(), n_pos, g.n_vocab);
+        EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
+        EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaGoldenMma,
+                         ::testing::Values(Case{"qwen3moe-tiny-s1", "q4_k_m", "q4_0"},
+                                           Case{"qwen3moe-tiny-s1", "f16", "f16"},
+                                           Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"}),
                          [](const auto& info) { return case_name(info.param); });
 
 class CudaBatching : public ::testing::TestWithParam<Case> {};

@@ -350,6 +350,8 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
         if (kv_bytes(type, 32) == 0 || (!kv_is_float_type(type) && d % 32 != 0))
             throw std::invalid_argument("attention: cache type does not fit head size " + std::to_string(d));
 
+    if (flash_attention_mma(ctx, a)) return;
+
     KernelArgs args{};
     args.a = a;
     args.group = a.n_head / a.n_head_kv;
@@ -358,22 +360,12 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
     args.tokens_per_tile = std::clamp(rows_max / args.heads_per_block, 1, kMaxTokensPerTile);
 
-    // Chunks: enough blocks to fill the GPU several times over, each chunk
-    // at least kMinChunkCells long, partial states within kMaxPartialFloats.
-    const int64_t max_cells = std::max<int32_t>(a.cells.max_cells, 0);
     const int64_t est_blocks = (a.n_tokens + args.tokens_per_tile - 1) / args.tokens_per_tile *
                                static_cast<int64_t>(a.n_head_kv) * args.head_splits;
-    const int64_t target = 8 * static_cast<int64_t>(std::max(ctx.sm_count, 1));
-    const int64_t per_chunk_floats = a.n_tokens * a.n_head * static_cast<int64_t>(a.dv + 2);
-    int64_t n_chunks = std::max<int64_t>(1, (target + est_blocks - 1) / est_blocks);
-    n_chunks = std::min(n_chunks, std::max<int64_t>(1, max_cells / kMinChunkCells));
-    n_chunks = std::min(n_chunks, std::max<int64_t>(1, kMaxPartialFloats / per_chunk_floats));
-    n_chunks = std::min<int64_t>(n_chunks, 65535);
-    int64_t chunk_len = (max_cells + n_chunks - 1) / n_chunks;
-    chunk_len = std::max<int64_t>(kTileCells, (chunk_len + kTileCells - 1) / kTileCells * kTileCells);
-    n_chunks = std::max<int64_t>(1, (max_cells + chunk_len - 1) / chunk_len);
-    args.chunk_len = chunk_len;
-    args.part = ctx.scratch->take_n<float>(static_cast<size_t>(n_chunks * per_chunk_floats));
+    const AttentionChunks chunks = plan_attention_chunks(ctx, a, est_blocks, kTileCells);
+    const int64_t n_chunks = chunks.n_chunks;
+    args.chunk_len = chunks.chunk_len;
+    args.part = chunks.part;
 
     const int R_max = args.tokens_per_tile * args.heads_per_block;
     const size_t smem_floats = static_cast<size_t>(R_max) * a.dk + kTileCells * (a.dk + 1) +
@@ -389,9 +381,33 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     attention_chunk_kernel<<<grid, kThreads, smem, ctx.stream>>>(args);
     MOESERVE_CUDA_CHECK_LAUNCH();
 
+    combine_attention_chunks(ctx, a, chunks);
+}
+
+AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int64_t est_blocks, int tile_cells) {
+    // Chunks: enough blocks to fill the GPU several times over, each chunk
+    // at least kMinChunkCells long, partial states within kMaxPartialFloats.
+    const int64_t max_cells = std::max<int32_t>(a.cells.max_cells, 0);
+    const int64_t target = 8 * static_cast<int64_t>(std::max(ctx.sm_count, 1));
+    const int64_t per_chunk_floats = a.n_tokens * a.n_head * static_cast<int64_t>(a.dv + 2);
+    int64_t n_chunks = std::max<int64_t>(1, (target + est_blocks - 1) / est_blocks);
+    n_chunks = std::min(n_chunks, std::max<int64_t>(1, max_cells / kMinChunkCells));
+    n_chunks = std::min(n_chunks, std::max<int64_t>(1, kMaxPartialFloats / per_chunk_floats));
+    n_chunks = std::min<int64_t>(n_chunks, 65535);
+    int64_t chunk_len = (max_cells + n_chunks - 1) / n_chunks;
+    chunk_len = std::max<int64_t>(tile_cells, (chunk_len + tile_cells - 1) / tile_cells * tile_cells);
+    n_chunks = std::max<int64_t>(1, (max_cells + chunk_len - 1) / chunk_len);
+    AttentionChunks c;
+    c.n_chunks = n_chunks;
+    c.chunk_len = chunk_len;
+    c.part = ctx.scratch->take_n<float>(static_cast<size_t>(n_chunks * per_chunk_floats));
+    return c;
+}
+
+void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks) {
     const int64_t n_rows = a.n_tokens * a.n_head;
     combine_kernel<<<static_cast<unsigned>(n_rows), 128, a.dv * sizeof(float), ctx.stream>>>(
-        args.part, static_cast<int>(n_chunks), n_rows, a.dv, a.v_rot_chunk,
+        chunks.part, static_cast<int>(chunks.n_chunks), n_rows, a.dv, a.v_rot_chunk,
         a.v_rot_chunk ? hadamard_scale(a.v_rot_chunk) : 1.0f, a.out);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }

@@ -32,4 +32,22 @@ struct FlashAttention {
 
 void flash_attention(Context& ctx, const FlashAttention& a);
 
+// How the cells are split across blocks: n_chunks chunks of chunk_len cells
+// (a multiple of the kernel's tile), and the scratch for their partial
+// states, [n_chunks][n_tokens * n_head][dv + 2] floats: (max, sum, acc).
+struct AttentionChunks {
+    int64_t n_chunks = 1, chunk_len = 0;
+    float* part = nullptr;
+};
+// est_blocks: the blocks one chunk takes (token runs x KV head slices).
+AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int64_t est_blocks, int tile_cells);
+// Merges the chunks' partial states into a.out and undoes the V rotation.
+void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
+
+// The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
+// and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. Used when
+// MOESERVE_CUDA_ATTENTION=mma and the head sizes are multiples of 16; returns
+// false (launching nothing) otherwise.
+bool flash_attention_mma(Context& ctx, const FlashAttention& a);
+
 }  // namespace moeserve::cuda

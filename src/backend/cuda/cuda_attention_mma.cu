@@ -1,0 +1,264 @@
+// Flash-decoding on tensor cores: the form of flash_attention
+// (cuda_attention.cu) that llama.cpp's CUDA kernels take, with Q, K, P and V
+// in f16 and f32 accumulation, opted into with MOESERVE_CUDA_ATTENTION=mma
+// while it is measured against the f32 kernel.
+//
+// A block takes the same work as the f32 kernel (a run of tokens sharing a
+// cell list, a slice of one KV head's query heads, one chunk of the cells),
+// but at most 16 query rows, one WMMA row tile. Per tile of 32 cells: the K
+// (and V) rows are converted to f16 in shared memory; S = Q·Kᵀ is two 16x16
+// output tiles over dk/16 steps (warps 0 and 1); the online softmax runs one
+// warp per row as in the f32 kernel and writes P in f16; the running output
+// O (f32, shared memory) is rescaled per row and O += P·V runs as dv/16
+// output tiles spread over the warps. Shared-memory traffic per cell drops
+// from ~2 reads per multiply-add to a few per 16x16x16 product.
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "backend/cuda/cuda_flash_attention.h"
+#include "backend/cuda/cuda_kv_blocks.cuh"
+
+namespace moeserve::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRows = 16;       // query rows per block: one WMMA row tile
+constexpr int kTileCells = 32;  // cells per tile: one per lane in the softmax
+constexpr int kPadH = 8;        // halves of padding per f16 row (16-byte rows, spread banks)
+constexpr int kPadF = 4;        // floats of padding per f32 row
+
+struct MmaArgs {
+    FlashAttention a;
+    int group, heads_per_block, head_splits, tokens_per_tile;
+    int64_t chunk_len;
+    float* part;  // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
+};
+
+// Shared-memory layout (bytes), every piece on a 32-byte boundary as WMMA's
+// loads and stores need.
+struct MmaLayout {
+    size_t q, k, v, s, p, o, stats, total;
+    int ldq, ldk, ldv, lds, ldp, ldo;
+};
+
+__host__ __device__ inline size_t round32(size_t n) {
+    return (n + 31) / 32 * 32;
+}
+
+__host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k) {
+    MmaLayout l{};
+    l.ldq = dk + kPadH;
+    l.ldk = dk + kPadH;
+    l.ldv = dv + kPadH;
+    l.lds = kTileCells + kPadF;
+    l.ldp = kTileCells + kPadH;
+    l.ldo = dv + kPadF;
+    size_t at = 0;
+    l.q = at, at = round32(at + sizeof(__half) * kRows * l.ldq);
+    l.k = at, at = round32(at + sizeof(__half) * kTileCells * l.ldk);
+    l.v = at, at = round32(at + (v_in_k ? 0 : sizeof(__half) * kTileCells * l.ldv));
+    l.s = at, at = round32(at + sizeof(float) * kRows * l.lds);
+    l.p = at, at = round32(at + sizeof(__half) * kRows * l.ldp);
+    l.o = at, at = round32(at + sizeof(float) * kRows * l.ldo);
+    l.stats = at, at = round32(at + sizeof(float) * 4 * kRows);
+    l.total = at;
+    return l;
+}
+
+// n_rows cached rows (row c: cell cells[c]) of one head as f16 at dst[c * ld],
+// n values each; rows n_rows..kTileCells-1 are zeros (their P is 0, and 0 * a
+// stale NaN would not be).
+__device__ inline void load_tile_f16(const uint8_t* base, size_t row_bytes, size_t head_offset, GgmlType type, int n,
+                                     const int32_t* cells, int n_rows, __half* dst, int ld) {
+    const int units = (n + 31) / 32;
+    for (int item = threadIdx.x; item < kTileCells * units; item += blockDim.x) {
+        const int c = item / units, u = item % units;
+        const int len = min(32, n - 32 * u);
+        __half* o = dst + c * ld + 32 * u;
+        if (c < n_rows) {
+            const uint8_t* row = base + static_cast<size_t>(cells[c]) * row_bytes + head_offset;
+            float v[32];
+            kv_decode_unit(type, row, u, len, v);
+            for (int j = 0; j < len; ++j) o[j] = __float2half_rn(v[j]);
+        } else {
+            for (int j = 0; j < len; ++j) o[j] = __float2half_rn(0.0f);
+        }
+    }
+}
+
+// grid: (n_tokens, n_head_kv * head_splits, n_chunks).
+__global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
+    using namespace nvcuda;
+    const FlashAttention& a = args.a;
+    const int64_t t0 = blockIdx.x;
+    const int TQ = args.tokens_per_tile;
+    const int64_t* offset = a.cells.offset;
+    const int64_t off = offset[t0];
+    // Only the first token of a run (or of each TQ-aligned piece of it) leads a block.
+    if (t0 % TQ != 0 && offset[t0 - 1] == off) return;
+    int64_t t1 = t0 + 1;
+    while (t1 < a.n_tokens && t1 % TQ != 0 && offset[t1] == off) ++t1;
+    const int nt = static_cast<int>(t1 - t0);
+
+    const int kvh = blockIdx.y / args.head_splits;
+    const int head0 = (blockIdx.y % args.head_splits) * args.heads_per_block;  // within the group
+    const int nh = min(args.heads_per_block, args.group - head0);
+    const int R = nt * nh;  // query rows r = lt * nh + jh, at most kRows
+    const int dk = a.dk, dv = a.dv;
+
+    extern __shared__ __align__(128) unsigned char smem[];
+    const MmaLayout L = mma_layout(dk, dv, a.v_in_k);
+    __half* Qh = reinterpret_cast<__half*>(smem + L.q);
+    __half* Kh = reinterpret_cast<__half*>(smem + L.k);
+    __half* Vh = a.v_in_k ? Kh : reinterpret_cast<__half*>(smem + L.v);
+    const int ldvh = a.v_in_k ? L.ldk : L.ldv;
+    float* Sf = reinterpret_cast<float*>(smem + L.s);
+    __half* Ph = reinterpret_cast<__half*>(smem + L.p);
+    float* Of = reinterpret_cast<float*>(smem + L.o);
+    float* m_s = reinterpret_cast<float*>(smem + L.stats);
+    float* l_s = m_s + kRows;
+    float* corr_s = l_s + kRows;
+    int* ncell_s = reinterpret_cast<int*>(corr_s + kRows);
+
+    // Q rows (zeros past R), O = 0, running statistics.
+    for (int i = threadIdx.x; i < kRows * dk; i += blockDim.x) {
+        const int r = i / dk, d = i % dk;
+        float q = 0.0f;
+        if (r < R) {
+            const int64_t t = t0 + r / nh;
+            const int h = kvh * args.group + head0 + r % nh;
+            q = a.q[(t * a.n_head + h) * dk + d];
+        }
+        Qh[r * L.ldq + d] = __float2half_rn(q);
+    }
+    for (int i = threadIdx.x; i < kRows * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] = 0.0f;
+    int n_max = 0;  // the most cells any token of the run sees
+    for (int lt = 0; lt < nt; ++lt) n_max = max(n_max, a.cells.n_cells[t0 + lt]);
+    for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
+        m_s[r] = -INFINITY;
+        l_s[r] = 0.0f;
+        corr_s[r] = 1.0f;
+        ncell_s[r] = r < R ? a.cells.n_cells[t0 + r / nh] : 0;
+    }
+
+    const int32_t* cells = a.cells.cells + off;
+    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * args.chunk_len;
+    const int64_t c_end = min(c_begin + args.chunk_len, static_cast<int64_t>(n_max));
+    const size_t k_head_off = static_cast<size_t>(kvh) * a.k_head_bytes;
+    const size_t v_head_off = static_cast<size_t>(kvh) * a.v_head_bytes;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileCells) {
+        const int nc = static_cast<int>(min(static_cast<int64_t>(kTileCells), c_end - c0));
+        __syncthreads();  // the previous tile's K/V/P/O work is done (and Q/O/stats written)
+        load_tile_f16(a.k, a.k_row_bytes, k_head_off, a.type_k, dk, cells + c0, nc, Kh, L.ldk);
+        if (!a.v_in_k) load_tile_f16(a.v, a.v_row_bytes, v_head_off, a.type_v, dv, cells + c0, nc, Vh, L.ldv);
+        __syncthreads();
+        // S = Q·Kᵀ: warp w < 2 computes cells 16w..16w+15 for all 16 rows.
+        if (warp < kTileCells / 16) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
+            wmma::fill_fragment(s, 0.0f);
+            for (int kk = 0; kk < dk; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> qa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kb;  // B[d][c] = K[c][d]
+                wmma::load_matrix_sync(qa, Qh + kk, L.ldq);
+                wmma::load_matrix_sync(kb, Kh + warp * 16 * L.ldk + kk, L.ldk);
+                wmma::mma_sync(s, qa, kb, s);
+            }
+            wmma::store_matrix_sync(Sf + warp * 16, s, L.lds, wmma::mem_row_major);
+        }
+        __syncthreads();
+        // Online softmax, one warp per row, one lane per cell; P in f16.
+        for (int r = warp; r < kRows; r += kWarps) {
+            const bool live = r < R && lane < nc && c0 + lane < ncell_s[r];
+            const float s = live ? Sf[r * L.lds + lane] * a.scale : -INFINITY;
+            const float m_old = m_s[r];
+            float m_new = s;
+            for (int o = 16; o > 0; o >>= 1) m_new = fmaxf(m_new, __shfl_xor_sync(0xffffffffu, m_new, o));
+            m_new = fmaxf(m_old, m_new);
+            float p = 0.0f, corr = 1.0f;
+            if (m_new != -INFINITY) {
+                p = __expf(s - m_new);  // 0 for s = -inf
+                corr = __expf(m_old - m_new);
+            }
+            float sum = p;
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            Ph[r * L.ldp + lane] = __float2half_rn(p);
+            if (lane == 0) {
+                l_s[r] = l_s[r] * corr + sum;
+                m_s[r] = m_new;
+                corr_s[r] = corr;
+            }
+        }
+        __syncthreads();
+        // O = O * corr (per row), then O += P·V in 16-column tiles spread over the warps.
+        for (int i = threadIdx.x; i < kRows * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] *= corr_s[i / dv];
+        __syncthreads();
+        for (int n = warp; n < dv / 16; n += kWarps) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+            wmma::load_matrix_sync(o, Of + n * 16, L.ldo, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < kTileCells; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vb;  // B[c][j] = V[c][j]
+                wmma::load_matrix_sync(pa, Ph + kk, L.ldp);
+                wmma::load_matrix_sync(vb, Vh + kk * ldvh + n * 16, ldvh);
+                wmma::mma_sync(o, pa, vb, o);
+            }
+            wmma::store_matrix_sync(Of + n * 16, o, L.ldo, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+    // The chunk's partial state per row, in the f32 kernel's layout.
+    const int64_t chunk_base = static_cast<int64_t>(blockIdx.z) * a.n_tokens;
+    for (int i = threadIdx.x; i < R * (dv + 2); i += blockDim.x) {
+        const int r = i / (dv + 2), j = i % (dv + 2);
+        const int64_t t = t0 + r / nh;
+        const int h = kvh * args.group + head0 + r % nh;
+        float* p = args.part + ((chunk_base + t) * a.n_head + h) * static_cast<int64_t>(dv + 2);
+        p[j] = j == 0 ? m_s[r] : j == 1 ? l_s[r] : Of[r * L.ldo + (j - 2)];
+    }
+}
+
+// Read at every call (a getenv per attention op), so tests can switch forms.
+bool mma_attention_requested() {
+    const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
+    return v && std::strcmp(v, "mma") == 0;
+}
+
+}  // namespace
+
+bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
+    if (!mma_attention_requested() || a.dk % 16 != 0 || a.dv % 16 != 0) return false;
+    if (a.v_in_k && a.dv > a.dk) return false;
+    const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k);
+    if (ctx.shared_mem_per_block_optin > 0 && L.total > ctx.shared_mem_per_block_optin) return false;
+
+    MmaArgs args{};
+    args.a = a;
+    args.group = a.n_head / a.n_head_kv;
+    args.head_splits = (args.group + kRows - 1) / kRows;
+    args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
+    args.tokens_per_tile = std::max(1, kRows / args.heads_per_block);
+    const int64_t est_blocks = (a.n_tokens + args.tokens_per_tile - 1) / args.tokens_per_tile *
+                               static_cast<int64_t>(a.n_head_kv) * args.head_splits;
+    const AttentionChunks chunks = plan_attention_chunks(ctx, a, est_blocks, kTileCells);
+    args.chunk_len = chunks.chunk_len;
+    args.part = chunks.part;
+
+    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_mma_kernel), L.total);
+    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
+                    static_cast<unsigned>(chunks.n_chunks));
+    attention_mma_kernel<<<grid, kThreads, L.total, ctx.stream>>>(args);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+    combine_attention_chunks(ctx, a, chunks);
+    return true;
+}
+
+}  // namespace moeserve::cuda
