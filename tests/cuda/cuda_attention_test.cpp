@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_op_fixture.h"
 #include "memory/kv_cache.h"
@@ -267,8 +268,10 @@ TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
     std::mt19937 rng(14);
     const std::pair<GgmlType, GgmlType> types[] = {
         {GgmlType::F16, GgmlType::F16}, {GgmlType::Q8_0, GgmlType::Q8_0}, {GgmlType::Q4_0, GgmlType::Q4_0}};
-    // Groups of 8, 1, 6 and 20 (more than the 16 rows of a block: two head slices).
-    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}};
+    // Groups of 8, 1, 6 and 20 (more than the 16 rows of a block: two head
+    // slices), and K and V heads of different sizes.
+    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 128, 64}};
+    const int64_t launches_before = mma_attention_launches();
     for (const auto& [tk, tv] : types)
         for (const Shape& s : shapes) {
             SCOPED_TRACE(label(tk, tv, s));
@@ -282,6 +285,8 @@ TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
             EXPECT_LT(prefill.run(ctx_), bound) << "mixed prefill batch";
             finish();
         }
+    // Every case above ran the tensor-core kernel, not the f32 fallback.
+    EXPECT_EQ(mma_attention_launches() - launches_before, 3 * 5 * 4);
 }
 
 }  // namespace

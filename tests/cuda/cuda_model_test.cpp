@@ -12,6 +12,7 @@
 
 #include "../engine_test_util.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_flash_attention.h"
 #include "backend/select_backend.h"
 
 namespace moeserve {
@@ -104,6 +105,7 @@ TEST_P(CudaGoldenMma, tensor_core_attention_matches_llama_cpp) {
     } mma_on;
     test::Golden g = test::load_golden(c.stem + "-" + c.weights + ".kv-" + c.kv);
     const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
+    const int64_t launches_before = cuda::mma_attention_launches();
     for (int64_t ubatch : {int64_t{512}, int64_t{1}}) {
         SCOPED_TRACE("ubatch " + std::to_string(ubatch));
         Engine gpu(gpu_options(c, 1, ubatch));
@@ -112,6 +114,7 @@ TEST_P(CudaGoldenMma, tensor_core_attention_matches_llama_cpp) {
         EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
         EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
     }
+    EXPECT_GT(cuda::mma_attention_launches(), launches_before) << "the f32 kernel ran instead";
 }
 
 INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaGoldenMma,

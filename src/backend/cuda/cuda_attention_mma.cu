@@ -16,6 +16,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -126,14 +127,16 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     float* corr_s = l_s + kRows;
     int* ncell_s = reinterpret_cast<int*>(corr_s + kRows);
 
-    // Q rows (zeros past R), O = 0, running statistics.
+    // Q rows times the scale (zeros past R), O = 0, running statistics.
+    // Scaling before the f16 rounding keeps large queries (MLA's absorbed
+    // ones) in f16's range, as llama.cpp does.
     for (int i = threadIdx.x; i < kRows * dk; i += blockDim.x) {
         const int r = i / dk, d = i % dk;
         float q = 0.0f;
         if (r < R) {
             const int64_t t = t0 + r / nh;
             const int h = kvh * args.group + head0 + r % nh;
-            q = a.q[(t * a.n_head + h) * dk + d];
+            q = a.q[(t * a.n_head + h) * dk + d] * a.scale;
         }
         Qh[r * L.ldq + d] = __float2half_rn(q);
     }
@@ -177,7 +180,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         // Online softmax, one warp per row, one lane per cell; P in f16.
         for (int r = warp; r < kRows; r += kWarps) {
             const bool live = r < R && lane < nc && c0 + lane < ncell_s[r];
-            const float s = live ? Sf[r * L.lds + lane] * a.scale : -INFINITY;
+            const float s = live ? Sf[r * L.lds + lane] : -INFINITY;
             const float m_old = m_s[r];
             float m_new = s;
             for (int o = 16; o > 0; o >>= 1) m_new = fmaxf(m_new, __shfl_xor_sync(0xffffffffu, m_new, o));
@@ -226,6 +229,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     }
 }
 
+std::atomic<int64_t> g_launches{0};
+
 // Read at every call (a getenv per attention op), so tests can switch forms.
 bool mma_attention_requested() {
     const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
@@ -258,7 +263,12 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     attention_mma_kernel<<<grid, kThreads, L.total, ctx.stream>>>(args);
     MOESERVE_CUDA_CHECK_LAUNCH();
     combine_attention_chunks(ctx, a, chunks);
+    g_launches.fetch_add(1, std::memory_order_relaxed);
     return true;
+}
+
+int64_t mma_attention_launches() {
+    return g_launches.load(std::memory_order_relaxed);
 }
 
 }  // namespace moeserve::cuda

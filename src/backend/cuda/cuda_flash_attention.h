@@ -49,5 +49,8 @@ void combine_attention_chunks(Context& ctx, const FlashAttention& a, const Atten
 // MOESERVE_CUDA_ATTENTION=mma and the head sizes are multiples of 16; returns
 // false (launching nothing) otherwise.
 bool flash_attention_mma(Context& ctx, const FlashAttention& a);
+// How many times the tensor-core form ran in this process (tests check that
+// it did, since it falls back silently).
+int64_t mma_attention_launches();
 
 }  // namespace moeserve::cuda
