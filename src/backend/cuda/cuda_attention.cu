@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cuda/cuda_attention_block.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -141,25 +142,18 @@ __device__ inline void load_tile(const uint8_t* base, size_t row_bytes, size_t h
 // grid: (n_tokens, n_head_kv * head_splits, n_chunks); see the file comment.
 __global__ void __launch_bounds__(kThreads) attention_chunk_kernel(KernelArgs args) {
     const FlashAttention& a = args.a;
-    const int64_t t0 = blockIdx.x;
-    const int TQ = args.tokens_per_tile;
-    const int64_t* offset = a.cells.offset;
-    const int64_t off = offset[t0];
-    // Only the first token of a run (or of each TQ-aligned piece of it) leads a block.
-    if (t0 % TQ != 0 && offset[t0 - 1] == off) return;
-    int64_t t1 = t0 + 1;
-    while (t1 < a.n_tokens && t1 % TQ != 0 && offset[t1] == off) ++t1;
-    const int nt = static_cast<int>(t1 - t0);
-
-    const int kvh = blockIdx.y / args.head_splits;
-    const int head0 = (blockIdx.y % args.head_splits) * args.heads_per_block;  // within the group
-    const int nh = min(args.heads_per_block, args.group - head0);
+    const AttentionBlock blk = attention_block(a.cells.offset, a.n_tokens, args.tokens_per_tile, args.head_splits,
+                                               args.heads_per_block, args.group);
+    if (!blk.leads) return;
+    const int64_t t0 = blk.t0;
+    const int64_t off = a.cells.offset[t0];
+    const int nt = blk.nt, kvh = blk.kvh, head0 = blk.head0, nh = blk.nh;
     const int R = nt * nh;  // query rows: r = lt * nh + jh
     const int dk = a.dk, dv = a.dv;
     const int ldk = dk + 1, ldv = dv + 1;  // odd strides: conflict-free column reads
 
     extern __shared__ float smem[];
-    const int R_max = TQ * args.heads_per_block;
+    const int R_max = args.tokens_per_tile * args.heads_per_block;
     float* Qs = smem;                                    // [R_max][dk]
     float* Ks = Qs + R_max * dk;                         // [kTileCells][ldk]
     float* Vs = Ks + kTileCells * ldk;                   // [kTileCells][ldv] (unused when V is in K)

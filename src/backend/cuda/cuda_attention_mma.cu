@@ -21,6 +21,7 @@
 #include <cstring>
 #include <string>
 
+#include "backend/cuda/cuda_attention_block.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
 
@@ -97,19 +98,12 @@ __device__ inline void load_tile_f16(const uint8_t* base, size_t row_bytes, size
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     using namespace nvcuda;
     const FlashAttention& a = args.a;
-    const int64_t t0 = blockIdx.x;
-    const int TQ = args.tokens_per_tile;
-    const int64_t* offset = a.cells.offset;
-    const int64_t off = offset[t0];
-    // Only the first token of a run (or of each TQ-aligned piece of it) leads a block.
-    if (t0 % TQ != 0 && offset[t0 - 1] == off) return;
-    int64_t t1 = t0 + 1;
-    while (t1 < a.n_tokens && t1 % TQ != 0 && offset[t1] == off) ++t1;
-    const int nt = static_cast<int>(t1 - t0);
-
-    const int kvh = blockIdx.y / args.head_splits;
-    const int head0 = (blockIdx.y % args.head_splits) * args.heads_per_block;  // within the group
-    const int nh = min(args.heads_per_block, args.group - head0);
+    const AttentionBlock blk = attention_block(a.cells.offset, a.n_tokens, args.tokens_per_tile, args.head_splits,
+                                               args.heads_per_block, args.group);
+    if (!blk.leads) return;
+    const int64_t t0 = blk.t0;
+    const int64_t off = a.cells.offset[t0];
+    const int nt = blk.nt, kvh = blk.kvh, head0 = blk.head0, nh = blk.nh;
     const int R = nt * nh;  // query rows r = lt * nh + jh, at most kRows
     const int dk = a.dk, dv = a.dv;
 
