@@ -98,11 +98,10 @@ __device__ inline void load_tile_f16(const uint8_t* base, size_t row_bytes, size
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     using namespace nvcuda;
     const FlashAttention& a = args.a;
-    const AttentionBlock blk = attention_block(a.cells.offset, a.n_tokens, args.tokens_per_tile, args.head_splits,
-                                               args.heads_per_block, args.group);
+    const AttentionBlock blk =
+        attention_block(a, args.tokens_per_tile, args.head_splits, args.heads_per_block, args.group, args.chunk_len);
     if (!blk.leads) return;
     const int64_t t0 = blk.t0;
-    const int64_t off = a.cells.offset[t0];
     const int nt = blk.nt, kvh = blk.kvh, head0 = blk.head0, nh = blk.nh;
     const int R = nt * nh;  // query rows r = lt * nh + jh, at most kRows
     const int dk = a.dk, dv = a.dv;
@@ -135,8 +134,6 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         Qh[r * L.ldq + d] = __float2half_rn(q);
     }
     for (int i = threadIdx.x; i < kRows * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] = 0.0f;
-    int n_max = 0;  // the most cells any token of the run sees
-    for (int lt = 0; lt < nt; ++lt) n_max = max(n_max, a.cells.n_cells[t0 + lt]);
     for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
         m_s[r] = -INFINITY;
         l_s[r] = 0.0f;
@@ -144,11 +141,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         ncell_s[r] = r < R ? a.cells.n_cells[t0 + r / nh] : 0;
     }
 
-    const int32_t* cells = a.cells.cells + off;
-    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * args.chunk_len;
-    const int64_t c_end = min(c_begin + args.chunk_len, static_cast<int64_t>(n_max));
-    const size_t k_head_off = static_cast<size_t>(kvh) * a.k_head_bytes;
-    const size_t v_head_off = static_cast<size_t>(kvh) * a.v_head_bytes;
+    const int32_t* cells = blk.cells;
+    const int64_t c_begin = blk.c_begin, c_end = blk.c_end;
+    const size_t k_head_off = blk.k_head_off, v_head_off = blk.v_head_off;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
     for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileCells) {
