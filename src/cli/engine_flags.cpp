@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "backend/select_backend.h"
+#include "engine/rope_flags.h"
 #include "memory/byte_size.h"
 
 namespace moeserve::cli {
@@ -20,7 +21,22 @@ const char* const kEngineFlagsHelp =
     "  --mlock                   keep the mapped model locked in RAM (a warning if the system refuses)\n"
     "  -ngl, --n-gpu-layers N    layers on the GPU: 0 = CPU (default), N >= the layer count or 'all' = the whole\n"
     "                            model on the GPU (CUDA builds: `make cuda`), fewer = the last N layers there and\n"
-    "                            the rest on the CPU, 'auto' = the GPU if there is one\n";
+    "                            the rest on the CPU, 'auto' = the GPU if there is one\n"
+    "  --rope-scaling {none,linear,yarn}, --rope-scale N, --rope-freq-base N, --rope-freq-scale N,\n"
+    "  --yarn-orig-ctx N, --yarn-ext-factor N, --yarn-attn-factor N, --yarn-beta-slow N, --yarn-beta-fast N\n"
+    "                            RoPE over the model's own, as llama.cpp's flags (e.g. --rope-scaling yarn\n"
+    "                            --rope-scale 4 --yarn-orig-ctx 32768 for 4x the trained context)\n";
+
+namespace {
+
+// The RoPE flag at the cursor (consumed), or nullptr.
+const RopeFlag* rope_flag_named(Args& args) {
+    for (const RopeFlag& r : rope_flags())
+        if (args.flag({r.name})) return &r;
+    return nullptr;
+}
+
+}  // namespace
 
 bool parse_engine_flag(Args& args, EngineOptions& opt) {
     if (args.flag({"-m", "--model"})) {
@@ -64,6 +80,13 @@ bool parse_engine_flag(Args& args, EngineOptions& opt) {
         opt.load_mode = LoadMode::mmap;
     } else if (args.flag({"--mlock"})) {
         opt.load_mode = LoadMode::mlock;
+    } else if (const RopeFlag* rope = rope_flag_named(args)) {
+        const std::string value = args.value();
+        try {
+            apply_rope_flag(opt.rope, rope->name, value);
+        } catch (const std::invalid_argument& e) {
+            throw UsageError(std::string("option ") + rope->name + ": " + e.what() + ", got '" + value + "'");
+        }
     } else if (args.flag({"-ub", "--ubatch-size"})) {
         opt.n_ubatch = args.int_value();
         if (opt.n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");

@@ -58,7 +58,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     request.n_gpu_layers = options.n_gpu_layers;
     if (loadable) request.n_layer = static_cast<int>(file_->get_u32(file_->architecture() + ".block_count"));
     backend_ = select_backend(request, &backend_note_);
-    model_ = load_model(file_, backend_);
+    model_ = load_model(file_, backend_, options.rope);
     options_.n_ctx = n_ctx;
     cache_ = std::make_unique<KvCache>(
         model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v), backend_->memory());

@@ -27,6 +27,7 @@ struct EngineOptions {
     uint64_t mem_bytes = 0;  // memory budget (--mem); 0: MemAvailable when the engine starts
     int n_gpu_layers = 0;    // -ngl: 0 = CPU; N, kGpuLayersAll or kGpuLayersAuto = the GPU (select_backend.h)
     LoadMode load_mode = LoadMode::mmap;  // --mmap / --no-mmap / --mlock
+    RopeOverrides rope;                   // --rope-scaling, --rope-scale, --yarn-*: over the file's RoPE
 };
 
 class Engine {

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <optional>
 
 #include "model/output_head.h"
 
@@ -48,8 +49,9 @@ struct Deepseek2Params {
 
 class Deepseek2 final : public Model {
   public:
-    Deepseek2(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
-        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal)) {
+    Deepseek2(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+              const RopeOverrides& rope_overrides)
+        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal, rope_overrides)) {
         const GgufFile& f = *file;
         const std::string a = "deepseek2.";
         const ModelParams& p = params_;
@@ -115,7 +117,10 @@ class Deepseek2 final : public Model {
         if (rope.ext_factor != 0.0f && log_mul != 0.0f) {
             auto gm = [](float s, float m) { return s <= 1.0f ? 1.0f : 0.1f * m * std::log(s) + 1.0f; };
             const float mscale = log_mul != 1.0f ? log_mul : 1.0f;
-            rope.attn_factor = gm(inv_scale, mscale) / gm(inv_scale, log_mul) / (1.0f + 0.1f * std::log(inv_scale));
+            const std::optional<float> user = rope_overrides.attn_factor;  // --yarn-attn-factor
+            const float base = user && *user >= 0.0f ? *user : 1.0f;
+            rope.attn_factor =
+                base * gm(inv_scale, mscale) / gm(inv_scale, log_mul) / (1.0f + 0.1f * std::log(inv_scale));
             rope.attn_factor *= f.find_f32(a + "rope.scaling.attn_factor").value_or(1.0f);
         }
         // The graph undoes the kernel's YaRN magnitude factor, then scales the scores.
@@ -293,8 +298,9 @@ class Deepseek2 final : public Model {
         krow_{mem()}, q_pe_{mem()}, k_pe_{mem()}, q_mla_{mem()}, q_abs_{mem()}, o_lat_{mem()}, o_{mem()};
 };
 
-std::unique_ptr<Model> load_deepseek2(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
-    return std::make_unique<Deepseek2>(std::move(file), std::move(backend));
+std::unique_ptr<Model> load_deepseek2(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                      const RopeOverrides& rope) {
+    return std::make_unique<Deepseek2>(std::move(file), std::move(backend), rope);
 }
 
 }  // namespace

@@ -19,8 +19,8 @@ struct LlamaLayer {
 
 class Llama final : public Model {
   public:
-    Llama(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
-        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal)) {
+    Llama(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend, const RopeOverrides& rope)
+        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal, rope)) {
         const ModelParams& p = params_;
         if (p.n_rot != p.head_dim_k)
             throw GgufError(fmt::format("{}: invalid n_rot {} (llama needs rope.dimension_count == head size {})",
@@ -96,8 +96,9 @@ class Llama final : public Model {
     AttentionScratch attn_{mem()};
 };
 
-std::unique_ptr<Model> load_llama(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
-    return std::make_unique<Llama>(std::move(file), std::move(backend));
+std::unique_ptr<Model> load_llama(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                  const RopeOverrides& rope) {
+    return std::make_unique<Llama>(std::move(file), std::move(backend), rope);
 }
 
 }  // namespace

@@ -26,7 +26,8 @@ std::vector<std::string> supported_architectures() {
     return out;
 }
 
-std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
+std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                  const RopeOverrides& rope) {
     const std::string arch = file->architecture();
     auto it = registry().find(arch);
     if (it == registry().end()) {
@@ -42,7 +43,7 @@ std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::sha
                         file->path()));
     Backend& be = *backend;
     const GgufFile& f = *file;
-    std::unique_ptr<Model> model = it->second(std::move(file), std::move(backend));
+    std::unique_ptr<Model> model = it->second(std::move(file), std::move(backend), rope);
     be.load_weights(f, {});  // after binding: every tensor was checked by name and shape
     return model;
 }

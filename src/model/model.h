@@ -103,13 +103,16 @@ class Model {
     ModelParams params_;
 };
 
-using ModelLoader = std::function<std::unique_ptr<Model>(std::shared_ptr<const GgufFile>, std::shared_ptr<Backend>)>;
+using ModelLoader = std::function<std::unique_ptr<Model>(std::shared_ptr<const GgufFile>, std::shared_ptr<Backend>,
+                                                         const RopeOverrides&)>;
 
 bool register_architecture(const std::string& arch, ModelLoader loader);
 std::vector<std::string> supported_architectures();
 
-// Opens the model in a GGUF file. Throws GgufError for a file it refuses.
-std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend);
+// Opens the model in a GGUF file, with RoPE settings from the command line
+// over the file's. Throws GgufError for a file it refuses.
+std::unique_ptr<Model> load_model(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                  const RopeOverrides& rope = {});
 
 }  // namespace moeserve
 

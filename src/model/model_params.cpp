@@ -7,7 +7,35 @@
 
 namespace moeserve {
 
-ModelParams read_model_params(const GgufFile& f, RopeMode rope_mode) {
+RopeParams resolve_rope(const GgufFile& f, RopeMode rope_mode, int n_rot, int64_t n_ctx_train, const RopeOverrides& o) {
+    const std::string a = f.architecture() + ".";
+    RopeParams r;
+    r.mode = rope_mode;
+    r.n_rot = n_rot;
+    r.freq_base = o.freq_base.value_or(f.find_f32(a + "rope.freq_base").value_or(10000.0f));
+    const std::string trained = f.find_string(a + "rope.scaling.type").value_or("linear");
+    const float factor =
+        f.find_f32(a + "rope.scaling.factor").value_or(f.find_f32(a + "rope.scale_linear").value_or(0.0f));
+    r.freq_scale = (trained == "none" || factor == 0.0f) ? 1.0f : 1.0f / factor;
+    if (o.freq_scale) r.freq_scale = *o.freq_scale;
+    const std::string scaling = o.scaling.value_or(trained);
+    if (scaling == "none") r.freq_scale = 1.0f;  // never scale when scaling is off
+    const int64_t orig = f.find_u32(a + "rope.scaling.original_context_length").value_or(0);
+    r.n_ctx_orig = static_cast<int>(o.orig_ctx && *o.orig_ctx > 0 ? *o.orig_ctx : orig > 0 ? orig : n_ctx_train);
+    r.ext_factor = o.ext_factor && *o.ext_factor >= 0.0f ? *o.ext_factor : scaling == "yarn" ? 1.0f : 0.0f;
+    r.attn_factor = o.attn_factor && *o.attn_factor >= 0.0f ? *o.attn_factor : 1.0f;
+    if (r.ext_factor != 0.0f) {
+        const float inv = 1.0f / r.freq_scale;
+        auto gm = [](float s, float m) { return s <= 1.0f ? 1.0f : 0.1f * m * std::log(s) + 1.0f; };
+        r.attn_factor *= gm(inv, 1.0f) / (1.0f + 0.1f * std::log(inv));
+    }
+    r.attn_factor *= f.find_f32(a + "rope.scaling.attn_factor").value_or(1.0f);
+    if (o.beta_fast && *o.beta_fast >= 0.0f) r.beta_fast = *o.beta_fast;
+    if (o.beta_slow && *o.beta_slow >= 0.0f) r.beta_slow = *o.beta_slow;
+    return r;
+}
+
+ModelParams read_model_params(const GgufFile& f, RopeMode rope_mode, const RopeOverrides& rope) {
     ModelParams p;
     p.arch = f.architecture();
     const std::string a = p.arch + ".";
@@ -59,24 +87,7 @@ ModelParams read_model_params(const GgufFile& f, RopeMode rope_mode) {
         throw GgufError(fmt::format("{}: expert_used_count {} must be between 1 and expert_count {}", f.path(),
                                     p.n_expert_used, p.n_expert));
 
-    // RoPE and its scaling (spec §1.5).
-    RopeParams& r = p.rope;
-    r.mode = rope_mode;
-    r.n_rot = p.n_rot;
-    r.freq_base = f.find_f32(a + "rope.freq_base").value_or(10000.0f);
-    const std::string scaling = f.find_string(a + "rope.scaling.type").value_or("linear");
-    float factor = f.find_f32(a + "rope.scaling.factor").value_or(f.find_f32(a + "rope.scale_linear").value_or(0.0f));
-    r.freq_scale = (scaling == "none" || factor == 0.0f) ? 1.0f : 1.0f / factor;
-    r.n_ctx_orig =
-        static_cast<int>(u32_or("rope.scaling.original_context_length", static_cast<uint32_t>(p.n_ctx_train)));
-    r.ext_factor = scaling == "yarn" ? 1.0f : 0.0f;
-    r.attn_factor = 1.0f;
-    if (r.ext_factor != 0.0f) {
-        const float inv = 1.0f / r.freq_scale;
-        auto gm = [](float s, float m) { return s <= 1.0f ? 1.0f : 0.1f * m * std::log(s) + 1.0f; };
-        r.attn_factor = gm(inv, 1.0f) / (1.0f + 0.1f * std::log(inv));
-    }
-    r.attn_factor *= f.find_f32(a + "rope.scaling.attn_factor").value_or(1.0f);
+    p.rope = resolve_rope(f, rope_mode, p.n_rot, p.n_ctx_train, rope);
     return p;
 }
 

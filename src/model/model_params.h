@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,7 +32,28 @@ struct ModelParams {
     bool causal = true;
 };
 
+// RoPE settings given on the command line, over the model's (llama.cpp's
+// --rope-scaling, --rope-scale / --rope-freq-scale, --rope-freq-base,
+// --yarn-orig-ctx, --yarn-ext-factor, --yarn-attn-factor, --yarn-beta-fast,
+// --yarn-beta-slow). Unset: the model's own.
+struct RopeOverrides {
+    std::optional<std::string> scaling;  // none, linear or yarn
+    std::optional<float> freq_base, freq_scale;
+    std::optional<int64_t> orig_ctx;
+    std::optional<float> ext_factor, attn_factor, beta_fast, beta_slow;
+    bool any() const {
+        return scaling || freq_base || freq_scale || orig_ctx || ext_factor || attn_factor || beta_fast || beta_slow;
+    }
+};
+
+// The RoPE of a model from its GGUF and the overrides, as llama.cpp sets up
+// a context (spec architectures §1.5): the scaling type decides freq_scale
+// (1 for none) and ext_factor (1 for yarn, unless given), and with YaRN the
+// magnitude factor is derived from the effective freq_scale.
+RopeParams resolve_rope(const GgufFile& f, RopeMode rope_mode, int n_rot, int64_t n_ctx_train,
+                        const RopeOverrides& overrides);
+
 // Reads the generic keys; `rope_mode` is the architecture's fixed layout.
-ModelParams read_model_params(const GgufFile& f, RopeMode rope_mode);
+ModelParams read_model_params(const GgufFile& f, RopeMode rope_mode, const RopeOverrides& rope = {});
 
 }  // namespace moeserve

@@ -61,8 +61,8 @@ struct MambaShape {
 
 class NemotronH final : public Model {
   public:
-    NemotronH(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
-        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal)) {
+    NemotronH(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend, const RopeOverrides& rope)
+        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Normal, rope)) {
         const ModelParams& p = params_;
         const std::string a = p.arch + ".";
         const std::string& path = file->path();
@@ -292,13 +292,15 @@ class NemotronH final : public Model {
     AttentionScratch attn_{mem()};
 };
 
-std::unique_ptr<Model> load_nemotron_h_moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
-    return std::make_unique<NemotronH>(std::move(file), std::move(backend));
+std::unique_ptr<Model> load_nemotron_h_moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                           const RopeOverrides& rope) {
+    return std::make_unique<NemotronH>(std::move(file), std::move(backend), rope);
 }
 
 // The dense Nemotron-H: the same blocks with ReLU² MLPs instead of MoE.
-std::unique_ptr<Model> load_nemotron_h(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
-    return std::make_unique<NemotronH>(std::move(file), std::move(backend));
+std::unique_ptr<Model> load_nemotron_h(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                       const RopeOverrides& rope) {
+    return std::make_unique<NemotronH>(std::move(file), std::move(backend), rope);
 }
 
 }  // namespace

@@ -16,8 +16,8 @@ struct Qwen3Layer {
 
 class Qwen3 final : public Model {
   public:
-    Qwen3(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
-        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Neox)) {
+    Qwen3(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend, const RopeOverrides& rope)
+        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Neox, rope)) {
         const ModelParams& p = params_;
         WeightBinder bind(*file);
         token_embd_ = bind.require("token_embd.weight", {p.n_embd, p.n_vocab});
@@ -69,8 +69,9 @@ class Qwen3 final : public Model {
     AttentionScratch attn_{mem()};
 };
 
-std::unique_ptr<Model> load_qwen3(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
-    return std::make_unique<Qwen3>(std::move(file), std::move(backend));
+std::unique_ptr<Model> load_qwen3(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                  const RopeOverrides& rope) {
+    return std::make_unique<Qwen3>(std::move(file), std::move(backend), rope);
 }
 
 }  // namespace

@@ -19,8 +19,8 @@ struct Qwen3MoeLayer {
 
 class Qwen3Moe final : public Model {
   public:
-    Qwen3Moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend)
-        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Neox)) {
+    Qwen3Moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend, const RopeOverrides& rope)
+        : Model(file, std::move(backend), read_model_params(*file, RopeMode::Neox, rope)) {
         const ModelParams& p = params_;
         if (p.n_expert <= 0) throw GgufError(fmt::format("{}: qwen3moe needs expert_count > 0", file->path()));
         // n_ff_exp falls back to feed_forward_length / expert_used_count (spec §4.1).
@@ -87,8 +87,9 @@ class Qwen3Moe final : public Model {
     AttentionScratch attn_{mem()};
 };
 
-std::unique_ptr<Model> load_qwen3moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend) {
-    return std::make_unique<Qwen3Moe>(std::move(file), std::move(backend));
+std::unique_ptr<Model> load_qwen3moe(std::shared_ptr<const GgufFile> file, std::shared_ptr<Backend> backend,
+                                     const RopeOverrides& rope) {
+    return std::make_unique<Qwen3Moe>(std::move(file), std::move(backend), rope);
 }
 
 }  // namespace

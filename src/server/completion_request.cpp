@@ -295,7 +295,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
             base.n_predict = *v;
         }
     if (auto stop = strings_field(body, "stop")) base.stop = *stop;
-    base.ignore_eos = bool_field(body, "ignore_eos").value_or(false);
+    base.ignore_eos = bool_field(body, "ignore_eos").value_or(o.ignore_eos);
     base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);
     base.n_keep = o.keep;
     for (const auto& [name, field, lo] :

@@ -12,6 +12,8 @@
 
 #include "engine/embedding.h"
 #include "engine/engine.h"
+#include "engine/rope_flags.h"
+#include "engine/sampler.h"
 #include "server/server_options.h"
 
 namespace moeserve {
@@ -75,8 +77,8 @@ std::vector<std::string> split_commas(const std::string& s) {
 }
 
 const std::vector<Flag>& flags() {
-    static const std::vector<Flag> table =
-        {
+    static const std::vector<Flag> table = [] {
+        std::vector<Flag> t = {
             {{"-h", "--help"},
              nullptr,
              nullptr,
@@ -851,7 +853,119 @@ const std::vector<Flag>& flags() {
                  int64_t s = to_int(f, v, -1, UINT32_MAX);
                  o.sampling.seed = s < 0 ? kRandomSeed : static_cast<uint32_t>(s);
              }},
+            {{"--samplers"},
+             "NAMES",
+             "LLAMA_ARG_SAMPLERS",
+             "the default sampler order, names separated by ';' (e.g. 'top_k;top_p;min_p;temperature')",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 std::vector<SamplerType> order;
+                 size_t at = 0;
+                 while (at <= v.size()) {
+                     const size_t end = std::min(v.find(';', at), v.size());
+                     const std::string name = v.substr(at, end - at);
+                     if (!name.empty()) {
+                         auto t = sampler_type_from_name(name);
+                         if (!t) bad(f, v, "unknown sampler '" + name + "'");
+                         order.push_back(*t);
+                     }
+                     at = end + 1;
+                 }
+                 if (order.empty()) bad(f, v, "expected sampler names separated by ';'");
+                 o.sampling.samplers = order;
+             }},
+            {{"--sampling-seq", "--sampler-seq"},
+             "LETTERS",
+             nullptr,
+             "the default sampler order as letters (e.g. 'kfypmt'), as --samplers",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 std::vector<SamplerType> order;
+                 for (char c : v) {
+                     auto t = sampler_type_from_char(c);
+                     if (!t) bad(f, v, std::string("unknown sampler letter '") + c + "'");
+                     order.push_back(*t);
+                 }
+                 if (order.empty()) bad(f, v, "expected sampler letters");
+                 o.sampling.samplers = order;
+             }},
+            {{"--ignore-eos"},
+             nullptr,
+             nullptr,
+             "keep generating past end-of-generation tokens (a request's ignore_eos overrides it)",
+             [](ServerOptions& o, auto&, auto&) { o.ignore_eos = true; }},
+
+            {{"--numa"},
+             "TYPE",
+             nullptr,
+             "accepted: no NUMA placement (distribute, isolate, numactl)",
+             [](ServerOptions&, auto& f, auto& v) {
+                 if (v != "distribute" && v != "isolate" && v != "numactl")
+                     bad(f, v, "expected distribute, isolate or numactl");
+             },
+             "Accepted for compatibility"},
+            {{"--prio", "--prio-batch", "--poll", "--poll-batch", "-dt", "--defrag-thold"},
+             "N",
+             nullptr,
+             "accepted: thread priority, polling and defragmentation are not tunable here",
+             [](ServerOptions&, auto& f, auto& v) { to_float(f, v); }},
+            {{"-C", "--cpu-mask", "-Cr", "--cpu-range", "-Cb", "--cpu-mask-batch", "-Crb", "--cpu-range-batch"},
+             "MASK",
+             nullptr,
+             "accepted: threads are not pinned",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--cpu-strict", "--cpu-strict-batch"},
+             "0|1",
+             nullptr,
+             "accepted: threads are not pinned",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--log-disable", "--log-colors", "--no-perf", "--perf", "--verbose-prompt", "--offline", "--no-escape",
+              "--escape"},
+             nullptr,
+             nullptr,
+             "accepted: no effect on moeserve's log or behaviour",
+             [](ServerOptions&, auto&, auto&) {}},
+            {{"--override-kv"},
+             "KEY=TYPE:VALUE",
+             nullptr,
+             "refused: model metadata is read as stored",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve reads the model's metadata as stored (edit the GGUF to change it)");
+             }},
+            {{"-gan", "--grp-attn-n", "-gaw", "--grp-attn-w"},
+             "N",
+             nullptr,
+             "refused: no self-extend attention",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve has no self-extend (group attention); use --rope-scaling yarn");
+             }},
+            {{"--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min", "--draft-p-min", "-ngld",
+              "--gpu-layers-draft", "-devd", "--device-draft", "-cd", "--ctx-size-draft", "--spec-replace"},
+             "N",
+             nullptr,
+             "refused: no speculative decoding",
+             [](ServerOptions&, auto& f, auto&) { unsupported(f, "moeserve has no speculative decoding"); }},
         };
+        // llama.cpp's RoPE flags (engine/rope_flags.h), a section of their own.
+        const char* group = "RoPE, over the model's own";
+        for (const RopeFlag& r : rope_flags()) {
+            t.push_back({{r.name},
+                         r.value,
+                         r.env,
+                         r.help,
+                         [](ServerOptions& o, auto& f, auto& v) {
+                             // f is the flag, or its LLAMA_ARG_* variable.
+                             for (const RopeFlag& rf : rope_flags())
+                                 if (f == rf.name || f == rf.env) try {
+                                         apply_rope_flag(o.rope, rf.name, v);
+                                         return;
+                                     } catch (const std::invalid_argument& e) {
+                                         bad(f, v, e.what());
+                                     }
+                         },
+                         group});
+            group = nullptr;
+        }
+        return t;
+    }();
     return table;
 }
 

@@ -18,6 +18,7 @@
 #include "chat/chat_output.h"
 #include "engine/sampler.h"
 #include "gguf/mapped_file.h"
+#include "model/model_params.h"
 
 namespace moeserve {
 
@@ -56,6 +57,7 @@ struct ServerOptions {
     std::string flash_attn = "auto";  // on|off|auto
     bool cont_batching = true;        // always on; the flag is accepted
     bool cache_prompt = true;
+    bool ignore_eos = false;  // --ignore-eos: a request's default
     double slot_prompt_similarity = 0.1;
     bool context_shift = false;  // --context-shift: a full slot drops old tokens and goes on
     int64_t keep = 0;            // --keep: a request's default n_keep
@@ -105,6 +107,7 @@ struct ServerOptions {
 
     // Sampling defaults for requests
     SamplingParams sampling;
+    RopeOverrides rope;             // --rope-scaling, --rope-scale, --yarn-*
     bool dry_breakers_set = false;  // a --dry-sequence-breaker replaced the default breakers
 
     bool help = false;  // -h: print server_help() and exit
