@@ -53,6 +53,9 @@ struct GenerationRequest {
     int64_t reasoning_budget = -1;
     bool reasoning_open_at_start = false;
     std::vector<int32_t> reasoning_close;
+    // reasoning_control: the block may also be closed on request
+    // (GenerationStream::request_reasoning_end), budget or not.
+    bool reasoning_control = false;
 
     // An embedding request: the whole prompt is evaluated (no cached prefix)
     // and the done event carries its pooled hidden states instead of a
@@ -133,12 +136,17 @@ class GenerationStream {
     // frees its slots at the next step.
     void cancel() { cancelled_.store(true); }
     bool cancelled() const { return cancelled_.load(); }
+    // /v1/chat/completions/control "reasoning_end": a slot thinking under
+    // reasoning control closes its block at the next token it samples.
+    void request_reasoning_end() { reasoning_end_.store(true); }
+    bool reasoning_end_requested() const { return reasoning_end_.load(); }
 
   private:
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<GenerationEvent> events_;
     std::atomic<bool> cancelled_{false};
+    std::atomic<bool> reasoning_end_{false};
 };
 
 }  // namespace moeserve

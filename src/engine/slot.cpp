@@ -57,8 +57,9 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     if (task_.request.grammar) grammar_ = std::make_unique<GrammarMatcher>(task_.request.grammar->grammar);
     text_.clear();
     sent_ = searched_ = 0;
-    in_reasoning_ = task_.request.reasoning_budget >= 0 && task_.request.reasoning_open_at_start;
-    reasoning_over_ = task_.request.reasoning_budget < 0;
+    const bool tracks_reasoning = task_.request.reasoning_budget >= 0 || task_.request.reasoning_control;
+    in_reasoning_ = tracks_reasoning && task_.request.reasoning_open_at_start;
+    reasoning_over_ = !tracks_reasoning;
     reasoning_tokens_ = 0;
     forced_.clear();
     forced_pos_ = 0;
@@ -116,8 +117,13 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     Sampler& sampler = *task_.sampler;
     const size_t n_out = static_cast<size_t>(n_decoded_);
     int32_t tok;
-    // The thinking budget is spent: the block's closing tokens, then sampling again.
-    if (in_reasoning_ && forced_.empty() && reasoning_tokens_ >= rq.reasoning_budget) forced_ = rq.reasoning_close;
+    // The thinking budget is spent, or the client asked to stop thinking: the block's
+    // closing tokens, then sampling again.
+    if (in_reasoning_ && forced_.empty()) {
+        const bool spent = rq.reasoning_budget >= 0 && reasoning_tokens_ >= rq.reasoning_budget;
+        const bool asked = rq.reasoning_control && task_.stream->reasoning_end_requested();
+        if (spent || asked) forced_ = rq.reasoning_close;
+    }
     if (forced_pos_ < forced_.size())
         tok = forced_[forced_pos_++];
     else if (n_out < rq.replay.size())

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -66,6 +67,10 @@ constexpr std::chrono::milliseconds kPoll{200};
 // only in quiet moments would never run). nullopt: the client went away (the
 // request is cancelled).
 std::optional<GenerationEvent> next_event(GenerationStream& stream, const ConnectionProbe& probe,
+                                          std::chrono::steady_clock::time_point& next_check);
+// The same with another test for "nobody waits any more" (a resumable
+// stream's: only its cancellation).
+std::optional<GenerationEvent> next_event(GenerationStream& stream, const std::function<bool()>& gone,
                                           std::chrono::steady_clock::time_point& next_check);
 
 // The ApiError an error event answers with.

@@ -366,9 +366,12 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
                         fmt::format("Field '{}': Value must be between -1 and {} but got {}", name, INT32_MAX, *v));
                 base.reasoning_budget = *v;
             }
+        // reasoning_control: /v1/chat/completions/control may end the thinking (completion_controls.h).
+        const bool control = bool_field(body, "reasoning_control").value_or(false);
         const ChatSyntax& syn = call.chat_syntax;
         const bool thinks = !syn.forced_reasoning_prefix.empty() || syn.model_may_think;
-        if (base.reasoning_budget >= 0 && thinks) {
+        base.reasoning_control = control && thinks;
+        if ((base.reasoning_budget >= 0 || base.reasoning_control) && thinks) {
             base.reasoning_open_at_start = !syn.forced_reasoning_prefix.empty();
             const bool glm_style = syn.forced_reasoning_prefix == "<think>";
             const std::string message = string_field(body, "reasoning_budget_message").value_or("");

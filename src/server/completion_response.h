@@ -28,6 +28,7 @@ class CompletionResponse {
     // The non-streaming response body.
     json final_body() const;
 
+    const std::string& id() const { return id_; }  // "chatcmpl-…" / "cmpl-…"
     bool all_done() const { return n_done_ == choices_.size(); }
     size_t n_choices() const { return choices_.size(); }
     // How choice i ended (valid once it is done).

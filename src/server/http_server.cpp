@@ -21,6 +21,7 @@
 #include "server/metrics.h"
 #include "server/request_log.h"
 #include "server/responses_handler.h"
+#include "server/resumable_stream_handler.h"
 #include "server/server_info.h"
 #include "server/slot_action_handler.h"
 #include "server/webui_page.h"
@@ -378,6 +379,27 @@ void HttpServer::add_routes() {
          }));
     post({"/v1/chat/completions", "/chat/completions"},
          with_model([](const Request& req, Response& res, auto m) { handle_completion(ApiKind::chat, req, res, m); }));
+    post({"/v1/chat/completions/control", "/chat/completions/control"},
+         with_model([](const Request& req, Response& res, auto m) {
+             const json body = parse_body(req.body);
+             const std::string id = string_field(body, "id").value_or("");
+             if (id.empty()) throw invalid_request("missing completion id");
+             if (string_field(body, "action").value_or("") != "reasoning_end")
+                 throw invalid_request("unknown control action");
+             const CompletionControls::Outcome o = m->completion_controls().reasoning_end(id);
+             json answer = {{"success", o.success}};
+             if (!o.message.empty()) answer["message"] = o.message;
+             send_json(res, answer);
+         }));
+    // Resumable streams (X-Conversation-Id): replay, lookup, cancel.
+    get({"/v1/stream", "/v1/stream/(.+)"},
+        with_model([](const Request& req, Response& res, auto m) { handle_stream_replay(req, res, *m); }));
+    post({"/v1/streams/lookup"},
+         with_model([](const Request& req, Response& res, auto m) { handle_streams_lookup(req, res, *m); }));
+    for (const char* path : {"/v1/stream", "/v1/stream/(.+)"})
+        http_->Delete(p + path, with_model([](const Request& req, Response& res, auto m) {
+                          handle_stream_cancel(req, res, *m);
+                      }));
     post({"/v1/completions"}, with_model([](const Request& req, Response& res, auto m) {
              handle_completion(ApiKind::completions, req, res, m);
          }));

@@ -11,8 +11,10 @@
 #include "engine/engine.h"
 #include "engine/grammar_sampler.h"
 #include "engine/scheduler.h"
+#include "server/completion_controls.h"
 #include "server/prompt_formatter.h"
 #include "server/server_options.h"
+#include "server/stream_sessions.h"
 #include "text/tokenizer.h"
 
 namespace moeserve {
@@ -30,6 +32,10 @@ class ServedModel {
     Scheduler& scheduler() { return *scheduler_; }
     const Scheduler& scheduler() const { return *scheduler_; }
     Engine& engine() { return *engine_; }
+    // Resumable streams (X-Conversation-Id) and the chat completions that
+    // /v1/chat/completions/control can reach.
+    StreamSessions& stream_sessions() { return stream_sessions_; }
+    CompletionControls& completion_controls() { return completion_controls_; }
     const SlotLayout& layout() const { return layout_; }
 
     const std::string& name() const { return name_; }  // reported as "model"
@@ -61,6 +67,8 @@ class ServedModel {
     std::unique_ptr<PromptFormatter> formatter_;
     std::unique_ptr<Scheduler> scheduler_;
     SlotLayout layout_;
+    StreamSessions stream_sessions_;
+    CompletionControls completion_controls_;
     std::string name_;
     std::vector<std::string> aliases_;
     std::string chat_template_;
