@@ -139,6 +139,12 @@ run() {
     else
         echo "| sanitizer | skipped (no compute-sanitizer) | |" >>"$summary"
     fi
+    # Issue 5's batching bar on the tiny fixture (4 busy slots >= 2.5x one slot): on the 2-core
+    # CPU a tiny-model token is compute that grows with the tokens of a step; on the GPU a
+    # step costs about the same for 1 token as for 4. The engine alone, then through the server.
+    step bench-tiny 30 "$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 128 -npl 1,4,8 -r 3
+    step tiny-load-np1 40 "$0" tiny-load 1
+    step tiny-load-np4 40 "$0" tiny-load 4
     # Benchmark: a 4-layer full-width slice of the Qwen3-Coder-30B-A3B preset
     # (the whole 17 GB model when time allows: BENCH_LAYERS=48).
     local slice="$out/qwen3-coder-slice.gguf"
@@ -161,6 +167,10 @@ run() {
     rm -f "$slice"
     {
         echo
+        echo "## tiny fixture: engine decode with N sequences, then the server at -np 1 and -np 4"
+        cat "$out/bench-tiny.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
+        grep -H -E "aggregate tokens/s|per-request tokens/s" "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
+        echo
         echo "## bench"
         cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
         echo
@@ -176,8 +186,34 @@ run() {
     cat "$summary"
 }
 
+# tiny-load NP (called by run): serves the tiny qwen3moe fixture on the GPU with -np NP and
+# drives it with 8 streaming clients (moeserve load), 64 requests of 64 tokens.
+tiny_load() {
+    local np=$1 port=$((18300 + $1))
+    local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
+    "$MOESERVE_BIN" serve -m "$model" -ngl 99 -c 4096 -np "$np" --port "$port" &
+    local pid=$! ready=0
+    for _ in $(seq 150); do
+        # bash's /dev/tcp: the GPU machine need not have curl.
+        if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+            printf 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+            if head -1 <&3 | grep -q " 200"; then ready=1; fi
+            exec 3<&-
+        fi
+        [ $ready = 1 ] && break
+        sleep 0.2
+    done
+    local rc=1
+    [ $ready = 1 ] && "$MOESERVE_BIN" load --url "http://127.0.0.1:$port" -c 8 -n 64 --max-tokens 64 --prompt-tokens 16
+    rc=$?
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return $rc
+}
+
 case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run "$@" ;;
+    tiny-load) shift; tiny_load "$@" ;;
     *) sed -n '2,30p' "$0"; exit 2 ;;
 esac

@@ -42,14 +42,7 @@ TEST_P(Deepseek2Golden, logits_match_llama_cpp) {
     std::vector<float> logits = engine.eval(0, g.tokens, /*all_logits=*/true);
     auto a = test::compare_logits(g.logits.data(), logits.data(), static_cast<int64_t>(g.tokens.size()), g.n_vocab);
     EXPECT_LE(a.mean_kl, 3e-3) << "max KL " << a.max_kl;
-    // Known gap (issue 9 stays open for it): IQ4_XS weights with a q4_0 cache
-    // match llama.cpp to float rounding (per-token KL ~1e-13) up to token 41,
-    // where a last-bit difference in float summation order (our kernels vs
-    // ggml's) moves a quantization code; the 4-bit cache and router near-ties
-    // amplify it to 3 flips of 135 decisive positions (97.8%). Held at 97.5%
-    // so a regression still fails; all others at 98%.
-    const bool known_gap = c.kv == "q4_0" && c.weights == "iq4_xs";
-    EXPECT_GE(a.top1_decisive, known_gap ? 0.975 : 0.98) << a.decisive << " decisive positions";
+    EXPECT_GE(a.top1_decisive, 0.98) << a.decisive << " decisive positions";
     EXPECT_GE(a.decisive, 100);
     RecordProperty("mean_kl", std::to_string(a.mean_kl));
     RecordProperty("top1_decisive", std::to_string(a.top1_decisive));

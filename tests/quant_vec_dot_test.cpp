@@ -330,17 +330,52 @@ TEST(QuantVecDotTile, tile_kernel_equals_single_row_dots_exactly) {
         }
     }
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    EXPECT_EQ(checked, 4 * 6);  // every format has one for rows of 512 elements or more with AVX-512 VNNI
+    EXPECT_EQ(checked, static_cast<int>(4 * std::size(kFamilyLengths)));  // every format, every length, with VNNI
 #endif
 }
 
-TEST(QuantVecDotTile, only_formats_with_an_avx512_kernel_have_a_tile_kernel) {
+// The weight-rows kernel (a decoded token against several weight rows) must
+// give each row exactly what the single-row kernel gives.
+TEST(QuantVecDotRows, weight_rows_kernel_equals_single_row_dots_exactly) {
+    std::mt19937 rng(15);
+    int checked = 0;
+    for (GgmlType type : kQ8_0Family) {
+        const VecDotRowsFn dotw = vec_dot_rows_kernel(type);
+        if (!dotw) continue;
+        for (int64_t n : kFamilyLengths) {
+            const Rows r = random_rows(type, n, 1, rng);
+            std::vector<uint8_t> rows;
+            std::vector<std::vector<uint8_t>> w;
+            for (int v = 0; v < kDotWeightRows; ++v) {
+                w.push_back(v == 0 ? r.w : random_rows(type, n, 0, rng).w);
+                rows.insert(rows.end(), w.back().begin(), w.back().end());
+            }
+            for (int n_w = 1; n_w <= kDotWeightRows; ++n_w) {
+                std::vector<float> out(static_cast<size_t>(n_w), -1.0f);
+                dotw(rows.data(), r.w.size(), n_w, r.act.data(), out.data(), n);
+                for (int v = 0; v < n_w; ++v)
+                    EXPECT_EQ(out[v], vec_dot(type, w[v].data(), r.act.data(), n))
+                        << ggml_type_name(type) << " n=" << n << " rows " << n_w << " row " << v;
+            }
+            ++checked;
+        }
+    }
+#if defined(__AVX2__) && defined(__FMA__)
+    EXPECT_EQ(checked, static_cast<int>(4 * std::size(kFamilyLengths)));
+#endif
+}
+
+// The tiles reproduce the AVX2 kernels of the Q8_0 partners, which are the
+// single-row kernels of those formats (ggml's order); other formats have none.
+TEST(QuantVecDotTile, only_the_q8_0_partners_have_a_tile_kernel) {
     for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K})
         EXPECT_EQ(vec_dot_tile_kernel(type, 4096), nullptr) << ggml_type_name(type);
     for (GgmlType type : kQ8_0Family) {
-        EXPECT_EQ(vec_dot_tile_kernel(type, 4096) != nullptr, vec_dot_kernel(type, SimdLevel::avx512) != nullptr)
-            << ggml_type_name(type);
-        EXPECT_EQ(vec_dot_tile_kernel(type, 128), nullptr) << ggml_type_name(type);  // short rows: AVX2 order
+        EXPECT_EQ(vec_dot_kernel(type, SimdLevel::avx512), nullptr) << ggml_type_name(type);
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+        EXPECT_NE(vec_dot_tile_kernel(type, 4096), nullptr) << ggml_type_name(type);
+        EXPECT_NE(vec_dot_tile_kernel(type, 128), nullptr) << ggml_type_name(type);
+#endif
     }
 }
 

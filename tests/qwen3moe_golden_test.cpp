@@ -32,6 +32,7 @@ TEST_P(Qwen3MoeGolden, logits_match_llama_cpp) {
     EXPECT_GE(a.top1_decisive, 0.98) << a.decisive << " decisive positions";
     EXPECT_GE(a.decisive, 100);
     RecordProperty("mean_kl", std::to_string(a.mean_kl));
+    RecordProperty("top1_decisive", std::to_string(a.top1_decisive));
 }
 
 std::vector<Case> all_cases() {

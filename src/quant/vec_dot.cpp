@@ -367,9 +367,20 @@ VecDot4Fn vec_dot4_kernel(GgmlType type) {
     return nullptr;
 }
 
+VecDotRowsFn vec_dot_rows_kernel(GgmlType type) {
+    // Only the weight-rows form of the best single-row kernel.
+#if defined(__AVX2__) && defined(__FMA__)
+    if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2)) return detail::vec_dot_rows_avx2_kernel(type);
+#endif
+    (void)type;
+    return nullptr;
+}
+
 const VecDotTile* vec_dot_tile_kernel(GgmlType type, int64_t n) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    if (vec_dot_kernel(type, SimdLevel::avx512)) return detail::vec_dot_tile_avx512_kernel(type, n);
+    // The tiles reproduce the AVX2 kernels bit for bit, so only where those are the best.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX2__) && defined(__FMA__)
+    if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2))
+        return detail::vec_dot_tile_avx512_kernel(type, n);
 #endif
     (void)type, (void)n;
     return nullptr;

@@ -51,6 +51,17 @@ using VecDot4Fn = void (*)(const void* w, const void* const act[4], float out[4]
 // use the single-row kernel four times).
 VecDot4Fn vec_dot4_kernel(GgmlType weight_type);
 
+// Dots of up to kDotWeightRows weight rows (w_row_bytes apart) with one
+// activation row: out[r] = w_r · act. For a decoded token: where a format's
+// single-row kernel is one chain of dependent FMAs (ggml's order for the
+// 32-element formats), several rows' chains run side by side. Each result is
+// bit-identical to the single-row kernel.
+inline constexpr int kDotWeightRows = 4;
+using VecDotRowsFn = void (*)(const void* w, size_t w_row_bytes, int n_rows, const void* act, float* out, int64_t n);
+
+// The weight-rows kernel for the type, or nullptr where there is none.
+VecDotRowsFn vec_dot_rows_kernel(GgmlType weight_type);
+
 // Prompt batches: up to kDotTileWeightRows weight rows against a tile of
 // kDotTileRows activation rows that `pack` has rearranged (once per matmul,
 // into tile_bytes(n) bytes) so that the kernel can put the activation rows in

@@ -13,6 +13,8 @@
 
 #include <immintrin.h>
 
+#include <cmath>
+
 #include <cstring>
 
 #include "quant/block_formats.h"
@@ -129,8 +131,12 @@ float dot_bf16(const void* vw, const void* va, int64_t n) {
 // ---------------------------------------------------------------- 32-element blocks
 
 // Σ_blocks d_w*d_a * isum(block), for weight formats whose 32 codes unpack to
-// signed bytes (so the activation partner is Q8_0). Two accumulators hide
-// the FMA latency.
+// signed bytes (so the activation partner is Q8_0), in ggml's x86 order: the
+// eight int32 partial sums of a block (lane l: elements 4l..4l+3) are
+// converted and multiply-added into one eight-lane accumulator, block after
+// block, and summed by hsum. (A second accumulator for odd blocks would hide
+// FMA latency, but changes the last bits against llama.cpp, and a last bit
+// can move a quantization code downstream.)
 // R weight-row x activation-row dots at once (R = 1 is the plain kernel):
 // each weight block is unpacked once, and every row's result is computed
 // with the same operations in the same order as for R = 1.
@@ -138,42 +144,69 @@ template <int R, typename Block, typename Unpack>
 inline void q8_0_family_rows(const Block* x, const void* const va[], float out[], int64_t nb, Unpack unpack) {
     const BlockQ8_0* y[R];
     for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_0*>(va[k]);
-    __m256 acc0[R], acc1[R];
-    for (int k = 0; k < R; ++k) acc0[k] = _mm256_setzero_ps(), acc1[k] = _mm256_setzero_ps();
-    int64_t ib = 0;
-    for (; ib + 2 <= nb; ib += 2) {
-        const __m256i w0 = unpack(x[ib]), w1 = unpack(x[ib + 1]);
-        const float dw0 = fp16_to_fp32(x[ib].d), dw1 = fp16_to_fp32(x[ib + 1].d);
-        for (int k = 0; k < R; ++k) {
-            const __m256i p0 = dot_s8s8(w0, load256(y[k][ib].qs));
-            const __m256i p1 = dot_s8s8(w1, load256(y[k][ib + 1].qs));
-            const __m256 d0 = _mm256_set1_ps(dw0 * fp16_to_fp32(y[k][ib].d));
-            const __m256 d1 = _mm256_set1_ps(dw1 * fp16_to_fp32(y[k][ib + 1].d));
-            acc0[k] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0[k]);
-            acc1[k] = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(p1), acc1[k]);
-        }
-    }
-    for (; ib < nb; ++ib) {
+    __m256 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
         const __m256i w = unpack(x[ib]);
         const float dw = fp16_to_fp32(x[ib].d);
         for (int k = 0; k < R; ++k) {
             const __m256i p = dot_s8s8(w, load256(y[k][ib].qs));
-            acc0[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16_to_fp32(y[k][ib].d)), _mm256_cvtepi32_ps(p), acc0[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16_to_fp32(y[k][ib].d)), _mm256_cvtepi32_ps(p), acc[k]);
         }
     }
-    for (int k = 0; k < R; ++k) out[k] = hsum(_mm256_add_ps(acc0[k], acc1[k]));
+    for (int k = 0; k < R; ++k) out[k] = hsum(acc[k]);
 }
 
-// The single-row kernel and the four-row kernel of one Q8_0-partner format.
+// R weight rows against one activation row: per row the operations of
+// q8_0_family_rows<1>, the activation block loaded once for all of them.
+template <int R, typename Block, typename Unpack>
+inline void q8_0_family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y, float out[], int64_t nb,
+                                    Unpack unpack) {
+    const Block* x[R];
+    for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(w + r * w_row_bytes);
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const __m256i a = load256(y[ib].qs);
+        const float da = fp16_to_fp32(y[ib].d);
+        for (int r = 0; r < R; ++r) {
+            const __m256i p = dot_s8s8(unpack(x[r][ib]), a);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[r][ib].d) * da), _mm256_cvtepi32_ps(p), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+template <typename Block, typename Unpack>
+void q8_0_family_weight_rows_n(const void* w, size_t w_row_bytes, int n_rows, const void* act, float* out, int64_t n,
+                               Unpack unpack) {
+    const uint8_t* wb = static_cast<const uint8_t*>(w);
+    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(act);
+    switch (n_rows) {
+        case 4:
+            return q8_0_family_weight_rows<4, Block>(wb, w_row_bytes, y, out, n / kQK, unpack);
+        case 3:
+            return q8_0_family_weight_rows<3, Block>(wb, w_row_bytes, y, out, n / kQK, unpack);
+        case 2:
+            return q8_0_family_weight_rows<2, Block>(wb, w_row_bytes, y, out, n / kQK, unpack);
+        default:
+            return q8_0_family_weight_rows<1, Block>(wb, w_row_bytes, y, out, n / kQK, unpack);
+    }
+}
+
+// The single-row, four-row and weight-rows kernels of one Q8_0-partner format.
 #define MOESERVE_Q8_0_FAMILY(name, Block, make_unpack)                                                        \
-    float dot_##name(const void* vw, const void* va, int64_t n) {                                           \
-        const void* rows[1] = {va};                                                                         \
-        float out;                                                                                          \
-        q8_0_family_rows<1>(static_cast<const Block*>(vw), rows, &out, n / kQK, make_unpack());             \
-        return out;                                                                                         \
-    }                                                                                                       \
-    void dot4_##name(const void* vw, const void* const va[4], float out[4], int64_t n) {                    \
-        q8_0_family_rows<4>(static_cast<const Block*>(vw), va, out, n / kQK, make_unpack());                \
+    float dot_##name(const void* vw, const void* va, int64_t n) {                                             \
+        const void* rows[1] = {va};                                                                           \
+        float out;                                                                                            \
+        q8_0_family_rows<1>(static_cast<const Block*>(vw), rows, &out, n / kQK, make_unpack());               \
+        return out;                                                                                           \
+    }                                                                                                         \
+    void dot4_##name(const void* vw, const void* const va[4], float out[4], int64_t n) {                      \
+        q8_0_family_rows<4>(static_cast<const Block*>(vw), va, out, n / kQK, make_unpack());                  \
+    }                                                                                                         \
+    void dotw_##name(const void* vw, size_t w_row_bytes, int n_rows, const void* va, float* out, int64_t n) { \
+        q8_0_family_weight_rows_n<Block>(vw, w_row_bytes, n_rows, va, out, n, make_unpack());                 \
     }
 
 auto unpack_q8_0() {
@@ -344,7 +377,7 @@ float dot_q5_k(const void* vw, const void* va, int64_t n) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i one = _mm256_set1_epi8(1);
     __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0;
+    float summs = 0;  // ggml's name: the min term, negative, summed in float
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         uint8_t sm[16];
         unpack_k4_scales(x[i].scales, sm);
@@ -364,13 +397,17 @@ float dot_q5_k(const void* vw, const void* va, int64_t n) {
         }
         const float d8 = y[i].d;
         acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[i].d) * d8), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += fp16_to_fp32(x[i].dmin) * d8 * static_cast<float>(k4_min_term(y[i].bsums, sm + 8));
+        // As ggml writes it (summs += dmin * isum with dmin = -d8 * dmin_x, which C compilers fuse).
+        summs = std::fma(-d8 * fp16_to_fp32(x[i].dmin), static_cast<float>(k4_min_term(y[i].bsums, sm + 8)), summs);
     }
-    return hsum(acc) - acc_min;
+    return hsum(acc) + summs;
 }
 
 // Q6_K: codes taken unsigned (0..63); the -32 offset is applied once per
-// super-block as 32 * Σ_k sc_k * bsums[k].
+// super-block as 32 * Σ_k sc_k * bsums[k], into lane k/2: the lanes (and so
+// the float rounding) that reproduce llama.cpp's logits bit for bit on the
+// fixtures (a per-lane int16 subtraction, as ggml's current AVX2 source
+// reads, does not).
 float dot_q6_k(const void* vw, const void* va, int64_t n) {
     const BlockQ6_K* x = static_cast<const BlockQ6_K*>(vw);
     const BlockQ8_K* y = static_cast<const BlockQ8_K*>(va);
@@ -442,6 +479,21 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
 }
 
 }  // namespace
+
+VecDotRowsFn vec_dot_rows_avx2_kernel(GgmlType type) {
+    switch (type) {
+        case GgmlType::Q8_0:
+            return dotw_q8_0;
+        case GgmlType::Q4_0:
+            return dotw_q4_0;
+        case GgmlType::Q5_0:
+            return dotw_q5_0;
+        case GgmlType::IQ4_NL:
+            return dotw_iq4_nl;
+        default:
+            return nullptr;
+    }
+}
 
 VecDot4Fn vec_dot4_avx2_kernel(GgmlType type) {
     switch (type) {

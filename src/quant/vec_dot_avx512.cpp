@@ -39,6 +39,19 @@ inline __m128i load128(const void* p) {
     return _mm_loadu_si128(static_cast<const __m128i*>(p));
 }
 
+// The two 256-bit halves of 16 int32 lanes added: lane l + lane l + 8 (exact).
+inline __m256i fold_halves(__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+// Σ of 8 float lanes in ggml's hsum_float_8 tree: (l + l+4), then (+2), then (+1).
+inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 // 16 int32 lanes, each Σ of 4 adjacent products u*s (u unsigned, s signed).
 inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s) {
 #if defined(__AVX512VNNI__)
@@ -102,7 +115,8 @@ inline __m512i halves_i16(int a, int b) {
 
 // Per 128-element half: ql (64 bytes) and qh broadcast to both 256-bit halves.
 // Low nibbles + qh bit pairs (0 | 2) are groups 0,1; high nibbles + pairs (4 | 6)
-// are groups 2,3. Codes are unsigned 0..63; the -32 is applied via bsums.
+// are groups 2,3. Codes are unsigned 0..63; the -32 is applied via bsums, in
+// the AVX2 kernel's lanes (see there).
 // R weight-row x activation-row dots at once: the weight block is unpacked
 // once, and every row's result is computed with the same operations in the
 // same order as for R = 1, so the four-row kernel equals four single dots.
@@ -123,8 +137,8 @@ void q6_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
         for (int k = 0; k < 16; ++k) idx[k] = 4 * j + k / 4;
         scale_idx[j] = _mm512_load_si512(idx);
     }
-    __m512 acc[R];
-    for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
+    __m256 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         const __m128i sc8 = load128(x[i].scales);
         const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
@@ -150,11 +164,13 @@ void q6_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
                 sumi[k] = _mm512_add_epi32(sumi[k], _mm512_mullo_epi32(p23, s23));
             }
         }
+        // Lanes l and l + 8 hold the same elements of the two groups: added as integers
+        // (exact) they are the AVX2 kernel's lane l, and the float work is its.
         const float dw = fp16_to_fp32(x[i].d);
         for (int k = 0; k < R; ++k)
-            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dw * y[k][i].d), _mm512_cvtepi32_ps(sumi[k]), acc[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[k][i].d), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
     }
-    for (int k = 0; k < R; ++k) out[k] = _mm512_reduce_add_ps(acc[k]);
+    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]);
 }
 
 float dot_q6_k(const void* vw, const void* va, int64_t n) {
@@ -188,8 +204,8 @@ void iq4_xs_rows(const void* vw, const void* const va[], float out[], int64_t n)
         const __mmask64 neg = _mm512_movepi8_mask(v);
         return _mm512_maddubs_epi16(_mm512_abs_epi8(v), _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a));
     };
-    __m512 acc[R];
-    for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
+    __m256 acc[R];
+    for (int k = 0; k < R; ++k) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         int ls[8];
         for (int ib = 0; ib < 8; ++ib)
@@ -212,11 +228,13 @@ void iq4_xs_rows(const void* vw, const void* const va[], float out[], int64_t n)
                 sumi[k] = _mm512_add_epi32(sumi[k], _mm512_madd_epi16(p1, s1));
             }
         }
+        // ggml's order: the even and odd sub-blocks' lanes added as integers (exact), then
+        // one eight-lane accumulator and hsum, as the AVX2 kernel.
         const float dw = fp16_to_fp32(x[i].d);
         for (int k = 0; k < R; ++k)
-            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dw * y[k][i].d), _mm512_cvtepi32_ps(sumi[k]), acc[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * y[k][i].d), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
     }
-    for (int k = 0; k < R; ++k) out[k] = _mm512_reduce_add_ps(acc[k]);
+    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]);
 }
 
 float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
@@ -244,8 +262,8 @@ VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
         case GgmlType::IQ4_XS:
             return dot4_iq4_xs;
 #endif
-        default:
-            return vec_dot4_avx512_q8_0_family_kernel(type);
+        default:  // the Q8_0 partners use the AVX2 kernels (vec_dot_avx512_q8_0.cpp says why)
+            return nullptr;
     }
 }
 
@@ -260,7 +278,7 @@ VecDotFn vec_dot_avx512_kernel(GgmlType type) {
             return dot_iq4_xs;
 #endif
         default:
-            return vec_dot_avx512_q8_0_family_kernel(type);
+            return nullptr;
     }
 }
 

@@ -8,15 +8,13 @@ namespace moeserve::detail {
 
 // nullptr where a level has no kernel for the type.
 VecDotFn vec_dot_scalar_kernel(GgmlType weight_type);
-VecDotFn vec_dot_avx2_kernel(GgmlType weight_type);                             // defined only when __AVX2__
-VecDotFn vec_dot_avx512_kernel(GgmlType weight_type);                           // defined only with AVX-512 F/BW/VL
-VecDot4Fn vec_dot4_avx2_kernel(GgmlType weight_type);                           // defined only when __AVX2__
-VecDot4Fn vec_dot4_avx512_kernel(GgmlType weight_type);                         // defined only with AVX-512 F/BW/VL
-const VecDotTile* vec_dot_tile_avx512_kernel(GgmlType weight_type, int64_t n);  // defined only with AVX-512 F/BW/VL
-
-// The Q8_0-partner formats (Q8_0, Q4_0, Q5_0, IQ4_NL) at AVX-512, in
-// vec_dot_avx512_q8_0.cpp; nullptr without VNNI.
-VecDotFn vec_dot_avx512_q8_0_family_kernel(GgmlType weight_type);
-VecDot4Fn vec_dot4_avx512_q8_0_family_kernel(GgmlType weight_type);
+VecDotFn vec_dot_avx2_kernel(GgmlType weight_type);           // defined only when __AVX2__
+VecDotFn vec_dot_avx512_kernel(GgmlType weight_type);         // defined only with AVX-512 F/BW/VL
+VecDot4Fn vec_dot4_avx2_kernel(GgmlType weight_type);         // defined only when __AVX2__
+VecDotRowsFn vec_dot_rows_avx2_kernel(GgmlType weight_type);  // defined only when __AVX2__
+VecDot4Fn vec_dot4_avx512_kernel(GgmlType weight_type);       // defined only with AVX-512 F/BW/VL
+// The 16-token tile form of the Q8_0 partners' AVX2 kernels (vec_dot_avx512_q8_0.cpp);
+// nullptr without VNNI or for other types. Defined only with AVX-512 F/BW/VL.
+const VecDotTile* vec_dot_tile_avx512_kernel(GgmlType weight_type, int64_t n);
 
 }  // namespace moeserve::detail

@@ -9,9 +9,9 @@
 // of each group of 4 products, so each int32 lane equals the lane of the
 // AVX2 kernel's dot_s8s8 (lane i: elements 4i..4i+3); -o Σ q_j depends on
 // the query only and is packed once per call as the lanes' start values.
-// Per block and lane, the float work is the AVX2 kernel's: d_k * d_q times
-// the converted lane into the accumulator of the block's parity, and the
-// 8 lanes of (even + odd) are summed in its tree (i + i+4, i + i+2, 0 + 1),
+// Per block and lane, the float work is the AVX2 kernel's (ggml's order):
+// d_k * d_q times the converted lane into one accumulator, block after
+// block, and the 8 lanes are summed in its tree (i + i+4, i + i+2, 0 + 1),
 // done here for 8 rows at once with shuffles across registers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's intrinsics headers, not this code
@@ -206,7 +206,7 @@ void pack_q8_0_rows(const uint8_t* q, size_t row_bytes, int n_rows, int nb, int 
     }
 }
 
-// One K block into the accumulators of its parity, for the 4 pairs of a chunk.
+// One K block into the accumulators of the 4 pairs of a chunk.
 template <typename Codes>
 inline void add_block(const Codes& codes, const uint8_t* block, const uint8_t* pq, __m512 (&acc)[kPairs]) {
     const __m512i u = codes(block);
@@ -237,18 +237,10 @@ void score_quantized(const uint8_t* const* k_rows, int64_t n_cells, const uint8_
             const uint8_t* k = k_rows[c];
             for (int ch = 0; ch < n_chunks; ++ch) {
                 const uint8_t* pq = packed + static_cast<size_t>(ch) * nb * block_step;
-                __m512 even[kPairs],
-                    odd[kPairs];  // blocks 0, 2, 4, ... and 1, 3, 5, ... as the AVX2 kernel splits them
-                for (int p = 0; p < kPairs; ++p) even[p] = odd[p] = _mm512_setzero_ps();
-                int b = 0;
-                for (; b + 2 <= nb; b += 2) {
-                    add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
-                    add_block(codes, k + (b + 1) * Codes::kBlockBytes, pq + (b + 1) * block_step, odd);
-                }
-                if (b < nb) add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, even);
-                __m512 sums[kPairs];
-                for (int p = 0; p < kPairs; ++p) sums[p] = _mm512_add_ps(even[p], odd[p]);
-                tiles[ch].put(j, _mm256_mul_ps(reduce_8_rows_of_8(sums), vscale));
+                __m512 acc[kPairs];
+                for (int p = 0; p < kPairs; ++p) acc[p] = _mm512_setzero_ps();
+                for (int b = 0; b < nb; ++b) add_block(codes, k + b * Codes::kBlockBytes, pq + b * block_step, acc);
+                tiles[ch].put(j, _mm256_mul_ps(reduce_8_rows_of_8(acc), vscale));
             }
         }
         for (int ch = 0; ch < n_chunks; ++ch)

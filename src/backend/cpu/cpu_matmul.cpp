@@ -159,10 +159,16 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
                     }
                 }
             }
-            for (; t < job.n_tokens; ++t) {
+            const VecDotRowsFn dotw = vec_dot_rows_kernel(w.type);
+            for (; t < job.n_tokens; ++t) {  // a decoded token, or a prompt's last few
                 const uint8_t* a = job.xq + t * job.xq_row_bytes;
                 float* yt = job.y + t * job.y_stride;
-                for (int64_t r = r0; r < r1; ++r) yt[r] = dot(base + r * w.row_bytes, a, w.ne[0]);
+                int64_t r = r0;
+                if (dotw)
+                    for (; r < r1; r += kDotWeightRows)
+                        dotw(base + r * w.row_bytes, w.row_bytes,
+                             static_cast<int>(std::min<int64_t>(kDotWeightRows, r1 - r)), a, yt + r, w.ne[0]);
+                for (; r < r1; ++r) yt[r] = dot(base + r * w.row_bytes, a, w.ne[0]);
             }
         }
     });
