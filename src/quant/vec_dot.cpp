@@ -368,9 +368,15 @@ VecDot4Fn vec_dot4_kernel(GgmlType type) {
 }
 
 VecDotRowsFn vec_dot_rows_kernel(GgmlType type) {
-    // Only the weight-rows form of the best single-row kernel.
+    // Only the weight-rows form of the best single-row kernel (the AVX-512 one
+    // reproduces the AVX2 kernels of the Q8_0 partners bit for bit).
 #if defined(__AVX2__) && defined(__FMA__)
-    if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2)) return detail::vec_dot_rows_avx2_kernel(type);
+    if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2)) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+        if (VecDotRowsFn fn = detail::vec_dot_rows_avx512_kernel(type)) return fn;
+#endif
+        return detail::vec_dot_rows_avx2_kernel(type);
+    }
 #endif
     (void)type;
     return nullptr;

@@ -89,6 +89,29 @@ inline __m512i codes_pair(const BlockIQ4_NL& b0, const BlockIQ4_NL& b1) {
     return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(load128(kIq4nlValues)), nibbles_pair(b0.qs, b1.qs));
 }
 
+// Q4_0 and Q5_0 codes as stored, unsigned (value = code - offset): the
+// weight-rows kernel multiplies them straight into the signed activations
+// and subtracts offset * Σ a, which depends on the activations only and so
+// is computed once for all the rows.
+template <typename Block>
+struct UnsignedCodes {
+    static constexpr int kOffset = 0;  // none: the codes are signed (Q8_0, IQ4_NL)
+};
+template <>
+struct UnsignedCodes<BlockQ4_0> {
+    static constexpr int kOffset = 8;
+    static __m512i pair(const BlockQ4_0& b0, const BlockQ4_0& b1) { return nibbles_pair(b0.qs, b1.qs); }
+};
+template <>
+struct UnsignedCodes<BlockQ5_0> {
+    static constexpr int kOffset = 16;
+    static __m512i pair(const BlockQ5_0& b0, const BlockQ5_0& b1) {
+        const __m512i nib = nibbles_pair(b0.qs, b1.qs);
+        const uint64_t bits = load_u32(b0.qh) | (static_cast<uint64_t>(load_u32(b1.qh)) << 32);
+        return _mm512_mask_add_epi8(nib, _cvtu64_mask64(bits), nib, _mm512_set1_epi8(16));
+    }
+};
+
 // Stands in for the missing second block of an odd tail; its products are
 // zero because the matching activations are zero.
 template <typename Block>
@@ -185,6 +208,77 @@ void family_tile(const void* w, size_t w_row_bytes, int n_rows, const void* tile
     }
 }
 
+// ---------------------------------------------------------------- weight rows, one activation row
+
+// R weight rows against one activation row (a decoded token), two blocks per
+// 512-bit register: the integer lanes of block 2p in lanes 0..7 and of 2p+1
+// in 8..15 are the AVX2 kernel's lanes, and the two halves go into its
+// eight-lane accumulator one after the other, so each row's result is the
+// AVX2 single-row kernel's, bit for bit.
+constexpr int kPrefetchBytes = 512;
+
+template <int R, typename Block>
+void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y, float out[], int64_t nb) {
+    const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+    const Block* x[R];
+    for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(w + r * w_row_bytes);
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    constexpr int kOffset = UnsignedCodes<Block>::kOffset;
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+        const bool pair = ib + 1 < nb;
+        const __m512i a8 =
+            pair ? two_halves(load256(y[ib].qs), load256(y[ib + 1].qs)) : _mm512_zextsi256_si512(load256(y[ib].qs));
+        // Unsigned codes: -offset * Σ a per lane, for every row.
+        __m512i a_start = _mm512_setzero_si512();
+        if constexpr (kOffset > 0)
+            a_start = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(kOffset), a8));
+        const __m512i a = kOffset > 0 ? a8 : _mm512_xor_si512(a8, bias);
+        const float da0 = fp16_to_fp32(y[ib].d), da1 = pair ? fp16_to_fp32(y[ib + 1].d) : 0.0f;
+        for (int r = 0; r < R; ++r) {
+            // The rows stream from memory side by side; a line ahead of each keeps them coming.
+            _mm_prefetch(reinterpret_cast<const char*>(x[r] + ib) + kPrefetchBytes, _MM_HINT_T0);
+            __m512i sums;
+            if constexpr (kOffset > 0) {
+                const Block& second = pair ? x[r][ib + 1] : zero_block<Block>();
+                sums = _mm512_dpbusd_epi32(a_start, UnsignedCodes<Block>::pair(x[r][ib], second), a);
+            } else {  // signed codes: the activations offset to unsigned instead, -128 * Σ codes per lane
+                const __m512i c = codes_pair(x[r][ib], pair ? x[r][ib + 1] : zero_block<Block>());
+                const __m512i start =
+                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, c));
+                sums = _mm512_dpbusd_epi32(start, a, c);
+            }
+            const __m512 f = _mm512_cvtepi32_ps(sums);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[r][ib].d) * da0), _mm512_castps512_ps256(f), acc[r]);
+            if (pair)
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[r][ib + 1].d) * da1),
+                                         _mm512_extractf32x8_ps(f, 1), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {  // hsum's tree
+        __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+        out[r] = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+    }
+}
+
+template <typename Block>
+void family_weight_rows_n(const void* w, size_t w_row_bytes, int n_rows, const void* act, float* out, int64_t n) {
+    const uint8_t* wb = static_cast<const uint8_t*>(w);
+    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(act);
+    switch (n_rows) {
+        case 4:
+            return family_weight_rows<4, Block>(wb, w_row_bytes, y, out, n / kQK);
+        case 3:
+            return family_weight_rows<3, Block>(wb, w_row_bytes, y, out, n / kQK);
+        case 2:
+            return family_weight_rows<2, Block>(wb, w_row_bytes, y, out, n / kQK);
+        default:
+            return family_weight_rows<1, Block>(wb, w_row_bytes, y, out, n / kQK);
+    }
+}
+
 // ---------------------------------------------------------------- per format
 
 constexpr VecDotTile kTileQ8_0{tile_bytes, pack_tile, family_tile<BlockQ8_0>};
@@ -195,6 +289,23 @@ constexpr VecDotTile kTileIQ4_NL{tile_bytes, pack_tile, family_tile<BlockIQ4_NL>
 #endif  // __AVX512VNNI__
 
 }  // namespace
+
+VecDotRowsFn vec_dot_rows_avx512_kernel(GgmlType type) {
+    switch (type) {
+#if defined(__AVX512VNNI__) && defined(__AVX512DQ__)
+        case GgmlType::Q8_0:
+            return family_weight_rows_n<BlockQ8_0>;
+        case GgmlType::Q4_0:
+            return family_weight_rows_n<BlockQ4_0>;
+        case GgmlType::Q5_0:
+            return family_weight_rows_n<BlockQ5_0>;
+        case GgmlType::IQ4_NL:
+            return family_weight_rows_n<BlockIQ4_NL>;
+#endif
+        default:
+            return nullptr;
+    }
+}
 
 const VecDotTile* vec_dot_tile_avx512_kernel(GgmlType type, int64_t n) {
     (void)n;  // any whole number of blocks
