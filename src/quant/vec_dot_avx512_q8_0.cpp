@@ -120,6 +120,9 @@ const Block& zero_block() {
     return zero;
 }
 
+// Weight rows stream from memory; the weight-rows kernel asks for a line this far ahead in each.
+constexpr int kPrefetchBytes = 512;
+
 // ---------------------------------------------------------------- tile of 16 rows
 
 // Packed tile, per block: eight 64-byte rows, row r holding int32 dword r of
@@ -215,8 +218,6 @@ void family_tile(const void* w, size_t w_row_bytes, int n_rows, const void* tile
 // in 8..15 are the AVX2 kernel's lanes, and the two halves go into its
 // eight-lane accumulator one after the other, so each row's result is the
 // AVX2 single-row kernel's, bit for bit.
-constexpr int kPrefetchBytes = 512;
-
 template <int R, typename Block>
 void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y, float out[], int64_t nb) {
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
