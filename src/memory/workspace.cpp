@@ -91,22 +91,42 @@ class WorkspaceWalk {
         }
     }
 
+    // The packed activation tiles of prompt matmuls (cpu_matmul.cpp): one buffer
+    // of the driving thread, sized by the largest call.
+    static uint64_t tile_bytes(const GgufTensorInfo* w, int64_t tiles) {
+        const VecDotTile* t = w ? vec_dot_tile_kernel(w->type, w->ne[0]) : nullptr;
+        return t && tiles > 0 ? t->tile_bytes(w->ne[0]) * tiles : 0;
+    }
+    void tiles(uint64_t bytes) {
+        if (bytes > 0) hold_at_least("tiles", bytes);
+    }
+
     // y = W·x for `rows` rows: x is quantized into the first activation buffer.
     void matmul(const GgufTensorInfo* w, int64_t rows) {
-        if (w) hold_at_least("act_a", act_row(w->type, w->ne[0]) * rows);
+        if (!w) return;
+        hold_at_least("act_a", act_row(w->type, w->ne[0]) * rows);
+        tiles(tile_bytes(w, dot_tile_count(rows)));
     }
 
     // Several products over one input: x is quantized once per distinct
     // partner type, all into the second activation buffer.
     void matmul_shared(std::initializer_list<const GgufTensorInfo*> ws, int64_t rows) {
         std::vector<GgmlType> seen;
-        uint64_t total = 0;
+        std::vector<decltype(VecDotTile::pack)> packed;  // products of one input share their tiles
+        uint64_t total = 0, tile_total = 0;
         for (const GgufTensorInfo* w : ws) {
-            if (!w || std::find(seen.begin(), seen.end(), partner(w->type)) != seen.end()) continue;
+            if (!w) continue;
+            if (const VecDotTile* t = vec_dot_tile_kernel(w->type, w->ne[0]);
+                t && std::find(packed.begin(), packed.end(), t->pack) == packed.end()) {
+                packed.push_back(t->pack);
+                tile_total += tile_bytes(w, dot_tile_count(rows));
+            }
+            if (std::find(seen.begin(), seen.end(), partner(w->type)) != seen.end()) continue;
             seen.push_back(partner(w->type));
             total += act_row(w->type, w->ne[0]) * rows;
         }
         hold_at_least("act_b", total);
+        tiles(tile_total);
     }
 
     // One product per head of a stacked {in, out, n_head} weight: the heads'
@@ -116,6 +136,7 @@ class WorkspaceWalk {
         const uint64_t gathered = w->ne[2] * rows * w->ne[0] * kF32;
         begin_temp(gathered);
         hold_at_least("act_a", act_row(w->type, w->ne[0]) * w->ne[2] * rows);
+        tiles(tile_bytes(w, w->ne[2] * dot_tile_count(rows)));  // each head its own tiles
         end_temp(gathered);
     }
 
@@ -148,6 +169,10 @@ class WorkspaceWalk {
         hold("moe_u", items * F * kF32);
         transient(4 * X * 56);  // job lists
         hold_at_least("act_b", act_row(down->type, F) * items);
+        // Each expert packs its own tiles; however the items fall, there are at
+        // most items/16 full ones and a partial one per expert with 7 or more.
+        const int64_t expert_tiles = items / kDotTileRows + std::min(X, items / kMinPartialTile);
+        tiles(std::max(tile_bytes(up, expert_tiles), tile_bytes(down, expert_tiles)));
         transient(items * 8);  // each item's place in the sorted order
         end_temp(routes);
     }
@@ -178,7 +203,7 @@ class WorkspaceWalk {
         for (int i = 0; i < threads; ++i) {
             const int64_t b = items * i / threads, e = items * (i + 1) / threads;
             if (b >= e) continue;
-            uint64_t most = 0;       // the attention op reserves its largest score matrix once
+            uint64_t most = 0;        // the attention op reserves its largest score matrix once
             uint64_t most_cells = 0;  // and grows its row pointers to the most cells an item sees
             for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
                 const int64_t len = std::min(kQueryBlock, T - blk * kQueryBlock);

@@ -83,6 +83,15 @@ struct VecDotTile {
 // nullptr where there is none (the type, or rows too short for it).
 const VecDotTile* vec_dot_tile_kernel(GgmlType weight_type, int64_t n);
 
+// How many tiles a matmul over n_tokens activation rows packs: the full ones,
+// and a zero-padded last one when it holds at least kMinPartialTile tokens (a
+// tile costs about what 7 tokens cost with the four-row kernel); the tokens
+// past them use the four-row and single-row kernels.
+inline constexpr int64_t kMinPartialTile = 7;
+inline int64_t dot_tile_count(int64_t n_tokens) {
+    return n_tokens / kDotTileRows + (n_tokens % kDotTileRows >= kMinPartialTile ? 1 : 0);
+}
+
 // The best kernel this build has for the type; nullptr if the type has none.
 VecDotFn vec_dot_kernel(GgmlType weight_type);
 // The kernel of one level; nullptr if this build has none at that level

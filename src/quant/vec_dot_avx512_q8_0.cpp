@@ -11,11 +11,13 @@
 // register l: per weight row, eight accumulator registers whose lane t is
 // token t's lane l, and the final sum is the same tree of vertical adds.
 //
-// Integer part. VPDPBUSD multiplies unsigned by signed bytes, so the
-// activations are offset to a + 128 (an XOR with 0x80, exact for every
-// int8) and the weight codes stay signed: Σ (a + 128) w = Σ a w + 128 Σ w,
-// and -128 Σ w, which depends on the weights only, is where each partial
-// sum starts. Every partial sum is exact.
+// Integer part. VPDPBUSD multiplies unsigned by signed bytes. Q4_0 and Q5_0
+// store unsigned codes (value = code - 8 or - 16): they are multiplied as they
+// are into the signed activations, and -offset * Σ a, which depends on the
+// activations only, is where each partial sum starts. Q8_0 and IQ4_NL codes
+// are signed, so there the activations are offset to a + 128 (an XOR with
+// 0x80, exact for every int8): Σ (a + 128) w = Σ a w + 128 Σ w, and -128 Σ w
+// is where each partial sum starts. Every partial sum is exact.
 //
 // (Single-row and four-row kernels of these formats are the AVX2 ones: in a
 // 512-bit form they were no faster, and they would have to keep ggml's
@@ -126,28 +128,42 @@ constexpr int kPrefetchBytes = 512;
 // ---------------------------------------------------------------- tile of 16 rows
 
 // Packed tile, per block: eight 64-byte rows, row r holding int32 dword r of
-// the block's codes (bytes 4r..4r+3, offset by 128) for tokens 0..15, then
+// the block's activations (bytes 4r..4r+3) for tokens 0..15; for weights with
+// signed codes (kOffset 0) offset by 128, for the unsigned Q4_0/Q5_0 codes as
+// they are and followed by eight rows of the tokens' -kOffset * Σ of each
+// dword (where each partial sum starts, the same for every weight row); then
 // the 16 tokens' scales as float.
-constexpr int64_t kTileBlockBytes = 8 * 64 + 16 * 4;
-
-size_t tile_bytes(int64_t n) {
-    return static_cast<size_t>(n / kQK * kTileBlockBytes);
+template <int kOffset>
+constexpr int64_t tile_block_bytes() {
+    return (kOffset > 0 ? 16 : 8) * 64 + 16 * 4;
 }
 
+template <int kOffset>
+size_t tile_bytes(int64_t n) {
+    return static_cast<size_t>(n / kQK * tile_block_bytes<kOffset>());
+}
+
+template <int kOffset>
 void pack_tile(const void* act, size_t act_row_bytes, int n_rows, void* vtile, int64_t n) {
+    constexpr int64_t kScales = (kOffset > 0 ? 16 : 8) * 64;
     uint8_t* tile = static_cast<uint8_t*>(vtile);
     const int64_t nb = n / kQK;
-    if (n_rows < kDotTileRows) std::memset(tile, 0, tile_bytes(n));
+    if (n_rows < kDotTileRows) std::memset(tile, 0, tile_bytes<kOffset>(n));
     for (int t = 0; t < n_rows; ++t) {
         const BlockQ8_0* y = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(act) + t * act_row_bytes);
         for (int64_t ib = 0; ib < nb; ++ib) {
-            uint8_t* tb = tile + ib * kTileBlockBytes;
+            uint8_t* tb = tile + ib * tile_block_bytes<kOffset>();
             for (int r = 0; r < 8; ++r) {
-                const uint32_t v = load_u32(y[ib].qs + 4 * r) ^ 0x80808080u;
+                const uint32_t v = load_u32(y[ib].qs + 4 * r) ^ (kOffset > 0 ? 0u : 0x80808080u);
                 std::memcpy(tb + (16 * r + t) * 4, &v, 4);
+                if constexpr (kOffset > 0) {
+                    const int8_t* q = y[ib].qs + 4 * r;
+                    const int32_t start = -kOffset * (q[0] + q[1] + q[2] + q[3]);
+                    std::memcpy(tb + 8 * 64 + (16 * r + t) * 4, &start, 4);
+                }
             }
             const float d = fp16_to_fp32(y[ib].d);
-            std::memcpy(tb + 8 * 64 + 4 * t, &d, 4);
+            std::memcpy(tb + kScales + 4 * t, &d, 4);
         }
     }
 }
@@ -155,6 +171,9 @@ void pack_tile(const void* act, size_t act_row_bytes, int n_rows, void* vtile, i
 // W weight rows (W <= 2: eight accumulators each) against a packed tile.
 template <int W, typename Block>
 void family_tile_rows(const uint8_t* w, size_t w_row_bytes, const uint8_t* tile, float* out, int64_t nb) {
+    constexpr int kOffset = UnsignedCodes<Block>::kOffset;
+    constexpr int64_t kBlockBytes = tile_block_bytes<kOffset>();
+    constexpr int64_t kScales = kBlockBytes - 16 * 4;
     const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
     __m512 acc[W][8];
     for (int v = 0; v < W; ++v)
@@ -162,31 +181,41 @@ void family_tile_rows(const uint8_t* w, size_t w_row_bytes, const uint8_t* tile,
     for (int64_t ib = 0; ib < nb; ib += 2) {
         const bool pair = ib + 1 < nb;
         alignas(64) int32_t codes[W][2][8];  // the weight codes' dwords, block by block
-        alignas(64) int32_t start[W][2][8];  // -128 * Σ of each dword's codes
+        alignas(64) int32_t start[W][2][8];  // signed codes: -128 * Σ of each dword's codes
         float dw[W][2];
         for (int v = 0; v < W; ++v) {
             const Block* x = reinterpret_cast<const Block*>(w + v * w_row_bytes) + ib;
-            const __m512i c = codes_pair(x[0], pair ? x[1] : zero_block<Block>());
-            _mm512_store_si512(codes[v], c);
-            for (int h = 0; h < 2; ++h) {
-                const __m256i half = h == 0 ? _mm512_castsi512_si256(c) : _mm512_extracti64x4_epi64(c, 1);
-                const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias, half);
-                _mm256_store_si256(reinterpret_cast<__m256i*>(start[v][h]),
-                                   _mm256_sub_epi32(_mm256_setzero_si256(), sum));
+            const Block& second = pair ? x[1] : zero_block<Block>();
+            if constexpr (kOffset > 0) {
+                _mm512_store_si512(codes[v], UnsignedCodes<Block>::pair(x[0], second));
+            } else {
+                const __m512i c = codes_pair(x[0], second);
+                _mm512_store_si512(codes[v], c);
+                for (int h = 0; h < 2; ++h) {
+                    const __m256i half = h == 0 ? _mm512_castsi512_si256(c) : _mm512_extracti64x4_epi64(c, 1);
+                    const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias, half);
+                    _mm256_store_si256(reinterpret_cast<__m256i*>(start[v][h]),
+                                       _mm256_sub_epi32(_mm256_setzero_si256(), sum));
+                }
             }
             dw[v][0] = fp16_to_fp32(x[0].d);
             dw[v][1] = pair ? fp16_to_fp32(x[1].d) : 0.0f;
         }
         for (int h = 0; h < (pair ? 2 : 1); ++h) {
-            const uint8_t* tb = tile + (ib + h) * kTileBlockBytes;
-            const __m512 da = _mm512_loadu_ps(tb + 8 * 64);
+            const uint8_t* tb = tile + (ib + h) * kBlockBytes;
+            const __m512 da = _mm512_loadu_ps(tb + kScales);
             __m512 scale[W];
             for (int v = 0; v < W; ++v) scale[v] = _mm512_mul_ps(_mm512_set1_ps(dw[v][h]), da);
             for (int l = 0; l < 8; ++l) {
                 const __m512i a = _mm512_loadu_si512(tb + 64 * l);
                 for (int v = 0; v < W; ++v) {
-                    const __m512i part =
-                        _mm512_dpbusd_epi32(_mm512_set1_epi32(start[v][h][l]), a, _mm512_set1_epi32(codes[v][h][l]));
+                    __m512i part;
+                    if constexpr (kOffset > 0)  // unsigned codes times signed activations
+                        part = _mm512_dpbusd_epi32(_mm512_loadu_si512(tb + 8 * 64 + 64 * l),
+                                                   _mm512_set1_epi32(codes[v][h][l]), a);
+                    else  // activations offset to unsigned times signed codes
+                        part = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[v][h][l]), a,
+                                                   _mm512_set1_epi32(codes[v][h][l]));
                     acc[v][l] = _mm512_fmadd_ps(scale[v], _mm512_cvtepi32_ps(part), acc[v][l]);
                 }
             }
@@ -282,10 +311,15 @@ void family_weight_rows_n(const void* w, size_t w_row_bytes, int n_rows, const v
 
 // ---------------------------------------------------------------- per format
 
-constexpr VecDotTile kTileQ8_0{tile_bytes, pack_tile, family_tile<BlockQ8_0>};
-constexpr VecDotTile kTileQ4_0{tile_bytes, pack_tile, family_tile<BlockQ4_0>};
-constexpr VecDotTile kTileQ5_0{tile_bytes, pack_tile, family_tile<BlockQ5_0>};
-constexpr VecDotTile kTileIQ4_NL{tile_bytes, pack_tile, family_tile<BlockIQ4_NL>};
+template <typename Block>
+constexpr VecDotTile tile_kernel() {
+    constexpr int kOffset = UnsignedCodes<Block>::kOffset;
+    return VecDotTile{tile_bytes<kOffset>, pack_tile<kOffset>, family_tile<Block>};
+}
+constexpr VecDotTile kTileQ8_0 = tile_kernel<BlockQ8_0>();
+constexpr VecDotTile kTileQ4_0 = tile_kernel<BlockQ4_0>();
+constexpr VecDotTile kTileQ5_0 = tile_kernel<BlockQ5_0>();
+constexpr VecDotTile kTileIQ4_NL = tile_kernel<BlockIQ4_NL>();
 
 #endif  // __AVX512VNNI__
 

@@ -21,14 +21,10 @@ namespace moeserve {
 namespace {
 
 constexpr int64_t kRowBlock = 16;
-// A prompt's last tokens go into a zero-padded tile when there are at least
-// this many: a tile costs about what 7 tokens cost with the four-row kernel
-// (AVX-512 Q5_0/Q8_0 rows of 2688; MoE experts see ~24 tokens each).
-constexpr int64_t kMinPartialTile = 7;
 
-// Tiles for a job's tokens: the full ones and maybe a padded last one.
+// Tiles for a job's tokens: the full ones and maybe a padded last one (vec_dot.h).
 int64_t tile_count(int64_t n_tokens) {
-    return n_tokens / kDotTileRows + (n_tokens % kDotTileRows >= kMinPartialTile ? 1 : 0);
+    return dot_tile_count(n_tokens);
 }
 
 }  // namespace
