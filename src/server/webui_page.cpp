@@ -3,7 +3,9 @@
 // server's own /v1/chat/completions with streaming, shows the reasoning of
 // thinking models apart from the answer, reports tokens per second from the
 // timings, and keeps the conversation and settings in the browser's local
-// storage. Text is inserted as text, never as HTML.
+// storage. Answers stream as resumable streams, so a reload mid-answer
+// replays it (the server finishes it meanwhile). Text is inserted as text,
+// never as HTML.
 #include "server/webui_page.h"
 
 namespace moeserve {
@@ -81,6 +83,19 @@ const store = {
 const settings = Object.assign({ system: "", temperature: 0.7, maxTokens: -1, apiKey: "" }, store.get("settings", {}));
 let messages = store.get("messages", []);  // {role, content, reasoning?, stats?}
 let controller = null;
+// Answers stream as resumable streams (X-Conversation-Id): if the page goes away
+// mid-answer, the server finishes it and the next load replays it from
+// v1/stream. `streaming` is the id of the answer in progress, kept in storage.
+let streaming = null;
+
+function newStreamId() {
+  const rnd = globalThis.crypto && crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36);
+  return "webui-" + rnd;
+}
+// A stop: without a reader the server would go on, so it is told to stop.
+function cancelStream(id) {
+  fetch("v1/stream?conv_id=" + encodeURIComponent(id), { method: "DELETE", headers: headers() }).catch(() => {});
+}
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -147,22 +162,17 @@ async function readEvents(response, onEvent) {
   }
 }
 
-async function send(text) {
-  messages.push({ role: "user", content: text });
-  addBox("user", text);
+// Streams one answer into a new box and saves it when it ends. request(signal)
+// is the fetch; resuming: a replay after a reload (a stream the server has
+// forgotten just leaves nothing).
+async function receive(request, resuming) {
   const answer = { role: "assistant", content: "", reasoning: "" };
   const view = addBox("assistant", "");
-  const history = [];
-  if (settings.system) history.push({ role: "system", content: settings.system });
-  for (const m of messages) history.push({ role: m.role, content: m.content });
   controller = new AbortController();
   $("send").textContent = "Stop";
   try {
-    const response = await fetch("v1/chat/completions", {
-      method: "POST", headers: headers(), signal: controller.signal,
-      body: JSON.stringify({ messages: history, stream: true, temperature: Number(settings.temperature),
-                             max_tokens: Number(settings.maxTokens) || -1, timings_per_token: false }),
-    });
+    const response = await request(controller.signal);
+    if (resuming && response.status === 404) { view.box.remove(); return; }
     if (!response.ok) {
       const err = await response.json().catch(() => ({}));
       throw new Error((err.error && err.error.message) || `HTTP ${response.status}`);
@@ -182,15 +192,39 @@ async function send(text) {
     }
   } finally {
     controller = null;
+    streaming = null;
     $("send").textContent = "Send";
     if (answer.content || answer.reasoning) messages.push(answer);
     store.set("messages", messages);
+    store.set("streaming", null);
   }
+}
+
+function send(text) {
+  messages.push({ role: "user", content: text });
+  addBox("user", text);
+  const history = [];
+  if (settings.system) history.push({ role: "system", content: settings.system });
+  for (const m of messages) history.push({ role: m.role, content: m.content });
+  streaming = newStreamId();
+  store.set("messages", messages);
+  store.set("streaming", streaming);
+  const id = streaming;
+  return receive((signal) => fetch("v1/chat/completions", {
+    method: "POST", headers: Object.assign(headers(), { "X-Conversation-Id": id }), signal,
+    body: JSON.stringify({ messages: history, stream: true, temperature: Number(settings.temperature),
+                           max_tokens: Number(settings.maxTokens) || -1, timings_per_token: false }),
+  }), false);
+}
+
+function stop() {
+  if (streaming) cancelStream(streaming);
+  if (controller) controller.abort();
 }
 
 $("form").addEventListener("submit", (e) => {
   e.preventDefault();
-  if (controller) { controller.abort(); return; }
+  if (controller) { stop(); return; }
   const text = $("input").value.trim();
   if (!text) return;
   $("input").value = "";
@@ -199,7 +233,7 @@ $("form").addEventListener("submit", (e) => {
 $("input").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("form").requestSubmit(); }
 });
-$("new-chat").addEventListener("click", () => { if (controller) controller.abort(); messages = []; store.set("messages", messages); render(); });
+$("new-chat").addEventListener("click", () => { stop(); messages = []; store.set("messages", messages); render(); });
 $("settings-button").addEventListener("click", () => $("settings").classList.toggle("open"));
 for (const [id, key] of [["system", "system"], ["temperature", "temperature"], ["max-tokens", "maxTokens"], ["api-key", "apiKey"]]) {
   $(id).value = settings[key];
@@ -217,6 +251,12 @@ async function loadModel() {
 }
 render();
 loadModel();
+// An answer that was streaming when the page went away: replay it.
+const unfinished = store.get("streaming", null);
+if (unfinished) {
+  streaming = unfinished;
+  receive((signal) => fetch("v1/stream?conv_id=" + encodeURIComponent(unfinished), { headers: headers(), signal }), true);
+}
 </script>
 </body>
 </html>

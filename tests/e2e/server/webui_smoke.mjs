@@ -35,18 +35,31 @@ class Element {
   requestSubmit() { this.dispatch("submit"); }
   scrollIntoView() {}
 }
-const ids = {};
-const document = {
-  getElementById: (id) => (ids[id] ||= new Element(id)),
-  createElement: () => new Element(),
-};
+// One load of the page: its own DOM over the browser's storage (`memory`, shared
+// by every load). close() is what leaving the page does to it: nothing it
+// still runs can write the storage any more.
 const memory = new Map();
-const localStorage = { getItem: (k) => (memory.has(k) ? memory.get(k) : null), setItem: (k, v) => memory.set(k, String(v)) };
-const pageFetch = (url, init) => fetch(new URL(url, base), init);
-new Function("document", "localStorage", "fetch", script)(document, localStorage, pageFetch);
+function openPage() {
+  const ids = {};
+  const document = {
+    getElementById: (id) => (ids[id] ||= new Element(id)),
+    createElement: () => new Element(),
+  };
+  let open = true;
+  const localStorage = { getItem: (k) => (memory.has(k) ? memory.get(k) : null),
+                         setItem: (k, v) => { if (open) memory.set(k, String(v)); } };
+  const pageFetch = (url, init = {}) => {
+    requests.push(`${init.method || "GET"} ${url}`);
+    return fetch(new URL(url, base), init);
+  };
+  new Function("document", "localStorage", "fetch", script)(document, localStorage, pageFetch);
+  return { document, close: () => { open = false; } };
+}
+const requests = [];  // what the pages asked the server, "METHOD url"
+const first = openPage();
+let document = first.document;
 
-const log = document.getElementById("log");
-const boxes = () => log.querySelectorAll(".msg");
+const boxes = () => document.getElementById("log").querySelectorAll(".msg");
 const settle = async () => { for (let i = 0; i < 600 && document.getElementById("send").textContent !== "Send"; ++i) await new Promise((r) => setTimeout(r, 50)); };
 await new Promise((r) => setTimeout(r, 300));  // loadModel
 assert.ok(document.getElementById("model").textContent.includes(".gguf"), document.getElementById("model").textContent);
@@ -72,13 +85,40 @@ document.getElementById("max-tokens").value = "2000";
 document.getElementById("max-tokens").dispatch("change");
 document.getElementById("input").value = "Go on";
 document.getElementById("form").dispatch("submit");
-await new Promise((r) => setTimeout(r, 200));
-document.getElementById("form").dispatch("submit");  // Stop
+const stoppedId = JSON.parse(memory.get("moeserve.streaming"));
+assert.match(stoppedId, /^webui-/, "the answer streams under a conversation id");
+document.getElementById("form").dispatch("submit");  // Stop, while the answer runs
 await settle();
 assert.equal(boxes().filter((b) => b.className.includes("error")).length, 0, "a stop is not an error");
+// The server would finish a resumable answer without its reader: a stop tells it to stop.
+assert.ok(requests.includes(`DELETE v1/stream?conv_id=${stoppedId}`), requests.join("\n"));
+const lookup = async (id) => (await (await fetch(new URL("v1/streams/lookup", base), {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ conversation_ids: [id] }) })).json());
 
 // New chat clears the conversation.
 document.getElementById("new-chat").dispatch("click");
 assert.equal(boxes().length, 0);
 assert.deepEqual(JSON.parse(memory.get("moeserve.messages")), []);
+// A reload mid-answer: the next load of the page replays the answer, which the
+// server finished without a reader, from the start.
+document.getElementById("max-tokens").value = "300";
+document.getElementById("max-tokens").dispatch("change");
+document.getElementById("input").value = "Tell me more";
+document.getElementById("form").dispatch("submit");
+const resumedId = JSON.parse(memory.get("moeserve.streaming"));
+await new Promise((r) => setTimeout(r, 100));
+first.close();
+document = openPage().document;
+await settle();
+const [asked, resumed] = boxes();
+assert.ok(asked.textContent.includes("Tell me more"), "the question was saved before the reload");
+assert.ok(resumed.children[2].textContent.length > 0, "the answer came back after the reload");
+assert.match(resumed.children[3].textContent, /^\d+ tokens, [0-9.]+ tokens\/s/);
+const after = JSON.parse(memory.get("moeserve.messages"));
+assert.deepEqual(after.map((m) => m.role), ["user", "assistant"]);
+assert.equal(after[1].content, resumed.children[2].textContent);
+assert.equal(JSON.parse(memory.get("moeserve.streaming")), null);
+const info = await lookup(resumedId);
+assert.equal(info.length, 1);
+assert.equal(info[0].is_done, true);
 console.log("webui: ok");
