@@ -218,7 +218,12 @@ function send(text) {
 }
 
 function stop() {
-  if (streaming) cancelStream(streaming);
+  if (streaming) {
+    const id = streaming;
+    cancelStream(id);
+    // A stop right after sending can beat the request to the server; ask once more.
+    setTimeout(() => cancelStream(id), 1000);
+  }
   if (controller) controller.abort();
 }
 

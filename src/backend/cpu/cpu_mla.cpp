@@ -193,9 +193,16 @@ inline float exp_sum(float* x, int n, float mx) {
     }
     return _mm512_reduce_add_ps(sum);
 #else
-    float sum = 0.0f;
-    for (int i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - mx));
-    return sum;
+    // The AVX-512 path's numbers without AVX-512: the same exponential
+    // (exp_ps, lane by lane) and the same 16 lanes of sums, reduced in
+    // _mm512_reduce_add_ps's tree, so an AVX2 build attends exactly as an
+    // AVX-512 one does.
+    float lane[16] = {};
+    for (int i = 0; i < n; ++i) {
+        x[i] = exp_ps_lane(x[i] - mx);
+        lane[i % 16] += x[i];
+    }
+    return reduce_add_16(lane);
 #endif
 }
 
@@ -217,9 +224,12 @@ inline float dot(const float* a, const float* b, int n) {
     for (int k = 0; k < 4; ++k) l[k] = (v[4 * k] + v[4 * k + 2]) + (v[4 * k + 1] + v[4 * k + 3]);
     return (l[0] + l[1]) + (l[2] + l[3]);
 #else
-    float s = 0.0f;
-    for (int i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
+    // The same 16 lanes of fused multiply-adds and the same tree.
+    float v[16] = {};
+    for (int i = 0; i < n; ++i) v[i % 16] = std::fma(a[i], b[i], v[i % 16]);
+    float l[4];
+    for (int k = 0; k < 4; ++k) l[k] = (v[4 * k] + v[4 * k + 2]) + (v[4 * k + 1] + v[4 * k + 3]);
+    return (l[0] + l[1]) + (l[2] + l[3]);
 #endif
 }
 

@@ -3,7 +3,9 @@
 // alone costs more than reading the q4_0 cache they weight.
 //
 // The AVX-512 exp is about one ulp from expf for results that are normal
-// floats and 0 below that (shared by the attention and MLA kernels).
+// floats and 0 below that (shared by the attention and MLA kernels); builds
+// without AVX-512 run the same operations one value at a time, so softmax
+// weights do not depend on the vector width.
 #pragma once
 
 #include <algorithm>
@@ -41,6 +43,35 @@ inline __m512 exp_ps(__m512 x) {
 }
 #endif
 
+// exp_ps for one value, operation for operation (an FMA is an FMA, rounding
+// to nearest even is rounding to nearest even, scalef is an exact power of
+// two for the normal results kept), for builds without AVX-512.
+inline float exp_ps_lane(float x) {
+    if (!(x >= -87.0f)) return 0.0f;  // below -87 (and NaN, as the mask leaves it) is 0
+    x = std::min(x, 88.7f);
+    const float n = std::nearbyint(x * 1.44269504088896341f);
+    float r = std::fma(-n, 0.693359375f, x);
+    r = std::fma(-n, -2.12194440e-4f, r);
+    float p = 1.0f / 5040;
+    p = std::fma(p, r, 1.0f / 720);
+    p = std::fma(p, r, 1.0f / 120);
+    p = std::fma(p, r, 1.0f / 24);
+    p = std::fma(p, r, 1.0f / 6);
+    p = std::fma(p, r, 0.5f);
+    p = std::fma(p, r, 1.0f);
+    p = std::fma(p, r, 1.0f);
+    return std::ldexp(p, static_cast<int>(n));
+}
+
+// Σ of 16 lanes in _mm512_reduce_add_ps's tree (GCC's): halves, quarters,
+// then (0 + 2) + (1 + 3).
+inline float reduce_add_16(const float v[16]) {
+    float h[8], q[4];
+    for (int i = 0; i < 8; ++i) h[i] = v[i + 8] + v[i];
+    for (int i = 0; i < 4; ++i) q[i] = h[i + 4] + h[i];
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
 // x[i] := exp(x[i] - m) for i < n; returns their sum.
 inline float exp_shifted_sum(float* x, int64_t n, float m) {
     int64_t i = 0;
@@ -61,11 +92,15 @@ inline float exp_shifted_sum(float* x, int64_t n, float m) {
         i = n;
     }
     sum = _mm512_reduce_add_ps(acc);
-#endif
+#else
+    // The same values and the same sums lane by lane, in the same tree.
+    float lane[16] = {};
     for (; i < n; ++i) {
-        x[i] = std::exp(x[i] - m);
-        sum += x[i];
+        x[i] = exp_ps_lane(x[i] - m);
+        lane[i % 16] += x[i];
     }
+    sum = reduce_add_16(lane);
+#endif
     return sum;
 }
 

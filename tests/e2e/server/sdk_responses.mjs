@@ -21,8 +21,10 @@ const tools = [{
 // The text of a response's message items (the stream helper's final response has no output_text).
 const textOf = (r) => r.output.filter((o) => o.type === "message").flatMap((o) => o.content).map((c) => c.text).join("");
 
-// A plain answer cut at max_output_tokens: incomplete, with the reason.
-const cut = await client.responses.create({ model: "any", instructions: "Be brief.", input: "Hello", max_output_tokens: 10 });
+// A plain answer cut at max_output_tokens: incomplete, with the reason. Greedy,
+// so that it cannot end by itself first (a sampled answer sometimes did).
+const cut = await client.responses.create({ model: "any", instructions: "Be brief.", input: "Hello", max_output_tokens: 10,
+                                            temperature: 0 });
 assert.equal(cut.object, "response");
 assert.equal(cut.status, "incomplete");
 assert.equal(cut.incomplete_details.reason, "max_output_tokens");

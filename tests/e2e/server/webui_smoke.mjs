@@ -64,9 +64,12 @@ const settle = async () => { for (let i = 0; i < 600 && document.getElementById(
 await new Promise((r) => setTimeout(r, 300));  // loadModel
 assert.ok(document.getElementById("model").textContent.includes(".gguf"), document.getElementById("model").textContent);
 
-// Settings: a token limit, as a user would set it.
+// Settings: a token limit, as a user would set it, and greedy answers (a sampled
+// one could end before the limit).
 document.getElementById("max-tokens").value = "12";
 document.getElementById("max-tokens").dispatch("change");
+document.getElementById("temperature").value = "0";
+document.getElementById("temperature").dispatch("change");
 document.getElementById("input").value = "Hello there";
 document.getElementById("form").dispatch("submit");
 assert.equal(document.getElementById("send").textContent, "Stop", "the button stops a running answer");
@@ -87,6 +90,7 @@ document.getElementById("input").value = "Go on";
 document.getElementById("form").dispatch("submit");
 const stoppedId = JSON.parse(memory.get("moeserve.streaming"));
 assert.match(stoppedId, /^webui-/, "the answer streams under a conversation id");
+for (let i = 0; i < 200 && !boxes().at(-1).children[2].textContent; ++i) await new Promise((r) => setTimeout(r, 5));
 document.getElementById("form").dispatch("submit");  // Stop, while the answer runs
 await settle();
 assert.equal(boxes().filter((b) => b.className.includes("error")).length, 0, "a stop is not an error");
