@@ -131,6 +131,24 @@ TEST(StreamSessions, finished_sessions_expire_and_running_ones_stay) {
     EXPECT_NE(few.find("r3"), nullptr);
 }
 
+TEST(StreamSessions, finished_sessions_together_keep_at_most_the_byte_cap) {
+    StreamSessions::Limits limits;
+    limits.max_total_bytes = 10;
+    StreamSessions sessions(limits);
+    auto a = sessions.open("a");
+    a->append("123456");
+    a->finish();
+    auto running = sessions.open("running");
+    running->append(std::string(50, 'x'));  // running sessions do not count and never go
+    auto b = sessions.open("b");
+    b->append("123456");
+    b->finish();
+    // 12 finished bytes > 10: the one that finished first goes at the next look.
+    EXPECT_EQ(sessions.find("a"), nullptr);
+    EXPECT_EQ(sessions.find("b"), b);
+    EXPECT_EQ(sessions.find("running"), running);
+}
+
 TEST(CompletionControls, reaches_only_running_completions_that_asked_for_control) {
     CompletionControls controls;
     auto stream = std::make_shared<GenerationStream>();

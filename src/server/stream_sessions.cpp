@@ -1,6 +1,7 @@
 #include "server/stream_sessions.h"
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 namespace moeserve {
@@ -42,6 +43,8 @@ void StreamSession::finish() {
         if (done_) return;
         done_ = true;
         completed_at_ = unix_now();
+        static std::atomic<uint64_t> finishes{0};
+        finish_order_ = ++finishes;
     }
     cv_.notify_all();
 }
@@ -62,7 +65,7 @@ StreamSession::Read StreamSession::read(size_t& offset, std::string& out, std::c
 
 StreamSession::Info StreamSession::info() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return Info{id_, done_, dropped_ + buffer_.size(), dropped_, started_at_, completed_at_};
+    return Info{id_, done_, dropped_ + buffer_.size(), dropped_, started_at_, completed_at_, finish_order_};
 }
 
 std::shared_ptr<StreamSession> StreamSessions::open(const std::string& id) {
@@ -129,22 +132,35 @@ std::vector<StreamSession::Info> StreamSessions::lookup(const std::vector<std::s
 
 void StreamSessions::expire_locked() {
     const int64_t cutoff = unix_now() - limits_.ttl.count();
-    std::vector<std::pair<int64_t, std::string>> finished;
+    struct Finished {
+        uint64_t order;
+        size_t bytes;
+        std::string key;
+    };
+    std::vector<Finished> finished;
+    size_t finished_bytes = 0;
     for (auto it = sessions_.begin(); it != sessions_.end();) {
         const StreamSession::Info i = it->second->info();
         if (i.done && i.completed_at <= cutoff) {
             it = sessions_.erase(it);
             continue;
         }
-        if (i.done) finished.emplace_back(i.completed_at, it->first);
+        if (i.done) {
+            const size_t kept = i.total_bytes - i.dropped_bytes;
+            finished.push_back({i.finish_order, kept, it->first});
+            finished_bytes += kept;
+        }
         ++it;
     }
-    // Too many: the oldest finished ones go (running ones are never dropped).
-    if (sessions_.size() > limits_.max_sessions) {
-        std::sort(finished.begin(), finished.end());
-        for (const auto& [when, key] : finished) {
-            if (sessions_.size() <= limits_.max_sessions) break;
-            sessions_.erase(key);
+    // Too many, or too many bytes: the oldest finished ones go (running ones
+    // are never dropped; each holds at most max_bytes).
+    if (sessions_.size() > limits_.max_sessions || finished_bytes > limits_.max_total_bytes) {
+        std::sort(finished.begin(), finished.end(),
+                  [](const Finished& x, const Finished& y) { return x.order < y.order; });
+        for (const Finished& f : finished) {
+            if (sessions_.size() <= limits_.max_sessions && finished_bytes <= limits_.max_total_bytes) break;
+            sessions_.erase(f.key);
+            finished_bytes -= f.bytes;
         }
     }
 }

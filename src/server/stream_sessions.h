@@ -47,10 +47,11 @@ class StreamSession {
     struct Info {
         std::string conversation_id;
         bool done = false;
-        size_t total_bytes = 0;    // every byte appended, dropped ones included
-        size_t dropped_bytes = 0;  // the front that is no longer kept
-        int64_t started_at = 0;    // unix seconds
-        int64_t completed_at = 0;  // unix seconds, 0 while running
+        size_t total_bytes = 0;     // every byte appended, dropped ones included
+        size_t dropped_bytes = 0;   // the front that is no longer kept
+        int64_t started_at = 0;     // unix seconds
+        int64_t completed_at = 0;   // unix seconds, 0 while running
+        uint64_t finish_order = 0;  // which finished first, within a second too
     };
     Info info() const;
 
@@ -64,6 +65,7 @@ class StreamSession {
     size_t dropped_ = 0;
     bool done_ = false;
     int64_t completed_at_ = 0;
+    uint64_t finish_order_ = 0;
     std::atomic<bool> cancelled_{false};
 };
 
@@ -71,9 +73,10 @@ class StreamSession {
 class StreamSessions {
   public:
     struct Limits {
-        size_t max_bytes = 4u << 20;    // kept per session
-        std::chrono::seconds ttl{300};  // after the request ended
-        size_t max_sessions = 1024;     // finished ones beyond it go first
+        size_t max_bytes = 4u << 20;          // kept per session
+        std::chrono::seconds ttl{300};        // after the request ended
+        size_t max_sessions = 1024;           // finished ones beyond it go first
+        size_t max_total_bytes = 256u << 20;  // kept by the finished ones together, oldest out first
     };
     StreamSessions() = default;
     explicit StreamSessions(Limits limits) : limits_(limits) {}
@@ -92,7 +95,7 @@ class StreamSessions {
     std::vector<StreamSession::Info> lookup(const std::vector<std::string>& ids);
 
   private:
-    void expire_locked();  // drops finished sessions past their time (and beyond the count cap)
+    void expire_locked();  // drops finished sessions past their time (and beyond the caps)
 
     Limits limits_;
     std::mutex mu_;
