@@ -19,16 +19,10 @@
 
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
+#include "quant/hsum.h"
 
 namespace moeserve::detail {
 namespace {
-
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 inline int hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -93,7 +87,7 @@ float dot_f32(const void* vw, const void* va, int64_t n) {
     for (; i + 32 <= n; i += 32)
         for (int k = 0; k < 4; ++k)
             acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8 * k), _mm256_loadu_ps(a + i + 8 * k), acc[k]);
-    float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    float sum = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     for (; i < n; ++i) sum += w[i] * a[i];
     return sum;
 }
@@ -107,7 +101,7 @@ float dot_f16(const void* vw, const void* va, int64_t n) {
         for (int k = 0; k < 4; ++k)
             acc[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(load128(w + i + 8 * k)), _mm256_cvtph_ps(load128(a + i + 8 * k)),
                                      acc[k]);
-    float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    float sum = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     for (; i < n; ++i) sum += fp16_to_fp32(w[i]) * fp16_to_fp32(a[i]);
     return sum;
 }
@@ -123,7 +117,7 @@ float dot_bf16(const void* vw, const void* va, int64_t n) {
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)
         for (int k = 0; k < 4; ++k) acc[k] = _mm256_fmadd_ps(bf16x8(w + i + 8 * k), bf16x8(a + i + 8 * k), acc[k]);
-    float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    float sum = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     for (; i < n; ++i) sum += bf16_to_fp32(w[i]) * bf16_to_fp32(a[i]);
     return sum;
 }
@@ -134,7 +128,7 @@ float dot_bf16(const void* vw, const void* va, int64_t n) {
 // signed bytes (so the activation partner is Q8_0), in ggml's x86 order: the
 // eight int32 partial sums of a block (lane l: elements 4l..4l+3) are
 // converted and multiply-added into one eight-lane accumulator, block after
-// block, and summed by hsum. (A second accumulator for odd blocks would hide
+// block, and summed by hsum8. (A second accumulator for odd blocks would hide
 // FMA latency, but changes the last bits against llama.cpp, and a last bit
 // can move a quantization code downstream.)
 // R weight-row x activation-row dots at once (R = 1 is the plain kernel):
@@ -154,7 +148,7 @@ inline void q8_0_family_rows(const Block* x, const void* const va[], float out[]
             acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * fp16_to_fp32(y[k][ib].d)), _mm256_cvtepi32_ps(p), acc[k]);
         }
     }
-    for (int k = 0; k < R; ++k) out[k] = hsum(acc[k]);
+    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]);
 }
 
 // R weight rows against one activation row: per row the operations of
@@ -174,7 +168,7 @@ inline void q8_0_family_weight_rows(const uint8_t* w, size_t w_row_bytes, const 
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[r][ib].d) * da), _mm256_cvtepi32_ps(p), acc[r]);
         }
     }
-    for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+    for (int r = 0; r < R; ++r) out[r] = hsum8(acc[r]);
 }
 
 template <typename Block, typename Unpack>
@@ -251,7 +245,7 @@ inline float dot_q8_1_family(const Block* x, const BlockQ8_1* y, int64_t nb, Unp
             _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[ib].d) * fp16_to_fp32(y[ib].d)), _mm256_cvtepi32_ps(p), acc);
         summs += fp16_to_fp32(x[ib].m) * fp16_to_fp32(y[ib].s);
     }
-    return hsum(acc) + summs;
+    return hsum8(acc) + summs;
 }
 
 float dot_q4_1(const void* vw, const void* va, int64_t n) {
@@ -331,7 +325,7 @@ float dot_q4_k(const void* vw, const void* va, int64_t n) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d8 * fp16_to_fp32(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
         acc_min = k4_min_lanes(acc_min, y[i].bsums, sm + 8, -d8 * fp16_to_fp32(x[i].dmin));
     }
-    return hsum(acc) + k4_min_reduce(acc_min);
+    return hsum8(acc) + k4_min_reduce(acc_min);
 }
 
 // dot_q4_k against four activation rows: the nibbles and scales of each
@@ -367,7 +361,7 @@ void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n)
             acc_min[k] = k4_min_lanes(acc_min[k], y[k][i].bsums, sm + 8, -d8 * dmin);
         }
     }
-    for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]) + k4_min_reduce(acc_min[k]);
+    for (int k = 0; k < 4; ++k) out[k] = hsum8(acc[k]) + k4_min_reduce(acc_min[k]);
 }
 
 // Q5_K: as Q4_K, plus bit b of qh[l] = 5th bit of sub-block b at position l.
@@ -400,7 +394,7 @@ float dot_q5_k(const void* vw, const void* va, int64_t n) {
         // As ggml writes it (summs += dmin * isum with dmin = -d8 * dmin_x, which C compilers fuse).
         summs = std::fma(-d8 * fp16_to_fp32(x[i].dmin), static_cast<float>(k4_min_term(y[i].bsums, sm + 8)), summs);
     }
-    return hsum(acc) + summs;
+    return hsum8(acc) + summs;
 }
 
 // Q6_K: codes taken unsigned (0..63); the -32 offset is applied once per
@@ -443,7 +437,7 @@ float dot_q6_k(const void* vw, const void* va, int64_t n) {
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[i].d) * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum(acc);
+    return hsum8(acc);
 }
 
 // IQ4_XS: two 32-element sub-blocks per step; their 16+16 code bytes unpack
@@ -475,7 +469,7 @@ float dot_iq4_xs(const void* vw, const void* va, int64_t n) {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[i].d) * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum(acc);
+    return hsum8(acc);
 }
 
 }  // namespace

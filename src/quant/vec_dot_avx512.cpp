@@ -25,6 +25,7 @@
 
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
+#include "quant/hsum.h"
 
 namespace moeserve::detail {
 namespace {
@@ -42,14 +43,6 @@ inline __m128i load128(const void* p) {
 // The two 256-bit halves of 16 int32 lanes added: lane l + lane l + 8 (exact).
 inline __m256i fold_halves(__m512i v) {
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-}
-
-// Σ of 8 float lanes in ggml's hsum_float_8 tree: (l + l+4), then (+2), then (+1).
-inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 // 16 int32 lanes, each Σ of 4 adjacent products u*s (u unsigned, s signed).

@@ -38,6 +38,7 @@
 
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
+#include "quant/hsum.h"
 
 namespace moeserve::detail {
 namespace {
@@ -286,11 +287,7 @@ void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y
                                          _mm512_extractf32x8_ps(f, 1), acc[r]);
         }
     }
-    for (int r = 0; r < R; ++r) {  // hsum's tree
-        __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-        t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-        out[r] = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-    }
+    for (int r = 0; r < R; ++r) out[r] = hsum8(acc[r]);
 }
 
 template <typename Block>

@@ -22,11 +22,6 @@ namespace {
 
 constexpr int64_t kRowBlock = 16;
 
-// Tiles for a job's tokens: the full ones and maybe a padded last one (vec_dot.h).
-int64_t tile_count(int64_t n_tokens) {
-    return dot_tile_count(n_tokens);
-}
-
 }  // namespace
 
 void CpuBackend::quantize_rows(GgmlType type, const float* x, int64_t n_tokens, int64_t n, uint8_t* dst) {
@@ -71,7 +66,7 @@ size_t plan_tiles(std::span<const Job> jobs, std::vector<JobTiles>& tiles) {
     for (size_t j = 0; j < jobs.size(); ++j) {
         const auto& job = jobs[j];
         const VecDotTile* kernel = vec_dot_tile_kernel(job.w->type, job.w->ne[0]);
-        if (!kernel || tile_count(job.n_tokens) == 0) continue;
+        if (!kernel || dot_tile_count(job.n_tokens) == 0) continue;
         tiles[j] = {kernel, kernel->tile_bytes(job.w->ne[0]), total};
         for (size_t i = 0; i < j; ++i)
             if (tiles[i].kernel && tiles[i].kernel->pack == kernel->pack && jobs[i].xq == job.xq &&
@@ -79,7 +74,7 @@ size_t plan_tiles(std::span<const Job> jobs, std::vector<JobTiles>& tiles) {
                 tiles[j].offset = tiles[i].offset;
                 break;
             }
-        if (tiles[j].offset == total) total += tiles[j].tile_bytes * static_cast<size_t>(tile_count(job.n_tokens));
+        if (tiles[j].offset == total) total += tiles[j].tile_bytes * static_cast<size_t>(dot_tile_count(job.n_tokens));
     }
     return total;
 }
@@ -101,7 +96,7 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
             bool shared = false;
             for (size_t i = 0; i < j && !shared; ++i) shared = tiles[i].kernel && tiles[i].offset == tiles[j].offset;
             if (shared) continue;
-            for (int64_t t = 0; t < tile_count(jobs[j].n_tokens); ++t) packs.emplace_back(j, t);
+            for (int64_t t = 0; t < dot_tile_count(jobs[j].n_tokens); ++t) packs.emplace_back(j, t);
         }
         pool_.parallel_for(static_cast<int64_t>(packs.size()), [&](int64_t b, int64_t e) {
             for (int64_t i = b; i < e; ++i) {
@@ -130,7 +125,7 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
             const int64_t r0 = (blk - first_block[j]) * kRowBlock, r1 = std::min(w.ne[1], r0 + kRowBlock);
             int64_t t = 0;
             if (const VecDotTile* tile = tiles[j].kernel) {  // kDotTileRows tokens x 4 weight rows per call
-                for (int64_t i = 0; i < tile_count(job.n_tokens); ++i, t += kDotTileRows) {
+                for (int64_t i = 0; i < dot_tile_count(job.n_tokens); ++i, t += kDotTileRows) {
                     const uint8_t* packed = tile_data + tiles[j].offset + i * tiles[j].tile_bytes;
                     const int n_tok = static_cast<int>(std::min<int64_t>(kDotTileRows, job.n_tokens - t));
                     for (int64_t r = r0; r < r1; r += kDotTileWeightRows) {
