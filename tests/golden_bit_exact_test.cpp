@@ -15,6 +15,7 @@
 // the KL/top-1 bars with room).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/engine.h"
@@ -67,6 +68,49 @@ INSTANTIATE_TEST_SUITE_P(
         std::string name = info.param.stem.substr(0, info.param.stem.find('-')) + "_" + info.param.weights;
         return name;
     });
+
+// Every position, attention included: with a Q4_0 latent cache, GLM's MLA
+// takes llama.cpp's one-query flash-attention loop exactly (integer scores
+// in ggml's order, the online softmax row by row with the C library's expf,
+// the V sums in cache order; cpu_mla_quantized.cpp), so with Q8_0 weights
+// all 164 positions' logits — prompt and generated tokens alike — are the
+// golden's bits.
+TEST(GoldenBitExactAttention, glm_q8_0_weights_q4_0_cache_every_position) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const test::Golden g = test::load_golden("glm47flash-tiny-s1-q8_0.kv-q4_0");
+    EngineOptions opt;
+    opt.model_path = test::fixture("models/glm47flash-tiny-s1-q8_0.gguf").string();
+    opt.n_threads = 2;
+    opt.n_ctx = 1024;
+    opt.type_k = opt.type_v = GgmlType::Q4_0;
+    Engine engine(opt);
+    const std::vector<float> logits = engine.eval(0, g.tokens, /*all_logits=*/true);
+    ASSERT_EQ(logits.size(), g.logits.size());
+    int64_t first_differing = -1, differing_positions = 0;
+    for (size_t p = 0; p < g.tokens.size(); ++p) {
+        const size_t at = p * g.n_vocab;
+        if (std::memcmp(g.logits.data() + at, logits.data() + at, sizeof(float) * g.n_vocab) != 0) {
+            if (first_differing < 0) first_differing = static_cast<int64_t>(p);
+            ++differing_positions;
+        }
+    }
+    EXPECT_EQ(differing_positions, 0) << "of " << g.tokens.size() << ", the first at position " << first_differing;
+
+    // And decoding as llama.cpp made the golden: the prompt, then one token
+    // per call; every step's logits are the golden's row, so greedy
+    // generation is llama.cpp's token for token.
+    Engine decoder(opt);
+    const std::vector<int32_t> prompt(g.tokens.begin(), g.tokens.begin() + g.n_prompt);
+    std::vector<float> row = decoder.eval(0, prompt, /*all_logits=*/false);
+    for (size_t p = g.n_prompt; p <= g.tokens.size(); ++p) {
+        ASSERT_EQ(std::memcmp(row.data(), g.logits.data() + (p - 1) * g.n_vocab, sizeof(float) * g.n_vocab), 0)
+            << "logits after position " << p - 1;
+        if (p == g.tokens.size()) break;
+        const int32_t greedy = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+        EXPECT_EQ(greedy, g.tokens[p]) << "generated token " << p - g.n_prompt;
+        row = decoder.eval(0, std::span<const int32_t>(&g.tokens[p], 1), false);
+    }
+}
 
 }  // namespace
 }  // namespace moeserve

@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cache_line_vector.h"
+#include "backend/cpu/latent_scores.h"
 #include "backend/cpu/thread_pool.h"
 
 namespace moeserve {
@@ -56,6 +57,9 @@ class CpuBackend final : public Backend {
                           int64_t n, int n_group) override;
 
   private:
+    // attention_mla over a Q4_0/Q8_0 cache, with llama.cpp's bits (cpu_mla_quantized.cpp).
+    void attention_mla_quantized(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
+                                 int n_latent, const AttentionRows& rows, float scale, float* out);
     // Quantizes n_tokens rows of x (width n) to `type` into dst.
     void quantize_rows(GgmlType type, const float* x, int64_t n_tokens, int64_t n, uint8_t* dst);
     // The same into buf (grown as needed); returns buf's data.
@@ -85,6 +89,13 @@ class CpuBackend final : public Backend {
         std::vector<float> prob;
         std::vector<int> order;
     } moe_;
+    struct MlaScratch {  // attention_mla_quantized
+        LatentQueries queries;
+        CacheLineVector<float> scores, ms, acc, values;  // values: per thread, a slice of V as f32
+        std::vector<float> m, s;
+        std::vector<uint16_t> marks;
+        std::vector<const uint8_t*> rows;
+    } mla_;
 };
 
 // In-place normalized Walsh-Hadamard transform of n = 2^k values:

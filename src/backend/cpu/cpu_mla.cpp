@@ -13,6 +13,8 @@
 // Numerics: K and V in f32 after the cache rounding; Q in f32 for a float
 // cache (llama.cpp's tiled flash-attention path for prompt batches) and
 // rounded to K's dot partner type for a quantized one (its one-query path).
+// Q4_0 and Q8_0 caches take cpu_mla_quantized.cpp instead, which computes
+// llama.cpp's one-query path exactly.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -30,6 +32,7 @@
 
 #include "backend/cpu/cache_line_vector.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/latent_scores.h"
 #include "backend/cpu/vec_math.h"
 #include "memory/kv_cache.h"
 #include "quant/block_formats.h"
@@ -414,6 +417,8 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
     const int d = static_cast<int>(cache.config().n_embd_k[layer]);  // row width: latent + RoPE part
     const int r = n_latent;
     const GgmlType type = cache.type_k();
+    if (has_latent_int_scores(type, d) && r % kQK == 0)
+        return attention_mla_quantized(cache, layer, q, n_tokens, n_head, n_latent, rows, scale, out);
 
     // Tiles: runs of consecutive tokens of one sequence (same cell list), up
     // to kTileQueries query vectors; they share every row conversion.
