@@ -10,6 +10,7 @@
 #include <random>
 
 #include "backend/backend.h"
+#include "latent_cache.h"
 #include "memory/kv_cache.h"
 #include "quant/dequantize.h"
 #include "quant/ggml_type.h"
@@ -49,15 +50,7 @@ TEST_P(CpuMlaDecode, matches_f64_softmax_attention_over_the_cached_rows) {
     const std::vector<int> lengths = {1, 33, 700, 2501};
     const int n_seq = static_cast<int>(lengths.size());
     std::mt19937 rng(14);
-    KvCacheConfig cfg;
-    cfg.n_cells = 4096;
-    cfg.n_seq_max = n_seq;
-    cfg.type_k = cfg.type_v = type;
-    cfg.n_embd_k = {kWidth};
-    cfg.n_embd_v = {0};
-    cfg.head_dim_k = kWidth;
-    cfg.allow_rotation = false;
-    KvCache cache(cfg);
+    KvCache cache(test::latent_cache_config(type, kWidth, 4096, n_seq));
     auto store = make_cpu_backend(1);
     std::vector<std::vector<float>> seen(n_seq);       // each sequence's rows as cached
     for (int done = 0, more = 1; more; done += 100) {  // appended 100 at a time, round robin

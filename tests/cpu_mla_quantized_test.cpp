@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/latent_scores.h"
 #include "backend/cpu/libm_expf.h"
+#include "latent_cache.h"
 #include "memory/kv_cache.h"
 #include "quant/dequantize.h"
 #include "quant/ggml_type.h"
@@ -141,15 +142,7 @@ TEST_P(CpuMlaQuantized, equals_llama_cpps_one_query_flash_attention_bit_for_bit)
     const std::vector<int> lengths = {1, 33, 700, 4500};     // the last spans three chunks of decode rows
     const int n_seq = static_cast<int>(lengths.size());
     std::mt19937 rng(21);
-    KvCacheConfig cfg;
-    cfg.n_cells = 8192;
-    cfg.n_seq_max = n_seq;
-    cfg.type_k = cfg.type_v = type;
-    cfg.n_embd_k = {kWidth};
-    cfg.n_embd_v = {0};
-    cfg.head_dim_k = kWidth;
-    cfg.allow_rotation = false;
-    KvCache cache(cfg);
+    KvCache cache(test::latent_cache_config(type, kWidth, 8192, n_seq));
     auto store = make_cpu_backend(1);
     for (int done = 0, more = 1; more; done += 100) {  // appended 100 at a time, round robin: cells interleave
         more = 0;

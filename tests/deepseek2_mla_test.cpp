@@ -9,6 +9,7 @@
 #include <random>
 
 #include "backend/backend.h"
+#include "latent_cache.h"
 #include "memory/kv_cache.h"
 #include "quant/dequantize.h"
 #include "quant/quantize.h"
@@ -58,15 +59,7 @@ void check_absorbed_equals_expanded(const MlaShape& s, GgmlType cache_type, doub
     // Two sequences: 0 has 700 cached positions before this batch of 3
     // tokens (long enough to be split across threads); 1 is a fresh 5-token prompt.
     const int past0 = 700, new0 = 3, new1 = 5;
-    KvCacheConfig cfg;
-    cfg.n_cells = 1024;
-    cfg.n_seq_max = 2;
-    cfg.type_k = cfg.type_v = cache_type;
-    cfg.n_embd_k = {D};
-    cfg.n_embd_v = {0};
-    cfg.head_dim_k = D;
-    cfg.allow_rotation = false;
-    KvCache cache(cfg);
+    KvCache cache(test::latent_cache_config(cache_type, D, 1024, 2));
 
     // Per sequence: every cached row [latent | k_pe] in position order.
     std::vector<float> rows0 = random_vector(static_cast<size_t>(past0 + new0) * D, rng);

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/latent_scores.h"
+#include "backend/cpu/mla_quantized_layout.h"
 #include "quant/vec_dot.h"
 
 namespace moeserve {
@@ -253,6 +255,8 @@ class WorkspaceWalk {
     void mla_attention_scratch(int64_t H) {
         const int64_t T = p_.n_tokens, R = s_.kv_lora_rank, D = R + s_.n_rot;
         const int threads = std::max(1, p_.n_threads);
+        if (has_latent_int_scores(p_.type_k, static_cast<int>(D)) && R % MlaQuantizedLayout::kSlice == 0)
+            return mla_quantized_scratch(H);
         const int64_t tile_tokens = std::max<int64_t>(1, kMlaTileQueries / H);
         const int64_t n_tiles = (T + tile_tokens - 1) / tile_tokens;
         int64_t n_states = 0;
@@ -269,6 +273,28 @@ class WorkspaceWalk {
         bytes += n_states / std::max<int64_t>(1, H) * 32 + n_states * (R + 2) * kF32;  // items, partial states
         bytes += threads * (kMlaRowBlock * D + std::min(tile_tokens, T) * H * kMlaRowBlock) * kF32;
         transient(bytes);
+    }
+
+    // The same over a Q4_0/Q8_0 cache (backend/cpu/cpu_mla_quantized.cpp):
+    // buffers kept across calls, resized pass by pass (runs of up to
+    // block_tokens tokens), so each grows to its largest pass.
+    void mla_quantized_scratch(int64_t H) {
+        const int64_t T = p_.n_tokens, R = s_.kv_lora_rank, D = R + s_.n_rot;
+        const int threads = std::max(1, p_.n_threads);
+        const int64_t block = MlaQuantizedLayout::block_tokens(static_cast<int>(H));
+        for (int64_t t0 = 0; t0 < T; t0 += block) {
+            const int64_t nq = std::min(block, T - t0) * H;
+            const MlaQuantizedLayout lay(static_cast<int>(nq), static_cast<int>(R), threads);
+            hold("mla_queries", nq * (D / MlaQuantizedLayout::kSlice) * sizeof(LatentQueries::Block));
+            hold("mla_max", nq * kF32);
+            hold("mla_sum", nq * kF32);
+            hold("mla_acc", nq * R * kF32);
+            hold("mla_scores", nq * lay.chunk * kF32);
+            hold("mla_ms", nq * lay.chunk * kF32);
+            hold("mla_marks", lay.n_groups * lay.chunk * 2);
+            hold("mla_rows", lay.chunk * sizeof(void*));
+            hold("mla_values", threads * lay.chunk * lay.values_per_row * kF32);
+        }
     }
 
     // Absorbed MLA (spec §5.3, model/deepseek2.cpp).

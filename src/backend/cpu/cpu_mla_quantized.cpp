@@ -37,6 +37,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/latent_scores.h"
 #include "backend/cpu/libm_expf.h"
+#include "backend/cpu/mla_quantized_layout.h"
 #include "memory/kv_cache.h"
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
@@ -44,12 +45,11 @@
 namespace moeserve {
 namespace {
 
-constexpr int kSlice = kQK;                // latent values per phase-3 work item: one cache block
-constexpr int kGroupQueries = 10;          // queries summed together in phase 3 (20 accumulators)
-constexpr int kScoreRows = 16;             // rows per phase-1 work item (one transposed group)
-constexpr int kBlockQueries = 320;         // queries of a prompt that walk the rows together
-constexpr int64_t kChunkValues = 1 << 18;  // scores held per chunk (queries × rows), 1 MiB
-constexpr int64_t kMaxChunkRows = 2048;    // the chunk's cache rows stay in L2 while phase 3 reads them by slices
+using Layout = MlaQuantizedLayout;
+constexpr int kSlice = Layout::kSlice;
+constexpr int kGroupQueries = Layout::kGroupQueries;
+constexpr int kScoreRows = Layout::kScoreRows;
+static_assert(kSlice == kQK, "a phase-3 slice is one cache block");
 
 // Values [b·32, b·32 + 32) of a cached row (its block b) as f32: (q - 8)·d
 // for Q4_0, q·d for Q8_0, both exact in f32.
@@ -222,7 +222,7 @@ void CpuBackend::attention_mla_quantized(const KvCache& cache, int layer, const 
     // One pass over the rows per run of consecutive tokens that share a cell
     // list (a decoded token, or a block of a prompt): a block's accumulators
     // and weights stay in L2 while it walks the rows.
-    const int64_t block_tokens = std::max(1, kBlockQueries / n_head);
+    const int64_t block_tokens = Layout::block_tokens(n_head);
     for (int64_t t0 = 0; t0 < n_tokens;) {
         int64_t t1 = t0 + 1;
         while (t1 < n_tokens && t1 - t0 < block_tokens && rows.cells[t1] == rows.cells[t0]) ++t1;
@@ -252,20 +252,20 @@ void CpuBackend::attention_mla_quantized(const KvCache& cache, int layer, const 
         acc.resize(static_cast<size_t>(nq) * r);
         std::fill(acc.begin(), acc.end(), 0.0f);
 
-        const int64_t chunk =
-            std::clamp<int64_t>(kChunkValues / nq / kScoreRows * kScoreRows, kScoreRows, kMaxChunkRows);
+        const Layout layout(nq, r, pool_.size());
+        const int64_t chunk = layout.chunk;
         CacheLineVector<float>& scores = mla_.scores;  // then vs, in place
         CacheLineVector<float>& ms = mla_.ms;
         scores.resize(static_cast<size_t>(nq) * chunk);
         ms.resize(static_cast<size_t>(nq) * chunk);
-        const int n_groups = (nq + kGroupQueries - 1) / kGroupQueries;
+        const int n_groups = layout.n_groups;
         std::vector<uint16_t>& rescale = mla_.marks;
         rescale.resize(static_cast<size_t>(n_groups) * chunk);
         std::vector<const uint8_t*>& row_ptrs = mla_.rows;
         row_ptrs.resize(chunk);
         const int n_slices = r / kSlice;
-        const bool by_groups = n_groups >= 2 * pool_.size();  // how phase 3 splits its work
-        const int values_per_row = by_groups ? r : kSlice;    // f32 values of V each thread holds per row
+        const bool by_groups = layout.by_groups;  // how phase 3 splits its work
+        const int values_per_row = layout.values_per_row;
         CacheLineVector<float>& values = mla_.values;
         values.resize(static_cast<size_t>(pool_.size()) * chunk * values_per_row);
         const size_t row_bytes = cache.k_row_bytes(layer) + 63;  // a row may straddle one more line
