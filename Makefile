@@ -53,7 +53,7 @@ cuda: deps
 # (times in docs/reliability.md). Both stop at the first report.
 FUZZ_BUILD ?= build-fuzz
 TSAN_BUILD ?= build-tsan
-TSAN_TESTS ?= Server|Engine|Qwen3MoeGreedy|Deepseek2Mla|NemotronDense|ResumableStreams|CompletionControl|StreamSession
+TSAN_TESTS ?= Server|Engine|Qwen3MoeGreedy|Deepseek2Mla|CpuMla|NemotronDense|ResumableStreams|CompletionControl|StreamSession
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:max_allocation_size_mb=4096:allocator_may_return_null=0 \
                  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp

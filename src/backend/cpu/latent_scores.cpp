@@ -85,7 +85,7 @@ inline float sum_lanes(const float a[8]) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 
 constexpr int kLanes = 16;     // rows per group: one per lane
-constexpr int kQueryPass = 3;  // queries scored per pass over a group's codes (16 accumulators)
+constexpr int kQueryPass = 3;  // queries scored per pass over a group's codes (24 accumulators)
 
 // One group of 16 rows transposed: codes[b * 8 + w] holds, in lane r, the
 // four unsigned codes of row r that pair with dword w of q's block b;
@@ -198,7 +198,8 @@ void score_avx512(const LatentQueries& q, int first, int count, const uint8_t* c
 }  // namespace
 
 bool has_latent_int_scores(GgmlType type, int width) {
-    return (type == GgmlType::Q4_0 || type == GgmlType::Q8_0) && width > 0 && width % kQK == 0 && width / kQK <= 24;
+    return (type == GgmlType::Q4_0 || type == GgmlType::Q8_0) && width > 0 && width % kQK == 0 &&
+           width / kQK <= kMaxRowBlocks;
 }
 
 void LatentQueries::reset(GgmlType cache_type, int queries, int width) {
