@@ -284,7 +284,7 @@ class WorkspaceWalk {
         const int64_t block = MlaQuantizedLayout::block_tokens(static_cast<int>(H));
         for (int64_t t0 = 0; t0 < T; t0 += block) {
             const int64_t nq = std::min(block, T - t0) * H;
-            const MlaQuantizedLayout lay(static_cast<int>(nq), static_cast<int>(R), threads);
+            const MlaQuantizedLayout lay(static_cast<int>(nq), threads);
             hold("mla_queries", nq * (D / MlaQuantizedLayout::kSlice) * sizeof(LatentQueries::Block));
             hold("mla_max", nq * kF32);
             hold("mla_sum", nq * kF32);
@@ -292,8 +292,8 @@ class WorkspaceWalk {
             hold("mla_scores", nq * lay.chunk * kF32);
             hold("mla_ms", nq * lay.chunk * kF32);
             hold("mla_marks", lay.n_groups * lay.chunk * 2);
-            hold("mla_rows", lay.chunk * sizeof(void*));
-            hold("mla_values", threads * lay.chunk * lay.values_per_row * kF32);
+            hold("mla_rows", threads * lay.chunk * sizeof(void*));
+            hold("mla_values", threads * lay.chunk * MlaQuantizedLayout::kSlice * kF32);
         }
     }
 

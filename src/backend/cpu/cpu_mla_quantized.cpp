@@ -9,14 +9,14 @@
 // deviation: a weight vs below 2^-126 counts as 0 (see kSmallestNormal).
 //
 // That walk is sequential per query, but the scores do not depend on it, and
-// each column of VKQ is a chain of its own. So each chunk of rows runs in
-// three parallel phases —
-//   1. scores of every query against the chunk's rows (split by rows),
-//   2. the softmax walk per query: the weights vs and rescales ms (split by queries),
-//   3. the V sums (split by 32-value column slices of the latent, so each
-//      thread converts only its slice of V)
-// — and a single decoded token still uses every thread. The results do not
-// depend on the thread count or on how rows are chunked.
+// each column of VKQ is a chain of its own. Rows go in chunks, each in three
+// steps: 1. the scores of the queries against the chunk's rows, 2. the
+// softmax walk per query (the weights vs and rescales ms), 3. the V sums,
+// 32-value slice by slice of the latent. A decoded token splits each step
+// over all threads (rows, queries, slices), so a single token uses every
+// thread; a prompt's queries go in passes of a few hundred, each thread
+// taking its own query groups through all three steps without a barrier.
+// The results depend on neither the thread count nor the chunking.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -252,7 +252,7 @@ void CpuBackend::attention_mla_quantized(const KvCache& cache, int layer, const 
         acc.resize(static_cast<size_t>(nq) * r);
         std::fill(acc.begin(), acc.end(), 0.0f);
 
-        const Layout layout(nq, r, pool_.size());
+        const Layout layout(nq, pool_.size());
         const int64_t chunk = layout.chunk;
         CacheLineVector<float>& scores = mla_.scores;  // then vs, in place
         CacheLineVector<float>& ms = mla_.ms;
@@ -261,77 +261,68 @@ void CpuBackend::attention_mla_quantized(const KvCache& cache, int layer, const 
         const int n_groups = layout.n_groups;
         std::vector<uint16_t>& rescale = mla_.marks;
         rescale.resize(static_cast<size_t>(n_groups) * chunk);
-        std::vector<const uint8_t*>& row_ptrs = mla_.rows;
-        row_ptrs.resize(chunk);
+        std::vector<const uint8_t*>& row_ptrs = mla_.rows;  // per thread, a chunk's rows
+        row_ptrs.resize(static_cast<size_t>(pool_.size()) * chunk);
+        CacheLineVector<float>& values = mla_.values;  // per thread, a slice of a chunk's V rows as f32
+        values.resize(static_cast<size_t>(pool_.size()) * chunk * kSlice);
         const int n_slices = r / kSlice;
-        const bool by_groups = layout.by_groups;  // how phase 3 splits its work
-        const int values_per_row = layout.values_per_row;
-        CacheLineVector<float>& values = mla_.values;
-        values.resize(static_cast<size_t>(pool_.size()) * chunk * values_per_row);
         const size_t row_bytes = cache.k_row_bytes(layer) + 63;  // a row may straddle one more line
 
-        for (int64_t c0 = 0; c0 < n_max; c0 += chunk) {
-            const int64_t n = std::min(chunk, n_max - c0);
-            for (int64_t j = 0; j < n; ++j) row_ptrs[j] = cache.k_row(layer, cells[c0 + j]);
-
-            // 1. Scores, 16 rows per item; queries that see none of an item's rows are skipped.
-            const int64_t n_items = (n + kScoreRows - 1) / kScoreRows;
-            pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
-                for (int64_t it = b; it < e; ++it) {
-                    const int64_t j0 = it * kScoreRows;
-                    // At depth the rows come from memory: fetch the next item's while this one is scored.
-                    for (int64_t j = j0 + kScoreRows; j < std::min(n, j0 + 2 * kScoreRows); ++j)
-                        for (size_t at = 0; at < row_bytes; at += 64) prefetch_l1(row_ptrs[j] + at);
-                    const int rows_here = static_cast<int>(std::min<int64_t>(kScoreRows, n - j0));
-                    int first = 0;
-                    if (growing)
-                        while (first < nq && visible(first) <= c0 + j0) first += n_head;
-                    if (first < nq)
-                        score_latent_rows(packed, first, nq - first, row_ptrs.data() + j0, rows_here, scale,
-                                          scores.data() + first * chunk + j0, static_cast<int>(chunk));
+        // The three steps on chunk [c0, c0 + n), each over a range of the work.
+        // 1. Scores of queries [qb, qe) against rows [ib, ie)·16 of the
+        // chunk; queries that see none of an item's rows are skipped.
+        auto score_rows = [&](const uint8_t* const* ptrs, int64_t c0, int64_t n, int64_t ib, int64_t ie, int qb,
+                              int qe) {
+            for (int64_t it = ib; it < ie; ++it) {
+                const int64_t j0 = it * kScoreRows;
+                // At depth the rows come from memory: fetch the next item's while this one is scored.
+                for (int64_t j = j0 + kScoreRows; j < std::min(n, j0 + 2 * kScoreRows); ++j)
+                    for (size_t at = 0; at < row_bytes; at += 64) prefetch_l1(ptrs[j] + at);
+                const int rows_here = static_cast<int>(std::min<int64_t>(kScoreRows, n - j0));
+                int first = qb;
+                if (growing)
+                    while (first < qe && visible(first) <= c0 + j0) ++first;
+                if (first < qe)
+                    score_latent_rows(packed, first, qe - first, ptrs + j0, rows_here, scale,
+                                      scores.data() + first * chunk + j0, static_cast<int>(chunk));
+            }
+        };
+        // 2. The softmax walk of groups [gb, ge), per query over its visible
+        // rows of the chunk: scores become vs (0 past the query's rows), ms
+        // holds the rescale at each new maximum, and each group of
+        // kGroupQueries queries marks its rows with one.
+        auto walk = [&](int64_t c0, int64_t n, int gb, int ge) {
+            for (int g = gb; g < ge; ++g) {
+                uint16_t* marks = rescale.data() + g * chunk;
+                std::fill(marks, marks + n, uint16_t{0});
+                const int q0 = g * kGroupQueries, qe = std::min(nq, q0 + kGroupQueries);
+                int64_t longest = 0;
+                for (int i = q0; i < qe; ++i) {
+                    const int64_t seen = std::clamp<int64_t>(visible(i) - c0, 0, n);
+                    longest = std::max(longest, seen);
+                    run_max[i] =
+                        softmax_weights(scores.data() + static_cast<size_t>(i) * chunk,
+                                        ms.data() + static_cast<size_t>(i) * chunk, marks, seen, n, run_max[i]);
                 }
-            });
-
-            // 2. The softmax walk, per query over its visible rows of the
-            // chunk: scores become vs (0 past the query's rows), ms holds the
-            // rescale at each new maximum, and each group of kGroupQueries
-            // queries marks its rows with one.
-            pool_.parallel_for(n_groups, [&](int64_t gb, int64_t ge) {
-                for (int64_t g = gb; g < ge; ++g) {
-                    uint16_t* marks = rescale.data() + g * chunk;
-                    std::fill(marks, marks + n, uint16_t{0});
-                    const int qe = std::min<int>(nq, static_cast<int>(g + 1) * kGroupQueries);
-                    const int q0 = static_cast<int>(g) * kGroupQueries;
-                    int64_t longest = 0;
+                // S = S·ms + vs row by row, the group's chains side by side
+                // (one query's chain alone would wait on each FMA).
+                float sum[kGroupQueries];
+                for (int i = q0; i < qe; ++i) sum[i - q0] = run_sum[i];
+                for (int64_t j = 0; j < longest; ++j)
                     for (int i = q0; i < qe; ++i) {
-                        const int64_t seen = std::clamp<int64_t>(visible(i) - c0, 0, n);
-                        longest = std::max(longest, seen);
-                        run_max[i] =
-                            softmax_weights(scores.data() + static_cast<size_t>(i) * chunk,
-                                            ms.data() + static_cast<size_t>(i) * chunk, marks, seen, n, run_max[i]);
+                        const size_t at = static_cast<size_t>(i) * chunk + j;
+                        sum[i - q0] = std::fma(sum[i - q0], ms[at], scores[at]);  // past a query's rows: 1·S + 0
                     }
-                    // S = S·ms + vs row by row, the group's chains side by side
-                    // (one query's chain alone would wait on each FMA).
-                    float sum[kGroupQueries];
-                    for (int i = q0; i < qe; ++i) sum[i - q0] = run_sum[i];
-                    for (int64_t j = 0; j < longest; ++j)
-                        for (int i = q0; i < qe; ++i) {
-                            const size_t at = static_cast<size_t>(i) * chunk + j;
-                            sum[i - q0] = std::fma(sum[i - q0], ms[at], scores[at]);  // past a query's rows: 1·S + 0
-                        }
-                    for (int i = q0; i < qe; ++i) run_sum[i] = sum[i - q0];
-                }
-            });
-
-            // 3. V sums. A decoded token (few query groups): split by 32-value
-            // slices, each thread converting only its slices of the rows. A
-            // prompt (many groups): split by query groups, each thread
-            // converting the whole chunk once, so that a group's weights are
-            // read once for all slices (by slices, every slice would stream
-            // the prompt's whole weight matrix from L3). Same sums either way.
-            pool_.run([&](int thread, int n_threads) {
-                float* v = values.data() + static_cast<size_t>(thread) * chunk * values_per_row;
-                auto sum_group = [&](int g, int slice, const float* slice_rows) {
+                for (int i = q0; i < qe; ++i) run_sum[i] = sum[i - q0];
+            }
+        };
+        // 3. V sums of groups [gb, ge) over latent slices [sb, se): each
+        // slice of the chunk's rows converted once (into v) for all of them.
+        auto sum_values = [&](const uint8_t* const* ptrs, int64_t c0, int64_t n, float* v, int sb, int se, int gb,
+                              int ge) {
+            for (int slice = sb; slice < se; ++slice) {
+                for (int64_t j = 0; j < n; ++j) block_to_f32(type, ptrs[j], slice, v + j * kSlice);
+                for (int g = gb; g < ge; ++g) {
                     const int qb = g * kGroupQueries, qn = std::min(kGroupQueries, nq - qb);
                     int64_t rows_needed = 0;  // the group's last visible row in this chunk
                     float* a[kGroupQueries];
@@ -340,23 +331,51 @@ void CpuBackend::attention_mla_quantized(const KvCache& cache, int layer, const 
                         a[k] = acc.data() + static_cast<size_t>(qb + k) * r + slice * kSlice;
                     }
                     kSumSlice[qn - 1](scores.data() + static_cast<size_t>(qb) * chunk,
-                                      ms.data() + static_cast<size_t>(qb) * chunk, chunk, rescale.data() + g * chunk,
-                                      slice_rows, rows_needed, a);
-                };
-                if (by_groups) {
-                    for (int slice = 0; slice < n_slices; ++slice)
-                        for (int64_t j = 0; j < n; ++j)
-                            block_to_f32(type, row_ptrs[j], slice, v + (slice * chunk + j) * kSlice);
-                    for (int g = n_groups * thread / n_threads; g < n_groups * (thread + 1) / n_threads; ++g)
-                        for (int slice = 0; slice < n_slices; ++slice) sum_group(g, slice, v + slice * chunk * kSlice);
-                } else {
-                    for (int slice = n_slices * thread / n_threads; slice < n_slices * (thread + 1) / n_threads;
-                         ++slice) {
-                        for (int64_t j = 0; j < n; ++j) block_to_f32(type, row_ptrs[j], slice, v + j * kSlice);
-                        for (int g = 0; g < n_groups; ++g) sum_group(g, slice, v);
-                    }
+                                      ms.data() + static_cast<size_t>(qb) * chunk, chunk, rescale.data() + g * chunk, v,
+                                      rows_needed, a);
+                }
+            }
+        };
+        auto chunk_rows = [&](const uint8_t** ptrs, int64_t c0, int64_t n) {
+            for (int64_t j = 0; j < n; ++j) ptrs[j] = cache.k_row(layer, cells[c0 + j]);
+        };
+
+        if (layout.split_queries) {
+            // Many query groups (a prompt): each thread walks all the rows for
+            // its own groups, all three steps, with no barrier between; every
+            // thread transposes and converts the rows, which its groups' work
+            // amortizes.
+            pool_.run([&](int thread, int n_threads) {
+                const int gb = n_groups * thread / n_threads, ge = n_groups * (thread + 1) / n_threads;
+                if (gb == ge) return;
+                const uint8_t** ptrs = row_ptrs.data() + static_cast<size_t>(thread) * chunk;
+                float* v = values.data() + static_cast<size_t>(thread) * chunk * kSlice;
+                for (int64_t c0 = 0; c0 < n_max; c0 += chunk) {
+                    const int64_t n = std::min(chunk, n_max - c0);
+                    chunk_rows(ptrs, c0, n);
+                    score_rows(ptrs, c0, n, 0, (n + kScoreRows - 1) / kScoreRows, gb * kGroupQueries,
+                               std::min(nq, ge * kGroupQueries));
+                    walk(c0, n, gb, ge);
+                    sum_values(ptrs, c0, n, v, 0, n_slices, gb, ge);
                 }
             });
+        } else {
+            // Few groups (a decoded token): each step split over all threads,
+            // scores by rows, the walk by groups, the V sums by slices.
+            const uint8_t** ptrs = row_ptrs.data();
+            for (int64_t c0 = 0; c0 < n_max; c0 += chunk) {
+                const int64_t n = std::min(chunk, n_max - c0);
+                chunk_rows(ptrs, c0, n);
+                pool_.parallel_for((n + kScoreRows - 1) / kScoreRows,
+                                   [&](int64_t ib, int64_t ie) { score_rows(ptrs, c0, n, ib, ie, 0, nq); });
+                pool_.parallel_for(
+                    n_groups, [&](int64_t gb, int64_t ge) { walk(c0, n, static_cast<int>(gb), static_cast<int>(ge)); });
+                pool_.run([&](int thread, int n_threads) {
+                    float* v = values.data() + static_cast<size_t>(thread) * chunk * kSlice;
+                    sum_values(ptrs, c0, n, v, n_slices * thread / n_threads, n_slices * (thread + 1) / n_threads, 0,
+                               n_groups);
+                });
+            }
         }
 
         // out = VKQ · (1/S); a query that saw no row gives 0.
