@@ -13,17 +13,13 @@
 #include "backend/backend.h"
 #include "backend/cpu/latent_scores.h"
 #include "backend/cpu/libm_expf.h"
+#include "backend/cpu/x86_intrinsics.h"
 #include "latent_cache.h"
 #include "memory/kv_cache.h"
 #include "quant/dequantize.h"
 #include "quant/ggml_type.h"
 #include "quant/quantize.h"
 #include "quant/vec_dot.h"
-
-// GCC 12's AVX-512 headers build masked intrinsics from _mm512_undefined_*,
-// which its flow analysis reports as uninitialized (a false positive).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace moeserve {
 namespace {

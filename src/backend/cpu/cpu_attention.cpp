@@ -12,14 +12,7 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-// GCC 12's AVX-512 headers build masked intrinsics from _mm512_undefined_*,
-// which its flow analysis reports as uninitialized (a false positive).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "backend/cpu/x86_intrinsics.h"
 
 #include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/cache_line_vector.h"

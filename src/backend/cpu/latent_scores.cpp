@@ -5,18 +5,10 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
+#include "backend/cpu/x86_intrinsics.h"
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
 #include "quant/quantize.h"
-
-// GCC 12's AVX-512 headers build masked intrinsics from _mm512_undefined_*,
-// which its flow analysis reports as uninitialized (a false positive).
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace moeserve {
 namespace {
