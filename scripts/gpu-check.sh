@@ -56,9 +56,17 @@ prepare() {
     local fx="$here/../shared/fixtures"
     local stems=("$@")
     [ ${#stems[@]} -eq 0 ] && stems=(qwen3moe-tiny-s1 nemotron-h-moe-tiny-s1 glm47flash-tiny-s1)
+    # A STEM carries its four weight files; STEM-WEIGHTS (glm47flash-tiny-s1-q4_k_m)
+    # carries one, with the stem's f16 golden tokens that the batching tests read.
     for stem in "${stems[@]}"; do
-        cp "$fx"/models/"$stem"-*.gguf "$bundle/fixtures/models/"
-        cp "$fx"/models/golden/"$stem"-* "$bundle/fixtures/models/golden/"
+        if [ -f "$fx/models/$stem.gguf" ]; then
+            cp "$fx/models/$stem.gguf" "$bundle/fixtures/models/"
+            cp "$fx"/models/golden/"$stem".* "$bundle/fixtures/models/golden/"
+            cp "$fx/models/golden/${stem%-*}-f16.kv-f16.json" "$bundle/fixtures/models/golden/"
+        else
+            cp "$fx"/models/"$stem"-*.gguf "$bundle/fixtures/models/"
+            cp "$fx"/models/golden/"$stem"-* "$bundle/fixtures/models/golden/"
+        fi
     done
     # The chat templates, rendered chats and prompts the server tests read (~170 KiB).
     cp -r "$fx/templates" "$fx/chat" "$fx/prompts" "$bundle/fixtures/"
@@ -72,8 +80,14 @@ prepare() {
 run() {
     local budget=${1:-540}
     local start=$SECONDS
-    local out="${OUT:-$bundle/out}"
-    mkdir -p "$out"
+    # Logs go to a work folder; $OUT gets the summary, the GPU suite's log and
+    # one tarball of everything (the device tool returns at most 8 files).
+    local out=/tmp/gpu-check-out
+    gpu_check_out=$out gpu_check_dest="${OUT:-$bundle/out}"
+    rm -rf "$out"
+    mkdir -p "$out" "$gpu_check_dest"
+    trap 'cp "$gpu_check_out/summary.md" "$gpu_check_out/gpu-suite.log" "$gpu_check_dest/" 2>/dev/null
+          tar -C "$gpu_check_out" -czf "$gpu_check_dest/logs.tar.gz" . 2>/dev/null' EXIT
     if [ ! -x "$bundle/bin/moeserve" ]; then
         [ -f "$bundle/binaries.tar.xz" ] || { echo "no bundle at $bundle: run scripts/gpu-check.sh prepare first" >&2; exit 2; }
         tar -C "$bundle" -xJf "$bundle/binaries.tar.xz"
@@ -108,12 +122,13 @@ run() {
     {
         echo "# scripts/gpu-check.sh run, $(date -u +%FT%TZ)"
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
+        echo "CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
         echo
         echo "| step | result | detail |"
         echo "|---|---|---|"
     } >"$summary"
 
-    STEP_CAP=240 step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_brief=1
+    STEP_CAP=200 step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_output=xml:"$out/gpu-suite.xml"
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
     if [ ! -f "$model" ]; then  # a later part of the fixtures: the GPU suite only
         echo "| server, sanitizers, bench | skipped (qwen3moe fixtures not carried) | |" >>"$summary"
@@ -164,6 +179,15 @@ run() {
     step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
     # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
     step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
+    # Where a decoded token's time goes: every kernel of a few op-by-op decode
+    # steps timed by Nsight Compute, summed by kernel name.
+    local ncu
+    ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+    if [ -x "$ncu" ]; then
+        STEP_CAP=120 step profile 60 env MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics gpu__time_duration.sum --csv \
+            --log-file "$out/profile.csv" -c 1500 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 4 -d 0 -r 1
+        kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
+    fi
     rm -f "$slice"
     {
         echo
@@ -182,8 +206,34 @@ run() {
         echo
         echo "## bench, layer split (-ngl 2 of 4)"
         cat "$out/bench-split.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
+        echo
+        echo "## kernels of op-by-op decode steps (Nsight Compute; total, share, launches, kernel)"
+        head -30 "$out/profile-summary.txt" 2>/dev/null || echo "(no profile)"
     } >>"$summary"
     cat "$summary"
+}
+
+# kernel_table CSV: Nsight Compute's per-kernel durations summed by kernel name, largest first.
+kernel_table() {
+    python3 - "$1" <<'EOF'
+import collections, csv, sys
+rows = list(csv.reader(l for l in open(sys.argv[1]) if not l.startswith("==")))
+head = rows[0]
+name_i, unit_i, value_i = head.index("Kernel Name"), head.index("Metric Unit"), head.index("Metric Value")
+scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}
+total, count = collections.Counter(), collections.Counter()
+for r in rows[1:]:
+    if len(r) <= value_i:
+        continue
+    name = r[name_i].replace("void ", "")
+    name = (name.rsplit("(", 1)[0] if name.endswith(")") else name)[:100]  # without the argument list
+    total[name] += float(r[value_i].replace(",", "")) * scale.get(r[unit_i], 1.0)
+    count[name] += 1
+all_us = sum(total.values()) or 1.0
+print(f"{all_us:10.1f} us in {sum(count.values())} kernels")
+for name, us in total.most_common(28):
+    print(f"{us:10.1f} us {100 * us / all_us:5.1f}% {count[name]:6d}x  {name}")
+EOF
 }
 
 # tiny-load NP (called by run): serves the tiny qwen3moe fixture on the GPU with -np NP and

@@ -185,12 +185,12 @@ class AttentionCase {
     std::vector<float> q_;
 };
 
-// The CPU rounds q to Q8_0/Q8_1 before scoring a quantized K; the GPU keeps
-// q in f32. With unit-variance q and k that moves scores by ~0.006 (std), so
-// O(1) outputs differ by up to ~0.02; float K caches differ only in summation
-// order.
+// Both backends round q to Q8_0/Q8_1 before scoring a quantized K, and
+// float K caches score f32 q: the results differ in summation order (and,
+// for Q4_1/Q5_1 keys, in the CPU's fp16-rounded q8_1 block sums, which move
+// unit-variance scores by ~1e-4).
 double tolerance(GgmlType tk) {
-    return is_float(tk) ? 1e-4 : 3e-2;
+    return is_float(tk) ? 1e-4 : tk == GgmlType::Q4_1 || tk == GgmlType::Q5_1 ? 5e-3 : 1e-3;
 }
 
 std::string label(GgmlType tk, GgmlType tv, Shape s) {

@@ -1,16 +1,21 @@
 // GPU embed / matmul / matmul_heads against the CPU backend and against a
 // double-precision product of the same dequantized weights.
 //
-// Tolerances. The CPU quantizes activations to the weight type's partner
-// (q8_0 / q8_K: ~0.5% relative RMS error; f16 / bf16 for those weights) and
-// the GPU does not, so the GPU is compared with the double reference, where
-// it must be tighter than the CPU for quantized weights:
-//  - matrix-vector path (<= 16 tokens): f32 products of the exact weight
-//    values, f32 sums of a few thousand terms: ~1e-6 relative; bound 2e-5.
-//  - GEMM path: weights and activations rounded to f16 (2^-11 relative, RMS
-//    ~1.6e-4 each): ~2.5e-4 relative; bound 2e-3 (F32 weights: f32 GEMM).
+// Tolerances. The GPU rounds activations exactly as the CPU does for the
+// weight type (q8_0 / q8_1 / q8_K / f16 / bf16), so it is compared with the
+// CPU backend (relative RMS error):
+//  - matrix-vector path (<= 16 tokens): the same products summed in another
+//    order: ~1e-6; bound 2e-5. Q4_1/Q5_1: the CPU adds each block's
+//    weight minimum times an fp16-rounded activation sum (q8_1's s), the GPU
+//    the exact sum: bound 2e-3.
+//  - GEMM path: weights and rounded activations further rounded to f16
+//    (2^-11 relative, RMS ~1.6e-4 each): ~2.5e-4; bound 2e-3 (F32 weights:
+//    f32 GEMM, 2e-5).
 // The largest single error is bounded at 10x (20x for GEMMs) the RMS bound,
-// relative to the RMS of the outputs, so one wrong row cannot hide.
+// relative to the RMS of the outputs, so one wrong row cannot hide. Both
+// backends are also compared with a double-precision product of the same
+// dequantized weights: the GPU may not be further from it than the CPU is,
+// plus the bound.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -43,22 +48,20 @@ struct Bounds {
     double rms, max;
 };
 Bounds gpu_bounds(GgmlType t, int64_t n_tokens) {
-    if (n_tokens <= 16 || t == GgmlType::F32) return {2e-5, 2e-4};
+    const bool q8_1_partner = t == GgmlType::Q4_1 || t == GgmlType::Q5_1;
+    if (t == GgmlType::F32 || (n_tokens <= 16 && !q8_1_partner)) return {2e-5, 2e-4};
     return {2e-3, 4e-2};
 }
 
-// Checks one product's GPU and CPU results against the double reference.
+// Checks one product's GPU result against the CPU's and both against the double reference.
 void expect_close(const std::vector<float>& gpu, const std::vector<float>& cpu, const std::vector<double>& ref,
                   GgmlType type, int64_t n_tokens, const std::string& what) {
     const Bounds b = gpu_bounds(type, n_tokens);
+    const std::vector<double> cpu_d = to_double(cpu);
+    EXPECT_LT(relative_rms_error(gpu, cpu_d), b.rms) << what;
+    EXPECT_LT(max_error_over_rms(gpu, cpu_d), b.max) << what;
     const double gpu_err = relative_rms_error(gpu, ref), cpu_err = relative_rms_error(cpu, ref);
-    EXPECT_LT(gpu_err, b.rms) << what << " (cpu error " << cpu_err << ")";
-    EXPECT_LT(max_error_over_rms(gpu, ref), b.max) << what;
-    if (!is_float_type(type)) {
-        EXPECT_LT(gpu_err, cpu_err) << what << ": the GPU should beat the q8 activations";
-    }
-    // And GPU vs CPU directly: no further apart than their two errors allow.
-    EXPECT_LT(relative_rms_error(gpu, to_double(cpu)), 1.5 * (cpu_err + b.rms)) << what;
+    EXPECT_LT(gpu_err, cpu_err + b.rms) << what;
 }
 
 TEST(CudaMatmulChecks, rejects_weights_the_kernels_cannot_read) {

@@ -82,9 +82,9 @@ TEST_F(CudaMla, decode_and_prefill_match_cpu_for_every_cache_type) {
     const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,  GgmlType::Q4_0,
                               GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL};
     for (GgmlType type : types) {
-        // The CPU rounds q to Q8_0/Q8_1 for a quantized cache (the GPU keeps
-        // f32): unit-variance scores move by ~0.006, O(1) outputs by < 0.03.
-        const double tol = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16 ? 1e-4 : 3e-2;
+        // Both backends round q to Q8_0/Q8_1 for a quantized cache and score
+        // in f32: only the order of float additions differs.
+        const double tol = type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16 ? 1e-4 : 1e-3;
         for (int n_head : {16, 20}) {
             SCOPED_TRACE(std::string(ggml_type_name(type)) + " heads " + std::to_string(n_head));
             for (int64_t n : {1, 7, 4097}) {

@@ -1,15 +1,18 @@
 // GPU moe_ffn and dense_ffn against the CPU backend and a double-precision
 // evaluation of the same dequantized weights (routing included).
 //
-// Tolerances (relative RMS error against the double reference): the CPU
-// quantizes activations to q8 before each of the two layers (0.9-2% after
-// both on these cases);
-// the GPU's decode path (<= 32 tokens) multiplies in f32 (~1e-6; bound 5e-5),
-// its GEMM path rounds weights and activations to f16 (~2.5e-4 per layer;
-// bound 3e-3). The GPU must beat the CPU in both. Router inputs are redrawn
-// until every token's k-th and (k+1)-th selection scores differ by 1e-4
-// relative, so that rounding cannot flip a choice of experts between the
-// backends (logit errors are ~1e-6).
+// Tolerances. The GPU rounds each layer's activations as the CPU does for
+// the weight type (q8_0 / q8_1 / q8_K / f16), so it is compared with the CPU
+// backend (relative RMS error of the increments): the decode path (<= 32
+// tokens) sums the same products in another order (~1e-6; bound 5e-5, or
+// 2e-3 with Q5_1 weights, whose q8_1 partner the CPU takes with an
+// fp16-rounded block sum), the GEMM path further rounds weights and
+// activations to f16 (~2.5e-4 per layer; bound 3e-3). Against a double
+// evaluation of the same dequantized weights the GPU may not be further off
+// than the CPU (0.9-2% after the two layers' q8 rounding) plus the bound.
+// Router inputs are redrawn until every token's k-th and (k+1)-th selection
+// scores differ by 1e-4 relative, so that rounding cannot flip a choice of
+// experts between the backends (logit errors are ~1e-6).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -184,16 +187,16 @@ void CudaFfn::run_moe_case(const MoeCase& c, std::mt19937& rng) {
             gpu_inc[i] = static_cast<float>(static_cast<double>(gpu_out[i]) - out0[i]);
             cpu_inc[i] = static_cast<float>(static_cast<double>(cpu_out[i]) - out0[i]);
         }
-        const double bound = n_tokens <= 32 ? 5e-5 : 3e-3;
+        const bool q8_1_partner = c.up_type == GgmlType::Q5_1 || c.up_type == GgmlType::Q4_1 ||
+                                  c.down_type == GgmlType::Q5_1 || c.down_type == GgmlType::Q4_1;
+        const double bound = n_tokens <= 32 && !q8_1_partner ? 5e-5 : 3e-3;
+        const std::vector<double> cpu_d = to_double(cpu_inc);
+        const double gpu_cpu = relative_rms_error(gpu_inc, cpu_d);
+        EXPECT_LT(gpu_cpu, bound);
+        EXPECT_LT(max_error_over_rms(gpu_inc, cpu_d), 20 * bound);
         const double gpu_err = relative_rms_error(gpu_inc, ref_inc), cpu_err = relative_rms_error(cpu_inc, ref_inc);
-        EXPECT_LT(gpu_err, bound) << "cpu error " << cpu_err;
-        EXPECT_LT(max_error_over_rms(gpu_inc, ref_inc), 20 * bound);
-        // Quantized weights: the CPU rounds activations to 8 bits, the GPU to
-        // f16 (large batches) or not at all. F16 weights: both round them to
-        // f16 in large batches, so neither need be closer.
-        if (n_tokens <= 32 || c.up_type != GgmlType::F16)
-            EXPECT_LT(gpu_err, cpu_err) << "the GPU should beat the CPU's q8 activations";
-        EXPECT_LT(relative_rms_error(gpu_inc, to_double(cpu_inc)), 1.5 * (cpu_err + bound));
+        EXPECT_LT(gpu_err, cpu_err + bound) << "cpu error " << cpu_err;
+        RecordProperty("gpu_vs_cpu", std::to_string(gpu_cpu));
         finish();
     }
 }
@@ -255,13 +258,14 @@ TEST_F(CudaFfn, dense_ffn_matches_cpu_and_reference) {
             dense_ffn(ctx_, dx.get(), n_tokens, gated ? gate.device : no_gate, up.device, down.device, c.act,
                       dout.get());
             const std::vector<float> got = dout.download();
-            // Decode path up to 16 tokens (f32), GEMMs beyond (f16 inputs): see the top of the file.
-            const double bound = n_tokens <= 16 ? 5e-5 : 3e-3;
+            // Decode path up to 16 tokens, GEMMs beyond (f16 inputs): see the top of the file.
+            const bool q8_1_partner = c.down_type == GgmlType::Q5_1 || c.up_type == GgmlType::Q5_1;
+            const double bound = n_tokens <= 16 && !q8_1_partner ? 5e-5 : 3e-3;
+            const std::vector<double> want_d = to_double(want);
+            EXPECT_LT(relative_rms_error(got, want_d), bound);
+            EXPECT_LT(max_error_over_rms(got, want_d), 20 * bound);
             const double gpu_err = relative_rms_error(got, ref), cpu_err = relative_rms_error(want, ref);
-            EXPECT_LT(gpu_err, bound) << "cpu error " << cpu_err;
-            EXPECT_LT(max_error_over_rms(got, ref), 20 * bound);
-            EXPECT_LT(gpu_err, cpu_err);
-            EXPECT_LT(relative_rms_error(got, to_double(want)), 1.5 * (cpu_err + bound));
+            EXPECT_LT(gpu_err, cpu_err + bound) << "cpu error " << cpu_err;
             finish();
         }
     }

@@ -100,8 +100,10 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, std:
                     const float y = (i - corr_low) / std::max(0.001f, corr_high - corr_low);
                     const float ramp = 1.0f - std::min(1.0f, std::max(0.0f, y));
                     const float mix = ramp * p.ext_factor;
-                    theta = theta_interp * (1 - mix) + theta_extrap * mix;
-                    mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
+                    // Explicit FMAs where GCC contracts ggml's expressions on an FMA
+                    // machine, so that every build and the GPU compute the same angles.
+                    theta = std::fma(theta_interp, 1 - mix, theta_extrap * mix);
+                    mscale *= std::fma(0.1f, std::log(1.0f / p.freq_scale), 1.0f);
                 }
                 cos_t[i] = std::cos(theta) * mscale;
                 sin_t[i] = std::sin(theta) * mscale;
@@ -114,8 +116,8 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, std:
                     const int i0 = p.mode == RopeMode::Neox ? i : 2 * i;
                     const int i1 = p.mode == RopeMode::Neox ? i + half : 2 * i + 1;
                     const float x0 = v[i0], x1 = v[i1];
-                    v[i0] = x0 * cos_t[i] - x1 * sin_t[i];
-                    v[i1] = x0 * sin_t[i] + x1 * cos_t[i];
+                    v[i0] = std::fma(x0, cos_t[i], -(x1 * sin_t[i]));
+                    v[i1] = std::fma(x0, sin_t[i], x1 * cos_t[i]);
                 }
             }
         }

@@ -5,6 +5,10 @@
 // whole 32-value blocks with the CPU's rounding rules, so the cache bytes are
 // identical to the CPU backend's.
 //
+// Queries meet a quantized K as llama.cpp's CPU has them: rounded to K's dot
+// partner type (q8_0 or q8_1) first (round_queries); a float K meets them as
+// they are.
+//
 // attention: flash-decoding in one pass with an online softmax and no score
 // matrix in memory. A block works on one "leader" token's run of up to
 // kTokensPerTile consecutive tokens that share a cell list (a prompt chunk;
@@ -26,6 +30,7 @@
 #include "backend/cuda/cuda_attention_block.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 
 namespace moeserve::cuda {
@@ -327,6 +332,14 @@ __global__ void combine_kernel(const float* part, int n_chunks, int64_t n_rows, 
 
 }  // namespace
 
+const float* round_queries(Context& ctx, GgmlType type_k, const float* q, int64_t n_rows, int width,
+                           bool q_is_scratch) {
+    if (kv_is_float_type(type_k)) return q;
+    float* rounded = q_is_scratch ? const_cast<float*>(q) : ctx.scratch->take_n<float>(n_rows * width);
+    round_rows_f32(ctx, activation_rounding(type_k), q, width, 0, n_rows, width, 1, rounded);
+    return rounded;
+}
+
 void flash_attention(Context& ctx, const FlashAttention& a) {
     if (a.n_tokens <= 0) return;
     if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0)
@@ -423,6 +436,7 @@ void attention(Context& ctx, const KvLayer& layer, const float* q, int64_t n_tok
         MOESERVE_CUDA_CHECK_LAUNCH();
         q = qr;
     }
+    q = round_queries(ctx, layer.type_k, q, n_tokens * n_head, head_dim_k, layer.k_rot_chunk != 0);
     FlashAttention a;
     a.k = layer.k;
     a.v = layer.v;

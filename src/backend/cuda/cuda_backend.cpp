@@ -130,12 +130,17 @@ class CudaBackend final : public Backend {
         if (pieces.empty()) return;
         std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.host < b.host; });
         // Runs of adjacent tensors (all of them, without a filter) go up as one copy each.
+        // A run starts at the same address modulo 256 as in the mapped file
+        // (cudaMalloc aligns to 256), so every tensor keeps the file's
+        // alignment (GGUF's 32 bytes), which the kernels' 16-byte loads need.
         runs_.clear();
         size_t bytes = 0;
         for (const Piece& p : pieces) {
             if (!runs_.empty() && runs_.back().host_end == p.host) {
                 runs_.back().host_end += p.bytes;
             } else {
+                const size_t phase = reinterpret_cast<uintptr_t>(p.host) % kRunAlign;
+                bytes = (bytes + kRunAlign - 1) / kRunAlign * kRunAlign + phase;
                 runs_.push_back({p.host, p.host + p.bytes, bytes});
             }
             bytes += p.bytes;
@@ -651,6 +656,7 @@ class CudaBackend final : public Backend {
     std::unique_ptr<cuda::Scratch> scratch_;
     std::string description_;
     // The uploaded tensors: runs of adjacent host bytes, sorted, and where each starts in weights_.
+    static constexpr size_t kRunAlign = 256;
     struct Run {
         const uint8_t* host_begin;
         const uint8_t* host_end;

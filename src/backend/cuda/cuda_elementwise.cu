@@ -2,8 +2,9 @@
 // copies and gathers, fill, and the gated grouped RMSNorm of Mamba2.
 //
 // RoPE repeats the CPU's float operations one by one (the angle by repeated
-// multiplication, the YaRN mix, the rotation) with the _rn intrinsics, which
-// --use_fast_math does not turn into FMAs or approximations, and takes cos
+// multiplication, the YaRN mix, the rotation, with FMAs exactly where the
+// CPU has them) with the _rn intrinsics, which --use_fast_math does not turn
+// into other FMAs or approximations, and takes cos
 // and sin in double rounded to float (the fast-math sinf/cosf lose all
 // accuracy at the angles of long contexts). So it matches the CPU closely
 // even at positions near a million.
@@ -75,7 +76,7 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
                                       fmaxf(0.001f, __fsub_rn(c.corr_high, c.corr_low)));
             const float ramp = __fsub_rn(1.0f, fminf(1.0f, fmaxf(0.0f, y)));
             const float mix = __fmul_rn(ramp, c.ext_factor);
-            theta = __fadd_rn(__fmul_rn(theta_interp, __fsub_rn(1.0f, mix)), __fmul_rn(theta_extrap, mix));
+            theta = __fmaf_rn(theta_interp, __fsub_rn(1.0f, mix), __fmul_rn(theta_extrap, mix));
         }
         cos_t[i] = __fmul_rn(static_cast<float>(cos(static_cast<double>(theta))), c.mscale);
         sin_t[i] = __fmul_rn(static_cast<float>(sin(static_cast<double>(theta))), c.mscale);
@@ -88,8 +89,8 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
         const int i0 = c.mode == RopeMode::Neox ? i : 2 * i;
         const int i1 = c.mode == RopeMode::Neox ? i + c.half : 2 * i + 1;
         const float x0 = v[i0], x1 = v[i1];
-        v[i0] = __fsub_rn(__fmul_rn(x0, cos_t[i]), __fmul_rn(x1, sin_t[i]));
-        v[i1] = __fadd_rn(__fmul_rn(x0, sin_t[i]), __fmul_rn(x1, cos_t[i]));
+        v[i0] = __fmaf_rn(x0, cos_t[i], -__fmul_rn(x1, sin_t[i]));
+        v[i1] = __fmaf_rn(x0, sin_t[i], __fmul_rn(x1, cos_t[i]));
     }
 }
 
@@ -177,7 +178,7 @@ void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, co
         c.corr_low = std::max(0.0f, std::floor(yarn_corr_dim(p.n_rot, p.n_ctx_orig, p.beta_fast, p.freq_base)));
         c.corr_high = std::min(static_cast<float>(p.n_rot - 1),
                                std::ceil(yarn_corr_dim(p.n_rot, p.n_ctx_orig, p.beta_slow, p.freq_base)));
-        c.mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
+        c.mscale *= std::fma(0.1f, std::log(1.0f / p.freq_scale), 1.0f);
     }
     c.freq_factors = p.freq_factors;
     rope_kernel<<<static_cast<unsigned>(n_tokens), 128, 2 * c.half * sizeof(float), ctx.stream>>>(x, positions, c);

@@ -32,6 +32,12 @@ struct FlashAttention {
 
 void flash_attention(Context& ctx, const FlashAttention& a);
 
+// q ([n_rows, width]) as the scores against a cache of K type type_k read
+// it: rounded to the type's dot partner (q8_0, q8_1) as llama.cpp's CPU does
+// for a quantized K, unchanged for a float K. The rounded copy goes to
+// scratch, or over q when q_is_scratch.
+const float* round_queries(Context& ctx, GgmlType type_k, const float* q, int64_t n_rows, int width, bool q_is_scratch);
+
 // How the cells are split across blocks: n_chunks chunks of chunk_len cells
 // (a multiple of the kernel's tile), and the scratch for their partial
 // states, [n_chunks][n_tokens * n_head][dv + 2] floats: (max, sum, acc).

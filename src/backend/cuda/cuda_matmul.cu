@@ -10,6 +10,9 @@
 // Large batches (prefill): the weight is dequantized to f16 (in slices of
 // rows) and multiplied with the f16-converted activations by cuBLAS with f32
 // accumulation (tensor cores); F32 weights go through an f32 GEMM as they are.
+//
+// Either way the activations are first rounded as llama.cpp's CPU rounds
+// them for the weight's type (q8_0, q8_K, f16, ...: cuda_activation_rounding.cu).
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -119,19 +122,6 @@ __global__ void embed_kernel(const uint8_t* table, size_t row_bytes, int64_t wid
     reinterpret_cast<float4*>(o + e1)[0] = make_float4(v[4], v[5], v[6], v[7]);
 }
 
-// dst[g][r][0..width) = src[g * group_stride + r * row_stride + 0..width), as f16.
-// Rows row0 + blockIdx.y (the grid's y is at most 65535: larger row counts
-// are launched in pieces).
-__global__ void convert_rows_f16_kernel(const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
-                                        int64_t width, int64_t row0, __half* dst) {
-    const int64_t r = row0 + blockIdx.y, g = blockIdx.z;
-    const float* s = src + g * group_stride + r * row_stride;
-    __half* d = dst + (g * n_rows + r) * width;
-    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < width;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        d[i] = __float2half_rn(s[i]);
-}
-
 // (values per block, alignment the loads need) of a type; {0, 0} without a device dequantizer.
 std::pair<int64_t, int> block_layout(GgmlType type) {
     std::pair<int64_t, int> r{0, 0};
@@ -203,18 +193,6 @@ void dequantize_rows_f16(Context& ctx, const Weight& w, int matrix, int64_t row0
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
-void convert_rows_f16(Context& ctx, const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
-                      int64_t width, int n_groups, __half* dst) {
-    if (n_rows == 0 || width == 0 || n_groups == 0) return;
-    const dim3 grid(static_cast<unsigned>(std::min<int64_t>((width + 255) / 256, 64)), static_cast<unsigned>(n_rows),
-                    static_cast<unsigned>(n_groups));
-    for (int64_t row0 = 0; row0 < n_rows; row0 += kMaxGridY) {
-        const dim3 piece(grid.x, static_cast<unsigned>(std::min(kMaxGridY, n_rows - row0)), grid.z);
-        convert_rows_f16_kernel<<<piece, 256, 0, ctx.stream>>>(src, row_stride, group_stride, n_rows, width, row0, dst);
-        MOESERVE_CUDA_CHECK_LAUNCH();
-    }
-}
-
 int64_t gemm_weight_scratch(const Weight& w) {
     if (w.type == GgmlType::F32) return 0;
     // Slices of at most 16M values (32 MiB) keep the output head's scratch small.
@@ -269,12 +247,13 @@ void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_t
 void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
     check_cuda_weight(w, "matmul");
     if (n_tokens == 0) return;
+    const GgmlType act = activation_rounding(w.type);
     if (n_tokens <= kMatvecMaxTokens) {
-        if (!aligned16(x)) {  // the kernel reads float4s: copy a row slice that starts off 16 bytes
-            float* copy = ctx.scratch->take_n<float>(n_tokens * w.ne[0]);
-            MOESERVE_CUDA_CHECK(
-                cudaMemcpyAsync(copy, x, sizeof(float) * n_tokens * w.ne[0], cudaMemcpyDeviceToDevice, ctx.stream));
-            x = copy;
+        // Rounded activations, in a copy that also starts 16-byte aligned (the kernel reads float4s).
+        if (act != GgmlType::F32 || !aligned16(x)) {
+            float* rounded = ctx.scratch->take_n<float>(n_tokens * w.ne[0]);
+            round_rows_f32(ctx, act, x, w.ne[0], 0, n_tokens, w.ne[0], 1, rounded);
+            x = rounded;
         }
         MatvecArgs a;
         a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
@@ -288,7 +267,7 @@ void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, flo
     if (w.type != GgmlType::F32) {
         x16 = ctx.scratch->take_n<__half>(n_tokens * w.ne[0]);
         wbuf = ctx.scratch->take_n<__half>(gemm_weight_scratch(w));
-        convert_rows_f16(ctx, x, w.ne[0], 0, n_tokens, w.ne[0], 1, x16);
+        round_rows_f16(ctx, act, x, w.ne[0], 0, n_tokens, w.ne[0], 1, x16);
     }
     matmul_gemm(ctx, w, expert, x, x16, n_tokens, y, w.ne[1], wbuf);
 }
@@ -300,15 +279,13 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
     const int n_head = static_cast<int>(w.ne[2]);
     if (n_tokens == 0 || n_head == 0) return;
     // y: [n_tokens, n_head, out]
+    const GgmlType act = activation_rounding(w.type);
     if (n_tokens <= kMatvecMaxTokens) {
-        if (!aligned16(x) || x_token_stride % 4 != 0 || x_head_stride % 4 != 0) {
-            // The kernel reads float4s: pack the heads densely, [n_tokens, n_head, in].
+        if (act != GgmlType::F32 || !aligned16(x) || x_token_stride % 4 != 0 || x_head_stride % 4 != 0) {
+            // Rounded and packed densely, [n_head, n_tokens, in] (the kernel reads float4s).
             float* packed = ctx.scratch->take_n<float>(n_tokens * n_head * in);
-            for (int h = 0; h < n_head; ++h)
-                MOESERVE_CUDA_CHECK(cudaMemcpy2DAsync(
-                    packed + h * in, sizeof(float) * n_head * in, x + h * x_head_stride, sizeof(float) * x_token_stride,
-                    sizeof(float) * in, n_tokens, cudaMemcpyDeviceToDevice, ctx.stream));
-            x = packed, x_token_stride = n_head * in, x_head_stride = in;
+            round_rows_f32(ctx, act, x, x_token_stride, x_head_stride, n_tokens, in, n_head, packed);
+            x = packed, x_token_stride = in, x_head_stride = n_tokens * in;
         }
         MatvecArgs a;
         a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = in, a.out = out;
@@ -333,7 +310,7 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
     // x16: [n_head, n_tokens, in]; wbuf: every head's matrix [n_head, out, in].
     __half* x16 = ctx.scratch->take_n<__half>(n_head * n_tokens * in);
     __half* wbuf = ctx.scratch->take_n<__half>(n_head * out * in);
-    convert_rows_f16(ctx, x, x_token_stride, x_head_stride, n_tokens, in, n_head, x16);
+    round_rows_f16(ctx, act, x, x_token_stride, x_head_stride, n_tokens, in, n_head, x16);
     for (int h = 0; h < n_head; ++h) dequantize_rows_f16(ctx, w, h, 0, out, wbuf + h * out * in);
     MOESERVE_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n_tokens), static_cast<int>(in),

@@ -1,7 +1,8 @@
 // The building blocks of the CUDA matrix products (cuda_matmul.cu), shared
 // with the FFN ops (cuda_moe.cu): a matrix-vector kernel that reads
 // quantized blocks straight from the weights for small batches, and a
-// dequantize-to-f16 + cuBLAS GEMM path for large ones.
+// dequantize-to-f16 + cuBLAS GEMM path for large ones; both read activations
+// already rounded as llama.cpp's CPU rounds them (round_rows_f32/f16).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -84,10 +85,18 @@ void check_cuda_weight(const Weight& w, const char* op);
 // dst [n_rows, w.in()] (f16) = rows [row0, row0 + n_rows) of matrix `matrix`.
 void dequantize_rows_f16(Context& ctx, const Weight& w, int matrix, int64_t row0, int64_t n_rows, __half* dst);
 
-// dst[g][r] (dense [n_groups, n_rows, width], f16) = the width floats at
-// src + g * group_stride + r * row_stride.
-void convert_rows_f16(Context& ctx, const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
-                      int64_t width, int n_groups, __half* dst);
+// The type whose values a product's activations are rounded to before they
+// meet `partner` (a weight, or a quantized KV cache): llama.cpp's CPU
+// vec_dot_type (cuda_activation_rounding.cu).
+GgmlType activation_rounding(GgmlType partner);
+
+// dst[g][r] (dense [n_groups, n_rows, width]) = the width floats at
+// src + g * group_stride + r * row_stride, rounded as the CPU rounds
+// activations to `act` (F32: unchanged), as f32 or converted to f16.
+void round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
+                    int64_t n_rows, int64_t width, int n_groups, float* dst);
+void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
+                    int64_t n_rows, int64_t width, int n_groups, __half* dst);
 
 // Elements of f16 weight scratch that matmul_gemm wants for w (a whole
 // matrix, or a slice of rows when that would be large).
@@ -96,7 +105,7 @@ int64_t gemm_weight_scratch(const Weight& w);
 // y[t][o] (row stride ldy) = W_matrix[o] · x[t] for t < m through cuBLAS:
 // F32 weights as an f32 GEMM on x; other types dequantized to f16 (into
 // wbuf, gemm_weight_scratch(w) elements, row slices in turn) times x16 (x in
-// f16, [m, in]) with f32 accumulation.
+// f16, [m, in], rounded by round_rows_f16) with f32 accumulation.
 void matmul_gemm(Context& ctx, const Weight& w, int matrix, const float* x, const __half* x16, int64_t m, float* y,
                  int64_t ldy, __half* wbuf);
 

@@ -28,7 +28,7 @@ void attention_mla(Context& ctx, const KvLayer& layer, const float* q, int64_t n
     a.dk = width;
     a.dv = n_latent;
     a.v_in_k = true;
-    a.q = q;  // [n_tokens, n_head, width]
+    a.q = round_queries(ctx, layer.type_k, q, n_tokens * n_head, width, false);  // [n_tokens, n_head, width]
     a.n_tokens = n_tokens;
     a.n_head = n_head;
     a.n_head_kv = 1;

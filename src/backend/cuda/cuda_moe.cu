@@ -307,22 +307,38 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         launch_activation(ctx, g, u, n_items * n_ff, p.activation);
         product(down_exps, g, n_ff, ys);
     };
+    // The products read their input rounded for the weight's type (as
+    // llama.cpp's CPU rounds activations), made once per input and type:
+    // gate and up share theirs.
+    struct Holds {
+        const float* in = nullptr;
+        GgmlType act = GgmlType::F32;
+        bool same(const float* i, GgmlType a) const { return in == i && act == a; }
+    };
     if (decode) {
+        float* rounded = s.take_n<float>(n_items * std::max(n_in, n_ff));
+        Holds holds;
         MatvecArgs a;
         a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
         auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
+            const GgmlType act = activation_rounding(w.type);
+            if (act != GgmlType::F32 && !holds.same(in, act)) {
+                round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, rounded);
+                holds = {in, act};
+            }
             a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-            a.x = in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
+            a.x = act != GgmlType::F32 ? rounded : in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
             launch_matvec(ctx, w.type, a);
         };
         expert_ffn(product);
     } else if (grouped) {
         __half* x16 = s.take_n<__half>(n_items * std::max(n_in, n_ff));  // xs, later the activations, in f16
-        const float* x16_holds = nullptr;  // which input x16 holds (gate and up share theirs)
+        Holds holds;
         auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
-            if (x16_holds != in) {
-                convert_rows_f16(ctx, in, in_width, 0, n_items, in_width, 1, x16);
-                x16_holds = in;
+            const GgmlType act = activation_rounding(w.type);
+            if (!holds.same(in, act)) {
+                round_rows_f16(ctx, act, in, in_width, 0, n_items, in_width, 1, x16);
+                holds = {in, act};
             }
             launch_moe_gemm(ctx, w, x16, tiles, n_tiles, max_tiles, y);
         };
@@ -337,11 +353,12 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         const int64_t wbuf_elems = std::max({gate_exps ? gemm_weight_scratch(gate_exps) : 0,
                                              gemm_weight_scratch(up_exps), gemm_weight_scratch(down_exps)});
         __half* wbuf = s.take_n<__half>(std::max<int64_t>(wbuf_elems, 1));
-        const float* x16_holds = nullptr;  // which input x16 holds (gate and up share theirs)
+        Holds holds;
         auto products = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
-            if (w.type != GgmlType::F32 && x16_holds != in) {
-                convert_rows_f16(ctx, in, in_width, 0, n_items, in_width, 1, x16);
-                x16_holds = in;
+            const GgmlType act = activation_rounding(w.type);
+            if (w.type != GgmlType::F32 && !holds.same(in, act)) {
+                round_rows_f16(ctx, act, in, in_width, 0, n_items, in_width, 1, x16);
+                holds = {in, act};
             }
             for (int e = 0; e < n_expert; ++e) {
                 const int64_t r0 = host_start[e], m = host_start[e + 1] - host_start[e];

@@ -1,0 +1,147 @@
+// The activations of a product rounded the way llama.cpp's CPU backend
+// rounds them before its dot products: to the dot partner type of the weight
+// (or KV cache) they meet, vec_dot_type: q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL,
+// q8_1 for Q4_1/Q5_1, q8_K for the K-quants and IQ4_XS, f16 for F16, bf16
+// for BF16, nothing for F32. The kernels then multiply the values those
+// blocks hold with the dequantized weights in floating point: each product
+// is the CPU's integer product scaled, up to the order of float additions,
+// so the GPU computes llama.cpp's numbers, not more precise different ones.
+//
+// Rounding rules as src/quant/quantize.cpp (quantize_row_activation): q8_0
+// and q8_1 with the x86 rule (d = fp16(amax/127), q = rint(x * 127/amax)),
+// q8_K with ggml's rule (iscale = -127/max of the signed largest value, the
+// first on a tie; q = min(127, rint(iscale*x)); d = 1/iscale). The _rn
+// intrinsics keep --use_fast_math from changing any of these operations.
+#include <cuda_fp16.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_matmul_kernels.h"
+#include "quant/vec_dot.h"
+
+namespace moeserve::cuda {
+namespace {
+
+constexpr int kSpan = 256;         // values per warp: one q8_K block, or eight q8_0 blocks
+constexpr int kValuesPerLane = 8;  // kSpan / 32
+constexpr int kWarpsPerBlock = 4;
+
+__device__ __forceinline__ void store(float* d, float v) {
+    *d = v;
+}
+__device__ __forceinline__ void store(__half* d, float v) {
+    *d = __float2half_rn(v);
+}
+
+// q8_0/q8_1 (x86 rule): v := fp16(amax/127) * rint(v * 127/amax) over the
+// 32-value block of 4 consecutive lanes.
+__device__ __forceinline__ void round_q8_0(float* v) {
+    float amax = 0.0f;
+    for (int j = 0; j < kValuesPerLane; ++j) amax = fmaxf(amax, fabsf(v[j]));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+    const float d = half_bits_to_f32(f32_to_half_bits(__fdiv_rn(amax, 127.0f)));
+    const float id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+    for (int j = 0; j < kValuesPerLane; ++j) {
+        const float q = fminf(fmaxf(rintf(__fmul_rn(v[j], id)), -128.0f), 127.0f);
+        v[j] = __fmul_rn(q, d);
+    }
+}
+
+// q8_K: v := (1/iscale) * min(127, rint(iscale * v)) over the warp's 256 values.
+__device__ __forceinline__ void round_q8_k(float* v) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kValuesPerLane; ++j)
+        if (fabsf(v[j]) > amax) amax = fabsf(v[j]), max = v[j];
+    // The largest magnitude of the block with its sign; on a tie the lowest
+    // lane, which holds the earlier values (the CPU keeps the first).
+    int lane = threadIdx.x & 31;
+    for (int o = 1; o < 32; o <<= 1) {
+        const float a2 = __shfl_xor_sync(0xffffffffu, amax, o), m2 = __shfl_xor_sync(0xffffffffu, max, o);
+        const int l2 = __shfl_xor_sync(0xffffffffu, lane, o);
+        if (a2 > amax || (a2 == amax && l2 < lane)) amax = a2, max = m2, lane = l2;
+    }
+    if (amax == 0.0f) {
+        for (int j = 0; j < kValuesPerLane; ++j) v[j] = 0.0f;
+        return;
+    }
+    const float iscale = __fdiv_rn(-127.0f, max);
+    const float d = __fdiv_rn(1.0f, iscale);
+    for (int j = 0; j < kValuesPerLane; ++j)
+        v[j] = __fmul_rn(d, static_cast<float>(min(127, __float2int_rn(__fmul_rn(iscale, v[j])))));
+}
+
+// dst[g][r] (dense [n_groups, n_rows, width]) = rounded row r of group g of
+// src. grid: (spans / kWarpsPerBlock, rows from row0, n_groups); one warp per
+// 256-value span, 8 consecutive values per lane.
+template <class Out>
+__global__ void __launch_bounds__(32 * kWarpsPerBlock)
+    round_rows_kernel(GgmlType act, const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
+                      int64_t width, int64_t row0, Out* dst) {
+    const int64_t span = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+    if (span * kSpan >= width) return;  // whole warps leave: the shuffles below see full warps
+    const int64_t r = row0 + blockIdx.y, g = blockIdx.z;
+    const int64_t first = span * kSpan + (threadIdx.x & 31) * kValuesPerLane;
+    const float* s = src + g * group_stride + r * row_stride;
+    Out* d = dst + (g * n_rows + r) * width;
+    float v[kValuesPerLane];
+    for (int j = 0; j < kValuesPerLane; ++j) v[j] = first + j < width ? s[first + j] : 0.0f;
+    switch (act) {
+        case GgmlType::Q8_0:
+        case GgmlType::Q8_1:
+            round_q8_0(v);
+            break;
+        case GgmlType::Q8_K:
+            round_q8_k(v);
+            break;
+        case GgmlType::F16:
+            for (int j = 0; j < kValuesPerLane; ++j) v[j] = __half2float(__float2half_rn(v[j]));
+            break;
+        case GgmlType::BF16:
+            for (int j = 0; j < kValuesPerLane; ++j) v[j] = bf16_bits_to_f32(f32_to_bf16_bits(v[j]));
+            break;
+        default:  // F32: as it is
+            break;
+    }
+    for (int j = 0; j < kValuesPerLane; ++j)
+        if (first + j < width) store(d + first + j, v[j]);
+}
+
+template <class Out>
+void launch_round_rows(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
+                       int64_t n_rows, int64_t width, int n_groups, Out* dst) {
+    if (n_rows == 0 || width == 0 || n_groups == 0) return;
+    const int64_t block = act == GgmlType::Q8_K ? kSpan : act == GgmlType::Q8_0 || act == GgmlType::Q8_1 ? 32 : 1;
+    if (width % block != 0)
+        throw std::invalid_argument("activation rounding: rows of " + std::to_string(width) +
+                                    " values are not whole blocks of " + std::string(ggml_type_name(act)));
+    const int64_t spans = (width + kSpan - 1) / kSpan;
+    const unsigned grid_x = static_cast<unsigned>((spans + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    for (int64_t row0 = 0; row0 < n_rows; row0 += kMaxGridY) {
+        const dim3 grid(grid_x, static_cast<unsigned>(std::min(kMaxGridY, n_rows - row0)),
+                        static_cast<unsigned>(n_groups));
+        round_rows_kernel<Out><<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(act, src, row_stride, group_stride, n_rows,
+                                                                             width, row0, dst);
+        MOESERVE_CUDA_CHECK_LAUNCH();
+    }
+}
+
+}  // namespace
+
+GgmlType activation_rounding(GgmlType partner) {
+    return vec_dot_type(partner);
+}
+
+void round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
+                    int64_t n_rows, int64_t width, int n_groups, float* dst) {
+    launch_round_rows(ctx, act, src, row_stride, group_stride, n_rows, width, n_groups, dst);
+}
+
+void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
+                    int64_t n_rows, int64_t width, int n_groups, __half* dst) {
+    launch_round_rows(ctx, act, src, row_stride, group_stride, n_rows, width, n_groups, dst);
+}
+
+}  // namespace moeserve::cuda
