@@ -170,8 +170,8 @@ run() {
         return
     fi
     STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # The tensor-core attention (opt-in while it is measured) at depth.
-    STEP_CAP=120 step bench-mma 60 env MOESERVE_CUDA_ATTENTION=mma "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+    # The f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32) against the default tensor-core form.
+    STEP_CAP=120 step bench-f32 60 env MOESERVE_CUDA_ATTENTION=f32 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # Decode without CUDA graphs (every pass op by op), for the same rows above.
     step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
@@ -198,8 +198,8 @@ run() {
         echo "## bench"
         cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
         echo
-        echo "## tensor-core attention (MOESERVE_CUDA_ATTENTION=mma), same tests as above"
-        cat "$out/bench-mma.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
+        echo "## f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32), same tests as above"
+        cat "$out/bench-f32.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## decode with CUDA graphs, then without (MOESERVE_CUDA_GRAPHS=0)"
         cat "$out/bench-graphs.log" "$out/bench-nographs.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"

@@ -200,6 +200,7 @@ std::string label(GgmlType tk, GgmlType tv, Shape s) {
 }
 
 TEST_F(CudaAttention, decode_matches_cpu_for_every_cache_type_pair) {
+    const AttentionForm f32("f32");  // the f32 kernel: the tensor-core form has its own test
     std::mt19937 rng(11);
     const Shape s{32, 4, 128, 128};
     for (GgmlType tk : kCacheTypes)
@@ -213,6 +214,7 @@ TEST_F(CudaAttention, decode_matches_cpu_for_every_cache_type_pair) {
 }
 
 TEST_F(CudaAttention, decode_and_prefill_match_cpu_across_head_shapes) {
+    const AttentionForm f32("f32");  // the f32 kernel: the tensor-core form has its own test
     std::mt19937 rng(12);
     const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16},
                                                    {GgmlType::Q8_0, GgmlType::Q8_0},
@@ -244,6 +246,7 @@ TEST_F(CudaAttention, decode_and_prefill_match_cpu_across_head_shapes) {
 }
 
 TEST_F(CudaAttention, long_prefill_and_unshared_cell_lists_match_cpu) {
+    const AttentionForm f32("f32");  // the f32 kernel: the tensor-core form has its own test
     std::mt19937 rng(13);
     const Shape s{32, 4, 128, 128};
     for (auto [tk, tv] : {std::pair{GgmlType::F16, GgmlType::F16}, std::pair{GgmlType::Q4_0, GgmlType::Q8_0}}) {
@@ -257,14 +260,11 @@ TEST_F(CudaAttention, long_prefill_and_unshared_cell_lists_match_cpu) {
     }
 }
 
-// The tensor-core form (MOESERVE_CUDA_ATTENTION=mma, cuda_attention_mma.cu):
+// The tensor-core form (the default, cuda_attention_mma.cu):
 // Q, K, P and V rounded to f16, so it agrees with the CPU to f16 rounding
 // (about 1e-3 on these O(1) outputs) rather than to float summation order.
 TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
-    struct MmaOn {
-        MmaOn() { setenv("MOESERVE_CUDA_ATTENTION", "mma", 1); }
-        ~MmaOn() { unsetenv("MOESERVE_CUDA_ATTENTION"); }
-    } mma_on;
+    const AttentionForm mma("mma");
     std::mt19937 rng(14);
     const std::pair<GgmlType, GgmlType> types[] = {
         {GgmlType::F16, GgmlType::F16}, {GgmlType::Q8_0, GgmlType::Q8_0}, {GgmlType::Q4_0, GgmlType::Q4_0}};

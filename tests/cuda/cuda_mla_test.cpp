@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_op_fixture.h"
 #include "memory/kv_cache.h"
@@ -78,6 +79,7 @@ double run_mla(Context& ctx, GgmlType type, int n_head, const std::vector<std::p
 }
 
 TEST_F(CudaMla, decode_and_prefill_match_cpu_for_every_cache_type) {
+    const AttentionForm f32("f32");  // the f32 kernel, to float rounding; the tensor-core form below
     std::mt19937 rng(20);
     const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,  GgmlType::Q4_0,
                               GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL};
@@ -95,6 +97,26 @@ TEST_F(CudaMla, decode_and_prefill_match_cpu_for_every_cache_type) {
             finish();
         }
     }
+}
+
+// The tensor-core form (the default) on the latent rows: Q, K, P and V in
+// f16, so it agrees with the CPU to f16 rounding (as the attention test's
+// bounds), and it must actually run for these head sizes (576/512).
+TEST_F(CudaMla, tensor_core_form_matches_cpu) {
+    const AttentionForm mma("mma");
+    std::mt19937 rng(21);
+    const int64_t launches_before = mma_attention_launches();
+    for (GgmlType type : {GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0}) {
+        const double bound = type == GgmlType::F16 ? 1e-2 : 4e-2;
+        SCOPED_TRACE(ggml_type_name(type));
+        for (int64_t n : {1, 4097}) {
+            EXPECT_LT(run_mla(ctx_, type, 20, {{n - 1, 1}}, rng), bound) << "decode over " << n << " cells";
+            finish();
+        }
+        EXPECT_LT(run_mla(ctx_, type, 20, {{30, 25}, {200, 1}, {0, 9}}, rng), bound) << "mixed prefill batch";
+        finish();
+    }
+    EXPECT_EQ(mma_attention_launches() - launches_before, 3 * 3);
 }
 
 }  // namespace

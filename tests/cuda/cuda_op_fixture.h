@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <vector>
@@ -44,6 +45,16 @@ class DeviceArray {
   private:
     T* p_ = nullptr;
     size_t n_;
+};
+
+// Picks the attention kernel for its lifetime: "f32" (the f32 flash-decoding
+// kernel) or "mma" (the tensor-core form, the default where shapes allow).
+class AttentionForm {
+  public:
+    explicit AttentionForm(const char* form) { setenv("MOESERVE_CUDA_ATTENTION", form, 1); }
+    ~AttentionForm() { unsetenv("MOESERVE_CUDA_ATTENTION"); }
+    AttentionForm(const AttentionForm&) = delete;
+    AttentionForm& operator=(const AttentionForm&) = delete;
 };
 
 class CudaOpTest : public ::testing::Test {

@@ -1,7 +1,9 @@
 // Flash-decoding on tensor cores: the form of flash_attention
 // (cuda_attention.cu) that llama.cpp's CUDA kernels take, with Q, K, P and V
-// in f16 and f32 accumulation, opted into with MOESERVE_CUDA_ATTENTION=mma
-// while it is measured against the f32 kernel.
+// in f16 and f32 accumulation. The default wherever the head sizes allow:
+// on the first H100 run it was faster than the f32 kernel in every row of
+// gpu-check's benchmark (decode 1.2-1.3x, prefill at 32K depth 4.7-8.7x;
+// bench/README.md). MOESERVE_CUDA_ATTENTION=f32 keeps the f32 kernel.
 //
 // A block takes the same work as the f32 kernel (a run of tokens sharing a
 // cell list, a slice of one KV head's query heads, one chunk of the cells),
@@ -221,15 +223,15 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
 std::atomic<int64_t> g_launches{0};
 
 // Read at every call (a getenv per attention op), so tests can switch forms.
-bool mma_attention_requested() {
+bool f32_attention_requested() {
     const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
-    return v && std::strcmp(v, "mma") == 0;
+    return v && std::strcmp(v, "f32") == 0;
 }
 
 }  // namespace
 
 bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
-    if (!mma_attention_requested() || a.dk % 16 != 0 || a.dv % 16 != 0) return false;
+    if (f32_attention_requested() || a.dk % 16 != 0 || a.dv % 16 != 0) return false;
     if (a.v_in_k && a.dv > a.dk) return false;
     const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k);
     if (ctx.shared_mem_per_block_optin > 0 && L.total > ctx.shared_mem_per_block_optin) return false;

@@ -51,9 +51,9 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
-// and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. Used when
-// MOESERVE_CUDA_ATTENTION=mma and the head sizes are multiples of 16; returns
-// false (launching nothing) otherwise.
+// and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. Used
+// unless MOESERVE_CUDA_ATTENTION=f32, when the head sizes are multiples of 16
+// and its shared memory fits; returns false (launching nothing) otherwise.
 bool flash_attention_mma(Context& ctx, const FlashAttention& a);
 // How many times the tensor-core form ran in this process (tests check that
 // it did, since it falls back silently).
