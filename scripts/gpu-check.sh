@@ -160,25 +160,18 @@ run() {
     step bench-tiny 30 "$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 128 -npl 1,4,8 -r 3
     step tiny-load-np1 40 "$0" tiny-load 1
     step tiny-load-np4 40 "$0" tiny-load 4
-    # Benchmark: a 4-layer full-width slice of the Qwen3-Coder-30B-A3B preset
-    # (the whole 17 GB model when time allows: BENCH_LAYERS=48).
-    local slice="$out/qwen3-coder-slice.gguf"
-    step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers "${BENCH_LAYERS:-4}" -o "$slice"
+    # Benchmark: a 4-layer full-width slice of the Qwen3-Coder-30B-A3B preset.
+    # Models go to their own folder: the log tarball must not take them.
+    local models=/tmp/gpu-check-models
+    mkdir -p "$models"
+    local slice="$models/qwen3-coder-slice.gguf"
+    step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers 4 -o "$slice"
     if [ ! -f "$slice" ]; then
         echo "| bench | skipped (no synthetic slice) | |" >>"$summary"
         cat "$summary"
         return
     fi
     STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # The f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32) against the default tensor-core form.
-    STEP_CAP=120 step bench-f32 60 env MOESERVE_CUDA_ATTENTION=f32 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # Decode without CUDA graphs (every pass op by op), for the same rows above.
-    step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
-        -npl 1,4,8 -r 2
-    step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
-    # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
-    step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
     # Where a decoded token's time goes: every kernel of a few op-by-op decode
     # steps timed by Nsight Compute, summed by kernel name.
     local ncu
@@ -188,7 +181,26 @@ run() {
             --log-file "$out/profile.csv" -c 1500 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 4 -d 0 -r 1
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
     fi
+    # The f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32) against the default tensor-core form.
+    STEP_CAP=120 step bench-f32 60 env MOESERVE_CUDA_ATTENTION=f32 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+        -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    # Decode without CUDA graphs (every pass op by op), for the same rows above.
+    step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
+        -npl 1,4,8 -r 2
+    step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
+    # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
+    step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
     rm -f "$slice"
+    # The whole 17 GB model (issue 10's benchmark) with what time is left:
+    # prompt and decode at depth 0 and 8K, then 1/4/8 parallel sequences.
+    local full="$models/qwen3-coder-30b-a3b.gguf"
+    step synth-full 300 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M -o "$full"
+    if [ -f "$full" ]; then
+        STEP_CAP=200 step bench-full 150 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,8192 \
+            -ctk f16,q4_0 -ctv f16,q4_0 -r 1
+        STEP_CAP=120 step bench-full-npl 60 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        rm -f "$full"
+    fi
     {
         echo
         echo "## tiny fixture: engine decode with N sequences, then the server at -np 1 and -np 4"
@@ -206,6 +218,12 @@ run() {
         echo
         echo "## bench, layer split (-ngl 2 of 4)"
         cat "$out/bench-split.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
+        echo
+        echo "## the whole model (48 layers, ~17 GB)"
+        cat "$out/bench-full.log" "$out/bench-full-npl.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(not run)"
+        echo
+        echo "## goldens: mean KL against llama.cpp and against the CPU backend"
+        golden_table "$out/gpu-suite.xml" 2>/dev/null || echo "(no results)"
         echo
         echo "## kernels of op-by-op decode steps (Nsight Compute; total, share, launches, kernel)"
         head -30 "$out/profile-summary.txt" 2>/dev/null || echo "(no profile)"
@@ -233,6 +251,18 @@ all_us = sum(total.values()) or 1.0
 print(f"{all_us:10.1f} us in {sum(count.values())} kernels")
 for name, us in total.most_common(28):
     print(f"{us:10.1f} us {100 * us / all_us:5.1f}% {count[name]:6d}x  {name}")
+EOF
+}
+
+# golden_table XML: each CudaGolden case's recorded mean KL (llama.cpp, CPU backend) from the suite's XML.
+golden_table() {
+    python3 - "$1" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+for case in ET.parse(sys.argv[1]).iter("testcase"):
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    if "mean_kl" in props:
+        failed = "FAILED" if case.find("failure") is not None else "ok"
+        print(f"{case.get('name').split('/')[-1]:32s} {props['mean_kl']:>10s} {props.get('gpu_vs_cpu_mean_kl', '-'):>10s} {failed}")
 EOF
 }
 

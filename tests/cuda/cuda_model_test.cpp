@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -75,8 +76,14 @@ TEST_P(CudaGolden, logits_match_llama_cpp_and_the_cpu_backend) {
     auto cpu_ref = test::compare_logits(g.logits.data(), cpu_logits.data(), n_pos, g.n_vocab);
     auto gpu_cpu = test::compare_logits(cpu_logits.data(), logits.data(), n_pos, g.n_vocab);
     EXPECT_LE(gpu_cpu.mean_kl, std::max(3e-3, cpu_ref.mean_kl)) << "GPU vs CPU max KL " << gpu_cpu.max_kl;
-    RecordProperty("mean_kl", std::to_string(ref.mean_kl));
-    RecordProperty("gpu_vs_cpu_mean_kl", std::to_string(gpu_cpu.mean_kl));
+    // %.3g: the small KLs matter (std::to_string would print 0.000000).
+    auto g3 = [](double v) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.3g", v);
+        return std::string(b);
+    };
+    RecordProperty("mean_kl", g3(ref.mean_kl));
+    RecordProperty("gpu_vs_cpu_mean_kl", g3(gpu_cpu.mean_kl));
 }
 
 std::vector<Case> all_goldens() {
