@@ -161,6 +161,31 @@ TEST_F(CudaMatmul, matmul_reads_activations_that_start_off_alignment) {
     }
 }
 
+// Projections of one input (q/k/v): the input is rounded once per
+// activation type, and each result is bit for bit that of its own matmul.
+TEST_F(CudaMatmul, shared_input_products_equal_separate_ones) {
+    std::mt19937 rng(15);
+    const int64_t in = 512;
+    const TestWeight a = make_test_weight(GgmlType::Q4_K, in, 40, 1, rng);
+    const TestWeight b = make_test_weight(GgmlType::Q8_0, in, 24, 1, rng);
+    const TestWeight c = make_test_weight(GgmlType::Q6_K, in, 8, 1, rng);
+    for (int64_t n_tokens : {1, 5, 64}) {
+        SCOPED_TRACE(std::to_string(n_tokens) + " tokens");
+        DeviceArray<float> dx(normal_floats(n_tokens * in, rng));
+        DeviceArray<float> ya(n_tokens * 40), yb(n_tokens * 24), yc(n_tokens * 8);
+        DeviceArray<float> sa(n_tokens * 40), sb(n_tokens * 24), sc(n_tokens * 8);
+        const DeviceProjection ps[] = {{a.device, sa.get()}, {b.device, sb.get()}, {c.device, sc.get()}};
+        matmul_shared_input(ctx_, dx.get(), n_tokens, ps);
+        matmul(ctx_, a.device, dx.get(), n_tokens, ya.get());
+        matmul(ctx_, b.device, dx.get(), n_tokens, yb.get());
+        matmul(ctx_, c.device, dx.get(), n_tokens, yc.get());
+        EXPECT_EQ(sa.download(), ya.download());
+        EXPECT_EQ(sb.download(), yb.download());
+        EXPECT_EQ(sc.download(), yc.download());
+        finish();
+    }
+}
+
 TEST_F(CudaMatmul, matmul_heads_matches_cpu_with_strided_heads) {
     std::mt19937 rng(13);
     const auto cpu = make_cpu_backend(1);

@@ -59,6 +59,7 @@ enum class Op : uint64_t {
     ssm_conv,
     ssm_scan,
     gated_group_norm,
+    matmul_shared_input,
 };
 
 // Batches up to this many tokens run as graphs: their products are
@@ -304,7 +305,14 @@ class CudaBackend final : public Backend {
         cuda::matmul(ctx_, dw, x, n_tokens, y, expert);
     }
     void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
-        for (const Projection& p : projections) matmul(*p.w, x, n_tokens, p.y, 0);
+        std::vector<cuda::DeviceProjection> dp;
+        dp.reserve(projections.size());
+        for (const Projection& p : projections) {
+            dp.push_back({dev(*p.w), p.y});
+            recorded(Op::matmul_shared_input, dp.back().w, x, n_tokens, p.y);
+        }
+        if (rec_.checking()) return;
+        cuda::matmul_shared_input(ctx_, x, n_tokens, dp);
     }
     void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
               const RopeParams& p) override {

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
@@ -244,32 +245,77 @@ void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_t
     }
 }
 
-void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
-    check_cuda_weight(w, "matmul");
-    if (n_tokens == 0) return;
-    const GgmlType act = activation_rounding(w.type);
-    if (n_tokens <= kMatvecMaxTokens) {
-        // Rounded activations, in a copy that also starts 16-byte aligned (the kernel reads float4s).
-        if (act != GgmlType::F32 || !aligned16(x)) {
-            float* rounded = ctx.scratch->take_n<float>(n_tokens * w.ne[0]);
-            round_rows_f32(ctx, act, x, w.ne[0], 0, n_tokens, w.ne[0], 1, rounded);
-            x = rounded;
+namespace {
+
+// x rounded for activation type `act`, made at most once per type for the
+// products of one input (held in `made`): as it is when it needs nothing
+// (F32 and, for the matrix-vector kernel, 16-byte aligned), else a copy in
+// scratch, f32 for the matrix-vector kernel or f16 for the GEMMs.
+struct RoundedInputs {
+    const float* x;
+    int64_t n_tokens, width;
+    bool gemm;
+    std::vector<std::pair<GgmlType, const void*>> made;
+
+    const void* get(Context& ctx, GgmlType act) {
+        for (const auto& [a, p] : made)
+            if (a == act) return p;
+        const void* p = x;
+        if (gemm) {
+            __half* x16 = ctx.scratch->take_n<__half>(n_tokens * width);
+            round_rows_f16(ctx, act, x, width, 0, n_tokens, width, 1, x16);
+            p = x16;
+        } else if (act != GgmlType::F32 || !aligned16(x)) {
+            float* r = ctx.scratch->take_n<float>(n_tokens * width);
+            round_rows_f32(ctx, act, x, width, 0, n_tokens, width, 1, r);
+            p = r;
         }
+        made.emplace_back(act, p);
+        return p;
+    }
+};
+
+// y = W·x for one weight, the input rounded by `in`.
+void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, int expert) {
+    if (!in.gemm) {
         MatvecArgs a;
         a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-        a.x = x, a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
-        a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens, a.matrix0 = expert;
+        a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type)));
+        a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
+        a.tile_tokens = matvec_tile_tokens(in.n_tokens), a.n_tokens = in.n_tokens, a.matrix0 = expert;
         launch_matvec(ctx, w.type, a);
         return;
     }
-    __half* x16 = nullptr;
-    __half* wbuf = nullptr;
-    if (w.type != GgmlType::F32) {
-        x16 = ctx.scratch->take_n<__half>(n_tokens * w.ne[0]);
-        wbuf = ctx.scratch->take_n<__half>(gemm_weight_scratch(w));
-        round_rows_f16(ctx, act, x, w.ne[0], 0, n_tokens, w.ne[0], 1, x16);
+    if (w.type == GgmlType::F32) {
+        matmul_gemm(ctx, w, expert, in.x, nullptr, in.n_tokens, y, w.ne[1], nullptr);
+        return;
     }
-    matmul_gemm(ctx, w, expert, x, x16, n_tokens, y, w.ne[1], wbuf);
+    const auto* x16 = static_cast<const __half*>(in.get(ctx, activation_rounding(w.type)));
+    __half* wbuf = ctx.scratch->take_n<__half>(gemm_weight_scratch(w));
+    matmul_gemm(ctx, w, expert, in.x, x16, in.n_tokens, y, w.ne[1], wbuf);
+}
+
+}  // namespace
+
+void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
+    check_cuda_weight(w, "matmul");
+    if (n_tokens == 0) return;
+    RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens, {}};
+    matmul_rounded(ctx, w, in, y, expert);
+}
+
+void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps) {
+    if (ps.empty()) return;
+    for (const DeviceProjection& p : ps) {
+        check_cuda_weight(p.w, "matmul");
+        if (p.w.ne[0] != ps[0].w.ne[0])
+            throw std::invalid_argument("matmul_shared_input: " + p.w.name + " reads rows of " +
+                                        std::to_string(p.w.ne[0]) + " values, " + ps[0].w.name + " of " +
+                                        std::to_string(ps[0].w.ne[0]));
+    }
+    if (n_tokens == 0) return;
+    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], n_tokens > kMatvecMaxTokens, {}};
+    for (const DeviceProjection& p : ps) matmul_rounded(ctx, p.w, in, p.y, 0);
 }
 
 void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_context.h"
@@ -24,6 +25,14 @@ void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_t
 // backend interface; small batches as matrix-vector products straight from the
 // blocks, large ones through tensor-core GEMMs.
 void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert = 0);
+
+// y_i = W_i·x for several weights that read the same input (backend.h
+// matmul_shared_input): x is rounded once per activation type, not per weight.
+struct DeviceProjection {
+    Weight w;
+    float* y = nullptr;
+};
+void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps);
 
 // Per-head products with a stacked {in, out, n_head} weight (backend.h).
 void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
