@@ -228,8 +228,8 @@ void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gat
     float* u = nullptr;
     if (gate) {
         u = ctx.scratch->take_n<float>(n_tokens * n_ff);
-        matmul(ctx, gate, x, n_tokens, g);
-        matmul(ctx, up, x, n_tokens, u);
+        const DeviceProjection gate_up[] = {{gate, g}, {up, u}};  // x rounded once for both
+        matmul_shared_input(ctx, x, n_tokens, gate_up);
     } else {
         matmul(ctx, up, x, n_tokens, g);
     }
