@@ -177,8 +177,7 @@ run() {
     local ncu
     ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
     if [ -x "$ncu" ]; then
-        STEP_CAP=120 step profile 60 env MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics gpu__time_duration.sum --csv \
-            --log-file "$out/profile.csv" -c 1500 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 4 -d 0 -r 1
+        STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
     fi
     # The f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32) against the default tensor-core form.
@@ -231,26 +230,67 @@ run() {
     cat "$summary"
 }
 
-# kernel_table CSV: Nsight Compute's per-kernel durations summed by kernel name, largest first.
+# profile NCU MODEL CSV (called by run): Nsight Compute over a few op-by-op
+# decode steps: each kernel's time, DRAM and SM throughput (% of peak),
+# achieved occupancy, grid and registers; only the time if those are refused.
+profile() {
+    local ncu=$1 model=$2 csv=$3
+    local cmd=("$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 4 -d 0 -r 1)
+    local rich=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+    rich+=,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
+    rich+=,launch__grid_size,launch__registers_per_thread
+    MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics "$rich" --csv --log-file "$csv" -c 1500 "${cmd[@]}" && return 0
+    MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics gpu__time_duration.sum --csv --log-file "$csv" -c 1500 "${cmd[@]}"
+}
+
+# kernel_table CSV: Nsight Compute's per-kernel durations summed by kernel name, largest first, with
+# the time-weighted DRAM / SM throughput and occupancy when measured, and the last launch's grid.
 kernel_table() {
     python3 - "$1" <<'EOF'
 import collections, csv, sys
 rows = list(csv.reader(l for l in open(sys.argv[1]) if not l.startswith("==")))
 head = rows[0]
-name_i, unit_i, value_i = head.index("Kernel Name"), head.index("Metric Unit"), head.index("Metric Value")
+id_i, name_i = head.index("ID"), head.index("Kernel Name")
+metric_i, unit_i, value_i = head.index("Metric Name"), head.index("Metric Unit"), head.index("Metric Value")
 scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}
-total, count = collections.Counter(), collections.Counter()
+launches = collections.defaultdict(dict)  # launch id -> metric -> value (time in us)
+names = {}
 for r in rows[1:]:
     if len(r) <= value_i:
         continue
     name = r[name_i].replace("void ", "")
-    name = (name.rsplit("(", 1)[0] if name.endswith(")") else name)[:100]  # without the argument list
-    total[name] += float(r[value_i].replace(",", "")) * scale.get(r[unit_i], 1.0)
+    names[r[id_i]] = (name.rsplit("(", 1)[0] if name.endswith(")") else name)[:90]  # without the arguments
+    try:
+        v = float(r[value_i].replace(",", ""))
+    except ValueError:
+        continue
+    if r[metric_i] == "gpu__time_duration.sum":
+        v *= scale.get(r[unit_i], 1.0)
+    launches[r[id_i]][r[metric_i]] = v
+total, count = collections.Counter(), collections.Counter()
+weighted = collections.defaultdict(collections.Counter)
+last = {}
+for lid, m in launches.items():
+    name, us = names[lid], m.get("gpu__time_duration.sum", 0.0)
+    total[name] += us
     count[name] += 1
+    for key in ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+                "sm__warps_active.avg.pct_of_peak_sustained_active"):
+        if key in m:
+            weighted[name][key] += m[key] * us
+    last[name] = (m.get("launch__grid_size"), m.get("launch__registers_per_thread"))
 all_us = sum(total.values()) or 1.0
 print(f"{all_us:10.1f} us in {sum(count.values())} kernels")
-for name, us in total.most_common(28):
-    print(f"{us:10.1f} us {100 * us / all_us:5.1f}% {count[name]:6d}x  {name}")
+print(f"{'total us':>10} {'share':>6} {'count':>6} {'us each':>8} {'dram%':>6} {'sm%':>5} {'occ%':>5} {'grid':>7} {'regs':>4}  kernel")
+for name, us in total.most_common(30):
+    w = weighted[name]
+    pct = lambda k: f"{w[k] / us:6.1f}" if us and k in w else "     -"
+    grid, regs = last[name]
+    print(f"{us:10.1f} {100 * us / all_us:5.1f}% {count[name]:6d} {us / count[name]:8.2f} "
+          f"{pct('dram__throughput.avg.pct_of_peak_sustained_elapsed')} "
+          f"{pct('sm__throughput.avg.pct_of_peak_sustained_elapsed')[1:]} "
+          f"{pct('sm__warps_active.avg.pct_of_peak_sustained_active')[1:]} "
+          f"{int(grid) if grid else '-':>7} {int(regs) if regs else '-':>4}  {name}")
 EOF
 }
 
@@ -295,5 +335,6 @@ case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run "$@" ;;
     tiny-load) shift; tiny_load "$@" ;;
+    profile) shift; profile "$@" ;;
     *) sed -n '2,30p' "$0"; exit 2 ;;
 esac
