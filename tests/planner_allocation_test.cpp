@@ -2,7 +2,8 @@
 // and several flag combinations, the heap bytes an engine holds at its peak
 // — constructing it, then one forward pass of the largest batch over a full
 // cache — equal the plan's total less the mapped weights: at most 2% above it
-// (the plan bounds the peak), at most 5% below (threads that do not overlap).
+// (the plan bounds the peak), and below it by at most one thread's share of
+// the transient scratch (threads that do not overlap) plus 2%.
 //
 // Every heap allocation of this test binary is counted by the operator
 // new/delete replacements below (sizes from malloc_usable_size).
@@ -143,10 +144,11 @@ TEST_P(PlannedVsAllocated, peak_heap_is_the_plan_within_2_percent_above_5_below)
 
     const int64_t base = g_current.load();
     g_peak.store(base);
-    uint64_t planned = 0;
+    uint64_t planned = 0, transient = 0;
     {
         Engine e(opt);
         planned = e.plan().allocated_bytes();
+        transient = e.plan().workspace.transient;
         // The largest batch at the end of a full cache: every cell visible.
         const int64_t T = e.plan().n_tokens, depth = e.cache().n_cells() - T;
         fill_cache_synthetic(e.cache(), 0, depth);
@@ -158,13 +160,18 @@ TEST_P(PlannedVsAllocated, peak_heap_is_the_plan_within_2_percent_above_5_below)
     }
     const uint64_t allocated = static_cast<uint64_t>(g_peak.load() - base);
     const double ratio = static_cast<double>(allocated) / static_cast<double>(planned);
-    // The plan is the peak with every thread's attention scratch alive at
-    // once. Threads run their static chunks concurrently, but on a loaded
-    // machine one may finish (and free) before the other starts, which can
-    // lower the measured peak by one thread's share (3% with -ub 1 at 8K
-    // cells here); never raise it.
+    // The plan is the peak with every thread's transient scratch (the
+    // attention's) alive at once. Threads run their static chunks
+    // concurrently, but on a loaded machine one may finish (and free) before
+    // the other starts, which lowers the measured peak by up to one of the
+    // two threads' share of the transient (6% with -ub 64 here); never
+    // raises it. Below that, 2% of slack.
+    const double floor = (static_cast<double>(planned) - transient / 2.0) / static_cast<double>(planned) - 0.02;
+    RecordProperty("ratio", std::to_string(ratio));
+    RecordProperty("floor", std::to_string(floor));
     EXPECT_LE(ratio, 1.02) << c << ": planned " << planned << " B, allocated at peak " << allocated << " B";
-    EXPECT_GE(ratio, 0.95) << c << ": planned " << planned << " B, allocated at peak " << allocated << " B";
+    EXPECT_GE(ratio, floor) << c << ": planned " << planned << " B (" << transient
+                            << " B transient), allocated at peak " << allocated << " B";
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, PlannedVsAllocated,
