@@ -172,6 +172,14 @@ run() {
         cat "$summary"
         return
     fi
+    # The clocks while the benchmarks run (a card that stays at low SM clocks
+    # for short bursts of work would explain slow kernels on its own).
+    local clocks_pid=""
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu \
+            --format=csv,noheader -lms 250 >"$out/clocks.csv" 2>&1 &
+        clocks_pid=$!
+    fi
     STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # Where a decoded token's time goes: every kernel of a few op-by-op decode
     # steps timed by Nsight Compute, summed by kernel name.
@@ -191,6 +199,7 @@ run() {
     # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
     step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
     rm -f "$slice"
+    [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
     # The whole 17 GB model (issue 10's benchmark) with what time is left:
     # prompt and decode at depth 0 and 8K, then 1/4/8 parallel sequences.
     local full="$models/qwen3-coder-30b-a3b.gguf"
@@ -221,6 +230,9 @@ run() {
         echo
         echo "## the whole model (48 layers, ~17 GB)"
         cat "$out/bench-full.log" "$out/bench-full-npl.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(not run)"
+        echo
+        echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
+        clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
         echo
         echo "## goldens: mean KL against llama.cpp and against the CPU backend"
         golden_table "$out/gpu-suite.xml" 2>/dev/null || echo "(no results)"
@@ -292,6 +304,22 @@ for name, us in total.most_common(30):
           f"{pct('sm__throughput.avg.pct_of_peak_sustained_elapsed')[1:]} "
           f"{pct('sm__warps_active.avg.pct_of_peak_sustained_active')[1:]} "
           f"{int(grid) if grid else '-':>7} {int(regs) if regs else '-':>4}  {name}")
+EOF
+}
+
+# clock_summary CSV: min / median / max of the SM and memory clocks nvidia-smi sampled.
+clock_summary() {
+    python3 - "$1" <<'EOF'
+import statistics, sys
+sm, mem = [], []
+for line in open(sys.argv[1]):
+    f = [x.strip() for x in line.split(",")]
+    if len(f) >= 3 and f[1].endswith("MHz") and f[2].endswith("MHz"):
+        sm.append(int(f[1].split()[0]))
+        mem.append(int(f[2].split()[0]))
+for name, v in (("SM", sm), ("memory", mem)):
+    if v:
+        print(f"{name}: {min(v)} / {int(statistics.median(v))} / {max(v)} MHz over {len(v)} samples")
 EOF
 }
 
