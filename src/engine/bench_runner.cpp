@@ -1,5 +1,6 @@
 #include "engine/bench_runner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -120,9 +121,10 @@ BenchSample run_bench_test(Engine& engine, const BenchTest& test, uint64_t seed)
         for (auto& x : t) x = tok(rng);
         return t;
     };
-    // Warm up (threads, caches, scratch buffers) on a short batch of the
-    // test's kind, then start over.
-    engine.eval(0, random_tokens(test.n_prompt > 0 ? std::min<int64_t>(test.n_prompt, 32) : 1), false);
+    // Warm up (threads, caches, scratch buffers, a GPU's first large GEMMs)
+    // on a batch of the test's kind and size, as llama-bench does, then
+    // start over.
+    engine.eval(0, random_tokens(test.n_prompt > 0 ? test.n_prompt : 1), false);
     cache.clear();
     const int n_seq = test.n_prompt > 0 ? 1 : std::max(1, test.n_parallel);
     for (int seq = 0; seq < n_seq; ++seq) {
@@ -138,6 +140,24 @@ BenchSample run_bench_test(Engine& engine, const BenchTest& test, uint64_t seed)
         const double t0 = now();
         engine.eval(0, prompt, false);
         s.seconds += now() - t0;
+    }
+    // Decode tests: up to two untimed steps at the test's depth, so that a GPU
+    // backend captures its CUDA graph for this batch shape outside the
+    // measured steps; then every sequence goes back to the depth (a
+    // recurrent state through the snapshot taken there).
+    if (test.n_prompt == 0 && test.n_gen > 0) {
+        std::vector<int64_t> at_depth(n_seq);
+        for (int seq = 0; seq < n_seq; ++seq) {
+            at_depth[seq] = cache.seq_length(seq);
+            cache.snapshot(seq);
+        }
+        for (int64_t step = 0; step < std::min<int64_t>(test.n_gen, 2); ++step) {
+            Batch batch;
+            for (int seq = 0; seq < n_seq; ++seq)
+                batch.add(tok(rng), static_cast<int32_t>(cache.seq_length(seq)), seq, true);
+            engine.model().forward(batch, cache);
+        }
+        for (int seq = 0; seq < n_seq; ++seq) cache.truncate(seq, at_depth[seq]);
     }
     for (int64_t i = 0; i < test.n_gen; ++i) {
         Batch batch;

@@ -47,7 +47,8 @@ struct BenchSample {
 
 // One repetition of a test on sequence 0 (a decode test with n_parallel > 1:
 // on sequences 0..n_parallel-1, all at the same depth, one batch per step,
-// as a server's busy slots decode), after a short warm-up; the cache is
+// as a server's busy slots decode), after a warm-up (the test's prompt, or
+// two decode steps at the test's depth, taken back); the cache is
 // cleared first and must hold (depth + n_prompt + n_gen) x n_parallel
 // cells. Tokens are random byte ids. tokens_per_s counts every sequence's
 // tokens.
