@@ -189,6 +189,9 @@ run() {
         STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
     fi
+    # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
+    STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+        -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # The f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32) against the default tensor-core form.
     STEP_CAP=120 step bench-f32 60 env MOESERVE_CUDA_ATTENTION=f32 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
@@ -218,6 +221,9 @@ run() {
         echo
         echo "## bench"
         cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
+        echo
+        echo "## decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows"
+        cat "$out/bench-vec.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32), same tests as above"
         cat "$out/bench-f32.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"

@@ -352,7 +352,7 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
         if (kv_bytes(type, 32) == 0 || (!kv_is_float_type(type) && d % 32 != 0))
             throw std::invalid_argument("attention: cache type does not fit head size " + std::to_string(d));
 
-    if (flash_attention_mma(ctx, a)) return;
+    if (flash_attention_vec(ctx, a) || flash_attention_mma(ctx, a)) return;
 
     KernelArgs args{};
     args.a = a;

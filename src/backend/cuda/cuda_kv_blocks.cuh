@@ -158,6 +158,99 @@ __device__ __forceinline__ void kv_decode_unit(GgmlType t, const uint8_t* row, i
     }
 }
 
+// out[0..N) = values [d0, d0 + N) of a row of type t, N = 4 or 8 and d0 a
+// multiple of N (so a run never crosses a 32-value block): what one lane of
+// the decode attention kernel reads of a K or V row, with the arithmetic of
+// kv_decode_unit.
+template <int N>
+__device__ __forceinline__ void kv_decode_run(GgmlType t, const uint8_t* row, int d0, float* out) {
+    static_assert(N == 4 || N == 8, "runs of 4 or 8 values");
+    const int u = d0 / 32, j0 = d0 % 32;
+    switch (t) {
+        case GgmlType::F32: {
+            const float* p = reinterpret_cast<const float*>(row) + d0;
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = p[i];
+            return;
+        }
+        case GgmlType::F16: {
+            const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + d0;
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = half_bits_to_f32(p[i]);
+            return;
+        }
+        case GgmlType::BF16: {
+            const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + d0;
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = bf16_bits_to_f32(p[i]);
+            return;
+        }
+        case GgmlType::Q8_0: {
+            const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(row) + u;
+            const float d = half_bits_to_f32(b->d);
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = static_cast<float>(b->qs[j0 + i]) * d;
+            return;
+        }
+        default:
+            break;
+    }
+    // The 4-bit and 5-bit types: element e < 16 is the low nibble of qs[e],
+    // e >= 16 the high nibble of qs[e - 16] (Q5: plus bit e of qh).
+    const bool high = j0 >= 16;
+    const int q0 = high ? j0 - 16 : j0;
+    auto nibble = [&](const uint8_t* qs, int i) { return high ? qs[q0 + i] >> 4 : qs[q0 + i] & 0x0F; };
+    switch (t) {
+        case GgmlType::Q4_0: {
+            const BlockQ4_0* b = reinterpret_cast<const BlockQ4_0*>(row) + u;
+            const float d = half_bits_to_f32(b->d);
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = static_cast<float>(nibble(b->qs, i) - 8) * d;
+            return;
+        }
+        case GgmlType::Q4_1: {
+            const BlockQ4_1* b = reinterpret_cast<const BlockQ4_1*>(row) + u;
+            const float d = half_bits_to_f32(b->d), m = half_bits_to_f32(b->m);
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = static_cast<float>(nibble(b->qs, i)) * d + m;
+            return;
+        }
+        case GgmlType::Q5_0: {
+            const BlockQ5_0* b = reinterpret_cast<const BlockQ5_0*>(row) + u;
+            const float d = half_bits_to_f32(b->d);
+            const uint32_t qh = load_u32_bytes(b->qh);
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+                const int q = nibble(b->qs, i) | static_cast<int>(((qh >> (j0 + i)) & 1u) << 4);
+                out[i] = static_cast<float>(q - 16) * d;
+            }
+            return;
+        }
+        case GgmlType::Q5_1: {
+            const BlockQ5_1* b = reinterpret_cast<const BlockQ5_1*>(row) + u;
+            const float d = half_bits_to_f32(b->d), m = half_bits_to_f32(b->m);
+            const uint32_t qh = load_u32_bytes(b->qh);
+#pragma unroll
+            for (int i = 0; i < N; ++i) {
+                const int q = nibble(b->qs, i) | static_cast<int>(((qh >> (j0 + i)) & 1u) << 4);
+                out[i] = static_cast<float>(q) * d + m;
+            }
+            return;
+        }
+        case GgmlType::IQ4_NL: {
+            const BlockIQ4_NL* b = reinterpret_cast<const BlockIQ4_NL*>(row) + u;
+            const float d = half_bits_to_f32(b->d);
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = d * static_cast<float>(iq4nl_value(nibble(b->qs, i)));
+            return;
+        }
+        default:
+#pragma unroll
+            for (int i = 0; i < N; ++i) out[i] = 0.0f;
+            return;
+    }
+}
+
 // ---- encoders: one 32-value block, the CPU's operations in the CPU's order --
 
 // The element of largest magnitude, sign kept; the first one wins a tie.

@@ -1,0 +1,189 @@
+// A decode form of flash_attention (cuda_attention.cu) that reads each K and
+// V row straight from the cache into registers, with no shared-memory tiles
+// and no block-wide barrier per tile: opted into with
+// MOESERVE_CUDA_ATTENTION=vec while it is measured against the tensor-core
+// form, for batches of up to kVecMaxTokens tokens and head sizes 128 or 256.
+//
+// A block takes one token, one KV head with its whole group of query heads
+// (up to 16), and one chunk of the token's cells. Each of its 4 warps walks
+// every 4th cell of the chunk: the lanes hold 4 or 8 consecutive values of
+// the K and V rows (one coalesced 256- or 512-byte read of an f16 row), each
+// head's score is a lane-partial dot product summed over the warp, and each
+// lane keeps its share of every head's online softmax accumulator in
+// registers. The warps' states merge in shared memory at the end into the
+// chunk's partial state, which the f32 kernel's combine merges over chunks.
+// Arithmetic in f32 on the dequantized values (the queries already rounded
+// for a quantized K by round_queries), like the f32 kernel; only the order
+// of additions differs.
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cuda/cuda_flash_attention.h"
+#include "backend/cuda/cuda_kv_blocks.cuh"
+
+namespace moeserve::cuda {
+namespace {
+
+constexpr int kVecWarps = 4;
+constexpr int kVecThreads = 32 * kVecWarps;
+constexpr int64_t kVecMaxTokens = 16;
+constexpr int kVecTileCells = 32;  // chunk lengths are multiples of this (plan_attention_chunks)
+
+struct VecArgs {
+    FlashAttention a;
+    int group;  // query heads per KV head
+    int64_t chunk_len;
+    float* part;  // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
+};
+
+__device__ __forceinline__ float vec_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// VK, VV: values of a K / V row per lane (dk = 32 VK, dv = 32 VV); GMAX:
+// query heads per KV head at most (the accumulators: GMAX * VV registers).
+// grid: (n_tokens, n_head_kv, n_chunks); dynamic smem: kVecWarps * GMAX * dv floats.
+template <int VK, int VV, int GMAX>
+__global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args) {
+    const FlashAttention& a = args.a;
+    const int64_t t = blockIdx.x;
+    const int kvh = blockIdx.y, G = args.group;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    constexpr int dv = 32 * VV;
+    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * args.chunk_len;
+    const int64_t c_end = min(c_begin + args.chunk_len, static_cast<int64_t>(a.cells.n_cells[t]));
+    const int32_t* cells = a.cells.cells + a.cells.offset[t];
+    const uint8_t* k_base = a.k + static_cast<size_t>(kvh) * a.k_head_bytes;
+    const uint8_t* v_base = a.v + static_cast<size_t>(kvh) * a.v_head_bytes;
+
+    float q[GMAX][VK];
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+        for (int i = 0; i < VK; ++i) q[g][i] = g < G ? a.q[(t * a.n_head + kvh * G + g) * a.dk + lane * VK + i] : 0.0f;
+    float m[GMAX], l[GMAX], acc[GMAX][VV];
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < VV; ++i) acc[g][i] = 0.0f;
+    }
+
+    for (int64_t c = c_begin + warp; c < c_end; c += kVecWarps) {
+        const size_t cell = static_cast<size_t>(cells[c]);
+        float k[VK], v[VV];
+        kv_decode_run<VK>(a.type_k, k_base + cell * a.k_row_bytes, lane * VK, k);
+        kv_decode_run<VV>(a.type_v, v_base + cell * a.v_row_bytes, lane * VV, v);
+#pragma unroll
+        for (int g = 0; g < GMAX; ++g) {
+            if (g >= G) break;  // the same for every lane
+            float d = 0.0f;
+#pragma unroll
+            for (int i = 0; i < VK; ++i) d = fmaf(q[g][i], k[i], d);
+            const float s = vec_warp_sum(d) * a.scale;  // every lane has it
+            if (s > m[g]) {                             // a new maximum: rescale what came before
+                const float corr = __expf(m[g] - s);    // 0 for the first cell (m = -inf)
+                l[g] *= corr;
+#pragma unroll
+                for (int i = 0; i < VV; ++i) acc[g][i] *= corr;
+                m[g] = s;
+            }
+            const float p = __expf(s - m[g]);
+            l[g] += p;
+#pragma unroll
+            for (int i = 0; i < VV; ++i) acc[g][i] = fmaf(p, v[i], acc[g][i]);
+        }
+    }
+
+    // The warps' states, merged into the chunk's partial state per head.
+    extern __shared__ float acc_s[];  // [kVecWarps][GMAX][dv]
+    __shared__ float m_s[kVecWarps][GMAX], l_s[kVecWarps][GMAX];
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        if (lane == 0) m_s[warp][g] = m[g], l_s[warp][g] = l[g];
+#pragma unroll
+        for (int i = 0; i < VV; ++i) acc_s[(warp * GMAX + g) * dv + lane * VV + i] = acc[g][i];
+    }
+    __syncthreads();
+    const int64_t chunk_base = static_cast<int64_t>(blockIdx.z) * a.n_tokens;
+    for (int e = threadIdx.x; e < G * dv; e += kVecThreads) {
+        const int g = e / dv, j = e % dv;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kVecWarps; ++w) M = fmaxf(M, m_s[w][g]);
+        float* p = args.part + ((chunk_base + t) * a.n_head + kvh * G + g) * static_cast<int64_t>(dv + 2);
+        if (M == -INFINITY) {  // no cells in this chunk: the combine skips it
+            if (j == 0) p[0] = -INFINITY, p[1] = 0.0f;
+            continue;
+        }
+        float L = 0.0f, o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kVecWarps; ++w) {
+            if (m_s[w][g] == -INFINITY) continue;
+            const float f = __expf(m_s[w][g] - M);
+            L += l_s[w][g] * f;
+            o += acc_s[(w * GMAX + g) * dv + j] * f;
+        }
+        p[2 + j] = o;
+        if (j == 0) p[0] = M, p[1] = L;
+    }
+}
+
+std::atomic<int64_t> g_vec_launches{0};
+
+bool vec_attention_requested() {
+    const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
+    return v && std::strcmp(v, "vec") == 0;
+}
+
+template <int VK, int VV, int GMAX>
+void launch_vec(Context& ctx, const VecArgs& args, dim3 grid) {
+    const size_t smem = sizeof(float) * kVecWarps * GMAX * 32 * VV;
+    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_vec_kernel<VK, VV, GMAX>), smem);
+    attention_vec_kernel<VK, VV, GMAX><<<grid, kVecThreads, smem, ctx.stream>>>(args);
+}
+
+}  // namespace
+
+bool flash_attention_vec(Context& ctx, const FlashAttention& a) {
+    if (!vec_attention_requested() || a.v_in_k || a.n_tokens > kVecMaxTokens) return false;
+    const int group = a.n_head / a.n_head_kv;
+    const bool dk_ok = a.dk == 128 || a.dk == 256, dv_ok = a.dv == 128 || a.dv == 256;
+    // Accumulators: at most 64 registers a lane (16 heads of 128 values, or 8 of 256).
+    if (!dk_ok || !dv_ok || group > (a.dv == 128 ? 16 : 8)) return false;
+
+    VecArgs args{};
+    args.a = a;
+    args.group = group;
+    const AttentionChunks chunks = plan_attention_chunks(ctx, a, a.n_tokens * a.n_head_kv, kVecTileCells);
+    args.chunk_len = chunks.chunk_len;
+    args.part = chunks.part;
+    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv),
+                    static_cast<unsigned>(chunks.n_chunks));
+    const bool k128 = a.dk == 128, v128 = a.dv == 128, small_group = group <= 8;
+    if (k128 && v128)
+        small_group ? launch_vec<4, 4, 8>(ctx, args, grid) : launch_vec<4, 4, 16>(ctx, args, grid);
+    else if (k128)
+        launch_vec<4, 8, 8>(ctx, args, grid);
+    else if (v128)
+        small_group ? launch_vec<8, 4, 8>(ctx, args, grid) : launch_vec<8, 4, 16>(ctx, args, grid);
+    else
+        launch_vec<8, 8, 8>(ctx, args, grid);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+    combine_attention_chunks(ctx, a, chunks);
+    g_vec_launches.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+int64_t vec_attention_launches() {
+    return g_vec_launches.load(std::memory_order_relaxed);
+}
+
+}  // namespace moeserve::cuda
