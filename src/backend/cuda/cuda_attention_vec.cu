@@ -6,7 +6,8 @@
 //
 // A block takes one token, one KV head with its whole group of query heads
 // (up to 16), and one chunk of the token's cells. Each of its 4 warps walks
-// every 4th cell of the chunk: the lanes hold 4 or 8 consecutive values of
+// every 4th cell of the chunk, loading the next cell's rows while it scores
+// the current one: the lanes hold 4 or 8 consecutive values of
 // the K and V rows (one coalesced 256- or 512-byte read of an f16 row), each
 // head's score is a lane-partial dot product summed over the warp, and each
 // lane keeps its share of every head's online softmax accumulator in
@@ -46,6 +47,14 @@ __device__ __forceinline__ float vec_warp_sum(float v) {
     return v;
 }
 
+// This lane's VK values of the cell's K row and VV of its V row.
+template <int VK, int VV>
+__device__ __forceinline__ void load_rows(const FlashAttention& a, const uint8_t* k_base, const uint8_t* v_base,
+                                          int32_t cell, int lane, float* k, float* v) {
+    kv_decode_run<VK>(a.type_k, k_base + static_cast<size_t>(cell) * a.k_row_bytes, lane * VK, k);
+    kv_decode_run<VV>(a.type_v, v_base + static_cast<size_t>(cell) * a.v_row_bytes, lane * VV, v);
+}
+
 // VK, VV: values of a K / V row per lane (dk = 32 VK, dv = 32 VV); GMAX:
 // query heads per KV head at most (the accumulators: GMAX * VV registers).
 // grid: (n_tokens, n_head_kv, n_chunks); dynamic smem: kVecWarps * GMAX * dv floats.
@@ -76,29 +85,45 @@ __global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args
         for (int i = 0; i < VV; ++i) acc[g][i] = 0.0f;
     }
 
-    for (int64_t c = c_begin + warp; c < c_end; c += kVecWarps) {
-        const size_t cell = static_cast<size_t>(cells[c]);
+    // The warp's cells c_begin + warp + kVecWarps * i, 32 at a time: lane i
+    // loads the index of the i-th (one coalesced read instead of a dependent
+    // load per cell), and the next cell's K and V rows are loaded while the
+    // current one is scored, so each warp keeps a row read in flight.
+    for (int64_t base = c_begin + warp; base < c_end; base += 32 * kVecWarps) {
+        const int64_t my_c = base + static_cast<int64_t>(kVecWarps) * lane;
+        const int32_t my_cell = my_c < c_end ? cells[my_c] : 0;
+        const int n_here = static_cast<int>(min(static_cast<int64_t>(32), (c_end - base + kVecWarps - 1) / kVecWarps));
         float k[VK], v[VV];
-        kv_decode_run<VK>(a.type_k, k_base + cell * a.k_row_bytes, lane * VK, k);
-        kv_decode_run<VV>(a.type_v, v_base + cell * a.v_row_bytes, lane * VV, v);
+        load_rows<VK, VV>(a, k_base, v_base, __shfl_sync(0xffffffffu, my_cell, 0), lane, k, v);
+        for (int i = 0; i < n_here; ++i) {
+            float k_next[VK], v_next[VV];
+            const int32_t next_cell = __shfl_sync(0xffffffffu, my_cell, min(i + 1, 31));
+            if (i + 1 < n_here) load_rows<VK, VV>(a, k_base, v_base, next_cell, lane, k_next, v_next);
 #pragma unroll
-        for (int g = 0; g < GMAX; ++g) {
-            if (g >= G) break;  // the same for every lane
-            float d = 0.0f;
+            for (int g = 0; g < GMAX; ++g) {
+                if (g >= G) break;  // the same for every lane
+                float d = 0.0f;
 #pragma unroll
-            for (int i = 0; i < VK; ++i) d = fmaf(q[g][i], k[i], d);
-            const float s = vec_warp_sum(d) * a.scale;  // every lane has it
-            if (s > m[g]) {                             // a new maximum: rescale what came before
-                const float corr = __expf(m[g] - s);    // 0 for the first cell (m = -inf)
-                l[g] *= corr;
+                for (int j = 0; j < VK; ++j) d = fmaf(q[g][j], k[j], d);
+                const float s = vec_warp_sum(d) * a.scale;  // every lane has it
+                if (s > m[g]) {                             // a new maximum: rescale what came before
+                    const float corr = __expf(m[g] - s);    // 0 for the first cell (m = -inf)
+                    l[g] *= corr;
 #pragma unroll
-                for (int i = 0; i < VV; ++i) acc[g][i] *= corr;
-                m[g] = s;
+                    for (int j = 0; j < VV; ++j) acc[g][j] *= corr;
+                    m[g] = s;
+                }
+                const float p = __expf(s - m[g]);
+                l[g] += p;
+#pragma unroll
+                for (int j = 0; j < VV; ++j) acc[g][j] = fmaf(p, v[j], acc[g][j]);
             }
-            const float p = __expf(s - m[g]);
-            l[g] += p;
+            if (i + 1 < n_here) {
 #pragma unroll
-            for (int i = 0; i < VV; ++i) acc[g][i] = fmaf(p, v[i], acc[g][i]);
+                for (int j = 0; j < VK; ++j) k[j] = k_next[j];
+#pragma unroll
+                for (int j = 0; j < VV; ++j) v[j] = v_next[j];
+            }
         }
     }
 
