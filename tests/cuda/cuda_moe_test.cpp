@@ -206,6 +206,9 @@ void CudaFfn::run_moe_case(const MoeCase& c, std::mt19937& rng) {
 constexpr MoeCase kMoeCases[] = {
     {"softmax, 8 experts top 2, K-quants", 8, 2, GatingFunc::Softmax, false, true, 0.0f, ExpertActivation::SwiGlu,
      GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K, 256, 256, 0},
+    // Gate and up of different types: the decode path cannot fuse them into one launch.
+    {"softmax, 8 experts top 2, gate Q4_K and up Q5_K", 8, 2, GatingFunc::Softmax, false, true, 0.0f,
+     ExpertActivation::SwiGlu, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, 256, 256, 0},
     {"softmax, 128 experts top 8, IQ4_XS", 128, 8, GatingFunc::Softmax, false, true, 0.0f, ExpertActivation::SwiGlu,
      GgmlType::IQ4_XS, GgmlType::IQ4_XS, GgmlType::Q8_0, 256, 128, 0},
     {"sigmoid + bias, 128 experts top 8, relu2, scaled", 128, 8, GatingFunc::Sigmoid, true, true, 2.5f,

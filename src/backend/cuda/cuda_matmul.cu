@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_quant_blocks.cuh"
@@ -30,7 +31,11 @@ namespace {
 
 constexpr int kMatvecWarps = 4;  // weight rows per block
 
-template <GgmlType T, int NT>
+// DUAL: each warp also takes the same row of a second weight (a.w2, same
+// type and shape) and writes act(W·x, W2·x) (the gate and up projections of
+// a SwiGLU FFN in one pass, reading x once); without it an a.fused act
+// (ReLU²) applies to W·x.
+template <GgmlType T, int NT, bool DUAL>
 __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a) {
     using B = BlockDequant<T>;
     int matrix, count;
@@ -54,17 +59,19 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a)
     const int64_t row = static_cast<int64_t>(blockIdx.x) * kMatvecWarps + (threadIdx.x >> 5);
     if (row >= a.out) return;  // whole warps leave; no block-wide sync follows
     const uint8_t* wr = a.w + matrix * a.matrix_bytes + row * a.row_bytes;
+    const uint8_t* wr2 = DUAL ? a.w2 + matrix * a.matrix_bytes + row * a.row_bytes : nullptr;
 
-    float acc[NT];
+    float acc[NT], acc2[NT];
 #pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+    for (int t = 0; t < NT; ++t) acc[t] = acc2[t] = 0.0f;
     const int n_chunks = static_cast<int>(a.in / 8);
 #pragma unroll 2
     for (int ci = lane; ci < n_chunks; ci += 32) {
         const int blk = ci / B::kChunks, c = ci % B::kChunks;
-        float v[8];
+        float v[8], v2[8];
         int e0, e1;
         B::chunk(wr + static_cast<size_t>(blk) * B::kBytes, c, v, e0, e1);
+        if constexpr (DUAL) B::chunk(wr2 + static_cast<size_t>(blk) * B::kBytes, c, v2, e0, e1);
         const float* xb = x + static_cast<int64_t>(blk) * B::kElems;
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
@@ -75,12 +82,21 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a)
                 s = fmaf(v[0], p.x, s), s = fmaf(v[1], p.y, s), s = fmaf(v[2], p.z, s), s = fmaf(v[3], p.w, s);
                 s = fmaf(v[4], q.x, s), s = fmaf(v[5], q.y, s), s = fmaf(v[6], q.z, s), s = fmaf(v[7], q.w, s);
                 acc[t] = s;
+                if constexpr (DUAL) {
+                    float s2 = acc2[t];
+                    s2 = fmaf(v2[0], p.x, s2), s2 = fmaf(v2[1], p.y, s2), s2 = fmaf(v2[2], p.z, s2);
+                    s2 = fmaf(v2[3], p.w, s2), s2 = fmaf(v2[4], q.x, s2), s2 = fmaf(v2[5], q.y, s2);
+                    s2 = fmaf(v2[6], q.z, s2), s2 = fmaf(v2[7], q.w, s2);
+                    acc2[t] = s2;
+                }
             }
         }
     }
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-        const float s = warp_sum(acc[t]);
+        float s = warp_sum(acc[t]);
+        if constexpr (DUAL) s = expert_activation(s, warp_sum(acc2[t]), a.act);
+        if (!DUAL && a.fused) s = expert_activation(s, 0.0f, a.act);
         if (lane == 0 && t < count) y[t * a.y_stride + row] = s;
     }
 }
@@ -163,21 +179,29 @@ void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a) {
     if (grid_y == 0 || a.out == 0) return;
     const dim3 grid(static_cast<unsigned>((a.out + kMatvecWarps - 1) / kMatvecWarps), grid_y,
                     a.tiles ? 1u : static_cast<unsigned>(a.n_groups));
-    const bool ok = dispatch_weight_type(type, [&]<GgmlType T>() {
+    if (a.fused && (a.act == ExpertActivation::SwiGlu) != (a.w2 != nullptr))
+        throw std::invalid_argument("matvec: a fused SwiGLU reads two weights, a fused ReLU² one");
+    auto launch = [&]<GgmlType T, bool DUAL>() {
         switch (tile_tokens) {
             case 1:
-                matvec_kernel<T, 1><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                matvec_kernel<T, 1, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
                 break;
             case 2:
-                matvec_kernel<T, 2><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                matvec_kernel<T, 2, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
                 break;
             case 4:
-                matvec_kernel<T, 4><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                matvec_kernel<T, 4, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
                 break;
             default:
-                matvec_kernel<T, 8><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                matvec_kernel<T, 8, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
                 break;
         }
+    };
+    const bool ok = dispatch_weight_type(type, [&]<GgmlType T>() {
+        if (a.w2)
+            launch.template operator()<T, true>();
+        else
+            launch.template operator()<T, false>();
     });
     if (!ok) throw std::invalid_argument("matvec: unsupported weight type " + std::string(ggml_type_name(type)));
     MOESERVE_CUDA_CHECK_LAUNCH();
@@ -302,6 +326,29 @@ void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, flo
     if (n_tokens == 0) return;
     RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens, {}};
     matmul_rounded(ctx, w, in, y, expert);
+}
+
+bool same_layout(const Weight& a, const Weight& b) {
+    return a.type == b.type && a.ne == b.ne && a.row_bytes == b.row_bytes && a.matrix_bytes == b.matrix_bytes;
+}
+
+bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const float* x, int64_t n_tokens,
+                  ExpertActivation act, float* y) {
+    const bool gated = static_cast<bool>(gate);
+    if (n_tokens == 0 || n_tokens > kMatvecMaxTokens || gated != (act == ExpertActivation::SwiGlu) ||
+        (gated && !same_layout(gate, up)))
+        return false;
+    const Weight& w = gated ? gate : up;
+    check_cuda_weight(w, "matmul");
+    RoundedInputs in{x, n_tokens, w.ne[0], false, {}};
+    MatvecArgs a;
+    a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
+    a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type)));
+    a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
+    a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens;
+    a.fused = true, a.act = act, a.w2 = gated ? up.data : nullptr;
+    launch_matvec(ctx, w.type, a);
+    return true;
 }
 
 void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps) {

@@ -59,9 +59,26 @@ struct MatvecArgs {
     const MatvecTile* tiles = nullptr;
     const int* n_tiles = nullptr;
     int max_tiles = 0;
+    // An FFN activation fused into the output: y = act(W·x, W2·x) for SwiGLU
+    // (w2: the up weight, same type and layout as w, the gate), act(W·x) for
+    // ReLU²; bit for bit the separate products and activation kernel.
+    bool fused = false;
+    ExpertActivation act = ExpertActivation::SwiGlu;
+    const uint8_t* w2 = nullptr;
 };
 
 void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a);
+
+// Whether two weights have the same type, shape and strides (a fused SwiGLU
+// reads gate and up with one set of offsets).
+bool same_layout(const Weight& a, const Weight& b);
+
+// y = act(W_gate·x, W_up·x) (ReLU², gate empty: act(W_up·x)) in one
+// matrix-vector launch with the activation fused, bit for bit the separate
+// products and activation; false, queuing nothing, for batches over
+// kMatvecMaxTokens or a gate and up of different layouts.
+bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const float* x, int64_t n_tokens,
+                  ExpertActivation act, float* y);
 
 // Token rows per tile of the grouped expert GEMM (cuda_moe_gemm.cu).
 inline constexpr int kMoeGemmTileTokens = 64;

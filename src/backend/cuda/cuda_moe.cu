@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_quant_blocks.cuh"
@@ -42,21 +43,11 @@ constexpr int kMaxExperts = 1024;   // one plan thread per expert
 // route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
 static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
-__device__ __forceinline__ float silu(float x) {
-    return x / (1.0f + __expf(-x));
-}
-
 // g := act(g, u) over n values (ReLU²: non-gated, g holds W_up·x).
 __global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertActivation act) {
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        if (act == ExpertActivation::SwiGlu) {
-            g[i] = silu(g[i]) * u[i];
-        } else {
-            const float r = fmaxf(g[i], 0.0f);
-            g[i] = r * r;
-        }
-    }
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        g[i] = expert_activation(g[i], act == ExpertActivation::SwiGlu ? u[i] : 0.0f, act);
 }
 
 void launch_activation(Context& ctx, float* g, const float* u, int64_t n, ExpertActivation act) {
@@ -225,6 +216,10 @@ void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gat
     const int64_t n_ff = up.ne[1];
     // g, u: [n_tokens, n_ff]
     float* g = ctx.scratch->take_n<float>(n_tokens * n_ff);
+    if (matvec_gated(ctx, gate, up, x, n_tokens, act, g)) {  // small batches: one launch, activation fused
+        matmul(ctx, down, g, n_tokens, out);
+        return;
+    }
     float* u = nullptr;
     if (gate) {
         u = ctx.scratch->take_n<float>(n_tokens * n_ff);
@@ -320,7 +315,10 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         Holds holds;
         MatvecArgs a;
         a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
-        auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
+        // fused_up: the up weight of a SwiGLU whose gate is `w` (the activation
+        // in the same launch); fuse_relu2: ReLU² applied to W·x.
+        auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y, const Weight* fused_up,
+                           bool fuse_relu2) {
             const GgmlType act = activation_rounding(w.type);
             if (act != GgmlType::F32 && !holds.same(in, act)) {
                 round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, rounded);
@@ -328,9 +326,24 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             }
             a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
             a.x = act != GgmlType::F32 ? rounded : in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
+            a.fused = fused_up || fuse_relu2;
+            a.act = fused_up ? ExpertActivation::SwiGlu : ExpertActivation::ReluSquared;
+            a.w2 = fused_up ? fused_up->data : nullptr;
             launch_matvec(ctx, w.type, a);
         };
-        expert_ffn(product);
+        // gate, up and the activation in one launch where the layouts allow (bit for bit the same).
+        if (gate_exps && p.activation == ExpertActivation::SwiGlu && same_layout(gate_exps, up_exps)) {
+            product(gate_exps, xs, n_in, g, &up_exps, false);
+        } else if (gate_exps) {
+            product(gate_exps, xs, n_in, g, nullptr, false);
+            product(up_exps, xs, n_in, u, nullptr, false);
+            launch_activation(ctx, g, u, n_items * n_ff, p.activation);
+        } else {
+            product(up_exps, xs, n_in, g, nullptr, p.activation == ExpertActivation::ReluSquared);
+            if (p.activation != ExpertActivation::ReluSquared)
+                launch_activation(ctx, g, u, n_items * n_ff, p.activation);
+        }
+        product(down_exps, g, n_ff, ys, nullptr, false);
     } else if (grouped) {
         __half* x16 = s.take_n<__half>(n_items * std::max(n_in, n_ff));  // xs, later the activations, in f16
         Holds holds;
