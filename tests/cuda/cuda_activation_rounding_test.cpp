@@ -91,6 +91,28 @@ TEST_F(CudaActivationRounding, every_partner_type_rounds_as_the_cpu_bit_for_bit)
     }
 }
 
+// The gathering form (the MoE's expert inputs, read by token row): row r of
+// the output is source row rows[r], rounded the same way.
+TEST_F(CudaActivationRounding, gathered_rows_round_as_the_cpu) {
+    std::mt19937 rng(32);
+    const int64_t width = 512, n_src = 6;
+    const std::vector<int32_t> rows = {5, 0, 5, 2, 3, 3, 1};
+    const std::vector<float> src = delicate_rows(n_src, width, rng);
+    for (GgmlType act : {GgmlType::Q8_K, GgmlType::Q8_0, GgmlType::F32}) {
+        SCOPED_TRACE(ggml_type_name(act));
+        DeviceArray<float> dsrc(src), dout(rows.size() * width);
+        DeviceArray<int32_t> drows(rows);
+        gather_round_rows_f32(ctx_, act, dsrc.get(), width, drows.get(), static_cast<int64_t>(rows.size()), width,
+                              dout.get());
+        const std::vector<float> got = dout.download();
+        for (size_t r = 0; r < rows.size(); ++r) {
+            const std::vector<float> want = cpu_rounded(act, src.data() + rows[r] * width, width);
+            ASSERT_EQ(std::memcmp(got.data() + r * width, want.data(), width * sizeof(float)), 0) << "row " << r;
+        }
+        finish();
+    }
+}
+
 TEST(CudaActivationRoundingChecks, partner_types_are_the_cpu_backends) {
     EXPECT_EQ(activation_rounding(GgmlType::Q4_K), GgmlType::Q8_K);
     EXPECT_EQ(activation_rounding(GgmlType::IQ4_XS), GgmlType::Q8_K);

@@ -74,17 +74,18 @@ __device__ __forceinline__ void round_q8_k(float* v) {
 }
 
 // dst[g][r] (dense [n_groups, n_rows, width]) = rounded row r of group g of
-// src. grid: (spans / kWarpsPerBlock, rows from row0, n_groups); one warp per
-// 256-value span, 8 consecutive values per lane.
+// src (row rows[r] when rows is given). grid: (spans / kWarpsPerBlock, rows
+// from row0, n_groups); one warp per 256-value span, 8 consecutive values per
+// lane.
 template <class Out>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
-    round_rows_kernel(GgmlType act, const float* src, int64_t row_stride, int64_t group_stride, int64_t n_rows,
-                      int64_t width, int64_t row0, Out* dst) {
+    round_rows_kernel(GgmlType act, const float* src, int64_t row_stride, int64_t group_stride, const int32_t* rows,
+                      int64_t n_rows, int64_t width, int64_t row0, Out* dst) {
     const int64_t span = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
     if (span * kSpan >= width) return;  // whole warps leave: the shuffles below see full warps
     const int64_t r = row0 + blockIdx.y, g = blockIdx.z;
     const int64_t first = span * kSpan + (threadIdx.x & 31) * kValuesPerLane;
-    const float* s = src + g * group_stride + r * row_stride;
+    const float* s = src + g * group_stride + (rows ? rows[r] : r) * row_stride;
     Out* d = dst + (g * n_rows + r) * width;
     float v[kValuesPerLane];
     for (int j = 0; j < kValuesPerLane; ++j) v[j] = first + j < width ? s[first + j] : 0.0f;
@@ -111,7 +112,7 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
 
 template <class Out>
 void launch_round_rows(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
-                       int64_t n_rows, int64_t width, int n_groups, Out* dst) {
+                       const int32_t* rows, int64_t n_rows, int64_t width, int n_groups, Out* dst) {
     if (n_rows == 0 || width == 0 || n_groups == 0) return;
     const int64_t block = act == GgmlType::Q8_K ? kSpan : act == GgmlType::Q8_0 || act == GgmlType::Q8_1 ? 32 : 1;
     if (width % block != 0)
@@ -122,8 +123,8 @@ void launch_round_rows(Context& ctx, GgmlType act, const float* src, int64_t row
     for (int64_t row0 = 0; row0 < n_rows; row0 += kMaxGridY) {
         const dim3 grid(grid_x, static_cast<unsigned>(std::min(kMaxGridY, n_rows - row0)),
                         static_cast<unsigned>(n_groups));
-        round_rows_kernel<Out><<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(act, src, row_stride, group_stride, n_rows,
-                                                                             width, row0, dst);
+        round_rows_kernel<Out><<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(act, src, row_stride, group_stride, rows,
+                                                                             n_rows, width, row0, dst);
         MOESERVE_CUDA_CHECK_LAUNCH();
     }
 }
@@ -136,12 +137,17 @@ GgmlType activation_rounding(GgmlType partner) {
 
 void round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
                     int64_t n_rows, int64_t width, int n_groups, float* dst) {
-    launch_round_rows(ctx, act, src, row_stride, group_stride, n_rows, width, n_groups, dst);
+    launch_round_rows(ctx, act, src, row_stride, group_stride, nullptr, n_rows, width, n_groups, dst);
 }
 
 void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
                     int64_t n_rows, int64_t width, int n_groups, __half* dst) {
-    launch_round_rows(ctx, act, src, row_stride, group_stride, n_rows, width, n_groups, dst);
+    launch_round_rows(ctx, act, src, row_stride, group_stride, nullptr, n_rows, width, n_groups, dst);
+}
+
+void gather_round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, const int32_t* rows,
+                           int64_t n_rows, int64_t width, float* dst) {
+    launch_round_rows(ctx, act, src, row_stride, 0, rows, n_rows, width, 1, dst);
 }
 
 }  // namespace moeserve::cuda

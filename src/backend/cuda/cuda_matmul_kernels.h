@@ -114,6 +114,9 @@ void round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_st
                     int64_t n_rows, int64_t width, int n_groups, float* dst);
 void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
                     int64_t n_rows, int64_t width, int n_groups, __half* dst);
+// dst[r] (dense [n_rows, width]) = row rows[r] of src (device indices), rounded as round_rows_f32.
+void gather_round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, const int32_t* rows,
+                           int64_t n_rows, int64_t width, float* dst);
 
 // Elements of f16 weight scratch that matmul_gemm wants for w (a whole
 // matrix, or a slice of rows when that would be large).

@@ -38,8 +38,12 @@ namespace {
 // the tokens per expert are enough for GEMMs to pay off.
 constexpr int64_t kMoeMatvecMaxTokens = 32;
 constexpr int kRouteWarps = 4;
-constexpr int kMaxExpertUsed = 32;  // one lane per selected expert
-constexpr int kMaxExperts = 1024;   // one plan thread per expert
+constexpr int kMaxExpertUsed = 32;                 // one lane per selected expert
+constexpr int kMaxExperts = 1024;                  // one plan thread per expert
+constexpr int kFusedRouteThreads = 1024;           // route_plan_kernel: one block, a plan thread per expert
+constexpr int kMaxFusedItems = 1024;               // its (token, slot) items: 32 tokens of up to 32 experts
+constexpr size_t kMaxFusedRouteSmem = 160 * 1024;  // its routing scratch, within an H100's 227 KiB
+static_assert(kMaxFusedItems >= kMoeMatvecMaxTokens * kMaxExpertUsed);
 // route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
 static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
@@ -64,16 +68,13 @@ struct RouteParams {
     const float* selection_bias;
 };
 
-// One warp per token: probabilities, top-k by selection score (ties: lower
-// expert id), weights; counts[e] += 1 for each chosen expert.
-__global__ void route_kernel(const float* logits, int64_t n_tokens, RouteParams p, int* route_expert,
-                             float* route_weight, int* counts) {
-    extern __shared__ float smem[];  // per warp: prob[n_expert], sel[n_expert]
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
-    if (t >= n_tokens) return;  // no block-wide sync below
+// Token t's routing by one warp: probabilities, top-k by selection score
+// (ties: lower expert id), weights; counts[e] += 1 for each chosen expert.
+// prob: 2 * n_expert floats of scratch for this warp.
+__device__ void route_token(const float* logits, int64_t t, const RouteParams& p, float* prob, int* route_expert,
+                            float* route_weight, int* counts) {
+    const int lane = threadIdx.x & 31;
     const int n = p.n_expert, k = p.n_expert_used;
-    float* prob = smem + static_cast<size_t>(warp) * 2 * n;
     float* sel = prob + n;
     const float* lg = logits + t * n;
 
@@ -124,12 +125,23 @@ __global__ void route_kernel(const float* logits, int64_t n_tokens, RouteParams 
     }
 }
 
-// One block of blockDim >= n_expert threads: start[e] = Σ_{e'<e} counts[e']
-// (start[n_expert] = all items), cursor = start, and the matrix-vector tiles
-// of tile_tokens items of one expert each, in expert order.
-__global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, int* start, int* cursor,
-                            MatvecTile* tiles, int* n_tiles) {
-    __shared__ int s_items[kMaxExperts], s_tiles[kMaxExperts];
+// One warp per token (route_token).
+__global__ void route_kernel(const float* logits, int64_t n_tokens, RouteParams p, int* route_expert,
+                             float* route_weight, int* counts) {
+    extern __shared__ float smem[];  // per warp: prob[n_expert], sel[n_expert]
+    const int warp = threadIdx.x >> 5;
+    const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+    if (t >= n_tokens) return;  // no block-wide sync below
+    route_token(logits, t, p, smem + static_cast<size_t>(warp) * 2 * p.n_expert, route_expert, route_weight, counts);
+}
+
+// By a block of blockDim >= n_expert threads: start[e] = Σ_{e'<e} counts[e']
+// (start[n_expert] = all items), cursor = start (when given), and the
+// matrix-vector tiles of tile_tokens items of one expert each, in expert
+// order. s_items, s_tiles: kMaxExperts ints of shared memory each; after
+// it, s_items[e] - counts[e] is expert e's first position.
+__device__ void plan_experts(const int* counts, int n_expert, int tile_tokens, int* s_items, int* s_tiles, int* start,
+                             int* cursor, MatvecTile* tiles, int* n_tiles) {
     const int e = threadIdx.x;
     const int c = e < n_expert ? counts[e] : 0;
     const int nt = (c + tile_tokens - 1) / tile_tokens;
@@ -146,13 +158,53 @@ __global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, in
     const int item0 = s_items[e] - c, tile0 = s_tiles[e] - nt;
     if (e < n_expert) {
         start[e] = item0;
-        cursor[e] = item0;
+        if (cursor) cursor[e] = item0;
         for (int i = 0; i < nt; ++i)
             tiles[tile0 + i] = {e, item0 + i * tile_tokens, min(tile_tokens, c - i * tile_tokens), 0};
     }
     if (e == static_cast<int>(blockDim.x) - 1) {
         start[n_expert] = s_items[e];
         *n_tiles = s_tiles[e];
+    }
+}
+
+__global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, int* start, int* cursor,
+                            MatvecTile* tiles, int* n_tiles) {
+    __shared__ int s_items[kMaxExperts], s_tiles[kMaxExperts];
+    plan_experts(counts, n_expert, tile_tokens, s_items, s_tiles, start, cursor, tiles, n_tiles);
+}
+
+// Decode batches in one block of kFusedRouteThreads threads: routing (a warp
+// per token), the plan, and each item's position in its expert's range
+// (items of an expert in item order, so no atomics decide the order):
+// item_pos[i] = its position, src_row[pos] = the token whose input it reads.
+// Replaces the counts memset, route_kernel, plan_kernel and scatter_kernel;
+// the experts' inputs are then gathered (and rounded) by row index.
+// dynamic smem: min(n_tokens, 32) * 2 * n_expert floats.
+__global__ void __launch_bounds__(kFusedRouteThreads)
+    route_plan_kernel(const float* logits, int64_t n_tokens, RouteParams p, int tile_tokens, int* route_expert,
+                      float* route_weight, int* start, MatvecTile* tiles, int* n_tiles, int* item_pos, int* src_row) {
+    extern __shared__ float prob[];
+    __shared__ int s_counts[kMaxExperts], s_items[kMaxExperts], s_tiles[kMaxExperts];
+    __shared__ int s_expert[kMaxFusedItems];
+    for (int e = threadIdx.x; e < kMaxExperts; e += blockDim.x) s_counts[e] = 0;
+    __syncthreads();
+    const int warp = threadIdx.x >> 5;
+    for (int64_t t = warp; t < n_tokens; t += blockDim.x / 32)
+        route_token(logits, t, p, prob + static_cast<size_t>(warp) * 2 * p.n_expert, route_expert, route_weight,
+                    s_counts);
+    __syncthreads();  // also makes route_expert's global writes visible to the block
+    plan_experts(s_counts, p.n_expert, tile_tokens, s_items, s_tiles, start, nullptr, tiles, n_tiles);
+    const int n_items = static_cast<int>(n_tokens) * p.n_expert_used;
+    for (int i = threadIdx.x; i < n_items; i += blockDim.x) s_expert[i] = route_expert[i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < n_items; i += blockDim.x) {
+        const int e = s_expert[i];
+        int rank = 0;
+        for (int j = 0; j < i; ++j) rank += s_expert[j] == e;
+        const int pos = s_items[e] - s_counts[e] + rank;
+        item_pos[i] = pos;
+        src_row[pos] = i / p.n_expert_used;
     }
 }
 
@@ -262,6 +314,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     MatvecTile* tiles = s.take_n<MatvecTile>(max_tiles);
     int* n_tiles = s.take_n<int>(1);
     int* item_pos = s.take_n<int>(n_items);
+    int* src_row = s.take_n<int>(n_items);
     float* xs = s.take_n<float>(n_items * n_in);  // expert inputs, sorted by expert
     float* g = s.take_n<float>(n_items * n_ff);   // gate (or up for ReLU²), then the activation
     float* u = gate_exps ? s.take_n<float>(n_items * n_ff) : nullptr;
@@ -269,26 +322,38 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
 
     // Routing.
     matmul(ctx, router, x, n_tokens, logits);
-    MOESERVE_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * n_expert, ctx.stream));
     const RouteParams rp{n_expert,        k, p.gating == GatingFunc::Softmax, p.normalize_weights, p.weights_scale,
                          p.selection_bias};
-    const size_t route_smem = sizeof(float) * 2 * n_expert * kRouteWarps;
-    route_kernel<<<static_cast<unsigned>((n_tokens + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps, route_smem,
-                   ctx.stream>>>(logits, n_tokens, rp, route_expert, route_weight, counts);
-    MOESERVE_CUDA_CHECK_LAUNCH();
-    const int plan_threads = (n_expert + 31) / 32 * 32;
-    plan_kernel<<<1, plan_threads, 0, ctx.stream>>>(counts, n_expert, tile_tokens, start, cursor, tiles, n_tiles);
-    MOESERVE_CUDA_CHECK_LAUNCH();
     const float* xe = p.expert_input ? p.expert_input : x;  // latent MoE: the experts read their own input
-    if (reinterpret_cast<uintptr_t>(xe) % 16 != 0) {        // scatter_kernel reads float4s: copy a misaligned slice
-        float* copy = s.take_n<float>(n_tokens * n_in);
-        MOESERVE_CUDA_CHECK(
-            cudaMemcpyAsync(copy, xe, sizeof(float) * n_tokens * n_in, cudaMemcpyDeviceToDevice, ctx.stream));
-        xe = copy;
+    // Decode batches route and plan in one launch and gather the experts'
+    // inputs by row index as they round them (no scattered copy).
+    const size_t fused_smem = sizeof(float) * 2 * n_expert * std::min<int64_t>(n_tokens, kFusedRouteThreads / 32);
+    const bool fused_routing = decode && fused_smem <= kMaxFusedRouteSmem;
+    if (fused_routing) {
+        if (fused_smem > 48 * 1024)
+            raise_dynamic_smem_limit(reinterpret_cast<const void*>(route_plan_kernel), fused_smem);
+        route_plan_kernel<<<1, kFusedRouteThreads, fused_smem, ctx.stream>>>(
+            logits, n_tokens, rp, tile_tokens, route_expert, route_weight, start, tiles, n_tiles, item_pos, src_row);
+        MOESERVE_CUDA_CHECK_LAUNCH();
+    } else {
+        MOESERVE_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * n_expert, ctx.stream));
+        const size_t route_smem = sizeof(float) * 2 * n_expert * kRouteWarps;
+        route_kernel<<<static_cast<unsigned>((n_tokens + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps, route_smem,
+                       ctx.stream>>>(logits, n_tokens, rp, route_expert, route_weight, counts);
+        MOESERVE_CUDA_CHECK_LAUNCH();
+        const int plan_threads = (n_expert + 31) / 32 * 32;
+        plan_kernel<<<1, plan_threads, 0, ctx.stream>>>(counts, n_expert, tile_tokens, start, cursor, tiles, n_tiles);
+        MOESERVE_CUDA_CHECK_LAUNCH();
+        if (reinterpret_cast<uintptr_t>(xe) % 16 != 0) {  // scatter_kernel reads float4s: copy a misaligned slice
+            float* copy = s.take_n<float>(n_tokens * n_in);
+            MOESERVE_CUDA_CHECK(
+                cudaMemcpyAsync(copy, xe, sizeof(float) * n_tokens * n_in, cudaMemcpyDeviceToDevice, ctx.stream));
+            xe = copy;
+        }
+        scatter_kernel<<<static_cast<unsigned>(n_items), 128, 0, ctx.stream>>>(route_expert, k, cursor, item_pos, xe,
+                                                                               n_in, xs);
+        MOESERVE_CUDA_CHECK_LAUNCH();
     }
-    scatter_kernel<<<static_cast<unsigned>(n_items), 128, 0, ctx.stream>>>(route_expert, k, cursor, item_pos, xe, n_in,
-                                                                           xs);
-    MOESERVE_CUDA_CHECK_LAUNCH();
 
     // gate/up, the activation, down: the same sequence whichever way the
     // products run (device-planned mat-vecs, or per-expert GEMMs).
@@ -316,16 +381,25 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         MatvecArgs a;
         a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
         // fused_up: the up weight of a SwiGLU whose gate is `w` (the activation
-        // in the same launch); fuse_relu2: ReLU² applied to W·x.
+        // in the same launch); fuse_relu2: ReLU² applied to W·x. An input of
+        // xs is, after fused routing, gathered from xe's token rows.
         auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y, const Weight* fused_up,
                            bool fuse_relu2) {
             const GgmlType act = activation_rounding(w.type);
-            if (act != GgmlType::F32 && !holds.same(in, act)) {
-                round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, rounded);
-                holds = {in, act};
+            const bool gather = fused_routing && in == xs;
+            const float* x_in = in;
+            if (gather || act != GgmlType::F32) {
+                if (!holds.same(in, act)) {
+                    if (gather)
+                        gather_round_rows_f32(ctx, act, xe, n_in, src_row, n_items, n_in, rounded);
+                    else
+                        round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, rounded);
+                    holds = {in, act};
+                }
+                x_in = rounded;
             }
             a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-            a.x = act != GgmlType::F32 ? rounded : in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
+            a.x = x_in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
             a.fused = fused_up || fuse_relu2;
             a.act = fused_up ? ExpertActivation::SwiGlu : ExpertActivation::ReluSquared;
             a.w2 = fused_up ? fused_up->data : nullptr;
