@@ -1,9 +1,9 @@
 // Writing the KV cache and attending over it on the GPU.
 //
-// store_kv: one block per token row; the row is rotated (Hadamard, as the
-// CPU does for quantized caches) in shared memory, then each thread encodes
-// whole 32-value blocks with the CPU's rounding rules, so the cache bytes are
-// identical to the CPU backend's.
+// store_kv: one block per token row of K or of V (both in one launch); the
+// row is rotated (Hadamard, as the CPU does for quantized caches) in shared
+// memory, then each thread encodes whole 32-value blocks with the CPU's
+// rounding rules, so the cache bytes are identical to the CPU backend's.
 //
 // Queries meet a quantized K as llama.cpp's CPU has them: rounded to K's dot
 // partner type (q8_0 or q8_1) first (round_queries); a float K meets them as
@@ -51,19 +51,33 @@ float hadamard_scale(int n) {
 
 // ---- store_kv -------------------------------------------------------------
 
-// grid: n_tokens; dynamic smem: n floats.
-__global__ void store_rows_kernel(uint8_t* dst, size_t row_bytes, GgmlType type, int n, int rot_chunk, float rot_scale,
-                                  const float* src, const int32_t* cells) {
+// One cache side's rows to store: n values of `type` per row, rotated in
+// chunks of rot_chunk first (0: not).
+struct StoreSide {
+    uint8_t* dst = nullptr;
+    size_t row_bytes = 0;
+    GgmlType type = GgmlType::F16;
+    int n = 0;
+    int rot_chunk = 0;
+    float rot_scale = 1.0f;
+    const float* src = nullptr;  // [n_tokens, n]
+};
+
+// grid: (n_tokens, sides): y = 0 stores K, y = 1 V, in one launch.
+// dynamic smem: the wider row's floats.
+__global__ void store_rows_kernel(StoreSide k_side, StoreSide v_side, const int32_t* cells) {
     extern __shared__ float row[];
+    const StoreSide& side = blockIdx.y == 0 ? k_side : v_side;
     const int64_t t = blockIdx.x;
-    const float* x = src + t * n;
+    const int n = side.n;
+    const float* x = side.src + t * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = x[i];
-    if (rot_chunk)
-        block_hadamard_chunks(row, n / rot_chunk * rot_chunk, rot_chunk, rot_scale);
+    if (side.rot_chunk)
+        block_hadamard_chunks(row, n / side.rot_chunk * side.rot_chunk, side.rot_chunk, side.rot_scale);
     else
         __syncthreads();
-    uint8_t* out = dst + static_cast<size_t>(cells[t]) * row_bytes;
-    switch (type) {
+    uint8_t* out = side.dst + static_cast<size_t>(cells[t]) * side.row_bytes;
+    switch (side.type) {
         case GgmlType::F32:
             for (int i = threadIdx.x; i < n; i += blockDim.x) reinterpret_cast<float*>(out)[i] = row[i];
             return;
@@ -76,26 +90,21 @@ __global__ void store_rows_kernel(uint8_t* dst, size_t row_bytes, GgmlType type,
                 reinterpret_cast<uint16_t*>(out)[i] = f32_to_bf16_bits(row[i]);
             return;
         default: {
-            const size_t block_bytes = kv_bytes(type, 32);
+            const size_t block_bytes = kv_bytes(side.type, 32);
             for (int b = threadIdx.x; b < n / 32; b += blockDim.x)
-                kv_encode_block(type, row + 32 * b, out + b * block_bytes);
+                kv_encode_block(side.type, row + 32 * b, out + b * block_bytes);
             return;
         }
     }
 }
 
-void store_rows(Context& ctx, uint8_t* dst, size_t row_bytes, GgmlType type, int64_t n, int rot_chunk, const float* src,
-                const int32_t* cells, int64_t n_tokens) {
+StoreSide store_side(uint8_t* dst, size_t row_bytes, GgmlType type, int64_t n, int rot_chunk, const float* src) {
     if (!kv_is_float_type(type) && n % 32 != 0)
         throw std::invalid_argument("store_kv: a quantized cache row needs a multiple of 32 values, got " +
                                     std::to_string(n));
     if (kv_bytes(type, n) == 0 || kv_bytes(type, n) > row_bytes)
         throw std::invalid_argument("store_kv: cache type or row size does not match the layer");
-    const size_t smem = n * sizeof(float);
-    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(store_rows_kernel), smem);
-    store_rows_kernel<<<static_cast<unsigned>(n_tokens), 128, smem, ctx.stream>>>(
-        dst, row_bytes, type, static_cast<int>(n), rot_chunk, rot_chunk ? hadamard_scale(rot_chunk) : 1.0f, src, cells);
-    MOESERVE_CUDA_CHECK_LAUNCH();
+    return {dst, row_bytes, type, static_cast<int>(n), rot_chunk, rot_chunk ? hadamard_scale(rot_chunk) : 1.0f, src};
 }
 
 // ---- attention --------------------------------------------------------------
@@ -417,10 +426,17 @@ void combine_attention_chunks(Context& ctx, const FlashAttention& a, const Atten
 void store_kv(Context& ctx, const KvLayer& layer, const float* k, const float* v, const int32_t* cells,
               int64_t n_tokens) {
     if (n_tokens <= 0) return;
-    store_rows(ctx, layer.k, layer.k_row_bytes, layer.type_k, layer.n_embd_k, layer.k_rot_chunk, k, cells, n_tokens);
-    if (v && layer.v && layer.n_embd_v > 0)
-        store_rows(ctx, layer.v, layer.v_row_bytes, layer.type_v, layer.n_embd_v, layer.v_rot_chunk, v, cells,
-                   n_tokens);
+    const StoreSide ks = store_side(layer.k, layer.k_row_bytes, layer.type_k, layer.n_embd_k, layer.k_rot_chunk, k);
+    const bool with_v = v && layer.v && layer.n_embd_v > 0;
+    const StoreSide vs =
+        with_v ? store_side(layer.v, layer.v_row_bytes, layer.type_v, layer.n_embd_v, layer.v_rot_chunk, v)
+               : StoreSide{};
+    const size_t smem = std::max(ks.n, vs.n) * sizeof(float);
+    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(store_rows_kernel), smem);
+    // K and V rows in one launch (grid y: the side).
+    const dim3 grid(static_cast<unsigned>(n_tokens), with_v ? 2u : 1u);
+    store_rows_kernel<<<grid, 128, smem, ctx.stream>>>(ks, vs, cells);
+    MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
 void attention(Context& ctx, const KvLayer& layer, const float* q, int64_t n_tokens, int n_head, int n_head_kv,
