@@ -130,6 +130,12 @@ run() {
     } >"$summary"
 
     STEP_CAP=200 step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_output=xml:"$out/gpu-suite.xml"
+    # Failures again with the decode fusions off (MOESERVE_CUDA_FUSE=0): whether they are the cause.
+    local failed
+    failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
+        tr '\n' ':')
+    [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-unfused 30 env MOESERVE_CUDA_FUSE=0 "$tests" \
+        --gtest_filter="$failed" --gtest_brief=1
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
     if [ ! -f "$model" ]; then  # a later part of the fixtures: the GPU suite only
         echo "| server, sanitizers, bench | skipped (qwen3moe fixtures not carried) | |" >>"$summary"

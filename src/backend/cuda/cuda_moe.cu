@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -46,6 +47,18 @@ constexpr size_t kMaxFusedRouteSmem = 160 * 1024;  // its routing scratch, withi
 static_assert(kMaxFusedItems >= kMoeMatvecMaxTokens * kMaxExpertUsed);
 // route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
 static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
+
+// The decode-path fusions (routing + plan + gather in one launch; gate, up
+// and activation in one launch), on unless MOESERVE_CUDA_FUSE=0: results are
+// the same either way, and the switch rules them in or out when a GPU run
+// disagrees with the CPU. Read once.
+bool decode_fusions() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_FUSE");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
 
 // g := act(g, u) over n values (ReLU²: non-gated, g holds W_up·x).
 __global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertActivation act) {
@@ -268,7 +281,7 @@ void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gat
     const int64_t n_ff = up.ne[1];
     // g, u: [n_tokens, n_ff]
     float* g = ctx.scratch->take_n<float>(n_tokens * n_ff);
-    if (matvec_gated(ctx, gate, up, x, n_tokens, act, g)) {  // small batches: one launch, activation fused
+    if (decode_fusions() && matvec_gated(ctx, gate, up, x, n_tokens, act, g)) {  // one launch, activation fused
         matmul(ctx, down, g, n_tokens, out);
         return;
     }
@@ -328,7 +341,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     // Decode batches route and plan in one launch and gather the experts'
     // inputs by row index as they round them (no scattered copy).
     const size_t fused_smem = sizeof(float) * 2 * n_expert * std::min<int64_t>(n_tokens, kFusedRouteThreads / 32);
-    const bool fused_routing = decode && fused_smem <= kMaxFusedRouteSmem;
+    const bool fused_routing = decode && decode_fusions() && fused_smem <= kMaxFusedRouteSmem;
     if (fused_routing) {
         if (fused_smem > 48 * 1024)
             raise_dynamic_smem_limit(reinterpret_cast<const void*>(route_plan_kernel), fused_smem);
@@ -406,7 +419,8 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             launch_matvec(ctx, w.type, a);
         };
         // gate, up and the activation in one launch where the layouts allow (bit for bit the same).
-        if (gate_exps && p.activation == ExpertActivation::SwiGlu && same_layout(gate_exps, up_exps)) {
+        if (decode_fusions() && gate_exps && p.activation == ExpertActivation::SwiGlu &&
+            same_layout(gate_exps, up_exps)) {
             product(gate_exps, xs, n_in, g, &up_exps, false);
         } else if (gate_exps) {
             product(gate_exps, xs, n_in, g, nullptr, false);
