@@ -316,7 +316,7 @@ std::vector<float> floats(const json& a) {
 void expect_same_vector(const json& alone, const json& batched) {
     const char* extra = std::getenv("MOESERVE_TEST_SERVER_ARGS");
     if (extra && std::string(extra).find("-ngl") != std::string::npos)
-        EXPECT_LT(max_abs_diff(floats(alone), floats(batched)), 1e-6);
+        EXPECT_LT(max_abs_diff(floats(alone), floats(batched)), 1e-5);  // as the concurrency test below
     else
         EXPECT_EQ(alone, batched);
 }
