@@ -190,6 +190,15 @@ class Backend {
 
     // y += x, elementwise over n values.
     virtual void add(float* y, const float* x, int64_t n) = 0;
+    // The residual add and the norm after it: x += y over n_rows rows of
+    // width n, then out = rms_norm(x, w). One op so that a backend can do
+    // both in one pass (the CUDA backend: one launch); the same results as
+    // add then rms_norm.
+    virtual void add_rms_norm(float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
+                              float* out) {
+        add(x, y, n_rows * n);
+        rms_norm(x, w, eps, n_rows, n, out);
+    }
     // y[r] += b for each of n_rows rows of width n (a bias).
     virtual void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) = 0;
 

@@ -39,6 +39,10 @@ class ForwardingBackend : public Backend {
         route(kCurrentLayer).rope(x, n_tokens, n_head, head_dim, positions, p);
     }
     void add(float* y, const float* x, int64_t n) override { route(kCurrentLayer).add(y, x, n); }
+    void add_rms_norm(float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
+                      float* out) override {
+        route(kCurrentLayer).add_rms_norm(x, y, w, eps, n_rows, n, out);
+    }
     void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) override {
         route(kCurrentLayer).add_row_broadcast(y, b, n_rows, n);
     }

@@ -250,9 +250,7 @@ class Deepseek2 final : public Model {
             be.attention_mla(cache, il, q_mla_.data(), T, H, R, batch.rows, d.kq_scale, o_lat_.data());
             be.matmul_heads(l.v_b, o_lat_.data(), T, static_cast<int64_t>(H) * R, R, o_.data());
             be.matmul(l.output, o_.data(), T, sub_.data());
-            be.add(x_.data(), sub_.data(), T * E);
-
-            be.rms_norm(x_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
+            be.add_rms_norm(x_.data(), sub_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
             if (il < d.n_dense_lead) {
                 be.dense_ffn(normed_.data(), T, l.gate, l.up, l.down, ExpertActivation::SwiGlu, ffn_.data());
             } else {

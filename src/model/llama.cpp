@@ -75,8 +75,7 @@ class Llama final : public Model {
             const LlamaLayer& l = layers_[il];
             be.rms_norm(x_.data(), l.attn_norm.f32(), p.rms_eps, T, E, normed_.data());
             attention_forward(be, cache, il, l.attn, p, batch, normed_.data(), /*use_rope=*/true, attn_, sub_.data());
-            be.add(x_.data(), sub_.data(), T * E);
-            be.rms_norm(x_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
+            be.add_rms_norm(x_.data(), sub_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
             if (l.router) {
                 be.moe_ffn(normed_.data(), T, l.router, l.gate_exps, l.up_exps, l.down_exps, moe_, x_.data());
             } else {

@@ -53,8 +53,7 @@ class Qwen3 final : public Model {
             const Qwen3Layer& l = layers_[il];
             be.rms_norm(x_.data(), l.attn_norm.f32(), p.rms_eps, T, E, normed_.data());
             attention_forward(be, cache, il, l.attn, p, batch, normed_.data(), /*use_rope=*/true, attn_, sub_.data());
-            be.add(x_.data(), sub_.data(), T * E);
-            be.rms_norm(x_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
+            be.add_rms_norm(x_.data(), sub_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
             be.dense_ffn(normed_.data(), T, l.gate, l.up, l.down, ExpertActivation::SwiGlu, sub_.data());
             be.add(x_.data(), sub_.data(), T * E);
         }

@@ -70,8 +70,7 @@ class Qwen3Moe final : public Model {
             const Qwen3MoeLayer& l = layers_[il];
             be.rms_norm(x_.data(), l.attn_norm.f32(), p.rms_eps, T, E, normed_.data());
             attention_forward(be, cache, il, l.attn, p, batch, normed_.data(), /*use_rope=*/true, attn_, sub_.data());
-            be.add(x_.data(), sub_.data(), T * E);
-            be.rms_norm(x_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
+            be.add_rms_norm(x_.data(), sub_.data(), l.ffn_norm.f32(), p.rms_eps, T, E, normed_.data());
             be.moe_ffn(normed_.data(), T, l.router, l.gate_exps, l.up_exps, l.down_exps, moe_, x_.data());
         }
         output_head_forward(be, head_, p, batch, x_.data(), normed_, logits);

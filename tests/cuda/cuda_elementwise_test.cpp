@@ -30,6 +30,23 @@ TEST_F(CudaElementwise, rms_norm_matches_cpu) {
     }
 }
 
+// The residual add and the norm after it in one launch: x and out bit for
+// bit those of add followed by rms_norm.
+TEST_F(CudaElementwise, add_rms_norm_equals_add_then_rms_norm) {
+    std::mt19937 rng(3);
+    for (int64_t n : {2048, 2688, 100}) {
+        const int64_t rows = 7;
+        const auto x = normal_floats(rows * n, rng, 3.0f), y = normal_floats(rows * n, rng);
+        const auto w = random_floats(n, rng, 0.5f, 1.5f);
+        DeviceArray<float> x1(x), x2(x), dy(y), dw(w), out1(rows * n), out2(rows * n);
+        add(ctx_, x1.get(), dy.get(), rows * n);
+        rms_norm(ctx_, x1.get(), dw.get(), 1e-6f, rows, n, out1.get());
+        add_rms_norm(ctx_, x2.get(), dy.get(), dw.get(), 1e-6f, rows, n, out2.get());
+        EXPECT_EQ(x2.download(), x1.download()) << "n=" << n;
+        EXPECT_EQ(out2.download(), out1.download()) << "n=" << n;
+    }
+}
+
 struct RopeCase {
     RopeMode mode;
     int head_dim, n_rot;

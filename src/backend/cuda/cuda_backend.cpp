@@ -60,6 +60,7 @@ enum class Op : uint64_t {
     ssm_scan,
     gated_group_norm,
     matmul_shared_input,
+    add_rms_norm,
 };
 
 // Batches up to this many tokens run as graphs: their products are
@@ -325,6 +326,12 @@ class CudaBackend final : public Backend {
     void add(float* y, const float* x, int64_t n) override {
         if (recorded(Op::add, y, x, n)) return;
         cuda::add(ctx_, y, x, n);
+    }
+    void add_rms_norm(float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
+                      float* out) override {
+        const float* dw = dev(w);
+        if (recorded(Op::add_rms_norm, x, y, dw, eps, n_rows, n, out)) return;
+        cuda::add_rms_norm(ctx_, x, y, dw, eps, n_rows, n, out);
     }
     void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) override {
         const float* db = dev(b);

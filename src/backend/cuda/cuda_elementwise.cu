@@ -38,13 +38,24 @@ __device__ float block_sum(float v, float* scratch) {
     return s;
 }
 
-// grid: n_rows
-__global__ void rms_norm_kernel(const float* x, const float* w, float eps, int64_t n, float* out) {
+// grid: n_rows. With residual: x += residual first (the fused
+// add_rms_norm; each thread adds the elements it then squares, so the sums
+// are those of add followed by rms_norm).
+__global__ void rms_norm_kernel(float* x, const float* residual, const float* w, float eps, int64_t n, float* out) {
     __shared__ float scratch[32];
-    const float* xr = x + blockIdx.x * n;
+    float* xr = x + blockIdx.x * n;
     float* yr = out + blockIdx.x * n;
     float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    if (residual) {
+        const float* rr = residual + blockIdx.x * n;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            const float v = xr[i] + rr[i];
+            xr[i] = v;
+            s += v * v;
+        }
+    } else {
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    }
     const float mean = block_sum(s, scratch) / static_cast<float>(n);
     const float scale = 1.0f / sqrtf(mean + eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] * scale) * w[i];
@@ -154,7 +165,16 @@ __global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stri
 
 void rms_norm(Context& ctx, const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) {
     if (n_rows <= 0 || n <= 0) return;
-    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, w, eps, n, out);
+    // x is only read without a residual.
+    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(const_cast<float*>(x), nullptr, w, eps,
+                                                                                n, out);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
+                  float* out) {
+    if (n_rows <= 0 || n <= 0) return;
+    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, y, w, eps, n, out);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

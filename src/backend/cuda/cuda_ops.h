@@ -50,6 +50,9 @@ void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gat
 // ---- elementwise and normalization (cuda_elementwise.cu) -------------------
 
 void rms_norm(Context& ctx, const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out);
+// x += y, then out = rms_norm(x, w), in one launch: bit for bit add then rms_norm.
+void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
+                  float* out);
 void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* positions,
           const RopeParams& p);
 void add(Context& ctx, float* y, const float* x, int64_t n);
