@@ -188,6 +188,17 @@ class Backend {
     virtual void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
                       const RopeParams& p) = 0;
 
+    // Per-head RMSNorm (weight w of head_dim values, the same for every
+    // head) and then RoPE, in place over x [n_tokens, n_head, head_dim]: a
+    // QK-norm followed by the rotation. One op so that a backend can do both
+    // in one pass; the same results as rms_norm then rope, up to the order of
+    // the norm's additions.
+    virtual void rms_norm_rope(float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
+                               std::span<const int32_t> positions, const RopeParams& p) {
+        rms_norm(x, w, eps, n_tokens * n_head, head_dim, x);
+        rope(x, n_tokens, n_head, head_dim, positions, p);
+    }
+
     // y += x, elementwise over n values.
     virtual void add(float* y, const float* x, int64_t n) = 0;
     // The residual add and the norm after it: x += y over n_rows rows of

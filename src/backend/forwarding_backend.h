@@ -39,6 +39,10 @@ class ForwardingBackend : public Backend {
         route(kCurrentLayer).rope(x, n_tokens, n_head, head_dim, positions, p);
     }
     void add(float* y, const float* x, int64_t n) override { route(kCurrentLayer).add(y, x, n); }
+    void rms_norm_rope(float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
+                       std::span<const int32_t> positions, const RopeParams& p) override {
+        route(kCurrentLayer).rms_norm_rope(x, w, eps, n_tokens, n_head, head_dim, positions, p);
+    }
     void add_rms_norm(float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
                       float* out) override {
         route(kCurrentLayer).add_rms_norm(x, y, w, eps, n_rows, n, out);

@@ -47,11 +47,13 @@ void attention_forward(Backend& be, KvCache& cache, int layer, const AttentionWe
     add_bias(be, s.q.data(), T, w.q_bias);
     add_bias(be, s.k.data(), T, w.k_bias);
     add_bias(be, s.v.data(), T, w.v_bias);
-    if (w.q_norm) {  // QK-norm comes before RoPE
+    if (w.q_norm && use_rope) {  // QK-norm comes before RoPE
+        be.rms_norm_rope(s.q.data(), w.q_norm.f32(), p.rms_eps, T, n_head, dk, batch.positions, p.rope);
+        be.rms_norm_rope(s.k.data(), w.k_norm.f32(), p.rms_eps, T, n_head_kv, dk, batch.positions, p.rope);
+    } else if (w.q_norm) {
         be.rms_norm(s.q.data(), w.q_norm.f32(), p.rms_eps, T * n_head, dk, s.q.data());
         be.rms_norm(s.k.data(), w.k_norm.f32(), p.rms_eps, T * n_head_kv, dk, s.k.data());
-    }
-    if (use_rope) {
+    } else if (use_rope) {
         be.rope(s.q.data(), T, n_head, dk, batch.positions, p.rope);
         be.rope(s.k.data(), T, n_head_kv, dk, batch.positions, p.rope);
     }

@@ -2,6 +2,7 @@
 // backend lacks, against plain loops) on random inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "backend/backend.h"
@@ -92,6 +93,53 @@ TEST_F(CudaElementwise, rope_matches_cpu_in_both_modes_with_yarn_and_freq_factor
         EXPECT_LT(max_scaled_error(dx.download(), x), 2e-6)
             << "mode " << (c.mode == RopeMode::Neox ? "neox" : "normal") << " head_dim " << c.head_dim << " n_rot "
             << c.n_rot << " yarn " << c.yarn << " freq_factors " << c.freq_factors;
+    }
+}
+
+// QK-norm and RoPE in one launch against the CPU's rms_norm then rope: the
+// same operations but the norm's sum in another order (~1e-7 relative).
+TEST_F(CudaElementwise, rms_norm_rope_matches_cpu_norm_then_rope) {
+    std::mt19937 rng(4);
+    const RopeCase cases[] = {{RopeMode::Neox, 128, 128, false, false},
+                              {RopeMode::Normal, 128, 128, false, false},
+                              {RopeMode::Neox, 128, 64, true, false},
+                              {RopeMode::Normal, 64, 32, false, true},
+                              {RopeMode::Neox, 256, 256, true, true}};
+    for (const RopeCase& c : cases) {
+        const int64_t n_tokens = 5;
+        const int n_head = 9;
+        std::vector<int32_t> pos = {0, 3, 4095, 131071, 999999};
+        auto x = normal_floats(n_tokens * n_head * c.head_dim, rng, 2.0f);
+        const auto w = random_floats(c.head_dim, rng, 0.5f, 1.5f);
+        std::vector<float> ff;
+        if (c.freq_factors) ff = random_floats(c.n_rot / 2, rng, 1.0f, 8.0f);
+        RopeParams p;
+        p.mode = c.mode;
+        p.n_rot = c.n_rot;
+        p.freq_base = 1000000.0f;
+        if (c.yarn) {
+            p.freq_scale = 0.25f;
+            p.ext_factor = 1.0f;
+            p.attn_factor = 1.0f;
+            p.beta_fast = 32.0f;
+            p.beta_slow = 1.0f;
+            p.n_ctx_orig = 4096;
+        }
+        DeviceArray<float> dx(x), dw(w), dff(std::max<size_t>(ff.size(), 1));
+        DeviceArray<int32_t> dpos(pos);
+        RopeParams dp = p;
+        if (!ff.empty()) {
+            dff.upload(ff);
+            p.freq_factors = ff.data();
+            dp.freq_factors = dff.get();
+        }
+        auto cpu = make_cpu_backend(1);
+        cpu->rms_norm(x.data(), w.data(), 1e-6f, n_tokens * n_head, c.head_dim, x.data());
+        cpu->rope(x.data(), n_tokens, n_head, c.head_dim, pos, p);
+        rms_norm_rope(ctx_, dx.get(), dw.get(), 1e-6f, n_tokens, n_head, c.head_dim, dpos.get(), dp);
+        EXPECT_LT(max_scaled_error(dx.download(), x), 1e-5)
+            << "mode " << (c.mode == RopeMode::Neox ? "neox" : "normal") << " head_dim " << c.head_dim << " n_rot "
+            << c.n_rot << " yarn " << c.yarn;
     }
 }
 

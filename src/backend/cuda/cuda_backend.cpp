@@ -61,6 +61,7 @@ enum class Op : uint64_t {
     gated_group_norm,
     matmul_shared_input,
     add_rms_norm,
+    rms_norm_rope,
 };
 
 // Batches up to this many tokens run as graphs: their products are
@@ -322,6 +323,15 @@ class CudaBackend final : public Backend {
         const int32_t* d_pos = positions.data() == staged_.positions_host ? staged_.positions : upload(positions);
         if (recorded(Op::rope, x, n_tokens, n_head, head_dim, d_pos, dp)) return;
         cuda::rope(ctx_, x, n_tokens, n_head, head_dim, d_pos, dp);
+    }
+    void rms_norm_rope(float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
+                       std::span<const int32_t> positions, const RopeParams& p) override {
+        const float* dw = dev(w);
+        RopeParams dp = p;
+        dp.freq_factors = dev(p.freq_factors);
+        const int32_t* d_pos = positions.data() == staged_.positions_host ? staged_.positions : upload(positions);
+        if (recorded(Op::rms_norm_rope, x, dw, eps, n_tokens, n_head, head_dim, d_pos, dp)) return;
+        cuda::rms_norm_rope(ctx_, x, dw, eps, n_tokens, n_head, head_dim, d_pos, dp);
     }
     void add(float* y, const float* x, int64_t n) override {
         if (recorded(Op::add, y, x, n)) return;

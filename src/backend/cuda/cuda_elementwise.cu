@@ -68,15 +68,12 @@ struct RopeConsts {
     const float* freq_factors;
 };
 
-// grid: n_tokens; dynamic smem: 2 * half floats (cos, sin of each pair).
-__global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
-    extern __shared__ float cs[];
-    float* cos_t = cs;
-    float* sin_t = cs + c.half;
-    const int64_t t = blockIdx.x;
+// cos/sin of each rotated pair at `pos`, by the block's threads (the caller
+// syncs before reading them).
+__device__ void rope_table(int32_t pos, const RopeConsts& c, float* cos_t, float* sin_t) {
     for (int i = threadIdx.x; i < c.half; i += blockDim.x) {
         // theta_base after i multiplications, as the CPU's running product.
-        float theta_base = static_cast<float>(positions[t]);
+        float theta_base = static_cast<float>(pos);
         for (int k = 0; k < i; ++k) theta_base = __fmul_rn(theta_base, c.theta_scale);
         const float ff = c.freq_factors ? c.freq_factors[i] : 1.0f;
         const float theta_extrap = __fdiv_rn(theta_base, ff);
@@ -92,16 +89,56 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
         cos_t[i] = __fmul_rn(static_cast<float>(cos(static_cast<double>(theta))), c.mscale);
         sin_t[i] = __fmul_rn(static_cast<float>(sin(static_cast<double>(theta))), c.mscale);
     }
+}
+
+// Pair i of a head: out (may be in) = the rotation of in's two values.
+// NORM pairs adjacent dims; NEOX pairs dim i with i + n_rot/2.
+__device__ __forceinline__ void rope_pair(const float* in, float* out, int i, const RopeConsts& c, const float* cos_t,
+                                          const float* sin_t) {
+    const int i0 = c.mode == RopeMode::Neox ? i : 2 * i;
+    const int i1 = c.mode == RopeMode::Neox ? i + c.half : 2 * i + 1;
+    const float x0 = in[i0], x1 = in[i1];
+    out[i0] = __fmaf_rn(x0, cos_t[i], -__fmul_rn(x1, sin_t[i]));
+    out[i1] = __fmaf_rn(x0, sin_t[i], __fmul_rn(x1, cos_t[i]));
+}
+
+// grid: n_tokens; dynamic smem: 2 * half floats (cos, sin of each pair).
+__global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
+    extern __shared__ float cs[];
+    float* cos_t = cs;
+    float* sin_t = cs + c.half;
+    const int64_t t = blockIdx.x;
+    rope_table(positions[t], c, cos_t, sin_t);
     __syncthreads();
     for (int e = threadIdx.x; e < c.n_head * c.half; e += blockDim.x) {
         const int h = e / c.half, i = e % c.half;
         float* v = x + (t * c.n_head + h) * c.head_dim;
-        // NORM pairs adjacent dims; NEOX pairs dim i with i + n_rot/2.
-        const int i0 = c.mode == RopeMode::Neox ? i : 2 * i;
-        const int i1 = c.mode == RopeMode::Neox ? i + c.half : 2 * i + 1;
-        const float x0 = v[i0], x1 = v[i1];
-        v[i0] = __fmaf_rn(x0, cos_t[i], -__fmul_rn(x1, sin_t[i]));
-        v[i1] = __fmaf_rn(x0, sin_t[i], __fmul_rn(x1, cos_t[i]));
+        rope_pair(v, v, i, c, cos_t, sin_t);
+    }
+}
+
+// Per-head RMSNorm, then RoPE, one warp per head. grid: n_tokens; dynamic
+// smem: 2 * half (cos, sin) + a head_dim row per warp.
+__global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const int32_t* positions, RopeConsts c) {
+    extern __shared__ float cs[];
+    float* cos_t = cs;
+    float* sin_t = cs + c.half;
+    const int64_t t = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    float* row = cs + 2 * c.half + warp * c.head_dim;
+    rope_table(positions[t], c, cos_t, sin_t);
+    __syncthreads();
+    for (int h = warp; h < c.n_head; h += n_warps) {
+        float* v = x + (t * c.n_head + h) * c.head_dim;
+        float s = 0.0f;
+        for (int j = lane; j < c.head_dim; j += 32) s += v[j] * v[j];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        const float scale = 1.0f / sqrtf(s / static_cast<float>(c.head_dim) + eps);  // as rms_norm_kernel
+        for (int j = lane; j < c.head_dim; j += 32) row[j] = (v[j] * scale) * w[j];
+        __syncwarp();
+        for (int i = lane; i < c.half; i += 32) rope_pair(row, v, i, c, cos_t, sin_t);
+        for (int j = c.n_rot + lane; j < c.head_dim; j += 32) v[j] = row[j];  // past the rotated dims
+        __syncwarp();
     }
 }
 
@@ -178,12 +215,12 @@ void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float 
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
-void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* positions,
-          const RopeParams& p) {
-    if (n_tokens <= 0 || p.n_rot <= 0) return;
+namespace {
+
+// The per-call constants exactly as the CPU backend computes them (host float math).
+RopeConsts rope_consts(const RopeParams& p, int n_head, int head_dim) {
     if (p.n_rot > head_dim || p.n_rot % 2 != 0)
         throw std::invalid_argument("rope: n_rot must be even and at most the head size");
-    // The per-call constants exactly as the CPU backend computes them (host float math).
     RopeConsts c{};
     c.mode = p.mode;
     c.n_rot = p.n_rot;
@@ -201,7 +238,32 @@ void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, co
         c.mscale *= std::fma(0.1f, std::log(1.0f / p.freq_scale), 1.0f);
     }
     c.freq_factors = p.freq_factors;
+    return c;
+}
+
+}  // namespace
+
+void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* positions,
+          const RopeParams& p) {
+    if (n_tokens <= 0 || p.n_rot <= 0) return;
+    const RopeConsts c = rope_consts(p, n_head, head_dim);
     rope_kernel<<<static_cast<unsigned>(n_tokens), 128, 2 * c.half * sizeof(float), ctx.stream>>>(x, positions, c);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+void rms_norm_rope(Context& ctx, float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
+                   const int32_t* positions, const RopeParams& p) {
+    if (n_tokens <= 0 || n_head <= 0 || head_dim <= 0) return;
+    if (p.n_rot <= 0) {  // nothing to rotate
+        rms_norm(ctx, x, w, eps, n_tokens * n_head, head_dim, x);
+        return;
+    }
+    const RopeConsts c = rope_consts(p, n_head, head_dim);
+    constexpr int kNormRopeThreads = 128;
+    const size_t smem = (2 * c.half + (kNormRopeThreads / 32) * head_dim) * sizeof(float);
+    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(rms_norm_rope_kernel), smem);
+    rms_norm_rope_kernel<<<static_cast<unsigned>(n_tokens), kNormRopeThreads, smem, ctx.stream>>>(x, w, eps, positions,
+                                                                                                  c);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

@@ -55,6 +55,9 @@ void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float 
                   float* out);
 void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* positions,
           const RopeParams& p);
+// Per-head RMSNorm then RoPE in place, one launch (backend.h rms_norm_rope).
+void rms_norm_rope(Context& ctx, float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
+                   const int32_t* positions, const RopeParams& p);
 void add(Context& ctx, float* y, const float* x, int64_t n);
 // y[r][0..n) += b[0..n) for every row r.
 void add_row_broadcast(Context& ctx, float* y, const float* b, int64_t n_rows, int64_t n);
