@@ -54,6 +54,35 @@ struct RopeCase {
     bool yarn, freq_factors;
 };
 
+// A case's RoPE parameters for the CPU (host) and the GPU (device), with
+// random frequency factors when the case has them.
+struct RopeSetup {
+    RopeParams host, device;
+    std::vector<float> ff;
+    DeviceArray<float> dff;
+    RopeSetup(const RopeCase& c, float freq_base, std::mt19937& rng)
+        : ff(c.freq_factors ? random_floats(c.n_rot / 2, rng, 1.0f, 8.0f) : std::vector<float>()),
+          dff(std::max<size_t>(ff.size(), 1)) {
+        host.mode = c.mode;
+        host.n_rot = c.n_rot;
+        host.freq_base = freq_base;
+        if (c.yarn) {
+            host.freq_scale = 0.25f;
+            host.ext_factor = 1.0f;
+            host.attn_factor = 1.0f;
+            host.beta_fast = 32.0f;
+            host.beta_slow = 1.0f;
+            host.n_ctx_orig = 4096;
+        }
+        device = host;
+        if (!ff.empty()) {
+            dff.upload(ff);
+            host.freq_factors = ff.data();
+            device.freq_factors = dff.get();
+        }
+    }
+};
+
 TEST_F(CudaElementwise, rope_matches_cpu_in_both_modes_with_yarn_and_freq_factors) {
     std::mt19937 rng(2);
     const RopeCase cases[] = {{RopeMode::Neox, 128, 128, false, false}, {RopeMode::Normal, 128, 128, false, false},
@@ -65,30 +94,11 @@ TEST_F(CudaElementwise, rope_matches_cpu_in_both_modes_with_yarn_and_freq_factor
         // Positions from 0 to near a million: the angle is large and must be reduced accurately.
         std::vector<int32_t> pos = {0, 1, 2, 17, 4095, 32768, 131071, 500000, 999999};
         auto x = normal_floats(n_tokens * n_head * c.head_dim, rng);
-        std::vector<float> ff;
-        if (c.freq_factors) ff = random_floats(c.n_rot / 2, rng, 1.0f, 8.0f);
-        RopeParams p;
-        p.mode = c.mode;
-        p.n_rot = c.n_rot;
-        p.freq_base = c.yarn ? 1000000.0f : 10000.0f;
-        if (c.yarn) {
-            p.freq_scale = 0.25f;
-            p.ext_factor = 1.0f;
-            p.attn_factor = 1.0f;
-            p.beta_fast = 32.0f;
-            p.beta_slow = 1.0f;
-            p.n_ctx_orig = 4096;
-        }
-        DeviceArray<float> dx(x), dff(std::max<size_t>(ff.size(), 1));
+        const RopeSetup r(c, c.yarn ? 1000000.0f : 10000.0f, rng);
+        DeviceArray<float> dx(x);
         DeviceArray<int32_t> dpos(pos);
-        if (!ff.empty()) dff.upload(ff);
-        RopeParams dp = p;
-        if (!ff.empty()) {
-            p.freq_factors = ff.data();
-            dp.freq_factors = dff.get();
-        }
-        make_cpu_backend(1)->rope(x.data(), n_tokens, n_head, c.head_dim, pos, p);
-        rope(ctx_, dx.get(), n_tokens, n_head, c.head_dim, dpos.get(), dp);
+        make_cpu_backend(1)->rope(x.data(), n_tokens, n_head, c.head_dim, pos, r.host);
+        rope(ctx_, dx.get(), n_tokens, n_head, c.head_dim, dpos.get(), r.device);
         // The GPU repeats the CPU's float operations; only cos/sin may differ in the last bit.
         EXPECT_LT(max_scaled_error(dx.download(), x), 2e-6)
             << "mode " << (c.mode == RopeMode::Neox ? "neox" : "normal") << " head_dim " << c.head_dim << " n_rot "
@@ -111,32 +121,13 @@ TEST_F(CudaElementwise, rms_norm_rope_matches_cpu_norm_then_rope) {
         std::vector<int32_t> pos = {0, 3, 4095, 131071, 999999};
         auto x = normal_floats(n_tokens * n_head * c.head_dim, rng, 2.0f);
         const auto w = random_floats(c.head_dim, rng, 0.5f, 1.5f);
-        std::vector<float> ff;
-        if (c.freq_factors) ff = random_floats(c.n_rot / 2, rng, 1.0f, 8.0f);
-        RopeParams p;
-        p.mode = c.mode;
-        p.n_rot = c.n_rot;
-        p.freq_base = 1000000.0f;
-        if (c.yarn) {
-            p.freq_scale = 0.25f;
-            p.ext_factor = 1.0f;
-            p.attn_factor = 1.0f;
-            p.beta_fast = 32.0f;
-            p.beta_slow = 1.0f;
-            p.n_ctx_orig = 4096;
-        }
-        DeviceArray<float> dx(x), dw(w), dff(std::max<size_t>(ff.size(), 1));
+        const RopeSetup r(c, 1000000.0f, rng);
+        DeviceArray<float> dx(x), dw(w);
         DeviceArray<int32_t> dpos(pos);
-        RopeParams dp = p;
-        if (!ff.empty()) {
-            dff.upload(ff);
-            p.freq_factors = ff.data();
-            dp.freq_factors = dff.get();
-        }
         auto cpu = make_cpu_backend(1);
         cpu->rms_norm(x.data(), w.data(), 1e-6f, n_tokens * n_head, c.head_dim, x.data());
-        cpu->rope(x.data(), n_tokens, n_head, c.head_dim, pos, p);
-        rms_norm_rope(ctx_, dx.get(), dw.get(), 1e-6f, n_tokens, n_head, c.head_dim, dpos.get(), dp);
+        cpu->rope(x.data(), n_tokens, n_head, c.head_dim, pos, r.host);
+        rms_norm_rope(ctx_, dx.get(), dw.get(), 1e-6f, n_tokens, n_head, c.head_dim, dpos.get(), r.device);
         EXPECT_LT(max_scaled_error(dx.download(), x), 1e-5)
             << "mode " << (c.mode == RopeMode::Neox ? "neox" : "normal") << " head_dim " << c.head_dim << " n_rot "
             << c.n_rot << " yarn " << c.yarn;
