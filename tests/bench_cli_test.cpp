@@ -93,6 +93,26 @@ TEST(BenchCli, parallel_decode_runs_every_sequence_side_by_side) {
     for (int seq = 0; seq < 3; ++seq) EXPECT_EQ(engine.cache().seq_length(seq), 45) << "sequence " << seq;
 }
 
+// The untimed decode steps before tgN are taken back, also for a hybrid
+// model whose Mamba state goes back through a snapshot: the sequences end at
+// depth + n_gen (a state that could not be rewound would throw).
+TEST(BenchCli, decode_warm_up_is_taken_back_from_a_recurrent_state) {
+    MOESERVE_REQUIRE_FIXTURES();
+    EngineOptions opt;
+    opt.model_path = test::fixture("models/nemotron-h-moe-tiny-s1-q4_k_m.gguf").string();
+    opt.n_threads = 1;
+    opt.n_ctx = 2 * 64;
+    opt.n_seq = 2;
+    Engine engine(opt);
+    BenchTest t;
+    t.n_gen = 4;
+    t.depth = 20;
+    t.n_parallel = 2;
+    t.real_depth = true;  // a real Mamba state to take back
+    run_bench_test(engine, t, 7);
+    for (int seq = 0; seq < 2; ++seq) EXPECT_EQ(engine.cache().seq_length(seq), 24) << "sequence " << seq;
+}
+
 TEST(BenchCli, names_bad_arguments) {
     auto r = test::run_moeserve({"bench", "-m", "x.gguf", "-p", "a,b"});
     EXPECT_EQ(r.status, 2);
