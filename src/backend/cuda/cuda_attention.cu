@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -341,6 +343,13 @@ __global__ void combine_kernel(const float* part, int n_chunks, int64_t n_rows, 
 
 }  // namespace
 
+AttentionKernel requested_attention_kernel() {
+    const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
+    if (v && std::strcmp(v, "f32") == 0) return AttentionKernel::f32;
+    if (v && std::strcmp(v, "vec") == 0) return AttentionKernel::vec;
+    return AttentionKernel::mma;
+}
+
 const float* round_queries(Context& ctx, GgmlType type_k, const float* q, int64_t n_rows, int width,
                            bool q_is_scratch) {
     if (kv_is_float_type(type_k)) return q;
@@ -361,7 +370,9 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
         if (kv_bytes(type, 32) == 0 || (!kv_is_float_type(type) && d % 32 != 0))
             throw std::invalid_argument("attention: cache type does not fit head size " + std::to_string(d));
 
-    if (flash_attention_vec(ctx, a) || flash_attention_mma(ctx, a)) return;
+    const AttentionKernel kernel = requested_attention_kernel();
+    if (kernel == AttentionKernel::vec && flash_attention_vec(ctx, a)) return;
+    if (kernel != AttentionKernel::f32 && flash_attention_mma(ctx, a)) return;
 
     KernelArgs args{};
     args.a = a;

@@ -19,8 +19,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "backend/cuda/cuda_attention_block.cuh"
@@ -222,16 +220,10 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
 
 std::atomic<int64_t> g_launches{0};
 
-// Read at every call (a getenv per attention op), so tests can switch forms.
-bool f32_attention_requested() {
-    const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
-    return v && std::strcmp(v, "f32") == 0;
-}
-
 }  // namespace
 
 bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
-    if (f32_attention_requested() || a.dk % 16 != 0 || a.dv % 16 != 0) return false;
+    if (a.dk % 16 != 0 || a.dv % 16 != 0) return false;
     if (a.v_in_k && a.dv > a.dk) return false;
     const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k);
     if (ctx.shared_mem_per_block_optin > 0 && L.total > ctx.shared_mem_per_block_optin) return false;

@@ -20,8 +20,6 @@
 
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
@@ -163,11 +161,6 @@ __global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args
 
 std::atomic<int64_t> g_vec_launches{0};
 
-bool vec_attention_requested() {
-    const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
-    return v && std::strcmp(v, "vec") == 0;
-}
-
 template <int VK, int VV, int GMAX>
 void launch_vec(Context& ctx, const VecArgs& args, dim3 grid) {
     const size_t smem = sizeof(float) * kVecWarps * GMAX * 32 * VV;
@@ -178,7 +171,7 @@ void launch_vec(Context& ctx, const VecArgs& args, dim3 grid) {
 }  // namespace
 
 bool flash_attention_vec(Context& ctx, const FlashAttention& a) {
-    if (!vec_attention_requested() || a.v_in_k || a.n_tokens > kVecMaxTokens) return false;
+    if (a.v_in_k || a.n_tokens > kVecMaxTokens) return false;
     const int group = a.n_head / a.n_head_kv;
     const bool dk_ok = a.dk == 128 || a.dk == 256, dv_ok = a.dv == 128 || a.dv == 256;
     // Accumulators: at most 64 registers a lane (16 heads of 128 values, or 8 of 256).

@@ -307,14 +307,13 @@ class CudaBackend final : public Backend {
         cuda::matmul(ctx_, dw, x, n_tokens, y, expert);
     }
     void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
-        std::vector<cuda::DeviceProjection> dp;
-        dp.reserve(projections.size());
+        projections_.clear();  // a member: no allocation per call once it has grown
         for (const Projection& p : projections) {
-            dp.push_back({dev(*p.w), p.y});
-            recorded(Op::matmul_shared_input, dp.back().w, x, n_tokens, p.y);
+            projections_.push_back({dev(*p.w), p.y});
+            recorded(Op::matmul_shared_input, projections_.back().w, x, n_tokens, p.y);
         }
         if (rec_.checking()) return;
-        cuda::matmul_shared_input(ctx_, x, n_tokens, dp);
+        cuda::matmul_shared_input(ctx_, x, n_tokens, projections_);
     }
     void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
               const RopeParams& p) override {
@@ -681,6 +680,7 @@ class CudaBackend final : public Backend {
     std::unique_ptr<cuda::Scratch> scratch_;
     std::string description_;
     // The uploaded tensors: runs of adjacent host bytes, sorted, and where each starts in weights_.
+    std::vector<cuda::DeviceProjection> projections_;  // matmul_shared_input's device copies
     static constexpr size_t kRunAlign = 256;
     struct Run {
         const uint8_t* host_begin;

@@ -50,19 +50,23 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 // Merges the chunks' partial states into a.out and undoes the V rotation.
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
+// Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
+// mma (the default) | vec, read at every call so that tests can switch.
+enum class AttentionKernel { mma, f32, vec };
+AttentionKernel requested_attention_kernel();
+
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
-// read straight into registers, f32 arithmetic. Used when
-// MOESERVE_CUDA_ATTENTION=vec, for up to 16 tokens, head sizes 128 or 256 and
-// groups of up to 16 (8 with dv 256), not MLA; returns false (launching
-// nothing) otherwise.
+// read straight into registers, f32 arithmetic. For up to 16 tokens, head
+// sizes 128 or 256 and groups of up to 16 (8 with dv 256), not MLA; returns
+// false (launching nothing) otherwise.
 bool flash_attention_vec(Context& ctx, const FlashAttention& a);
 // How many times the decode form ran in this process.
 int64_t vec_attention_launches();
 
 // The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
-// and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. Used
-// unless MOESERVE_CUDA_ATTENTION=f32, when the head sizes are multiples of 16
-// and its shared memory fits; returns false (launching nothing) otherwise.
+// and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. For head
+// sizes that are multiples of 16 and shared memory that fits; returns false
+// (launching nothing) otherwise.
 bool flash_attention_mma(Context& ctx, const FlashAttention& a);
 // How many times the tensor-core form ran in this process (tests check that
 // it did, since it falls back silently).

@@ -14,6 +14,7 @@
 // Either way the activations are first rounded as llama.cpp's CPU rounds
 // them for the weight's type (q8_0, q8_K, f16, ...: cuda_activation_rounding.cu).
 #include <algorithm>
+#include <array>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -279,11 +280,14 @@ struct RoundedInputs {
     const float* x;
     int64_t n_tokens, width;
     bool gemm;
-    std::vector<std::pair<GgmlType, const void*>> made;
+    // At most one per activation type of the weights reading x (no heap
+    // allocation on the per-product host path).
+    std::array<std::pair<GgmlType, const void*>, 4> made{};
+    int n_made = 0;
 
     const void* get(Context& ctx, GgmlType act) {
-        for (const auto& [a, p] : made)
-            if (a == act) return p;
+        for (int i = 0; i < n_made; ++i)
+            if (made[i].first == act) return made[i].second;
         const void* p = x;
         if (gemm) {
             __half* x16 = ctx.scratch->take_n<__half>(n_tokens * width);
@@ -294,7 +298,7 @@ struct RoundedInputs {
             round_rows_f32(ctx, act, x, width, 0, n_tokens, width, 1, r);
             p = r;
         }
-        made.emplace_back(act, p);
+        if (n_made < static_cast<int>(made.size())) made[n_made++] = {act, p};
         return p;
     }
 };
@@ -324,7 +328,7 @@ void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, 
 void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
     check_cuda_weight(w, "matmul");
     if (n_tokens == 0) return;
-    RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens, {}};
+    RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens};
     matmul_rounded(ctx, w, in, y, expert);
 }
 
@@ -340,7 +344,7 @@ bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const floa
         return false;
     const Weight& w = gated ? gate : up;
     check_cuda_weight(w, "matmul");
-    RoundedInputs in{x, n_tokens, w.ne[0], false, {}};
+    RoundedInputs in{x, n_tokens, w.ne[0], false};
     MatvecArgs a;
     a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
     a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type)));
@@ -361,7 +365,7 @@ void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::sp
                                         std::to_string(ps[0].w.ne[0]));
     }
     if (n_tokens == 0) return;
-    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], n_tokens > kMatvecMaxTokens, {}};
+    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], n_tokens > kMatvecMaxTokens};
     for (const DeviceProjection& p : ps) matmul_rounded(ctx, p.w, in, p.y, 0);
 }
 
