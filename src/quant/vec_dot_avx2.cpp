@@ -49,6 +49,21 @@ inline __m256i dot_u8s8_scaled(__m256i u, __m256i s, __m256i scale16) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scale16);
 }
 
+// acc + dot_u8s8_scaled(u, s, scale16): with VNNI the scaling multiply and
+// the add are one VPDPWSSD (the same exact integers; a port-0/1 uop less).
+inline __m256i dot_u8s8_scaled_add(__m256i acc, __m256i u, __m256i s, __m256i scale16) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, s), scale16);
+#else
+    return _mm256_add_epi32(acc, dot_u8s8_scaled(u, s, scale16));
+#endif
+}
+
+// A dword from memory in all eight lanes: VBROADCASTSS, a load-port uop only.
+inline __m256i broadcast_dword(const uint32_t* p) {
+    return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(p)));
+}
+
 inline __m256i load256(const void* p) {
     return _mm256_loadu_si256(static_cast<const __m256i*>(p));
 }
@@ -317,9 +332,8 @@ float dot_q4_k(const void* vw, const void* va, int64_t n) {
             const __m256i q = load256(x[i].qs + 32 * c);
             const __m256i lo = _mm256_and_si256(q, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            const __m256i p0 = dot_u8s8_scaled(lo, load256(y[i].qs + 64 * c), _mm256_set1_epi16(sm[2 * c]));
-            const __m256i p1 = dot_u8s8_scaled(hi, load256(y[i].qs + 64 * c + 32), _mm256_set1_epi16(sm[2 * c + 1]));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+            sumi = dot_u8s8_scaled_add(sumi, lo, load256(y[i].qs + 64 * c), _mm256_set1_epi16(sm[2 * c]));
+            sumi = dot_u8s8_scaled_add(sumi, hi, load256(y[i].qs + 64 * c + 32), _mm256_set1_epi16(sm[2 * c + 1]));
         }
         const float d8 = y[i].d;
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d8 * fp16_to_fp32(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
@@ -341,17 +355,21 @@ void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n)
     for (int64_t i = 0; i < n / kQK_K; ++i) {
         uint8_t sm[16];
         unpack_k4_scales(x[i].scales, sm);
+        // Each scale as two int16 halves of a dword, so that a broadcast is a
+        // plain load (a register broadcast would compete for the shuffle port).
+        alignas(32) uint32_t sc2[8];
+        const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sc2), _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16)));
         __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                            _mm256_setzero_si256()};
         for (int c = 0; c < 4; ++c) {
             const __m256i q = load256(x[i].qs + 32 * c);
             const __m256i lo = _mm256_and_si256(q, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            const __m256i sc_lo = _mm256_set1_epi16(sm[2 * c]), sc_hi = _mm256_set1_epi16(sm[2 * c + 1]);
+            const __m256i sc_lo = broadcast_dword(sc2 + 2 * c), sc_hi = broadcast_dword(sc2 + 2 * c + 1);
             for (int k = 0; k < 4; ++k) {
-                const __m256i p0 = dot_u8s8_scaled(lo, load256(y[k][i].qs + 64 * c), sc_lo);
-                const __m256i p1 = dot_u8s8_scaled(hi, load256(y[k][i].qs + 64 * c + 32), sc_hi);
-                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(p0, p1));
+                sumi[k] = dot_u8s8_scaled_add(sumi[k], lo, load256(y[k][i].qs + 64 * c), sc_lo);
+                sumi[k] = dot_u8s8_scaled_add(sumi[k], hi, load256(y[k][i].qs + 64 * c + 32), sc_hi);
             }
         }
         const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
@@ -385,9 +403,8 @@ float dot_q5_k(const void* vw, const void* va, int64_t n) {
             const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
             const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
-            const __m256i p0 = dot_u8s8_scaled(lo, load256(y[i].qs + 64 * c), _mm256_set1_epi16(sm[2 * c]));
-            const __m256i p1 = dot_u8s8_scaled(hi, load256(y[i].qs + 64 * c + 32), _mm256_set1_epi16(sm[2 * c + 1]));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+            sumi = dot_u8s8_scaled_add(sumi, lo, load256(y[i].qs + 64 * c), _mm256_set1_epi16(sm[2 * c]));
+            sumi = dot_u8s8_scaled_add(sumi, hi, load256(y[i].qs + 64 * c + 32), _mm256_set1_epi16(sm[2 * c + 1]));
         }
         const float d8 = y[i].d;
         acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[i].d) * d8), _mm256_cvtepi32_ps(sumi), acc);
@@ -431,7 +448,7 @@ float dot_q6_k(const void* vw, const void* va, int64_t n) {
                 // Elements l < 16 of this group use scale 8h+2g, l >= 16 use 8h+2g+1.
                 const int k = 8 * h + 2 * g;
                 const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
-                sumi = _mm256_add_epi32(sumi, dot_u8s8_scaled(q[g], load256(y[i].qs + 128 * h + 32 * g), s));
+                sumi = dot_u8s8_scaled_add(sumi, q[g], load256(y[i].qs + 128 * h + 32 * g), s);
             }
         }
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
