@@ -108,7 +108,7 @@ class CudaFfn : public CudaBlasTest {
     void run_moe_case(const MoeCase& c, std::mt19937& rng);
 };
 
-// One case's weights, run at 1, 5 (decode path), 77 and 300 tokens (the
+// One case's weights, run at 1, 5, 20 (decode path), 77 and 300 tokens (the
 // grouped GEMM, or per-expert GEMMs for weights it does not read; at 300
 // tokens the 8-expert cases give experts more than one 64-token tile).
 void CudaFfn::run_moe_case(const MoeCase& c, std::mt19937& rng) {
@@ -130,7 +130,7 @@ void CudaFfn::run_moe_case(const MoeCase& c, std::mt19937& rng) {
     p.activation = c.act;
     p.selection_bias = c.bias ? bias.data() : nullptr;
 
-    for (int64_t n_tokens : {1, 5, 77, 300}) {
+    for (int64_t n_tokens : {1, 5, 20, 77, 300}) {
         SCOPED_TRACE(std::string(c.name) + ", " + std::to_string(n_tokens) + " tokens");
         // Inputs, each token's redrawn until its choice of experts is clear.
         std::vector<float> x(n_tokens * c.n_embd);
@@ -209,6 +209,10 @@ constexpr MoeCase kMoeCases[] = {
     // Gate and up of different types: the decode path cannot fuse them into one launch.
     {"softmax, 8 experts top 2, gate Q4_K and up Q5_K", 8, 2, GatingFunc::Softmax, false, true, 0.0f,
      ExpertActivation::SwiGlu, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, 256, 256, 0},
+    // 256 experts at 20 tokens: the fused routing launch's dynamic shared
+    // memory (40 KiB) plus its static part (16 KiB) exceed the default 48 KiB.
+    {"softmax, 256 experts top 8, Q8_0", 256, 8, GatingFunc::Softmax, false, true, 0.0f, ExpertActivation::SwiGlu,
+     GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0, 256, 64, 0},
     {"softmax, 128 experts top 8, IQ4_XS", 128, 8, GatingFunc::Softmax, false, true, 0.0f, ExpertActivation::SwiGlu,
      GgmlType::IQ4_XS, GgmlType::IQ4_XS, GgmlType::Q8_0, 256, 128, 0},
     {"sigmoid + bias, 128 experts top 8, relu2, scaled", 128, 8, GatingFunc::Sigmoid, true, true, 2.5f,

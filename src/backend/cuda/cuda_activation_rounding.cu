@@ -45,8 +45,10 @@ __device__ __forceinline__ void round_q8_0(float* v) {
     const float d = half_bits_to_f32(f32_to_half_bits(__fdiv_rn(amax, 127.0f)));
     const float id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
     for (int j = 0; j < kValuesPerLane; ++j) {
-        const float q = fminf(fmaxf(rintf(__fmul_rn(v[j], id)), -128.0f), 127.0f);
-        v[j] = __fmul_rn(q, d);
+        // Through an integer, as the CPU's int8 code: a small negative value
+        // gives +0, not rintf's -0 (the bits are compared).
+        const int q = max(-128, min(127, __float2int_rn(__fmul_rn(v[j], id))));
+        v[j] = __fmul_rn(static_cast<float>(q), d);
     }
 }
 

@@ -307,7 +307,7 @@ class CudaBackend final : public Backend {
         cuda::matmul(ctx_, dw, x, n_tokens, y, expert);
     }
     void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
-        projections_.clear();  // a member: no allocation per call once it has grown
+        projections_.clear();  // a member: its storage is reused from call to call
         for (const Projection& p : projections) {
             projections_.push_back({dev(*p.w), p.y});
             recorded(Op::matmul_shared_input, projections_.back().w, x, n_tokens, p.y);

@@ -344,6 +344,7 @@ bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const floa
         return false;
     const Weight& w = gated ? gate : up;
     check_cuda_weight(w, "matmul");
+    if (gated) check_cuda_weight(up, "matmul");  // read with the same vector loads as the gate
     RoundedInputs in{x, n_tokens, w.ne[0], false};
     MatvecArgs a;
     a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];

@@ -45,6 +45,9 @@ constexpr int kFusedRouteThreads = 1024;           // route_plan_kernel: one blo
 constexpr int kMaxFusedItems = 1024;               // its (token, slot) items: 32 tokens of up to 32 experts
 constexpr size_t kMaxFusedRouteSmem = 160 * 1024;  // its routing scratch, within an H100's 227 KiB
 static_assert(kMaxFusedItems >= kMoeMatvecMaxTokens * kMaxExpertUsed);
+// route_plan_kernel's static shared memory: counts, item ends and tile ends
+// per expert, and the chosen expert of every item.
+constexpr size_t kRoutePlanStaticSmem = sizeof(int) * (3 * kMaxExperts + kMaxFusedItems);
 // route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
 static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
@@ -340,10 +343,15 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     const float* xe = p.expert_input ? p.expert_input : x;  // latent MoE: the experts read their own input
     // Decode batches route and plan in one launch and gather the experts'
     // inputs by row index as they round them (no scattered copy).
+    // Its static shared memory counts against the same per-block limit as the
+    // dynamic part, so the limit is raised whenever the two exceed the default
+    // 48 KiB, and the fused path is taken only where the card allows the sum.
     const size_t fused_smem = sizeof(float) * 2 * n_expert * std::min<int64_t>(n_tokens, kFusedRouteThreads / 32);
-    const bool fused_routing = decode && decode_fusions() && fused_smem <= kMaxFusedRouteSmem;
+    const size_t fused_total = fused_smem + kRoutePlanStaticSmem;
+    const bool fused_routing = decode && decode_fusions() && fused_smem <= kMaxFusedRouteSmem &&
+                               (ctx.shared_mem_per_block_optin == 0 || fused_total <= ctx.shared_mem_per_block_optin);
     if (fused_routing) {
-        if (fused_smem > 48 * 1024)
+        if (fused_total > 48 * 1024)
             raise_dynamic_smem_limit(reinterpret_cast<const void*>(route_plan_kernel), fused_smem);
         route_plan_kernel<<<1, kFusedRouteThreads, fused_smem, ctx.stream>>>(
             logits, n_tokens, rp, tile_tokens, route_expert, route_weight, start, tiles, n_tiles, item_pos, src_row);
@@ -427,9 +435,10 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             product(up_exps, xs, n_in, u, nullptr, false);
             launch_activation(ctx, g, u, n_items * n_ff, p.activation);
         } else {
-            product(up_exps, xs, n_in, g, nullptr, p.activation == ExpertActivation::ReluSquared);
-            if (p.activation != ExpertActivation::ReluSquared)
-                launch_activation(ctx, g, u, n_items * n_ff, p.activation);
+            // ReLU² in the up product's launch, unless the fusions are off.
+            const bool fuse_relu2 = decode_fusions() && p.activation == ExpertActivation::ReluSquared;
+            product(up_exps, xs, n_in, g, nullptr, fuse_relu2);
+            if (!fuse_relu2) launch_activation(ctx, g, u, n_items * n_ff, p.activation);
         }
         product(down_exps, g, n_ff, ys, nullptr, false);
     } else if (grouped) {
