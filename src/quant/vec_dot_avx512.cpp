@@ -148,13 +148,17 @@ void q6_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
             const __m512i hb_hi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_hi), m3), 4);
             const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, m4), hb_lo);
             const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb_hi);
-            const __m512i s01 = _mm512_permutexvar_epi32(scale_idx[2 * h], sc32);
-            const __m512i s23 = _mm512_permutexvar_epi32(scale_idx[2 * h + 1], sc32);
+            // Each lane's scale as an int16 with a zero high half: a lane's
+            // 4-product sum (|p| <= 4·63·127 < 2^15) is its own low int16, so
+            // VPDPWSSD adds p·scale exactly (one uop for VPMULLD's two and the add).
+            const __m512i low16 = _mm512_set1_epi32(0xFFFF);
+            const __m512i s01 = _mm512_and_si512(_mm512_permutexvar_epi32(scale_idx[2 * h], sc32), low16);
+            const __m512i s23 = _mm512_and_si512(_mm512_permutexvar_epi32(scale_idx[2 * h + 1], sc32), low16);
             for (int k = 0; k < R; ++k) {
                 const __m512i p01 = dot_u8s8(_mm512_setzero_si512(), q01, load512(y[k][i].qs + 128 * h));
                 const __m512i p23 = dot_u8s8(_mm512_setzero_si512(), q23, load512(y[k][i].qs + 128 * h + 64));
-                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_mullo_epi32(p01, s01));
-                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_mullo_epi32(p23, s23));
+                sumi[k] = _mm512_dpwssd_epi32(sumi[k], p01, s01);
+                sumi[k] = _mm512_dpwssd_epi32(sumi[k], p23, s23);
             }
         }
         // Lanes l and l + 8 hold the same elements of the two groups: added as integers
@@ -217,8 +221,8 @@ void iq4_xs_rows(const void* vw, const void* const va[], float out[], int64_t n)
             for (int k = 0; k < R; ++k) {
                 const __m512i p0 = signed_pairs(v0, load512(y[k][i].qs + 32 * b));
                 const __m512i p1 = signed_pairs(v1, load512(y[k][i].qs + 32 * b + 64));
-                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_madd_epi16(p0, s0));
-                sumi[k] = _mm512_add_epi32(sumi[k], _mm512_madd_epi16(p1, s1));
+                sumi[k] = _mm512_dpwssd_epi32(sumi[k], p0, s0);  // += madd(p0, s0), exact
+                sumi[k] = _mm512_dpwssd_epi32(sumi[k], p1, s1);
             }
         }
         // ggml's order: the even and odd sub-blocks' lanes added as integers (exact), then
