@@ -294,43 +294,55 @@ TEST(QuantVecDot, q8_0_family_simd_kernels_match_the_scalar_kernel_at_every_leng
 // The tile kernel (rows in vector lanes) must give each row exactly what
 // the single-row kernel gives, so a token's logits do not depend on where
 // in a prompt batch it falls.
+// A tile kernel's results for kDotTileRows activation rows against 1 to
+// kDotTileWeightRows weight rows, and for a partial tile, against the
+// single-row kernel, exactly. False where the type has no tile kernel for n.
+bool check_tile_kernel(GgmlType type, int64_t n, std::mt19937& rng) {
+    const VecDotTile* tile = vec_dot_tile_kernel(type, n);
+    if (!tile) return false;
+    const Rows r = random_rows(type, n, kDotTileRows, rng);
+    std::vector<uint8_t> packed(tile->tile_bytes(n));
+    tile->pack(r.act.data(), r.act_row, kDotTileRows, packed.data(), n);
+    // kDotTileWeightRows weight rows, and fewer (the tail of a matrix).
+    std::vector<std::vector<uint8_t>> w{r.w};
+    for (int v = 1; v < kDotTileWeightRows; ++v) w.push_back(random_rows(type, n, 0, rng).w);
+    std::vector<uint8_t> rows;
+    for (const auto& row : w) rows.insert(rows.end(), row.begin(), row.end());
+    for (int n_w = 1; n_w <= kDotTileWeightRows; ++n_w) {
+        std::vector<float> out(static_cast<size_t>(n_w) * kDotTileRows);
+        tile->dot(rows.data(), r.w.size(), n_w, packed.data(), out.data(), n);
+        for (int v = 0; v < n_w; ++v)
+            for (int k = 0; k < kDotTileRows; ++k)
+                EXPECT_EQ(out[v * kDotTileRows + k], vec_dot(type, w[v].data(), r.act.data() + k * r.act_row, n))
+                    << ggml_type_name(type) << " n=" << n << " weight rows " << n_w << " row " << v << "/" << k;
+    }
+    // A partial tile (the last tokens of a prompt): its rows give the same results.
+    std::vector<uint8_t> partial(tile->tile_bytes(n), 0xAA);
+    tile->pack(r.act.data(), r.act_row, 5, partial.data(), n);
+    std::vector<float> out(kDotTileRows);
+    tile->dot(rows.data(), r.w.size(), 1, partial.data(), out.data(), n);
+    for (int k = 0; k < 5; ++k)
+        EXPECT_EQ(out[k], vec_dot(type, r.w.data(), r.act.data() + k * r.act_row, n))
+            << ggml_type_name(type) << " n=" << n << " partial tile row " << k;
+    return true;
+}
+
 TEST(QuantVecDotTile, tile_kernel_equals_single_row_dots_exactly) {
     std::mt19937 rng(14);
     int checked = 0;
-    for (GgmlType type : kQ8_0Family) {
-        for (int64_t n : kFamilyLengths) {
-            const VecDotTile* tile = vec_dot_tile_kernel(type, n);
-            if (!tile) continue;
-            const Rows r = random_rows(type, n, kDotTileRows, rng);
-            std::vector<uint8_t> packed(tile->tile_bytes(n));
-            tile->pack(r.act.data(), r.act_row, kDotTileRows, packed.data(), n);
-            // kDotTileWeightRows weight rows, and fewer (the tail of a matrix).
-            std::vector<std::vector<uint8_t>> w{r.w};
-            for (int v = 1; v < kDotTileWeightRows; ++v) w.push_back(random_rows(type, n, 0, rng).w);
-            std::vector<uint8_t> rows;
-            for (const auto& row : w) rows.insert(rows.end(), row.begin(), row.end());
-            for (int n_w = 1; n_w <= kDotTileWeightRows; ++n_w) {
-                std::vector<float> out(static_cast<size_t>(n_w) * kDotTileRows);
-                tile->dot(rows.data(), r.w.size(), n_w, packed.data(), out.data(), n);
-                for (int v = 0; v < n_w; ++v)
-                    for (int k = 0; k < kDotTileRows; ++k)
-                        EXPECT_EQ(out[v * kDotTileRows + k],
-                                  vec_dot(type, w[v].data(), r.act.data() + k * r.act_row, n))
-                            << ggml_type_name(type) << " n=" << n << " weight rows " << n_w << " row " << v << "/" << k;
-            }
-            // A partial tile (the last tokens of a prompt): its rows give the same results.
-            std::vector<uint8_t> partial(tile->tile_bytes(n), 0xAA);
-            tile->pack(r.act.data(), r.act_row, 5, partial.data(), n);
-            std::vector<float> out(kDotTileRows);
-            tile->dot(rows.data(), r.w.size(), 1, partial.data(), out.data(), n);
-            for (int k = 0; k < 5; ++k)
-                EXPECT_EQ(out[k], vec_dot(type, r.w.data(), r.act.data() + k * r.act_row, n))
-                    << ggml_type_name(type) << " n=" << n << " partial tile row " << k;
-            ++checked;
-        }
-    }
+    for (GgmlType type : kQ8_0Family)
+        for (int64_t n : kFamilyLengths) checked += check_tile_kernel(type, n, rng);
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     EXPECT_EQ(checked, static_cast<int>(4 * std::size(kFamilyLengths)));  // every format, every length, with VNNI
+#endif
+}
+
+TEST(QuantVecDotTile, q4_k_tile_kernel_equals_single_row_dots_exactly) {
+    std::mt19937 rng(15);
+    int checked = 0;
+    for (int64_t n : {256, 512, 768, 1536, 2048, 5120}) checked += check_tile_kernel(GgmlType::Q4_K, n, rng);
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    EXPECT_EQ(checked, 6);
 #endif
 }
 
@@ -367,8 +379,8 @@ TEST(QuantVecDotRows, weight_rows_kernel_equals_single_row_dots_exactly) {
 
 // The tiles reproduce the AVX2 kernels of the Q8_0 partners, which are the
 // single-row kernels of those formats (ggml's order); other formats have none.
-TEST(QuantVecDotTile, only_the_q8_0_partners_have_a_tile_kernel) {
-    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K})
+TEST(QuantVecDotTile, only_the_q8_0_partners_and_q4_k_have_a_tile_kernel) {
+    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q5_K, GgmlType::Q6_K})
         EXPECT_EQ(vec_dot_tile_kernel(type, 4096), nullptr) << ggml_type_name(type);
     for (GgmlType type : kQ8_0Family) {
         EXPECT_EQ(vec_dot_kernel(type, SimdLevel::avx512), nullptr) << ggml_type_name(type);

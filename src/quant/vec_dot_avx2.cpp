@@ -20,6 +20,7 @@
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
 #include "quant/hsum.h"
+#include "quant/k4_scales.h"
 
 namespace moeserve::detail {
 namespace {
@@ -278,18 +279,6 @@ float dot_q5_1(const void* vw, const void* va, int64_t n) {
 }
 
 // ---------------------------------------------------------------- super-blocks of 256
-
-// Q4_K/Q5_K 6-bit scales and mins as bytes: sc[0..7] then m[0..7] (spec §2.10).
-inline void unpack_k4_scales(const uint8_t* s, uint8_t out[16]) {
-    uint32_t u[3];
-    std::memcpy(u, s, 12);
-    const uint32_t sc03 = u[0] & 0x3f3f3f3f;
-    const uint32_t m03 = u[1] & 0x3f3f3f3f;
-    const uint32_t sc47 = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-    const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-    const uint32_t packed[4] = {sc03, sc47, m03, m47};
-    std::memcpy(out, packed, 16);
-}
 
 // Σ_b m_b * (bsums[2b] + bsums[2b+1]): the min term of Q4_K/Q5_K.
 inline int k4_min_term(const int16_t* bsums, const uint8_t* mins) {
