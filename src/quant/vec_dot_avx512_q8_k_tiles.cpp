@@ -1,0 +1,218 @@
+// Prompt batches against Q4_K and Q6_K weights on AVX-512 VNNI: the 16-token
+// tile forms (vec_dot.h VecDotTile) of the AVX2 dot_q4_k and dot_q6_k, bit
+// for bit.
+//
+// The AVX2 kernels multiply 32 activation bytes by 32 weight codes per
+// instruction and keep each super-block's sums in eight int32 lanes (lane j:
+// bytes 4j..4j+3 of every 32-value group, times the group's scale). Here the
+// 16 tokens of a tile sit in the lanes of a register instead: one
+// instruction multiplies a weight dword (broadcast) by that dword of all 16
+// tokens, and one more adds it times the scale into lane j's register. So each weight
+// super-block is unpacked once per 16 tokens, and the 512-bit multiplies do
+// twice the work of the 256-bit ones per instruction (this CPU issues both
+// at two per cycle). The integer lanes are the AVX2 kernels' exactly, and
+// the float steps after them (one FMA per lane and super-block, Q4_K's min
+// term in four lanes, ggml's sum trees) are taken in their order, so every
+// result equals the single-row kernel's.
+//
+// Both formats dot with Q8_K activations and share one tile layout, so a
+// Q4_K_M layer's Q4_K and Q6_K projections of one input share its tiles.
+
+// GCC 12 warns inside its own AVX-512 headers (the _mm512_undefined_*()
+// placeholders behind _mm512_set1_*); the warnings are false.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "quant/vec_dot_kernels.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quant/block_formats.h"
+#include "quant/fp16.h"
+#include "quant/k4_scales.h"
+
+namespace moeserve::detail {
+namespace {
+
+// A packed tile, per super-block:
+//   64 rows of 64 bytes: row q holds dword q of the 256 activation codes
+//   (bytes 4q..4q+3) for tokens 0..15;
+//   8 rows: row j holds each token's bsums[2j] and bsums[2j+1] (sums of 16
+//   codes) as an int16 pair;
+//   the 16 tokens' scales d as float.
+constexpr int64_t kCodeBytes = 64 * 64;
+constexpr int64_t kSumBytes = 8 * 64;
+constexpr int64_t kTileBlockBytes = kCodeBytes + kSumBytes + 16 * 4;
+
+size_t tile_bytes(int64_t n) {
+    return static_cast<size_t>(n / kQK_K * kTileBlockBytes);
+}
+
+void pack_tile(const void* act, size_t act_row_bytes, int n_rows, void* vtile, int64_t n) {
+    uint8_t* tile = static_cast<uint8_t*>(vtile);
+    const int64_t nb = n / kQK_K;
+    if (n_rows < kDotTileRows) std::memset(tile, 0, tile_bytes(n));
+    for (int t = 0; t < n_rows; ++t) {
+        const auto* y = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + t * act_row_bytes);
+        for (int64_t ib = 0; ib < nb; ++ib) {
+            uint8_t* tb = tile + ib * kTileBlockBytes;
+            for (int q = 0; q < 64; ++q) std::memcpy(tb + q * 64 + 4 * t, y[ib].qs + 4 * q, 4);
+            for (int j = 0; j < 8; ++j) std::memcpy(tb + kCodeBytes + j * 64 + 4 * t, y[ib].bsums + 2 * j, 4);
+            std::memcpy(tb + kCodeBytes + kSumBytes + 4 * t, &y[ib].d, 4);
+        }
+    }
+}
+
+// The bsum pairs of row j of a tile block.
+inline __m512i bsum_pairs(const uint8_t* tb, int j) {
+    return _mm512_loadu_si512(tb + kCodeBytes + j * 64);
+}
+inline __m512 token_scales(const uint8_t* tb) {
+    return _mm512_loadu_ps(tb + kCodeBytes + kSumBytes);
+}
+
+// lane += scale · (weight dword · activation dword), for each token: the
+// products in int16 pairs (VPMADDUBSW: unsigned codes, signed activations;
+// at most 2·63·127, no saturation), then VPDPWSSD adds scale·(pair + pair),
+// exactly the AVX2 kernels' VPMADDUBSW and VPMADDWD by the scale.
+// scale16: the scale in every int16.
+inline __m512i add_scaled(__m512i lane, uint32_t codes, const uint8_t* act_row, __m512i scale16) {
+    const __m512i pairs = _mm512_maddubs_epi16(_mm512_set1_epi32(static_cast<int>(codes)), _mm512_loadu_si512(act_row));
+    return _mm512_dpwssd_epi32(lane, pairs, scale16);
+}
+
+// ggml's hsum tree over eight lane registers: (l + l+4), then (+2), then (+1).
+inline __m512 sum_lanes(const __m512 a[8]) {
+    const __m512 t04 = _mm512_add_ps(a[0], a[4]), t26 = _mm512_add_ps(a[2], a[6]);
+    const __m512 t15 = _mm512_add_ps(a[1], a[5]), t37 = _mm512_add_ps(a[3], a[7]);
+    return _mm512_add_ps(_mm512_add_ps(t04, t26), _mm512_add_ps(t15, t37));
+}
+
+// ---------------------------------------------------------------- Q4_K
+
+// One weight row against a packed tile: out[k] for tokens k = 0..15.
+void q4_k_tile_row(const BlockQ4_K* x, const uint8_t* tile, float* out, int64_t nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    __m512 acc[8], acc_min[4];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (auto& a : acc_min) a = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t* tb = tile + ib * kTileBlockBytes;
+        uint8_t sm[16];
+        unpack_k4_scales(x[ib].scales, sm);
+        // The codes as dwords: qs dword q holds sub-block 2(q/8) in its low
+        // nibbles and 2(q/8)+1 in its high ones, lane q%8 of both.
+        alignas(64) uint32_t lo[32], hi[32];
+        for (int z = 0; z < 2; ++z) {
+            const __m512i q = _mm512_loadu_si512(x[ib].qs + 64 * z);
+            _mm512_store_si512(lo + 16 * z, _mm512_and_si512(q, m4));
+            _mm512_store_si512(hi + 16 * z, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4));
+        }
+        __m512i sumi[8];
+        for (auto& s : sumi) s = _mm512_setzero_si512();
+        for (int sub = 0; sub < 8; ++sub) {
+            const uint32_t* codes = (sub & 1 ? hi : lo) + 8 * (sub >> 1);
+            const __m512i sc = _mm512_set1_epi16(sm[sub]);
+            for (int j = 0; j < 8; ++j) sumi[j] = add_scaled(sumi[j], codes[j], tb + (8 * sub + j) * 64, sc);
+        }
+        const __m512 d8 = token_scales(tb);
+        const __m512 scale = _mm512_mul_ps(d8, _mm512_set1_ps(fp16_to_fp32(x[ib].d)));
+        for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[j]), acc[j]);
+        // The min term: -d8 (a sign flip, as C's unary minus) times dmin, and
+        // lane p = m_2p·S_2p + m_2p+1·S_2p+1 with S_b = bsums[2b] + bsums[2b+1].
+        const __m512 neg_d8 = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(d8), sign));
+        const __m512 neg_dmin = _mm512_mul_ps(neg_d8, _mm512_set1_ps(fp16_to_fp32(x[ib].dmin)));
+        for (int p = 0; p < 4; ++p) {
+            __m512i lane =
+                _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum_pairs(tb, 2 * p), _mm512_set1_epi16(sm[8 + 2 * p]));
+            lane = _mm512_dpwssd_epi32(lane, bsum_pairs(tb, 2 * p + 1), _mm512_set1_epi16(sm[9 + 2 * p]));
+            acc_min[p] = _mm512_fmadd_ps(neg_dmin, _mm512_cvtepi32_ps(lane), acc_min[p]);
+        }
+    }
+    // The lanes' tree, plus the min lanes' (l0 + l2) + (l1 + l3): dot_q4_k's last steps.
+    const __m512 mins = _mm512_add_ps(_mm512_add_ps(acc_min[0], acc_min[2]), _mm512_add_ps(acc_min[1], acc_min[3]));
+    _mm512_storeu_ps(out, _mm512_add_ps(sum_lanes(acc), mins));
+}
+
+// ---------------------------------------------------------------- Q6_K
+
+// One weight row against a packed tile. Codes are unsigned (0..63); the -32
+// is taken off once per super-block as 32·Σ_k sc_k·bsums_k in lane k/2, as
+// the AVX2 kernel does.
+void q6_k_tile_row(const BlockQ6_K* x, const uint8_t* tile, float* out, int64_t nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m3 = _mm512_set1_epi8(3);
+    // Per 256-bit half: the shifts that bring qh's bit pair for groups 0|1 and 2|3 down.
+    const __m512i shift01 = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(0), _mm512_set1_epi16(2));
+    const __m512i shift23 = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(4), _mm512_set1_epi16(6));
+    __m512 acc[8];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t* tb = tile + ib * kTileBlockBytes;
+        const int8_t* sc = x[ib].scales;
+        // codes[32h + 8g + j]: dword j of group g (elements 128h + 32g + ..) of half h.
+        alignas(64) uint32_t codes[64];
+        for (int h = 0; h < 2; ++h) {
+            const __m512i ql = _mm512_loadu_si512(x[ib].ql + 64 * h);
+            const __m512i qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh + 32 * h)));
+            const __m512i hb01 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift01), m3), 4);
+            const __m512i hb23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift23), m3), 4);
+            _mm512_store_si512(codes + 32 * h, _mm512_or_si512(_mm512_and_si512(ql, m4), hb01));
+            _mm512_store_si512(codes + 32 * h + 16,
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hb23));
+        }
+        __m512i sumi[8];
+        // The offset first: lane j = -32·(bsums[2j]·sc[2j] + bsums[2j+1]·sc[2j+1]).
+        for (int j = 0; j < 8; ++j) {
+            const uint32_t pair =
+                static_cast<uint16_t>(sc[2 * j]) | static_cast<uint32_t>(static_cast<uint16_t>(sc[2 * j + 1])) << 16;
+            const __m512i offset = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum_pairs(tb, j),
+                                                       _mm512_set1_epi32(static_cast<int>(pair)));
+            sumi[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(offset, 5));
+        }
+        for (int hg = 0; hg < 8; ++hg) {  // group g of half h: 32 codes, scales 2hg (lanes 0-3) and 2hg+1 (4-7)
+            const __m512i s0 = _mm512_set1_epi16(sc[2 * hg]), s1 = _mm512_set1_epi16(sc[2 * hg + 1]);
+            for (int j = 0; j < 8; ++j)
+                sumi[j] = add_scaled(sumi[j], codes[8 * hg + j], tb + (8 * hg + j) * 64, j < 4 ? s0 : s1);
+        }
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(fp16_to_fp32(x[ib].d)), token_scales(tb));
+        for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[j]), acc[j]);
+    }
+    _mm512_storeu_ps(out, sum_lanes(acc));
+}
+
+template <typename Block, void (*Row)(const Block*, const uint8_t*, float*, int64_t)>
+void tile_dot(const void* w, size_t w_row_bytes, int n_rows, const void* tile, float* out, int64_t n) {
+    const uint8_t* wb = static_cast<const uint8_t*>(w);
+    for (int v = 0; v < n_rows; ++v)
+        Row(reinterpret_cast<const Block*>(wb + v * w_row_bytes), static_cast<const uint8_t*>(tile),
+            out + v * kDotTileRows, n / kQK_K);
+}
+
+constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>};
+constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>};
+
+}  // namespace
+
+const VecDotTile* vec_dot_tile_q8_k_avx512_kernel(GgmlType type) {
+    switch (type) {
+        case GgmlType::Q4_K:
+            return &kTileQ4_K;
+        case GgmlType::Q6_K:
+            return &kTileQ6_K;
+        default:
+            return nullptr;
+    }
+}
+
+}  // namespace moeserve::detail
+
+#endif  // AVX-512 F/BW/VL + VNNI
