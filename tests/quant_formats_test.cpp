@@ -2,8 +2,10 @@
 // SIMD dequantization against the scalar code, and error handling.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -94,6 +96,54 @@ TEST(QuantQ8_K, quantize_keeps_bsums_and_maps_the_largest_magnitude_to_minus_127
         int s = 0;
         for (int l = 0; l < 16; ++l) s += y.qs[16 * g + l];
         EXPECT_EQ(y.bsums[g], s);
+    }
+}
+
+// Every byte of a Q8_K block against the spec's formula written out here
+// (ggml's quantize_row_q8_K_ref): the first element of largest magnitude,
+// iscale = -127/max, q = min(127, nearest_int(iscale·x)) with ties to even,
+// bsums, d = 1/iscale; an all-zero block is all zero.
+TEST(QuantQ8_K, quantize_matches_the_reference_formula_byte_for_byte) {
+    auto reference = [](const float* x, BlockQ8_K& y) {
+        std::memset(&y, 0, sizeof y);
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < 256; ++j)
+            if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+        if (amax == 0.0f) return;
+        const float iscale = -127.f / max;
+        for (int j = 0; j < 256; ++j) {
+            const float v = iscale * x[j] + 12582912.f;  // ggml's nearest_int
+            int32_t i;
+            std::memcpy(&i, &v, 4);
+            y.qs[j] = static_cast<int8_t>(std::min(127, (i & 0x007fffff) - 0x00400000));
+        }
+        for (int g = 0; g < 16; ++g) {
+            int sum = 0;
+            for (int l = 0; l < 16; ++l) sum += y.qs[16 * g + l];
+            y.bsums[g] = static_cast<int16_t>(sum);
+        }
+        y.d = 1 / iscale;
+    };
+    std::vector<std::vector<float>> blocks;
+    for (int seed = 0; seed < 50; ++seed) blocks.push_back(test::random_normal(256, 100 + seed));
+    auto tie = test::random_normal(256, 7);  // two elements of the largest magnitude: the first (+3) wins
+    for (auto& v : tie) v = std::clamp(v, -2.0f, 2.0f);
+    tie[40] = 3.0f, tie[200] = -3.0f;
+    blocks.push_back(tie);
+    std::vector<float> halves(256, 0.0f);  // max -127 makes iscale 1: x + 0.5 rounds to even
+    halves[0] = -127.0f;
+    for (int j = 1; j < 256; ++j) halves[j] = static_cast<float>(j % 100) - 50.0f + 0.5f;
+    blocks.push_back(halves);
+    blocks.push_back(std::vector<float>(256, 0.0f));
+    std::vector<float> mostly_zero(256, 0.0f);
+    mostly_zero[255] = -1e-30f;
+    blocks.push_back(mostly_zero);
+    for (size_t b = 0; b < blocks.size(); ++b) {
+        BlockQ8_K got, want;
+        std::memset(&got, 0xAB, sizeof got);
+        quantize_row_activation(GgmlType::Q8_K, blocks[b].data(), &got, 256);
+        reference(blocks[b].data(), want);
+        EXPECT_EQ(std::memcmp(&got, &want, sizeof got), 0) << "block " << b;
     }
 }
 

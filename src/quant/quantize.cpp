@@ -10,6 +10,16 @@
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+// GCC 12 warns inside its own AVX-512 headers (the _mm512_undefined_*()
+// placeholders of the reductions); the warnings are false.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
+
 // Bit-exactness with ggml needs every float operation rounded on its own, in
 // the order the spec writes it: no fused multiply-add.
 #if defined(__clang__)
@@ -184,28 +194,70 @@ void quantize_q8_1(const float* x, BlockQ8_1* y, int64_t nb, bool x86) {
     }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// One Q8_K block with AVX-512, the same bytes as the loop below: the first
+// element of largest magnitude found by compare after a max-reduction,
+// nearest_int as VCVTPS2DQ (round to nearest even; the same for |v| < 2^22),
+// each 16-lane register one bsums group. (NaN inputs give other garbage.)
+bool quantize_q8_k_block_avx512(const float* x, BlockQ8_K& y) {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    auto magnitude = [&](__m512 v) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask)); };
+    __m512 m = _mm512_setzero_ps();
+    for (int k = 0; k < kQK_K / 16; ++k) m = _mm512_max_ps(magnitude(_mm512_loadu_ps(x + 16 * k)), m);
+    const float amax = _mm512_reduce_max_ps(m);
+    if (amax == 0.0f) return false;
+    float max = amax;
+    for (int k = 0; k < kQK_K / 16; ++k) {
+        const __mmask16 at =
+            _mm512_cmp_ps_mask(magnitude(_mm512_loadu_ps(x + 16 * k)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+        if (at) {
+            max = x[16 * k + __builtin_ctz(at)];
+            break;
+        }
+    }
+    const float iscale = -127.f / max;
+    const __m512 vs = _mm512_set1_ps(iscale);
+    for (int k = 0; k < kQK_K / 16; ++k) {
+        const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * k))),
+                                           _mm512_set1_epi32(127));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y.qs + 16 * k), _mm512_cvtepi32_epi8(q));
+        y.bsums[k] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+    y.d = 1 / iscale;
+    return true;
+}
+#endif
+
 // iscale = -127/max, q = min(127, nearest_int(iscale*x)), d = 1/iscale (spec §2.13).
+// False for an all-zero block (left to the caller). The portable path.
+[[maybe_unused]] bool quantize_q8_k_block(const float* x, BlockQ8_K& y) {
+    float max = 0.0f, amax = 0.0f;
+    for (int j = 0; j < kQK_K; ++j) {
+        if (std::fabs(x[j]) > amax) {
+            amax = std::fabs(x[j]);
+            max = x[j];
+        }
+    }
+    if (amax == 0.0f) return false;
+    const float iscale = -127.f / max;
+    for (int j = 0; j < kQK_K; ++j) y.qs[j] = static_cast<int8_t>(std::min(127, nearest_int(iscale * x[j])));
+    for (int g = 0; g < kQK_K / 16; ++g) {
+        int sum = 0;
+        for (int l = 0; l < 16; ++l) sum += y.qs[16 * g + l];
+        y.bsums[g] = static_cast<int16_t>(sum);
+    }
+    y.d = 1 / iscale;
+    return true;
+}
+
 void quantize_q8_k(const float* x, BlockQ8_K* y, int64_t nb) {
     for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-        float max = 0.0f, amax = 0.0f;
-        for (int j = 0; j < kQK_K; ++j) {
-            if (std::fabs(x[j]) > amax) {
-                amax = std::fabs(x[j]);
-                max = x[j];
-            }
-        }
-        if (amax == 0.0f) {
-            std::memset(&y[i], 0, sizeof y[i]);
-            continue;
-        }
-        const float iscale = -127.f / max;
-        for (int j = 0; j < kQK_K; ++j) y[i].qs[j] = static_cast<int8_t>(std::min(127, nearest_int(iscale * x[j])));
-        for (int g = 0; g < kQK_K / 16; ++g) {
-            int sum = 0;
-            for (int l = 0; l < 16; ++l) sum += y[i].qs[16 * g + l];
-            y[i].bsums[g] = static_cast<int16_t>(sum);
-        }
-        y[i].d = 1 / iscale;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        const bool nonzero = quantize_q8_k_block_avx512(x, y[i]);
+#else
+        const bool nonzero = quantize_q8_k_block(x, y[i]);
+#endif
+        if (!nonzero) std::memset(&y[i], 0, sizeof y[i]);
     }
 }
 
