@@ -1,6 +1,6 @@
-// Prompt batches against Q4_K and Q6_K weights on AVX-512 VNNI: the 16-token
-// tile forms (vec_dot.h VecDotTile) of the AVX2 dot_q4_k and dot_q6_k, bit
-// for bit.
+// Prompt batches against Q4_K, Q6_K and IQ4_XS weights on AVX-512 VNNI: the
+// 16-token tile forms (vec_dot.h VecDotTile) of the AVX2 dot_q4_k, dot_q6_k
+// and dot_iq4_xs, bit for bit.
 //
 // The AVX2 kernels multiply 32 activation bytes by 32 weight codes per
 // instruction and keep each super-block's sums in eight int32 lanes (lane j:
@@ -15,8 +15,8 @@
 // term in four lanes, ggml's sum trees) are taken in their order, so every
 // result equals the single-row kernel's.
 //
-// Both formats dot with Q8_K activations and share one tile layout, so a
-// Q4_K_M layer's Q4_K and Q6_K projections of one input share its tiles.
+// The three formats dot with Q8_K activations and share one tile layout, so
+// a layer's Q4_K, Q6_K and IQ4_XS projections of one input share its tiles.
 
 // GCC 12 warns inside its own AVX-512 headers (the _mm512_undefined_*()
 // placeholders behind _mm512_set1_*); the warnings are false.
@@ -189,6 +189,56 @@ void q6_k_tile_row(const BlockQ6_K* x, const uint8_t* tile, float* out, int64_t 
     _mm512_storeu_ps(out, sum_lanes(acc));
 }
 
+// ---------------------------------------------------------------- IQ4_XS
+
+// One weight row against a packed tile. The codebook values are signed, and
+// VPMADDUBSW wants unsigned codes, so each value v goes in as its positive
+// part max(v, 0) and its negative part max(-v, 0): two pair sums per dword,
+// added with the scale and its negative (exact integers; lane j then holds
+// (ls - 32)·Σ v·a as the AVX2 kernel's, whose sign trick computes the same).
+void iq4_xs_tile_row(const BlockIQ4_XS* x, const uint8_t* tile, float* out, int64_t nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i values = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues)));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i plus = _mm512_max_epi8(values, zero), minus = _mm512_max_epi8(_mm512_sub_epi8(zero, values), zero);
+    // Sub-block ib's 32 values in order are [low nibbles of its 16 bytes | high nibbles].
+    const __m512i idx0 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i idx1 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    __m512 acc[8];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t* tb = tile + ib * kTileBlockBytes;
+        // pos/neg[8 sub + j]: dword j (values 4j..4j+3) of sub-block sub.
+        alignas(64) uint32_t pos[64], neg[64];
+        for (int z = 0; z < 2; ++z) {  // sub-blocks 4z..4z+3
+            const __m512i q = _mm512_loadu_si512(x[ib].qs + 64 * z);
+            const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            const __m512i first = _mm512_permutex2var_epi64(lo, idx0, hi),
+                          second = _mm512_permutex2var_epi64(lo, idx1, hi);
+            _mm512_store_si512(pos + 32 * z, _mm512_shuffle_epi8(plus, first));
+            _mm512_store_si512(pos + 32 * z + 16, _mm512_shuffle_epi8(plus, second));
+            _mm512_store_si512(neg + 32 * z, _mm512_shuffle_epi8(minus, first));
+            _mm512_store_si512(neg + 32 * z + 16, _mm512_shuffle_epi8(minus, second));
+        }
+        __m512i sumi[8];
+        for (auto& s : sumi) s = _mm512_setzero_si512();
+        for (int sub = 0; sub < 8; ++sub) {
+            const int ls =
+                ((x[ib].scales_l[sub / 2] >> (4 * (sub % 2))) & 0xF) | (((x[ib].scales_h >> (2 * sub)) & 3) << 4);
+            const __m512i sp = _mm512_set1_epi16(static_cast<int16_t>(ls - 32));
+            const __m512i sn = _mm512_set1_epi16(static_cast<int16_t>(32 - ls));
+            for (int j = 0; j < 8; ++j) {
+                const uint8_t* a = tb + (8 * sub + j) * 64;
+                sumi[j] = add_scaled(sumi[j], pos[8 * sub + j], a, sp);
+                sumi[j] = add_scaled(sumi[j], neg[8 * sub + j], a, sn);
+            }
+        }
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(fp16_to_fp32(x[ib].d)), token_scales(tb));
+        for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[j]), acc[j]);
+    }
+    _mm512_storeu_ps(out, sum_lanes(acc));
+}
+
 template <typename Block, void (*Row)(const Block*, const uint8_t*, float*, int64_t)>
 void tile_dot(const void* w, size_t w_row_bytes, int n_rows, const void* tile, float* out, int64_t n) {
     const uint8_t* wb = static_cast<const uint8_t*>(w);
@@ -199,6 +249,7 @@ void tile_dot(const void* w, size_t w_row_bytes, int n_rows, const void* tile, f
 
 constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>};
 constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>};
+constexpr VecDotTile kTileIQ4_XS{tile_bytes, pack_tile, tile_dot<BlockIQ4_XS, iq4_xs_tile_row>};
 
 }  // namespace
 
@@ -208,6 +259,8 @@ const VecDotTile* vec_dot_tile_q8_k_avx512_kernel(GgmlType type) {
             return &kTileQ4_K;
         case GgmlType::Q6_K:
             return &kTileQ6_K;
+        case GgmlType::IQ4_XS:
+            return &kTileIQ4_XS;
         default:
             return nullptr;
     }

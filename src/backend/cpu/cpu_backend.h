@@ -83,7 +83,8 @@ class CpuBackend final : public Backend {
     // Scratch reused across calls, on cache lines (cache_line_vector.h).
     CacheLineVector<uint8_t> act_buf_;  // quantized activations
     CacheLineVector<uint8_t> act_buf2_;
-    CacheLineVector<float> scratch_;  // dense FFN intermediates
+    CacheLineVector<uint8_t> tile_buf_;  // prompt products' packed activation tiles (cpu_matmul.cpp)
+    CacheLineVector<float> scratch_;     // dense FFN intermediates
     struct MoeScratch {
         CacheLineVector<float> logits, xs, g, u;
         std::vector<float> prob;

@@ -82,13 +82,12 @@ size_t plan_tiles(std::span<const Job> jobs, std::vector<JobTiles>& tiles) {
 }  // namespace
 
 void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
-    // Pack the prompt tiles first, in parallel. The buffer is reused across
-    // calls of this thread (the one that drives the backend).
-    static thread_local CacheLineVector<uint8_t> tile_buf;
+    // Pack the prompt tiles first, in parallel, into the backend's buffer
+    // (reused from call to call, freed with the backend, as the memory plan counts it).
     std::vector<JobTiles> tiles;
     const size_t tile_total = plan_tiles(jobs, tiles);
-    if (tile_buf.size() < tile_total) tile_buf.resize(tile_total);
-    uint8_t* const tile_data = tile_buf.data();  // the workers see their own thread_local, so pass the pointer
+    if (tile_buf_.size() < tile_total) tile_buf_.resize(tile_total);
+    uint8_t* const tile_data = tile_buf_.data();
     if (tile_total > 0) {
         std::vector<std::pair<size_t, int64_t>> packs;  // (job, tile) for each distinct tile
         for (size_t j = 0; j < jobs.size(); ++j) {
