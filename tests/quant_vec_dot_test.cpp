@@ -340,10 +340,10 @@ TEST(QuantVecDotTile, tile_kernel_equals_single_row_dots_exactly) {
 TEST(QuantVecDotTile, q8_k_partner_tile_kernels_equal_single_row_dots_exactly) {
     std::mt19937 rng(15);
     int checked = 0;
-    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::IQ4_XS})
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS})
         for (int64_t n : {256, 512, 768, 1536, 2048, 5120}) checked += check_tile_kernel(type, n, rng);
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    EXPECT_EQ(checked, 18);
+    EXPECT_EQ(checked, 24);
 #endif
 }
 
@@ -352,7 +352,7 @@ TEST(QuantVecDotTile, q8_k_partner_tile_kernels_equal_single_row_dots_exactly) {
 TEST(QuantVecDotTile, q8_k_partners_share_the_tile_layout) {
     const VecDotTile* q4 = vec_dot_tile_kernel(GgmlType::Q4_K, 2048);
     if (!q4) GTEST_SKIP() << "no Q8_K tile kernels in this build (they need AVX-512 VNNI)";
-    for (GgmlType type : {GgmlType::Q6_K, GgmlType::IQ4_XS}) {
+    for (GgmlType type : {GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS}) {
         const VecDotTile* t = vec_dot_tile_kernel(type, 2048);
         ASSERT_NE(t, nullptr) << ggml_type_name(type);
         EXPECT_EQ(t->pack, q4->pack) << ggml_type_name(type);
@@ -393,8 +393,8 @@ TEST(QuantVecDotRows, weight_rows_kernel_equals_single_row_dots_exactly) {
 
 // The tiles reproduce the AVX2 kernels of the Q8_0 partners, which are the
 // single-row kernels of those formats (ggml's order); other formats have none.
-TEST(QuantVecDotTile, only_the_q8_0_partners_q4_k_q6_k_and_iq4_xs_have_a_tile_kernel) {
-    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q5_K, GgmlType::Q8_1})
+TEST(QuantVecDotTile, only_the_q8_0_and_q8_k_partners_have_a_tile_kernel) {
+    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_1, GgmlType::Q5_1})
         EXPECT_EQ(vec_dot_tile_kernel(type, 4096), nullptr) << ggml_type_name(type);
     for (GgmlType type : kQ8_0Family) {
         EXPECT_EQ(vec_dot_kernel(type, SimdLevel::avx512), nullptr) << ggml_type_name(type);

@@ -1,6 +1,6 @@
-// Prompt batches against Q4_K, Q6_K and IQ4_XS weights on AVX-512 VNNI: the
-// 16-token tile forms (vec_dot.h VecDotTile) of the AVX2 dot_q4_k, dot_q6_k
-// and dot_iq4_xs, bit for bit.
+// Prompt batches against Q4_K, Q5_K, Q6_K and IQ4_XS weights on AVX-512
+// VNNI: the 16-token tile forms (vec_dot.h VecDotTile) of the AVX2 dot_q4_k,
+// dot_q5_k, dot_q6_k and dot_iq4_xs, bit for bit.
 //
 // The AVX2 kernels multiply 32 activation bytes by 32 weight codes per
 // instruction and keep each super-block's sums in eight int32 lanes (lane j:
@@ -15,8 +15,8 @@
 // term in four lanes, ggml's sum trees) are taken in their order, so every
 // result equals the single-row kernel's.
 //
-// The three formats dot with Q8_K activations and share one tile layout, so
-// a layer's Q4_K, Q6_K and IQ4_XS projections of one input share its tiles.
+// These formats dot with Q8_K activations and share one tile layout, so a
+// layer's K-quant and IQ4_XS projections of one input share its tiles.
 
 // GCC 12 warns inside its own AVX-512 headers (the _mm512_undefined_*()
 // placeholders behind _mm512_set1_*); the warnings are false.
@@ -141,6 +141,55 @@ void q4_k_tile_row(const BlockQ4_K* x, const uint8_t* tile, float* out, int64_t 
     _mm512_storeu_ps(out, _mm512_add_ps(sum_lanes(acc), mins));
 }
 
+// ---------------------------------------------------------------- Q5_K
+
+// As Q4_K, with each code's fifth bit from qh (bit 2c of qh[l] for the low
+// nibbles of qs chunk c, bit 2c+1 for the high ones), and the min term summed
+// as dot_q5_k does: one integer Σ_b m_b·S_b per super-block, fused into a
+// float running sum with -d8·dmin.
+void q5_k_tile_row(const BlockQ5_K* x, const uint8_t* tile, float* out, int64_t nb) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i one = _mm512_set1_epi8(1);
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    __m512 acc[8];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    __m512 summs = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+        const uint8_t* tb = tile + ib * kTileBlockBytes;
+        uint8_t sm[16];
+        unpack_k4_scales(x[ib].scales, sm);
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[ib].qh)));
+        alignas(64) uint32_t lo[32], hi[32];
+        for (int z = 0; z < 2; ++z) {  // chunks c = 2z (bytes 0-31) and 2z+1 (32-63)
+            const __m512i q = _mm512_loadu_si512(x[ib].qs + 64 * z);
+            const __m512i shift_lo =
+                _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(static_cast<int16_t>(4 * z)),
+                                        _mm512_set1_epi16(static_cast<int16_t>(4 * z + 2)));
+            const __m512i shift_hi = _mm512_add_epi16(shift_lo, _mm512_set1_epi16(1));
+            const __m512i h_lo = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_lo), one), 4);
+            const __m512i h_hi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift_hi), one), 4);
+            _mm512_store_si512(lo + 16 * z, _mm512_or_si512(_mm512_and_si512(q, m4), h_lo));
+            _mm512_store_si512(hi + 16 * z, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 4), m4), h_hi));
+        }
+        __m512i sumi[8];
+        for (auto& s : sumi) s = _mm512_setzero_si512();
+        for (int sub = 0; sub < 8; ++sub) {
+            const uint32_t* codes = (sub & 1 ? hi : lo) + 8 * (sub >> 1);
+            const __m512i sc = _mm512_set1_epi16(sm[sub]);
+            for (int j = 0; j < 8; ++j) sumi[j] = add_scaled(sumi[j], codes[j], tb + (8 * sub + j) * 64, sc);
+        }
+        const __m512 d8 = token_scales(tb);
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(fp16_to_fp32(x[ib].d)), d8);
+        for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[j]), acc[j]);
+        __m512i term = _mm512_setzero_si512();
+        for (int b = 0; b < 8; ++b) term = _mm512_dpwssd_epi32(term, bsum_pairs(tb, b), _mm512_set1_epi16(sm[8 + b]));
+        const __m512 neg_d8 = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(d8), sign));
+        summs = _mm512_fmadd_ps(_mm512_mul_ps(neg_d8, _mm512_set1_ps(fp16_to_fp32(x[ib].dmin))),
+                                _mm512_cvtepi32_ps(term), summs);
+    }
+    _mm512_storeu_ps(out, _mm512_add_ps(sum_lanes(acc), summs));
+}
+
 // ---------------------------------------------------------------- Q6_K
 
 // One weight row against a packed tile. Codes are unsigned (0..63); the -32
@@ -248,6 +297,7 @@ void tile_dot(const void* w, size_t w_row_bytes, int n_rows, const void* tile, f
 }
 
 constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>};
+constexpr VecDotTile kTileQ5_K{tile_bytes, pack_tile, tile_dot<BlockQ5_K, q5_k_tile_row>};
 constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>};
 constexpr VecDotTile kTileIQ4_XS{tile_bytes, pack_tile, tile_dot<BlockIQ4_XS, iq4_xs_tile_row>};
 
@@ -257,6 +307,8 @@ const VecDotTile* vec_dot_tile_q8_k_avx512_kernel(GgmlType type) {
     switch (type) {
         case GgmlType::Q4_K:
             return &kTileQ4_K;
+        case GgmlType::Q5_K:
+            return &kTileQ5_K;
         case GgmlType::Q6_K:
             return &kTileQ6_K;
         case GgmlType::IQ4_XS:

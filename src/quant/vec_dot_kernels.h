@@ -16,7 +16,7 @@ VecDot4Fn vec_dot4_avx512_kernel(GgmlType weight_type);       // defined only wi
 // The 16-token tile form of the Q8_0 partners' AVX2 kernels (vec_dot_avx512_q8_0.cpp);
 // nullptr without VNNI or for other types. Defined only with AVX-512 F/BW/VL.
 const VecDotTile* vec_dot_tile_avx512_kernel(GgmlType weight_type, int64_t n);
-// The 16-token tile forms of the Q4_K, Q6_K and IQ4_XS kernels (vec_dot_avx512_q8_k_tiles.cpp);
+// The 16-token tile forms of the Q4_K, Q5_K, Q6_K and IQ4_XS kernels (vec_dot_avx512_q8_k_tiles.cpp);
 // nullptr for other types. Defined only with AVX-512 F/BW/VL and VNNI.
 const VecDotTile* vec_dot_tile_q8_k_avx512_kernel(GgmlType weight_type);
 // The weight-rows form of the same AVX2 kernels at 512 bits (two blocks per
