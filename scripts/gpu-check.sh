@@ -195,6 +195,9 @@ run() {
         STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
     fi
+    # The matvecs without their L1 prefetch of the next weight blocks (MOESERVE_CUDA_PREFETCH=0), decode rows.
+    STEP_CAP=90 step bench-noprefetch 45 env MOESERVE_CUDA_PREFETCH=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+        -p 0 -n 64 -d 0 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
     STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2

@@ -15,6 +15,7 @@
 // them for the weight's type (q8_0, q8_K, f16, ...: cuda_activation_rounding.cu).
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -31,6 +32,18 @@ namespace moeserve::cuda {
 namespace {
 
 constexpr int kMatvecWarps = 4;  // weight rows per block
+
+// Where lane data for chunk ci of a row lies: its block, and a spot inside
+// the block spread evenly over the chunks, so that the 32 lanes of a step
+// touch every 32-byte sector of the step's blocks.
+template <typename B>
+__device__ __forceinline__ const uint8_t* chunk_spot(const uint8_t* row, int ci) {
+    return row + static_cast<size_t>(ci / B::kChunks) * B::kBytes + (ci % B::kChunks) * B::kBytes / B::kChunks;
+}
+
+__device__ __forceinline__ void prefetch_l1(const uint8_t* p) {
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
 
 // DUAL: each warp also takes the same row of a second weight (a.w2, same
 // type and shape) and writes act(W·x, W2·x) (the gate and up projections of
@@ -66,8 +79,20 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[t] = acc2[t] = 0.0f;
     const int n_chunks = static_cast<int>(a.in / 8);
+    // A step's loads depend on each other (block header, then the lane's
+    // codes), so each waits for memory in turn; with the row's next steps
+    // already on their way to L1, only the first step does.
+    const int ahead = 32 * a.prefetch_steps;
+    for (int ci = lane; ci < min(n_chunks, lane + ahead); ci += 32) {
+        prefetch_l1(chunk_spot<B>(wr, ci));
+        if constexpr (DUAL) prefetch_l1(chunk_spot<B>(wr2, ci));
+    }
 #pragma unroll 2
     for (int ci = lane; ci < n_chunks; ci += 32) {
+        if (ahead > 0 && ci + ahead < n_chunks) {
+            prefetch_l1(chunk_spot<B>(wr, ci + ahead));
+            if constexpr (DUAL) prefetch_l1(chunk_spot<B>(wr2, ci + ahead));
+        }
         const int blk = ci / B::kChunks, c = ci % B::kChunks;
         float v[8], v2[8];
         int e0, e1;
@@ -76,7 +101,7 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a)
         const float* xb = x + static_cast<int64_t>(blk) * B::kElems;
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-            if (t < count) {
+            if (NT == 1 || t < count) {  // a block with work has at least one token
                 const float4 p = __ldg(reinterpret_cast<const float4*>(xb + t * a.x_stride + e0));
                 const float4 q = __ldg(reinterpret_cast<const float4*>(xb + t * a.x_stride + e1));
                 float s = acc[t];
@@ -169,7 +194,20 @@ void check_cuda_weight(const Weight& w, const char* op) {
                                     ")");
 }
 
-void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a) {
+// The matvec's prefetch distance in warp steps (MatvecArgs::prefetch_steps):
+// 4 unless MOESERVE_CUDA_PREFETCH=0, which gpu-check uses to measure what it
+// buys. Results are the same either way. Read once.
+int matvec_prefetch_steps() {
+    static const int steps = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_PREFETCH");
+        return v && std::string(v) == "0" ? 0 : 4;
+    }();
+    return steps;
+}
+
+void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& args) {
+    MatvecArgs a = args;
+    a.prefetch_steps = matvec_prefetch_steps();
     if (!aligned16(a.x) || a.x_stride % 4 != 0 || a.x_group_stride % 4 != 0)
         throw std::invalid_argument(
             "matvec: activations must be 16-byte aligned with strides a multiple of 4 floats (stride " +

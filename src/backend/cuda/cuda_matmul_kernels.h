@@ -65,6 +65,9 @@ struct MatvecArgs {
     bool fused = false;
     ExpertActivation act = ExpertActivation::SwiGlu;
     const uint8_t* w2 = nullptr;
+    // Set by launch_matvec: how many warp steps ahead each lane prefetches its
+    // weight bytes into L1 (0: none; MOESERVE_CUDA_PREFETCH=0).
+    int prefetch_steps = 0;
 };
 
 void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a);

@@ -317,8 +317,11 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
                          (!gate_exps || moe_gemm_supports(gate_exps));
     const int tile_tokens =
         grouped ? kMoeGemmTileTokens : matvec_tile_tokens(std::min<int64_t>(n_tokens, kMatvecTileTokens));
-    // Tiles: Σ_e ceil(c_e / tile) <= n_items / tile + (experts with items).
-    const int max_tiles = static_cast<int>(n_items / tile_tokens + std::min<int64_t>(n_expert, n_items));
+    // Tiles: Σ_e ceil(c_e / tile) <= n_items / tile + (experts with items);
+    // with one-item tiles exactly n_items (the grid has no idle rows then).
+    const int max_tiles = tile_tokens == 1
+                              ? static_cast<int>(n_items)
+                              : static_cast<int>(n_items / tile_tokens + std::min<int64_t>(n_expert, n_items));
 
     Scratch& s = *ctx.scratch;
     float* logits = s.take_n<float>(n_tokens * n_expert);
