@@ -190,13 +190,11 @@ __global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, in
     plan_experts(counts, n_expert, tile_tokens, s_items, s_tiles, start, cursor, tiles, n_tiles);
 }
 
-// Decode batches in one block of kFusedRouteThreads threads: routing (a warp
-// per token), the plan, and each item's position in its expert's range
-// (items of an expert in item order, so no atomics decide the order):
-// item_pos[i] = its position, src_row[pos] = the token whose input it reads.
-// Replaces the counts memset, route_kernel, plan_kernel and scatter_kernel;
-// the experts' inputs are then gathered (and rounded) by row index.
-// dynamic smem: min(n_tokens, 32) * 2 * n_expert floats.
+// Decode batches in one block of at least n_expert threads (at most
+// kFusedRouteThreads; whole warps): routing (a warp per token), the plan, and each item's position in its expert's
+// range (items of an expert in item order, so no atomics decide the order): item_pos[i] = its position, src_row[pos] =
+// the token whose input it reads. Replaces the counts memset, route_kernel, plan_kernel and scatter_kernel; the
+// experts' inputs are then gathered (and rounded) by row index. dynamic smem: min(n_tokens, 32) * 2 * n_expert floats.
 __global__ void __launch_bounds__(kFusedRouteThreads)
     route_plan_kernel(const float* logits, int64_t n_tokens, RouteParams p, int tile_tokens, int* route_expert,
                       float* route_weight, int* start, MatvecTile* tiles, int* n_tiles, int* item_pos, int* src_row) {
@@ -356,7 +354,12 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     if (fused_routing) {
         if (fused_total > 48 * 1024)
             raise_dynamic_smem_limit(reinterpret_cast<const void*>(route_plan_kernel), fused_smem);
-        route_plan_kernel<<<1, kFusedRouteThreads, fused_smem, ctx.stream>>>(
+        // A plan thread per expert and a routing warp per token, no more: a
+        // decoded token of a 128-expert model takes 128 threads, not 1024
+        // (the plan's scan and barriers scale with the block).
+        const int route_threads = static_cast<int>(std::min<int64_t>(
+            kFusedRouteThreads, std::max<int64_t>((n_expert + 31) / 32 * 32, 32 * std::min<int64_t>(n_tokens, 32))));
+        route_plan_kernel<<<1, route_threads, fused_smem, ctx.stream>>>(
             logits, n_tokens, rp, tile_tokens, route_expert, route_weight, start, tiles, n_tiles, item_pos, src_row);
         MOESERVE_CUDA_CHECK_LAUNCH();
     } else {
