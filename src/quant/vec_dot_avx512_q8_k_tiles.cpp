@@ -96,6 +96,20 @@ inline __m512 sum_lanes(const __m512 a[8]) {
 
 // ---------------------------------------------------------------- Q4_K
 
+// A Q4_K/Q5_K super-block's eight lanes against a tile block: lane j =
+// Σ_sub sc_sub · (dword j of sub-block sub · that dword of each token). lo/hi
+// hold the codes' dwords: qs dword 8c + j carries sub-block 2c in its low
+// nibbles (lo) and 2c+1 in its high ones (hi); sm[0..7] the sub-block scales.
+inline void k4_lane_sums(const uint32_t* lo, const uint32_t* hi, const uint8_t* sm, const uint8_t* tb,
+                         __m512i sumi[8]) {
+    for (int j = 0; j < 8; ++j) sumi[j] = _mm512_setzero_si512();
+    for (int sub = 0; sub < 8; ++sub) {
+        const uint32_t* codes = (sub & 1 ? hi : lo) + 8 * (sub >> 1);
+        const __m512i sc = _mm512_set1_epi16(sm[sub]);
+        for (int j = 0; j < 8; ++j) sumi[j] = add_scaled(sumi[j], codes[j], tb + (8 * sub + j) * 64, sc);
+    }
+}
+
 // One weight row against a packed tile: out[k] for tokens k = 0..15.
 void q4_k_tile_row(const BlockQ4_K* x, const uint8_t* tile, float* out, int64_t nb) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -116,12 +130,7 @@ void q4_k_tile_row(const BlockQ4_K* x, const uint8_t* tile, float* out, int64_t 
             _mm512_store_si512(hi + 16 * z, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4));
         }
         __m512i sumi[8];
-        for (auto& s : sumi) s = _mm512_setzero_si512();
-        for (int sub = 0; sub < 8; ++sub) {
-            const uint32_t* codes = (sub & 1 ? hi : lo) + 8 * (sub >> 1);
-            const __m512i sc = _mm512_set1_epi16(sm[sub]);
-            for (int j = 0; j < 8; ++j) sumi[j] = add_scaled(sumi[j], codes[j], tb + (8 * sub + j) * 64, sc);
-        }
+        k4_lane_sums(lo, hi, sm, tb, sumi);
         const __m512 d8 = token_scales(tb);
         const __m512 scale = _mm512_mul_ps(d8, _mm512_set1_ps(fp16_to_fp32(x[ib].d)));
         for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[j]), acc[j]);
@@ -172,12 +181,7 @@ void q5_k_tile_row(const BlockQ5_K* x, const uint8_t* tile, float* out, int64_t 
             _mm512_store_si512(hi + 16 * z, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 4), m4), h_hi));
         }
         __m512i sumi[8];
-        for (auto& s : sumi) s = _mm512_setzero_si512();
-        for (int sub = 0; sub < 8; ++sub) {
-            const uint32_t* codes = (sub & 1 ? hi : lo) + 8 * (sub >> 1);
-            const __m512i sc = _mm512_set1_epi16(sm[sub]);
-            for (int j = 0; j < 8; ++j) sumi[j] = add_scaled(sumi[j], codes[j], tb + (8 * sub + j) * 64, sc);
-        }
+        k4_lane_sums(lo, hi, sm, tb, sumi);
         const __m512 d8 = token_scales(tb);
         const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(fp16_to_fp32(x[ib].d)), d8);
         for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sumi[j]), acc[j]);
