@@ -7,13 +7,14 @@
 // bytes 4j..4j+3 of every 32-value group, times the group's scale). Here the
 // 16 tokens of a tile sit in the lanes of a register instead: one
 // instruction multiplies a weight dword (broadcast) by that dword of all 16
-// tokens, and one more adds it times the scale into lane j's register. So each weight
-// super-block is unpacked once per 16 tokens, and the 512-bit multiplies do
-// twice the work of the 256-bit ones per instruction (this CPU issues both
-// at two per cycle). The integer lanes are the AVX2 kernels' exactly, and
-// the float steps after them (one FMA per lane and super-block, Q4_K's min
-// term in four lanes, ggml's sum trees) are taken in their order, so every
-// result equals the single-row kernel's.
+// tokens, and one more adds it times the scale into lane j's register. So
+// each weight super-block is unpacked once per 16 tokens, and the 512-bit
+// multiplies do twice the work of the 256-bit ones per instruction (this CPU
+// issues both at two per cycle). The integer lanes are the AVX2 kernels'
+// exactly, and the float steps after them (one FMA per lane and super-block,
+// the K-quants' min and offset terms as each kernel sums them, ggml's sum
+// trees) are taken in their order, so every result equals the single-row
+// kernel's.
 //
 // These formats dot with Q8_K activations and share one tile layout, so a
 // layer's K-quant and IQ4_XS projections of one input share its tiles.
@@ -79,7 +80,8 @@ inline __m512 token_scales(const uint8_t* tb) {
 
 // lane += scale · (weight dword · activation dword), for each token: the
 // products in int16 pairs (VPMADDUBSW: unsigned codes, signed activations;
-// at most 2·63·127, no saturation), then VPDPWSSD adds scale·(pair + pair),
+// at most 2·127·127 with IQ4_XS's largest value, so no saturation), then
+// VPDPWSSD adds scale·(pair + pair),
 // exactly the AVX2 kernels' VPMADDUBSW and VPMADDWD by the scale.
 // scale16: the scale in every int16.
 inline __m512i add_scaled(__m512i lane, uint32_t codes, const uint8_t* act_row, __m512i scale16) {
