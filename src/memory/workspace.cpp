@@ -95,9 +95,17 @@ class WorkspaceWalk {
 
     // The packed activation tiles of prompt matmuls (cpu_matmul.cpp): one buffer
     // of the driving thread, sized by the largest call.
+    static const VecDotTile* tile_kernel(const GgufTensorInfo* w) {
+        return w ? vec_dot_tile_kernel(w->type, w->ne[0]) : nullptr;
+    }
     static uint64_t tile_bytes(const GgufTensorInfo* w, int64_t tiles) {
-        const VecDotTile* t = w ? vec_dot_tile_kernel(w->type, w->ne[0]) : nullptr;
+        const VecDotTile* t = tile_kernel(w);
         return t && tiles > 0 ? t->tile_bytes(w->ne[0]) * tiles : 0;
+    }
+    // The tiles of a product over `rows` activation rows.
+    static uint64_t product_tile_bytes(const GgufTensorInfo* w, int64_t rows) {
+        const VecDotTile* t = tile_kernel(w);
+        return t ? tile_bytes(w, dot_tile_count(*t, rows)) : 0;
     }
     void tiles(uint64_t bytes) {
         if (bytes > 0) hold_at_least("tiles", bytes);
@@ -107,21 +115,23 @@ class WorkspaceWalk {
     void matmul(const GgufTensorInfo* w, int64_t rows) {
         if (!w) return;
         hold_at_least("act_a", act_row(w->type, w->ne[0]) * rows);
-        tiles(tile_bytes(w, dot_tile_count(rows)));
+        tiles(product_tile_bytes(w, rows));
     }
 
     // Several products over one input: x is quantized once per distinct
     // partner type, all into the second activation buffer.
     void matmul_shared(std::initializer_list<const GgufTensorInfo*> ws, int64_t rows) {
         std::vector<GgmlType> seen;
-        std::vector<decltype(VecDotTile::pack)> packed;  // products of one input share their tiles
+        // Products of one input share their tiles where the layout and the
+        // tile count agree (cpu_matmul.cpp).
+        std::vector<std::pair<decltype(VecDotTile::pack), int>> packed;
         uint64_t total = 0, tile_total = 0;
         for (const GgufTensorInfo* w : ws) {
             if (!w) continue;
-            if (const VecDotTile* t = vec_dot_tile_kernel(w->type, w->ne[0]);
-                t && std::find(packed.begin(), packed.end(), t->pack) == packed.end()) {
-                packed.push_back(t->pack);
-                tile_total += tile_bytes(w, dot_tile_count(rows));
+            if (const VecDotTile* t = tile_kernel(w);
+                t && std::find(packed.begin(), packed.end(), std::make_pair(t->pack, t->min_partial)) == packed.end()) {
+                packed.emplace_back(t->pack, t->min_partial);
+                tile_total += product_tile_bytes(w, rows);
             }
             if (std::find(seen.begin(), seen.end(), partner(w->type)) != seen.end()) continue;
             seen.push_back(partner(w->type));
@@ -138,7 +148,8 @@ class WorkspaceWalk {
         const uint64_t gathered = w->ne[2] * rows * w->ne[0] * kF32;
         begin_temp(gathered);
         hold_at_least("act_a", act_row(w->type, w->ne[0]) * w->ne[2] * rows);
-        tiles(tile_bytes(w, w->ne[2] * dot_tile_count(rows)));  // each head its own tiles
+        if (const VecDotTile* t = tile_kernel(w))
+            tiles(tile_bytes(w, w->ne[2] * dot_tile_count(*t, rows)));  // each head its own tiles
         end_temp(gathered);
     }
 
@@ -172,9 +183,17 @@ class WorkspaceWalk {
         transient(4 * X * 56);  // job lists
         hold_at_least("act_b", act_row(down->type, F) * items);
         // Each expert packs its own tiles; however the items fall, there are at
-        // most items/16 full ones and a partial one per expert with 7 or more.
-        const int64_t expert_tiles = items / kDotTileRows + std::min(X, items / kMinPartialTile);
-        tiles(std::max(tile_bytes(up, expert_tiles), tile_bytes(down, expert_tiles)));
+        // most items/16 full ones and a partial one per expert with the
+        // kernel's min_partial items or more.
+        auto expert_tile_bytes = [&](const GgufTensorInfo* w) -> uint64_t {
+            const VecDotTile* t = tile_kernel(w);
+            return t ? tile_bytes(w, items / kDotTileRows + std::min<int64_t>(X, items / t->min_partial)) : 0;
+        };
+        // Gate and up products of an expert share their tiles when their
+        // kernels pack the same ones (cpu_matmul.cpp), else both are held.
+        const VecDotTile *tg = tile_kernel(gate), *tu = tile_kernel(up);
+        const bool gate_shares = !tg || (tu && tg->pack == tu->pack && tg->min_partial == tu->min_partial);
+        tiles(std::max(expert_tile_bytes(up) + (gate_shares ? 0 : expert_tile_bytes(gate)), expert_tile_bytes(down)));
         transient(items * 8);  // each item's place in the sorted order
         end_temp(routes);
     }

@@ -77,6 +77,10 @@ struct VecDotTile {
     void (*pack)(const void* act, size_t act_row_bytes, int n_rows, void* tile, int64_t n);
     // w: n_w_rows (1..kDotTileWeightRows) weight rows, w_row_bytes apart.
     void (*dot)(const void* w, size_t w_row_bytes, int n_w_rows, const void* tile, float* out, int64_t n);
+    // The fewest tokens for which a zero-padded partial tile is faster than
+    // the four-row and single-row kernels it replaces (a whole tile costs
+    // what about this many tokens cost with them; measured per format).
+    int min_partial = 7;
 };
 
 // The tile form of the best single-row kernel for rows of n elements, or
@@ -84,12 +88,10 @@ struct VecDotTile {
 const VecDotTile* vec_dot_tile_kernel(GgmlType weight_type, int64_t n);
 
 // How many tiles a matmul over n_tokens activation rows packs: the full ones,
-// and a zero-padded last one when it holds at least kMinPartialTile tokens (a
-// tile costs about what 7 tokens cost with the four-row kernel); the tokens
-// past them use the four-row and single-row kernels.
-inline constexpr int64_t kMinPartialTile = 7;
-inline int64_t dot_tile_count(int64_t n_tokens) {
-    return n_tokens / kDotTileRows + (n_tokens % kDotTileRows >= kMinPartialTile ? 1 : 0);
+// and a zero-padded last one when it holds at least the kernel's min_partial
+// tokens; the tokens past them use the four-row and single-row kernels.
+inline int64_t dot_tile_count(const VecDotTile& tile, int64_t n_tokens) {
+    return n_tokens / kDotTileRows + (n_tokens % kDotTileRows >= tile.min_partial ? 1 : 0);
 }
 
 // The best kernel this build has for the type; nullptr if the type has none.

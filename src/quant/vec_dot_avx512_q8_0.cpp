@@ -311,7 +311,7 @@ void family_weight_rows_n(const void* w, size_t w_row_bytes, int n_rows, const v
 template <typename Block>
 constexpr VecDotTile tile_kernel() {
     constexpr int kOffset = UnsignedCodes<Block>::kOffset;
-    return VecDotTile{tile_bytes<kOffset>, pack_tile<kOffset>, family_tile<Block>};
+    return VecDotTile{tile_bytes<kOffset>, pack_tile<kOffset>, family_tile<Block>, 7};
 }
 constexpr VecDotTile kTileQ8_0 = tile_kernel<BlockQ8_0>();
 constexpr VecDotTile kTileQ4_0 = tile_kernel<BlockQ4_0>();

@@ -302,10 +302,15 @@ void tile_dot(const void* w, size_t w_row_bytes, int n_rows, const void* tile, f
             out + v * kDotTileRows, n / kQK_K);
 }
 
-constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>};
-constexpr VecDotTile kTileQ5_K{tile_bytes, pack_tile, tile_dot<BlockQ5_K, q5_k_tile_row>};
-constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>};
-constexpr VecDotTile kTileIQ4_XS{tile_bytes, pack_tile, tile_dot<BlockIQ4_XS, iq4_xs_tile_row>};
+// min_partial from a one-thread microbenchmark (a 2048-wide matrix against 16
+// tokens): a Q4_K or Q6_K tile costs what 8 tokens cost with the four-row
+// kernel (97-99 against 48-52 GMAC/s), an IQ4_XS tile 11-12 (69 against 49),
+// a Q5_K tile 3-4 with the single-row kernel (92 against 19-20; Q5_K has no
+// four-row kernel).
+constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>, 8};
+constexpr VecDotTile kTileQ5_K{tile_bytes, pack_tile, tile_dot<BlockQ5_K, q5_k_tile_row>, 4};
+constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>, 8};
+constexpr VecDotTile kTileIQ4_XS{tile_bytes, pack_tile, tile_dot<BlockIQ4_XS, iq4_xs_tile_row>, 12};
 
 }  // namespace
 

@@ -66,15 +66,19 @@ size_t plan_tiles(std::span<const Job> jobs, std::vector<JobTiles>& tiles) {
     for (size_t j = 0; j < jobs.size(); ++j) {
         const auto& job = jobs[j];
         const VecDotTile* kernel = vec_dot_tile_kernel(job.w->type, job.w->ne[0]);
-        if (!kernel || dot_tile_count(job.n_tokens) == 0) continue;
+        if (!kernel || dot_tile_count(*kernel, job.n_tokens) == 0) continue;
         tiles[j] = {kernel, kernel->tile_bytes(job.w->ne[0]), total};
+        // Shared only where the other job packed the same tiles (same layout,
+        // same input, and as many of them).
         for (size_t i = 0; i < j; ++i)
-            if (tiles[i].kernel && tiles[i].kernel->pack == kernel->pack && jobs[i].xq == job.xq &&
+            if (tiles[i].kernel && tiles[i].kernel->pack == kernel->pack &&
+                tiles[i].kernel->min_partial == kernel->min_partial && jobs[i].xq == job.xq &&
                 jobs[i].n_tokens == job.n_tokens && jobs[i].w->ne[0] == job.w->ne[0]) {
                 tiles[j].offset = tiles[i].offset;
                 break;
             }
-        if (tiles[j].offset == total) total += tiles[j].tile_bytes * static_cast<size_t>(dot_tile_count(job.n_tokens));
+        if (tiles[j].offset == total)
+            total += tiles[j].tile_bytes * static_cast<size_t>(dot_tile_count(*kernel, job.n_tokens));
     }
     return total;
 }
@@ -95,7 +99,7 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
             bool shared = false;
             for (size_t i = 0; i < j && !shared; ++i) shared = tiles[i].kernel && tiles[i].offset == tiles[j].offset;
             if (shared) continue;
-            for (int64_t t = 0; t < dot_tile_count(jobs[j].n_tokens); ++t) packs.emplace_back(j, t);
+            for (int64_t t = 0; t < dot_tile_count(*tiles[j].kernel, jobs[j].n_tokens); ++t) packs.emplace_back(j, t);
         }
         pool_.parallel_for(static_cast<int64_t>(packs.size()), [&](int64_t b, int64_t e) {
             for (int64_t i = b; i < e; ++i) {
@@ -124,7 +128,7 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
             const int64_t r0 = (blk - first_block[j]) * kRowBlock, r1 = std::min(w.ne[1], r0 + kRowBlock);
             int64_t t = 0;
             if (const VecDotTile* tile = tiles[j].kernel) {  // kDotTileRows tokens x 4 weight rows per call
-                for (int64_t i = 0; i < dot_tile_count(job.n_tokens); ++i, t += kDotTileRows) {
+                for (int64_t i = 0; i < dot_tile_count(*tile, job.n_tokens); ++i, t += kDotTileRows) {
                     const uint8_t* packed = tile_data + tiles[j].offset + i * tiles[j].tile_bytes;
                     const int n_tok = static_cast<int>(std::min<int64_t>(kDotTileRows, job.n_tokens - t));
                     for (int64_t r = r0; r < r1; r += kDotTileWeightRows) {
