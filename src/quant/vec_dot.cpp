@@ -384,7 +384,8 @@ VecDotRowsFn vec_dot_rows_kernel(GgmlType type) {
 
 const VecDotTile* vec_dot_tile_kernel(GgmlType type, int64_t n) {
     // The tiles reproduce the AVX2 kernels bit for bit, so only where those
-    // are the best, or (Q6_K) where the AVX-512 kernel is theirs bit for bit too.
+    // are the best, or (Q6_K, IQ4_XS) where the AVX-512 kernel is theirs bit
+    // for bit too.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX2__) && defined(__FMA__)
 #if defined(__AVX512VNNI__)
     if (const VecDotTile* tile = detail::vec_dot_tile_q8_k_avx512_kernel(type)) return tile;
