@@ -4,7 +4,10 @@
 // kernels, single rows), so a token's result does not depend on its batch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -89,21 +92,22 @@ TEST(CpuMatmul, shared_input_projections_with_different_tile_counts_give_the_sin
         for (auto& v : x) v = dist(rng);
         std::vector<float> y4(q4.w.ne[1] * n_tokens), y5(q5.w.ne[1] * n_tokens), y6(q6.w.ne[1] * n_tokens),
             yi(iq.w.ne[1] * n_tokens);
+        // Outputs reset before each run, so each run's own results are checked.
+        auto run_and_check = [&](std::span<const Backend::Projection> projections) {
+            for (auto* y : {&y4, &y5, &y6, &yi}) std::fill(y->begin(), y->end(), std::nanf(""));
+            backend.matmul_shared_input(x.data(), n_tokens, projections);
+            expect_single_row_dots(q4, x, n_tokens, y4);
+            expect_single_row_dots(q5, x, n_tokens, y5);
+            expect_single_row_dots(q6, x, n_tokens, y6);
+            expect_single_row_dots(iq, x, n_tokens, yi);
+        };
         // Both orders: the job that would pack fewer tiles first, and last.
         const Backend::Projection first[] = {
             {&q4.w, y4.data()}, {&q5.w, y5.data()}, {&q6.w, y6.data()}, {&iq.w, yi.data()}};
-        backend.matmul_shared_input(x.data(), n_tokens, first);
-        expect_single_row_dots(q4, x, n_tokens, y4);
-        expect_single_row_dots(q5, x, n_tokens, y5);
-        expect_single_row_dots(q6, x, n_tokens, y6);
-        expect_single_row_dots(iq, x, n_tokens, yi);
+        run_and_check(first);
         const Backend::Projection second[] = {
             {&iq.w, yi.data()}, {&q5.w, y5.data()}, {&q4.w, y4.data()}, {&q6.w, y6.data()}};
-        backend.matmul_shared_input(x.data(), n_tokens, second);
-        expect_single_row_dots(q4, x, n_tokens, y4);
-        expect_single_row_dots(q5, x, n_tokens, y5);
-        expect_single_row_dots(q6, x, n_tokens, y6);
-        expect_single_row_dots(iq, x, n_tokens, yi);
+        run_and_check(second);
     }
 }
 
