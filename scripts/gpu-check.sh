@@ -24,6 +24,7 @@
 #          qwen3-coder-30b-a3b preset; decode with and without CUDA graphs),
 #          then a table of everything.
 #       Logs go to $OUT (the device tool's folder) or .device/gpu/out/.
+#       GPU_CHECK_NO_PROFILE=1 skips the Nsight Compute profile (~90 s).
 #       SECONDS bounds the whole run (default 540); later steps are skipped
 #       with a note when time runs out.
 set -uo pipefail
@@ -130,11 +131,11 @@ run() {
     } >"$summary"
 
     STEP_CAP=200 step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_output=xml:"$out/gpu-suite.xml"
-    # Failures again with the decode fusions off (MOESERVE_CUDA_FUSE=0): whether they are the cause.
+    # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
         tr '\n' ':')
-    [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-unfused 30 env MOESERVE_CUDA_FUSE=0 "$tests" \
+    [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-int8-off 30 env MOESERVE_CUDA_INT8=0 "$tests" \
         --gtest_filter="$failed" --gtest_brief=1
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
     if [ ! -f "$model" ]; then  # a later part of the fixtures: the GPU suite only
@@ -191,22 +192,19 @@ run() {
     # steps timed by Nsight Compute, summed by kernel name.
     local ncu
     ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-    if [ -x "$ncu" ]; then
+    if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
         STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
     fi
-    # The matvecs without their L1 prefetch of the next weight blocks (MOESERVE_CUDA_PREFETCH=0), decode rows.
-    STEP_CAP=90 step bench-noprefetch 45 env MOESERVE_CUDA_PREFETCH=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 0 -n 64 -d 0 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    # The K-quant products without their int8 kernels (MOESERVE_CUDA_INT8=0: dequantized to
+    # float for decode, to f16 for cuBLAS / the grouped expert GEMM for prompts).
+    STEP_CAP=90 step bench-int8-off 45 env MOESERVE_CUDA_INT8=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+        -p 512 -n 64 -d 0 -ctk f16 -ctv f16 -r 2
     # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
     STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # The f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32) against the default tensor-core form.
-    STEP_CAP=120 step bench-f32 60 env MOESERVE_CUDA_ATTENTION=f32 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # Decode without CUDA graphs (every pass op by op), for the same rows above.
-    step bench-nographs 60 env MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 \
-        -npl 1,4,8 -r 2
+    # Decode at 1, 4 and 8 sequences with CUDA graphs (the first GPU run measured op by op too:
+    # graphs saved 13%; MOESERVE_CUDA_GRAPHS=0 runs it without).
     step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
     # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
     step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
@@ -217,9 +215,13 @@ run() {
     local full="$models/qwen3-coder-30b-a3b.gguf"
     step synth-full 300 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M -o "$full"
     if [ -f "$full" ]; then
-        STEP_CAP=200 step bench-full 150 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,8192 \
-            -ctk f16,q4_0 -ctv f16,q4_0 -r 1
-        STEP_CAP=120 step bench-full-npl 60 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        STEP_CAP=150 step bench-full 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
+            -ctk f16 -ctv f16 -r 1
+        STEP_CAP=150 step bench-full-q4 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
+            -ctk q4_0 -ctv q4_0 -r 1
+        STEP_CAP=120 step bench-full-npl 40 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        STEP_CAP=200 step bench-full-128k 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 131072 \
+            -ctk q4_0 -ctv q4_0 -r 1
         rm -f "$full"
     fi
     {
@@ -234,17 +236,18 @@ run() {
         echo "## decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows"
         cat "$out/bench-vec.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
-        echo "## f32 attention kernel (MOESERVE_CUDA_ATTENTION=f32), same tests as above"
-        cat "$out/bench-f32.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
-        echo "## decode with CUDA graphs, then without (MOESERVE_CUDA_GRAPHS=0)"
-        cat "$out/bench-graphs.log" "$out/bench-nographs.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
+        echo "## decode at 1, 4 and 8 sequences (CUDA graphs)"
+        cat "$out/bench-graphs.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## bench, layer split (-ngl 2 of 4)"
         cat "$out/bench-split.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
         echo
         echo "## the whole model (48 layers, ~17 GB)"
-        cat "$out/bench-full.log" "$out/bench-full-npl.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(not run)"
+        cat "$out"/bench-full.log "$out"/bench-full-q4.log "$out"/bench-full-npl.log "$out"/bench-full-128k.log \
+            2>/dev/null | grep -E "^\| [^-m]" || echo "(not run)"
+        echo
+        echo "## the slice without the int8 products (MOESERVE_CUDA_INT8=0)"
+        cat "$out/bench-int8-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
         clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
@@ -263,7 +266,7 @@ run() {
 # achieved occupancy, grid and registers; only the time if those are refused.
 profile() {
     local ncu=$1 model=$2 csv=$3
-    local cmd=("$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 4 -d 0 -r 1)
+    local cmd=("$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 2 -d 0 -r 1)
     local rich=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
     rich+=,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
     rich+=,launch__grid_size,launch__registers_per_thread

@@ -36,8 +36,8 @@ __device__ __forceinline__ void store(__half* d, float v) {
 }
 
 // q8_0/q8_1 (x86 rule): v := fp16(amax/127) * rint(v * 127/amax) over the
-// 32-value block of 4 consecutive lanes.
-__device__ __forceinline__ void round_q8_0(float* v) {
+// 32-value block of 4 consecutive lanes; q: the codes, d_out: the scale.
+__device__ __forceinline__ void round_q8_0(float* v, int* q, float& d_out) {
     float amax = 0.0f;
     for (int j = 0; j < kValuesPerLane; ++j) amax = fmaxf(amax, fabsf(v[j]));
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
@@ -47,13 +47,15 @@ __device__ __forceinline__ void round_q8_0(float* v) {
     for (int j = 0; j < kValuesPerLane; ++j) {
         // Through an integer, as the CPU's int8 code: a small negative value
         // gives +0, not rintf's -0 (the bits are compared).
-        const int q = max(-128, min(127, __float2int_rn(__fmul_rn(v[j], id))));
-        v[j] = __fmul_rn(static_cast<float>(q), d);
+        q[j] = max(-128, min(127, __float2int_rn(__fmul_rn(v[j], id))));
+        v[j] = __fmul_rn(static_cast<float>(q[j]), d);
     }
+    d_out = d;
 }
 
-// q8_K: v := (1/iscale) * min(127, rint(iscale * v)) over the warp's 256 values.
-__device__ __forceinline__ void round_q8_k(float* v) {
+// q8_K: v := (1/iscale) * min(127, rint(iscale * v)) over the warp's 256
+// values; q: the codes, d: 1/iscale (0 for an all-zero block).
+__device__ __forceinline__ void round_q8_k(float* v, int* q, float& d_out) {
     float amax = 0.0f, max = 0.0f;
     for (int j = 0; j < kValuesPerLane; ++j)
         if (fabsf(v[j]) > amax) amax = fabsf(v[j]), max = v[j];
@@ -66,13 +68,39 @@ __device__ __forceinline__ void round_q8_k(float* v) {
         if (a2 > amax || (a2 == amax && l2 < lane)) amax = a2, max = m2, lane = l2;
     }
     if (amax == 0.0f) {
-        for (int j = 0; j < kValuesPerLane; ++j) v[j] = 0.0f;
+        for (int j = 0; j < kValuesPerLane; ++j) v[j] = 0.0f, q[j] = 0;
+        d_out = 0.0f;
         return;
     }
     const float iscale = __fdiv_rn(-127.0f, max);
     const float d = __fdiv_rn(1.0f, iscale);
-    for (int j = 0; j < kValuesPerLane; ++j)
-        v[j] = __fmul_rn(d, static_cast<float>(min(127, __float2int_rn(__fmul_rn(iscale, v[j])))));
+    for (int j = 0; j < kValuesPerLane; ++j) {
+        q[j] = min(127, __float2int_rn(__fmul_rn(iscale, v[j])));
+        v[j] = __fmul_rn(d, static_cast<float>(q[j]));
+    }
+    d_out = d;
+}
+
+// The lane's 8 codes of row `row`, span `span` (256 values) in int8 form,
+// with the scale of their block: q8_K (bsums too) or q8_0 (a block per 4 lanes).
+__device__ __forceinline__ void store_q8(const Q8Rows& q8, bool q8_k, int64_t row, int64_t width, int64_t span,
+                                         const int* q, float d) {
+    const int lane = threadIdx.x & 31;
+    uint32_t lo = 0, hi = 0;
+    int sum = 0;
+    for (int j = 0; j < 4; ++j) {
+        lo |= (static_cast<uint32_t>(q[j]) & 0xFFu) << (8 * j);
+        hi |= (static_cast<uint32_t>(q[4 + j]) & 0xFFu) << (8 * j);
+    }
+    for (int j = 0; j < kValuesPerLane; ++j) sum += q[j];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);  // two lanes hold a group of 16
+    *reinterpret_cast<uint2*>(q8.q + row * width + span * kSpan + lane * kValuesPerLane) = make_uint2(lo, hi);
+    if (!q8_k) {
+        if ((lane & 3) == 0) q8.d[row * (width / 32) + span * (kSpan / 32) + lane / 4] = d;
+        return;
+    }
+    if ((lane & 1) == 0) q8.bsum[row * (width / 16) + span * (kSpan / 16) + lane / 2] = sum;
+    if (lane == 0) q8.d[row * (width / kSpan) + span] = d;
 }
 
 // dst[g][r] (dense [n_groups, n_rows, width]) = rounded row r of group g of
@@ -82,23 +110,31 @@ __device__ __forceinline__ void round_q8_k(float* v) {
 template <class Out>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     round_rows_kernel(GgmlType act, const float* src, int64_t row_stride, int64_t group_stride, const int32_t* rows,
-                      int64_t n_rows, int64_t width, int64_t row0, Out* dst) {
+                      int64_t n_rows, int64_t width, int64_t row0, Out* dst, Q8Rows q8) {
     const int64_t span = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
     if (span * kSpan >= width) return;  // whole warps leave: the shuffles below see full warps
     const int64_t r = row0 + blockIdx.y, g = blockIdx.z;
     const int64_t first = span * kSpan + (threadIdx.x & 31) * kValuesPerLane;
     const float* s = src + g * group_stride + (rows ? rows[r] : r) * row_stride;
-    Out* d = dst + (g * n_rows + r) * width;
+    Out* d = dst ? dst + (g * n_rows + r) * width : nullptr;
     float v[kValuesPerLane];
     for (int j = 0; j < kValuesPerLane; ++j) v[j] = first + j < width ? s[first + j] : 0.0f;
     switch (act) {
         case GgmlType::Q8_0:
-        case GgmlType::Q8_1:
-            round_q8_0(v);
+        case GgmlType::Q8_1: {
+            int q[kValuesPerLane];
+            float d;
+            round_q8_0(v, q, d);
+            if (q8.q) store_q8(q8, false, g * n_rows + r, width, span, q, d);
             break;
-        case GgmlType::Q8_K:
-            round_q8_k(v);
+        }
+        case GgmlType::Q8_K: {
+            int q[kValuesPerLane];
+            float d;
+            round_q8_k(v, q, d);
+            if (q8.q) store_q8(q8, true, g * n_rows + r, width, span, q, d);
             break;
+        }
         case GgmlType::F16:
             for (int j = 0; j < kValuesPerLane; ++j) v[j] = __half2float(__float2half_rn(v[j]));
             break;
@@ -108,14 +144,19 @@ __global__ void __launch_bounds__(32 * kWarpsPerBlock)
         default:  // F32: as it is
             break;
     }
-    for (int j = 0; j < kValuesPerLane; ++j)
-        if (first + j < width) store(d + first + j, v[j]);
+    if (dst)  // null: only the int8 form is wanted
+        for (int j = 0; j < kValuesPerLane; ++j)
+            if (first + j < width) store(d + first + j, v[j]);
 }
 
 template <class Out>
 void launch_round_rows(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
-                       const int32_t* rows, int64_t n_rows, int64_t width, int n_groups, Out* dst) {
+                       const int32_t* rows, int64_t n_rows, int64_t width, int n_groups, Out* dst,
+                       const Q8Rows* q8 = nullptr) {
     if (n_rows == 0 || width == 0 || n_groups == 0) return;
+    if (q8 && ((act != GgmlType::Q8_K && act != GgmlType::Q8_0) || width % kSpan != 0))
+        throw std::invalid_argument("activation rounding: no int8 form for " + std::string(ggml_type_name(act)) +
+                                    " rows of " + std::to_string(width) + " values (q8_K and q8_0, whole 256s)");
     const int64_t block = act == GgmlType::Q8_K ? kSpan : act == GgmlType::Q8_0 || act == GgmlType::Q8_1 ? 32 : 1;
     if (width % block != 0)
         throw std::invalid_argument("activation rounding: rows of " + std::to_string(width) +
@@ -125,8 +166,8 @@ void launch_round_rows(Context& ctx, GgmlType act, const float* src, int64_t row
     for (int64_t row0 = 0; row0 < n_rows; row0 += kMaxGridY) {
         const dim3 grid(grid_x, static_cast<unsigned>(std::min(kMaxGridY, n_rows - row0)),
                         static_cast<unsigned>(n_groups));
-        round_rows_kernel<Out><<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(act, src, row_stride, group_stride, rows,
-                                                                             n_rows, width, row0, dst);
+        round_rows_kernel<Out><<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(
+            act, src, row_stride, group_stride, rows, n_rows, width, row0, dst, q8 ? *q8 : Q8Rows{});
         MOESERVE_CUDA_CHECK_LAUNCH();
     }
 }
@@ -138,8 +179,8 @@ GgmlType activation_rounding(GgmlType partner) {
 }
 
 void round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
-                    int64_t n_rows, int64_t width, int n_groups, float* dst) {
-    launch_round_rows(ctx, act, src, row_stride, group_stride, nullptr, n_rows, width, n_groups, dst);
+                    int64_t n_rows, int64_t width, int n_groups, float* dst, const Q8Rows* q8) {
+    launch_round_rows(ctx, act, src, row_stride, group_stride, nullptr, n_rows, width, n_groups, dst, q8);
 }
 
 void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
@@ -148,8 +189,16 @@ void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_st
 }
 
 void gather_round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, const int32_t* rows,
-                           int64_t n_rows, int64_t width, float* dst) {
-    launch_round_rows(ctx, act, src, row_stride, 0, rows, n_rows, width, 1, dst);
+                           int64_t n_rows, int64_t width, float* dst, const Q8Rows* q8) {
+    launch_round_rows(ctx, act, src, row_stride, 0, rows, n_rows, width, 1, dst, q8);
+}
+
+Q8Rows take_q8_rows(Context& ctx, int64_t n_rows, int64_t width, GgmlType act) {
+    Q8Rows r;
+    r.q = ctx.scratch->take_n<int8_t>(static_cast<size_t>(n_rows * width));
+    r.d = ctx.scratch->take_n<float>(static_cast<size_t>(n_rows * (width / q8_block(act))));
+    if (act == GgmlType::Q8_K) r.bsum = ctx.scratch->take_n<int32_t>(static_cast<size_t>(n_rows * (width / 16)));
+    return r;
 }
 
 }  // namespace moeserve::cuda

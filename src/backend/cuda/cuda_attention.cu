@@ -311,27 +311,70 @@ __global__ void __launch_bounds__(kThreads) attention_chunk_kernel(KernelArgs ar
     }
 }
 
+constexpr int kCombineThreads = 512;
+
+// max (MAX) or Σ over the block; every thread gets the result. scratch: 32 floats.
+template <bool MAX>
+__device__ float combine_block_reduce(float v, float* scratch) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = MAX ? fmaxf(v, u) : v + u;
+    }
+    __syncthreads();  // scratch may still be read from a previous call
+    if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+    __syncthreads();
+    float r = scratch[0];
+    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) r = MAX ? fmaxf(r, scratch[w]) : r + scratch[w];
+    return r;
+}
+
 // out[t][h] = Σ_z acc_z e^(m_z - M) / Σ_z l_z e^(m_z - M), then the V
-// un-rotation. grid: n_tokens * n_head; dynamic smem: dv floats.
+// un-rotation. grid: n_tokens * n_head; kCombineThreads threads; dynamic
+// smem: combine_smem_floats. A decode step at depth has a few rows and
+// hundreds of chunks, so the chunks are spread over the threads (each chunk's
+// weight once, in shared memory; groups of threads over every G-th chunk of
+// each output value) instead of one thread walking all of them in turn.
 __global__ void combine_kernel(const float* part, int n_chunks, int64_t n_rows, int dv, int v_rot_chunk,
                                float rot_scale, float* out) {
-    extern __shared__ float row[];
+    extern __shared__ float sm[];
+    __shared__ float scratch[32];
+    float* wz = sm;              // [n_chunks]: e^(m_z - M), 0 for an empty chunk
+    float* row = wz + n_chunks;  // [dv]
+    float* red = row + dv;       // [G][dv]: the groups' sums
     const int64_t i = blockIdx.x;
     const int64_t stride = n_rows * (dv + 2);
-    float M = -INFINITY;
-    for (int z = 0; z < n_chunks; ++z) M = fmaxf(M, part[z * stride + i * (dv + 2)]);
-    float L = 0.0f;
-    for (int z = 0; z < n_chunks; ++z) {
-        const float* p = part + z * stride + i * (dv + 2);
-        if (p[0] != -INFINITY) L += p[1] * __expf(p[0] - M);
+    const float* base = part + i * (dv + 2);
+    float m = -INFINITY;
+    for (int z = threadIdx.x; z < n_chunks; z += blockDim.x) m = fmaxf(m, base[z * stride]);
+    const float M = combine_block_reduce<true>(m, scratch);
+    float l = 0.0f;
+    for (int z = threadIdx.x; z < n_chunks; z += blockDim.x) {
+        const float mz = base[z * stride];
+        const float w = mz != -INFINITY ? __expf(mz - M) : 0.0f;
+        wz[z] = w;
+        l += base[z * stride + 1] * w;
     }
+    const float L = combine_block_reduce<false>(l, scratch);  // its barriers also publish wz
     const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    for (int j = threadIdx.x; j < dv; j += blockDim.x) {
-        float o = 0.0f;
-        for (int z = 0; z < n_chunks; ++z) {
-            const float* p = part + z * stride + i * (dv + 2);
-            if (p[0] != -INFINITY) o += p[2 + j] * __expf(p[0] - M);
+    const bool wide = dv >= static_cast<int>(blockDim.x);
+    const int G = wide ? 1 : static_cast<int>(blockDim.x) / dv;
+    const int g = wide ? 0 : static_cast<int>(threadIdx.x) / dv;
+    const int jstep = wide ? static_cast<int>(blockDim.x) : dv;
+    if (g < G) {
+        for (int j = wide ? threadIdx.x : threadIdx.x % dv; j < dv; j += jstep) {
+            float o = 0.0f;
+#pragma unroll 8
+            for (int z = g; z < n_chunks; z += G) {
+                const float w = wz[z];
+                if (w != 0.0f) o += base[z * stride + 2 + j] * w;
+            }
+            red[g * dv + j] = o;
         }
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < dv; j += blockDim.x) {
+        float o = red[j];
+        for (int k = 1; k < G; ++k) o += red[k * dv + j];
         row[j] = o * inv;
     }
     if (v_rot_chunk)
@@ -339,6 +382,12 @@ __global__ void combine_kernel(const float* part, int n_chunks, int64_t n_rows, 
     else
         __syncthreads();
     for (int j = threadIdx.x; j < dv; j += blockDim.x) out[i * dv + j] = row[j];
+}
+
+// combine_kernel's dynamic shared memory in floats.
+size_t combine_smem_floats(int64_t n_chunks, int dv) {
+    const int groups = dv >= kCombineThreads ? 1 : kCombineThreads / dv;
+    return static_cast<size_t>(n_chunks) + static_cast<size_t>(dv) * (1 + groups);
 }
 
 }  // namespace
@@ -428,7 +477,9 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks) {
     const int64_t n_rows = a.n_tokens * a.n_head;
-    combine_kernel<<<static_cast<unsigned>(n_rows), 128, a.dv * sizeof(float), ctx.stream>>>(
+    const size_t smem = combine_smem_floats(chunks.n_chunks, a.dv) * sizeof(float);
+    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(combine_kernel), smem);
+    combine_kernel<<<static_cast<unsigned>(n_rows), kCombineThreads, smem, ctx.stream>>>(
         chunks.part, static_cast<int>(chunks.n_chunks), n_rows, a.dv, a.v_rot_chunk,
         a.v_rot_chunk ? hadamard_scale(a.v_rot_chunk) : 1.0f, a.out);
     MOESERVE_CUDA_CHECK_LAUNCH();

@@ -182,6 +182,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
             float sum = p;
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
             Ph[r * L.ldp + lane] = __float2half_rn(p);
+            __syncwarp();  // every lane has read m_s[r] before lane 0 replaces it (racecheck)
             if (lane == 0) {
                 l_s[r] = l_s[r] * corr + sum;
                 m_s[r] = m_new;

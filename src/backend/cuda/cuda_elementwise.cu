@@ -38,27 +38,67 @@ __device__ float block_sum(float v, float* scratch) {
     return s;
 }
 
+// The most elements per thread that rms_norm_kernel keeps in registers
+// (rows up to 16 * 256 = 4096 values); longer rows take the loop.
+constexpr int kNormMaxPerThread = 16;
+
 // grid: n_rows. With residual: x += residual first (the fused
 // add_rms_norm; each thread adds the elements it then squares, so the sums
-// are those of add followed by rms_norm).
+// are those of add followed by rms_norm). A decode step normalizes one row
+// in one block, so the time is memory latency: the row and the weights are
+// loaded into registers at once (all loads in flight together, the weights
+// while the block reduces) instead of one dependent load per loop step; the
+// same sums in the same order either way.
 __global__ void rms_norm_kernel(float* x, const float* residual, const float* w, float eps, int64_t n, float* out) {
     __shared__ float scratch[32];
     float* xr = x + blockIdx.x * n;
     float* yr = out + blockIdx.x * n;
+    const float* rr = residual ? residual + blockIdx.x * n : nullptr;
+    const int64_t step = blockDim.x;
+    if (n <= kNormMaxPerThread * step) {
+        float v[kNormMaxPerThread], wv[kNormMaxPerThread];
+#pragma unroll
+        for (int k = 0; k < kNormMaxPerThread; ++k) {
+            const int64_t i = threadIdx.x + k * step;
+            v[k] = i < n ? xr[i] : 0.0f;
+            if (rr && i < n) v[k] += rr[i];
+        }
+#pragma unroll
+        for (int k = 0; k < kNormMaxPerThread; ++k) {
+            const int64_t i = threadIdx.x + k * step;
+            wv[k] = i < n ? w[i] : 0.0f;
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kNormMaxPerThread; ++k) {
+            const int64_t i = threadIdx.x + k * step;
+            if (i < n) {
+                if (rr) xr[i] = v[k];
+                s += v[k] * v[k];
+            }
+        }
+        const float mean = block_sum(s, scratch) / static_cast<float>(n);
+        const float scale = 1.0f / sqrtf(mean + eps);
+#pragma unroll
+        for (int k = 0; k < kNormMaxPerThread; ++k) {
+            const int64_t i = threadIdx.x + k * step;
+            if (i < n) yr[i] = (v[k] * scale) * wv[k];
+        }
+        return;
+    }
     float s = 0.0f;
-    if (residual) {
-        const float* rr = residual + blockIdx.x * n;
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    if (rr) {
+        for (int64_t i = threadIdx.x; i < n; i += step) {
             const float v = xr[i] + rr[i];
             xr[i] = v;
             s += v * v;
         }
     } else {
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+        for (int64_t i = threadIdx.x; i < n; i += step) s += xr[i] * xr[i];
     }
     const float mean = block_sum(s, scratch) / static_cast<float>(n);
     const float scale = 1.0f / sqrtf(mean + eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] * scale) * w[i];
+    for (int64_t i = threadIdx.x; i < n; i += step) yr[i] = (xr[i] * scale) * w[i];
 }
 
 struct RopeConsts {
@@ -117,8 +157,15 @@ __global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
     }
 }
 
-// Per-head RMSNorm, then RoPE, one warp per head. grid: n_tokens; dynamic
-// smem: 2 * half (cos, sin) + a head_dim row per warp.
+// The most values per lane rms_norm_rope_kernel keeps in registers (heads
+// up to 8 * 32 = 256 values); larger heads take the loop.
+constexpr int kHeadMaxPerLane = 8;
+
+// Per-head RMSNorm, then RoPE, one warp per head. grid: (n_tokens, head
+// groups of one per warp), so that a decode step's heads run on as many SMs
+// (each block makes its own cos/sin table); dynamic smem: 2 * half (cos,
+// sin) + a head_dim row per warp. The head's values and weights are loaded
+// at once (in registers) where they fit; the sums are the loop's either way.
 __global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const int32_t* positions, RopeConsts c) {
     extern __shared__ float cs[];
     float* cos_t = cs;
@@ -128,18 +175,39 @@ __global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const 
     float* row = cs + 2 * c.half + warp * c.head_dim;
     rope_table(positions[t], c, cos_t, sin_t);
     __syncthreads();
-    for (int h = warp; h < c.n_head; h += n_warps) {
-        float* v = x + (t * c.n_head + h) * c.head_dim;
+    const int h = static_cast<int>(blockIdx.y) * n_warps + warp;
+    if (h >= c.n_head) return;  // no block-wide sync follows
+    float* v = x + (t * c.n_head + h) * c.head_dim;
+    float scale;
+    if (c.head_dim <= 32 * kHeadMaxPerLane) {
+        float xv[kHeadMaxPerLane], wv[kHeadMaxPerLane];
+#pragma unroll
+        for (int k = 0; k < kHeadMaxPerLane; ++k) {
+            const int j = lane + 32 * k;
+            xv[k] = j < c.head_dim ? v[j] : 0.0f;
+            wv[k] = j < c.head_dim ? w[j] : 0.0f;
+        }
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kHeadMaxPerLane; ++k)
+            if (lane + 32 * k < c.head_dim) s += xv[k] * xv[k];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        scale = 1.0f / sqrtf(s / static_cast<float>(c.head_dim) + eps);  // as rms_norm_kernel
+#pragma unroll
+        for (int k = 0; k < kHeadMaxPerLane; ++k) {
+            const int j = lane + 32 * k;
+            if (j < c.head_dim) row[j] = (xv[k] * scale) * wv[k];
+        }
+    } else {
         float s = 0.0f;
         for (int j = lane; j < c.head_dim; j += 32) s += v[j] * v[j];
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        const float scale = 1.0f / sqrtf(s / static_cast<float>(c.head_dim) + eps);  // as rms_norm_kernel
+        scale = 1.0f / sqrtf(s / static_cast<float>(c.head_dim) + eps);
         for (int j = lane; j < c.head_dim; j += 32) row[j] = (v[j] * scale) * w[j];
-        __syncwarp();
-        for (int i = lane; i < c.half; i += 32) rope_pair(row, v, i, c, cos_t, sin_t);
-        for (int j = c.n_rot + lane; j < c.head_dim; j += 32) v[j] = row[j];  // past the rotated dims
-        __syncwarp();
     }
+    __syncwarp();
+    for (int i = lane; i < c.half; i += 32) rope_pair(row, v, i, c, cos_t, sin_t);
+    for (int j = c.n_rot + lane; j < c.head_dim; j += 32) v[j] = row[j];  // past the rotated dims
 }
 
 float yarn_corr_dim(int n_rot, int n_ctx_orig, float beta, float base) {
@@ -262,8 +330,9 @@ void rms_norm_rope(Context& ctx, float* x, const float* w, float eps, int64_t n_
     constexpr int kNormRopeThreads = 128;
     const size_t smem = (2 * c.half + (kNormRopeThreads / 32) * head_dim) * sizeof(float);
     if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(rms_norm_rope_kernel), smem);
-    rms_norm_rope_kernel<<<static_cast<unsigned>(n_tokens), kNormRopeThreads, smem, ctx.stream>>>(x, w, eps, positions,
-                                                                                                  c);
+    const dim3 grid(static_cast<unsigned>(n_tokens),
+                    static_cast<unsigned>((n_head + kNormRopeThreads / 32 - 1) / (kNormRopeThreads / 32)));
+    rms_norm_rope_kernel<<<grid, kNormRopeThreads, smem, ctx.stream>>>(x, w, eps, positions, c);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

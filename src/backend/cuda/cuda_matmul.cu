@@ -23,6 +23,7 @@
 
 #include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
+#include "backend/cuda/cuda_matvec_tile.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_quant_blocks.cuh"
 
@@ -52,23 +53,11 @@ __device__ __forceinline__ void prefetch_l1(const uint8_t* p) {
 template <GgmlType T, int NT, bool DUAL>
 __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a) {
     using B = BlockDequant<T>;
-    int matrix, count;
-    int64_t first;
-    const float* x = a.x;
-    float* y = a.y;
-    if (a.tiles) {
-        if (static_cast<int>(blockIdx.y) >= *a.n_tiles) return;
-        const MatvecTile tile = a.tiles[blockIdx.y];
-        matrix = tile.matrix, first = tile.first_row, count = tile.n_rows;
-    } else {
-        matrix = a.matrix0 + static_cast<int>(blockIdx.z);
-        first = static_cast<int64_t>(blockIdx.y) * NT;
-        count = static_cast<int>(min(static_cast<int64_t>(NT), a.n_tokens - first));
-        x += blockIdx.z * a.x_group_stride;
-        y += blockIdx.z * a.y_group_stride;
-    }
-    x += first * a.x_stride;
-    y += first * a.y_stride;
+    MatvecBlock mb;
+    if (!matvec_block<NT>(a, mb)) return;
+    const int matrix = mb.matrix, count = mb.count;
+    const float* x = a.x + mb.x_off + mb.first * a.x_stride;
+    float* y = a.y + mb.y_off + mb.first * a.y_stride;
     const int lane = threadIdx.x & 31;
     const int64_t row = static_cast<int64_t>(blockIdx.x) * kMatvecWarps + (threadIdx.x >> 5);
     if (row >= a.out) return;  // whole warps leave; no block-wide sync follows
@@ -206,6 +195,10 @@ int matvec_prefetch_steps() {
 }
 
 void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& args) {
+    if (args.xq.q && matvec_int8_supports(type)) {
+        launch_matvec_int8(ctx, type, args);
+        return;
+    }
     MatvecArgs a = args;
     a.prefetch_steps = matvec_prefetch_steps();
     if (!aligned16(a.x) || a.x_stride % 4 != 0 || a.x_group_stride % 4 != 0)
@@ -319,25 +312,44 @@ struct RoundedInputs {
     int64_t n_tokens, width;
     bool gemm;
     // At most one per activation type of the weights reading x (no heap
-    // allocation on the per-product host path).
+    // allocation on the per-product host path); q8_K rows for the
+    // matrix-vector kernels also in int8 form (made[i]'s q8).
     std::array<std::pair<GgmlType, const void*>, 4> made{};
+    std::array<Q8Rows, 4> made_q8{};
     int n_made = 0;
 
-    const void* get(Context& ctx, GgmlType act) {
+    const void* get(Context& ctx, GgmlType act, Q8Rows* q8_out = nullptr) {
         for (int i = 0; i < n_made; ++i)
-            if (made[i].first == act) return made[i].second;
+            if (made[i].first == act) {
+                if (q8_out) *q8_out = made_q8[i];
+                return made[i].second;
+            }
         const void* p = x;
+        Q8Rows q8{};
         if (gemm) {
             __half* x16 = ctx.scratch->take_n<__half>(n_tokens * width);
             round_rows_f16(ctx, act, x, width, 0, n_tokens, width, 1, x16);
             p = x16;
         } else if (act != GgmlType::F32 || !aligned16(x)) {
             float* r = ctx.scratch->take_n<float>(n_tokens * width);
-            round_rows_f32(ctx, act, x, width, 0, n_tokens, width, 1, r);
+            if (has_int8_form(act, width)) q8 = take_q8_rows(ctx, n_tokens, width, act);
+            round_rows_f32(ctx, act, x, width, 0, n_tokens, width, 1, r, q8.q ? &q8 : nullptr);
             p = r;
         }
-        if (n_made < static_cast<int>(made.size())) made[n_made++] = {act, p};
+        if (n_made < static_cast<int>(made.size())) made_q8[n_made] = q8, made[n_made++] = {act, p};
+        if (q8_out) *q8_out = q8;
         return p;
+    }
+
+    // x rounded to q8_K / q8_0 in int8 form only, for the int8 prompt products (made once each).
+    Q8Rows q8k_rows{}, q80_rows{};
+    const Q8Rows& q8(Context& ctx, GgmlType act) {
+        Q8Rows& r = act == GgmlType::Q8_K ? q8k_rows : q80_rows;
+        if (!r.q) {
+            r = take_q8_rows(ctx, n_tokens, width, act);
+            round_rows_f32(ctx, act, x, width, 0, n_tokens, width, 1, nullptr, &r);
+        }
+        return r;
     }
 };
 
@@ -346,7 +358,7 @@ void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, 
     if (!in.gemm) {
         MatvecArgs a;
         a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-        a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type)));
+        a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
         a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
         a.tile_tokens = matvec_tile_tokens(in.n_tokens), a.n_tokens = in.n_tokens, a.matrix0 = expert;
         launch_matvec(ctx, w.type, a);
@@ -354,6 +366,11 @@ void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, 
     }
     if (w.type == GgmlType::F32) {
         matmul_gemm(ctx, w, expert, in.x, nullptr, in.n_tokens, y, w.ne[1], nullptr);
+        return;
+    }
+    if (mmq_supports(w)) {
+        launch_mmq(ctx, w, expert, in.q8(ctx, activation_rounding(w.type)), nullptr, nullptr, 0, in.n_tokens, y,
+                   w.ne[1]);
         return;
     }
     const auto* x16 = static_cast<const __half*>(in.get(ctx, activation_rounding(w.type)));
@@ -386,7 +403,7 @@ bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const floa
     RoundedInputs in{x, n_tokens, w.ne[0], false};
     MatvecArgs a;
     a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-    a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type)));
+    a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
     a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
     a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens;
     a.fused = true, a.act = act, a.w2 = gated ? up.data : nullptr;
@@ -429,6 +446,18 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
         a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens;
         a.n_groups = n_head, a.x_group_stride = x_head_stride, a.y_group_stride = out;
         launch_matvec(ctx, w.type, a);
+        return;
+    }
+    if (mmq_supports(w)) {
+        // Every head's rows rounded in one launch ([n_head][n_tokens] rows), then a product per head.
+        Q8Rows q8 = take_q8_rows(ctx, n_head * n_tokens, in, act);
+        round_rows_f32(ctx, act, x, x_token_stride, x_head_stride, n_tokens, in, n_head, nullptr, &q8);
+        const int64_t per_head = n_tokens * in;
+        for (int h = 0; h < n_head; ++h) {
+            const Q8Rows head{q8.q + h * per_head, q8.d + h * (per_head / q8_block(act)),
+                              q8.bsum ? q8.bsum + h * (per_head / 16) : nullptr};
+            launch_mmq(ctx, w, h, head, nullptr, nullptr, 0, n_tokens, y + h * out, n_head * out);
+        }
         return;
     }
     MOESERVE_CUBLAS_CHECK(cublasSetStream(ctx.cublas, ctx.stream));

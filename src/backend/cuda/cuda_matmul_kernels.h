@@ -38,6 +38,35 @@ struct MatvecTile {
     int unused;
 };
 
+// Activations rounded to q8_K or q8_0 in integer form: the CPU's block_q8_K
+// / block_q8_0 numbers in three dense arrays; row r of width n: codes
+// q[r*n ..], scales d[r*n/B ..] (B: the act type's block, 256 or 32), sums
+// of each 16 codes bsum[r*n/16 ..] (q8_K only). The int8 kernels
+// (cuda_matvec_int8.cu, cuda_mmq.cu) read them.
+struct Q8Rows {
+    int8_t* q = nullptr;
+    float* d = nullptr;
+    int32_t* bsum = nullptr;
+};
+
+// The values per scale of an int8 activation type (Q8_K: 256, Q8_0: 32).
+inline int64_t q8_block(GgmlType act) {
+    return act == GgmlType::Q8_K ? 256 : 32;
+}
+
+// Whether activations of type act, rows of width values, have an int8 form.
+inline bool has_int8_form(GgmlType act, int64_t width) {
+    return (act == GgmlType::Q8_K || act == GgmlType::Q8_0) && width % 256 == 0;
+}
+
+// Scratch for n_rows rows of width values (a multiple of 256) of `act`.
+Q8Rows take_q8_rows(Context& ctx, int64_t n_rows, int64_t width, GgmlType act);
+
+// Whether the int8 kernels read weights of this type: the K-quants Q4_K,
+// Q5_K, Q6_K (q8_K activations) and Q8_0, Q5_0, Q4_0 (q8_0 activations),
+// unless MOESERVE_CUDA_INT8=0 turns them off (read once).
+bool matvec_int8_supports(GgmlType type);
+
 // y[r][o] = W_matrix[o] · x[r] for the rows of each tile.
 struct MatvecArgs {
     const uint8_t* w = nullptr;  // matrix 0
@@ -65,12 +94,19 @@ struct MatvecArgs {
     bool fused = false;
     ExpertActivation act = ExpertActivation::SwiGlu;
     const uint8_t* w2 = nullptr;
+    // With xq.q (the same activations as x in int8 form, rows of x_stride
+    // values, a multiple of 256; no groups) and a type matvec_int8_supports:
+    // integer dot products per block as the CPU's, scaled in float
+    // (cuda_matvec_int8.cu).
+    Q8Rows xq{};
     // Set by launch_matvec: how many warp steps ahead each lane prefetches its
     // weight bytes into L1 (0: none; MOESERVE_CUDA_PREFETCH=0).
     int prefetch_steps = 0;
 };
 
 void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& a);
+// launch_matvec's int8 form (a.xq set, a type matvec_int8_supports).
+void launch_matvec_int8(Context& ctx, GgmlType type, const MatvecArgs& a);
 
 // Whether two weights have the same type, shape and strides (a fused SwiGLU
 // reads gate and up with one set of offsets).
@@ -83,8 +119,21 @@ bool same_layout(const Weight& a, const Weight& b);
 bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const float* x, int64_t n_tokens,
                   ExpertActivation act, float* y);
 
-// Token rows per tile of the grouped expert GEMM (cuda_moe_gemm.cu).
+// Token rows per tile of the grouped expert GEMM (cuda_moe_gemm.cu) and of
+// the int8 products (cuda_mmq.cu).
 inline constexpr int kMoeGemmTileTokens = 64;
+
+// Whether launch_mmq reads w (matvec_int8_supports its type, rows whole
+// 256-value blocks).
+bool mmq_supports(const Weight& w);
+
+// y[t * ldy + o] = W_matrix[o] · x[t] with x in int8 form (rows of w.ne[0]
+// values), for the rows of each tile {matrix, first, n <= 64} of a device
+// tile list (tiles, *n_tiles of them, the grid sized for max_tiles), or,
+// with tiles null, for t < n_tokens of `matrix`: integer sums per block as
+// the CPU's dot products, on the tensor cores (cuda_mmq.cu).
+void launch_mmq(Context& ctx, const Weight& w, int matrix, const Q8Rows& x, const MatvecTile* tiles, const int* n_tiles,
+                int max_tiles, int64_t n_tokens, float* y, int64_t ldy);
 
 // Whether launch_moe_gemm reads w (a type with a device dequantizer other
 // than F32, rows a whole number of its K steps).
@@ -113,13 +162,15 @@ GgmlType activation_rounding(GgmlType partner);
 // dst[g][r] (dense [n_groups, n_rows, width]) = the width floats at
 // src + g * group_stride + r * row_stride, rounded as the CPU rounds
 // activations to `act` (F32: unchanged), as f32 or converted to f16.
+// With q8 (act Q8_K or Q8_0), the same rows also in int8 form (rows
+// g * n_rows + r); dst may then be null.
 void round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
-                    int64_t n_rows, int64_t width, int n_groups, float* dst);
+                    int64_t n_rows, int64_t width, int n_groups, float* dst, const Q8Rows* q8 = nullptr);
 void round_rows_f16(Context& ctx, GgmlType act, const float* src, int64_t row_stride, int64_t group_stride,
                     int64_t n_rows, int64_t width, int n_groups, __half* dst);
 // dst[r] (dense [n_rows, width]) = row rows[r] of src (device indices), rounded as round_rows_f32.
 void gather_round_rows_f32(Context& ctx, GgmlType act, const float* src, int64_t row_stride, const int32_t* rows,
-                           int64_t n_rows, int64_t width, float* dst);
+                           int64_t n_rows, int64_t width, float* dst, const Q8Rows* q8 = nullptr);
 
 // Elements of f16 weight scratch that matmul_gemm wants for w (a whole
 // matrix, or a slice of rows when that would be large).

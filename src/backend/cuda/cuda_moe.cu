@@ -404,6 +404,8 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     };
     if (decode) {
         float* rounded = s.take_n<float>(n_items * std::max(n_in, n_ff));
+        // The same rows in int8 form for the int8 kernels (q8_K or q8_0 inputs).
+        Q8Rows q8k{}, q80{};
         Holds holds;
         MatvecArgs a;
         a.tile_tokens = tile_tokens, a.tiles = tiles, a.n_tiles = n_tiles, a.max_tiles = max_tiles;
@@ -415,16 +417,21 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             const GgmlType act = activation_rounding(w.type);
             const bool gather = fused_routing && in == xs;
             const float* x_in = in;
+            const bool int8 = has_int8_form(act, in_width);
+            Q8Rows& q8 = act == GgmlType::Q8_K ? q8k : q80;
             if (gather || act != GgmlType::F32) {
                 if (!holds.same(in, act)) {
+                    if (int8 && !q8.q) q8 = take_q8_rows(ctx, n_items, std::max(n_in, n_ff), act);
                     if (gather)
-                        gather_round_rows_f32(ctx, act, xe, n_in, src_row, n_items, n_in, rounded);
+                        gather_round_rows_f32(ctx, act, xe, n_in, src_row, n_items, n_in, rounded,
+                                              int8 ? &q8 : nullptr);
                     else
-                        round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, rounded);
+                        round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, rounded, int8 ? &q8 : nullptr);
                     holds = {in, act};
                 }
                 x_in = rounded;
             }
+            a.xq = int8 ? q8 : Q8Rows{};
             a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
             a.x = x_in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
             a.fused = fused_up || fuse_relu2;
@@ -449,9 +456,21 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         product(down_exps, g, n_ff, ys, nullptr, false);
     } else if (grouped) {
         __half* x16 = s.take_n<__half>(n_items * std::max(n_in, n_ff));  // xs, later the activations, in f16
-        Holds holds;
+        Q8Rows q8k{}, q80{};                                             // the same in int8 form for the int8 products
+        Holds holds, holds_q8k, holds_q80;
         auto product = [&](const Weight& w, const float* in, int64_t in_width, float* y) {
             const GgmlType act = activation_rounding(w.type);
+            if (mmq_supports(w)) {
+                Q8Rows& q8 = act == GgmlType::Q8_K ? q8k : q80;
+                Holds& h = act == GgmlType::Q8_K ? holds_q8k : holds_q80;
+                if (!h.same(in, act)) {
+                    if (!q8.q) q8 = take_q8_rows(ctx, n_items, std::max(n_in, n_ff), act);
+                    round_rows_f32(ctx, act, in, in_width, 0, n_items, in_width, 1, nullptr, &q8);
+                    h = {in, act};
+                }
+                launch_mmq(ctx, w, 0, q8, tiles, n_tiles, max_tiles, 0, y, w.ne[1]);
+                return;
+            }
             if (!holds.same(in, act)) {
                 round_rows_f16(ctx, act, in, in_width, 0, n_items, in_width, 1, x16);
                 holds = {in, act};
