@@ -137,6 +137,9 @@ run() {
         tr '\n' ':')
     [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-int8-off 30 env MOESERVE_CUDA_INT8=0 "$tests" \
         --gtest_filter="$failed" --gtest_brief=1
+    # And with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0).
+    [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-tile-loads-off 30 env MOESERVE_CUDA_TILE_LOADS=0 "$tests" \
+        --gtest_filter="$failed" --gtest_brief=1
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
     if [ ! -f "$model" ]; then  # a later part of the fixtures: the GPU suite only
         echo "| server, sanitizers, bench | skipped (qwen3moe fixtures not carried) | |" >>"$summary"
@@ -195,11 +198,18 @@ run() {
     if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
         STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
+        # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
+        # and KV-store launch timed, prompt and decode ones told apart by their grids.
+        STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
+        kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
     fi
     # The K-quant products without their int8 kernels (MOESERVE_CUDA_INT8=0: dequantized to
     # float for decode, to f16 for cuBLAS / the grouped expert GEMM for prompts).
     STEP_CAP=90 step bench-int8-off 45 env MOESERVE_CUDA_INT8=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 512 -n 64 -d 0 -ctk f16 -ctv f16 -r 2
+    # The attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0), at depth.
+    STEP_CAP=90 step bench-tile-loads-off 45 env MOESERVE_CUDA_TILE_LOADS=0 "$MOESERVE_BIN" bench -m "$slice" \
+        -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
     STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
@@ -246,6 +256,9 @@ run() {
         cat "$out"/bench-full.log "$out"/bench-full-q4.log "$out"/bench-full-npl.log "$out"/bench-full-128k.log \
             2>/dev/null | grep -E "^\| [^-m]" || echo "(not run)"
         echo
+        echo "## the slice at 32K with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0)"
+        cat "$out/bench-tile-loads-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
+        echo
         echo "## the slice without the int8 products (MOESERVE_CUDA_INT8=0)"
         cat "$out/bench-int8-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
@@ -257,6 +270,9 @@ run() {
         echo
         echo "## kernels of op-by-op decode steps (Nsight Compute; total, share, launches, kernel)"
         head -30 "$out/profile-summary.txt" 2>/dev/null || echo "(no profile)"
+        echo
+        echo "## attention kernels at 32K depth, q4_0 cache (by kernel and grid; grid x = 1: decode)"
+        head -24 "$out/profile-depth-summary.txt" 2>/dev/null || echo "(no profile)"
     } >>"$summary"
     cat "$summary"
 }
@@ -274,10 +290,19 @@ profile() {
     MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics gpu__time_duration.sum --csv --log-file "$csv" -c 1500 "${cmd[@]}"
 }
 
-# kernel_table CSV: Nsight Compute's per-kernel durations summed by kernel name, largest first, with
+# profile-depth NCU MODEL CSV (called by run): the attention kernels' times over a prompt filled to
+# 32K cells and two decode steps (op by op, the clocks and caches as in a run).
+profile_depth() {
+    local ncu=$1 model=$2 csv=$3
+    MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+        --kernel-name regex:"attention|combine|store_rows" --cache-control none --clock-control none --csv \
+        --log-file "$csv" -c 3000 "$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 2 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
+}
+
+# kernel_table CSV [grid]: Nsight Compute's per-kernel durations summed by kernel name (and grid), largest first, with
 # the time-weighted DRAM / SM throughput and occupancy when measured, and the last launch's grid.
 kernel_table() {
-    python3 - "$1" <<'EOF'
+    python3 - "$1" "${2:-}" <<'EOF'
 import collections, csv, sys
 rows = list(csv.reader(l for l in open(sys.argv[1]) if not l.startswith("==")))
 head = rows[0]
@@ -291,6 +316,8 @@ for r in rows[1:]:
         continue
     name = r[name_i].replace("void ", "")
     names[r[id_i]] = (name.rsplit("(", 1)[0] if name.endswith(")") else name)[:90]  # without the arguments
+    if sys.argv[2] == "grid" and "Grid Size" in head:  # decode and prompt launches apart
+        names[r[id_i]] += " " + r[head.index("Grid Size")].replace(" ", "")
     try:
         v = float(r[value_i].replace(",", ""))
     except ValueError:
@@ -383,5 +410,6 @@ case "${1:-}" in
     run) shift; run "$@" ;;
     tiny-load) shift; tiny_load "$@" ;;
     profile) shift; profile "$@" ;;
+    profile-depth) shift; profile_depth "$@" ;;
     *) sed -n '2,30p' "$0"; exit 2 ;;
 esac

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_ops.h"
 
 namespace moeserve::cuda {
@@ -244,10 +245,6 @@ __global__ void fill_kernel(float* y, float value, int64_t n) {
         y[i] = value;
 }
 
-__device__ __forceinline__ float silu(float x) {
-    return x / (1.0f + __expf(-x));
-}
-
 // grid: (n_group, n_rows); y := RMSNorm(y ⊙ silu(z)) * w over one group.
 __global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stride, const float* w, float eps,
                                         int64_t n, int64_t gs) {
@@ -257,7 +254,7 @@ __global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stri
     const float* zr = z + r * z_stride + g0;
     float s = 0.0f;
     for (int64_t i = threadIdx.x; i < gs; i += blockDim.x) {
-        const float v = silu(zr[i]) * yr[i];
+        const float v = __fmul_rn(cpu_silu(zr[i]), yr[i]);
         yr[i] = v;  // each thread rereads only its own elements below
         s += v * v;
     }

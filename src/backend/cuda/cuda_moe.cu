@@ -94,19 +94,23 @@ __device__ void route_token(const float* logits, int64_t t, const RouteParams& p
     float* sel = prob + n;
     const float* lg = logits + t * n;
 
+    // The probabilities with the CPU's bits (cpu_expf, IEEE operations; the
+    // softmax sum in double as the CPU sums it): the selection compares them,
+    // so an ulp could pick another expert where two scores nearly tie.
     if (p.softmax) {
         float mx = -INFINITY;
         for (int e = lane; e < n; e += 32) mx = fmaxf(mx, lg[e]);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
-        float sum = 0.0f;
-        for (int e = lane; e < n; e += 32) sum += (prob[e] = expf(lg[e] - mx));
-        sum = warp_sum(sum);
-        for (int e = lane; e < n; e += 32) prob[e] = prob[e] / sum;
+        double sum = 0.0;
+        for (int e = lane; e < n; e += 32) sum += (prob[e] = cpu_expf(__fsub_rn(lg[e], mx)));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+        for (int e = lane; e < n; e += 32) prob[e] = static_cast<float>(static_cast<double>(prob[e]) / sum);
     } else {
-        for (int e = lane; e < n; e += 32) prob[e] = 1.0f / (1.0f + expf(-lg[e]));
+        for (int e = lane; e < n; e += 32) prob[e] = __fdiv_rn(1.0f, __fadd_rn(1.0f, cpu_expf(-lg[e])));
     }
-    for (int e = lane; e < n; e += 32) sel[e] = p.selection_bias ? prob[e] + p.selection_bias[e] : prob[e];
+    for (int e = lane; e < n; e += 32) sel[e] = p.selection_bias ? __fadd_rn(prob[e], p.selection_bias[e]) : prob[e];
     __syncwarp();
 
     int my_expert = 0;
@@ -127,13 +131,14 @@ __device__ void route_token(const float* logits, int64_t t, const RouteParams& p
         if (best_e >= n) best_e = 0;  // only when every score is NaN (broken logits)
         const float w = prob[best_e];
         if (lane == j) my_expert = best_e, my_weight = w;
-        wsum += w;  // in slot order, as the CPU sums
+        wsum = __fadd_rn(wsum, w);  // in slot order, as the CPU sums
         __syncwarp();
         if (lane == 0) sel[best_e] = NAN;
         __syncwarp();
     }
-    if (p.normalize) my_weight /= fmaxf(wsum, 6.103515625e-5f);  // llama.cpp's clamp: the smallest normal f16
-    if (p.weights_scale != 0.0f && p.weights_scale != 1.0f) my_weight *= p.weights_scale;
+    if (p.normalize)  // llama.cpp's clamp: the smallest normal f16
+        my_weight = __fdiv_rn(my_weight, fmaxf(wsum, 6.103515625e-5f));
+    if (p.weights_scale != 0.0f && p.weights_scale != 1.0f) my_weight = __fmul_rn(my_weight, p.weights_scale);
     if (lane < k) {
         route_expert[t * k + lane] = my_expert;
         route_weight[t * k + lane] = my_weight;

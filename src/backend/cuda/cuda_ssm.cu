@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_ops.h"
 
 namespace moeserve::cuda {
@@ -76,7 +77,7 @@ __global__ void conv_kernel(const float* x, int64_t x_stride, int64_t C, int K, 
     for (int k = 0; k < K - 1; ++k) sum += win[k] * wc[k];
     float s = sum + win[K - 1] * wc[K - 1];
     if (bias) s += bias[c];
-    out[t * C + c] = s / (1.0f + __expf(-s));
+    out[t * C + c] = cpu_silu(s);
 }
 
 // The new conv state of each sequence: its last K-1 inputs. grid as conv_kernel.
