@@ -213,6 +213,9 @@ run() {
     # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
     STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+    # The lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane, opt-in while measured).
+    STEP_CAP=120 step bench-lane 60 env MOESERVE_CUDA_ATTENTION=lane "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+        -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # Decode at 1, 4 and 8 sequences with CUDA graphs (the first GPU run measured op by op too:
     # graphs saved 13%; MOESERVE_CUDA_GRAPHS=0 runs it without).
     step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
@@ -245,6 +248,9 @@ run() {
         echo
         echo "## decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows"
         cat "$out/bench-vec.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
+        echo
+        echo "## lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane), the decode rows"
+        cat "$out/bench-lane.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## decode at 1, 4 and 8 sequences (CUDA graphs)"
         cat "$out/bench-graphs.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"

@@ -324,5 +324,39 @@ TEST_F(CudaAttention, vec_form_matches_cpu) {
     EXPECT_EQ(vec_attention_launches() - launches_before, expected);
 }
 
+// The lane-per-cell decode form (MOESERVE_CUDA_ATTENTION=lane): every cache
+// type pair, cell counts that leave partial runs of 32, groups of 6 to 16
+// and the head-size pairs it takes, several sequences at once.
+TEST_F(CudaAttention, lane_form_matches_cpu) {
+    const AttentionForm lane("lane");
+    std::mt19937 rng(16);
+    const int64_t launches_before = lane_attention_launches();
+    int64_t expected = 0;
+    for (GgmlType tk : kCacheTypes)
+        for (GgmlType tv : kCacheTypes) {
+            const Shape s{32, 4, 128, 128};
+            SCOPED_TRACE(label(tk, tv, s));
+            for (int64_t n : {1, 7, 4097}) {
+                AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
+                EXPECT_LT(c.run(ctx_), tolerance(tk)) << "decode over " << n << " cells";
+                ++expected;
+                finish();
+            }
+        }
+    for (const Shape& s : {Shape{12, 2, 128, 128}, Shape{32, 2, 128, 128}, Shape{16, 2, 256, 256},
+                           Shape{16, 2, 128, 256}, Shape{16, 2, 256, 128}}) {
+        for (GgmlType t : {GgmlType::F16, GgmlType::Q4_0}) {
+            SCOPED_TRACE(label(t, t, s));
+            AttentionCase one(t, t, s, {{300, 1}}, true, rng);
+            EXPECT_LT(one.run(ctx_), tolerance(t)) << "decode over 301 cells";
+            AttentionCase several(t, t, s, {{40, 1}, {1000, 1}, {0, 1}}, true, rng);
+            EXPECT_LT(several.run(ctx_), tolerance(t)) << "three sequences decoding";
+            expected += 2;
+            finish();
+        }
+    }
+    EXPECT_EQ(lane_attention_launches() - launches_before, expected);
+}
+
 }  // namespace
 }  // namespace moeserve::cuda::test

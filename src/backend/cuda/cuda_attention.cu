@@ -396,6 +396,7 @@ AttentionKernel requested_attention_kernel() {
     const char* v = std::getenv("MOESERVE_CUDA_ATTENTION");
     if (v && std::strcmp(v, "f32") == 0) return AttentionKernel::f32;
     if (v && std::strcmp(v, "vec") == 0) return AttentionKernel::vec;
+    if (v && std::strcmp(v, "lane") == 0) return AttentionKernel::lane;
     return AttentionKernel::mma;
 }
 
@@ -421,6 +422,7 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
 
     const AttentionKernel kernel = requested_attention_kernel();
     if (kernel == AttentionKernel::vec && flash_attention_vec(ctx, a)) return;
+    if (kernel == AttentionKernel::lane && flash_attention_lane(ctx, a)) return;
     if (kernel != AttentionKernel::f32 && flash_attention_mma(ctx, a)) return;
 
     KernelArgs args{};

@@ -51,8 +51,8 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
-// mma (the default) | vec, read at every call so that tests can switch.
-enum class AttentionKernel { mma, f32, vec };
+// mma (the default) | vec | lane, read at every call so that tests can switch.
+enum class AttentionKernel { mma, f32, vec, lane };
 AttentionKernel requested_attention_kernel();
 
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
@@ -62,6 +62,15 @@ AttentionKernel requested_attention_kernel();
 bool flash_attention_vec(Context& ctx, const FlashAttention& a);
 // How many times the decode form ran in this process.
 int64_t vec_attention_launches();
+
+// The lane-per-cell decode form of flash_attention (cuda_attention_lane.cu):
+// each lane scores one cell's whole K row for the group's query heads, f32
+// arithmetic. For up to 16 tokens, K heads of 128 or 256 values, V heads of
+// 128 or 256, groups of up to 16 (8 unless both are 128), not MLA; returns
+// false (launching nothing) otherwise.
+bool flash_attention_lane(Context& ctx, const FlashAttention& a);
+// How many times the lane form ran in this process.
+int64_t lane_attention_launches();
 
 // The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
 // and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. For head
