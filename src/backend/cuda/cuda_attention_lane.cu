@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kLaneThreads) attention_lane_kernel(LaneArgs a
         for (int g = 0; g < GMAX; ++g) s[g] = 0.0f;
         if (live) {
             const uint8_t* krow = k_base + static_cast<size_t>(cell) * a.k_row_bytes;
-#pragma unroll 2
+#pragma unroll 4  // four loads of the row in flight
             for (int d0 = 0; d0 < DK; d0 += 8) {
                 float k[8];
                 load_k8(args, krow, d0, k);
