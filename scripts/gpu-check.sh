@@ -241,7 +241,8 @@ run() {
         echo
         echo "## tiny fixture: engine decode with N sequences, then the server at -np 1 and -np 4"
         cat "$out/bench-tiny.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        grep -H -E "aggregate tokens/s|per-request tokens/s" "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
+        grep -H -E "aggregate tokens/s|per-request tokens/s|forward_seconds|n_decode_total|cuda graphs" \
+            "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
         echo
         echo "## bench"
         cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
@@ -391,7 +392,7 @@ EOF
 tiny_load() {
     local np=$1 port=$((18300 + $1))
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
-    "$MOESERVE_BIN" serve -m "$model" -ngl 99 -c 4096 -np "$np" --port "$port" &
+    "$MOESERVE_BIN" serve -m "$model" -ngl 99 -c 4096 -np "$np" --port "$port" --metrics &
     local pid=$! ready=0
     for _ in $(seq 150); do
         # bash's /dev/tcp: the GPU machine need not have curl.
@@ -406,6 +407,12 @@ tiny_load() {
     local rc=1
     [ $ready = 1 ] && "$MOESERVE_BIN" load --url "http://127.0.0.1:$port" -c 8 -n 64 --max-tokens 64 --prompt-tokens 16
     rc=$?
+    # The forward passes' share of the run (where the host time per step goes).
+    if [ $ready = 1 ] && exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+        printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+        grep -E "^(moeserve:forward_seconds_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
+        exec 3<&-
+    fi
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     return $rc
