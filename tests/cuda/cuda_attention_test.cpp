@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -289,14 +290,16 @@ TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
     EXPECT_EQ(mma_attention_launches() - launches_before, 3 * 5 * 4);
 }
 
-// The decode form (MOESERVE_CUDA_ATTENTION=vec, cuda_attention_vec.cu): f32
-// arithmetic like the f32 kernel, so the f32 kernel's bounds, for every
-// cache type pair, groups of 8, 6 and 16, K/V heads of 128 and 256, decode
-// and several sequences; it must run for each of these shapes.
-TEST_F(CudaAttention, vec_form_matches_cpu) {
-    const AttentionForm vec("vec");
-    std::mt19937 rng(15);
-    const int64_t launches_before = vec_attention_launches();
+// A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type
+// pair, cell counts that leave partial runs, groups of 6 to 16 and the
+// head-size pairs the decode forms take, several sequences at once; each
+// case must run on that form (launches counts its runs). The forms compute
+// in f32 like the f32 kernel, so the f32 kernel's bounds.
+void expect_decode_form_matches_cpu(Context& ctx, const std::function<void()>& finish, const char* form,
+                                    int64_t (*launches)(), unsigned seed) {
+    const AttentionForm selected(form);
+    std::mt19937 rng(seed);
+    const int64_t launches_before = launches();
     int64_t expected = 0;
     for (GgmlType tk : kCacheTypes)
         for (GgmlType tv : kCacheTypes) {
@@ -304,7 +307,7 @@ TEST_F(CudaAttention, vec_form_matches_cpu) {
             SCOPED_TRACE(label(tk, tv, s));
             for (int64_t n : {1, 7, 4097}) {
                 AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
-                EXPECT_LT(c.run(ctx_), tolerance(tk)) << "decode over " << n << " cells";
+                EXPECT_LT(c.run(ctx), tolerance(tk)) << "decode over " << n << " cells";
                 ++expected;
                 finish();
             }
@@ -314,48 +317,26 @@ TEST_F(CudaAttention, vec_form_matches_cpu) {
         for (GgmlType t : {GgmlType::F16, GgmlType::Q4_0}) {
             SCOPED_TRACE(label(t, t, s));
             AttentionCase one(t, t, s, {{300, 1}}, true, rng);
-            EXPECT_LT(one.run(ctx_), tolerance(t)) << "decode over 301 cells";
+            EXPECT_LT(one.run(ctx), tolerance(t)) << "decode over 301 cells";
             AttentionCase several(t, t, s, {{40, 1}, {1000, 1}, {0, 1}}, true, rng);
-            EXPECT_LT(several.run(ctx_), tolerance(t)) << "three sequences decoding";
+            EXPECT_LT(several.run(ctx), tolerance(t)) << "three sequences decoding";
             expected += 2;
             finish();
         }
     }
-    EXPECT_EQ(vec_attention_launches() - launches_before, expected);
+    EXPECT_EQ(launches() - launches_before, expected) << form;
 }
 
-// The lane-per-cell decode form (MOESERVE_CUDA_ATTENTION=lane): every cache
-// type pair, cell counts that leave partial runs of 32, groups of 6 to 16
-// and the head-size pairs it takes, several sequences at once.
+// The decode form reading K and V rows into registers (cuda_attention_vec.cu).
+TEST_F(CudaAttention, vec_form_matches_cpu) {
+    expect_decode_form_matches_cpu(
+        ctx_, [this] { finish(); }, "vec", vec_attention_launches, 15);
+}
+
+// The lane-per-cell decode form (cuda_attention_lane.cu).
 TEST_F(CudaAttention, lane_form_matches_cpu) {
-    const AttentionForm lane("lane");
-    std::mt19937 rng(16);
-    const int64_t launches_before = lane_attention_launches();
-    int64_t expected = 0;
-    for (GgmlType tk : kCacheTypes)
-        for (GgmlType tv : kCacheTypes) {
-            const Shape s{32, 4, 128, 128};
-            SCOPED_TRACE(label(tk, tv, s));
-            for (int64_t n : {1, 7, 4097}) {
-                AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
-                EXPECT_LT(c.run(ctx_), tolerance(tk)) << "decode over " << n << " cells";
-                ++expected;
-                finish();
-            }
-        }
-    for (const Shape& s : {Shape{12, 2, 128, 128}, Shape{32, 2, 128, 128}, Shape{16, 2, 256, 256},
-                           Shape{16, 2, 128, 256}, Shape{16, 2, 256, 128}}) {
-        for (GgmlType t : {GgmlType::F16, GgmlType::Q4_0}) {
-            SCOPED_TRACE(label(t, t, s));
-            AttentionCase one(t, t, s, {{300, 1}}, true, rng);
-            EXPECT_LT(one.run(ctx_), tolerance(t)) << "decode over 301 cells";
-            AttentionCase several(t, t, s, {{40, 1}, {1000, 1}, {0, 1}}, true, rng);
-            EXPECT_LT(several.run(ctx_), tolerance(t)) << "three sequences decoding";
-            expected += 2;
-            finish();
-        }
-    }
-    EXPECT_EQ(lane_attention_launches() - launches_before, expected);
+    expect_decode_form_matches_cpu(
+        ctx_, [this] { finish(); }, "lane", lane_attention_launches, 16);
 }
 
 }  // namespace

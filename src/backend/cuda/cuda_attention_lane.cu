@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "backend/cuda/cuda_attention_warps.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
 
@@ -160,37 +161,13 @@ __global__ void __launch_bounds__(kLaneThreads) attention_lane_kernel(LaneArgs a
     }
 
     // The warps' states, merged into the chunk's partial state per head.
-    __shared__ float m_s[kLaneWarps][GMAX], l_s[kLaneWarps][GMAX];
-    __shared__ float acc_s[kLaneWarps][GMAX][dv];
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-        if (lane == 0) m_s[warp][g] = m[g], l_s[warp][g] = l[g];
-#pragma unroll
-        for (int j = 0; j < VV; ++j) acc_s[warp][g][lane * VV + j] = acc[g][j];
-    }
+    __shared__ WarpStates<kLaneWarps, GMAX> states;
+    __shared__ float acc_s[kLaneWarps * GMAX * dv];
+    store_warp_state<kLaneWarps, GMAX, VV>(states, acc_s, warp, lane, m, l, acc);
     __syncthreads();
     const int64_t chunk_base = static_cast<int64_t>(blockIdx.z) * a.n_tokens;
-    for (int e = threadIdx.x; e < G * dv; e += kLaneThreads) {
-        const int g = e / dv, j = e % dv;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kLaneWarps; ++w) M = fmaxf(M, m_s[w][g]);
-        float* out = args.part + ((chunk_base + t) * a.n_head + kvh * G + g) * static_cast<int64_t>(dv + 2);
-        if (M == -INFINITY) {  // no cells in this chunk: the combine skips it
-            if (j == 0) out[0] = -INFINITY, out[1] = 0.0f;
-            continue;
-        }
-        float L = 0.0f, o = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kLaneWarps; ++w) {
-            if (m_s[w][g] == -INFINITY) continue;
-            const float f = __expf(m_s[w][g] - M);
-            L += l_s[w][g] * f;
-            o += acc_s[w][g][j] * f;
-        }
-        out[2 + j] = o;
-        if (j == 0) out[0] = M, out[1] = L;
-    }
+    write_chunk_state(states, acc_s, G, dv,
+                      args.part + ((chunk_base + t) * a.n_head + kvh * G) * static_cast<int64_t>(dv + 2));
 }
 
 std::atomic<int64_t> g_lane_launches{0};

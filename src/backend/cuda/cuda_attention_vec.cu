@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "backend/cuda/cuda_attention_warps.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
 
@@ -127,36 +128,12 @@ __global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args
 
     // The warps' states, merged into the chunk's partial state per head.
     extern __shared__ float acc_s[];  // [kVecWarps][GMAX][dv]
-    __shared__ float m_s[kVecWarps][GMAX], l_s[kVecWarps][GMAX];
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-        if (lane == 0) m_s[warp][g] = m[g], l_s[warp][g] = l[g];
-#pragma unroll
-        for (int i = 0; i < VV; ++i) acc_s[(warp * GMAX + g) * dv + lane * VV + i] = acc[g][i];
-    }
+    __shared__ WarpStates<kVecWarps, GMAX> states;
+    store_warp_state<kVecWarps, GMAX, VV>(states, acc_s, warp, lane, m, l, acc);
     __syncthreads();
     const int64_t chunk_base = static_cast<int64_t>(blockIdx.z) * a.n_tokens;
-    for (int e = threadIdx.x; e < G * dv; e += kVecThreads) {
-        const int g = e / dv, j = e % dv;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kVecWarps; ++w) M = fmaxf(M, m_s[w][g]);
-        float* p = args.part + ((chunk_base + t) * a.n_head + kvh * G + g) * static_cast<int64_t>(dv + 2);
-        if (M == -INFINITY) {  // no cells in this chunk: the combine skips it
-            if (j == 0) p[0] = -INFINITY, p[1] = 0.0f;
-            continue;
-        }
-        float L = 0.0f, o = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kVecWarps; ++w) {
-            if (m_s[w][g] == -INFINITY) continue;
-            const float f = __expf(m_s[w][g] - M);
-            L += l_s[w][g] * f;
-            o += acc_s[(w * GMAX + g) * dv + j] * f;
-        }
-        p[2 + j] = o;
-        if (j == 0) p[0] = M, p[1] = L;
-    }
+    write_chunk_state(states, acc_s, G, dv,
+                      args.part + ((chunk_base + t) * a.n_head + kvh * G) * static_cast<int64_t>(dv + 2));
 }
 
 std::atomic<int64_t> g_vec_launches{0};

@@ -249,31 +249,17 @@ struct Int8Block<GgmlType::Q5_0> : Int8Block32<Int8Block<GgmlType::Q5_0>, 22> {
     }
 };
 
+// f.template operator()<T>() for the one of Ts that type is; false when none.
+template <GgmlType... Ts, class F>
+bool dispatch_type_among(GgmlType type, F&& f) {
+    return ((type == Ts && (f.template operator()<Ts>(), true)) || ...);
+}
+
 // f.template operator()<T>() for a type with an Int8Block; false for others.
 template <class F>
 bool dispatch_int8_type(GgmlType type, F&& f) {
-    switch (type) {
-        case GgmlType::Q4_K:
-            f.template operator()<GgmlType::Q4_K>();
-            return true;
-        case GgmlType::Q5_K:
-            f.template operator()<GgmlType::Q5_K>();
-            return true;
-        case GgmlType::Q6_K:
-            f.template operator()<GgmlType::Q6_K>();
-            return true;
-        case GgmlType::Q8_0:
-            f.template operator()<GgmlType::Q8_0>();
-            return true;
-        case GgmlType::Q5_0:
-            f.template operator()<GgmlType::Q5_0>();
-            return true;
-        case GgmlType::Q4_0:
-            f.template operator()<GgmlType::Q4_0>();
-            return true;
-        default:
-            return false;
-    }
+    return dispatch_type_among<GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0,
+                               GgmlType::Q4_0>(type, f);
 }
 
 }  // namespace moeserve::cuda

@@ -1,0 +1,63 @@
+// The end of the register-state decode kernels (cuda_attention_vec.cu,
+// cuda_attention_lane.cu): each warp holds an online-softmax state (max m,
+// sum l, accumulator acc) per query head of the group for its share of the
+// chunk's cells; the block merges them into the chunk's partial state, the
+// layout the combine kernel of cuda_attention.cu reads.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace moeserve::cuda {
+
+// Shared memory for the states of NW warps, GMAX heads and dv values per head
+// (acc: NW * GMAX * dv floats, static or dynamic as the kernel allots it).
+template <int NW, int GMAX>
+struct WarpStates {
+    float m[NW][GMAX], l[NW][GMAX];
+};
+
+// Warp `warp` stores its state; lane `lane` holds values lane*VV .. of each head.
+template <int NW, int GMAX, int VV>
+__device__ __forceinline__ void store_warp_state(WarpStates<NW, GMAX>& s, float* acc_s, int warp, int lane,
+                                                 const float (&m)[GMAX], const float (&l)[GMAX],
+                                                 const float (&acc)[GMAX][VV]) {
+    constexpr int dv = 32 * VV;
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        if (lane == 0) s.m[warp][g] = m[g], s.l[warp][g] = l[g];
+#pragma unroll
+        for (int i = 0; i < VV; ++i) acc_s[(warp * GMAX + g) * dv + lane * VV + i] = acc[g][i];
+    }
+}
+
+// After a barrier: head g's partial state (max, sum, dv values) at
+// part + g * (dv + 2) for g < G, by all the block's threads. A chunk with no
+// cells gets max -inf, which the combine skips.
+template <int NW, int GMAX>
+__device__ __forceinline__ void write_chunk_state(const WarpStates<NW, GMAX>& s, const float* acc_s, int G, int dv,
+                                                  float* part) {
+    for (int e = threadIdx.x; e < G * dv; e += blockDim.x) {
+        const int g = e / dv, j = e % dv;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) M = fmaxf(M, s.m[w][g]);
+        float* p = part + static_cast<int64_t>(g) * (dv + 2);
+        if (M == -INFINITY) {
+            if (j == 0) p[0] = -INFINITY, p[1] = 0.0f;
+            continue;
+        }
+        float L = 0.0f, o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+            if (s.m[w][g] == -INFINITY) continue;
+            const float f = __expf(s.m[w][g] - M);
+            L += s.l[w][g] * f;
+            o += acc_s[(w * GMAX + g) * dv + j] * f;
+        }
+        p[2 + j] = o;
+        if (j == 0) p[0] = M, p[1] = L;
+    }
+}
+
+}  // namespace moeserve::cuda
