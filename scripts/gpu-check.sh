@@ -198,6 +198,9 @@ run() {
     if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
         STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
         kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
+        # Where a 512-token prompt's time goes (every kernel of one prompt pass of the slice).
+        STEP_CAP=120 step profile-prefill 60 "$0" profile "$ncu" "$slice" "$out/profile-prefill.csv" prefill
+        kernel_table "$out/profile-prefill.csv" >"$out/profile-prefill-summary.txt" 2>&1
         # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
         # and KV-store launch timed, prompt and decode ones told apart by their grids.
         STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
@@ -278,18 +281,22 @@ run() {
         echo "## kernels of op-by-op decode steps (Nsight Compute; total, share, launches, kernel)"
         head -30 "$out/profile-summary.txt" 2>/dev/null || echo "(no profile)"
         echo
+        echo "## kernels of a 512-token prompt (Nsight Compute)"
+        head -30 "$out/profile-prefill-summary.txt" 2>/dev/null || echo "(no profile)"
+        echo
         echo "## attention kernels at 32K depth, q4_0 cache (by kernel and grid; grid x = 1: decode)"
         head -24 "$out/profile-depth-summary.txt" 2>/dev/null || echo "(no profile)"
     } >>"$summary"
     cat "$summary"
 }
 
-# profile NCU MODEL CSV (called by run): Nsight Compute over a few op-by-op
-# decode steps: each kernel's time, DRAM and SM throughput (% of peak),
+# profile NCU MODEL CSV [prefill] (called by run): Nsight Compute over a few op-by-op
+# decode steps (or one 512-token prompt with `prefill`): each kernel's time, DRAM and SM throughput (% of peak),
 # achieved occupancy, grid and registers; only the time if those are refused.
 profile() {
     local ncu=$1 model=$2 csv=$3
     local cmd=("$MOESERVE_BIN" bench -m "$model" -ngl all -p 0 -n 2 -d 0 -r 1)
+    [ "${4:-}" = prefill ] && cmd=("$MOESERVE_BIN" bench -m "$model" -ngl all -p 512 -n 0 -d 0 -r 1)
     local rich=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
     rich+=,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
     rich+=,launch__grid_size,launch__registers_per_thread
