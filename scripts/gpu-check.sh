@@ -140,6 +140,9 @@ run() {
     # And with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0).
     [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-tile-loads-off 30 env MOESERVE_CUDA_TILE_LOADS=0 "$tests" \
         --gtest_filter="$failed" --gtest_brief=1
+    # The pipelined int8 prompt products (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in): the product tests and goldens.
+    STEP_CAP=90 step gpu-suite-mmq-pipeline 30 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$tests" \
+        --gtest_filter='CudaMatmul*:CudaFfn*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
     if [ ! -f "$model" ]; then  # a later part of the fixtures: the GPU suite only
         echo "| server, sanitizers, bench | skipped (qwen3moe fixtures not carried) | |" >>"$summary"
@@ -210,6 +213,9 @@ run() {
     # float for decode, to f16 for cuBLAS / the grouped expert GEMM for prompts).
     STEP_CAP=90 step bench-int8-off 45 env MOESERVE_CUDA_INT8=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 512 -n 64 -d 0 -ctk f16 -ctv f16 -r 2
+    # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
+    STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
+        -ngl all -p 512 -n 0 -d 0 -r 3
     # The attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0), at depth.
     STEP_CAP=90 step bench-tile-loads-off 45 env MOESERVE_CUDA_TILE_LOADS=0 "$MOESERVE_BIN" bench -m "$slice" \
         -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
@@ -268,6 +274,9 @@ run() {
         echo
         echo "## the slice at 32K with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0)"
         cat "$out/bench-tile-loads-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
+        echo
+        echo "## a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)"
+        cat "$out/bench-mmq-pipeline.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
         echo
         echo "## the slice without the int8 products (MOESERVE_CUDA_INT8=0)"
         cat "$out/bench-int8-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"

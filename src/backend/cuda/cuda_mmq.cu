@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -68,7 +69,50 @@ __device__ __forceinline__ uint32_t ld_s32(const int8_t* p) {
     return *reinterpret_cast<const uint32_t*>(p);
 }
 
+// Asynchronous 16-byte copy global -> shared (zero-filled when !valid; src
+// is not read then), and the group bookkeeping of cp.async.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+// Whether the pipelined form can copy type T's blocks in 16-byte pieces.
 template <GgmlType T>
+constexpr bool kPipelinable = Int8Block<T>::kBytes % 16 == 0;
+
+// Shared-memory layout (bytes) of mmq_kernel: the staged weight codes, the
+// token codes (two stages when pipelined), the raw weight blocks (pipelined
+// only, two stages), scales and sums.
+struct MmqLayout {
+    size_t ws, xs, wraw, wsc, wmn, xd, xsum, total;
+};
+template <GgmlType T, bool PIPE>
+__host__ __device__ constexpr MmqLayout mmq_layout() {
+    MmqLayout l{};
+    size_t at = 0;
+    l.ws = at, at += kRows * kLd;
+    l.xs = at, at += (PIPE ? 2 : 1) * kTokens * kLd;
+    l.wraw = at, at += PIPE ? 2 * kRows * Int8Block<T>::kBytes : 0;
+    l.wsc = at, at += sizeof(float) * kRows * 16;
+    l.wmn = at, at += sizeof(float) * kRows * 8;
+    l.xd = at, at += sizeof(float) * kTokens * 8;
+    l.xsum = at, at += sizeof(int) * kTokens * 8;
+    l.total = at;
+    return l;
+}
+
+// PIPE: the next 256-value step's weight blocks and token codes are copied
+// (cp.async) while this step multiplies, into a second buffer; the weight
+// blocks are then unpacked from shared memory. Without it each step loads
+// from global memory and waits before it multiplies.
+template <GgmlType T, bool PIPE>
 __global__ void __launch_bounds__(32 * kWarps) mmq_kernel(MmqArgs a) {
     using B = Int8Block<T>;
     int matrix, n_tok;
@@ -83,12 +127,16 @@ __global__ void __launch_bounds__(32 * kWarps) mmq_kernel(MmqArgs a) {
     }
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
 
-    __shared__ __align__(16) int8_t ws[kRows * kLd];    // weight codes
-    __shared__ __align__(16) int8_t xs[kTokens * kLd];  // token codes
-    __shared__ float wsc[kRows][16];                    // d·sc per 32 (Q4_K, Q5_K) or 16 (Q6_K) values
-    __shared__ float wmn[kRows][8];                     // dmin·m per 32 values (Q4_K, Q5_K)
-    __shared__ float xd[kTokens][8];                    // the token's scale of each 32 values
-    __shared__ int xsum[kTokens][8];                    // Σ of each 32 token codes (q8_K)
+    constexpr MmqLayout L = mmq_layout<T, PIPE>();
+    extern __shared__ __align__(16) unsigned char smem[];
+    int8_t* ws = reinterpret_cast<int8_t*>(smem + L.ws);   // weight codes
+    int8_t* xs0 = reinterpret_cast<int8_t*>(smem + L.xs);  // token codes (stage 0, then 1)
+    uint8_t* wraw0 = smem + L.wraw;                        // raw weight blocks (stage 0, then 1)
+    auto wsc = reinterpret_cast<float(*)[16]>(
+        smem + L.wsc);  // d·sc per 32 (K-quants but Q6_K; 32-value types) or 16 (Q6_K) values
+    auto wmn = reinterpret_cast<float(*)[8]>(smem + L.wmn);  // dmin·m per 32 values (Q4_K, Q5_K)
+    auto xd = reinterpret_cast<float(*)[8]>(smem + L.xd);    // the token's scale of each 32 values
+    auto xsum = reinterpret_cast<int(*)[8]>(smem + L.xsum);  // Σ of each 32 token codes (q8_K)
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane >> 2, tid = lane & 3;
     const int n_groups = (n_tok + 7) / 8;  // token groups of 8 with any real token
@@ -98,39 +146,84 @@ __global__ void __launch_bounds__(32 * kWarps) mmq_kernel(MmqArgs a) {
 #pragma unroll
     for (int n = 0; n < kTokens / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    for (int kb = 0; kb < n_blocks; ++kb) {
-        __syncthreads();  // the previous step's tiles are consumed
-        // Rows past the last feature keep stale values: their sums are never stored.
-        for (int i = threadIdx.x; i < kRows * kInt8BlockParts; i += blockDim.x) {
-            const int r = i / kInt8BlockParts, part = i % kInt8BlockParts;
-            if (row0 + r < a.out) {
-                typename B::Lane L;
-                B::load(wm + (row0 + r) * a.row_bytes + static_cast<size_t>(kb) * B::kBytes, part, L);
-                B::stage(L, ws + r * kLd, wsc[r], wmn[r]);
-            }
+    // Step kb's raw weight blocks and token codes into stage `st` (pipelined form).
+    auto issue = [&](int kb, int st) {
+        constexpr int pieces = B::kBytes / 16;
+        uint8_t* wraw = wraw0 + st * kRows * B::kBytes;
+        for (int i = threadIdx.x; i < kRows * pieces; i += blockDim.x) {
+            const int r = i / pieces, c = i % pieces;
+            const bool valid = row0 + r < a.out;
+            const uint8_t* src =
+                valid ? wm + (row0 + r) * a.row_bytes + static_cast<size_t>(kb) * B::kBytes + 16 * c : wm;
+            cp_async16(wraw + r * B::kBytes + 16 * c, src, valid);
         }
+        int8_t* xs = xs0 + st * kTokens * kLd;
         for (int i = threadIdx.x; i < kTokens * (kQK / 16); i += blockDim.x) {
             const int t = i / (kQK / 16), c = i % (kQK / 16);
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < n_tok) v = *reinterpret_cast<const uint4*>(a.x.q + (first + t) * a.in + kb * kQK + 16 * c);
-            *reinterpret_cast<uint4*>(xs + t * kLd + 16 * c) = v;
+            const bool valid = t < n_tok;
+            const int8_t* src = valid ? a.x.q + (first + t) * a.in + kb * kQK + 16 * c : a.x.q;
+            cp_async16(xs + t * kLd + 16 * c, src, valid);
         }
-        for (int i = threadIdx.x; i < kTokens * 8; i += blockDim.x) {
-            const int t = i / 8, j = i % 8;
-            int s = 0;
-            float d = 0.0f;
+        cp_async_commit();
+    };
+    if constexpr (PIPE) issue(0, 0);
+
+    for (int kb = 0; kb < n_blocks; ++kb) {
+        const int st = PIPE ? kb & 1 : 0;
+        // The token scales and sums of this step, loaded before the wait.
+        constexpr int kPer = kTokens * 8 / (32 * kWarps);
+        int sums[kPer];
+        float ds[kPer];
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) {
+            const int i = threadIdx.x + k * 32 * kWarps, t = i / 8, j = i % 8;
+            sums[k] = 0, ds[k] = 0.0f;
             if (t < n_tok) {
                 if constexpr (B::kAct == GgmlType::Q8_K) {
                     const int32_t* bs = a.x.bsum + (first + t) * (a.in / 16) + kb * (kQK / 16) + 2 * j;
-                    s = bs[0] + bs[1];
-                    d = a.x.d[(first + t) * (a.in / kQK) + kb];
+                    sums[k] = bs[0] + bs[1];
+                    ds[k] = a.x.d[(first + t) * (a.in / kQK) + kb];
                 } else {
-                    d = a.x.d[(first + t) * (a.in / 32) + kb * 8 + j];
+                    ds[k] = a.x.d[(first + t) * (a.in / 32) + kb * 8 + j];
                 }
             }
-            xsum[t][j] = s, xd[t][j] = d;
+        }
+        if constexpr (PIPE) {
+            __syncthreads();  // every warp is done with the last step, which read the other stage
+            if (kb + 1 < n_blocks) {
+                issue(kb + 1, st ^ 1);
+                cp_async_wait<1>();  // this thread's copies of this step have landed (the next step's may not)
+            } else {
+                cp_async_wait<0>();
+            }
+        }
+        __syncthreads();  // this step's copies are visible to all; the previous step's tiles are consumed
+        // Rows past the last feature keep stale (or zero) values: their sums are never stored.
+        for (int i = threadIdx.x; i < kRows * kInt8BlockParts; i += blockDim.x) {
+            const int r = i / kInt8BlockParts, part = i % kInt8BlockParts;
+            if (row0 + r < a.out) {
+                typename B::Lane lane_w;
+                const uint8_t* blk = PIPE ? wraw0 + st * kRows * B::kBytes + r * B::kBytes
+                                          : wm + (row0 + r) * a.row_bytes + static_cast<size_t>(kb) * B::kBytes;
+                B::load(blk, part, lane_w);
+                B::stage(lane_w, ws + r * kLd, wsc[r], wmn[r]);
+            }
+        }
+        if constexpr (!PIPE) {
+            for (int i = threadIdx.x; i < kTokens * (kQK / 16); i += blockDim.x) {
+                const int t = i / (kQK / 16), c = i % (kQK / 16);
+                uint4 v = make_uint4(0, 0, 0, 0);
+                if (t < n_tok) v = *reinterpret_cast<const uint4*>(a.x.q + (first + t) * a.in + kb * kQK + 16 * c);
+                *reinterpret_cast<uint4*>(xs0 + t * kLd + 16 * c) = v;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) {
+            const int i = threadIdx.x + k * 32 * kWarps;
+            xsum[i / 8][i % 8] = sums[k], xd[i / 8][i % 8] = ds[k];
         }
         __syncthreads();
+        const int8_t* xs = xs0 + st * kTokens * kLd;
 
         const int r0 = 16 * warp + gid, r1 = r0 + 8;
 #pragma unroll
@@ -183,6 +276,15 @@ __global__ void __launch_bounds__(32 * kWarps) mmq_kernel(MmqArgs a) {
     }
 }
 
+// The pipelined form (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in while it is measured): the same sums.
+bool mmq_pipelined() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_MMQ_PIPELINE");
+        return v && std::string(v) == "1";
+    }();
+    return on;
+}
+
 }  // namespace
 
 bool mmq_supports(const Weight& w) {
@@ -207,7 +309,23 @@ void launch_mmq(Context& ctx, const Weight& w, int matrix, const Q8Rows& x, cons
     }
     MmqArgs a{w.data, w.matrix_bytes, w.row_bytes, w.ne[0], w.ne[1], x, tiles, n_tiles, matrix, n_tokens, y, ldy};
     const dim3 grid(static_cast<unsigned>((w.ne[1] + kRows - 1) / kRows), grid_y);
-    dispatch_int8_type(w.type, [&]<GgmlType T>() { mmq_kernel<T><<<grid, 32 * kWarps, 0, ctx.stream>>>(a); });
+    const bool pipelined = mmq_pipelined();
+    auto launch = [&]<GgmlType T, bool PIPE>() {
+        constexpr size_t smem = mmq_layout<T, PIPE>().total;
+        if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(mmq_kernel<T, PIPE>), smem);
+        mmq_kernel<T, PIPE><<<grid, 32 * kWarps, smem, ctx.stream>>>(a);
+    };
+    dispatch_int8_type(w.type, [&]<GgmlType T>() {
+        // The raw blocks must be whole 16-byte pieces (and rows start on 16 bytes) for cp.async.
+        if constexpr (kPipelinable<T>) {
+            if (pipelined && a.row_bytes % 16 == 0 && a.matrix_bytes % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(a.w) % 16 == 0) {
+                launch.template operator()<T, true>();
+                return;
+            }
+        }
+        launch.template operator()<T, false>();
+    });
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
