@@ -126,7 +126,8 @@ __device__ __forceinline__ void store_half_block(GgmlType type, const uint8_t* b
 // rows the pieces do not fit, take one 32-value unit per thread.
 __device__ inline void load_tile_f16(const uint8_t* base, size_t row_bytes, size_t head_offset, GgmlType type, int n,
                                      const int32_t* cells, int n_rows, __half* dst, int ld, bool wide) {
-    if (wide && type == GgmlType::F16 && n % 8 == 0 && row_bytes % 16 == 0 && head_offset % 16 == 0) {
+    if (wide && type == GgmlType::F16 && n % 8 == 0 && row_bytes % 16 == 0 && head_offset % 16 == 0 &&
+        reinterpret_cast<uintptr_t>(base) % 16 == 0) {
         const int pieces = n / 8;
         for (int item = threadIdx.x; item < kTileCells * pieces; item += blockDim.x) {
             const int c = item / pieces, u = item % pieces;
