@@ -199,6 +199,16 @@ class Backend {
         rope(x, n_tokens, n_head, head_dim, positions, p);
     }
 
+    // The QK-norm and RoPE of both q [n_tokens, n_head_q, head_dim] and k
+    // [n_tokens, n_head_k, head_dim] (weights wq, wk): rms_norm_rope of each,
+    // one op so that a backend can do both in one pass.
+    virtual void rms_norm_rope_qk(float* q, const float* wq, int n_head_q, float* k, const float* wk, int n_head_k,
+                                  float eps, int64_t n_tokens, int head_dim, std::span<const int32_t> positions,
+                                  const RopeParams& p) {
+        rms_norm_rope(q, wq, eps, n_tokens, n_head_q, head_dim, positions, p);
+        rms_norm_rope(k, wk, eps, n_tokens, n_head_k, head_dim, positions, p);
+    }
+
     // y += x, elementwise over n values.
     virtual void add(float* y, const float* x, int64_t n) = 0;
     // The residual add and the norm after it: x += y over n_rows rows of

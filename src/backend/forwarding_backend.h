@@ -43,6 +43,11 @@ class ForwardingBackend : public Backend {
                        std::span<const int32_t> positions, const RopeParams& p) override {
         route(kCurrentLayer).rms_norm_rope(x, w, eps, n_tokens, n_head, head_dim, positions, p);
     }
+    void rms_norm_rope_qk(float* q, const float* wq, int n_head_q, float* k, const float* wk, int n_head_k, float eps,
+                          int64_t n_tokens, int head_dim, std::span<const int32_t> positions,
+                          const RopeParams& p) override {
+        route(kCurrentLayer).rms_norm_rope_qk(q, wq, n_head_q, k, wk, n_head_k, eps, n_tokens, head_dim, positions, p);
+    }
     void add_rms_norm(float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
                       float* out) override {
         route(kCurrentLayer).add_rms_norm(x, y, w, eps, n_rows, n, out);

@@ -48,8 +48,8 @@ void attention_forward(Backend& be, KvCache& cache, int layer, const AttentionWe
     add_bias(be, s.k.data(), T, w.k_bias);
     add_bias(be, s.v.data(), T, w.v_bias);
     if (w.q_norm && use_rope) {  // QK-norm comes before RoPE
-        be.rms_norm_rope(s.q.data(), w.q_norm.f32(), p.rms_eps, T, n_head, dk, batch.positions, p.rope);
-        be.rms_norm_rope(s.k.data(), w.k_norm.f32(), p.rms_eps, T, n_head_kv, dk, batch.positions, p.rope);
+        be.rms_norm_rope_qk(s.q.data(), w.q_norm.f32(), n_head, s.k.data(), w.k_norm.f32(), n_head_kv, p.rms_eps, T, dk,
+                            batch.positions, p.rope);
     } else if (w.q_norm) {
         be.rms_norm(s.q.data(), w.q_norm.f32(), p.rms_eps, T * n_head, dk, s.q.data());
         be.rms_norm(s.k.data(), w.k_norm.f32(), p.rms_eps, T * n_head_kv, dk, s.k.data());

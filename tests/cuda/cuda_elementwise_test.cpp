@@ -134,6 +134,28 @@ TEST_F(CudaElementwise, rms_norm_rope_matches_cpu_norm_then_rope) {
     }
 }
 
+// q and k in one launch: bit for bit the two rms_norm_rope launches (9 and 3 heads, so the second tensor
+// starts in the middle of a block's group of heads).
+TEST_F(CudaElementwise, rms_norm_rope_qk_equals_the_two_launches) {
+    std::mt19937 rng(5);
+    const RopeCase c{RopeMode::Neox, 128, 128, true, false};
+    const int64_t n_tokens = 3;
+    const int n_q = 9, n_k = 3;
+    const std::vector<int32_t> pos = {7, 8, 9};
+    const auto q = normal_floats(n_tokens * n_q * c.head_dim, rng, 2.0f);
+    const auto k = normal_floats(n_tokens * n_k * c.head_dim, rng, 2.0f);
+    const auto wq = random_floats(c.head_dim, rng, 0.5f, 1.5f), wk = random_floats(c.head_dim, rng, 0.5f, 1.5f);
+    const RopeSetup r(c, 1000000.0f, rng);
+    DeviceArray<float> dq(q), dk(k), dq2(q), dk2(k), dwq(wq), dwk(wk);
+    DeviceArray<int32_t> dpos(pos);
+    rms_norm_rope(ctx_, dq.get(), dwq.get(), 1e-6f, n_tokens, n_q, c.head_dim, dpos.get(), r.device);
+    rms_norm_rope(ctx_, dk.get(), dwk.get(), 1e-6f, n_tokens, n_k, c.head_dim, dpos.get(), r.device);
+    rms_norm_rope_qk(ctx_, dq2.get(), dwq.get(), n_q, dk2.get(), dwk.get(), n_k, 1e-6f, n_tokens, c.head_dim,
+                     dpos.get(), r.device);
+    EXPECT_EQ(dq2.download(), dq.download());
+    EXPECT_EQ(dk2.download(), dk.download());
+}
+
 TEST_F(CudaElementwise, add_broadcast_copy_gather_fill_do_what_they_say) {
     std::mt19937 rng(3);
     const int64_t rows = 7, n = 1000;

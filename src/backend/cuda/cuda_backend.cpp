@@ -62,6 +62,7 @@ enum class Op : uint64_t {
     matmul_shared_input,
     add_rms_norm,
     rms_norm_rope,
+    rms_norm_rope_qk,
 };
 
 // Batches up to this many tokens run as graphs: their products are
@@ -331,6 +332,18 @@ class CudaBackend final : public Backend {
         const int32_t* d_pos = positions.data() == staged_.positions_host ? staged_.positions : upload(positions);
         if (recorded(Op::rms_norm_rope, x, dw, eps, n_tokens, n_head, head_dim, d_pos, dp)) return;
         cuda::rms_norm_rope(ctx_, x, dw, eps, n_tokens, n_head, head_dim, d_pos, dp);
+    }
+    void rms_norm_rope_qk(float* q, const float* wq, int n_head_q, float* k, const float* wk, int n_head_k, float eps,
+                          int64_t n_tokens, int head_dim, std::span<const int32_t> positions,
+                          const RopeParams& p) override {
+        const float* dwq = dev(wq);
+        const float* dwk = dev(wk);
+        RopeParams dp = p;
+        dp.freq_factors = dev(p.freq_factors);
+        const int32_t* d_pos = positions.data() == staged_.positions_host ? staged_.positions : upload(positions);
+        if (recorded(Op::rms_norm_rope_qk, q, dwq, n_head_q, k, dwk, n_head_k, eps, n_tokens, head_dim, d_pos, dp))
+            return;
+        cuda::rms_norm_rope_qk(ctx_, q, dwq, n_head_q, k, dwk, n_head_k, eps, n_tokens, head_dim, d_pos, dp);
     }
     void add(float* y, const float* x, int64_t n) override {
         if (recorded(Op::add, y, x, n)) return;

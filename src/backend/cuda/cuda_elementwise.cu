@@ -167,7 +167,10 @@ constexpr int kHeadMaxPerLane = 8;
 // (each block makes its own cos/sin table); dynamic smem: 2 * half (cos,
 // sin) + a head_dim row per warp. The head's values and weights are loaded
 // at once (in registers) where they fit; the sums are the loop's either way.
-__global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const int32_t* positions, RopeConsts c) {
+// With x2 (n_head2 heads, weight w2): blocks past the first tensor's head
+// groups take the second tensor's heads (q and k in one launch).
+__global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const int32_t* positions, RopeConsts c,
+                                     float* x2, const float* w2, int n_head2) {
     extern __shared__ float cs[];
     float* cos_t = cs;
     float* sin_t = cs + c.half;
@@ -176,9 +179,13 @@ __global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const 
     float* row = cs + 2 * c.half + warp * c.head_dim;
     rope_table(positions[t], c, cos_t, sin_t);
     __syncthreads();
-    const int h = static_cast<int>(blockIdx.y) * n_warps + warp;
-    if (h >= c.n_head) return;  // no block-wide sync follows
-    float* v = x + (t * c.n_head + h) * c.head_dim;
+    const int groups1 = (c.n_head + n_warps - 1) / n_warps;  // blocks of the first tensor's heads
+    const bool second = static_cast<int>(blockIdx.y) >= groups1;
+    const int n_head = second ? n_head2 : c.n_head;
+    const int h = (static_cast<int>(blockIdx.y) - (second ? groups1 : 0)) * n_warps + warp;
+    if (h >= n_head) return;  // no block-wide sync follows
+    if (second) x = x2, w = w2;
+    float* v = x + (t * n_head + h) * c.head_dim;
     float scale;
     if (c.head_dim <= 32 * kHeadMaxPerLane) {
         float xv[kHeadMaxPerLane], wv[kHeadMaxPerLane];
@@ -316,6 +323,23 @@ void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, co
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+
+// rms_norm_rope over x (n_head heads) and, when n_head2 > 0, x2 in the same launch.
+void launch_rms_norm_rope(Context& ctx, float* x, const float* w, int n_head, float* x2, const float* w2, int n_head2,
+                          float eps, int64_t n_tokens, int head_dim, const int32_t* positions, const RopeParams& p) {
+    constexpr int kNormRopeThreads = 128, kWarps = kNormRopeThreads / 32;
+    const RopeConsts c = rope_consts(p, n_head, head_dim);
+    const size_t smem = (2 * c.half + kWarps * head_dim) * sizeof(float);
+    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(rms_norm_rope_kernel), smem);
+    const int groups = (n_head + kWarps - 1) / kWarps + (n_head2 + kWarps - 1) / kWarps;
+    const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(groups));
+    rms_norm_rope_kernel<<<grid, kNormRopeThreads, smem, ctx.stream>>>(x, w, eps, positions, c, x2, w2, n_head2);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
 void rms_norm_rope(Context& ctx, float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
                    const int32_t* positions, const RopeParams& p) {
     if (n_tokens <= 0 || n_head <= 0 || head_dim <= 0) return;
@@ -323,14 +347,17 @@ void rms_norm_rope(Context& ctx, float* x, const float* w, float eps, int64_t n_
         rms_norm(ctx, x, w, eps, n_tokens * n_head, head_dim, x);
         return;
     }
-    const RopeConsts c = rope_consts(p, n_head, head_dim);
-    constexpr int kNormRopeThreads = 128;
-    const size_t smem = (2 * c.half + (kNormRopeThreads / 32) * head_dim) * sizeof(float);
-    if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(rms_norm_rope_kernel), smem);
-    const dim3 grid(static_cast<unsigned>(n_tokens),
-                    static_cast<unsigned>((n_head + kNormRopeThreads / 32 - 1) / (kNormRopeThreads / 32)));
-    rms_norm_rope_kernel<<<grid, kNormRopeThreads, smem, ctx.stream>>>(x, w, eps, positions, c);
-    MOESERVE_CUDA_CHECK_LAUNCH();
+    launch_rms_norm_rope(ctx, x, w, n_head, nullptr, nullptr, 0, eps, n_tokens, head_dim, positions, p);
+}
+
+void rms_norm_rope_qk(Context& ctx, float* q, const float* wq, int n_head_q, float* k, const float* wk, int n_head_k,
+                      float eps, int64_t n_tokens, int head_dim, const int32_t* positions, const RopeParams& p) {
+    if (n_tokens <= 0 || n_head_q <= 0 || n_head_k <= 0 || head_dim <= 0 || p.n_rot <= 0) {
+        rms_norm_rope(ctx, q, wq, eps, n_tokens, n_head_q, head_dim, positions, p);
+        rms_norm_rope(ctx, k, wk, eps, n_tokens, n_head_k, head_dim, positions, p);
+        return;
+    }
+    launch_rms_norm_rope(ctx, q, wq, n_head_q, k, wk, n_head_k, eps, n_tokens, head_dim, positions, p);
 }
 
 void add(Context& ctx, float* y, const float* x, int64_t n) {

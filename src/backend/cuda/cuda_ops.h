@@ -58,6 +58,9 @@ void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, co
 // Per-head RMSNorm then RoPE in place, one launch (backend.h rms_norm_rope).
 void rms_norm_rope(Context& ctx, float* x, const float* w, float eps, int64_t n_tokens, int n_head, int head_dim,
                    const int32_t* positions, const RopeParams& p);
+// The same for q and k in one launch (backend.h rms_norm_rope_qk).
+void rms_norm_rope_qk(Context& ctx, float* q, const float* wq, int n_head_q, float* k, const float* wk, int n_head_k,
+                      float eps, int64_t n_tokens, int head_dim, const int32_t* positions, const RopeParams& p);
 void add(Context& ctx, float* y, const float* x, int64_t n);
 // y[r][0..n) += b[0..n) for every row r.
 void add_row_broadcast(Context& ctx, float* y, const float* b, int64_t n_rows, int64_t n);
