@@ -129,7 +129,8 @@ INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaGoldenF32Attention,
                          ::testing::Values(Case{"qwen3moe-tiny-s1", "q4_k_m", "q4_0"},
                                            Case{"qwen3moe-tiny-s1", "f16", "f16"},
                                            Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
-                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"}),
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"},
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "f16"}),
                          [](const auto& info) { return case_name(info.param); });
 
 class CudaBatching : public ::testing::TestWithParam<Case> {};
@@ -160,7 +161,8 @@ TEST_P(CudaBatching, chunked_and_interleaved_equal_single_runs) {
 INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaBatching,
                          ::testing::Values(Case{"qwen3moe-tiny-s1", "q4_k_m", "q4_0"},
                                            Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
-                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"}),
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"},
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "f16"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // The planner's numbers are what the GPU allocates: weights, KV cache and
@@ -225,7 +227,8 @@ TEST_P(CudaLayerSplit, first_layers_on_the_cpu_match_the_golden) {
 INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaLayerSplit,
                          ::testing::Values(Case{"qwen3moe-tiny-s1", "q4_k_m", "q4_0"},
                                            Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
-                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"}),
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"},
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "f16"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // With no device, -ngl falls back to the CPU with a note naming the flag.
