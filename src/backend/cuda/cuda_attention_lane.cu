@@ -66,15 +66,14 @@ __device__ __forceinline__ void load_k8(const LaneArgs& args, const uint8_t* row
 template <int DK, int VV, int GMAX>
 __global__ void __launch_bounds__(kLaneThreads) attention_lane_kernel(LaneArgs args) {
     const FlashAttention& a = args.a;
-    const int64_t t = blockIdx.x;
-    const int kvh = blockIdx.y, G = args.group;
+    const DecodeBlock blk = decode_block(a, args.chunk_len);
+    const int64_t t = blk.t, c_begin = blk.c_begin, c_end = blk.c_end;
+    const int kvh = blk.kvh, G = args.group;
+    const int32_t* cells = blk.cells;
+    const uint8_t* k_base = blk.k_base;
+    const uint8_t* v_base = blk.v_base;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     constexpr int dv = 32 * VV;
-    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * args.chunk_len;
-    const int64_t c_end = min(c_begin + args.chunk_len, static_cast<int64_t>(a.cells.n_cells[t]));
-    const int32_t* cells = a.cells.cells + a.cells.offset[t];
-    const uint8_t* k_base = a.k + static_cast<size_t>(kvh) * a.k_head_bytes;
-    const uint8_t* v_base = a.v + static_cast<size_t>(kvh) * a.v_head_bytes;
 
     __shared__ __align__(16) float qs[GMAX][DK];
     for (int i = threadIdx.x; i < GMAX * DK; i += kLaneThreads) {
@@ -84,13 +83,7 @@ __global__ void __launch_bounds__(kLaneThreads) attention_lane_kernel(LaneArgs a
     __syncthreads();
 
     float m[GMAX], l[GMAX], acc[GMAX][VV];
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < VV; ++j) acc[g][j] = 0.0f;
-    }
+    init_warp_state(m, l, acc);
 
     for (int64_t base = c_begin + static_cast<int64_t>(kLaneTileCells) * warp; base < c_end;
          base += static_cast<int64_t>(kLaneTileCells) * kLaneWarps) {

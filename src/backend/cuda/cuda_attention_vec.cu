@@ -60,15 +60,14 @@ __device__ __forceinline__ void load_rows(const FlashAttention& a, const uint8_t
 template <int VK, int VV, int GMAX>
 __global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args) {
     const FlashAttention& a = args.a;
-    const int64_t t = blockIdx.x;
-    const int kvh = blockIdx.y, G = args.group;
+    const DecodeBlock blk = decode_block(a, args.chunk_len);
+    const int64_t t = blk.t, c_begin = blk.c_begin, c_end = blk.c_end;
+    const int kvh = blk.kvh, G = args.group;
+    const int32_t* cells = blk.cells;
+    const uint8_t* k_base = blk.k_base;
+    const uint8_t* v_base = blk.v_base;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     constexpr int dv = 32 * VV;
-    const int64_t c_begin = static_cast<int64_t>(blockIdx.z) * args.chunk_len;
-    const int64_t c_end = min(c_begin + args.chunk_len, static_cast<int64_t>(a.cells.n_cells[t]));
-    const int32_t* cells = a.cells.cells + a.cells.offset[t];
-    const uint8_t* k_base = a.k + static_cast<size_t>(kvh) * a.k_head_bytes;
-    const uint8_t* v_base = a.v + static_cast<size_t>(kvh) * a.v_head_bytes;
 
     float q[GMAX][VK];
 #pragma unroll
@@ -76,13 +75,7 @@ __global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args
 #pragma unroll
         for (int i = 0; i < VK; ++i) q[g][i] = g < G ? a.q[(t * a.n_head + kvh * G + g) * a.dk + lane * VK + i] : 0.0f;
     float m[GMAX], l[GMAX], acc[GMAX][VV];
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < VV; ++i) acc[g][i] = 0.0f;
-    }
+    init_warp_state(m, l, acc);
 
     // The warp's cells c_begin + warp + kVecWarps * i, 32 at a time: lane i
     // loads the index of the i-th (one coalesced read instead of a dependent

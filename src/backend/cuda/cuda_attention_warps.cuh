@@ -8,7 +8,45 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/cuda/cuda_flash_attention.h"
+
 namespace moeserve::cuda {
+
+// A decode block's work: token t, KV head kvh, cells [c_begin, c_end) of the
+// token's list (grid: (n_tokens, n_head_kv, n_chunks)), and where that KV
+// head's K and V rows start in a cache row.
+struct DecodeBlock {
+    int64_t t;
+    int kvh;
+    int64_t c_begin, c_end;
+    const int32_t* cells;
+    const uint8_t* k_base;
+    const uint8_t* v_base;
+};
+
+__device__ __forceinline__ DecodeBlock decode_block(const FlashAttention& a, int64_t chunk_len) {
+    DecodeBlock b;
+    b.t = blockIdx.x;
+    b.kvh = static_cast<int>(blockIdx.y);
+    b.c_begin = static_cast<int64_t>(blockIdx.z) * chunk_len;
+    b.c_end = min(b.c_begin + chunk_len, static_cast<int64_t>(a.cells.n_cells[b.t]));
+    b.cells = a.cells.cells + a.cells.offset[b.t];
+    b.k_base = a.k + static_cast<size_t>(b.kvh) * a.k_head_bytes;
+    b.v_base = a.v + static_cast<size_t>(b.kvh) * a.v_head_bytes;
+    return b;
+}
+
+// An empty online-softmax state: max -inf, sum 0, accumulators 0.
+template <int GMAX, int VV>
+__device__ __forceinline__ void init_warp_state(float (&m)[GMAX], float (&l)[GMAX], float (&acc)[GMAX][VV]) {
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < VV; ++j) acc[g][j] = 0.0f;
+    }
+}
 
 // Shared memory for the states of NW warps, GMAX heads and dv values per head
 // (acc: NW * GMAX * dv floats, static or dynamic as the kernel allots it).
