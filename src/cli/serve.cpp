@@ -112,7 +112,12 @@ int run_serve(const std::vector<std::string>& argv) {
         if (!wait_until(http_done, Clock::now() + kCancelTimeout, signals)) http.abort();
     }
     listener.join();
-    if (model) model->stop();
+    if (model) {
+        model->stop();
+        // How the passes ran (a GPU backend: CUDA graphs replayed, captured, op by op).
+        if (const std::string s = model->engine().backend().pass_summary(); !s.empty())
+            std::fprintf(stderr, "main: %s\n", s.c_str());
+    }
     model.reset();
     return failed ? 1 : 0;
 }
