@@ -253,34 +253,19 @@ run() {
         grep -H -E "aggregate tokens/s|per-request tokens/s|forward_seconds|n_decode_total|cuda graphs" \
             "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
         echo
-        echo "## bench"
-        cat "$out/bench.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
-        echo
-        echo "## decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows"
-        cat "$out/bench-vec.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
-        echo "## lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane), the decode rows"
-        cat "$out/bench-lane.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
-        echo "## decode at 1, 4 and 8 sequences (CUDA graphs)"
-        cat "$out/bench-graphs.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
-        echo "## bench, layer split (-ngl 2 of 4)"
-        cat "$out/bench-split.log" 2>/dev/null | grep -E "^\|" || echo "(no bench output)"
-        echo
-        echo "## the whole model (48 layers, ~17 GB)"
-        cat "$out"/bench-full.log "$out"/bench-full-q4.log "$out"/bench-full-npl.log "$out"/bench-full-128k.log \
-            2>/dev/null | grep -E "^\| [^-m]" || echo "(not run)"
-        echo
-        echo "## the slice at 32K with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0)"
-        cat "$out/bench-tile-loads-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
-        echo "## a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)"
-        cat "$out/bench-mmq-pipeline.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
-        echo "## the slice without the int8 products (MOESERVE_CUDA_INT8=0)"
-        cat "$out/bench-int8-off.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        echo
+        section table "bench" "$out/bench.log"
+        section rows "decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows" "$out/bench-vec.log"
+        section rows "lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane), the decode rows" \
+            "$out/bench-lane.log"
+        section rows "decode at 1, 4 and 8 sequences (CUDA graphs)" "$out/bench-graphs.log"
+        section table "bench, layer split (-ngl 2 of 4)" "$out/bench-split.log"
+        section rows "the whole model (48 layers, ~17 GB)" "$out"/bench-full.log "$out"/bench-full-q4.log \
+            "$out"/bench-full-npl.log "$out"/bench-full-128k.log
+        section rows "the slice at 32K with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0)" \
+            "$out/bench-tile-loads-off.log"
+        section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
+            "$out/bench-mmq-pipeline.log"
+        section rows "the slice without the int8 products (MOESERVE_CUDA_INT8=0)" "$out/bench-int8-off.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
         clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
         echo
@@ -311,6 +296,18 @@ profile() {
     rich+=,launch__grid_size,launch__registers_per_thread
     MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics "$rich" --csv --log-file "$csv" -c 1500 "${cmd[@]}" && return 0
     MOESERVE_CUDA_GRAPHS=0 "$ncu" --metrics gpu__time_duration.sum --csv --log-file "$csv" -c 1500 "${cmd[@]}"
+}
+
+# section rows|table TITLE LOG...: a summary section: the title, then the benchmark table lines of
+# the logs (rows: without the table's header lines), or a note that they have none.
+section() {
+    local mode=$1 title=$2
+    shift 2
+    local pattern='^\| [^-m]'
+    [ "$mode" = table ] && pattern='^\|'
+    echo "## $title"
+    cat "$@" 2>/dev/null | grep -E "$pattern" || echo "(no bench output)"
+    echo
 }
 
 # profile-depth NCU MODEL CSV (called by run): the attention kernels' times over a prompt filled to

@@ -37,11 +37,7 @@ constexpr int kLaneThreads = 32 * kLaneWarps;
 constexpr int64_t kLaneMaxTokens = 16;
 constexpr int kLaneTileCells = 32;  // chunk lengths are multiples of this (plan_attention_chunks)
 
-struct LaneArgs {
-    FlashAttention a;
-    int group;  // query heads per KV head
-    int64_t chunk_len;
-    float* part;      // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
+struct LaneArgs : DecodeArgs {
     bool k_f16_wide;  // K is f16 with every row and head 16-byte aligned: 16-byte loads
 };
 
@@ -181,15 +177,10 @@ bool flash_attention_lane(Context& ctx, const FlashAttention& a) {
     if (!dk_ok || !dv_ok || group > (a.dv == 128 && a.dk == 128 ? 16 : 8)) return false;
 
     LaneArgs args{};
-    args.a = a;
-    args.group = group;
+    AttentionChunks chunks;
+    const dim3 grid = plan_decode(ctx, a, kLaneTileCells, args, chunks);
     args.k_f16_wide = a.type_k == GgmlType::F16 && reinterpret_cast<uintptr_t>(a.k) % 16 == 0 &&
                       a.k_row_bytes % 16 == 0 && a.k_head_bytes % 16 == 0;
-    const AttentionChunks chunks = plan_attention_chunks(ctx, a, a.n_tokens * a.n_head_kv, kLaneTileCells);
-    args.chunk_len = chunks.chunk_len;
-    args.part = chunks.part;
-    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv),
-                    static_cast<unsigned>(chunks.n_chunks));
     const bool k128 = a.dk == 128, v128 = a.dv == 128, small_group = group <= 8;
     if (k128 && v128)
         small_group ? launch_lane<128, 4, 8>(ctx, args, grid) : launch_lane<128, 4, 16>(ctx, args, grid);

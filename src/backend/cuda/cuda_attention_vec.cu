@@ -33,12 +33,7 @@ constexpr int kVecThreads = 32 * kVecWarps;
 constexpr int64_t kVecMaxTokens = 16;
 constexpr int kVecTileCells = 32;  // chunk lengths are multiples of this (plan_attention_chunks)
 
-struct VecArgs {
-    FlashAttention a;
-    int group;  // query heads per KV head
-    int64_t chunk_len;
-    float* part;  // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
-};
+using VecArgs = DecodeArgs;
 
 __device__ __forceinline__ float vec_warp_sum(float v) {
 #pragma unroll
@@ -148,13 +143,8 @@ bool flash_attention_vec(Context& ctx, const FlashAttention& a) {
     if (!dk_ok || !dv_ok || group > (a.dv == 128 ? 16 : 8)) return false;
 
     VecArgs args{};
-    args.a = a;
-    args.group = group;
-    const AttentionChunks chunks = plan_attention_chunks(ctx, a, a.n_tokens * a.n_head_kv, kVecTileCells);
-    args.chunk_len = chunks.chunk_len;
-    args.part = chunks.part;
-    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv),
-                    static_cast<unsigned>(chunks.n_chunks));
+    AttentionChunks chunks;
+    const dim3 grid = plan_decode(ctx, a, kVecTileCells, args, chunks);
     const bool k128 = a.dk == 128, v128 = a.dv == 128, small_group = group <= 8;
     if (k128 && v128)
         small_group ? launch_vec<4, 4, 8>(ctx, args, grid) : launch_vec<4, 4, 16>(ctx, args, grid);

@@ -12,6 +12,29 @@
 
 namespace moeserve::cuda {
 
+// What both decode forms' kernels take: the attention, the query heads per
+// KV head, the chunk length and the chunks' partial states
+// ([n_chunks][n_tokens][n_head][dv + 2]: m, l, acc).
+struct DecodeArgs {
+    FlashAttention a;
+    int group;
+    int64_t chunk_len;
+    float* part;
+};
+
+// Fills args for a and plans its chunks (multiples of tile_cells); returns
+// the grid (n_tokens, n_head_kv, n_chunks). The caller combines the chunks.
+inline dim3 plan_decode(Context& ctx, const FlashAttention& a, int tile_cells, DecodeArgs& args,
+                        AttentionChunks& chunks) {
+    args.a = a;
+    args.group = a.n_head / a.n_head_kv;
+    chunks = plan_attention_chunks(ctx, a, a.n_tokens * a.n_head_kv, tile_cells);
+    args.chunk_len = chunks.chunk_len;
+    args.part = chunks.part;
+    return dim3(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv),
+                static_cast<unsigned>(chunks.n_chunks));
+}
+
 // A decode block's work: token t, KV head kvh, cells [c_begin, c_end) of the
 // token's list (grid: (n_tokens, n_head_kv, n_chunks)), and where that KV
 // head's K and V rows start in a cache row.
