@@ -140,6 +140,10 @@ run() {
     # And with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0).
     [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-tile-loads-off 30 env MOESERVE_CUDA_TILE_LOADS=0 "$tests" \
         --gtest_filter="$failed" --gtest_brief=1
+    # And with the decode fusions off (MOESERVE_CUDA_FUSE=0: routing + plan, gate + up + activation, the
+    # norms' int8 forms).
+    [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$tests" \
+        --gtest_filter="$failed" --gtest_brief=1
     # The pipelined int8 prompt products (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in): the product tests and goldens.
     STEP_CAP=90 step gpu-suite-mmq-pipeline 30 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$tests" \
         --gtest_filter='CudaMatmul*:CudaFfn*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
@@ -213,6 +217,9 @@ run() {
     # float for decode, to f16 for cuBLAS / the grouped expert GEMM for prompts).
     STEP_CAP=90 step bench-int8-off 45 env MOESERVE_CUDA_INT8=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 512 -n 64 -d 0 -ctk f16 -ctv f16 -r 2
+    # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
+    STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+        -p 0 -n 64 -d 0 -npl 1,4 -r 2
     # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
     STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
         -ngl all -p 512 -n 0 -d 0 -r 3
@@ -266,6 +273,8 @@ run() {
         section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
             "$out/bench-mmq-pipeline.log"
         section rows "the slice without the int8 products (MOESERVE_CUDA_INT8=0)" "$out/bench-int8-off.log"
+        section rows "decode of the slice without the decode fusions (MOESERVE_CUDA_FUSE=0; compare bench-graphs)" \
+            "$out/bench-fuse-off.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
         clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
         echo

@@ -69,6 +69,10 @@ enum class Op : uint64_t {
 // matrix-vector kernels with no host round trip (larger MoE batches wait for
 // the per-expert counts).
 constexpr int64_t kGraphMaxTokens = cuda::kMatvecMaxTokens;
+// Norms of up to this many rows write their output's int8 forms in the same
+// launch (decode steps; the routed experts take up to 32 tokens as
+// matrix-vector products, which read them).
+constexpr int64_t kNormRoundingMaxRows = 32;
 // A batch size captured this many times in a row without a replay in
 // between runs op by op for the next kRestPasses passes (capturing every
 // step costs more than it saves).
@@ -188,6 +192,7 @@ class CudaBackend final : public Backend {
         // idle, so the arena and the scratch may be reused (or regrown).
         MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
         scratch_->reset();
+        norm_rows_ = {};
         const RowLists lists = flatten_rows(in.rows);
         const size_t n = in.tokens.size();
         const size_t need = 8 * 256 + 4 * n * sizeof(int32_t) + lists.span * sizeof(int32_t) +
@@ -300,12 +305,15 @@ class CudaBackend final : public Backend {
     void rms_norm(const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) override {
         const float* dw = dev(w);
         if (recorded(Op::rms_norm, x, dw, eps, n_rows, n, out)) return;
-        cuda::rms_norm(ctx_, x, dw, eps, n_rows, n, out);
+        if (rounds_norms(n_rows))  // x is only read without a residual
+            norm_rows_ = cuda::rms_norm_rounded(ctx_, const_cast<float*>(x), nullptr, dw, eps, n_rows, n, out);
+        else
+            cuda::rms_norm(ctx_, x, dw, eps, n_rows, n, out);
     }
     void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) override {
         const Weight dw = dev(w);
         if (recorded(Op::matmul, dw, x, n_tokens, y, expert)) return;
-        cuda::matmul(ctx_, dw, x, n_tokens, y, expert);
+        cuda::matmul(ctx_, dw, x, n_tokens, y, expert, &norm_rows_);
     }
     void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
         projections_.clear();  // a member: its storage is reused from call to call
@@ -314,7 +322,7 @@ class CudaBackend final : public Backend {
             recorded(Op::matmul_shared_input, projections_.back().w, x, n_tokens, p.y);
         }
         if (rec_.checking()) return;
-        cuda::matmul_shared_input(ctx_, x, n_tokens, projections_);
+        cuda::matmul_shared_input(ctx_, x, n_tokens, projections_, &norm_rows_);
     }
     void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
               const RopeParams& p) override {
@@ -353,7 +361,10 @@ class CudaBackend final : public Backend {
                       float* out) override {
         const float* dw = dev(w);
         if (recorded(Op::add_rms_norm, x, y, dw, eps, n_rows, n, out)) return;
-        cuda::add_rms_norm(ctx_, x, y, dw, eps, n_rows, n, out);
+        if (rounds_norms(n_rows))
+            norm_rows_ = cuda::rms_norm_rounded(ctx_, x, y, dw, eps, n_rows, n, out);
+        else
+            cuda::add_rms_norm(ctx_, x, y, dw, eps, n_rows, n, out);
     }
     void add_row_broadcast(float* y, const float* b, int64_t n_rows, int64_t n) override {
         const float* db = dev(b);
@@ -400,13 +411,13 @@ class CudaBackend final : public Backend {
         dp.selection_bias = dev(p.selection_bias);
         const Weight r = dev(router), g = dev(gate_exps), u = dev(up_exps), d = dev(down_exps);
         if (recorded(Op::moe_ffn, x, n_tokens, r, g, u, d, dp, out)) return;
-        cuda::moe_ffn(ctx_, x, n_tokens, r, g, u, d, dp, out);
+        cuda::moe_ffn(ctx_, x, n_tokens, r, g, u, d, dp, out, &norm_rows_);
     }
     void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
                    ExpertActivation act, float* out) override {
         const Weight g = dev(gate), u = dev(up), d = dev(down);
         if (recorded(Op::dense_ffn, x, n_tokens, g, u, d, act, out)) return;
-        cuda::dense_ffn(ctx_, x, n_tokens, g, u, d, act, out);
+        cuda::dense_ffn(ctx_, x, n_tokens, g, u, d, act, out, &norm_rows_);
     }
     void ssm_conv(KvCache& cache, int layer, const float* x, int64_t x_stride, int64_t n_tokens,
                   std::span<const int32_t> seq_ids, const Weight& conv, const Weight& bias, float* out) override {
@@ -442,13 +453,23 @@ class CudaBackend final : public Backend {
     template <class... Args>
     bool recorded(Op op, const Args&... args) {
         rec_.op(static_cast<uint64_t>(op), args...);
+        // A norm's int8 forms go on only to the ops that read its rows (the
+        // products); any other op may rewrite them.
+        if (op != Op::matmul && op != Op::matmul_shared_input && op != Op::moe_ffn && op != Op::dense_ffn)
+            norm_rows_ = {};
         return rec_.checking();
     }
+
+    // Whether a norm of n_rows rows also writes its output's int8 forms
+    // (decode-sized batches, as the routed experts' matrix-vector path takes
+    // them; MOESERVE_CUDA_FUSE=0 turns it off with the other fusions).
+    static bool rounds_norms(int64_t n_rows) { return n_rows <= kNormRoundingMaxRows && cuda::decode_fusions(); }
 
     // Every pass that may become a graph starts from the same arena offset,
     // with no reads pending and the scratch empty (nothing queued uses it:
     // a check launches nothing and an abandoned capture never ran).
     void restart_pass() {
+        norm_rows_ = {};
         arena_.rewind(pass_mark_);
         pending_reads_.clear();
         readback_used_ = 0;
@@ -710,6 +731,9 @@ class CudaBackend final : public Backend {
 
     bool graphs_on_;
     cuda::OpRecorder rec_;
+    // The int8 forms of the rows the last norm wrote (scratch of this pass),
+    // until an op other than a product runs (recorded()).
+    cuda::NormRows norm_rows_;
     std::map<int64_t, cuda::CachedGraph> graphs_;  // by batch size
     std::tuple<uint64_t, uint64_t, uint64_t> graphs_generation_{~0ull, ~0ull, ~0ull};
     cuda::ReadbackBuffer readback_;

@@ -15,7 +15,9 @@
 #include <stdexcept>
 
 #include "backend/cuda/cuda_expert_activation.cuh"
+#include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_q8_rounding.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -49,8 +51,13 @@ constexpr int kNormMaxPerThread = 16;
 // in one block, so the time is memory latency: the row and the weights are
 // loaded into registers at once (all loads in flight together, the weights
 // while the block reduces) instead of one dependent load per loop step; the
-// same sums in the same order either way.
-__global__ void rms_norm_kernel(float* x, const float* residual, const float* w, float eps, int64_t n, float* out) {
+// same sums in the same order either way. ROUND: out's int8 forms too
+// (q8_K into q8k, q8_0 into q80), each warp rounding 256-value spans of the
+// row it just wrote, as the rounding kernel rounds them (rows of a multiple
+// of 256 values, at most kNormMaxPerThread * blockDim.x).
+template <bool ROUND>
+__global__ void rms_norm_kernel(float* x, const float* residual, const float* w, float eps, int64_t n, float* out,
+                                Q8Rows q8k, Q8Rows q80) {
     __shared__ float scratch[32];
     float* xr = x + blockIdx.x * n;
     float* yr = out + blockIdx.x * n;
@@ -84,6 +91,21 @@ __global__ void rms_norm_kernel(float* x, const float* residual, const float* w,
         for (int k = 0; k < kNormMaxPerThread; ++k) {
             const int64_t i = threadIdx.x + k * step;
             if (i < n) yr[i] = (v[k] * scale) * wv[k];
+        }
+        if constexpr (ROUND) {
+            __syncthreads();  // the row, written by every thread, is visible to the whole block
+            const int lane = threadIdx.x & 31;
+            for (int64_t span = threadIdx.x / 32; span * kQ8Span < n; span += blockDim.x / 32) {
+                const int64_t first = span * kQ8Span + lane * kQ8ValuesPerLane;
+                float a[kQ8ValuesPerLane], b[kQ8ValuesPerLane];
+                for (int j = 0; j < kQ8ValuesPerLane; ++j) a[j] = b[j] = yr[first + j];
+                int q[kQ8ValuesPerLane];
+                float d;
+                round_q8_k(a, q, d);
+                store_q8(q8k, true, blockIdx.x, n, span, q, d);
+                round_q8_0(b, q, d);
+                store_q8(q80, false, blockIdx.x, n, span, q, d);
+            }
         }
         return;
     }
@@ -275,16 +297,36 @@ __global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stri
 void rms_norm(Context& ctx, const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) {
     if (n_rows <= 0 || n <= 0) return;
     // x is only read without a residual.
-    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(const_cast<float*>(x), nullptr, w, eps,
-                                                                                n, out);
+    rms_norm_kernel<false><<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(const_cast<float*>(x), nullptr,
+                                                                                       w, eps, n, out, {}, {});
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
 void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
                   float* out) {
     if (n_rows <= 0 || n <= 0) return;
-    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, y, w, eps, n, out);
+    rms_norm_kernel<false><<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, y, w, eps, n, out, {}, {});
     MOESERVE_CUDA_CHECK_LAUNCH();
+}
+
+NormRows rms_norm_rounded(Context& ctx, float* x, const float* residual, const float* w, float eps, int64_t n_rows,
+                          int64_t n, float* out) {
+    NormRows r;
+    if (n_rows <= 0 || n <= 0) return r;
+    if (n % kQ8Span != 0 || n > kNormMaxPerThread * kThreads) {  // no int8 form, or the kernel's looping path
+        if (residual)
+            add_rms_norm(ctx, x, residual, w, eps, n_rows, n, out);
+        else
+            rms_norm(ctx, x, w, eps, n_rows, n, out);
+        return r;
+    }
+    r.rows = out, r.n_rows = n_rows, r.width = n;
+    r.q8k = take_q8_rows(ctx, n_rows, n, GgmlType::Q8_K);
+    r.q80 = take_q8_rows(ctx, n_rows, n, GgmlType::Q8_0);
+    rms_norm_kernel<true>
+        <<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, residual, w, eps, n, out, r.q8k, r.q80);
+    MOESERVE_CUDA_CHECK_LAUNCH();
+    return r;
 }
 
 namespace {

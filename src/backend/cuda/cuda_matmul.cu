@@ -311,6 +311,7 @@ struct RoundedInputs {
     const float* x;
     int64_t n_tokens, width;
     bool gemm;
+    const NormRows* norm = nullptr;  // x's int8 forms when a norm made them (else null)
     // At most one per activation type of the weights reading x (no heap
     // allocation on the per-product host path); q8_K rows for the
     // matrix-vector kernels also in int8 form (made[i]'s q8).
@@ -341,9 +342,18 @@ struct RoundedInputs {
         return p;
     }
 
+    // The norm's int8 form of x for the int8 kernel reading weights of `type`
+    // (null: none, or the kernel reads floats).
+    const Q8Rows* from_norm(GgmlType type) const {
+        const GgmlType act = activation_rounding(type);
+        if (!norm || !has_int8_form(act, width) || !matvec_int8_supports(type)) return nullptr;
+        return norm->find(x, n_tokens, width, act);
+    }
+
     // x rounded to q8_K / q8_0 in int8 form only, for the int8 prompt products (made once each).
     Q8Rows q8k_rows{}, q80_rows{};
     const Q8Rows& q8(Context& ctx, GgmlType act) {
+        if (const Q8Rows* r = norm ? norm->find(x, n_tokens, width, act) : nullptr) return *r;
         Q8Rows& r = act == GgmlType::Q8_K ? q8k_rows : q80_rows;
         if (!r.q) {
             r = take_q8_rows(ctx, n_tokens, width, act);
@@ -358,7 +368,10 @@ void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, 
     if (!in.gemm) {
         MatvecArgs a;
         a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-        a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
+        if (const Q8Rows* q8 = in.from_norm(w.type))
+            a.x = in.x, a.xq = *q8;  // the int8 kernel reads only xq
+        else
+            a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
         a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
         a.tile_tokens = matvec_tile_tokens(in.n_tokens), a.n_tokens = in.n_tokens, a.matrix0 = expert;
         launch_matvec(ctx, w.type, a);
@@ -380,10 +393,11 @@ void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, 
 
 }  // namespace
 
-void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert) {
+void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert,
+            const NormRows* norm) {
     check_cuda_weight(w, "matmul");
     if (n_tokens == 0) return;
-    RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens};
+    RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens, norm};
     matmul_rounded(ctx, w, in, y, expert);
 }
 
@@ -392,7 +406,7 @@ bool same_layout(const Weight& a, const Weight& b) {
 }
 
 bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const float* x, int64_t n_tokens,
-                  ExpertActivation act, float* y) {
+                  ExpertActivation act, float* y, const NormRows* norm) {
     const bool gated = static_cast<bool>(gate);
     if (n_tokens == 0 || n_tokens > kMatvecMaxTokens || gated != (act == ExpertActivation::SwiGlu) ||
         (gated && !same_layout(gate, up)))
@@ -400,10 +414,13 @@ bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const floa
     const Weight& w = gated ? gate : up;
     check_cuda_weight(w, "matmul");
     if (gated) check_cuda_weight(up, "matmul");  // read with the same vector loads as the gate
-    RoundedInputs in{x, n_tokens, w.ne[0], false};
+    RoundedInputs in{x, n_tokens, w.ne[0], false, norm};
     MatvecArgs a;
     a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-    a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
+    if (const Q8Rows* q8 = in.from_norm(w.type))
+        a.x = x, a.xq = *q8;  // the int8 kernel reads only xq
+    else
+        a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
     a.x_stride = w.ne[0], a.y = y, a.y_stride = w.ne[1];
     a.tile_tokens = matvec_tile_tokens(n_tokens), a.n_tokens = n_tokens;
     a.fused = true, a.act = act, a.w2 = gated ? up.data : nullptr;
@@ -411,7 +428,8 @@ bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const floa
     return true;
 }
 
-void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps) {
+void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps,
+                         const NormRows* norm) {
     if (ps.empty()) return;
     for (const DeviceProjection& p : ps) {
         check_cuda_weight(p.w, "matmul");
@@ -421,7 +439,7 @@ void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::sp
                                         std::to_string(ps[0].w.ne[0]));
     }
     if (n_tokens == 0) return;
-    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], n_tokens > kMatvecMaxTokens};
+    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], n_tokens > kMatvecMaxTokens, norm};
     for (const DeviceProjection& p : ps) matmul_rounded(ctx, p.w, in, p.y, 0);
 }
 

@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_q8_rows.h"
 
 namespace moeserve::cuda {
 
@@ -37,27 +38,6 @@ struct MatvecTile {
     int n_rows;
     int unused;
 };
-
-// Activations rounded to q8_K or q8_0 in integer form: the CPU's block_q8_K
-// / block_q8_0 numbers in three dense arrays; row r of width n: codes
-// q[r*n ..], scales d[r*n/B ..] (B: the act type's block, 256 or 32), sums
-// of each 16 codes bsum[r*n/16 ..] (q8_K only). The int8 kernels
-// (cuda_matvec_int8.cu, cuda_mmq.cu) read them.
-struct Q8Rows {
-    int8_t* q = nullptr;
-    float* d = nullptr;
-    int32_t* bsum = nullptr;
-};
-
-// The values per scale of an int8 activation type (Q8_K: 256, Q8_0: 32).
-inline int64_t q8_block(GgmlType act) {
-    return act == GgmlType::Q8_K ? 256 : 32;
-}
-
-// Whether activations of type act, rows of width values, have an int8 form.
-inline bool has_int8_form(GgmlType act, int64_t width) {
-    return (act == GgmlType::Q8_K || act == GgmlType::Q8_0) && width % 256 == 0;
-}
 
 // Scratch for n_rows rows of width values (a multiple of 256) of `act`.
 Q8Rows take_q8_rows(Context& ctx, int64_t n_rows, int64_t width, GgmlType act);
@@ -99,6 +79,10 @@ struct MatvecArgs {
     // integer dot products per block as the CPU's, scaled in float
     // (cuda_matvec_int8.cu).
     Q8Rows xq{};
+    // With xq: token t of a block reads xq row xq_rows[first + t] instead of
+    // first + t (device indices: the routed experts' items reading their
+    // token's row of a norm's int8 form); null: row first + t.
+    const int32_t* xq_rows = nullptr;
     // Set by launch_matvec: how many warp steps ahead each lane prefetches its
     // weight bytes into L1 (0: none; MOESERVE_CUDA_PREFETCH=0).
     int prefetch_steps = 0;
@@ -117,7 +101,7 @@ bool same_layout(const Weight& a, const Weight& b);
 // products and activation; false, queuing nothing, for batches over
 // kMatvecMaxTokens or a gate and up of different layouts.
 bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const float* x, int64_t n_tokens,
-                  ExpertActivation act, float* y);
+                  ExpertActivation act, float* y, const NormRows* norm = nullptr);
 
 // Token rows per tile of the grouped expert GEMM (cuda_moe_gemm.cu) and of
 // the int8 products (cuda_mmq.cu).

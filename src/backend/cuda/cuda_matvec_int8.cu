@@ -46,9 +46,11 @@ __global__ void __launch_bounds__(32 * kWarps) matvec_int8_kernel(MatvecArgs a) 
     const uint8_t* wr2 = DUAL ? a.w2 + mb.matrix * a.matrix_bytes + row * a.row_bytes : nullptr;
     const int64_t stride = a.x_stride;                               // values per activation row (a multiple of 256)
     constexpr int act_block = B::kAct == GgmlType::Q8_K ? 256 : 32;  // values per activation scale
-    const int8_t* q = a.xq.q + mb.first * stride;
-    const float* dx = a.xq.d + mb.first * (stride / act_block);
-    const int32_t* bs = a.xq.bsum + mb.first * (stride / 16);  // q8_K only
+    // Each token's activation row (its own, or the one xq_rows names).
+    int32_t xrow[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+        xrow[t] = a.xq_rows && (NT == 1 || t < mb.count) ? a.xq_rows[mb.first + t] : static_cast<int32_t>(mb.first + t);
     float* y = a.y + mb.first * a.y_stride;
 
     float acc[NT], acc2[NT];
@@ -63,9 +65,13 @@ __global__ void __launch_bounds__(32 * kWarps) matvec_int8_kernel(MatvecArgs a) 
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             if (NT == 1 || t < mb.count) {  // a block with work has at least one token
-                const int8_t* qt = q + t * stride + static_cast<int64_t>(blk) * kQK;
-                const int32_t* bt = B::kAct == GgmlType::Q8_K ? bs + t * (stride / 16) + blk * (kQK / 16) : nullptr;
-                const float* dt = dx + t * (stride / act_block) + blk * (kQK / act_block);
+                const int8_t* qt = a.xq.q + static_cast<int64_t>(xrow[t]) * stride + static_cast<int64_t>(blk) * kQK;
+                const int32_t* bt =  // q8_K only
+                    B::kAct == GgmlType::Q8_K
+                        ? a.xq.bsum + static_cast<int64_t>(xrow[t]) * (stride / 16) + blk * (kQK / 16)
+                        : nullptr;
+                const float* dt =
+                    a.xq.d + static_cast<int64_t>(xrow[t]) * (stride / act_block) + blk * (kQK / act_block);
                 acc[t] += B::dot(L, qt, bt, dt);
                 if constexpr (DUAL) acc2[t] += B::dot(L2, qt, bt, dt);
             }

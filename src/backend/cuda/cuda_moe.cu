@@ -51,18 +51,6 @@ constexpr size_t kRoutePlanStaticSmem = sizeof(int) * (3 * kMaxExperts + kMaxFus
 // route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
 static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
-// The decode-path fusions (routing + plan + gather in one launch; gate, up
-// and activation in one launch), on unless MOESERVE_CUDA_FUSE=0: results are
-// the same either way, and the switch rules them in or out when a GPU run
-// disagrees with the CPU. Read once.
-bool decode_fusions() {
-    static const bool on = [] {
-        const char* v = std::getenv("MOESERVE_CUDA_FUSE");
-        return !(v && std::string(v) == "0");
-    }();
-    return on;
-}
-
 // g := act(g, u) over n values (ReLU²: non-gated, g holds W_up·x).
 __global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertActivation act) {
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -281,13 +269,21 @@ void check_moe(const Weight& router, const Weight& gate_exps, const Weight& up_e
 
 }  // namespace
 
+bool decode_fusions() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_FUSE");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
+
 void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
-               ExpertActivation act, float* out) {
+               ExpertActivation act, float* out, const NormRows* norm) {
     if (n_tokens == 0) return;
     const int64_t n_ff = up.ne[1];
     // g, u: [n_tokens, n_ff]
     float* g = ctx.scratch->take_n<float>(n_tokens * n_ff);
-    if (decode_fusions() && matvec_gated(ctx, gate, up, x, n_tokens, act, g)) {  // one launch, activation fused
+    if (decode_fusions() && matvec_gated(ctx, gate, up, x, n_tokens, act, g, norm)) {  // one launch, activation fused
         matmul(ctx, down, g, n_tokens, out);
         return;
     }
@@ -295,16 +291,16 @@ void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gat
     if (gate) {
         u = ctx.scratch->take_n<float>(n_tokens * n_ff);
         const DeviceProjection gate_up[] = {{gate, g}, {up, u}};  // x rounded once for both
-        matmul_shared_input(ctx, x, n_tokens, gate_up);
+        matmul_shared_input(ctx, x, n_tokens, gate_up, norm);
     } else {
-        matmul(ctx, up, x, n_tokens, g);
+        matmul(ctx, up, x, n_tokens, g, 0, norm);
     }
     launch_activation(ctx, g, u, n_tokens * n_ff, act);
     matmul(ctx, down, g, n_tokens, out);
 }
 
 void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
-             const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out) {
+             const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out, const NormRows* norm) {
     check_moe(router, gate_exps, up_exps, down_exps, p);
     if (gate_exps) check_cuda_weight(gate_exps, "moe_ffn");
     check_cuda_weight(up_exps, "moe_ffn");
@@ -343,7 +339,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     float* ys = s.take_n<float>(n_items * n_out);  // expert outputs, sorted by expert
 
     // Routing.
-    matmul(ctx, router, x, n_tokens, logits);
+    matmul(ctx, router, x, n_tokens, logits, 0, norm);
     const RouteParams rp{n_expert,        k, p.gating == GatingFunc::Softmax, p.normalize_weights, p.weights_scale,
                          p.selection_bias};
     const float* xe = p.expert_input ? p.expert_input : x;  // latent MoE: the experts read their own input
@@ -424,7 +420,15 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             const float* x_in = in;
             const bool int8 = has_int8_form(act, in_width);
             Q8Rows& q8 = act == GgmlType::Q8_K ? q8k : q80;
-            if (gather || act != GgmlType::F32) {
+            // The experts' inputs are their tokens' rows of the norm's int8 form, read through src_row.
+            const Q8Rows* from_norm = gather && norm && xe == x && int8 && matvec_int8_supports(w.type)
+                                          ? norm->find(x, n_tokens, n_in, act)
+                                          : nullptr;
+            a.xq_rows = nullptr;
+            if (from_norm) {
+                a.xq = *from_norm, a.xq_rows = src_row;
+                x_in = x;  // not read: the int8 kernel reads only xq
+            } else if (gather || act != GgmlType::F32) {
                 if (!holds.same(in, act)) {
                     if (int8 && !q8.q) q8 = take_q8_rows(ctx, n_items, std::max(n_in, n_ff), act);
                     if (gather)
@@ -436,7 +440,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
                 }
                 x_in = rounded;
             }
-            a.xq = int8 ? q8 : Q8Rows{};
+            if (!from_norm) a.xq = int8 ? q8 : Q8Rows{};
             a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
             a.x = x_in, a.x_stride = in_width, a.y = y, a.y_stride = w.ne[1];
             a.fused = fused_up || fuse_relu2;

@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_q8_rows.h"
 
 namespace moeserve::cuda {
 
@@ -21,10 +22,20 @@ namespace moeserve::cuda {
 // out[t] = dequantized row tokens[t] of table {width, n_rows}.
 void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_tokens, float* out);
 
+// The decode-path fusions (routing + plan + gather in one launch; gate, up
+// and activation in one launch; a norm's int8 forms in the norm's launch),
+// on unless MOESERVE_CUDA_FUSE=0: results are the same either way, and the
+// switch rules them in or out when a GPU run disagrees with the CPU. Read
+// once (cuda_moe.cu).
+bool decode_fusions();
+
 // y[t] = W·x[t] (matrix `expert` of a stacked weight). Any weight type of the
 // backend interface; small batches as matrix-vector products straight from the
-// blocks, large ones through tensor-core GEMMs.
-void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert = 0);
+// blocks, large ones through tensor-core GEMMs. The products here and below
+// that take `norm` use its int8 forms when x is its rows (the int8 kernels),
+// instead of rounding x again.
+void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, float* y, int expert = 0,
+            const NormRows* norm = nullptr);
 
 // y_i = W_i·x for several weights that read the same input (backend.h
 // matmul_shared_input): x is rounded once per activation type, not per weight.
@@ -32,7 +43,8 @@ struct DeviceProjection {
     Weight w;
     float* y = nullptr;
 };
-void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps);
+void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::span<const DeviceProjection> ps,
+                         const NormRows* norm = nullptr);
 
 // Per-head products with a stacked {in, out, n_head} weight (backend.h).
 void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
@@ -41,11 +53,12 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
 // The routed-expert FFN added into out (backend.h moe_ffn); each routed
 // expert's weights are read once per batch for all tokens routed to it.
 void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps,
-             const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out);
+             const Weight& up_exps, const Weight& down_exps, const MoeParams& p, float* out,
+             const NormRows* norm = nullptr);
 
 // out = W_down · act(W_gate·x, W_up·x), overwriting out (backend.h dense_ffn).
 void dense_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
-               ExpertActivation act, float* out);
+               ExpertActivation act, float* out, const NormRows* norm = nullptr);
 
 // ---- elementwise and normalization (cuda_elementwise.cu) -------------------
 
@@ -53,6 +66,13 @@ void rms_norm(Context& ctx, const float* x, const float* w, float eps, int64_t n
 // x += y, then out = rms_norm(x, w), in one launch: bit for bit add then rms_norm.
 void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
                   float* out);
+// rms_norm (residual null) or add_rms_norm (x += residual first) that also
+// writes out's int8 forms, q8_K and q8_0, in the same launch, for the
+// products that read out next (scratch; bytes as round_rows_f32 makes
+// them). Rows whose width is not a multiple of 256 or over 4096 get the
+// plain norm and a NormRows with rows null.
+NormRows rms_norm_rounded(Context& ctx, float* x, const float* residual, const float* w, float eps, int64_t n_rows,
+                          int64_t n, float* out);
 void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* positions,
           const RopeParams& p);
 // Per-head RMSNorm then RoPE in place, one launch (backend.h rms_norm_rope).
