@@ -6,6 +6,7 @@
 //   build-quant/quant_bench --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -96,6 +97,31 @@ void bm_vec_dot(benchmark::State& state, GgmlType t, VecDotFn fn, size_t working
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
 }
 
+// A prompt's products: 16 activation rows packed into a tile once, then the
+// weight rows against it kDotTileWeightRows at a time (vec_dot.h VecDotTile).
+// Counter MAC/s: weight values times tokens per second.
+void bm_vec_dot_tile(benchmark::State& state, GgmlType t, const VecDotTile& tile, size_t working_set) {
+    const int64_t rows = rows_for(t, working_set);
+    const auto w = make_weights(t, rows);
+    const auto a = make_activation(t);
+    const size_t row_bytes = ggml_row_bytes(t, kRow);
+    std::vector<uint8_t> act;
+    for (int k = 0; k < kDotTileRows; ++k) act.insert(act.end(), a.begin(), a.end());
+    std::vector<uint8_t> packed(tile.tile_bytes(kRow));
+    tile.pack(act.data(), a.size(), kDotTileRows, packed.data(), kRow);
+    std::vector<float> out(static_cast<size_t>(kDotTileWeightRows * kDotTileRows));
+    for (auto _ : state) {
+        for (int64_t r = 0; r < rows; r += kDotTileWeightRows) {
+            const int n = static_cast<int>(std::min<int64_t>(kDotTileWeightRows, rows - r));
+            tile.dot(w.data() + r * row_bytes, row_bytes, n, packed.data(), out.data(), kRow);
+            benchmark::DoNotOptimize(out.data());
+        }
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+    state.counters["MAC/s"] = benchmark::Counter(static_cast<double>(rows * kRow * kDotTileRows),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void bm_dequantize(benchmark::State& state, GgmlType t, bool simd, size_t working_set) {
     const int64_t rows = rows_for(t, working_set);
     const auto w = make_weights(t, rows);
@@ -128,6 +154,9 @@ int main(int argc, char** argv) {
                 benchmark::RegisterBenchmark(("vec_dot/" + tn + "/" + simd_level_name(level) + "/" + set_name).c_str(),
                                              [=](benchmark::State& s) { bm_vec_dot(s, t, fn, bytes); });
             }
+            if (const VecDotTile* tile = vec_dot_tile_kernel(t, kRow))
+                benchmark::RegisterBenchmark(("vec_dot_tile/" + tn + "/" + set_name).c_str(),
+                                             [=](benchmark::State& s) { bm_vec_dot_tile(s, t, *tile, bytes); });
             for (bool simd : {false, true})
                 benchmark::RegisterBenchmark(
                     ("dequantize/" + tn + "/" + (simd ? "simd" : "scalar") + "/" + set_name).c_str(),
