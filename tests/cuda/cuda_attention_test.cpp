@@ -339,5 +339,29 @@ TEST_F(CudaAttention, lane_form_matches_cpu) {
         ctx_, [this] { finish(); }, "lane", lane_attention_launches, 16);
 }
 
+// A rotated (quantized) K cache's queries: rotated and rounded in one launch
+// (the decode fusion) or in two, bit for bit the same; a float K only rotates.
+TEST_F(CudaAttention, rotated_queries_round_in_the_rotations_launch) {
+    std::mt19937 rng(51);
+    for (const GgmlType type_k : {GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::F16}) {
+        for (const auto [width, chunk] : {std::pair{128, 128}, std::pair{192, 64}, std::pair{576, 64}}) {
+            SCOPED_TRACE(std::string(ggml_type_name(type_k)) + ", rows of " + std::to_string(width) + ", chunks of " +
+                         std::to_string(chunk));
+            const int64_t n_rows = 37;
+            DeviceArray<float> q(normal_floats(n_rows * width, rng, 2.0f));
+            const float* two = rotate_queries(ctx_, type_k, q.get(), n_rows, width, chunk, false);
+            const float* one = rotate_queries(ctx_, type_k, q.get(), n_rows, width, chunk, true);
+            std::vector<float> a(n_rows * width), b(n_rows * width);
+            MOESERVE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+            MOESERVE_CUDA_CHECK(cudaMemcpy(a.data(), two, a.size() * sizeof(float), cudaMemcpyDeviceToHost));
+            MOESERVE_CUDA_CHECK(cudaMemcpy(b.data(), one, b.size() * sizeof(float), cudaMemcpyDeviceToHost));
+            for (size_t i = 0; i < a.size(); ++i)
+                ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
+                    << "value " << i << ": " << a[i] << " vs " << b[i];
+            finish();
+        }
+    }
+}
+
 }  // namespace
 }  // namespace moeserve::cuda::test

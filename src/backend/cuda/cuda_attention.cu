@@ -34,6 +34,7 @@
 #include "backend/cuda/cuda_kv_blocks.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_q8_rounding.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -111,13 +112,31 @@ StoreSide store_side(uint8_t* dst, size_t row_bytes, GgmlType type, int64_t n, i
 
 // ---- attention --------------------------------------------------------------
 
-// x := H x per chunk for each row of width n (grid: rows); src may equal dst.
+// x := H x per chunk for each row of width n (grid: rows; whole warps);
+// src may equal dst. ROUND: the rotated row then rounded to q8_0 / q8_1 as
+// the rounding kernel rounds it (n a multiple of 32), each warp a 256-value
+// span of it, before it is stored.
+template <bool ROUND>
 __global__ void rotate_rows_kernel(const float* src, float* dst, int n, int chunk, float scale) {
     extern __shared__ float row[];
     const int64_t r = blockIdx.x;
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = src[r * n + i];
-    block_hadamard_chunks(row, n / chunk * chunk, chunk, scale);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[r * n + i] = row[i];
+    block_hadamard_chunks(row, n / chunk * chunk, chunk, scale);  // ends with a barrier
+    if constexpr (!ROUND) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) dst[r * n + i] = row[i];
+    } else {
+        const int lane = threadIdx.x & 31;
+        for (int span = threadIdx.x / 32; span * kQ8Span < n; span += blockDim.x / 32) {
+            const int first = span * kQ8Span + lane * kQ8ValuesPerLane;
+            float v[kQ8ValuesPerLane];
+            int q[kQ8ValuesPerLane];
+            float d;
+            for (int j = 0; j < kQ8ValuesPerLane; ++j) v[j] = first + j < n ? row[first + j] : 0.0f;
+            round_q8_0(v, q, d);  // blocks past n are all zero and not stored
+            for (int j = 0; j < kQ8ValuesPerLane; ++j)
+                if (first + j < n) dst[r * n + first + j] = v[j];
+        }
+    }
 }
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -408,6 +427,22 @@ const float* round_queries(Context& ctx, GgmlType type_k, const float* q, int64_
     return rounded;
 }
 
+const float* rotate_queries(Context& ctx, GgmlType type_k, const float* q, int64_t n_rows, int width, int chunk,
+                            bool fused) {
+    float* qr = ctx.scratch->take_n<float>(static_cast<size_t>(n_rows) * width);
+    const GgmlType act = activation_rounding(type_k);
+    const bool round_in_launch =
+        fused && !kv_is_float_type(type_k) && (act == GgmlType::Q8_0 || act == GgmlType::Q8_1) && width % 32 == 0;
+    const dim3 grid(static_cast<unsigned>(n_rows));
+    const size_t smem = static_cast<size_t>(width) * sizeof(float);
+    if (round_in_launch)
+        rotate_rows_kernel<true><<<grid, 128, smem, ctx.stream>>>(q, qr, width, chunk, hadamard_scale(chunk));
+    else
+        rotate_rows_kernel<false><<<grid, 128, smem, ctx.stream>>>(q, qr, width, chunk, hadamard_scale(chunk));
+    MOESERVE_CUDA_CHECK_LAUNCH();
+    return round_in_launch ? qr : round_queries(ctx, type_k, qr, n_rows, width, true);
+}
+
 void flash_attention(Context& ctx, const FlashAttention& a) {
     if (a.n_tokens <= 0) return;
     if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0)
@@ -509,14 +544,10 @@ void attention(Context& ctx, const KvLayer& layer, const float* q, int64_t n_tok
     if (static_cast<int64_t>(n_head_kv) * head_dim_k != layer.n_embd_k ||
         static_cast<int64_t>(n_head_kv) * head_dim_v != layer.n_embd_v)
         throw std::invalid_argument("attention: n_head_kv * head dims do not match the cache layer's row widths");
-    if (layer.k_rot_chunk) {  // scores against a rotated K need H·q (H orthonormal: q·k = Hq·Hk)
-        float* qr = ctx.scratch->take_n<float>(static_cast<size_t>(n_tokens) * n_head * head_dim_k);
-        rotate_rows_kernel<<<static_cast<unsigned>(n_tokens * n_head), 128, head_dim_k * sizeof(float), ctx.stream>>>(
-            q, qr, head_dim_k, layer.k_rot_chunk, hadamard_scale(layer.k_rot_chunk));
-        MOESERVE_CUDA_CHECK_LAUNCH();
-        q = qr;
-    }
-    q = round_queries(ctx, layer.type_k, q, n_tokens * n_head, head_dim_k, layer.k_rot_chunk != 0);
+    // Scores against a rotated K need H·q (H orthonormal: q·k = Hq·Hk).
+    q = layer.k_rot_chunk
+            ? rotate_queries(ctx, layer.type_k, q, n_tokens * n_head, head_dim_k, layer.k_rot_chunk, decode_fusions())
+            : round_queries(ctx, layer.type_k, q, n_tokens * n_head, head_dim_k, false);
     FlashAttention a;
     a.k = layer.k;
     a.v = layer.v;

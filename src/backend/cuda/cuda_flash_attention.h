@@ -38,6 +38,13 @@ void flash_attention(Context& ctx, const FlashAttention& a);
 // scratch, or over q when q_is_scratch.
 const float* round_queries(Context& ctx, GgmlType type_k, const float* q, int64_t n_rows, int width, bool q_is_scratch);
 
+// q rotated by the Hadamard matrix in chunks of `chunk` (a rotated K cache's
+// queries), into scratch, then rounded as round_queries rounds them: in the
+// rotation's own launch when `fused` (one launch less per attention layer;
+// bit for bit the two launches), else by a second one.
+const float* rotate_queries(Context& ctx, GgmlType type_k, const float* q, int64_t n_rows, int width, int chunk,
+                            bool fused);
+
 // How the cells are split across blocks: n_chunks chunks of chunk_len cells
 // (a multiple of the kernel's tile), and the scratch for their partial
 // states, [n_chunks][n_tokens * n_head][dv + 2] floats: (max, sum, acc).
