@@ -451,7 +451,17 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
     if (n_tokens == 0 || n_head == 0) return;
     // y: [n_tokens, n_head, out]
     const GgmlType act = activation_rounding(w.type);
-    if (n_tokens <= kMatvecMaxTokens) {
+    // Prompts too take the matrix-vector kernel (8 tokens per weight read)
+    // where the int8 tensor-core products do not apply (MLA's rows of 128 or
+    // 192 values) and f16 cannot hold the weights' values: there the cuBLAS
+    // path below would round weights and activations to f16 (errors of ~5e-4,
+    // which moved GLM-4.7-Flash's prompts 5e-3 in KL from its decode). These
+    // per-head matrices are small, so reading them once per 8 tokens is cheap.
+    const bool f16_exact = w.type == GgmlType::F16 || w.type == GgmlType::F32;
+    const bool matvec =
+        n_tokens <= kMatvecMaxTokens ||
+        (!mmq_supports(w) && !f16_exact && (n_tokens + kMatvecTileTokens - 1) / kMatvecTileTokens <= kMaxGridY);
+    if (matvec) {
         if (act != GgmlType::F32 || !aligned16(x) || x_token_stride % 4 != 0 || x_head_stride % 4 != 0) {
             // Rounded and packed densely, [n_head, n_tokens, in] (the kernel reads float4s).
             float* packed = ctx.scratch->take_n<float>(n_tokens * n_head * in);
