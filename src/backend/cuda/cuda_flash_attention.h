@@ -58,8 +58,10 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
-// mma (the default) | vec | lane, read at every call so that tests can switch.
-enum class AttentionKernel { mma, f32, vec, lane };
+// mma | vec | lane, read at every call so that tests can switch; unset:
+// automatic, the tensor-core form except for MLA over a quantized cache
+// (the f32 kernel).
+enum class AttentionKernel { automatic, mma, f32, vec, lane };
 AttentionKernel requested_attention_kernel();
 
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
