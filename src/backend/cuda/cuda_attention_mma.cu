@@ -42,7 +42,8 @@ struct MmaArgs {
     int64_t chunk_len;
     float* part;      // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
     bool wide_loads;  // load_tile_f16's 16-byte paths (off with MOESERVE_CUDA_TILE_LOADS=0)
-    bool split;       // Q and P as f16 pairs hi + lo (see flash_attention_mma)
+    bool split_q;     // Q as an f16 pair hi + lo (see flash_attention_mma)
+    bool split_p;     // P likewise
 };
 
 // Whether the tile loader takes 16-byte pieces (the same halves either way):
@@ -67,7 +68,7 @@ __host__ __device__ inline size_t round32(size_t n) {
     return (n + 31) / 32 * 32;
 }
 
-__host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, bool split) {
+__host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, bool split_q, bool split_p) {
     MmaLayout l{};
     l.ldq = dk + kPadH;
     l.ldk = dk + kPadH;
@@ -77,12 +78,12 @@ __host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, boo
     l.ldo = dv + kPadF;
     size_t at = 0;
     l.q = at, at = round32(at + sizeof(__half) * kRows * l.ldq);
-    l.ql = at, at = round32(at + (split ? sizeof(__half) * kRows * l.ldq : 0));
+    l.ql = at, at = round32(at + (split_q ? sizeof(__half) * kRows * l.ldq : 0));
     l.k = at, at = round32(at + sizeof(__half) * kTileCells * l.ldk);
     l.v = at, at = round32(at + (v_in_k ? 0 : sizeof(__half) * kTileCells * l.ldv));
     l.s = at, at = round32(at + sizeof(float) * kRows * l.lds);
     l.p = at, at = round32(at + sizeof(__half) * kRows * l.ldp);
-    l.pl = at, at = round32(at + (split ? sizeof(__half) * kRows * l.ldp : 0));
+    l.pl = at, at = round32(at + (split_p ? sizeof(__half) * kRows * l.ldp : 0));
     l.o = at, at = round32(at + sizeof(float) * kRows * l.ldo);
     l.stats = at, at = round32(at + sizeof(float) * 4 * kRows);
     l.total = at;
@@ -188,15 +189,15 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     const int dk = a.dk, dv = a.dv;
 
     extern __shared__ __align__(128) unsigned char smem[];
-    const MmaLayout L = mma_layout(dk, dv, a.v_in_k, args.split);
+    const MmaLayout L = mma_layout(dk, dv, a.v_in_k, args.split_q, args.split_p);
     __half* Qh = reinterpret_cast<__half*>(smem + L.q);
-    __half* Ql = reinterpret_cast<__half*>(smem + L.ql);  // with split: q - Qh, rounded to f16
+    __half* Ql = reinterpret_cast<__half*>(smem + L.ql);  // with split_q: q - Qh, rounded to f16
     __half* Kh = reinterpret_cast<__half*>(smem + L.k);
     __half* Vh = a.v_in_k ? Kh : reinterpret_cast<__half*>(smem + L.v);
     const int ldvh = a.v_in_k ? L.ldk : L.ldv;
     float* Sf = reinterpret_cast<float*>(smem + L.s);
     __half* Ph = reinterpret_cast<__half*>(smem + L.p);
-    __half* Pl = reinterpret_cast<__half*>(smem + L.pl);  // with split: p - Ph, rounded to f16
+    __half* Pl = reinterpret_cast<__half*>(smem + L.pl);  // with split_p: p - Ph, rounded to f16
     float* Of = reinterpret_cast<float*>(smem + L.o);
     float* m_s = reinterpret_cast<float*>(smem + L.stats);
     float* l_s = m_s + kRows;
@@ -216,7 +217,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         }
         const __half hi = __float2half_rn(q);
         Qh[r * L.ldq + d] = hi;
-        if (args.split) Ql[r * L.ldq + d] = __float2half_rn(q - __half2float(hi));
+        if (args.split_q) Ql[r * L.ldq + d] = __float2half_rn(q - __half2float(hi));
     }
     for (int i = threadIdx.x; i < kRows * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] = 0.0f;
     for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
@@ -248,7 +249,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
                 wmma::load_matrix_sync(qa, Qh + kk, L.ldq);
                 wmma::load_matrix_sync(kb, Kh + warp * 16 * L.ldk + kk, L.ldk);
                 wmma::mma_sync(s, qa, kb, s);
-                if (args.split) {  // + Q's low half times the same K
+                if (args.split_q) {  // + Q's low half times the same K
                     wmma::load_matrix_sync(qa, Ql + kk, L.ldq);
                     wmma::mma_sync(s, qa, kb, s);
                 }
@@ -273,7 +274,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
             const __half p_hi = __float2half_rn(p);
             Ph[r * L.ldp + lane] = p_hi;
-            if (args.split) Pl[r * L.ldp + lane] = __float2half_rn(p - __half2float(p_hi));
+            if (args.split_p) Pl[r * L.ldp + lane] = __float2half_rn(p - __half2float(p_hi));
             __syncwarp();  // every lane has read m_s[r] before lane 0 replaces it (racecheck)
             if (lane == 0) {
                 l_s[r] = l_s[r] * corr + sum;
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
                 wmma::load_matrix_sync(pa, Ph + kk, L.ldp);
                 wmma::load_matrix_sync(vb, Vh + kk * ldvh + n * 16, ldvh);
                 wmma::mma_sync(o, pa, vb, o);
-                if (args.split) {  // + P's low half times the same V
+                if (args.split_p) {  // + P's low half times the same V
                     wmma::load_matrix_sync(pa, Pl + kk, L.ldp);
                     wmma::mma_sync(o, pa, vb, o);
                 }
@@ -322,20 +323,25 @@ std::atomic<int64_t> g_launches{0};
 bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     if (a.dk % 16 != 0 || a.dv % 16 != 0) return false;
     if (a.v_in_k && a.dv > a.dk) return false;
-    // MLA's queries and probabilities go in as f16 pairs, hi + lo (two
-    // products each): rounded to f16 once (~5e-4), as the plain form takes
-    // them, they moved GLM-4.7-Flash's Q4_K_M logits 2.3e-3 in mean KL on the
-    // CPU (an f16 cache's values are exact in f16, so Q and P were the only
-    // roundings left). Other models keep one product.
-    const bool split = a.v_in_k;
-    const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split);
+    // The probabilities go in as f16 pairs, hi + lo (two products instead of
+    // one): rounded to f16 once, each p is off by up to 2^-11 of itself, and
+    // which way depends on the running maximum it was taken against, which
+    // differs between a prompt's tiles and a decoded token's (chunked prompts
+    // were 1.4e-4 in mean KL from the same tokens one at a time on the H200,
+    // Qwen3 with a q4_0 cache, bound 1e-4). MLA's queries go in as pairs too:
+    // rounded to f16 once they moved GLM-4.7-Flash's Q4_K_M logits 2.3e-3 in
+    // mean KL on the CPU (docs/cuda.md). Other models' queries keep one
+    // product (rounded the same way for every token, as llama.cpp's CUDA
+    // kernels round them).
+    const bool split_q = a.v_in_k, split_p = true;
+    const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
     if (ctx.shared_mem_per_block_optin > 0 && L.total > ctx.shared_mem_per_block_optin) return false;
 
     MmaArgs args{};
     args.a = a;
     args.group = a.n_head / a.n_head_kv;
     args.wide_loads = wide_tile_loads();
-    args.split = split;
+    args.split_q = split_q, args.split_p = split_p;
     args.head_splits = (args.group + kRows - 1) / kRows;
     args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
     args.tokens_per_tile = std::max(1, kRows / args.heads_per_block);
