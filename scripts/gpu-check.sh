@@ -140,6 +140,9 @@ run() {
     # And with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0).
     [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-tile-loads-off 30 env MOESERVE_CUDA_TILE_LOADS=0 "$tests" \
         --gtest_filter="$failed" --gtest_brief=1
+    # And with one f16 product for P and MLA's Q (MOESERVE_CUDA_MMA_PAIRS=0).
+    [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-pairs-off 30 env MOESERVE_CUDA_MMA_PAIRS=0 "$tests" \
+        --gtest_filter="$failed" --gtest_brief=1
     # And with the decode fusions off (MOESERVE_CUDA_FUSE=0: routing + plan, gate + up + activation, the
     # norms' int8 forms).
     [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$tests" \
@@ -223,6 +226,10 @@ run() {
     # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
     STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
         -ngl all -p 512 -n 0 -d 0 -r 3
+    # The tensor-core attention with one f16 product for P (and MLA's Q) instead of hi + lo pairs
+    # (MOESERVE_CUDA_MMA_PAIRS=0): what the pairs cost, at depth.
+    STEP_CAP=90 step bench-pairs-off 45 env MOESERVE_CUDA_MMA_PAIRS=0 "$MOESERVE_BIN" bench -m "$slice" \
+        -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
     # The attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0), at depth.
     STEP_CAP=90 step bench-tile-loads-off 45 env MOESERVE_CUDA_TILE_LOADS=0 "$MOESERVE_BIN" bench -m "$slice" \
         -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
@@ -273,6 +280,8 @@ run() {
         section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
             "$out/bench-mmq-pipeline.log"
         section rows "the slice without the int8 products (MOESERVE_CUDA_INT8=0)" "$out/bench-int8-off.log"
+        section rows "the slice at 32K with one f16 product for P instead of pairs (MOESERVE_CUDA_MMA_PAIRS=0)" \
+            "$out/bench-pairs-off.log"
         section rows "decode of the slice without the decode fusions (MOESERVE_CUDA_FUSE=0; compare bench-graphs)" \
             "$out/bench-fuse-off.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"

@@ -57,6 +57,17 @@ bool wide_tile_loads() {
     return on;
 }
 
+// Whether Q (MLA) and P go in as f16 pairs (flash_attention_mma): on unless
+// MOESERVE_CUDA_MMA_PAIRS=0, which keeps one f16 product each, for measuring
+// what the pairs cost. Read once.
+bool f16_pairs() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_MMA_PAIRS");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
+
 // Shared-memory layout (bytes), every piece on a 32-byte boundary as WMMA's
 // loads and stores need.
 struct MmaLayout {
@@ -333,7 +344,7 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     // mean KL on the CPU (docs/cuda.md). Other models' queries keep one
     // product (rounded the same way for every token, as llama.cpp's CUDA
     // kernels round them).
-    const bool split_q = a.v_in_k, split_p = true;
+    const bool split_q = a.v_in_k && f16_pairs(), split_p = f16_pairs();
     const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
     if (ctx.shared_mem_per_block_optin > 0 && L.total > ctx.shared_mem_per_block_optin) return false;
 
