@@ -104,6 +104,14 @@ struct Normed {
     std::unique_ptr<DeviceArray<float>> out;
     NormRows rows;
 };
+
+// Overwrites the norm's int8 codes (not its rows): a product that reads the
+// forms then gives other floats, one that rounds the rows itself does not.
+void spoil_forms(const Normed& in, int64_t n_rows, int64_t n) {
+    MOESERVE_CUDA_CHECK(cudaMemset(in.rows.q8k.q, 1, static_cast<size_t>(n_rows * n)));
+    MOESERVE_CUDA_CHECK(cudaMemset(in.rows.q80.q, 1, static_cast<size_t>(n_rows * n)));
+}
+
 Normed normed_input(Context& ctx, int64_t n_rows, int64_t n, std::mt19937& rng) {
     DeviceArray<float> x(normal_floats(n_rows * n, rng, 2.0f)), w(random_floats(n, rng, 0.5f, 1.5f));
     Normed r;
@@ -142,6 +150,13 @@ TEST_F(CudaNormRounding, projections_give_the_same_floats) {
         };
         const auto plain = run(nullptr), fused = run(&in.rows);
         for (size_t i = 0; i < plain.size(); ++i) expect_same_bytes(fused[i], plain[i], "product output");
+        // The forms were what the int8 products read: spoiled, the Q4_K/Q6_K/Q8_0 outputs change, IQ4_XS's not.
+        if (matvec_int8_supports(GgmlType::Q4_K)) {
+            spoil_forms(in, n_tokens, n);
+            const auto spoiled = run(&in.rows);
+            for (size_t i : {size_t{0}, size_t{1}, size_t{2}, size_t{4}}) EXPECT_NE(spoiled[i], plain[i]) << i;
+            expect_same_bytes(spoiled[3], plain[3], "IQ4_XS output (floats, rounded by the product)");
+        }
         finish();
     }
 }
@@ -185,6 +200,13 @@ TEST_F(CudaNormRounding, routed_and_dense_ffns_give_the_same_floats) {
             const auto plain = run(nullptr), fused = run(&in.rows);
             expect_same_bytes(fused.first, plain.first, "moe_ffn output");
             expect_same_bytes(fused.second, plain.second, "dense_ffn output");
+            // The forms were what the experts (through the fused routing's row index) and the dense FFN read.
+            if (matvec_int8_supports(c.up) && decode_fusions()) {
+                spoil_forms(in, n_tokens, n);
+                const auto spoiled = run(&in.rows);
+                EXPECT_NE(spoiled.first, plain.first) << "moe_ffn did not read the forms";
+                EXPECT_NE(spoiled.second, plain.second) << "dense_ffn did not read the forms";
+            }
             finish();
         }
     }

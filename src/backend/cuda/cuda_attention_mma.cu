@@ -344,9 +344,15 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     // mean KL on the CPU (docs/cuda.md). Other models' queries keep one
     // product (rounded the same way for every token, as llama.cpp's CUDA
     // kernels round them).
-    const bool split_q = a.v_in_k && f16_pairs(), split_p = f16_pairs();
-    const MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
-    if (ctx.shared_mem_per_block_optin > 0 && L.total > ctx.shared_mem_per_block_optin) return false;
+    bool split_q = a.v_in_k && f16_pairs();
+    const bool split_p = f16_pairs();
+    MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
+    const size_t limit = ctx.shared_mem_per_block_optin;
+    if (split_q && limit > 0 && L.total > limit) {  // MLA on a card with ~99 KiB a block (sm_86/89): Q in one
+        split_q = false;
+        L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
+    }
+    if (limit > 0 && L.total > limit) return false;
 
     MmaArgs args{};
     args.a = a;

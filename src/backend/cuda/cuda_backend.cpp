@@ -271,6 +271,7 @@ class CudaBackend final : public Backend {
     void fill(float* y, float value, int64_t n) override {
         if (recorded(Op::fill, y, value, n)) return;
         cuda::fill(ctx_, y, value, n);
+        wrote(y, n);
     }
     // Op by op a plain copy. In a graph the copy goes to pinned memory and
     // reaches host_dst after the graph has run.
@@ -314,6 +315,7 @@ class CudaBackend final : public Backend {
         const Weight dw = dev(w);
         if (recorded(Op::matmul, dw, x, n_tokens, y, expert)) return;
         cuda::matmul(ctx_, dw, x, n_tokens, y, expert, &norm_rows_);
+        wrote(y, n_tokens * dw.ne[1]);
     }
     void matmul_shared_input(const float* x, int64_t n_tokens, std::span<const Projection> projections) override {
         projections_.clear();  // a member: its storage is reused from call to call
@@ -323,6 +325,7 @@ class CudaBackend final : public Backend {
         }
         if (rec_.checking()) return;
         cuda::matmul_shared_input(ctx_, x, n_tokens, projections_, &norm_rows_);
+        for (const cuda::DeviceProjection& p : projections_) wrote(p.y, n_tokens * p.w.ne[1]);
     }
     void rope(float* x, int64_t n_tokens, int n_head, int head_dim, std::span<const int32_t> positions,
               const RopeParams& p) override {
@@ -412,12 +415,14 @@ class CudaBackend final : public Backend {
         const Weight r = dev(router), g = dev(gate_exps), u = dev(up_exps), d = dev(down_exps);
         if (recorded(Op::moe_ffn, x, n_tokens, r, g, u, d, dp, out)) return;
         cuda::moe_ffn(ctx_, x, n_tokens, r, g, u, d, dp, out, &norm_rows_);
+        wrote(out, n_tokens * d.ne[1]);
     }
     void dense_ffn(const float* x, int64_t n_tokens, const Weight& gate, const Weight& up, const Weight& down,
                    ExpertActivation act, float* out) override {
         const Weight g = dev(gate), u = dev(up), d = dev(down);
         if (recorded(Op::dense_ffn, x, n_tokens, g, u, d, act, out)) return;
         cuda::dense_ffn(ctx_, x, n_tokens, g, u, d, act, out, &norm_rows_);
+        wrote(out, n_tokens * d.ne[1]);
     }
     void ssm_conv(KvCache& cache, int layer, const float* x, int64_t x_stride, int64_t n_tokens,
                   std::span<const int32_t> seq_ids, const Weight& conv, const Weight& bias, float* out) override {
@@ -454,10 +459,17 @@ class CudaBackend final : public Backend {
     bool recorded(Op op, const Args&... args) {
         rec_.op(static_cast<uint64_t>(op), args...);
         // A norm's int8 forms go on only to the ops that read its rows (the
-        // products); any other op may rewrite them.
-        if (op != Op::matmul && op != Op::matmul_shared_input && op != Op::moe_ffn && op != Op::dense_ffn)
+        // products, which end them only where they write over the rows, and
+        // fill, whose one output is known); any other op may rewrite them.
+        if (op != Op::matmul && op != Op::matmul_shared_input && op != Op::moe_ffn && op != Op::dense_ffn &&
+            op != Op::fill)
             norm_rows_ = {};
         return rec_.checking();
+    }
+    // An op wrote the n floats at p: the norm's int8 forms end if those were its rows.
+    void wrote(const float* p, int64_t n) {
+        const float* rows = norm_rows_.rows;
+        if (rows && p < rows + norm_rows_.n_rows * norm_rows_.width && rows < p + n) norm_rows_ = {};
     }
 
     // Whether a norm of n_rows rows also writes its output's int8 forms
