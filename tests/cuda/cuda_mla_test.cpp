@@ -101,6 +101,13 @@ TEST_F(CudaMla, decode_and_prefill_match_cpu_for_every_cache_type) {
     }
 }
 
+// The tensor-core form's bound over an f16 cache: f32 rounding with Q and P
+// in f16 pairs, f16 rounding with MOESERVE_CUDA_MMA_PAIRS=0 (one product).
+double f16_cache_mma_bound() {
+    const char* pairs = std::getenv("MOESERVE_CUDA_MMA_PAIRS");
+    return pairs && std::string(pairs) == "0" ? 1e-2 : 1e-4;
+}
+
 // The tensor-core form on the latent rows (the default over an f16 cache;
 // quantized caches take the f32 kernel unless mma is asked for): Q and P go
 // in as f16 pairs hi + lo, so over an f16 cache, whose values f16 holds
@@ -112,8 +119,7 @@ TEST_F(CudaMla, tensor_core_form_matches_cpu) {
     std::mt19937 rng(21);
     const int64_t launches_before = mma_attention_launches();
     for (GgmlType type : {GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0}) {
-        const char* pairs = std::getenv("MOESERVE_CUDA_MMA_PAIRS");  // "0": one f16 product, bound as before
-        const double bound = type == GgmlType::F16 ? (pairs && std::string(pairs) == "0" ? 1e-2 : 1e-4) : 4e-2;
+        const double bound = type == GgmlType::F16 ? f16_cache_mma_bound() : 4e-2;
         SCOPED_TRACE(ggml_type_name(type));
         for (int64_t n : {1, 4097}) {
             EXPECT_LT(run_mla(ctx_, type, 20, {{n - 1, 1}}, rng), bound) << "decode over " << n << " cells";
@@ -123,6 +129,21 @@ TEST_F(CudaMla, tensor_core_form_matches_cpu) {
         finish();
     }
     EXPECT_EQ(mma_attention_launches() - launches_before, 3 * 3);
+}
+
+// Unset, MOESERVE_CUDA_ATTENTION picks the tensor-core form for MLA over an
+// f16 cache and the f32 kernel over a quantized one (whose values f16 would
+// round), within the f32 kernel's bounds either way.
+TEST_F(CudaMla, automatic_choice_keeps_a_quantized_latent_cache_off_the_tensor_cores) {
+    unsetenv("MOESERVE_CUDA_ATTENTION");
+    std::mt19937 rng(22);
+    for (GgmlType type : {GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0}) {
+        SCOPED_TRACE(ggml_type_name(type));
+        const int64_t before = mma_attention_launches();
+        EXPECT_LT(run_mla(ctx_, type, 20, {{300, 1}}, rng), type == GgmlType::F16 ? f16_cache_mma_bound() : 1e-3);
+        finish();
+        EXPECT_EQ(mma_attention_launches() - before, type == GgmlType::F16 ? 1 : 0);
+    }
 }
 
 }  // namespace
