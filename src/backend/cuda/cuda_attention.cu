@@ -465,7 +465,8 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     // GLM-4.7-Flash's logits move by more than the goldens allow with errors
     // of that size (its queries alone rounded to f16: 2.3e-3 in mean KL).
     const bool mla_quantized = a.v_in_k && !kv_is_float_type(a.type_k);
-    const bool mma = kernel == AttentionKernel::mma || (kernel == AttentionKernel::automatic && !mla_quantized);
+    // (vec and lane fall back here as the automatic choice does.)
+    const bool mma = kernel == AttentionKernel::mma || (kernel != AttentionKernel::f32 && !mla_quantized);
     if (mma && flash_attention_mma(ctx, a)) return;
 
     KernelArgs args{};
