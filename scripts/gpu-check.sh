@@ -216,10 +216,6 @@ run() {
         STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
         kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
     fi
-    # The K-quant products without their int8 kernels (MOESERVE_CUDA_INT8=0: dequantized to
-    # float for decode, to f16 for cuBLAS / the grouped expert GEMM for prompts).
-    STEP_CAP=90 step bench-int8-off 45 env MOESERVE_CUDA_INT8=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 512 -n 64 -d 0 -ctk f16 -ctv f16 -r 2
     # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
     STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
         -p 0 -n 64 -d 0 -npl 1,4 -r 2
@@ -279,7 +275,6 @@ run() {
             "$out/bench-tile-loads-off.log"
         section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
             "$out/bench-mmq-pipeline.log"
-        section rows "the slice without the int8 products (MOESERVE_CUDA_INT8=0)" "$out/bench-int8-off.log"
         section rows "the slice at 32K with one f16 product for P instead of pairs (MOESERVE_CUDA_MMA_PAIRS=0)" \
             "$out/bench-pairs-off.log"
         section rows "decode of the slice without the decode fusions (MOESERVE_CUDA_FUSE=0; compare bench-graphs)" \
