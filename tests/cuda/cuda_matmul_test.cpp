@@ -268,5 +268,33 @@ TEST_F(CudaMatmul, matmul_heads_matches_cpu_with_strided_heads) {
     }
 }
 
+// Prompts of per-head weights without an int8 tensor-core path (MLA's
+// attn_k_b: Q5_0 rows of 128 in GLM-4.7-Flash's Q4_K_M files) take the
+// matrix-vector kernels, not f16 GEMMs: the CPU's numbers to float rounding,
+// at decode's bounds (f16 would round weights and activations by ~5e-4).
+TEST_F(CudaMatmul, matmul_heads_prompts_without_int8_products_keep_float_precision) {
+    std::mt19937 rng(14);
+    const auto cpu = make_cpu_backend(1);
+    const int n_head = 4;
+    for (GgmlType type : {GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::IQ4_NL, GgmlType::BF16}) {
+        const int64_t in = 128, out = 256;
+        const TestWeight w = make_test_weight(type, in, out, n_head, rng);
+        for (int64_t n_tokens : {40, 300}) {
+            const std::string what = std::string(ggml_type_name(type)) + " tokens " + std::to_string(n_tokens);
+            const int64_t head_stride = in + 64, token_stride = n_head * head_stride;  // MLA: q_nope then RoPE part
+            const std::vector<float> x = normal_floats(n_tokens * token_stride, rng);
+            std::vector<float> want(n_tokens * n_head * out);
+            cpu->matmul_heads(w.host, x.data(), n_tokens, token_stride, head_stride, want.data());
+            DeviceArray<float> dx(x), dy(n_tokens * n_head * out);
+            matmul_heads(ctx_, w.device, dx.get(), n_tokens, token_stride, head_stride, dy.get());
+            const std::vector<float> got = dy.download();
+            const std::vector<double> want_d = to_double(want);
+            EXPECT_LT(relative_rms_error(got, want_d), 2e-5) << what;
+            EXPECT_LT(max_error_over_rms(got, want_d), 2e-4) << what;
+            finish();
+        }
+    }
+}
+
 }  // namespace
 }  // namespace moeserve::cuda::test
