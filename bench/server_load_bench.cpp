@@ -3,8 +3,11 @@
 // streaming clients) and prints one markdown table row: aggregate generated
 // tokens/s, per-request tokens/s and time to first token p50/p99, and from
 // the server's /metrics where its inference thread spent the run: tokens per
-// forward step and the share of the run spent in forward passes (near 100%:
-// the model itself is the limit, not HTTP, JSON or sampling).
+// forward step, the share of the run spent in forward passes (near 100%:
+// the model itself is the limit, not HTTP, JSON or sampling), and the decode
+// throughput of the steps that only decoded (tokens over their whole time,
+// sampling and streaming included): generation apart from the prompts, which
+// batching does not speed up.
 //
 // Models: the 4-layer synthetic qwen3moe benchmark model (bench_spec,
 // Q4_K_M; written to a temporary file) and the tiny qwen3moe fixture.
@@ -175,8 +178,8 @@ int main(int argc, char** argv) {
                 o.requests, o.max_tokens, o.prompt_tokens);
     std::printf(
         "| model | -t | -np | prompt tokens | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | "
-        "tokens/step | in forward | ok |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        "tokens/step | in forward | decode-step tok/s | ok |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     std::fflush(stdout);
     for (const auto& [label, path] : models) {
         for (int threads : o.threads) {
@@ -188,8 +191,8 @@ int main(int argc, char** argv) {
                     {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(threads), "--metrics"},
                     log);
                 if (server.port() == 0) {
-                    std::printf("| %s | %d | %d | server did not start (see %s) ||||||||\n", label.c_str(), threads, np,
-                                log.c_str());
+                    std::printf("| %s | %d | %d | server did not start (see %s) |||||||||\n", label.c_str(), threads,
+                                np, log.c_str());
                     continue;
                 }
                 const std::string report = run_capture(
@@ -206,13 +209,17 @@ int main(int argc, char** argv) {
                 const std::string per_step = steps > 0 ? fmt::format("{:.1f}", evaluated / steps) : "?";
                 const std::string forward_share =
                     forward_s >= 0 && wall != "?" ? fmt::format("{:.0f}%", 100.0 * forward_s / std::stod(wall)) : "?";
-                std::printf("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(), threads, np,
-                            field(report, "prompt tokens: +([0-9.]+)").c_str(),
+                const double decode_tokens = metric(metrics, "moeserve:decode_steps_tokens_total");
+                const double decode_s = metric(metrics, "moeserve:decode_steps_seconds_total");
+                const std::string decode_rate =
+                    decode_tokens > 0 && decode_s > 0 ? fmt::format("{:.1f}", decode_tokens / decode_s) : "?";
+                std::printf("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(),
+                            threads, np, field(report, "prompt tokens: +([0-9.]+)").c_str(),
                             field(report, "aggregate tokens/s: +([0-9.]+)").c_str(),
                             field(report, "per-request tokens/s: +mean ([0-9.]+)").c_str(),
                             field(report, "time to first token: +p50 ([0-9.]+) ms").c_str(),
                             field(report, "p99 ([0-9.]+) ms").c_str(), per_step.c_str(), forward_share.c_str(),
-                            field(report, "requests: +([0-9]+) ok").c_str(), o.requests);
+                            decode_rate.c_str(), field(report, "requests: +([0-9]+) ok").c_str(), o.requests);
                 std::fflush(stdout);
             }
         }

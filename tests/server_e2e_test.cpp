@@ -291,6 +291,14 @@ TEST_F(ServerE2E, sixteen_concurrent_streams_complete_with_the_sequential_greedy
     std::smatch m;
     ASSERT_TRUE(std::regex_search(metrics, m, std::regex("llamacpp:n_busy_slots_per_decode ([0-9.e+]+)")));
     EXPECT_GT(std::stod(m[1]), 1.0);  // the concurrent requests were batched together
+    // The decode-only steps: some tokens, no more than were generated, and their time.
+    ASSERT_TRUE(std::regex_search(metrics, m, std::regex("moeserve:decode_steps_tokens_total ([0-9.e+]+)")));
+    const double decode_tokens = std::stod(m[1]);
+    ASSERT_TRUE(std::regex_search(metrics, m, std::regex("llamacpp:tokens_predicted_total ([0-9.e+]+)")));
+    EXPECT_GT(decode_tokens, 0.0);
+    EXPECT_LE(decode_tokens, std::stod(m[1]));
+    ASSERT_TRUE(std::regex_search(metrics, m, std::regex("moeserve:decode_steps_seconds_total ([0-9.e+-]+)")));
+    EXPECT_GT(std::stod(m[1]), 0.0);
 }
 
 // The chat page's own script, run by node over a small DOM stand-in against a real server

@@ -405,6 +405,7 @@ SlotActionResult Scheduler::run_slot_action(Slot& s, SlotAction action, const st
 bool Scheduler::step() {
     std::unique_lock<std::mutex> lock(mu_);
     auto now = SteadyClock::now();
+    const auto t_step = now;
     drop_cancelled(now);
     run_slot_actions();
     admit(now);
@@ -582,6 +583,10 @@ bool Scheduler::step() {
         if (s->sample(row, now)) record_finished(*s);
     }
     stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+    if (rec.n_prompt == 0) {  // a decode-only step, sampling and streaming included
+        stats_.n_decode_step_tokens += static_cast<uint64_t>(rec.n_decode);
+        stats_.t_decode_steps_s += seconds_between(t_step, SteadyClock::now());
+    }
     return true;
 }
 

@@ -94,6 +94,11 @@ struct SchedulerStats {
     uint64_t n_tokens_evaluated = 0;     // every token the model evaluated
     int64_t n_tokens_max = 0;            // most tokens one slot has held
     double t_forward_total_s = 0;        // time inside the model
+    // Steps that only decoded (no prompt chunk): their tokens and their whole
+    // time (forward pass, sampling, streaming), the server's decode
+    // throughput apart from prompt processing.
+    uint64_t n_decode_step_tokens = 0;
+    double t_decode_steps_s = 0;
     uint64_t n_requests_done = 0, n_requests_failed = 0, n_requests_cancelled = 0;
     int n_processing = 0;  // busy slots now
     int n_queued = 0;      // requests waiting for a slot now
