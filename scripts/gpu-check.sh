@@ -433,10 +433,11 @@ tiny_load() {
     local rc=1
     [ $ready = 1 ] && "$MOESERVE_BIN" load --url "http://127.0.0.1:$port" -c 8 -n 64 --max-tokens 64 --prompt-tokens 16
     rc=$?
-    # The forward passes' share of the run (where the host time per step goes).
+    # The forward passes' share of the run (where the host time per step goes), and the
+    # decode-only steps' tokens and time (their tokens/s: issue 5's decode throughput).
     if [ $ready = 1 ] && exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
         printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-        grep -E "^(moeserve:forward_seconds_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
+        grep -E "^(moeserve:forward_seconds_total|moeserve:decode_steps_(tokens|seconds)_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
         exec 3<&-
     fi
     kill "$pid" 2>/dev/null
