@@ -342,14 +342,6 @@ struct RoundedInputs {
         return p;
     }
 
-    // The norm's int8 form of x for the int8 kernel reading weights of `type`
-    // (null: none, or the kernel reads floats).
-    const Q8Rows* from_norm(GgmlType type) const {
-        const GgmlType act = activation_rounding(type);
-        if (!norm || !has_int8_form(act, width) || !matvec_int8_supports(type)) return nullptr;
-        return norm->find(x, n_tokens, width, act);
-    }
-
     // x rounded to q8_K / q8_0 in int8 form only, for the int8 prompt products (made once each).
     Q8Rows q8k_rows{}, q80_rows{};
     const Q8Rows& q8(Context& ctx, GgmlType act) {
@@ -368,7 +360,7 @@ void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, 
     if (!in.gemm) {
         MatvecArgs a;
         a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-        if (const Q8Rows* q8 = in.from_norm(w.type))
+        if (const Q8Rows* q8 = norm_int8_rows(in.norm, in.x, in.n_tokens, in.width, w.type))
             a.x = in.x, a.xq = *q8;  // the int8 kernel reads only xq
         else
             a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));
@@ -417,7 +409,7 @@ bool matvec_gated(Context& ctx, const Weight& gate, const Weight& up, const floa
     RoundedInputs in{x, n_tokens, w.ne[0], false, norm};
     MatvecArgs a;
     a.w = w.data, a.matrix_bytes = w.matrix_bytes, a.row_bytes = w.row_bytes, a.in = w.ne[0], a.out = w.ne[1];
-    if (const Q8Rows* q8 = in.from_norm(w.type))
+    if (const Q8Rows* q8 = norm_int8_rows(in.norm, in.x, in.n_tokens, in.width, w.type))
         a.x = x, a.xq = *q8;  // the int8 kernel reads only xq
     else
         a.x = static_cast<const float*>(in.get(ctx, activation_rounding(w.type), &a.xq));

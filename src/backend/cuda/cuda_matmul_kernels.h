@@ -143,6 +143,17 @@ void dequantize_rows_f16(Context& ctx, const Weight& w, int matrix, int64_t row0
 // vec_dot_type (cuda_activation_rounding.cu).
 GgmlType activation_rounding(GgmlType partner);
 
+// The int8 form of x ([n_rows, width]) that `norm` made, for the int8 kernels
+// reading weights of `weight_type`; null when there is none for x, or those
+// weights are read in float.
+inline const Q8Rows* norm_int8_rows(const NormRows* norm, const float* x, int64_t n_rows, int64_t width,
+                                    GgmlType weight_type) {
+    if (!norm) return nullptr;
+    const GgmlType act = activation_rounding(weight_type);
+    if (!has_int8_form(act, width) || !matvec_int8_supports(weight_type)) return nullptr;
+    return norm->find(x, n_rows, width, act);
+}
+
 // dst[g][r] (dense [n_groups, n_rows, width]) = the width floats at
 // src + g * group_stride + r * row_stride, rounded as the CPU rounds
 // activations to `act` (F32: unchanged), as f32 or converted to f16.

@@ -421,9 +421,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
             const bool int8 = has_int8_form(act, in_width);
             Q8Rows& q8 = act == GgmlType::Q8_K ? q8k : q80;
             // The experts' inputs are their tokens' rows of the norm's int8 form, read through src_row.
-            const Q8Rows* from_norm = gather && norm && xe == x && int8 && matvec_int8_supports(w.type)
-                                          ? norm->find(x, n_tokens, n_in, act)
-                                          : nullptr;
+            const Q8Rows* from_norm = gather && xe == x ? norm_int8_rows(norm, x, n_tokens, n_in, w.type) : nullptr;
             a.xq_rows = nullptr;
             if (from_norm) {
                 a.xq = *from_norm, a.xq_rows = src_row;
