@@ -44,6 +44,12 @@ int main(int argc, char** argv) {
                 if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
                 return argv[++i];
             };
+            if (a == "-h" || a == "--help") {
+                fmt::print(
+                    "usage: deepseek2_bench [--threads N] [--dir DIR] [--depths 0,8192,32768] [--prefill 512] "
+                    "[--decode 32] [--mix Q4_K_M] [--cache f16,q4_0]\n");
+                return 0;
+            }
             if (a == "--threads")
                 threads = std::stoi(next());
             else if (a == "--dir")

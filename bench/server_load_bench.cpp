@@ -30,6 +30,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,32 +124,78 @@ double metric(const std::string& text, const std::string& name) {
     return std::regex_search(text, m, std::regex("\n" + name + " ([0-9.e+-]+)")) ? std::stod(m[1].str()) : -1;
 }
 
+constexpr const char* kUsage =
+    "usage: server_load_bench [--clients 8] [--requests 16] [--max-tokens 64] [--prompt-tokens 16]\n"
+    "                         [--np 1,2,4,8] [--threads 2] [--models bench,tiny]\n"
+    "Starts `moeserve serve` (next to this binary) for each model, slot count and thread count,\n"
+    "drives it with `moeserve load` and prints one markdown row each. --threads and --np take lists;\n"
+    "models: bench (the 4-layer synthetic qwen3moe) and tiny (the qwen3moe fixture; $MOESERVE_FIXTURES\n"
+    "or ../shared/fixtures).\n";
+
+// A positive whole number, or a message naming the option.
+int positive(const std::string& option, const std::string& value) {
+    size_t used = 0;
+    int n = 0;
+    try {
+        n = std::stoi(value, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != value.size() || n <= 0)
+        throw std::invalid_argument(option + " wants a positive whole number, got '" + value + "'");
+    return n;
+}
+
+std::vector<int> positives(const std::string& option, const std::string& value) {
+    std::vector<int> out;
+    for (const auto& x : split(value)) out.push_back(positive(option, x));
+    if (out.empty()) throw std::invalid_argument(option + " wants a list such as 1,4");
+    return out;
+}
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string k = argv[i];
+        if (k == "-h" || k == "--help") {
+            std::fputs(kUsage, stdout);
+            std::exit(0);
+        }
+        if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
+        const std::string v = argv[++i];
+        if (k == "--clients")
+            o.clients = positive(k, v);
+        else if (k == "--requests")
+            o.requests = positive(k, v);
+        else if (k == "--max-tokens")
+            o.max_tokens = positive(k, v);
+        else if (k == "--prompt-tokens")
+            o.prompt_tokens = positive(k, v);
+        else if (k == "--threads")
+            o.threads = positives(k, v);
+        else if (k == "--np")
+            o.slots = positives(k, v);
+        else if (k == "--models") {
+            o.models = split(v);
+            for (const auto& m : o.models)
+                if (m != "bench" && m != "tiny")
+                    throw std::invalid_argument("--models: unknown model '" + m + "' (bench or tiny)");
+        } else {
+            throw std::invalid_argument("unknown option " + k);
+        }
+    }
+    return o;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     Options o;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string k = argv[i], v = argv[i + 1];
-        if (k == "--clients")
-            o.clients = std::stoi(v);
-        else if (k == "--requests")
-            o.requests = std::stoi(v);
-        else if (k == "--max-tokens")
-            o.max_tokens = std::stoi(v);
-        else if (k == "--prompt-tokens")
-            o.prompt_tokens = std::stoi(v);
-        else if (k == "--threads") {
-            o.threads.clear();
-            for (auto& t : split(v)) o.threads.push_back(std::stoi(t));
-        } else if (k == "--models")
-            o.models = split(v);
-        else if (k == "--np") {
-            o.slots.clear();
-            for (auto& s : split(v)) o.slots.push_back(std::stoi(s));
-        } else {
-            std::fprintf(stderr, "unknown option %s\n", k.c_str());
-            return 2;
-        }
+    try {
+        o = parse_options(argc, argv);
+    } catch (const std::invalid_argument& e) {
+        std::fprintf(stderr, "server_load_bench: %s\n%s", e.what(), kUsage);
+        return 2;
     }
     const std::string binary = (fs::absolute(fs::path(argv[0])).parent_path() / "moeserve").string();
     const fs::path dir = fs::temp_directory_path() / "moeserve-bench";
