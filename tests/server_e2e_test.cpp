@@ -58,9 +58,23 @@ TEST_F(ServerE2E, health_models_props_and_unknown_routes) {
     auto p = curl(server_->url("/props")).json_body();
     EXPECT_EQ(p["total_slots"], 4);
     EXPECT_EQ(p["default_generation_settings"]["n_ctx"], 512);
+    EXPECT_EQ(p["ui"], true);  // the chat page below
+    EXPECT_EQ(p["ui_settings"], json::object());
     auto nf = curl(server_->url("/no/such/route"));
     EXPECT_EQ(nf.status, 404);
     EXPECT_EQ(nf.json_body()["error"]["type"], "not_found_error");
+    // llama-server's routes for features moeserve lacks answer as llama-server's do when off.
+    for (const char* route : {"/rerank", "/v1/rerank", "/reranking", "/v1/audio/transcriptions"}) {
+        auto r = curl(server_->url(route), "POST", "{}");
+        EXPECT_EQ(r.status, 501) << route;
+        EXPECT_EQ(r.json_body()["error"]["type"], "not_supported_error") << route;
+    }
+    for (const char* route : {"/tools", "/cors-proxy"}) {
+        auto r = curl(server_->url(route));
+        EXPECT_EQ(r.status, 403) << route;
+        EXPECT_EQ(r.json_body(),
+                  json::parse(R"({"error":{"message":"this feature is disabled","type":"feature_disabled"}})"));
+    }
     // The built-in chat page, which talks to the server's own chat route.
     auto page = curl(server_->url("/"));
     EXPECT_EQ(page.status, 200);
@@ -188,6 +202,64 @@ TEST_F(ServerE2E, native_completion_and_tokenizer_routes) {
     EXPECT_EQ(detok["content"], "Hello world");
 }
 
+// timings_per_token and return_progress (spec server-behaviour §5.6), and the
+// prompt's length in the native stream's intermediate chunks.
+TEST_F(ServerE2E, streams_carry_prompt_progress_and_timings_per_token_when_asked) {
+    const json native = {{"prompt", "Hello there, how are you today?"},
+                         {"n_predict", 3},
+                         {"temperature", 0},
+                         {"ignore_eos", true},
+                         {"stream", true},
+                         {"cache_prompt", false},
+                         {"return_progress", true},
+                         {"timings_per_token", true}};
+    auto r = curl(server_->url("/completion"), "POST", native.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto events = sse_payloads(r.body);
+    ASSERT_GE(events.size(), 5u);  // progress at the start and after the prompt, 3 tokens, the final object
+    const json start = json::parse(events[0]), done = json::parse(events[1]);
+    const int64_t n_prompt = json::parse(events.back())["tokens_evaluated"];
+    ASSERT_TRUE(start.contains("prompt_progress")) << events[0];
+    EXPECT_EQ(start["prompt_progress"]["total"], n_prompt);
+    EXPECT_EQ(start["prompt_progress"]["processed"], 0);
+    EXPECT_EQ(done["prompt_progress"]["processed"], n_prompt);
+    EXPECT_EQ(start["content"], "");
+    EXPECT_EQ(start["tokens_evaluated"], n_prompt);
+    int tokens = 0;
+    for (size_t i = 2; i + 1 < events.size(); ++i) {
+        const json e = json::parse(events[i]);
+        EXPECT_FALSE(e.contains("prompt_progress"));
+        EXPECT_EQ(e["tokens_evaluated"], n_prompt);
+        ASSERT_TRUE(e.contains("timings")) << events[i];
+        EXPECT_EQ(e["timings"]["prompt_n"], n_prompt);
+        EXPECT_EQ(e["timings"]["predicted_n"], ++tokens);
+    }
+    EXPECT_EQ(tokens, 3);
+
+    // Chat: progress rides on role chunks; timings on each token's chunk; neither without the fields.
+    json chat = json::parse(kChat);
+    chat["stream"] = true;
+    chat["max_tokens"] = 3;
+    chat["return_progress"] = true;
+    chat["timings_per_token"] = true;
+    auto c = curl(server_->url("/v1/chat/completions"), "POST", chat.dump());
+    ASSERT_EQ(c.status, 200) << c.body;
+    auto chunks = sse_payloads(c.body);
+    const json p0 = json::parse(chunks[0]);
+    EXPECT_EQ(p0["choices"][0]["delta"]["role"], "assistant");
+    EXPECT_TRUE(p0.contains("prompt_progress")) << chunks[0];
+    int with_timings = 0;
+    for (size_t i = 0; i + 1 < chunks.size(); ++i) with_timings += json::parse(chunks[i]).contains("timings");
+    EXPECT_GE(with_timings, 3);  // every token's chunk, and the final one
+    chat.erase("return_progress");
+    chat.erase("timings_per_token");
+    auto plain = sse_payloads(curl(server_->url("/v1/chat/completions"), "POST", chat.dump()).body);
+    for (size_t i = 0; i + 2 < plain.size(); ++i) {  // all but the finish chunk and [DONE]
+        EXPECT_FALSE(json::parse(plain[i]).contains("prompt_progress")) << plain[i];
+        EXPECT_FALSE(json::parse(plain[i]).contains("timings")) << plain[i];
+    }
+}
+
 TEST_F(ServerE2E, errors_have_openai_shapes_and_status_codes) {
     std::string big = R"({"messages":[{"role":"user","content":")";
     for (int i = 0; i < 600; ++i) big += "word ";
@@ -226,6 +298,26 @@ TEST_F(ServerE2E, errors_have_openai_shapes_and_status_codes) {
              R"({"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":7}}]})");
     EXPECT_EQ(tools.status, 400);
     EXPECT_NE(tools.body.find("tools[0].function.name"), std::string::npos) << tools.body;
+    // Combinations llama-server refuses: tools with a custom grammar, logprobs with tools and streaming.
+    json with_tools = {
+        {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+        {"max_tokens", 2},
+        {"tools", {{{"type", "function"}, {"function", {{"name", "f"}, {"parameters", {{"type", "object"}}}}}}}}};
+    json grammar = with_tools;
+    grammar["grammar"] = "root ::= \"a\"";
+    auto refused = curl(server_->url("/v1/chat/completions"), "POST", grammar.dump());
+    EXPECT_EQ(refused.status, 400);
+    EXPECT_EQ(refused.json_body()["error"]["message"], "Cannot use custom grammar constraints with tools.");
+    grammar["tool_choice"] = "none";  // no tool calls to parse: the grammar alone
+    EXPECT_EQ(curl(server_->url("/v1/chat/completions"), "POST", grammar.dump()).status, 200);
+    json lp = with_tools;
+    lp["logprobs"] = true;
+    lp["stream"] = true;
+    refused = curl(server_->url("/v1/chat/completions"), "POST", lp.dump());
+    EXPECT_EQ(refused.status, 400);
+    EXPECT_EQ(refused.json_body()["error"]["message"], "logprobs is not supported with tools + stream");
+    lp["stream"] = false;
+    EXPECT_EQ(curl(server_->url("/v1/chat/completions"), "POST", lp.dump()).status, 200);
     // The server is still fine.
     EXPECT_EQ(curl(server_->url("/health")).status, 200);
 }
@@ -419,10 +511,10 @@ TEST(ServerE2EFlags, full_queue_answers_503_with_retry_after) {
 TEST(ServerE2EFlags, bad_flags_are_refused_at_start_and_sigterm_stops_cleanly) {
     MOESERVE_REQUIRE_FIXTURES();
     auto unknown = test::run_moeserve({"serve", "-m", model_path(), "--frobnicate"});
-    EXPECT_EQ(unknown.status, 2);
+    EXPECT_EQ(unknown.status, 1);  // llama-server's status for an unknown flag or a bad value
     EXPECT_NE(unknown.err.find("--frobnicate"), std::string::npos);
     auto bad = test::run_moeserve({"serve", "-m", model_path(), "-ctk", "q9_9"});
-    EXPECT_NE(bad.status, 0);
+    EXPECT_EQ(bad.status, 1);
     EXPECT_NE(bad.err.find("q9_9"), std::string::npos);
     auto help = test::run_moeserve({"serve", "--help"});
     EXPECT_EQ(help.status, 0);
@@ -545,6 +637,7 @@ TEST(ServerE2EFlags, llama_server_chat_cors_and_load_flags_take_effect) {
               "--no-webui"});
     ASSERT_TRUE(s.ready()) << s.log();
     EXPECT_EQ(curl(s.url("/")).status, 404);  // --no-webui
+    EXPECT_EQ(curl(s.url("/props")).json_body()["ui"], false);
 
     const std::string closed_think = "<|im_start|>assistant\n<think>\n\n</think>\n\n";  // enable_thinking false
     json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};

@@ -17,9 +17,9 @@ ServerOptions parse(std::vector<std::string> args, std::map<std::string, std::st
     });
 }
 
-std::string error_of(std::vector<std::string> args) {
+std::string error_of(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
     try {
-        parse(args);
+        parse(args, env);
     } catch (const ServerFlagError& e) {
         return e.what();
     }
@@ -279,6 +279,32 @@ TEST(ServerFlags, environment_variables_apply_and_the_command_line_wins) {
     EXPECT_EQ(o.n_ctx, 2048);
     EXPECT_TRUE(o.endpoint_metrics);
     EXPECT_EQ(o.n_parallel, 3);
+}
+
+// Spec server-behaviour §1.1: false words turn a switch off (its --no- form),
+// and a negative variable such as LLAMA_ARG_NO_MMAP says "no" by being set.
+TEST(ServerFlags, boolean_environment_variables_turn_switches_off_too) {
+    auto off = parse({"-m", "m"}, {{"LLAMA_ARG_ENDPOINT_SLOTS", "false"},
+                                   {"LLAMA_ARG_JINJA", "0"},
+                                   {"LLAMA_ARG_CACHE_PROMPT", "off"},
+                                   {"LLAMA_ARG_UI", "disabled"},
+                                   {"LLAMA_ARG_MMAP", "false"}});
+    EXPECT_FALSE(off.endpoint_slots);
+    EXPECT_FALSE(off.jinja);
+    EXPECT_FALSE(off.cache_prompt);
+    EXPECT_FALSE(off.webui);
+    EXPECT_EQ(off.load_mode, LoadMode::read);
+    auto on = parse({"-m", "m"}, {{"LLAMA_ARG_ENDPOINT_SLOTS", "true"}, {"LLAMA_ARG_UI", "1"}});
+    EXPECT_TRUE(on.endpoint_slots);
+    EXPECT_TRUE(on.webui);
+    EXPECT_EQ(parse({"-m", "m"}, {{"LLAMA_ARG_NO_MMAP", "yes"}}).load_mode, LoadMode::read);
+    EXPECT_EQ(parse({"-m", "m"}, {{"LLAMA_ARG_NO_MMAP", ""}}).load_mode, LoadMode::read);
+    // The command line still wins over the variable.
+    EXPECT_TRUE(parse({"-m", "m", "--slots"}, {{"LLAMA_ARG_ENDPOINT_SLOTS", "false"}}).endpoint_slots);
+    // A false continuous-batching variable is refused like -nocb; a bad word is named.
+    EXPECT_NE(error_of({"-m", "m"}, {{"LLAMA_ARG_CONT_BATCHING", "false"}}).find("continuous batching"),
+              std::string::npos);
+    EXPECT_NE(error_of({"-m", "m"}, {{"LLAMA_ARG_JINJA", "maybe"}}).find("LLAMA_ARG_JINJA"), std::string::npos);
 }
 
 TEST(ServerFlags, help_documents_every_flag) {

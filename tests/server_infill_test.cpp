@@ -6,13 +6,8 @@
 // written out here from llama.cpp's format_prompt_infill.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
-#include <filesystem>
-
 #include "fixtures.h"
-#include "gguf/gguf_file.h"
-#include "gguf/gguf_writer.h"
+#include "model_copy.h"
 #include "server_harness.h"
 
 namespace moeserve {
@@ -35,29 +30,15 @@ constexpr uint32_t kSep = 680;  // </think>
 
 // A copy of the fixture with FIM token ids; with_repo adds fim_rep and fim_sep.
 std::string fim_model(bool with_repo) {
-    const auto dir = std::filesystem::temp_directory_path() / "moeserve-tests";
-    std::filesystem::create_directories(dir);
-    const std::string path =
-        (dir / (std::string(with_repo ? "fim-repo-" : "fim-") + std::to_string(::getpid()) + ".gguf")).string();
-    if (std::filesystem::exists(path)) return path;
-    const GgufFile src = GgufFile::open(plain_model());
-    GgufWriter w;
-    for (const auto& kv : src.metadata()) w.set(kv.key, kv.value);
-    w.set("tokenizer.ggml.fim_pre_token_id", kPre);
-    w.set("tokenizer.ggml.fim_suf_token_id", kSuf);
-    w.set("tokenizer.ggml.fim_mid_token_id", kMid);
-    if (with_repo) {
-        w.set("tokenizer.ggml.fim_rep_token_id", kRep);
-        w.set("tokenizer.ggml.fim_sep_token_id", kSep);
-    }
-    for (const auto& t : src.tensors()) {
-        const uint8_t* data = src.tensor_data(t);
-        w.add_tensor(t.name, t.type, std::vector<int64_t>(t.ne.begin(), t.ne.begin() + t.n_dims),
-                     std::vector<uint8_t>(data, data + t.nbytes));
-    }
-    w.write(path + ".tmp");
-    std::filesystem::rename(path + ".tmp", path);
-    return path;
+    return test::model_copy(plain_model(), with_repo ? "fim-repo" : "fim", [&](GgufWriter& w) {
+        w.set("tokenizer.ggml.fim_pre_token_id", kPre);
+        w.set("tokenizer.ggml.fim_suf_token_id", kSuf);
+        w.set("tokenizer.ggml.fim_mid_token_id", kMid);
+        if (with_repo) {
+            w.set("tokenizer.ggml.fim_rep_token_id", kRep);
+            w.set("tokenizer.ggml.fim_sep_token_id", kSep);
+        }
+    });
 }
 
 // -b 256: the prefix keeps its last 192 tokens, the suffix its first 62 - |prompt|.

@@ -80,6 +80,8 @@ struct Collected {
     std::vector<int32_t> tokens;
     GenerationResult result;
     std::string message;
+    std::vector<PromptProgress> progress;
+    std::vector<Timings> token_timings;
 };
 
 void drain(GenerationStream& s, Collected& c) {
@@ -88,9 +90,13 @@ void drain(GenerationStream& s, Collected& c) {
             case GenerationEvent::Kind::started:
                 c.started = true;
                 break;
+            case GenerationEvent::Kind::progress:
+                c.progress.push_back(e->progress);
+                break;
             case GenerationEvent::Kind::token:
                 c.text += e->text;
                 c.tokens.push_back(e->token);
+                c.token_timings.push_back(e->timings);
                 break;
             case GenerationEvent::Kind::done:
                 c.done = true;
@@ -244,6 +250,46 @@ TEST(ServerScheduler, reuses_the_cached_prompt_prefix) {
     auto fourth = run_one(s, no_cache);
     EXPECT_EQ(fourth.result.timings.cache_n, 0);
     EXPECT_EQ(fourth.tokens, second.tokens);
+}
+
+// return_progress (llama-server's prompt_progress): one event when the slot
+// takes the request, then one per evaluated chunk of the prompt, counting the
+// reused prefix as cache; each token event carries the timings so far.
+TEST(ServerScheduler, prompt_progress_and_timings_so_far) {
+    Rig rig(1, 1024, false, /*n_batch=*/32);
+    Scheduler& s = *rig.scheduler;
+    GenerationRequest rq = greedy(tokens(100), 3);
+    rq.return_progress = true;
+    auto first = run_one(s, rq);
+    ASSERT_TRUE(first.done);
+    ASSERT_EQ(first.progress.size(), 5u);  // at the start, then chunks of 32, 32, 32, 4
+    const int64_t processed[] = {0, 32, 64, 96, 100};
+    for (size_t i = 0; i < first.progress.size(); ++i) {
+        EXPECT_EQ(first.progress[i].total, 100);
+        EXPECT_EQ(first.progress[i].cache, 0);
+        EXPECT_EQ(first.progress[i].processed, processed[i]);
+        if (i > 0) EXPECT_GE(first.progress[i].time_ms, first.progress[i - 1].time_ms);
+    }
+    ASSERT_EQ(first.token_timings.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(first.token_timings[i].prompt_n, 100);
+        EXPECT_EQ(first.token_timings[i].predicted_n, static_cast<int64_t>(i + 1));
+    }
+    EXPECT_EQ(first.token_timings.back().prompt_ms, first.result.timings.prompt_ms);
+
+    // The same prompt and 10 more tokens (not the answer's first): 100 reused, 10 evaluated in one chunk.
+    auto longer = tokens(100);
+    longer.insert(longer.end(), 10, first.tokens[0] == 7 ? 8 : 7);
+    rq.prompt = longer;
+    auto second = run_one(s, rq);
+    ASSERT_EQ(second.progress.size(), 2u);
+    EXPECT_EQ(second.progress[0].cache, 100);
+    EXPECT_EQ(second.progress[0].processed, 100);
+    EXPECT_EQ(second.progress[1].processed, 110);
+    EXPECT_EQ(second.progress[1].total, 110);
+
+    rq.return_progress = false;
+    EXPECT_TRUE(run_one(s, rq).progress.empty());
 }
 
 // The RAM prompt cache (--cache-ram): a conversation that lost its slot to

@@ -46,7 +46,10 @@ int run_serve(const std::vector<std::string>& argv) {
     try {
         opt = parse_server_args(argv, [](const char* name) { return std::getenv(name); });
     } catch (const ServerFlagError& e) {
-        throw UsageError(e.what());
+        // Status 1, as llama-server exits on an unknown flag or a bad value
+        // (the other commands use 2 for usage errors).
+        std::fprintf(stderr, "moeserve serve: %s\n", e.what());
+        return 1;
     }
     if (opt.help) {
         std::fputs(server_help().c_str(), stdout);

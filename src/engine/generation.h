@@ -57,6 +57,10 @@ struct GenerationRequest {
     // (GenerationStream::request_reasoning_end), budget or not.
     bool reasoning_control = false;
 
+    // return_progress: a progress event when the slot takes the request and
+    // after each chunk of its prompt is evaluated.
+    bool return_progress = false;
+
     // An embedding request: the whole prompt is evaluated (no cached prefix)
     // and the done event carries its pooled hidden states instead of a
     // generation. Sampling fields are ignored.
@@ -94,8 +98,18 @@ struct GenerationResult {
     std::vector<std::vector<float>> embedding;
 };
 
+// How far a prompt's evaluation is (llama-server's prompt_progress):
+// processed of total prompt tokens are in the slot's cache, cache of them
+// reused from before, after time_ms since the slot took the request.
+struct PromptProgress {
+    int64_t total = 0;
+    int64_t cache = 0;
+    int64_t processed = 0;
+    double time_ms = 0;
+};
+
 struct GenerationEvent {
-    enum class Kind { started, token, done, error };
+    enum class Kind { started, progress, token, done, error };
     Kind kind = Kind::token;
     int index = 0;
     int slot = -1;
@@ -105,6 +119,11 @@ struct GenerationEvent {
     int32_t token = -1;
     std::string text;
     std::optional<TokenProbability> probs;
+    // token and progress: the prompt's length and the timings so far.
+    int64_t n_prompt = 0;
+    Timings timings;
+    // progress
+    PromptProgress progress;
 
     // done
     GenerationResult result;

@@ -554,7 +554,7 @@ bool Scheduler::step() {
         for (size_t r = 0; r < out_slots.size(); ++r)
             out_slots[r]->take_hidden(std::span<const float>(out.data() + r * n_embd, n_embd));
         for (auto& [s, n] : chunks) {
-            s->prompt_evaluated(n);
+            s->prompt_evaluated(n, now);
             stats_.n_tokens_max = std::max<int64_t>(stats_.n_tokens_max, static_cast<int64_t>(s->cached().size()));
             if (s->prompt_done()) {
                 s->finish_embedding(now);
@@ -568,7 +568,7 @@ bool Scheduler::step() {
     for (auto& s : slots_)
         if (s.state() == SlotState::generating) s.pending_evaluated();
     for (auto& [s, n] : chunks) {
-        s->prompt_evaluated(n);
+        s->prompt_evaluated(n, now);
         // Hybrid models: keep the recurrent state one token before the end of
         // the prompt (a repeated prompt resumes there) and at its end (the next
         // turn of the conversation resumes there).

@@ -75,6 +75,29 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     e.index = task_.request.index;
     e.slot = id_;
     task_.stream->push(std::move(e));
+    report_progress(now);
+}
+
+Timings Slot::timings_at(SteadyClock::time_point now) const {
+    Timings t;
+    t.cache_n = n_cached_prompt_;
+    t.prompt_n = static_cast<int64_t>(task_.request.prompt.size()) - n_cached_prompt_;
+    t.prompt_ms = ms_between(t_start_, t_first_);
+    t.predicted_n = n_decoded_;
+    t.predicted_ms = std::max(1e-3, ms_between(t_first_, now));
+    return t;
+}
+
+void Slot::report_progress(SteadyClock::time_point now) {
+    const GenerationRequest& rq = task_.request;
+    if (!rq.return_progress || rq.embed) return;
+    GenerationEvent e;
+    e.kind = GenerationEvent::Kind::progress;
+    e.index = rq.index;
+    e.slot = id_;
+    e.n_prompt = static_cast<int64_t>(rq.prompt.size());
+    e.progress = {e.n_prompt, n_cached_prompt_, n_prompt_done_, ms_between(t_start_, now)};
+    task_.stream->push(std::move(e));
 }
 
 std::span<const int32_t> Slot::prompt_left() const {
@@ -82,10 +105,11 @@ std::span<const int32_t> Slot::prompt_left() const {
     return std::span<const int32_t>(p).subspan(static_cast<size_t>(n_prompt_done_));
 }
 
-void Slot::prompt_evaluated(int64_t n) {
+void Slot::prompt_evaluated(int64_t n, SteadyClock::time_point now) {
     const auto& p = task_.request.prompt;
     cached_.insert(cached_.end(), p.begin() + n_prompt_done_, p.begin() + n_prompt_done_ + n);
     n_prompt_done_ += n;
+    report_progress(now);
 }
 
 // After each token: whether a <think> block is open (the prompt opened it, or
@@ -164,7 +188,7 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     searched_ = text_.size();
     if (scan.match_at) {
         text_.resize(*scan.match_at);
-        emit_token(tok, text_.substr(sent_), std::move(probs));
+        emit_token(tok, text_.substr(sent_), std::move(probs), now);
         finish(StopType::word, scan.word, false, now);
         return true;
     }
@@ -181,7 +205,7 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     }
     if (stop == StopType::none) {
         const size_t end = std::max(sent_, scan.safe_end);
-        emit_token(tok, text_.substr(sent_, end - sent_), std::move(probs));
+        emit_token(tok, text_.substr(sent_, end - sent_), std::move(probs), now);
         sent_ = end;
         pending_ = tok;
         return false;
@@ -191,12 +215,12 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
         scan = stops_.scan(text_, searched_);
         if (scan.match_at) {
             text_.resize(*scan.match_at);
-            emit_token(tok, text_.substr(sent_), std::move(probs));
+            emit_token(tok, text_.substr(sent_), std::move(probs), now);
             finish(StopType::word, scan.word, false, now);
             return true;
         }
     }
-    emit_token(tok, text_.substr(sent_), std::move(probs));
+    emit_token(tok, text_.substr(sent_), std::move(probs), now);
     finish(stop, "", truncated, now);
     return true;
 }
@@ -206,7 +230,8 @@ void Slot::discarded(int64_t first, int64_t n) {
     shifted_ = true;
 }
 
-void Slot::emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs) {
+void Slot::emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs,
+                      SteadyClock::time_point now) {
     if (text.find('\n') != std::string::npos) has_new_line_ = true;
     sent_ = std::max(sent_, std::min(text_.size(), sent_ + text.size()));
     GenerationEvent e;
@@ -216,16 +241,14 @@ void Slot::emit_token(int32_t token, std::string text, std::optional<TokenProbab
     e.token = token;
     e.text = std::move(text);
     e.probs = std::move(probs);
+    e.n_prompt = static_cast<int64_t>(task_.request.prompt.size());
+    e.timings = timings_at(now);
     task_.stream->push(std::move(e));
 }
 
 void Slot::finish(StopType stop_type, std::string word, bool truncated, SteadyClock::time_point now) {
     const auto& rq = task_.request;
-    timings_.cache_n = n_cached_prompt_;
-    timings_.prompt_n = static_cast<int64_t>(rq.prompt.size()) - n_cached_prompt_;
-    timings_.prompt_ms = ms_between(t_start_, t_first_);
-    timings_.predicted_n = n_decoded_;
-    timings_.predicted_ms = std::max(1e-3, ms_between(t_first_, now));
+    timings_ = timings_at(now);
 
     GenerationEvent e;
     e.kind = GenerationEvent::Kind::done;

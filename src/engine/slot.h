@@ -83,7 +83,7 @@ class Slot {
     // Prompt tokens still to evaluate (prefilling), and the report that the
     // first n of them are now in the cache.
     std::span<const int32_t> prompt_left() const;
-    void prompt_evaluated(int64_t n);
+    void prompt_evaluated(int64_t n, SteadyClock::time_point now);
     bool prompt_done() const { return n_prompt_done_ == static_cast<int64_t>(task_.request.prompt.size()); }
 
     // The token to evaluate next while generating, and the report that it is
@@ -127,7 +127,10 @@ class Slot {
     const Timings& last_timings() const { return timings_; }
 
   private:
-    void emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs);
+    void emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs,
+                    SteadyClock::time_point now);
+    Timings timings_at(SteadyClock::time_point now) const;  // of the running task, so far
+    void report_progress(SteadyClock::time_point now);      // a progress event, if the request asked
     void finish(StopType stop_type, std::string word, bool truncated, SteadyClock::time_point now);
     void finish_idle(SteadyClock::time_point now);
 

@@ -167,6 +167,13 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
     if (!jinja && !p.tools.empty()) throw invalid_request("tools param requires --jinja flag");
     ChatOutputOptions output = output_options(body, model, jinja);
     if (auto par = bool_field(body, "parallel_tool_calls")) p.parallel_tool_calls = *par;
+    // Combinations llama-server refuses (spec server-behaviour §5.4), with its messages.
+    if (!p.tools.empty()) {
+        if (output.parse_tool_calls && body.contains("grammar") && !body["grammar"].is_null())
+            throw invalid_request("Cannot use custom grammar constraints with tools.");
+        if (bool_field(body, "logprobs").value_or(false) && bool_field(body, "stream").value_or(false))
+            throw invalid_request("logprobs is not supported with tools + stream");
+    }
 
     p.kwargs = json::object();
     for (const auto& [k, v] : model.options().chat_template_kwargs.items()) p.kwargs[k] = v;

@@ -307,6 +307,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
             *field = *v;
         }
     base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
+    base.return_progress = bool_field(body, "return_progress").value_or(false);
     base.grammar = output_grammar(body, model);
     if (auto id = int_field(body, "id_slot")) base.id_slot = static_cast<int>(std::clamp<int64_t>(*id, -2, 1 << 20));
     if (base.id_slot < -1) base.id_slot = -1;

@@ -227,6 +227,10 @@ std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {
         c.slot = e.slot;
         return out;
     }
+    if (e.kind == GenerationEvent::Kind::progress) {
+        if (call_.stream) out.push_back(progress_chunk(e));
+        return out;
+    }
     if (e.kind == GenerationEvent::Kind::token) {
         c.text += e.text;
         c.tokens.push_back(e.token);
@@ -234,6 +238,7 @@ std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {
         if (!call_.stream) return out;
         const bool with_probs = call_.logprobs && e.probs;
         if (e.text.empty() && !with_probs) return out;
+        const size_t first_new = out.size();
         std::vector<TokenProbability> one;
         if (with_probs) one.push_back(*e.probs);
         switch (call_.kind) {
@@ -264,12 +269,14 @@ std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {
                            {"stop", false},
                            {"id_slot", -1},
                            {"tokens_predicted", static_cast<int64_t>(c.tokens.size())},
-                           {"tokens_evaluated", static_cast<int64_t>(0)}};
+                           {"tokens_evaluated", e.n_prompt}};
                 if (with_probs) ch["completion_probabilities"] = probs_json(one);
                 out.push_back(std::move(ch));
                 break;
             }
         }
+        // timings_per_token: the timings so far ride on the token's last chunk.
+        if (call_.timings_per_token && out.size() > first_new) out.back()["timings"] = timings_json(e.timings);
         return out;
     }
     if (e.kind != GenerationEvent::Kind::done || c.done) return out;
@@ -306,6 +313,31 @@ std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {
             break;
     }
     return out;
+}
+
+// A prompt_progress event in the stream's own shape: a role chunk for chat
+// (llama-server sends one per progress event), an empty text for
+// /v1/completions, an empty partial result for /completion.
+json CompletionResponse::progress_chunk(const GenerationEvent& e) const {
+    const PromptProgress& p = e.progress;
+    const json progress = {{"total", p.total}, {"cache", p.cache}, {"processed", p.processed}, {"time_ms", p.time_ms}};
+    json ch;
+    switch (call_.kind) {
+        case ApiKind::chat:
+            ch = role_chunk(e.index);
+            break;
+        case ApiKind::completions:
+            ch = chunk_base("text_completion");
+            ch["choices"].push_back(
+                {{"text", ""}, {"index", e.index}, {"logprobs", nullptr}, {"finish_reason", nullptr}});
+            break;
+        case ApiKind::native:
+            ch = {{"index", e.index}, {"content", ""},         {"tokens", json::array()},       {"stop", false},
+                  {"id_slot", -1},    {"tokens_predicted", 0}, {"tokens_evaluated", e.n_prompt}};
+            break;
+    }
+    ch["prompt_progress"] = progress;
+    return ch;
 }
 
 std::vector<json> CompletionResponse::closing_chunks() const {

@@ -55,6 +55,7 @@ class CompletionResponse {
     json timings() const;
     json probs_json(const std::vector<TokenProbability>& probs) const;
     json native_object(const Choice& c, bool final_stream) const;
+    json progress_chunk(const GenerationEvent& e) const;
     json role_chunk(int index) const;
     // Stream chunks for a choice's new deltas; probs ride on the first.
     void append_delta_chunks(Choice& c, int index, const std::vector<ChatDelta>& deltas,

@@ -430,6 +430,26 @@ void HttpServer::add_routes() {
     post({"/embedding", "/embeddings"}, with_model([](const Request& req, Response& res, auto m) {
              handle_embeddings(EmbeddingApi::native, req, res, m);
          }));
+    // llama-server's routes for features this server does not have answer as
+    // llama-server answers them when they are off, not with a 404.
+    post({"/rerank", "/reranking", "/v1/rerank", "/v1/reranking"}, [](const Request&, Response& res) {
+        send_error(res, 501, "not_supported_error",
+                   "This server does not support reranking. moeserve serves no reranking models (--reranking is "
+                   "refused at start)");
+    });
+    post({"/v1/audio/transcriptions", "/audio/transcriptions"}, [](const Request&, Response& res) {
+        send_error(res, 501, "not_supported_error",
+                   "This server does not support audio input: moeserve has no multimodal projector (--mmproj)");
+    });
+    // /tools and /cors-proxy: llama-server's disabled-feature answer, exactly.
+    for (const char* path : {"/tools", "/cors-proxy"}) {
+        auto disabled = [](const Request&, Response& res) {
+            send_json(res, json{{"error", {{"message", "this feature is disabled"}, {"type", "feature_disabled"}}}},
+                      403);
+        };
+        http_->Get(p + path, disabled);
+        http_->Post(p + path, disabled);
+    }
 }
 
 }  // namespace moeserve

@@ -1,4 +1,5 @@
 #include "server/served_model.h"
+#include "server/model_sampling_defaults.h"
 
 #include "server/context_fit.h"
 #include "server/jinja_formatter.h"
@@ -53,6 +54,13 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         size_bytes_ += t.nbytes;
     }
     tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_gguf(file));
+    const auto recommended = apply_model_sampling_defaults(file, options.sampling_given, options_.sampling);
+    if (!recommended.empty()) {
+        std::string list;
+        for (const auto& r : recommended) list += (list.empty() ? "" : ", ") + r;
+        std::fprintf(stderr, "srv load_model: sampling defaults from the model file (general.sampling.*): %s\n",
+                     list.c_str());
+    }
     if (!options.pooling.empty()) {
         pooling_ = parse_pooling(options.pooling).value_or(Pooling::none);
     } else if (auto v = file.find_u32(arch + ".pooling_type")) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <string_view>
 
 #include "engine/embedding.h"
 #include "engine/engine.h"
@@ -526,6 +527,11 @@ const std::vector<Flag>& flags() {
              "LLAMA_ARG_ENDPOINT_PROPS",
              "enable POST /props (accepted, changes nothing)",
              [](ServerOptions& o, auto&, auto&) { o.endpoint_props = true; }},
+            {{"--webui", "--ui"},
+             nullptr,
+             "LLAMA_ARG_UI",
+             "serve the built-in chat page at / (default)",
+             [](ServerOptions& o, auto&, auto&) { o.webui = true; }},
             {{"--no-webui", "--no-ui"},
              nullptr,
              nullptr,
@@ -976,6 +982,38 @@ const Flag* find_flag(const std::string& name) {
     return nullptr;
 }
 
+// The "--no-X" switch of a "--X" switch, if there is one.
+const Flag* negation_of(const Flag& f) {
+    for (const char* n : f.names) {
+        const std::string name = n;
+        if (name.rfind("--", 0) != 0) continue;
+        if (const Flag* no = find_flag("--no-" + name.substr(2)); no && !no->value) return no;
+    }
+    return nullptr;
+}
+
+// Records that the user chose a sampling setting, by the name of its
+// general.sampling.* key: the model's recommendation no longer replaces it.
+void note_sampling_setting(ServerOptions& o, const Flag& f) {
+    static const std::pair<std::string_view, const char*> keys[] = {
+        {"--temp", "temp"},
+        {"--top-k", "top_k"},
+        {"--top-p", "top_p"},
+        {"--min-p", "min_p"},
+        {"--xtc-probability", "xtc_probability"},
+        {"--xtc-threshold", "xtc_threshold"},
+        {"--repeat-last-n", "penalty_last_n"},
+        {"--repeat-penalty", "penalty_repeat"},
+        {"--mirostat", "mirostat"},
+        {"--mirostat-lr", "mirostat_eta"},
+        {"--mirostat-ent", "mirostat_tau"},
+        {"--samplers", "sequence"},
+        {"--sampling-seq", "sequence"},
+    };
+    for (const auto& [flag, key] : keys)
+        if (f.names.back() == flag || f.names.front() == flag) o.sampling_given.insert(key);
+}
+
 void validate(ServerOptions& o) {
     if (o.help) return;
     if (o.model_path.empty()) throw ServerFlagError("no model given: use -m FILE (or LLAMA_ARG_MODEL)");
@@ -1007,11 +1045,17 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, const EnvL
             if (!v) continue;
             if (f.value) {
                 f.apply(o, f.env, v);
+            } else if (std::string_view(f.env).find("_NO_") != std::string_view::npos) {
+                f.apply(o, f.env, v);  // LLAMA_ARG_NO_MMAP and the like: being set at all says "no"
             } else {
                 auto b = bool_word(v);
                 if (!b) bad(f.env, v, "expected true/false, 1/0, on/off or enabled/disabled");
-                if (*b) f.apply(o, f.env, v);
+                if (*b)
+                    f.apply(o, f.env, v);
+                else if (const Flag* no = negation_of(f))  // LLAMA_ARG_ENDPOINT_SLOTS=false is --no-slots
+                    no->apply(o, f.env, v);
             }
+            note_sampling_setting(o, f);
         }
     }
     for (size_t i = 0; i < args.size(); ++i) {
@@ -1025,6 +1069,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, const EnvL
             value = args[++i];
         }
         f->apply(o, name, value);
+        note_sampling_setting(o, *f);
     }
     validate(o);
     return o;

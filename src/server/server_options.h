@@ -11,6 +11,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -107,6 +108,10 @@ struct ServerOptions {
 
     // Sampling defaults for requests
     SamplingParams sampling;
+    // The sampling settings given by flag or variable, by their GGUF names
+    // (temp, top_k, ..., sequence): the model's general.sampling.* values
+    // replace the defaults of the others (model_sampling_defaults.h).
+    std::set<std::string> sampling_given;
     RopeOverrides rope;             // --rope-scaling, --rope-scale, --yarn-*
     bool dry_breakers_set = false;  // a --dry-sequence-breaker replaced the default breakers
 
