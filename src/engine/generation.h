@@ -39,6 +39,12 @@ struct GenerationRequest {
     int64_t n_discard = 0;
     bool post_sampling_probs = false;
     int id_slot = -1;  // -1: any slot
+    // Code completion (llama-server's FIM rules): n_indent > 0 ends the answer
+    // at a line indented by fewer spaces/tabs, cutting that line's text;
+    // t_max_predict_ms > 0 ends it at the first newline after that much
+    // generation time. Both stop with StopType::limit.
+    int64_t n_indent = 0;
+    int64_t t_max_predict_ms = -1;
     // Testing only (serve --allow-replay): tokens the slot emits in order
     // instead of sampling, so that tests can force an answer's exact text.
     std::vector<int32_t> replay;

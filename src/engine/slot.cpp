@@ -51,6 +51,7 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     n_decoded_ = 0;
     shifted_ = false;
     has_new_line_ = false;
+    last_nl_pos_ = 0;
     detok_.emplace(*tokenizer_, /*render_special=*/false);
     stops_ = StopStrings(task_.request.stop);
     grammar_.reset();
@@ -195,6 +196,11 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
 
     StopType stop = StopType::none;
     bool truncated = false;
+    const bool cut = cut_underindented_line();
+    const size_t end = std::max(sent_, std::min(scan.safe_end, text_.size()));
+    // The time rule looks at a newline in the text this token sends, as llama-server does.
+    const bool late = rq.t_max_predict_ms > 0 && text_.find('\n', sent_) < end &&
+                      ms_between(t_first_, now) > static_cast<double>(rq.t_max_predict_ms);
     if (eog) {
         stop = StopType::eos;
     } else if (rq.n_predict >= 0 && n_decoded_ >= rq.n_predict) {
@@ -202,15 +208,16 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     } else if (!context_shift_ && static_cast<int64_t>(cached_.size()) + 1 >= n_ctx_) {
         stop = StopType::limit;  // the slot's context is full: nothing is dropped to go on
         truncated = true;
+    } else if (cut || late) {
+        stop = StopType::limit;
     }
     if (stop == StopType::none) {
-        const size_t end = std::max(sent_, scan.safe_end);
         emit_token(tok, text_.substr(sent_, end - sent_), std::move(probs), now);
         sent_ = end;
         pending_ = tok;
         return false;
     }
-    if (!eog) {
+    if (!eog && !cut) {
         text_ += detok_->flush();
         scan = stops_.scan(text_, searched_);
         if (scan.match_at) {
@@ -223,6 +230,28 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     emit_token(tok, text_.substr(sent_), std::move(probs), now);
     finish(stop, "", truncated, now);
     return true;
+}
+
+// n_indent (llama-server's rule for code completion): once the text has had
+// a newline, the line after the last newline seen is checked when its first
+// other character arrives; indented by fewer than n_indent spaces or tabs, the
+// text is cut before that character. The newline mark then moves on by one
+// line per token, as llama-server's does.
+bool Slot::cut_underindented_line() {
+    const int64_t want = task_.request.n_indent;
+    if (want <= 0 || !has_new_line_) return false;
+    bool cut = false;
+    if (last_nl_pos_ > 0) {
+        size_t pos = last_nl_pos_;
+        int64_t indent = 0;
+        while (pos < text_.size() && (text_[pos] == ' ' || text_[pos] == '\t')) ++indent, ++pos;
+        if (pos < text_.size() && indent < want) {
+            text_.resize(std::max(pos, sent_));  // what was already sent stays sent
+            cut = true;
+        }
+    }
+    if (const size_t nl = text_.find('\n', last_nl_pos_); nl != std::string::npos) last_nl_pos_ = nl + 1;
+    return cut;
 }
 
 void Slot::discarded(int64_t first, int64_t n) {

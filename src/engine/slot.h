@@ -130,6 +130,7 @@ class Slot {
     void emit_token(int32_t token, std::string text, std::optional<TokenProbability> probs,
                     SteadyClock::time_point now);
     Timings timings_at(SteadyClock::time_point now) const;  // of the running task, so far
+    bool cut_underindented_line();                          // the n_indent rule; true: the text was cut
     void report_progress(SteadyClock::time_point now);      // a progress event, if the request asked
     void finish(StopType stop_type, std::string word, bool truncated, SteadyClock::time_point now);
     void finish_idle(SteadyClock::time_point now);
@@ -153,6 +154,7 @@ class Slot {
     int32_t pending_ = -1;
     int64_t n_decoded_ = 0;
     bool has_new_line_ = false;
+    size_t last_nl_pos_ = 0;  // the n_indent rule: where the line to check starts
     std::optional<StreamingDetokenizer> detok_;
     StopStrings stops_;
     // The thinking budget (GenerationRequest::reasoning_budget): whether the

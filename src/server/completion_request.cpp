@@ -240,6 +240,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     }
     call.return_tokens = bool_field(body, "return_tokens").value_or(false);
     call.timings_per_token = bool_field(body, "timings_per_token").value_or(false);
+    if (auto fields = strings_field(body, "response_fields")) call.response_fields = *fields;
 
     GenerationRequest base;
     base.sampling = o.sampling;
@@ -308,6 +309,14 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
         }
     base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
     base.return_progress = bool_field(body, "return_progress").value_or(false);
+    for (const auto& [name, field, lo] : {std::tuple{"n_indent", &base.n_indent, int64_t{0}},
+                                          std::tuple{"t_max_predict_ms", &base.t_max_predict_ms, int64_t{-1}}})
+        if (auto v = int_field(body, name)) {
+            if (*v < lo || *v > INT32_MAX)
+                throw invalid_request(
+                    fmt::format("Field '{}': Value must be between {} and {} but got {}", name, lo, INT32_MAX, *v));
+            *field = *v;
+        }
     base.grammar = output_grammar(body, model);
     if (auto id = int_field(body, "id_slot")) base.id_slot = static_cast<int>(std::clamp<int64_t>(*id, -2, 1 << 20));
     if (base.id_slot < -1) base.id_slot = -1;
@@ -446,6 +455,8 @@ json generation_settings(const GenerationRequest& rq, const ServedModel& model) 
                 {"stop", rq.stop},
                 {"n_keep", rq.n_keep},
                 {"n_discard", rq.n_discard},
+                {"n_indent", rq.n_indent},
+                {"t_max_predict_ms", rq.t_max_predict_ms},
                 {"ignore_eos", rq.ignore_eos},
                 {"stream", false},
                 {"logit_bias", bias},

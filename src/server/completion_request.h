@@ -27,6 +27,9 @@ struct CompletionCall {
     bool return_tokens = false;  // native: fill "tokens"
     bool timings_per_token = false;
     std::string prompt_text;  // native: the prompt as text (first prompt)
+    // native: only these fields of the final object ("a/b" reads b inside a
+    // and puts it at the top level under the key "a/b", as llama-server does).
+    std::vector<std::string> response_fields;
     // chat: how to read the answer into content, reasoning_content and tool_calls.
     ChatSyntax chat_syntax;
     bool parallel_tool_calls = true;  // false: only an answer's first tool call is kept

@@ -50,6 +50,29 @@ bool needs_parsing(const ChatSyntax& s) {
     return !s.forced_reasoning_prefix.empty() || s.model_may_think;
 }
 
+// response_fields: each path's value, under the path as its key; paths that
+// name nothing are left out (llama-server's json_get_nested_values).
+json selected_fields(const json& object, const std::vector<std::string>& paths) {
+    json out = json::object();
+    for (const std::string& path : paths) {
+        const json* at = &object;
+        size_t from = 0;
+        for (;;) {
+            const size_t slash = path.find('/', from);
+            const std::string key = path.substr(from, slash == std::string::npos ? std::string::npos : slash - from);
+            if (!at->is_object() || !at->contains(key)) {
+                at = nullptr;
+                break;
+            }
+            at = &(*at)[key];
+            if (slash == std::string::npos) break;
+            from = slash + 1;
+        }
+        if (at) out[path] = *at;
+    }
+    return out;
+}
+
 }  // namespace
 
 const char* finish_reason(StopType stop) {
@@ -79,6 +102,7 @@ CompletionResponse::CompletionResponse(const CompletionCall& call, const ServedM
     call_.return_tokens = call.return_tokens;
     call_.timings_per_token = call.timings_per_token;
     call_.prompt_text = call.prompt_text;
+    call_.response_fields = call.response_fields;
     for (const auto& rq : call.requests) {
         GenerationRequest copy = rq;
         copy.prompt.clear();
@@ -216,7 +240,7 @@ json CompletionResponse::native_object(const Choice& c, bool final_stream) const
               {"tokens_cached", c.result.tokens_cached},
               {"timings", timings_json(c.result.timings)}};
     if (rq.sampling.n_probs > 0 && !final_stream) o["completion_probabilities"] = probs_json(c.probs);
-    return o;
+    return call_.response_fields.empty() ? o : selected_fields(o, call_.response_fields);
 }
 
 std::vector<json> CompletionResponse::on_event(const GenerationEvent& e) {

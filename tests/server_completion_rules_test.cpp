@@ -1,0 +1,91 @@
+// llama-server's native completion rules for editors (spec server-behaviour
+// §5.5, §5.7): n_indent and t_max_predict_ms end a code completion early,
+// response_fields trims the answer. The answers are forced with the
+// test-only `replay` field (serve --allow-replay), so each test knows the
+// exact text the model "generates".
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "fixtures.h"
+#include "server_harness.h"
+
+namespace moeserve {
+namespace {
+
+using test::curl;
+using test::json;
+using test::Server;
+
+class ServerCompletionRules : public test::SharedServerTest<ServerCompletionRules> {
+  public:
+    static std::vector<std::string> server_args() {
+        return {"-m",
+                test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(),
+                "-c",
+                "4096",
+                "-t",
+                "1",
+                "--allow-replay"};
+    }
+
+  protected:
+    static json complete(const json& body) {
+        const auto r = curl(server_->url("/completion"), "POST", body.dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body();
+    }
+};
+
+const char* kCode = "def f():\n    x = 1\n    return x\nprint(f())\n";
+
+TEST_F(ServerCompletionRules, n_indent_ends_at_a_line_indented_less_and_cuts_its_text) {
+    const json cut = complete({{"prompt", "# code"}, {"replay", kCode}, {"n_indent", 4}});
+    EXPECT_EQ(cut["content"], "def f():\n    x = 1\n    return x\n");
+    EXPECT_EQ(cut["stop_type"], "limit");
+    // The first line is never checked; deeper indentation than asked passes.
+    EXPECT_EQ(complete({{"prompt", "# code"}, {"replay", kCode}, {"n_indent", 2}})["content"],
+              "def f():\n    x = 1\n    return x\n");
+    // More than the body's indentation: the body's first line is cut after its spaces.
+    EXPECT_EQ(complete({{"prompt", "# code"}, {"replay", kCode}, {"n_indent", 8}})["content"], "def f():\n    ");
+    // Off (0, the default): the whole text, ended by the model.
+    const json whole = complete({{"prompt", "# code"}, {"replay", kCode}});
+    EXPECT_EQ(whole["content"], kCode);
+    EXPECT_EQ(whole["stop_type"], "eos");
+    EXPECT_EQ(whole["generation_settings"]["n_indent"], 0);
+}
+
+TEST_F(ServerCompletionRules, t_max_predict_ms_ends_at_the_first_newline_after_the_time) {
+    std::string lines;
+    for (int i = 0; i < 500; ++i) lines += "a\n";
+    // 1,000 tokens take far longer than 2 ms on any machine: the answer ends early, on a newline.
+    const json early = complete({{"prompt", "x"}, {"replay", lines}, {"t_max_predict_ms", 2}});
+    const std::string text = early["content"];
+    EXPECT_EQ(early["stop_type"], "limit");
+    EXPECT_LT(text.size(), lines.size());
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text.back(), '\n');
+    EXPECT_EQ(lines.compare(0, text.size(), text), 0);
+    EXPECT_EQ(complete({{"prompt", "x"}, {"replay", lines}})["content"], lines);  // -1, the default: off
+    const auto bad = curl(server_->url("/completion"), "POST", R"({"prompt":"x","t_max_predict_ms":-2})");
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_NE(bad.body.find("t_max_predict_ms"), std::string::npos) << bad.body;
+}
+
+TEST_F(ServerCompletionRules, response_fields_keep_only_the_named_fields) {
+    const json trimmed = complete({{"prompt", "x"},
+                                   {"replay", "hello"},
+                                   {"n_predict", 8},
+                                   {"response_fields", {"content", "generation_settings/n_predict", "no/such"}}});
+    EXPECT_EQ(trimmed, json({{"content", "hello"}, {"generation_settings/n_predict", 8}}));
+    // The streamed final object is trimmed the same way.
+    const auto r =
+        curl(server_->url("/completion"), "POST",
+             json({{"prompt", "x"}, {"replay", "hi"}, {"stream", true}, {"response_fields", {"stop_type"}}}).dump());
+    const auto events = test::sse_payloads(r.body);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(json::parse(events.back()), json({{"stop_type", "eos"}}));
+}
+
+}  // namespace
+}  // namespace moeserve
