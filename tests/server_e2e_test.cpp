@@ -192,6 +192,21 @@ TEST_F(ServerE2E, native_completion_and_tokenizer_routes) {
     EXPECT_NE(events.back(), "[DONE]");  // the native stream has no [DONE]
     EXPECT_EQ(json::parse(events.back())["stop"], true);
 
+    // An empty prompt (no BOS in this model): an immediate empty answer, as llama-server's.
+    auto empty = curl(server_->url("/completion"), "POST", R"({"prompt":""})");
+    ASSERT_EQ(empty.status, 200) << empty.body;
+    EXPECT_EQ(empty.json_body()["content"], "");
+    EXPECT_EQ(empty.json_body()["tokens_predicted"], 0);
+    EXPECT_EQ(empty.json_body()["stop_type"], "none");
+    auto empty_oai = curl(server_->url("/v1/completions"), "POST", R"({"prompt":""})");
+    ASSERT_EQ(empty_oai.status, 200) << empty_oai.body;
+    EXPECT_EQ(empty_oai.json_body()["choices"][0]["text"], "");
+    EXPECT_EQ(empty_oai.json_body()["choices"][0]["finish_reason"], "length");
+    auto empty_stream =
+        sse_payloads(curl(server_->url("/v1/completions"), "POST", R"({"prompt":"","stream":true})").body);
+    ASSERT_FALSE(empty_stream.empty());
+    EXPECT_EQ(empty_stream.back(), "[DONE]");
+
     auto tok = curl(server_->url("/tokenize"), "POST", R"({"content":"Hello world","with_pieces":true})").json_body();
     ASSERT_FALSE(tok["tokens"].empty());
     json ids = json::array();

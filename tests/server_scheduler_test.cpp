@@ -524,8 +524,15 @@ TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
         EXPECT_STREQ(e.what(),
                      "request (256 tokens) exceeds the available context size (256 tokens), try increasing it");
     }
-    EXPECT_THROW(rig.scheduler->submit({greedy({}, 4)}, std::make_shared<GenerationStream>()), SubmitError);
     EXPECT_THROW(rig.scheduler->submit({greedy({100000}, 4)}, std::make_shared<GenerationStream>()), SubmitError);
+    // An empty prompt is not refused: it is answered at once, empty, without a slot (llama-server).
+    auto empty = std::make_shared<GenerationStream>();
+    rig.scheduler->submit({greedy({}, 4)}, empty);
+    Collected c;
+    drain(*empty, c);
+    EXPECT_TRUE(c.done);
+    EXPECT_TRUE(c.tokens.empty());
+    EXPECT_EQ(c.result.stop_type, StopType::none);
 }
 
 TEST(ServerScheduler, generation_stops_with_length_at_the_end_of_its_slot) {

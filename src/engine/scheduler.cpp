@@ -96,14 +96,19 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
     const int64_t n_ctx = options_.layout.n_ctx_slot;
     const int64_t n_vocab = model_.params().n_vocab;
     std::vector<SlotTask> tasks;
+    std::vector<int> empty;  // the indexes of empty prompts, answered at once
     for (auto& rq : requests) {
         const int64_t n_prompt = static_cast<int64_t>(rq.prompt.size());
         if (rq.embed) {
             tasks.push_back(embedding_task(std::move(rq), stream));
             continue;
         }
-        if (n_prompt == 0)
-            throw SubmitError(400, "invalid_request_error", "the prompt is empty (no tokens to evaluate)");
+        if (n_prompt == 0) {
+            // llama-server answers an empty prompt (e.g. "" for a model that adds
+            // no BOS) with an immediate empty final response, not an error.
+            empty.push_back(rq.index);
+            continue;
+        }
         for (int32_t t : rq.prompt)
             if (t < 0 || t >= n_vocab)
                 throw SubmitError(400, "invalid_request_error", "Prompt contains invalid tokens");
@@ -150,7 +155,14 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
             queue_.push_back(Queued{std::move(t), now});
         }
     }
-    cv_.notify_all();
+    for (int index : empty) {
+        GenerationEvent e;
+        e.kind = GenerationEvent::Kind::done;
+        e.index = index;
+        e.result.stop_type = StopType::none;
+        stream->push(std::move(e));
+    }
+    if (!tasks.empty()) cv_.notify_all();
 }
 
 SlotTask Scheduler::embedding_task(GenerationRequest rq, std::shared_ptr<GenerationStream> stream) const {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string_view>
 
 namespace moeserve {
 
@@ -75,8 +76,10 @@ json selected_fields(const json& object, const std::vector<std::string>& paths) 
 
 }  // namespace
 
+// llama-server: "stop" for an end-of-generation token or a stop string,
+// "length" for everything else (limits, and an empty prompt's empty answer).
 const char* finish_reason(StopType stop) {
-    return stop == StopType::limit ? "length" : "stop";
+    return stop == StopType::eos || stop == StopType::word ? "stop" : "length";
 }
 
 json timings_json(const Timings& t) {
@@ -161,7 +164,7 @@ ChatMessage CompletionResponse::message_of(const Choice& c) const {
 // "tool_calls" when the answer ended normally with calls in it; a cut-off
 // answer is "length" whatever it holds.
 const char* CompletionResponse::chat_finish_reason(const Choice& c, const ChatMessage& m) const {
-    if (c.result.stop_type == StopType::limit) return "length";
+    if (std::string_view(finish_reason(c.result.stop_type)) == "length") return "length";
     return m.tool_calls.empty() ? "stop" : "tool_calls";
 }
 
