@@ -89,3 +89,26 @@ TEST_F(ServerCompletionRules, response_fields_keep_only_the_named_fields) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// -r / --reverse-prompt: the stop strings of every request that sends none.
+TEST(ServerReversePrompt, is_the_default_stop_list_and_a_requests_own_replaces_it) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-c", "512", "-t", "1",
+              "--allow-replay", "-r", "wor", "--reverse-prompt", "zzz"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto complete = [&](const json& body) { return curl(s.url("/completion"), "POST", body.dump()).json_body(); };
+    const json cut = complete({{"prompt", "x"}, {"replay", "hello world"}});
+    EXPECT_EQ(cut["content"], "hello ");
+    EXPECT_EQ(cut["stop_type"], "word");
+    EXPECT_EQ(cut["stopping_word"], "wor");
+    const json own = complete({{"prompt", "x"}, {"replay", "hello world"}, {"stop", {"ll"}}});
+    EXPECT_EQ(own["content"], "he");
+    EXPECT_EQ(own["stopping_word"], "ll");
+    EXPECT_EQ(curl(s.url("/props")).json_body()["default_generation_settings"]["params"]["stop"], json({"wor", "zzz"}));
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -295,6 +295,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
                     fmt::format("Field '{}': Value must be between -1 and {} but got {}", name, INT32_MAX, *v));
             base.n_predict = *v;
         }
+    base.stop = o.reverse_prompts;  // -r, unless the request names its own
     if (auto stop = strings_field(body, "stop")) base.stop = *stop;
     base.ignore_eos = bool_field(body, "ignore_eos").value_or(o.ignore_eos);
     base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);

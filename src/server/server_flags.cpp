@@ -893,6 +893,11 @@ const std::vector<Flag>& flags() {
                  if (order.empty()) bad(f, v, "expected sampler letters");
                  o.sampling.samplers = order;
              }},
+            {{"-r", "--reverse-prompt"},
+             "TEXT",
+             nullptr,
+             "a stop string every request has unless it sends its own \"stop\" (repeat for several)",
+             [](ServerOptions& o, auto&, auto& v) { o.reverse_prompts.push_back(v); }},
             {{"--ignore-eos"},
              nullptr,
              nullptr,

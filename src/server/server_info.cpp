@@ -49,6 +49,7 @@ json props_json(const ServedModel& m) {
     GenerationRequest defaults;
     defaults.sampling = m.options().sampling;
     defaults.n_predict = m.options().n_predict;
+    defaults.stop = m.options().reverse_prompts;
     const auto& v = m.tokenizer().vocab();
     auto token_text = [&](TokenId id) { return v.valid(id) ? v.text(id) : std::string(); };
     return json{{"default_generation_settings",

@@ -58,7 +58,8 @@ struct ServerOptions {
     std::string flash_attn = "auto";  // on|off|auto
     bool cont_batching = true;        // always on; the flag is accepted
     bool cache_prompt = true;
-    bool ignore_eos = false;  // --ignore-eos: a request's default
+    bool ignore_eos = false;                   // --ignore-eos: a request's default
+    std::vector<std::string> reverse_prompts;  // -r: the stop strings of requests that send none
     double slot_prompt_similarity = 0.1;
     bool context_shift = false;  // --context-shift: a full slot drops old tokens and goes on
     int64_t keep = 0;            // --keep: a request's default n_keep
