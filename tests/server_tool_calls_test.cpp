@@ -216,6 +216,52 @@ TEST_P(ServerToolCalls, tool_choice_none_parallel_false_and_cut_off_calls) {
     EXPECT_EQ(cut.json_body()["choices"][0]["finish_reason"], "length");
 }
 
+// The tool-call grammar (chat/tool_call_grammar.h) on models that know no
+// tools at all (random weights): under tool_choice "required" the answer is a
+// call of a declared tool whose arguments fit its schema; under "auto" the
+// answer is free until the model writes "<tool_call>" (pushed here with
+// logit_bias), and the call it then writes is valid too. The alarm tool's
+// arguments are bounded (an integer, a boolean), so a call always ends.
+TEST_P(ServerToolCalls, the_grammar_makes_calls_of_declared_tools_with_valid_arguments) {
+    const Family& f = GetParam();
+    auto server = start(f);
+    ASSERT_TRUE(server->ready()) << server->log();
+    const json tools = json::parse(R"([{"type":"function","function":{"name":"set_alarm",
+        "parameters":{"type":"object","properties":{"hour":{"type":"integer"},"loud":{"type":"boolean"}},
+                      "required":["hour","loud"]}}}])");
+    json body = {{"messages", json::array({{{"role", "user"}, {"content", "Wake me at 7."}}})},
+                 {"tools", tools},
+                 {"tool_choice", "required"},
+                 {"parallel_tool_calls", false},
+                 {"chat_template_kwargs", {{"enable_thinking", false}}},
+                 {"temperature", 0},
+                 {"max_tokens", 300}};
+    auto expect_alarm = [&](const json& answer, const std::string& where) {
+        SCOPED_TRACE(where + ": " + answer.dump());
+        const json& choice = answer["choices"][0];
+        EXPECT_EQ(choice["finish_reason"], "tool_calls");
+        ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+        const json& fn = choice["message"]["tool_calls"][0]["function"];
+        EXPECT_EQ(fn["name"], "set_alarm");
+        const json args = json::parse(fn["arguments"].get<std::string>());
+        EXPECT_TRUE(args["hour"].is_number_integer());
+        EXPECT_TRUE(args["loud"].is_boolean());
+    };
+    auto r = curl(server->url("/v1/chat/completions"), "POST", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    expect_alarm(r.json_body(), "required");
+
+    // auto: the marker's token made likely; the grammar takes over once it is written.
+    const json ids = curl(server->url("/tokenize"), "POST", R"({"content":"<tool_call>","parse_special":true})")
+                         .json_body()["tokens"];
+    ASSERT_EQ(ids.size(), 1u) << ids.dump();
+    body["tool_choice"] = "auto";
+    body["logit_bias"] = json::array({json::array({ids[0], 100})});
+    r = curl(server->url("/v1/chat/completions"), "POST", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    expect_alarm(r.json_body(), "auto, triggered");
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, ServerToolCalls, ::testing::ValuesIn(families()), [](const auto& info) {
     std::string n = info.param.name;
     for (char& c : n)

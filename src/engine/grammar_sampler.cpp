@@ -31,6 +31,21 @@ int32_t end_token(const Tokenizer& tokenizer) {
 
 }  // namespace
 
+size_t trigger_floor(const GrammarConstraint& g, const std::string& text) {
+    static constexpr std::string_view kOpen = "<think>", kClose = "</think>";
+    auto after_close = [&](size_t from) {
+        const size_t c = text.find(kClose, from);
+        return c == std::string::npos ? std::string::npos : c + kClose.size();
+    };
+    if (g.starts_in_reasoning) return after_close(0);
+    if (!g.may_think) return 0;
+    const size_t start = text.find_first_not_of(" \t\r\n");
+    if (start == std::string::npos) return std::string::npos;  // only whitespace so far
+    const std::string_view head = std::string_view(text).substr(start, kOpen.size());
+    if (head == kOpen) return after_close(start + kOpen.size());
+    return kOpen.substr(0, head.size()) == head ? std::string::npos : 0;
+}
+
 int32_t sample_with_grammar(Sampler& sampler, std::span<const float> logits, const GrammarMatcher& matcher,
                             const TokenPieces& pieces, const Tokenizer& tokenizer, std::vector<float>& scratch) {
     if (!matcher.can_continue()) return end_token(tokenizer);

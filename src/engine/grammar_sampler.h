@@ -34,7 +34,19 @@ class TokenPieces {
 struct GrammarConstraint {
     std::shared_ptr<const Grammar> grammar;
     std::shared_ptr<const TokenPieces> pieces;
+    // A lazy grammar (tool calls under tool_choice "auto", as llama-server's):
+    // the output is free until one of these texts appears in it, outside a
+    // reasoning block; the grammar then reads the output from that text on and
+    // constrains the rest. Empty: the grammar applies from the first token.
+    std::vector<std::string> triggers;
+    bool starts_in_reasoning = false;  // the prompt opened a <think> block the output continues
+    bool may_think = false;            // the output may open a <think> block itself
 };
+
+// Where a lazy grammar's triggers may start in `text`: past the reasoning
+// block, or npos while that is not yet known (the block is still open, or the
+// text may still become "<think>").
+size_t trigger_floor(const GrammarConstraint& g, const std::string& text);
 
 // Picks the next token under the matcher's grammar (does not advance it).
 // When the grammar allows nothing more, returns an end-of-generation token.

@@ -55,7 +55,9 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     detok_.emplace(*tokenizer_, /*render_special=*/false);
     stops_ = StopStrings(task_.request.stop);
     grammar_.reset();
-    if (task_.request.grammar) grammar_ = std::make_unique<GrammarMatcher>(task_.request.grammar->grammar);
+    const GrammarConstraint* g = task_.request.grammar.get();
+    if (g && g->triggers.empty()) grammar_ = std::make_unique<GrammarMatcher>(g->grammar);
+    trigger_searched_ = 0;
     text_.clear();
     sent_ = searched_ = 0;
     const bool tracks_reasoning = task_.request.reasoning_budget >= 0 || task_.request.reasoning_control;
@@ -185,6 +187,7 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     const size_t old_size = text_.size();
     text_ += eog ? detok_->flush() : detok_->push(tok);
     track_reasoning(old_size);
+    if (!eog) start_lazy_grammar();
     auto scan = stops_.scan(text_, searched_);
     searched_ = text_.size();
     if (scan.match_at) {
@@ -230,6 +233,30 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
     emit_token(tok, text_.substr(sent_), std::move(probs), now);
     finish(stop, "", truncated, now);
     return true;
+}
+
+// A lazy grammar starts at its first trigger past the reasoning: the text
+// from the trigger on is fed to it (text after the trigger in the same token
+// included), and it constrains every token after. Text it cannot read (the
+// model wrote the marker in prose) leaves the output unconstrained, as before.
+void Slot::start_lazy_grammar() {
+    const GrammarConstraint* g = task_.request.grammar.get();
+    if (!g || g->triggers.empty() || grammar_ || trigger_searched_ == std::string::npos) return;
+    const size_t floor = trigger_floor(*g, text_);
+    if (floor == std::string::npos) return;
+    size_t from = std::max(floor, trigger_searched_), at = std::string::npos;
+    for (const std::string& t : g->triggers) at = std::min(at, text_.find(t, from));
+    if (at == std::string::npos) {
+        size_t longest = 0;
+        for (const std::string& t : g->triggers) longest = std::max(longest, t.size());
+        trigger_searched_ = text_.size() > longest ? std::max(from, text_.size() - longest + 1) : from;
+        return;
+    }
+    auto matcher = std::make_unique<GrammarMatcher>(g->grammar);
+    if (matcher->accept(std::string_view(text_).substr(at)))
+        grammar_ = std::move(matcher);
+    else
+        trigger_searched_ = std::string::npos;  // not a call after all: no grammar for this answer
 }
 
 // n_indent (llama-server's rule for code completion): once the text has had

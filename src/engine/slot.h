@@ -131,6 +131,7 @@ class Slot {
                     SteadyClock::time_point now);
     Timings timings_at(SteadyClock::time_point now) const;  // of the running task, so far
     bool cut_underindented_line();                          // the n_indent rule; true: the text was cut
+    void start_lazy_grammar();                              // a lazy grammar's trigger, if it appeared
     void report_progress(SteadyClock::time_point now);      // a progress event, if the request asked
     void finish(StopType stop_type, std::string word, bool truncated, SteadyClock::time_point now);
     void finish_idle(SteadyClock::time_point now);
@@ -172,7 +173,8 @@ class Slot {
     std::vector<TokenProb> probs_scratch_;
     std::unique_ptr<GrammarMatcher> grammar_;  // the request's grammar, as far as generated
     std::vector<float> grammar_scratch_;
-    EmbeddingPooler pooler_;  // embedding requests
+    size_t trigger_searched_ = 0;  // a lazy grammar's triggers are searched from here (npos: given up)
+    EmbeddingPooler pooler_;       // embedding requests
     SteadyClock::time_point t_start_{}, t_first_{};
     Timings timings_;
 };

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <limits>
 
+#include "chat/tool_call_grammar.h"
 #include "grammar/json_schema_grammar.h"
 #include "server/chat_messages.h"
 #include "server/json_fields.h"
@@ -60,6 +62,37 @@ std::shared_ptr<const GrammarConstraint> output_grammar(const json& body, const 
         throw invalid_request(fmt::format("Field '{}': {}", field, e.what()));
     }
     c->pieces = model.token_pieces();
+    return c;
+}
+
+// The grammar of the answer's tool calls (tool_call_grammar.h): lazy under
+// tool_choice "auto", from the first token under "required"; none without
+// tools, for tool_choice "none", or for a template with no call syntax.
+std::shared_ptr<const GrammarConstraint> tool_call_constraint(const json& body, const CompletionCall& call,
+                                                              const ServedModel& model) {
+    const ChatSyntax& syn = call.chat_syntax;
+    if (!syn.parse_tool_calls || syn.tool_format == ToolCallFormat::None) return nullptr;
+    ToolCallGrammarOptions o;
+    o.format = syn.tool_format;
+    o.parallel = call.parallel_tool_calls;
+    const auto choice = body.find("tool_choice");  // an object naming a function reads as "auto"
+    o.required = choice != body.end() && choice->is_string() && *choice == "required";
+    o.lead = !syn.forced_reasoning_prefix.empty() ? ReasoningLead::Open
+             : syn.model_may_think                ? ReasoningLead::Optional
+                                                  : ReasoningLead::None;
+    const ToolCallGrammar g = tool_call_grammar(syn.tools, o);
+    if (g.gbnf.empty()) return nullptr;
+    auto c = std::make_shared<GrammarConstraint>();
+    try {
+        c->grammar = std::make_shared<const Grammar>(parse_gbnf(g.gbnf));
+    } catch (const GrammarError& e) {  // a tool name or key the grammar cannot spell: answer unconstrained
+        std::fprintf(stderr, "srv tool_call_grammar: %s; the answer's tool calls are not constrained\n", e.what());
+        return nullptr;
+    }
+    c->pieces = model.token_pieces();
+    if (!o.required) c->triggers = g.triggers;
+    c->starts_in_reasoning = !syn.forced_reasoning_prefix.empty();
+    c->may_think = syn.model_may_think;
     return c;
 }
 
@@ -364,6 +397,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
         prompts = completion_prompts(body, model);
     }
     if (kind == ApiKind::native) call.prompt_text = model.tokenizer().detokenize(prompts.front(), true);
+    if (kind == ApiKind::chat && !base.grammar) base.grammar = tool_call_constraint(body, call, model);
 
     // The thinking budget: --reasoning-budget N, or the request's thinking_budget_tokens /
     // reasoning_budget_tokens; when it runs out the slot writes reasoning_budget_message and

@@ -1,0 +1,148 @@
+// The tool-call grammars (chat/tool_call_grammar.h): for each template
+// family, a call written the way the family's template writes one is a
+// sentence of the grammar, and the answer reader (chat_output.h) reads the
+// same call back; calls of unknown tools, with a required argument left out,
+// with a value of the wrong type, or a second call where only one is allowed
+// are not.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "chat/chat_output.h"
+#include "chat/tool_call_grammar.h"
+#include "engine/grammar_sampler.h"
+#include "grammar/gbnf.h"
+#include "grammar/grammar_matcher.h"
+
+namespace moeserve {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+const ojson kTools = ojson::parse(R"([
+  {"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+    "properties":{"city":{"type":"string"},"days":{"type":"integer"},"metric":{"type":"boolean"}},
+    "required":["city"]}}},
+  {"type":"function","function":{"name":"search","parameters":{"type":"object",
+    "properties":{"query":{"type":"string","pattern":"^[a-z]+$"}},"required":["query"]}}}])");
+
+std::shared_ptr<const Grammar> grammar(ToolCallFormat f, bool parallel = true, bool required = false,
+                                       ReasoningLead lead = ReasoningLead::None) {
+    const ToolCallGrammar g = tool_call_grammar(kTools, {f, parallel, required, lead});
+    EXPECT_EQ(g.triggers, std::vector<std::string>{"<tool_call>"});
+    return std::make_shared<const Grammar>(parse_gbnf(g.gbnf));
+}
+
+// Whether the whole text is a sentence of the grammar.
+bool complete(const std::shared_ptr<const Grammar>& g, const std::string& text) {
+    GrammarMatcher m(g);
+    return m.accept(text) && m.accepting();
+}
+
+std::string hermes(const std::string& name, const std::string& args) {
+    return "<tool_call>\n{\"name\": \"" + name + "\", \"arguments\": " + args + "}\n</tool_call>";
+}
+std::string xml(const std::string& name, const std::vector<std::pair<std::string, std::string>>& params) {
+    std::string s = "<tool_call>\n<function=" + name + ">\n";
+    for (const auto& [k, v] : params) s += "<parameter=" + k + ">\n" + v + "\n</parameter>\n";
+    return s + "</function>\n</tool_call>";
+}
+std::string glm(const std::string& name, const std::vector<std::pair<std::string, std::string>>& params) {
+    std::string s = "<tool_call>" + name;
+    for (const auto& [k, v] : params) s += "<arg_key>" + k + "</arg_key><arg_value>" + v + "</arg_value>";
+    return s + "</tool_call>";
+}
+
+ojson read_back(ToolCallFormat f, const std::string& text) {
+    ChatSyntax syn;
+    syn.tool_format = f;
+    syn.parse_tool_calls = true;
+    syn.tools = kTools;
+    const ChatMessage m = parse_chat_output(text, syn);
+    ojson calls = ojson::array();
+    for (const auto& c : m.tool_calls) calls.push_back({{"name", c.name}, {"arguments", ojson::parse(c.arguments)}});
+    return calls;
+}
+
+TEST(ToolCallGrammar, hermes_json_calls) {
+    const auto g = grammar(ToolCallFormat::HermesJson);
+    const std::string one = hermes("get_weather", R"({"city": "Paris", "days": 3})");
+    EXPECT_TRUE(complete(g, one));
+    EXPECT_EQ(read_back(ToolCallFormat::HermesJson, one),
+              ojson::parse(R"([{"name":"get_weather","arguments":{"city":"Paris","days":3}}])"));
+    EXPECT_TRUE(complete(g, hermes("get_weather", R"({"city": "Paris"})")));
+    EXPECT_TRUE(complete(g, one + "\n" + hermes("search", R"({"query": "Any Text <b>"})")));  // pattern relaxed
+    EXPECT_FALSE(complete(g, hermes("get_time", R"({})")));                                   // not a tool
+    EXPECT_FALSE(complete(g, hermes("get_weather", R"({"days": 3})")));                       // city required
+    EXPECT_FALSE(complete(g, hermes("get_weather", R"({"city": "Paris", "days": "3"})")));    // days an integer
+    EXPECT_FALSE(complete(g, "Sure: " + one));                                                // calls only
+    const auto single = grammar(ToolCallFormat::HermesJson, /*parallel=*/false);
+    EXPECT_TRUE(complete(single, one));
+    EXPECT_FALSE(complete(single, one + "\n" + one));
+}
+
+TEST(ToolCallGrammar, xml_function_calls) {
+    const auto g = grammar(ToolCallFormat::XmlFunction);
+    const std::string one = xml("get_weather", {{"city", "Paris"}, {"days", "3"}, {"metric", "true"}});
+    EXPECT_TRUE(complete(g, one));
+    EXPECT_EQ(read_back(ToolCallFormat::XmlFunction, one),
+              ojson::parse(R"([{"name":"get_weather","arguments":{"city":"Paris","days":3,"metric":true}}])"));
+    // String values are verbatim text: several lines, '<' and closing tags of other elements included.
+    const std::string code = "if a < b:\n    print('</div>')\n<p>x</p>";
+    const std::string with_code = xml("search", {{"query", code}});
+    EXPECT_TRUE(complete(g, with_code));
+    EXPECT_EQ(read_back(ToolCallFormat::XmlFunction, with_code)[0]["arguments"]["query"], code);
+    EXPECT_TRUE(complete(g, one + "\n" + with_code));
+    EXPECT_FALSE(complete(g, xml("get_weather", {{"days", "3"}})));                         // city required
+    EXPECT_FALSE(complete(g, xml("get_weather", {{"city", "Paris"}, {"days", "three"}})));  // days an integer
+    EXPECT_FALSE(complete(g, xml("get_weather", {{"city", "a</parameter>b"}})));            // the value ends early
+    EXPECT_FALSE(complete(g, xml("lookup", {{"city", "Paris"}})));
+}
+
+TEST(ToolCallGrammar, glm_arg_key_value_calls) {
+    const auto g = grammar(ToolCallFormat::GlmArgKeyValue);
+    const std::string one = glm("get_weather", {{"city", "Paris"}, {"days", "3"}});
+    EXPECT_TRUE(complete(g, one));
+    EXPECT_EQ(read_back(ToolCallFormat::GlmArgKeyValue, one),
+              ojson::parse(R"([{"name":"get_weather","arguments":{"city":"Paris","days":3}}])"));
+    EXPECT_TRUE(complete(g, one + glm("search", {{"query", "a < b"}})));  // back to back, as the template writes
+    EXPECT_TRUE(complete(g, one + "\n" + one));
+    EXPECT_FALSE(complete(g, glm("get_weather", {{"city", "Paris"}, {"days", "soon"}})));
+    EXPECT_FALSE(complete(g, glm("get_weather", {})));
+}
+
+// tool_choice "required": the answer is calls from the start, after the reasoning where the model has some.
+TEST(ToolCallGrammar, required_calls_may_follow_the_reasoning) {
+    const std::string call = hermes("get_weather", R"({"city": "Paris"})");
+    const auto open = grammar(ToolCallFormat::HermesJson, true, true, ReasoningLead::Open);
+    EXPECT_TRUE(complete(open, "The user wants the weather.\n</think>\n\n" + call));
+    EXPECT_FALSE(complete(open, call));  // the prompt opened the block: it must close first
+    const auto optional = grammar(ToolCallFormat::HermesJson, true, true, ReasoningLead::Optional);
+    EXPECT_TRUE(complete(optional, "<think>\nHmm.\n</think>\n\n" + call));
+    EXPECT_TRUE(complete(optional, call));
+    EXPECT_FALSE(complete(optional, "Hello " + call));
+}
+
+// Lazy grammars start at a trigger past the reasoning block (trigger_floor).
+TEST(ToolCallGrammar, triggers_count_only_after_the_reasoning) {
+    GrammarConstraint c;
+    EXPECT_EQ(trigger_floor(c, "Hi <tool_call>"), 0u);
+    c.may_think = true;
+    EXPECT_EQ(trigger_floor(c, "  <thi"), std::string::npos);  // may still become "<think>"
+    EXPECT_EQ(trigger_floor(c, "<think>a <tool_call>"), std::string::npos);
+    EXPECT_EQ(trigger_floor(c, "<think>a</think>\n<tool_call>"), 16u);
+    EXPECT_EQ(trigger_floor(c, "Hello"), 0u);
+    c.may_think = false;
+    c.starts_in_reasoning = true;
+    EXPECT_EQ(trigger_floor(c, "a <tool_call>"), std::string::npos);
+    EXPECT_EQ(trigger_floor(c, "a</think>b"), 9u);
+}
+
+TEST(ToolCallGrammar, nothing_to_constrain_without_tools_or_a_syntax) {
+    EXPECT_TRUE(tool_call_grammar(ojson::array(), {ToolCallFormat::HermesJson}).gbnf.empty());
+    EXPECT_TRUE(tool_call_grammar(kTools, {ToolCallFormat::None}).gbnf.empty());
+}
+
+}  // namespace
+}  // namespace moeserve
