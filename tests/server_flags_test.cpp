@@ -227,6 +227,8 @@ TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
         {{"--sleep-idle-seconds", "60"}, "--sleep-idle-seconds is not supported"},
         {{"--ssl-key-file", "k.pem"}, "HTTPS"},
         {{"--lora", "a.gguf"}, "--lora is not supported"},
+        {{"-hf", "Qwen/Qwen3-Coder-30B-A3B-Instruct-GGUF"}, "does not download models"},
+        {{"--tools", "all"}, "no built-in tools"},
         {{"--mmproj", "p.gguf"}, "multimodal"},
         {{"-md", "draft.gguf"}, "speculative decoding"},
         {{"--models-dir", "/models"}, "router mode"},

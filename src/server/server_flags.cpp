@@ -54,6 +54,9 @@ float to_float(const std::string& flag, const std::string& v) {
 }
 
 // A flag llama-server has and moeserve does not: the error says why.
+constexpr const char* kNoBuiltinTools =
+    "moeserve has no built-in tools (clients declare their own in the request's \"tools\")";
+
 [[noreturn]] void unsupported(const std::string& flag, const std::string& why) {
     throw ServerFlagError(fmt::format("{} is not supported: {}", flag, why));
 }
@@ -622,6 +625,24 @@ const std::vector<Flag>& flags() {
              "LLAMA_ARG_RERANKING",
              "refused: no reranking models",
              [](ServerOptions&, auto& f, auto&) { unsupported(f, "moeserve serves no reranking models"); }},
+            {{"-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft", "-mu",
+              "--model-url"},
+             "REPO",
+             nullptr,
+             "refused: models are not downloaded",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve does not download models; give the GGUF file with -m FILE");
+             }},
+            {{"--tools"},
+             "LIST",
+             nullptr,
+             "refused: no built-in tools",
+             [](ServerOptions&, auto& f, auto&) { unsupported(f, kNoBuiltinTools); }},
+            {{"--agent"},
+             nullptr,
+             nullptr,
+             "refused: no built-in tools",
+             [](ServerOptions&, auto& f, auto&) { unsupported(f, kNoBuiltinTools); }},
             {{"--lora", "--lora-scaled", "--control-vector"},
              "FNAME",
              nullptr,
