@@ -225,8 +225,8 @@ int main(int argc, char** argv) {
                 o.requests, o.max_tokens, o.prompt_tokens);
     std::printf(
         "| model | -t | -np | prompt tokens | aggregate tok/s | per-request tok/s (mean) | TTFT p50 ms | TTFT p99 ms | "
-        "tokens/step | in forward | decode-step tok/s | ok |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        "tokens/step | in forward | decode-step tok/s | host µs/token | ok |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     std::fflush(stdout);
     for (const auto& [label, path] : models) {
         for (int threads : o.threads) {
@@ -238,7 +238,7 @@ int main(int argc, char** argv) {
                     {"-m", path, "-np", std::to_string(np), "-c", "8192", "-t", std::to_string(threads), "--metrics"},
                     log);
                 if (server.port() == 0) {
-                    std::printf("| %s | %d | %d | server did not start (see %s) |||||||||\n", label.c_str(), threads,
+                    std::printf("| %s | %d | %d | server did not start (see %s) ||||||||||\n", label.c_str(), threads,
                                 np, log.c_str());
                     continue;
                 }
@@ -260,13 +260,21 @@ int main(int argc, char** argv) {
                 const double decode_s = metric(metrics, "moeserve:decode_steps_seconds_total");
                 const std::string decode_rate =
                     decode_tokens > 0 && decode_s > 0 ? fmt::format("{:.1f}", decode_tokens / decode_s) : "?";
-                std::printf("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(),
+                // Per generated token of those steps, the time outside the forward pass: scheduling,
+                // sampling, detokenizing and handing the token to its stream.
+                const double decode_forward_s = metric(metrics, "moeserve:decode_steps_forward_seconds_total");
+                const std::string host_us =
+                    decode_tokens > 0 && decode_forward_s >= 0
+                        ? fmt::format("{:.1f}", 1e6 * (decode_s - decode_forward_s) / decode_tokens)
+                        : "?";
+                std::printf("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%d |\n", label.c_str(),
                             threads, np, field(report, "prompt tokens: +([0-9.]+)").c_str(),
                             field(report, "aggregate tokens/s: +([0-9.]+)").c_str(),
                             field(report, "per-request tokens/s: +mean ([0-9.]+)").c_str(),
                             field(report, "time to first token: +p50 ([0-9.]+) ms").c_str(),
                             field(report, "p99 ([0-9.]+) ms").c_str(), per_step.c_str(), forward_share.c_str(),
-                            decode_rate.c_str(), field(report, "requests: +([0-9]+) ok").c_str(), o.requests);
+                            decode_rate.c_str(), host_us.c_str(), field(report, "requests: +([0-9]+) ok").c_str(),
+                            o.requests);
                 std::fflush(stdout);
             }
         }

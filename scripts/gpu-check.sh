@@ -448,7 +448,7 @@ tiny_load() {
     # decode-only steps' tokens and time (their tokens/s: issue 5's decode throughput).
     if [ $ready = 1 ] && exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
         printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-        grep -E "^(moeserve:forward_seconds_total|moeserve:decode_steps_(tokens|seconds)_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
+        grep -E "^(moeserve:forward_seconds_total|moeserve:decode_steps_(tokens|seconds|forward_seconds)_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
         exec 3<&-
     fi
     kill "$pid" 2>/dev/null

@@ -405,7 +405,12 @@ TEST_F(ServerE2E, sixteen_concurrent_streams_complete_with_the_sequential_greedy
     EXPECT_GT(decode_tokens, 0.0);
     EXPECT_LE(decode_tokens, std::stod(m[1]));
     ASSERT_TRUE(std::regex_search(metrics, m, std::regex("moeserve:decode_steps_seconds_total ([0-9.e+-]+)")));
+    const double decode_s = std::stod(m[1]);
+    EXPECT_GT(decode_s, 0.0);
+    // Their forward passes: part of that time, not all of it (sampling and streaming are the rest).
+    ASSERT_TRUE(std::regex_search(metrics, m, std::regex("moeserve:decode_steps_forward_seconds_total ([0-9.e+-]+)")));
     EXPECT_GT(std::stod(m[1]), 0.0);
+    EXPECT_LT(std::stod(m[1]), decode_s);
 }
 
 // The chat page's own script, run by node over a small DOM stand-in against a real server

@@ -598,6 +598,7 @@ bool Scheduler::step() {
     if (rec.n_prompt == 0) {  // a decode-only step, sampling and streaming included
         stats_.n_decode_step_tokens += static_cast<uint64_t>(rec.n_decode);
         stats_.t_decode_steps_s += seconds_between(t_step, SteadyClock::now());
+        stats_.t_decode_steps_forward_s += seconds_between(t0, t1);
     }
     return true;
 }

@@ -99,6 +99,7 @@ struct SchedulerStats {
     // throughput apart from prompt processing.
     uint64_t n_decode_step_tokens = 0;
     double t_decode_steps_s = 0;
+    double t_decode_steps_forward_s = 0;  // the forward passes' share of it; the rest is the host's
     uint64_t n_requests_done = 0, n_requests_failed = 0, n_requests_cancelled = 0;
     int n_processing = 0;  // busy slots now
     int n_queued = 0;      // requests waiting for a slot now
