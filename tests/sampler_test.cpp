@@ -173,6 +173,35 @@ TEST(Sampler, GreedyWithPenaltiesPicksTheFirstHighestPenalizedLogit) {
     }
 }
 
+// Greedy with a logit_bias and no penalties finds the biased row's argmax without copying the
+// row: the same token as the plain reference over the biased row, for biases that raise, lower
+// and ban, repeat a token, tie with the raw winner, or hit it.
+TEST(Sampler, GreedyWithLogitBiasIsTheBiasedRowsFirstArgmax) {
+    constexpr int32_t kVocab = 3000;
+    std::mt19937 rng(11);
+    for (int trial = 0; trial < 400; ++trial) {
+        std::vector<float> logits = random_logits(kVocab, 2000 + trial, 1.0f);
+        for (float& l : logits) l = std::round(l * 2.0f) / 2.0f;  // many ties
+        SamplingParams p;
+        p.temperature = 0.0f;
+        const size_t top = static_cast<size_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        const int n_bias = 1 + static_cast<int>(rng() % 6);
+        for (int i = 0; i < n_bias; ++i) {
+            int32_t t = static_cast<int32_t>(rng() % kVocab);
+            if (i == 0 && trial % 3 == 0) t = static_cast<int32_t>(top);  // bias the raw winner
+            if (i == 1 && trial % 4 == 0) t = p.logit_bias[0].token;      // a token twice
+            const float choices[] = {-INFINITY, -1.0f, 0.5f, 3.0f, logits[top] - logits[static_cast<size_t>(t)]};
+            p.logit_bias.push_back({t, choices[rng() % 5]});
+        }
+        std::vector<float> ref = logits;
+        for (const LogitBias& b : p.logit_bias) ref[static_cast<size_t>(b.token)] += b.bias;
+        const auto expected = static_cast<int32_t>(std::max_element(ref.begin(), ref.end()) - ref.begin());
+        Sampler s(p, kVocab);
+        ASSERT_EQ(s.sample(logits), expected) << "trial " << trial;
+        EXPECT_FLOAT_EQ(s.sampled_prob(), 1.0f);
+    }
+}
+
 TEST(Sampler, GreedyWithEveryTokenBannedDoesWhatTheFullChainDoes) {
     const std::vector<float> logits = {1.0f, 2.0f, 3.0f};
     std::vector<int32_t> picked;

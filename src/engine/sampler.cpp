@@ -326,6 +326,26 @@ int32_t Sampler::sample(std::span<const float> logits) {
     identity_ = true;
     selected_ = -1;
 
+    if (greedy_argmax_ && window_ == 0 && !params_.logit_bias.empty()) {
+        // Greedy with a logit_bias (ignore_eos bans the end tokens this way) and no penalties:
+        // the biased row's first argmax without copying the row (a 600 KB copy per token for a
+        // 152K vocabulary). Where the raw row's winner is itself biased, the copying path below
+        // decides.
+        const int32_t best = biased_argmax(logits);
+        if (best >= 0) {
+            float v = logits[static_cast<size_t>(best)];
+            for (const LogitBias& b : params_.logit_bias)
+                if (b.token == best) v += b.bias;
+            cand_[0] = Candidate{best, v, 1.0f};
+            dense_ = nullptr;
+            size_ = 1;
+            sorted_ = true;
+            identity_ = false;
+            selected_ = 0;
+            sampled_prob_ = 1.0f;
+            return best;
+        }
+    }
     apply_logit_bias();
     if (greedy_argmax_) {
         // Greedy without reported probabilities: the chain keeps the first highest logit after
@@ -425,6 +445,32 @@ void Sampler::sort_prefix(size_t k) {
     size_ = k;
     sorted_ = true;
     identity_ = false;
+}
+
+int32_t Sampler::biased_argmax(std::span<const float> logits) const {
+    bool nan = false;
+    const size_t raw = first_argmax(logits.data(), logits.size(), nan);
+    if (nan) return -1;
+    const auto& bias = params_.logit_bias;
+    if (bias.size() > 64) return -1;  // the pairwise merging below is for short lists
+    for (const LogitBias& b : bias)
+        if (static_cast<size_t>(b.token) == raw) return -1;
+    // The raw winner is unbiased: it is the first argmax of the unbiased tokens (an earlier
+    // equal value would have won). A biased token beats it with a higher biased value, or an
+    // equal one at a lower position. Biases add in list order, as apply_logit_bias adds them.
+    int32_t best = static_cast<int32_t>(raw);
+    float best_v = logits[raw];
+    for (size_t k = 0; k < bias.size(); ++k) {
+        const int32_t t = bias[k].token;
+        bool seen = false;
+        for (size_t j = 0; j < k && !seen; ++j) seen = bias[j].token == t;
+        if (seen) continue;
+        float v = logits[static_cast<size_t>(t)];
+        for (size_t j = k; j < bias.size(); ++j)
+            if (bias[j].token == t) v += bias[j].bias;
+        if (v > best_v || (v == best_v && t < best)) best = t, best_v = v;
+    }
+    return std::isfinite(best_v) ? best : -1;
 }
 
 float* Sampler::writable_dense() {

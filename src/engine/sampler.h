@@ -172,6 +172,9 @@ class Sampler {
     void apply_dry();
     void apply_top_n_sigma();
     void apply_top_k(int32_t k);
+    // Greedy, logit_bias, no penalties: the biased row's first argmax, or -1 where the
+    // copying path must decide (the raw winner is biased, a NaN, no finite winner).
+    int32_t biased_argmax(std::span<const float> logits) const;
     void apply_typical();
     void apply_top_p();
     void apply_min_p();
