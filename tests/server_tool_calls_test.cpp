@@ -251,6 +251,20 @@ TEST_P(ServerToolCalls, the_grammar_makes_calls_of_declared_tools_with_valid_arg
     ASSERT_EQ(r.status, 200) << r.body;
     expect_alarm(r.json_body(), "required");
 
+    // A named function is the call, even where it is not the first tool; a name not among the tools is a 400.
+    json named = body;
+    named["tools"] = json::array({json::parse(R"({"type":"function","function":{"name":"ring","parameters":{
+        "type":"object","properties":{"times":{"type":"integer"}},"required":["times"]}}})"),
+                                  tools[0]});
+    named["tool_choice"] = {{"type", "function"}, {"function", {{"name", "set_alarm"}}}};
+    r = curl(server->url("/v1/chat/completions"), "POST", named.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    expect_alarm(r.json_body(), "named function");
+    named["tool_choice"]["function"]["name"] = "snooze";
+    r = curl(server->url("/v1/chat/completions"), "POST", named.dump());
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_NE(r.body.find("snooze"), std::string::npos) << r.body;
+
     // auto: the marker's token made likely; the grammar takes over once it is written.
     const json ids = curl(server->url("/tokenize"), "POST", R"({"content":"<tool_call>","parse_special":true})")
                          .json_body()["tokens"];

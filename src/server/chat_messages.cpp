@@ -127,9 +127,9 @@ json normalize_tools(const json& body) {
     return out;
 }
 
-// tool_choice and reasoning_format (spec server-behaviour §5.4): "auto" and
-// "required" parse tool calls, "none" does not; an object naming a function
-// is read as "auto", as llama-server does.
+// tool_choice and reasoning_format (spec server-behaviour §5.4): "auto",
+// "required" and an object naming a function parse tool calls (the grammar,
+// completion_request.cpp, makes the last two call), "none" does not.
 ChatOutputOptions output_options(const json& body, const ServedModel& model, bool jinja) {
     ChatOutputOptions o;
     o.reasoning_format = model.options().reasoning_format;

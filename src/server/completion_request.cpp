@@ -75,12 +75,29 @@ std::shared_ptr<const GrammarConstraint> tool_call_constraint(const json& body, 
     ToolCallGrammarOptions o;
     o.format = syn.tool_format;
     o.parallel = call.parallel_tool_calls;
-    const auto choice = body.find("tool_choice");  // an object naming a function reads as "auto"
+    const auto choice = body.find("tool_choice");
     o.required = choice != body.end() && choice->is_string() && *choice == "required";
     o.lead = !syn.forced_reasoning_prefix.empty() ? ReasoningLead::Open
              : syn.model_may_think                ? ReasoningLead::Optional
                                                   : ReasoningLead::None;
-    const ToolCallGrammar g = tool_call_grammar(syn.tools, o);
+    // An object naming a function ({"type":"function","function":{"name":N}}, or the
+    // Anthropic form converted to it): that function must be called, as OpenAI defines it.
+    // (llama-server reads such an object as "auto"; answering what was asked is the improvement.)
+    nlohmann::ordered_json tools = syn.tools;
+    if (choice != body.end() && choice->is_object()) {
+        const json fn = choice->value("function", json::object());
+        const std::string name = fn.is_object() ? fn.value("name", std::string()) : std::string();
+        if (!name.empty()) {
+            nlohmann::ordered_json only = nlohmann::ordered_json::array();
+            for (const auto& t : syn.tools)
+                if (t.contains("function") && t["function"].value("name", std::string()) == name) only.push_back(t);
+            if (only.empty())
+                throw invalid_request(fmt::format("Field 'tool_choice': function '{}' is not one of the tools", name));
+            tools = std::move(only);
+            o.required = true;
+        }
+    }
+    const ToolCallGrammar g = tool_call_grammar(tools, o);
     if (g.gbnf.empty()) return nullptr;
     auto c = std::make_shared<GrammarConstraint>();
     try {
