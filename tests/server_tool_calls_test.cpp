@@ -265,6 +265,19 @@ TEST_P(ServerToolCalls, the_grammar_makes_calls_of_declared_tools_with_valid_arg
     EXPECT_EQ(r.status, 400) << r.body;
     EXPECT_NE(r.body.find("snooze"), std::string::npos) << r.body;
 
+    // Parallel calls allowed and newlines made likely: a newline after the call (Nemotron's template
+    // writes one) may end the answer; it does not force another call.
+    const json nl = curl(server->url("/tokenize"), "POST", R"({"content":"\n"})").json_body()["tokens"];
+    ASSERT_EQ(nl.size(), 1u) << nl.dump();
+    json newline = body;
+    newline.erase("parallel_tool_calls");
+    newline["tools"] = json::parse(R"([{"type":"function","function":{"name":"ping","parameters":{"type":"object",
+        "properties":{}}}}])");
+    newline["logit_bias"] = json::array({json::array({nl[0], 30})});
+    r = curl(server->url("/v1/chat/completions"), "POST", newline.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json_body()["choices"][0]["finish_reason"], "tool_calls") << r.body;
+
     // auto: the marker's token made likely; the grammar takes over once it is written.
     const json ids = curl(server->url("/tokenize"), "POST", R"({"content":"<tool_call>","parse_special":true})")
                          .json_body()["tokens"];

@@ -100,6 +100,37 @@ TEST(ToolCallGrammar, xml_function_calls) {
     EXPECT_FALSE(complete(g, xml("lookup", {{"city", "Paris"}})));
 }
 
+// The answer may end with whitespace after its last call (Nemotron's template writes
+// "</tool_call>\n"), and a parallel answer still allows the next call after that newline.
+TEST(ToolCallGrammar, calls_may_end_with_a_newline) {
+    for (ToolCallFormat f : {ToolCallFormat::HermesJson, ToolCallFormat::XmlFunction, ToolCallFormat::GlmArgKeyValue}) {
+        const std::string one = f == ToolCallFormat::HermesJson    ? hermes("get_weather", R"({"city": "Paris"})")
+                                : f == ToolCallFormat::XmlFunction ? xml("get_weather", {{"city", "Paris"}})
+                                                                   : glm("get_weather", {{"city", "Paris"}});
+        for (bool parallel : {true, false}) {
+            const auto g = grammar(f, parallel);
+            SCOPED_TRACE(std::string(tool_call_format_name(f)) + (parallel ? " parallel" : " single"));
+            EXPECT_TRUE(complete(g, one + "\n"));
+            EXPECT_FALSE(complete(g, one + "\nHello"));
+            EXPECT_EQ(complete(g, one + "\n" + one + "\n"), parallel);
+        }
+    }
+}
+
+// Parameter schemas with local names ($defs) keep their own rules: no clash with the
+// grammar's rules, and the value is still constrained.
+TEST(ToolCallGrammar, parameter_schemas_with_defs_named_like_the_grammars_rules) {
+    const ojson tools = ojson::parse(R"([{"type":"function","function":{"name":"f","parameters":{"type":"object",
+        "properties":{"n":{"$defs":{"param":{"type":"integer"},"text-0":{"type":"boolean"}},"$ref":"#/$defs/param"},
+                      "s":{"type":"string"}},"required":["n","s"]}}}])");
+    for (ToolCallFormat f : {ToolCallFormat::XmlFunction, ToolCallFormat::GlmArgKeyValue}) {
+        const auto g = std::make_shared<const Grammar>(parse_gbnf(tool_call_grammar(tools, {f}).gbnf));
+        const bool x = f == ToolCallFormat::XmlFunction;
+        EXPECT_TRUE(complete(g, x ? xml("f", {{"n", "12"}, {"s", "hi"}}) : glm("f", {{"n", "12"}, {"s", "hi"}})));
+        EXPECT_FALSE(complete(g, x ? xml("f", {{"n", "x"}, {"s", "hi"}}) : glm("f", {{"n", "x"}, {"s", "hi"}})));
+    }
+}
+
 TEST(ToolCallGrammar, glm_arg_key_value_calls) {
     const auto g = grammar(ToolCallFormat::GlmArgKeyValue);
     const std::string one = glm("get_weather", {{"city", "Paris"}, {"days", "3"}});
@@ -108,6 +139,9 @@ TEST(ToolCallGrammar, glm_arg_key_value_calls) {
               ojson::parse(R"([{"name":"get_weather","arguments":{"city":"Paris","days":3}}])"));
     EXPECT_TRUE(complete(g, one + glm("search", {{"query", "a < b"}})));  // back to back, as the template writes
     EXPECT_TRUE(complete(g, one + "\n" + one));
+    // GLM-4.5/4.6 put newlines between the elements.
+    EXPECT_TRUE(
+        complete(g, "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>"));
     EXPECT_FALSE(complete(g, glm("get_weather", {{"city", "Paris"}, {"days", "soon"}})));
     EXPECT_FALSE(complete(g, glm("get_weather", {})));
 }
@@ -137,6 +171,7 @@ TEST(ToolCallGrammar, triggers_count_only_after_the_reasoning) {
     c.starts_in_reasoning = true;
     EXPECT_EQ(trigger_floor(c, "a <tool_call>"), std::string::npos);
     EXPECT_EQ(trigger_floor(c, "a</think>b"), 9u);
+    EXPECT_EQ(trigger_floor(c, "a</think>b</think>c", 3), 18u);  // searched on from where the last search stopped
 }
 
 TEST(ToolCallGrammar, nothing_to_constrain_without_tools_or_a_syntax) {

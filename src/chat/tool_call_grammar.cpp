@@ -151,24 +151,29 @@ std::string call_rule(ToolCallFormat format, const ojson& tools, size_t i, std::
         out += fmt::format("{} ::= {}\n", rule, json);
         return rule;
     }
-    // The XML-like families: each parameter tagged, string values verbatim,
-    // the others as JSON (as tool_arguments.h reads them back).
+    // The XML-like families: each parameter tagged, string values verbatim
+    // (one shared text rule per family), the others as JSON (as
+    // tool_arguments.h reads them back). The converter's rules live under
+    // "t{i}-p{k}-"; the rules named here never start with "t<digit>", so
+    // they cannot collide with those. GLM's elements may be separated by a
+    // newline, as GLM-4.5/4.6 write them.
     const bool xml = format == ToolCallFormat::XmlFunction;
-    std::string body = xml ? literal("<function=" + name + ">\n") : literal(name);
+    const std::string nl = xml ? "" : " " + literal("\n") + "?";
+    std::string body = xml ? literal("<function=" + name + ">\n") : literal(name) + nl;
     const ojson props = params.value("properties", ojson::object());
     size_t k = 0;
     for (const auto& [key, required] : parameter_order(params)) {
-        const std::string prefix = fmt::format("t{}-p{}-", i, k++);
-        std::string value;
-        if (tool_parameter_is_string(tools, name, key))
-            value = text_without(xml ? "</parameter>" : "</arg_value>", prefix + "text", out);
-        else
-            value = json_rules(props[key], ojson::object(), prefix, out);
+        const std::string prefix = fmt::format("t{}-p{}-", i, k);
+        const std::string param_rule = fmt::format("param-{}-{}", i, k++);
+        const std::string value = tool_parameter_is_string(tools, name, key)
+                                      ? (xml ? "xml-text-0" : "glm-text-0")
+                                      : json_rules(props[key], ojson::object(), prefix, out);
         const std::string param =
             xml ? literal("<parameter=" + key + ">\n") + " " + value + " " + literal("\n</parameter>\n")
-                : literal("<arg_key>" + key + "</arg_key><arg_value>") + " " + value + " " + literal("</arg_value>");
-        out += fmt::format("{}param ::= {}\n", prefix, param);
-        body += " " + prefix + (required ? "param" : "param?");
+                : literal("<arg_key>" + key + "</arg_key>") + nl + " " + literal("<arg_value>") + " " + value + " " +
+                      literal("</arg_value>") + nl;
+        out += fmt::format("{} ::= {}\n", param_rule, param);
+        body += " " + param_rule + (required ? "" : "?");
     }
     if (xml) body += " " + literal("</function>\n");
     out += fmt::format("{} ::= {}\n", rule, body);
@@ -183,6 +188,8 @@ ToolCallGrammar tool_call_grammar(const ojson& tools, const ToolCallGrammarOptio
     std::string rules, any_call;
     for (size_t i = 0; i < tools.size(); ++i)
         any_call += (any_call.empty() ? "" : " | ") + call_rule(o.format, tools, i, rules);
+    if (o.format == ToolCallFormat::XmlFunction) text_without("</parameter>", "xml-text", rules);
+    if (o.format == ToolCallFormat::GlmArgKeyValue) text_without("</arg_value>", "glm-text", rules);
 
     // A whole call with its wrapper, then how calls follow each other.
     std::string call;
@@ -203,15 +210,19 @@ ToolCallGrammar tool_call_grammar(const ojson& tools, const ToolCallGrammarOptio
         case ToolCallFormat::None:
             break;
     }
-    std::string calls = o.parallel ? fmt::format("tool-call ( {} tool-call )*", between) : "tool-call";
+    // The calls may end with a little whitespace before the end token (Nemotron's
+    // template writes "</tool_call>\n"): without it, a model that writes the
+    // newline could only go on with another call.
+    std::string calls =
+        (o.parallel ? fmt::format("tool-call ( {} tool-call )*", between) : std::string("tool-call")) + " ws";
     std::string lead;
     if (o.required && o.lead != ReasoningLead::None) {
         const std::string thought = text_without("</think>", "thought", rules);
         lead = o.lead == ReasoningLead::Open
                    ? fmt::format("{} {} ws ", thought, literal("</think>"))
                    : fmt::format("( {} {} {} ws )? ", literal("<think>"), thought, literal("</think>"));
-        rules += "ws ::= [ \\t\\n]{0,4}\n";
     }
+    rules += "ws ::= [ \\t\\n]{0,4}\n";
     g.gbnf = fmt::format("root ::= {}{}\ntool-call ::= {}\n{}", lead, calls, call, rules);
     g.triggers = {"<tool_call>"};
     return g;

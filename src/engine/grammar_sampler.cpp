@@ -1,5 +1,6 @@
 #include "engine/grammar_sampler.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "text/tokenizer.h"
@@ -31,10 +32,10 @@ int32_t end_token(const Tokenizer& tokenizer) {
 
 }  // namespace
 
-size_t trigger_floor(const GrammarConstraint& g, const std::string& text) {
+size_t trigger_floor(const GrammarConstraint& g, const std::string& text, size_t close_from) {
     static constexpr std::string_view kOpen = "<think>", kClose = "</think>";
     auto after_close = [&](size_t from) {
-        const size_t c = text.find(kClose, from);
+        const size_t c = text.find(kClose, std::max(from, close_from));
         return c == std::string::npos ? std::string::npos : c + kClose.size();
     };
     if (g.starts_in_reasoning) return after_close(0);

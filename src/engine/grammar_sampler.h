@@ -45,8 +45,9 @@ struct GrammarConstraint {
 
 // Where a lazy grammar's triggers may start in `text`: past the reasoning
 // block, or npos while that is not yet known (the block is still open, or the
-// text may still become "<think>").
-size_t trigger_floor(const GrammarConstraint& g, const std::string& text);
+// text may still become "<think>"). The block's "</think>" is searched from
+// close_from on (a caller that searched before passes where it stopped).
+size_t trigger_floor(const GrammarConstraint& g, const std::string& text, size_t close_from = 0);
 
 // Picks the next token under the matcher's grammar (does not advance it).
 // When the grammar allows nothing more, returns an end-of-generation token.

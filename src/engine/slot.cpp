@@ -57,7 +57,8 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     grammar_.reset();
     const GrammarConstraint* g = task_.request.grammar.get();
     if (g && g->triggers.empty()) grammar_ = std::make_unique<GrammarMatcher>(g->grammar);
-    trigger_searched_ = 0;
+    trigger_searched_ = close_searched_ = 0;
+    trigger_floor_ = std::string::npos;
     text_.clear();
     sent_ = searched_ = 0;
     const bool tracks_reasoning = task_.request.reasoning_budget >= 0 || task_.request.reasoning_control;
@@ -242,8 +243,15 @@ bool Slot::sample(std::span<const float> logits, SteadyClock::time_point now) {
 void Slot::start_lazy_grammar() {
     const GrammarConstraint* g = task_.request.grammar.get();
     if (!g || g->triggers.empty() || grammar_ || trigger_searched_ == std::string::npos) return;
-    const size_t floor = trigger_floor(*g, text_);
-    if (floor == std::string::npos) return;
+    // The floor is found once; until then each token's search goes on where the last one stopped.
+    if (trigger_floor_ == std::string::npos) {
+        trigger_floor_ = trigger_floor(*g, text_, close_searched_);
+        if (trigger_floor_ == std::string::npos) {
+            close_searched_ = text_.size() > 8 ? text_.size() - 8 : 0;  // "</think>" may straddle the end
+            return;
+        }
+    }
+    const size_t floor = trigger_floor_;
     size_t from = std::max(floor, trigger_searched_), at = std::string::npos;
     for (const std::string& t : g->triggers) at = std::min(at, text_.find(t, from));
     if (at == std::string::npos) {

@@ -174,6 +174,8 @@ class Slot {
     std::unique_ptr<GrammarMatcher> grammar_;  // the request's grammar, as far as generated
     std::vector<float> grammar_scratch_;
     size_t trigger_searched_ = 0;  // a lazy grammar's triggers are searched from here (npos: given up)
+    size_t trigger_floor_ = 0;     // where they may start (npos: not known yet, the reasoning goes on)
+    size_t close_searched_ = 0;    // the reasoning's "</think>" is searched from here
     EmbeddingPooler pooler_;       // embedding requests
     SteadyClock::time_point t_start_{}, t_first_{};
     Timings timings_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <optional>
 
@@ -32,14 +33,15 @@ std::vector<std::string> apply_model_sampling_defaults(const GgufFile& file, con
     std::vector<std::string> applied;
     auto real = [&](const char* name, float& dst) {
         if (given.count(name)) return;
-        if (auto x = number(file, std::string("general.sampling.") + name)) {
+        if (auto x = number(file, std::string("general.sampling.") + name); x && std::isfinite(*x)) {
             dst = static_cast<float>(*x);
             applied.push_back(fmt::format("{}={}", name, dst));
         }
     };
     auto whole = [&](const char* name, int32_t& dst) {
         if (given.count(name)) return;
-        if (auto x = number(file, std::string("general.sampling.") + name)) {
+        auto x = number(file, std::string("general.sampling.") + name);
+        if (x && std::isfinite(*x) && *x > -2147483649.0 && *x < 2147483648.0) {  // skipped outside int32
             dst = static_cast<int32_t>(*x);  // strtol stops at the point: truncation
             applied.push_back(fmt::format("{}={}", name, dst));
         }
