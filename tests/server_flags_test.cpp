@@ -301,6 +301,8 @@ TEST(ServerFlags, boolean_environment_variables_turn_switches_off_too) {
     EXPECT_TRUE(on.webui);
     EXPECT_EQ(parse({"-m", "m"}, {{"LLAMA_ARG_NO_MMAP", "yes"}}).load_mode, LoadMode::read);
     EXPECT_EQ(parse({"-m", "m"}, {{"LLAMA_ARG_NO_MMAP", ""}}).load_mode, LoadMode::read);
+    EXPECT_TRUE(parse({"-m", "m"}, {{"LLAMA_ARG_KV_OFFLOAD", "0"}}).no_kv_offload);  // the spec's variable for -nkvo
+    EXPECT_FALSE(parse({"-m", "m"}, {{"LLAMA_ARG_KV_OFFLOAD", "1"}}).no_kv_offload);
     // The command line still wins over the variable.
     EXPECT_TRUE(parse({"-m", "m", "--slots"}, {{"LLAMA_ARG_ENDPOINT_SLOTS", "false"}}).endpoint_slots);
     // A false continuous-batching variable is refused like -nocb; a bad word is named.

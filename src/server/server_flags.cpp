@@ -190,6 +190,11 @@ const std::vector<Flag>& flags() {
                      o.override_tensor.push_back(item);
                  }
              }},
+            {{"-kvo", "--kv-offload"},
+             nullptr,
+             "LLAMA_ARG_KV_OFFLOAD",
+             "keep the KV cache with the layers' weights (default)",
+             [](ServerOptions& o, auto&, auto&) { o.no_kv_offload = false; }},
             {{"-nkvo", "--no-kv-offload"},
              nullptr,
              "LLAMA_ARG_NO_KV_OFFLOAD",
