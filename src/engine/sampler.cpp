@@ -336,14 +336,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
             float v = logits[static_cast<size_t>(best)];
             for (const LogitBias& b : params_.logit_bias)
                 if (b.token == best) v += b.bias;
-            cand_[0] = Candidate{best, v, 1.0f};
-            dense_ = nullptr;
-            size_ = 1;
-            sorted_ = true;
-            identity_ = false;
-            selected_ = 0;
-            sampled_prob_ = 1.0f;
-            return best;
+            return greedy_answer(best, v);
         }
     }
     apply_logit_bias();
@@ -355,16 +348,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
         const float* row = dense_;
         bool nan = false;
         const size_t best = first_argmax(row, size_, nan);
-        if (!nan && std::isfinite(row[best])) {
-            cand_[0] = Candidate{static_cast<int32_t>(best), row[best], 1.0f};
-            dense_ = nullptr;
-            size_ = 1;
-            sorted_ = true;
-            identity_ = false;
-            selected_ = 0;
-            sampled_prob_ = 1.0f;
-            return static_cast<int32_t>(best);
-        }
+        if (!nan && std::isfinite(row[best])) return greedy_answer(static_cast<int32_t>(best), row[best]);
         // Every logit banned, or NaN or infinite logits: the full chain decides, as it always did.
         dense_ = logits.data();
         sorted_ = false;
@@ -445,6 +429,18 @@ void Sampler::sort_prefix(size_t k) {
     size_ = k;
     sorted_ = true;
     identity_ = false;
+}
+
+// The greedy fast paths' outcome: one candidate, chosen with probability 1.
+int32_t Sampler::greedy_answer(int32_t token, float logit) {
+    cand_[0] = Candidate{token, logit, 1.0f};
+    dense_ = nullptr;
+    size_ = 1;
+    sorted_ = true;
+    identity_ = false;
+    selected_ = 0;
+    sampled_prob_ = 1.0f;
+    return token;
 }
 
 int32_t Sampler::biased_argmax(std::span<const float> logits) const {

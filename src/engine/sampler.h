@@ -175,6 +175,7 @@ class Sampler {
     // Greedy, logit_bias, no penalties: the biased row's first argmax, or -1 where the
     // copying path must decide (the raw winner is biased, a NaN, no finite winner).
     int32_t biased_argmax(std::span<const float> logits) const;
+    int32_t greedy_answer(int32_t token, float logit);
     void apply_typical();
     void apply_top_p();
     void apply_min_p();
