@@ -89,6 +89,22 @@ TEST_F(ServerE2E, health_models_props_and_unknown_routes) {
     EXPECT_NE(lora.body.find("id 0"), std::string::npos) << lora.body;
 }
 
+// llama-server's log lines that users grep: the KV cache's summary at load (N = the
+// cells of one slot; K = 2 layers x 2,048 cells (4 slots of 512) x 2 KV heads x 128 x 2
+// bytes = 2.00 MiB, V the same), and each finished request's timings.
+TEST_F(ServerE2E, logs_the_kv_cache_and_each_requests_timings_as_llama_server) {
+    ASSERT_EQ(curl(server_->url("/completion"), "POST", R"({"prompt":"Hello","n_predict":3})").status, 200);
+    const std::string log = server_->log();
+    EXPECT_NE(log.find("llama_kv_cache: size =     4.00 MiB (   512 cells,   2 layers,  4/4 seqs), K (f16):     2.00 "
+                       "MiB, V (f16):     2.00 MiB"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("slot print_timing: id"), std::string::npos) << log;
+    EXPECT_NE(log.find("prompt eval time ="), std::string::npos) << log;
+    EXPECT_NE(log.find("       eval time ="), std::string::npos) << log;
+    EXPECT_NE(log.find("      total time ="), std::string::npos) << log;
+}
+
 TEST_F(ServerE2E, chat_usage_counts_the_templated_prompt) {
     auto templated = curl(server_->url("/apply-template"), "POST", kChat).json_body();
     const std::string prompt = templated["prompt"];

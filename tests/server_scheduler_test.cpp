@@ -81,6 +81,7 @@ struct Collected {
     GenerationResult result;
     std::string message;
     std::vector<PromptProgress> progress;
+    int slot = -1;  // where it started
     std::vector<Timings> token_timings;
 };
 
@@ -89,6 +90,7 @@ void drain(GenerationStream& s, Collected& c) {
         switch (e->kind) {
             case GenerationEvent::Kind::started:
                 c.started = true;
+                c.slot = e->slot;
                 break;
             case GenerationEvent::Kind::progress:
                 c.progress.push_back(e->progress);
@@ -207,6 +209,34 @@ TEST(ServerScheduler, queue_is_bounded) {
     s.step();  // admits one
     EXPECT_EQ(s.stats().n_queued, 2);
     EXPECT_EQ(s.stats().n_processing, 1);
+}
+
+// A request pinned to a slot (id_slot) takes that slot when it frees, before an older
+// request that could use any slot (spec §6.2: "a task pinned to the released slot goes first").
+TEST(ServerScheduler, a_freed_slot_goes_to_the_request_pinned_to_it_first) {
+    Rig rig(2, 1024, false, 64);
+    Scheduler& s = *rig.scheduler;
+    auto a = std::make_shared<GenerationStream>(), b = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(4), 100)}, a);
+    s.submit({greedy(tokens(4, 50), 100)}, b);
+    s.step();  // a and b take the two slots
+    auto older = std::make_shared<GenerationStream>(), pinned = std::make_shared<GenerationStream>();
+    s.submit({greedy(tokens(4, 90), 3)}, older);
+    GenerationRequest rq = greedy(tokens(4, 120), 3);
+    Collected ca;
+    drain(*a, ca);
+    ASSERT_TRUE(ca.started);
+    rq.id_slot = ca.slot;
+    s.submit({rq}, pinned);
+    a->cancel();  // a's slot frees at the next step
+    s.step();
+    Collected cp, co;
+    drain(*pinned, cp);
+    drain(*older, co);
+    EXPECT_TRUE(cp.started);
+    EXPECT_EQ(cp.slot, ca.slot);
+    EXPECT_FALSE(co.started);
+    EXPECT_EQ(s.stats().n_queued, 1);
 }
 
 TEST(ServerScheduler, queued_requests_start_when_a_slot_frees) {

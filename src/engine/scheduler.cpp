@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
 
 #include "engine/slot_file.h"
@@ -270,13 +271,23 @@ bool Scheduler::load_into_slot(Slot& s, const SequenceState& state, const std::v
 }
 
 void Scheduler::admit(SteadyClock::time_point now) {
-    for (auto it = queue_.begin(); it != queue_.end();) {
+    // Requests pinned to a slot (id_slot) go first, then the others oldest first: an
+    // older unpinned request never takes the freed slot a pinned one waits for (spec §6.2).
+    for (const bool pinned : {true, false})
+        for (auto it = queue_.begin(); it != queue_.end();) {
+            if ((it->task.request.id_slot >= 0) != pinned)
+                ++it;
+            else
+                it = admit_one(it, now);
+        }
+}
+
+std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>::iterator it,
+                                                             SteadyClock::time_point now) {
+    {
         bool by_similarity = false;
         Slot* s = choose_slot(it->task.request, &by_similarity);
-        if (!s) {
-            ++it;
-            continue;
-        }
+        if (!s) return std::next(it);
         const auto& prompt = it->task.request.prompt;
         int64_t n_keep = 0;
         // An embedding needs the hidden state of every prompt token: none is reused.
@@ -301,7 +312,7 @@ void Scheduler::admit(SteadyClock::time_point now) {
         }
         cache_.truncate(s->id(), n_keep);
         s->start(std::move(it->task), n_keep, now);
-        it = queue_.erase(it);
+        return queue_.erase(it);
     }
 }
 
@@ -328,6 +339,21 @@ void Scheduler::fail_slot(Slot& slot, int status, const char* type, const std::s
 
 void Scheduler::record_finished(const Slot& slot) {
     const Timings& t = slot.last_timings();
+    if (options_.log_timings) {
+        // llama-server's per-request lines (slot print_timing), which users grep for.
+        auto per = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+        std::fprintf(stderr,
+                     "slot print_timing: id %2d | task %llu | \n"
+                     "prompt eval time = %10.2f ms / %5lld tokens (%8.2f ms per token, %8.2f tokens per second)\n"
+                     "       eval time = %10.2f ms / %5lld tokens (%8.2f ms per token, %8.2f tokens per second)\n"
+                     "      total time = %10.2f ms / %5lld tokens\n",
+                     slot.id(), static_cast<unsigned long long>(slot.task().id), t.prompt_ms,
+                     static_cast<long long>(t.prompt_n), per(t.prompt_ms, double(t.prompt_n)),
+                     per(1000.0 * double(t.prompt_n), t.prompt_ms), t.predicted_ms,
+                     static_cast<long long>(t.predicted_n), per(t.predicted_ms, double(t.predicted_n)),
+                     per(1000.0 * double(t.predicted_n), t.predicted_ms), t.prompt_ms + t.predicted_ms,
+                     static_cast<long long>(t.prompt_n + t.predicted_n));
+    }
     ++stats_.n_requests_done;
     stats_.n_prompt_tokens_total += static_cast<uint64_t>(t.prompt_n);
     stats_.t_prompt_total_s += t.prompt_ms / 1000.0;

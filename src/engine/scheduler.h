@@ -59,6 +59,7 @@ struct SchedulerOptions {
     double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
     size_t cache_ram_bytes = 0;           // --cache-ram: the RAM prompt cache's limit; 0 = off
     bool context_shift = false;           // --context-shift: full generating slots drop old tokens and go on
+    bool log_timings = false;             // each finished request's timing lines on stderr (the server's)
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
     HiddenStateSource hidden_states;
@@ -166,6 +167,8 @@ class Scheduler {
     SlotTask embedding_task(GenerationRequest rq, std::shared_ptr<GenerationStream> stream) const;
     void drop_cancelled(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
+    // Starts one queued request if a slot takes it; returns the next position in the queue.
+    std::deque<Queued>::iterator admit_one(std::deque<Queued>::iterator it, SteadyClock::time_point now);
     // by_similarity: whether its cached prefix chose it (else it is the least recently used).
     Slot* choose_slot(const GenerationRequest& rq, bool* by_similarity = nullptr);
     // Saves an idle slot's cached tokens to the RAM prompt cache (when it is on).

@@ -156,15 +156,28 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
                      "context\n",
                      static_cast<long long>(layout_.n_ctx_seq), static_cast<long long>(n_ctx_train_));
     const KvCache& cache = engine_->cache();
-    std::fprintf(stderr, "llama_kv_cache: size = %8.2f MiB (%6lld cells, %3d layers, %2d/%d seqs), K (%s), V (%s)\n",
-                 mib(static_cast<double>(cache.bytes())), static_cast<long long>(cache.n_cells()), cache.n_layer(),
-                 n_slots, unified ? 1 : n_slots, options.cache_type_k.c_str(), options.cache_type_v.c_str());
+    // llama.cpp's summary line: N = the cells one sequence may use (n_ctx_seq), L = the
+    // layers holding K/V, S/T = sequences / streams, then K's and V's sizes.
+    double k_bytes = 0, v_bytes = 0;
+    int kv_layers = 0;
+    for (int l = 0; l < cache.n_layer(); ++l) {
+        k_bytes += static_cast<double>(cache.k_row_bytes(l)) * static_cast<double>(cache.n_cells());
+        v_bytes += static_cast<double>(cache.v_row_bytes(l)) * static_cast<double>(cache.n_cells());
+        kv_layers += cache.k_row_bytes(l) > 0;
+    }
+    std::fprintf(stderr,
+                 "llama_kv_cache: size = %8.2f MiB (%6lld cells, %3d layers, %2d/%d seqs), K (%s): %8.2f MiB, V (%s): "
+                 "%8.2f MiB\n",
+                 mib(k_bytes + v_bytes), static_cast<long long>(layout_.n_ctx_seq), kv_layers, n_slots,
+                 unified ? 1 : n_slots, options.cache_type_k.c_str(), mib(k_bytes), options.cache_type_v.c_str(),
+                 mib(v_bytes));
 
     SchedulerOptions so;
     so.layout = layout_;
     so.n_batch = std::min<int64_t>(options.n_batch, layout_.n_cells);
     so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
     so.max_queue = options.max_queue;
+    so.log_timings = true;
     so.slot_prompt_similarity = options.slot_prompt_similarity;
     if (options.context_shift && !engine_->backend().runs_on_host())
         throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
