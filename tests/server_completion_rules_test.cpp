@@ -112,3 +112,30 @@ TEST(ServerReversePrompt, is_the_default_stop_list_and_a_requests_own_replaces_i
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// A hybrid model's recurrent state rewinds only to its snapshots: a prompt that shares
+// a shorter prefix than the last snapshot is evaluated in full, and the log says so in
+// llama-server's words.
+TEST(ServerSlotLog, a_hybrid_model_logs_a_full_re_processing) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s(
+        {"-m", test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "-np", "1", "-c", "1024", "-t", "1"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto complete = [&](const std::string& prompt) {
+        const auto r = curl(s.url("/completion"), "POST", json({{"prompt", prompt}, {"n_predict", 1}}).dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body()["timings"];
+    };
+    complete("Hello there my good friend, how are you doing today?");
+    EXPECT_EQ(s.log().find("forcing full prompt re-processing"), std::string::npos);
+    const json again = complete("Hello there my good enemy");
+    EXPECT_EQ(again["cache_n"], 0);
+    EXPECT_NE(s.log().find("forcing full prompt re-processing due to lack of cache data"), std::string::npos)
+        << s.log();
+}
+
+}  // namespace
+}  // namespace moeserve

@@ -308,6 +308,11 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
             int64_t best = 0;
             for (int64_t p : cache_.snapshot_positions(s->id()))
                 if (p <= n_keep && p > best && cache_.can_truncate(s->id(), p)) best = p;
+            if (best == 0 && n_keep > 0 && options_.log_slots)
+                std::fprintf(stderr,
+                             "slot update_slots: id %2d | task %llu | forcing full prompt re-processing due to lack "
+                             "of cache data (a recurrent state rewinds only to its snapshots)\n",
+                             s->id(), static_cast<unsigned long long>(it->task.id));
             n_keep = best;
         }
         cache_.truncate(s->id(), n_keep);
@@ -339,7 +344,7 @@ void Scheduler::fail_slot(Slot& slot, int status, const char* type, const std::s
 
 void Scheduler::record_finished(const Slot& slot) {
     const Timings& t = slot.last_timings();
-    if (options_.log_timings) {
+    if (options_.log_slots) {
         // llama-server's per-request lines (slot print_timing), which users grep for.
         auto per = [](double a, double b) { return b > 0 ? a / b : 0.0; };
         std::fprintf(stderr,

@@ -59,7 +59,7 @@ struct SchedulerOptions {
     double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
     size_t cache_ram_bytes = 0;           // --cache-ram: the RAM prompt cache's limit; 0 = off
     bool context_shift = false;           // --context-shift: full generating slots drop old tokens and go on
-    bool log_timings = false;             // each finished request's timing lines on stderr (the server's)
+    bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
     HiddenStateSource hidden_states;

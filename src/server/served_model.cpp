@@ -177,7 +177,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     so.n_batch = std::min<int64_t>(options.n_batch, layout_.n_cells);
     so.n_ubatch = std::min<int64_t>(options.n_ubatch, so.n_batch);
     so.max_queue = options.max_queue;
-    so.log_timings = true;
+    so.log_slots = true;
     so.slot_prompt_similarity = options.slot_prompt_similarity;
     if (options.context_shift && !engine_->backend().runs_on_host())
         throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
