@@ -6,7 +6,9 @@
 // are not.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "chat/chat_output.h"
@@ -177,6 +179,106 @@ TEST(ToolCallGrammar, triggers_count_only_after_the_reasoning) {
 TEST(ToolCallGrammar, nothing_to_constrain_without_tools_or_a_syntax) {
     EXPECT_TRUE(tool_call_grammar(ojson::array(), {ToolCallFormat::HermesJson}).gbnf.empty());
     EXPECT_TRUE(tool_call_grammar(kTools, {ToolCallFormat::None}).gbnf.empty());
+}
+
+}  // namespace
+}  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// Random tool lists (names and keys with quotes, backslashes, spaces and non-ASCII;
+// parameter schemas of every kind the requests carry, including keywords the
+// converter relaxes): the grammar always parses, accepts a call with every
+// parameter written as the family's template writes it, and the answer reader
+// reads that call back. A grammar that failed to parse would leave the answer
+// unconstrained without a word, so this is checked over many shapes.
+TEST(ToolCallGrammar, random_tool_lists_give_grammars_that_accept_their_calls) {
+    struct Param {
+        const char* schema;
+        const char* value;  // as JSON
+    };
+    const Param params[] = {
+        {R"({"type":"string"})", R"("hello <b> & \"q\" \\ ü")"},
+        {R"({"type":"integer"})", "42"},
+        {R"({"type":"number"})", "3.5"},
+        {R"({"type":"boolean"})", "true"},
+        {R"({"type":"string","enum":["a","b c"]})", R"("b c")"},
+        {R"({"type":"array","items":{"type":"integer"}})", "[1, 2]"},
+        {R"({"type":"object","properties":{"x":{"type":"integer"}},"required":["x"]})", R"({"x": 1})"},
+        {R"({"anyOf":[{"type":"integer"},{"type":"null"}]})", "null"},
+        {R"({"type":"string","pattern":"^a+$"})", R"("aaa")"},
+        {R"({"type":"integer","minimum":0})", "5"},
+        {R"({"$defs":{"p":{"type":"integer"}},"$ref":"#/$defs/p"})", "7"},
+    };
+    const char* names[] = {"get_weather", "weird \"name\"", "back\\slash", "ünï-çødé", "with space"};
+    const char* keys[] = {"city", "days", "x-y", "k\"q", "ключ", "param", "text-0"};
+    std::mt19937 rng(5);
+    for (int trial = 0; trial < 60; ++trial) {
+        ojson tools = ojson::array();
+        std::vector<ojson> args;  // the call each tool gets: all its parameters
+        const size_t n_tools = 1 + rng() % 3;
+        for (size_t t = 0; t < n_tools; ++t) {
+            ojson props = ojson::object(), required = ojson::array(), call_args = ojson::object();
+            const size_t n_params = rng() % 4;
+            for (size_t k = 0; k < n_params; ++k) {
+                const std::string key = keys[(t + k + trial) % std::size(keys)];
+                if (props.contains(key)) continue;
+                const Param& p = params[rng() % std::size(params)];
+                props[key] = ojson::parse(p.schema);
+                call_args[key] = ojson::parse(p.value);
+                if (rng() % 2) required.push_back(key);
+            }
+            const std::string name = std::string(names[(t + trial) % std::size(names)]) + std::to_string(t);
+            tools.push_back({{"type", "function"},
+                             {"function",
+                              {{"name", name},
+                               {"parameters", {{"type", "object"}, {"properties", props}, {"required", required}}}}}});
+            args.push_back(call_args);
+        }
+        const size_t pick = rng() % n_tools;
+        const ojson& fn = tools[pick]["function"];
+        const std::string name = fn["name"];
+        // The parameters in the grammar's order: the required ones, then the others, each in schema order.
+        std::vector<std::string> order;
+        for (const auto& [key, _] : fn["parameters"]["properties"].items())
+            if (std::find(fn["parameters"]["required"].begin(), fn["parameters"]["required"].end(), key) !=
+                fn["parameters"]["required"].end())
+                order.push_back(key);
+        for (const auto& [key, _] : fn["parameters"]["properties"].items())
+            if (std::find(order.begin(), order.end(), key) == order.end()) order.push_back(key);
+        for (ToolCallFormat f :
+             {ToolCallFormat::HermesJson, ToolCallFormat::XmlFunction, ToolCallFormat::GlmArgKeyValue}) {
+            SCOPED_TRACE(std::string(tool_call_format_name(f)) + " trial " + std::to_string(trial) + ": " + fn.dump());
+            std::shared_ptr<const Grammar> g;
+            ASSERT_NO_THROW(g = std::make_shared<const Grammar>(parse_gbnf(tool_call_grammar(tools, {f}).gbnf)));
+            std::string text;
+            std::vector<std::pair<std::string, std::string>> written;  // the XML families' verbatim values
+            for (const auto& key : order) {
+                const ojson& v = args[pick][key];
+                written.emplace_back(key, v.is_string() ? v.get<std::string>() : v.dump());
+            }
+            if (f == ToolCallFormat::HermesJson) {
+                std::string obj = "{";
+                for (const auto& key : order)
+                    obj += (obj.size() > 1 ? ", " : "") + ojson(key).dump() + ": " + args[pick][key].dump();
+                text = "<tool_call>\n{\"name\": " + ojson(name).dump() + ", \"arguments\": " + obj + "}}\n</tool_call>";
+            } else {
+                text = f == ToolCallFormat::XmlFunction ? xml(name, written) : glm(name, written);
+            }
+            EXPECT_TRUE(complete(g, text)) << text;
+            ChatSyntax syn;
+            syn.tool_format = f;
+            syn.parse_tool_calls = true;
+            syn.tools = tools;
+            const ChatMessage m = parse_chat_output(text, syn);
+            ASSERT_EQ(m.tool_calls.size(), 1u) << text;
+            EXPECT_EQ(m.tool_calls[0].name, name);
+            // Compared as sets of members: the call writes the required ones first.
+            EXPECT_EQ(nlohmann::json::parse(m.tool_calls[0].arguments), nlohmann::json::parse(args[pick].dump()))
+                << text;
+        }
+    }
 }
 
 }  // namespace
