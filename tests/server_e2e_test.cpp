@@ -557,6 +557,13 @@ TEST(ServerE2EFlags, bad_flags_are_refused_at_start_and_sigterm_stops_cleanly) {
     EXPECT_NE(help.out.find("--ctx-size"), std::string::npos);
     auto missing = test::run_moeserve({"serve", "-m", "/nonexistent/model.gguf", "--port", "0"});
     EXPECT_EQ(missing.status, 1);
+    // A chat template name that is not built in: refused with the names that are (not run as a
+    // Jinja template that prints the word).
+    auto unknown_template =
+        test::run_moeserve({"serve", "-m", model_path(), "--chat-template", "llama3", "--port", "0"});
+    EXPECT_EQ(unknown_template.status, 1);
+    EXPECT_NE(unknown_template.err.find("chatml, qwen3, qwen3-coder, glm4, nemotron"), std::string::npos)
+        << unknown_template.err;
 
     Server s({"-m", model_path(), "-c", "512", "-t", "2"});
     ASSERT_TRUE(s.ready()) << s.log();

@@ -85,13 +85,17 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         formatter_ = std::make_unique<JinjaFormatter>(std::move(t));
     } else if (!tmpl.empty()) {
         formatter_ = make_builtin_formatter(tmpl);
-        if (!formatter_ && options.jinja)
+        // Jinja source (or the Jinja chatml): a bare word that names no built-in format is
+        // refused below with the list of names, not run as a template that prints the word.
+        const bool jinja_source = tmpl.find("{%") != std::string::npos || tmpl.find("{{") != std::string::npos;
+        if (!formatter_ && options.jinja && jinja_source)
             formatter_ = std::make_unique<JinjaFormatter>(ChatTemplate::from_name_or_source(tmpl, &vocab));
         if (!formatter_) formatter_ = formatter_for_template(tmpl);
         if (!formatter_)
             throw std::runtime_error(fmt::format(
-                "--chat-template: '{}' is neither a built-in format (chatml, qwen3, glm4, nemotron) nor a template of "
-                "one of those families (Jinja templates need --jinja)",
+                "--chat-template: '{}' is neither a built-in format (chatml, qwen3, qwen3-coder, glm4, nemotron) nor "
+                "a template of one of those families (Jinja templates need --jinja; a template file: "
+                "--chat-template-file)",
                 tmpl.size() > 60 ? tmpl.substr(0, 60) + "..." : tmpl));
         chat_template_ = tmpl;
     } else {
