@@ -555,6 +555,19 @@ TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
                      "request (256 tokens) exceeds the available context size (256 tokens), try increasing it");
     }
     EXPECT_THROW(rig.scheduler->submit({greedy({100000}, 4)}, std::make_shared<GenerationStream>()), SubmitError);
+    // Several choices whose prompts cannot fit the shared pool together: refused at once, with the numbers.
+    Rig unified(4, 1024, true, 512);
+    try {
+        unified.scheduler->submit(
+            {greedy(tokens(300), 4), greedy(tokens(300), 4), greedy(tokens(300), 4), greedy(tokens(300), 4)},
+            std::make_shared<GenerationStream>());
+        FAIL() << "4 x 300 prompt tokens cannot fit 1024 cells";
+    } catch (const SubmitError& e) {
+        EXPECT_EQ(e.status, 400);
+        EXPECT_NE(std::string(e.what()).find("need 1204 KV cells together"), std::string::npos) << e.what();
+    }
+    EXPECT_NO_THROW(unified.scheduler->submit({greedy(tokens(300), 4), greedy(tokens(300), 4)},
+                                              std::make_shared<GenerationStream>()));
     // An empty prompt is not refused: it is answered at once, empty, without a slot (llama-server).
     auto empty = std::make_shared<GenerationStream>();
     rig.scheduler->submit({greedy({}, 4)}, empty);

@@ -96,6 +96,17 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
     if (requests.empty()) throw SubmitError(400, "invalid_request_error", "no prompt to process");
     const int64_t n_ctx = options_.layout.n_ctx_slot;
     const int64_t n_vocab = model_.params().n_vocab;
+    // Several choices (n > 1) or prompts each hold their own copy of their prompt's cells: in
+    // one shared pool that can never fit, say so now rather than fail mid-way with a 500.
+    if (options_.layout.unified && requests.size() > 1) {
+        int64_t cells = 0;
+        for (const auto& rq : requests) cells += static_cast<int64_t>(rq.prompt.size()) + 1;
+        if (cells > options_.layout.n_cells)
+            throw SubmitError(400, "invalid_request_error",
+                              fmt::format("the {} choices/prompts of this request need {} KV cells together (each "
+                                          "holds its own copy of its prompt); the cache has {}",
+                                          requests.size(), cells, options_.layout.n_cells));
+    }
     std::vector<SlotTask> tasks;
     std::vector<int> empty;  // the indexes of empty prompts, answered at once
     for (auto& rq : requests) {
