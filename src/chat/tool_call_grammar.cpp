@@ -14,26 +14,6 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
-// A GBNF string literal for s.
-std::string literal(const std::string& s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\')
-            out += {'\\', static_cast<char>(c)};
-        else if (c == '\n')
-            out += "\\n";
-        else if (c == '\r')
-            out += "\\r";
-        else if (c == '\t')
-            out += "\\t";
-        else if (c < 0x20)
-            out += fmt::format("\\x{:02X}", c);
-        else
-            out += static_cast<char>(c);
-    }
-    return out + "\"";
-}
-
 // The rules of `gbnf` (one "name ::= body" per line, as json_schema_to_gbnf
 // writes them) with every rule name prefixed, so that several schemas'
 // grammars live in one; "root" becomes `prefix` + "root".
@@ -100,7 +80,7 @@ std::string text_without(const std::string& stop, const std::string& name, std::
             excluded += stop[k] == ']' || stop[k] == '\\' || stop[k] == '^' ? std::string("\\") + stop[k]
                                                                             : std::string(1, stop[k]);
         std::string alts = fmt::format("[^{}] {} | \"<\" {}", excluded, restart, after_lt);
-        if (k > 0 && k + 1 < n) alts += fmt::format(" | {} {}-{}", literal(std::string(1, stop[k])), name, k + 1);
+        if (k > 0 && k + 1 < n) alts += fmt::format(" | {} {}-{}", gbnf_literal(std::string(1, stop[k])), name, k + 1);
         out += fmt::format("{} ::= {} | \"\"\n", self, alts);
     }
     return name + "-0";
@@ -158,8 +138,8 @@ std::string call_rule(ToolCallFormat format, const ojson& tools, size_t i, std::
     // they cannot collide with those. GLM's elements may be separated by a
     // newline, as GLM-4.5/4.6 write them.
     const bool xml = format == ToolCallFormat::XmlFunction;
-    const std::string nl = xml ? "" : " " + literal("\n") + "?";
-    std::string body = xml ? literal("<function=" + name + ">\n") : literal(name) + nl;
+    const std::string nl = xml ? "" : " " + gbnf_literal("\n") + "?";
+    std::string body = xml ? gbnf_literal("<function=" + name + ">\n") : gbnf_literal(name) + nl;
     const ojson props = params.value("properties", ojson::object());
     size_t k = 0;
     for (const auto& [key, required] : parameter_order(params)) {
@@ -169,13 +149,13 @@ std::string call_rule(ToolCallFormat format, const ojson& tools, size_t i, std::
                                       ? (xml ? "xml-text-0" : "glm-text-0")
                                       : json_rules(props[key], ojson::object(), prefix, out);
         const std::string param =
-            xml ? literal("<parameter=" + key + ">\n") + " " + value + " " + literal("\n</parameter>\n")
-                : literal("<arg_key>" + key + "</arg_key>") + nl + " " + literal("<arg_value>") + " " + value + " " +
-                      literal("</arg_value>") + nl;
+            xml ? gbnf_literal("<parameter=" + key + ">\n") + " " + value + " " + gbnf_literal("\n</parameter>\n")
+                : gbnf_literal("<arg_key>" + key + "</arg_key>") + nl + " " + gbnf_literal("<arg_value>") + " " +
+                      value + " " + gbnf_literal("</arg_value>") + nl;
         out += fmt::format("{} ::= {}\n", param_rule, param);
         body += " " + param_rule + (required ? "" : "?");
     }
-    if (xml) body += " " + literal("</function>\n");
+    if (xml) body += " " + gbnf_literal("</function>\n");
     out += fmt::format("{} ::= {}\n", rule, body);
     return rule;
 }
@@ -196,16 +176,16 @@ ToolCallGrammar tool_call_grammar(const ojson& tools, const ToolCallGrammarOptio
     std::string between;
     switch (o.format) {
         case ToolCallFormat::HermesJson:
-            call = literal("<tool_call>\n") + " ( " + any_call + " ) " + literal("\n</tool_call>");
-            between = literal("\n");
+            call = gbnf_literal("<tool_call>\n") + " ( " + any_call + " ) " + gbnf_literal("\n</tool_call>");
+            between = gbnf_literal("\n");
             break;
         case ToolCallFormat::XmlFunction:
-            call = literal("<tool_call>\n") + " ( " + any_call + " ) " + literal("</tool_call>");
-            between = literal("\n");
+            call = gbnf_literal("<tool_call>\n") + " ( " + any_call + " ) " + gbnf_literal("</tool_call>");
+            between = gbnf_literal("\n");
             break;
         case ToolCallFormat::GlmArgKeyValue:
-            call = literal("<tool_call>") + " ( " + any_call + " ) " + literal("</tool_call>");
-            between = literal("\n") + "?";
+            call = gbnf_literal("<tool_call>") + " ( " + any_call + " ) " + gbnf_literal("</tool_call>");
+            between = gbnf_literal("\n") + "?";
             break;
         case ToolCallFormat::None:
             break;
@@ -219,8 +199,8 @@ ToolCallGrammar tool_call_grammar(const ojson& tools, const ToolCallGrammarOptio
     if (o.required && o.lead != ReasoningLead::None) {
         const std::string thought = text_without("</think>", "thought", rules);
         lead = o.lead == ReasoningLead::Open
-                   ? fmt::format("{} {} ws ", thought, literal("</think>"))
-                   : fmt::format("( {} {} {} ws )? ", literal("<think>"), thought, literal("</think>"));
+                   ? fmt::format("{} {} ws ", thought, gbnf_literal("</think>"))
+                   : fmt::format("( {} {} {} ws )? ", gbnf_literal("<think>"), thought, gbnf_literal("</think>"));
     }
     rules += "ws ::= [ \\t\\n]{0,4}\n";
     g.gbnf = fmt::format("root ::= {}{}\ntool-call ::= {}\n{}", lead, calls, call, rules);

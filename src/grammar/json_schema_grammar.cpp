@@ -9,6 +9,27 @@
 #include <vector>
 
 namespace moeserve {
+std::string gbnf_literal(const std::string& s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\r') {
+            out += "\\r";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (c < 0x20 || c == 0x7F) {
+            out += fmt::format("\\x{:02X}", c);
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    return out + "\"";
+}
+
 namespace {
 
 using json = nlohmann::ordered_json;
@@ -49,27 +70,6 @@ const std::set<std::string> kHandled = {"type",      "properties",  "required", 
                                         "items",     "prefixItems", "minItems", "maxItems",
                                         "minLength", "maxLength",   "enum",     "const",
                                         "anyOf",     "oneOf",       "allOf",    "$ref"};
-
-std::string gbnf_literal(const std::string& s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += static_cast<char>(c);
-        } else if (c == '\n') {
-            out += "\\n";
-        } else if (c == '\r') {
-            out += "\\r";
-        } else if (c == '\t') {
-            out += "\\t";
-        } else if (c < 0x20 || c == 0x7F) {
-            out += fmt::format("\\x{:02X}", c);
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out + "\"";
-}
 
 std::string rule_name(const std::string& hint) {
     std::string n;

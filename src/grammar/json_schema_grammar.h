@@ -23,6 +23,9 @@ namespace moeserve {
 // Throws GrammarError for a schema it cannot express.
 std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema);
 
+// A GBNF string literal ("...", with escapes) matching exactly s.
+std::string gbnf_literal(const std::string& s);
+
 // Any JSON object ({"type": "json_object"} response format).
 std::string json_object_gbnf();
 

@@ -351,7 +351,9 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);
     base.n_keep = o.keep;
     for (const auto& [name, field, lo] :
-         {std::tuple{"n_keep", &base.n_keep, int64_t{-1}}, std::tuple{"n_discard", &base.n_discard, int64_t{0}}})
+         {std::tuple{"n_keep", &base.n_keep, int64_t{-1}}, std::tuple{"n_discard", &base.n_discard, int64_t{0}},
+          std::tuple{"n_indent", &base.n_indent, int64_t{0}},
+          std::tuple{"t_max_predict_ms", &base.t_max_predict_ms, int64_t{-1}}})
         if (auto v = int_field(body, name)) {
             if (*v < lo || *v > INT32_MAX)
                 throw invalid_request(
@@ -360,14 +362,6 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
         }
     base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
     base.return_progress = bool_field(body, "return_progress").value_or(false);
-    for (const auto& [name, field, lo] : {std::tuple{"n_indent", &base.n_indent, int64_t{0}},
-                                          std::tuple{"t_max_predict_ms", &base.t_max_predict_ms, int64_t{-1}}})
-        if (auto v = int_field(body, name)) {
-            if (*v < lo || *v > INT32_MAX)
-                throw invalid_request(
-                    fmt::format("Field '{}': Value must be between {} and {} but got {}", name, lo, INT32_MAX, *v));
-            *field = *v;
-        }
     base.grammar = output_grammar(body, model);
     if (auto id = int_field(body, "id_slot")) base.id_slot = static_cast<int>(std::clamp<int64_t>(*id, -2, 1 << 20));
     if (base.id_slot < -1) base.id_slot = -1;
