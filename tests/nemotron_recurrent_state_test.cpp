@@ -69,6 +69,53 @@ TEST(RecurrentState, snapshots_are_bounded_newest_first_and_restored_by_truncate
     EXPECT_EQ(cache.n_free(), 64);
 }
 
+// Two kinds share a sequence's buffers without evicting each other: the prompt
+// ends keep at most two, the turn boundaries the rest, so an agent's tool loop
+// (a new prompt end per request) never pushes out the last user message's
+// boundaries, and each boundary restores its own state.
+TEST(RecurrentState, turn_boundaries_survive_prompt_ends) {
+    KvCache cache(hybrid_config(1, 4));
+    auto step = [&](int64_t n, float value, SnapshotKind kind) {
+        cache.append(0, n);
+        cache.ssm_state(0, 0)[0] = value;
+        cache.snapshot(0, kind);
+    };
+    step(10, 1, SnapshotKind::turn_boundary);  // 10
+    step(5, 2, SnapshotKind::turn_boundary);   // 15
+    for (int request = 0; request < 3; ++request) {
+        step(9, 10.0f + request, SnapshotKind::prompt_end);
+        step(1, 20.0f + request, SnapshotKind::prompt_end);
+    }
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{45, 44, 15, 10}));
+    // A third boundary evicts the oldest boundary, not a prompt end.
+    step(1, 3, SnapshotKind::turn_boundary);
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{46, 45, 44, 15}));
+    // A prompt end saved again as a turn boundary becomes one (and is not evicted by prompt ends).
+    cache.truncate(0, 45);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 22.0f);
+    cache.snapshot(0, SnapshotKind::turn_boundary);
+    step(2, 30, SnapshotKind::prompt_end);
+    step(2, 31, SnapshotKind::prompt_end);
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{49, 47, 45, 15}));
+    step(2, 32, SnapshotKind::prompt_end);
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{51, 49, 45, 15}));
+    cache.truncate(0, 45);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 22.0f);
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{45, 15}));
+    cache.truncate(0, 15);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 2.0f);
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{15});
+}
+
+TEST(RecurrentState, fewer_than_three_snapshots_keep_prompt_ends_only) {
+    KvCache cache(hybrid_config(1, 2));
+    cache.append(0, 10);
+    cache.snapshot(0, SnapshotKind::turn_boundary);
+    EXPECT_TRUE(cache.snapshot_positions(0).empty());
+    cache.snapshot(0);
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{10});
+}
+
 TEST(RecurrentState, clear_zeroes_every_sequence) {
     KvCache cache(hybrid_config(2, 1));
     cache.append(1, 4);

@@ -56,6 +56,24 @@ TEST(PlanCli, tables_show_each_buffer_the_fit_and_a_recurrent_line) {
         EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
 }
 
+// Each recurrent-state snapshot (--ctx-checkpoints, default 4) is one more state per slot.
+TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
+    const std::string model = write_preset(test::scratch_dir(), "nemotron-3-nano-30b-a3b", true);
+    auto bytes = [&](std::vector<std::string> extra) {
+        std::vector<std::string> args = {"plan", "-m", model, "-c", "65536", "-np", "2", "--json"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        auto r = test::run_moeserve(args);
+        EXPECT_EQ(r.status, 0) << r.err;
+        return nlohmann::json::parse(r.out)["recurrent_bytes"].get<uint64_t>();
+    };
+    EXPECT_EQ(bytes({}), 2ull * (1 + 4) * 49930240);
+    EXPECT_EQ(bytes({"-ctxcp", "0"}), 2ull * 49930240);
+    EXPECT_EQ(bytes({"--ctx-checkpoints", "8"}), 2ull * (1 + 8) * 49930240);
+    auto r = test::run_moeserve({"plan", "-m", model, "--ctx-checkpoints", "-1"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("--ctx-checkpoints must be between 0 and 64"), std::string::npos) << r.err;
+}
+
 TEST(PlanCli, names_bad_sizes_and_missing_models) {
     auto r = test::run_moeserve({"plan", "-m", "x.gguf", "--mem", "lots"});
     EXPECT_EQ(r.status, 2);

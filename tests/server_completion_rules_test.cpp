@@ -139,3 +139,81 @@ TEST(ServerSlotLog, a_hybrid_model_logs_a_full_re_processing) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// Chat requests on a hybrid model snapshot the recurrent state at the start and
+// end of the last user message's content (spec server-behaviour §6.6): editing
+// that message, or adding a message after it, resumes there instead of
+// re-evaluating the whole conversation. The expected positions are counted here
+// from the rendered prompt (/apply-template) and the tokenizer (/tokenize).
+TEST(ServerTurnBoundaries, an_edited_or_continued_conversation_resumes_at_the_last_user_message) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s(
+        {"-m", test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "-np", "1", "-c", "2048", "-t", "1"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto chat = [&](const json& messages, bool cache_prompt = true) {
+        const auto r =
+            curl(s.url("/v1/chat/completions"), "POST",
+                 json({{"messages", messages}, {"max_tokens", 4}, {"temperature", 0}, {"cache_prompt", cache_prompt}})
+                     .dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body();
+    };
+    // Tokens of the rendered prompt before the given text's last occurrence (end: after it).
+    auto tokens_before = [&](const json& messages, const std::string& text, bool end) {
+        const std::string prompt =
+            curl(s.url("/apply-template"), "POST", json({{"messages", messages}}).dump()).json_body()["prompt"];
+        const size_t at = prompt.rfind(text);
+        EXPECT_NE(at, std::string::npos) << prompt;
+        const json ids =
+            curl(s.url("/tokenize"), "POST",
+                 json({{"content", prompt.substr(0, at + (end ? text.size() : 0))}, {"add_special", true}}).dump())
+                .json_body()["tokens"];
+        return ids.size();
+    };
+    const json sys = {{"role", "system"}, {"content", "You answer in one line."}};
+    const json sea = {{"role", "user"}, {"content", "Tell me about the sea."}};
+    const json wet = {{"role", "assistant"}, {"content", "It is wet and wide."}};
+    const json sky = {{"role", "user"}, {"content", "And what about the sky?"}};
+    const json hills = {{"role", "user"}, {"content", "And what about the hills?"}};
+
+    chat({sys, sea, wet, sky});
+    const json edited = chat({sys, sea, wet, hills});
+    const size_t start = tokens_before({sys, sea, wet, hills}, "And what about the hills?", false);
+    EXPECT_GT(start, 10u);
+    EXPECT_EQ(edited["timings"]["cache_n"], start) << s.log();
+    EXPECT_EQ(edited["choices"][0]["message"], chat({sys, sea, wet, hills}, false)["choices"][0]["message"]);
+
+    EXPECT_EQ(s.log().find("forcing full prompt re-processing"), std::string::npos) << s.log();
+
+    chat({sys, sea});
+    const json followed = chat({sys, sea, sky});
+    EXPECT_EQ(followed["timings"]["cache_n"], tokens_before({sys, sea, sky}, "Tell me about the sea.", true))
+        << s.log();
+    EXPECT_EQ(followed["choices"][0]["message"], chat({sys, sea, sky}, false)["choices"][0]["message"]);
+}
+
+// --ctx-checkpoints 2 keeps the prompt-end snapshots only: the same edit re-evaluates everything.
+TEST(ServerTurnBoundaries, two_checkpoints_keep_prompt_ends_only) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "-np", "1", "-c", "2048", "-t",
+              "1", "--ctx-checkpoints", "2"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto chat = [&](const std::string& last) {
+        const json messages = {{{"role", "user"}, {"content", "Tell me about the sea."}},
+                               {{"role", "assistant"}, {"content", "It is wet."}},
+                               {{"role", "user"}, {"content", last}}};
+        const auto r = curl(s.url("/v1/chat/completions"), "POST",
+                            json({{"messages", messages}, {"max_tokens", 2}, {"temperature", 0}}).dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body()["timings"];
+    };
+    chat("And the sky?");
+    EXPECT_EQ(chat("And the hills?")["cache_n"], 0);
+    EXPECT_NE(s.log().find("forcing full prompt re-processing"), std::string::npos) << s.log();
+}
+
+}  // namespace
+}  // namespace moeserve

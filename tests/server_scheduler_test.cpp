@@ -541,6 +541,38 @@ TEST(ServerScheduler, reuses_prompts_on_a_hybrid_model_through_state_snapshots) 
     EXPECT_EQ(run_one(*clean.scheduler, greedy(longer, 4)).tokens, next.tokens);
 }
 
+// Turn boundaries (the last user message's start and end, from chat requests):
+// the prompt is split there and the recurrent state kept, so a later prompt that
+// diverges after a boundary resumes from it, with the answer a fresh slot gives.
+TEST(ServerScheduler, resumes_a_hybrid_model_from_turn_boundaries) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    Rig rig(1, 1024, false, 512, 64, model);
+    Scheduler& s = *rig.scheduler;
+    GenerationRequest first = greedy(tokens(40), 4);
+    first.turn_boundaries = {20, 30};
+    ASSERT_TRUE(run_one(s, first).done);
+
+    auto diverging_at = [](int64_t n) {
+        auto t = tokens(40);
+        for (size_t i = n; i < t.size(); ++i) t[i] = 300 + static_cast<int32_t>(i);
+        return t;
+    };
+    auto edited = run_one(s, greedy(diverging_at(33), 4));  // the last message's text edited after 3 tokens
+    EXPECT_EQ(edited.result.timings.cache_n, 30);
+    auto earlier = run_one(s, greedy(diverging_at(25), 4));  // the boundary at 30 is now past the divergence
+    EXPECT_EQ(earlier.result.timings.cache_n, 20);
+
+    Rig clean(1, 1024, false, 512, 64, model);
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(diverging_at(33), 4)).tokens, edited.tokens);
+    EXPECT_EQ(run_one(*clean.scheduler, greedy(diverging_at(25), 4)).tokens, earlier.tokens);
+
+    // Without boundaries only the prompt's end has snapshots: the same edit re-evaluates all.
+    Rig plain(1, 1024, false, 512, 64, model);
+    ASSERT_TRUE(run_one(*plain.scheduler, greedy(tokens(40), 4)).done);
+    EXPECT_EQ(run_one(*plain.scheduler, greedy(diverging_at(33), 4)).result.timings.cache_n, 0);
+}
+
 TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
     Rig rig(4, 1024, false, 512);  // 4 slots of 256
     try {

@@ -35,6 +35,7 @@ const char* kUsage =
     "  -b, --batch-size N        logical batch (default 2048)\n"
     "  -ub, --ubatch-size N      tokens per forward pass (default 512)\n"
     "  -t, --threads N           threads (default: all cores)\n"
+    "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 4)\n"
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
@@ -224,6 +225,10 @@ int run_plan(const std::vector<std::string>& argv) {
             if (o.n_ubatch < 1) throw UsageError("--ubatch-size must be at least 1");
         } else if (args.flag({"-t", "--threads"})) {
             o.n_threads = static_cast<int>(args.int_value());
+        } else if (args.flag({"-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"})) {
+            o.n_recurrent_snapshots = static_cast<int>(args.int_value());
+            if (o.n_recurrent_snapshots < 0 || o.n_recurrent_snapshots > 64)
+                throw UsageError("--ctx-checkpoints must be between 0 and 64");
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
         } else if (args.flag({"-fa", "--flash-attn"})) {

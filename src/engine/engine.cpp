@@ -27,6 +27,7 @@ PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx) {
     p.type_v = options.type_v;
     p.n_ubatch = std::max<int64_t>(1, options.n_ubatch);
     p.n_threads = options.n_threads;
+    p.n_recurrent_snapshots = options.n_rs_snapshots;
     return p;
 }
 
@@ -60,8 +61,10 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     backend_ = select_backend(request, &backend_note_);
     model_ = load_model(file_, backend_, options.rope);
     options_.n_ctx = n_ctx;
-    cache_ = std::make_unique<KvCache>(
-        model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v), backend_->memory());
+    KvCacheConfig cache_config =
+        model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v);
+    cache_config.n_rs_snapshots = options.n_rs_snapshots;
+    cache_ = std::make_unique<KvCache>(cache_config, backend_->memory());
 }
 
 std::vector<float> Engine::eval(int seq, std::span<const int32_t> tokens, bool all_logits) {

@@ -28,6 +28,8 @@ struct EngineOptions {
     int n_gpu_layers = 0;    // -ngl: 0 = CPU; N, kGpuLayersAll or kGpuLayersAuto = the GPU (select_backend.h)
     LoadMode load_mode = LoadMode::mmap;  // --mmap / --no-mmap / --mlock
     RopeOverrides rope;                   // --rope-scaling, --rope-scale, --yarn-*: over the file's RoPE
+    // Hybrid models: recurrent-state snapshots kept per sequence (--ctx-checkpoints).
+    int n_rs_snapshots = KvCacheConfig{}.n_rs_snapshots;
 };
 
 class Engine {

@@ -32,6 +32,12 @@ struct GenerationRequest {
     std::vector<std::string> stop;  // stop strings
     bool ignore_eos = false;
     bool cache_prompt = true;  // reuse the slot's cached prefix
+    // Hybrid models: prompt positions (ascending, inside the prompt) after which
+    // the recurrent state is snapshotted as a turn boundary (the start and end of
+    // the last user message), so that a later prompt sharing the conversation up
+    // to there resumes from it (spec server-behaviour §6.6). The prompt's
+    // evaluation is split there.
+    std::vector<int64_t> turn_boundaries;
     // Context shift (serve --context-shift), when the slot is full: keep the
     // first n_keep tokens (-1: the whole prompt), drop n_discard after them
     // (0: half of the rest), go on.

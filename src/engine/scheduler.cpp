@@ -521,10 +521,16 @@ bool Scheduler::step() {
         if (budget <= 0) break;
         auto left = s->prompt_left();
         int64_t n = std::min<int64_t>(budget, static_cast<int64_t>(left.size()));
-        // A recurrent state cannot be rewound: stop one token short of the end
-        // of the prompt, where a snapshot lets the same prompt be reused.
-        if (!embed_step && cache_.has_recurrent() && left.size() > 1 && n == static_cast<int64_t>(left.size())) --n;
         const int32_t pos0 = static_cast<int32_t>(s->cached().size());
+        if (!embed_step && cache_.has_recurrent()) {
+            // A recurrent state cannot be rewound: stop one token short of the end
+            // of the prompt, where a snapshot lets the same prompt be reused, and
+            // at the turn boundaries, where snapshots let an edited or continued
+            // conversation be.
+            if (left.size() > 1 && n == static_cast<int64_t>(left.size())) --n;
+            for (int64_t b : s->task().request.turn_boundaries)
+                if (b > pos0 && b < pos0 + n) n = b - pos0;
+        }
         for (int64_t i = 0; i < n; ++i) {
             // Generation wants the logits of the prompt's last token; an
             // embedding the hidden states its pooling reads.
@@ -624,9 +630,13 @@ bool Scheduler::step() {
     for (auto& [s, n] : chunks) {
         s->prompt_evaluated(n, now);
         // Hybrid models: keep the recurrent state one token before the end of
-        // the prompt (a repeated prompt resumes there) and at its end (the next
-        // turn of the conversation resumes there).
-        if (s->prompt_done() || s->prompt_left().size() == 1) cache_.snapshot(s->id());
+        // the prompt (a repeated prompt resumes there), at its end (the next
+        // turn of the conversation resumes there) and at the turn boundaries.
+        const auto& bounds = s->task().request.turn_boundaries;
+        if (std::find(bounds.begin(), bounds.end(), static_cast<int64_t>(s->cached().size())) != bounds.end())
+            cache_.snapshot(s->id(), SnapshotKind::turn_boundary);
+        else if (s->prompt_done() || s->prompt_left().size() == 1)
+            cache_.snapshot(s->id());
     }
 
     const size_t n_vocab = static_cast<size_t>(model_.params().n_vocab);

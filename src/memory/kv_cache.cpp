@@ -190,10 +190,10 @@ void KvCache::load_sequence(int seq, const SequenceState& state, int64_t n) {
     if (has_recurrent()) recurrent_.write(seq, state.recurrent.data());
 }
 
-void KvCache::snapshot(int seq) {
+void KvCache::snapshot(int seq, SnapshotKind kind) {
     if (seq < 0 || seq >= config_.n_seq_max)
         throw std::out_of_range(fmt::format("sequence id {} out of range (0..{})", seq, config_.n_seq_max - 1));
-    recurrent_.save(seq, seq_length(seq));
+    recurrent_.save(seq, seq_length(seq), kind);
 }
 
 void KvCache::truncate(int seq, int64_t n_keep) {

@@ -36,7 +36,7 @@ struct KvCacheConfig {
     // Recurrent layers (hybrid models); both empty, or one entry per layer.
     std::vector<int64_t> n_embd_r;  // per layer: conv-state floats per sequence; 0 = not recurrent
     std::vector<int64_t> n_embd_s;  // per layer: SSM-state floats per sequence
-    int n_rs_snapshots = 2;         // recurrent-state snapshots kept per sequence
+    int n_rs_snapshots = 4;         // recurrent-state snapshots kept per sequence (recurrent_state.h)
 };
 
 // What a sequence holds, as host bytes: the K and V rows of its tokens in
@@ -106,8 +106,9 @@ class KvCache {
     const float* ssm_state(int layer, int seq) const { return recurrent_.ssm(layer, seq); }
     // Saves the sequence's recurrent state at its current length, so a later
     // truncate to that length can restore it; keeps config().n_rs_snapshots
-    // per sequence, dropping the oldest. No-op without recurrent layers.
-    void snapshot(int seq);
+    // per sequence, dropping the oldest of the kind (recurrent_state.h).
+    // No-op without recurrent layers.
+    void snapshot(int seq, SnapshotKind kind = SnapshotKind::prompt_end);
     // Positions with a snapshot, newest first.
     std::vector<int64_t> snapshot_positions(int seq) const { return recurrent_.snapshot_positions(seq); }
 

@@ -60,23 +60,34 @@ int RecurrentState::find(int seq, int64_t pos) const {
     return -1;
 }
 
-void RecurrentState::save(int seq, int64_t pos) {
+int RecurrentState::capacity(SnapshotKind kind) const {
+    const int ends = std::min(n_snapshots_, kPromptEndSnapshots);
+    return kind == SnapshotKind::prompt_end ? ends : n_snapshots_ - ends;
+}
+
+void RecurrentState::save(int seq, int64_t pos, SnapshotKind kind) {
     if (empty() || n_snapshots_ == 0) return;
     auto& s = snaps_.at(seq);
-    int buffer;
-    if (int i = find(seq, pos); i >= 0) {
-        buffer = s[i].buffer;
+    int buffer = -1;
+    if (int i = find(seq, pos); i >= 0 && (s[i].kind == kind || s[i].kind == SnapshotKind::turn_boundary)) {
+        buffer = s[i].buffer;  // the same snapshot again (a turn boundary stays one)
+        kind = s[i].kind;
         s.erase(s.begin() + i);
-    } else if (static_cast<int>(s.size()) < n_snapshots_) {
-        // The first buffer no snapshot uses.
-        buffer = 0;
-        while (std::any_of(s.begin(), s.end(), [&](const Snapshot& x) { return x.buffer == buffer; })) ++buffer;
     } else {
-        buffer = s.back().buffer;  // evict the oldest
-        s.pop_back();
+        if (i >= 0) s.erase(s.begin() + i);  // a prompt end that is now a turn boundary
+        if (capacity(kind) == 0) return;
+        const auto n_kind = std::count_if(s.begin(), s.end(), [&](const Snapshot& x) { return x.kind == kind; });
+        if (n_kind >= capacity(kind)) {  // evict the kind's oldest
+            auto oldest = std::find_if(s.rbegin(), s.rend(), [&](const Snapshot& x) { return x.kind == kind; });
+            buffer = oldest->buffer;
+            s.erase(std::next(oldest).base());
+        } else {  // the first buffer no snapshot uses
+            buffer = 0;
+            while (std::any_of(s.begin(), s.end(), [&](const Snapshot& x) { return x.buffer == buffer; })) ++buffer;
+        }
     }
     memory_->copy(saved(seq, buffer), live() + seq * per_seq_, per_seq_ * sizeof(float));
-    s.insert(s.begin(), Snapshot{pos, buffer});
+    s.insert(s.begin(), Snapshot{pos, buffer, kind});
 }
 
 bool RecurrentState::has_snapshot(int seq, int64_t pos) const {

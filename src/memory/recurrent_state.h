@@ -5,6 +5,13 @@
 // be rewound: going back to an earlier position needs a snapshot taken at
 // exactly that position, so each sequence keeps a few, newest first.
 //
+// Snapshots are of two kinds, each with its own share of the buffers, so
+// that one kind never evicts the other: the prompt's end (the server takes
+// two per request: one token before the end, for the same prompt sent again,
+// and the end, for the next turn) and turn boundaries (the start and end of
+// the conversation's last user message, spec server-behaviour §6.6), which
+// must survive the requests of an agent's tool loop that follow them.
+//
 // Layout per sequence slot (one contiguous block, so a snapshot is one copy):
 // for each layer l, conv [C_l][K_l-1] (time fastest, as llama.cpp stores it)
 // then ssm [H_l][P_l][N_l] (state fastest).
@@ -18,8 +25,14 @@
 
 namespace moeserve {
 
+enum class SnapshotKind { prompt_end, turn_boundary };
+
 class RecurrentState {
   public:
+    // Of n snapshots per sequence, the prompt ends get up to this many; the
+    // turn boundaries the rest.
+    static constexpr int kPromptEndSnapshots = 2;
+
     RecurrentState() = default;
     // n_embd_r[l], n_embd_s[l]: floats of layer l's conv and SSM state per
     // sequence (0 for layers without recurrence).
@@ -50,8 +63,12 @@ class RecurrentState {
     void reset_all();
 
     // Saves the sequence's state as the state after `pos` tokens; replaces a
-    // snapshot at the same position, else evicts the oldest when all are used.
-    void save(int seq, int64_t pos);
+    // snapshot at the same position (a turn boundary stays one), else evicts
+    // the oldest of the kind when the kind's share is used. A kind without a
+    // share (too few snapshots configured) saves nothing.
+    void save(int seq, int64_t pos, SnapshotKind kind = SnapshotKind::prompt_end);
+    // How many snapshots of the kind a sequence keeps at most.
+    int capacity(SnapshotKind kind) const;
     bool has_snapshot(int seq, int64_t pos) const;
     // Restores the snapshot at `pos` (which must exist) and forgets the
     // snapshots after it.
@@ -80,6 +97,7 @@ class RecurrentState {
     struct Snapshot {
         int64_t pos;
         int buffer;
+        SnapshotKind kind;
     };
     std::vector<std::vector<Snapshot>> snaps_;
 };

@@ -157,9 +157,32 @@ ChatOutputOptions output_options(const json& body, const ServedModel& model, boo
     return o;
 }
 
+// Where the content of the last user message lies in the rendered prompt: the
+// conversation is rendered again with that content replaced by a marker, and
+// what comes before and after the marker must be what comes before and after
+// the content in the prompt (a template whose other output depends on the
+// content gives no span). Not found: nullopt.
+template <typename Render>
+std::optional<std::pair<size_t, size_t>> last_user_span(const RenderedChatRequest& p, Render&& render) {
+    static constexpr std::string_view kMarker = "moeserve-last-user-message-7c1f3a";
+    json marked = p.messages;
+    size_t u = marked.size();
+    while (u > 0 && marked[u - 1]["role"] != "user") --u;
+    if (u == 0 || !marked[u - 1]["content"].is_string()) return std::nullopt;
+    marked[u - 1]["content"] = std::string(kMarker);
+    const std::string text = render(marked, nullptr);
+    const size_t at = text.find(kMarker);
+    if (at == std::string::npos || text.find(kMarker, at + 1) != std::string::npos) return std::nullopt;
+    const std::string_view before(text.data(), at),
+        after(text.data() + at + kMarker.size(), text.size() - at - kMarker.size());
+    if (before.size() + after.size() > p.text.size() || !p.text.starts_with(before) || !p.text.ends_with(after))
+        return std::nullopt;
+    return std::pair{before.size(), p.text.size() - after.size()};
+}
+
 }  // namespace
 
-RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model) {
+RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model, bool locate_last_user) {
     RenderedChatRequest p;
     p.messages = normalize_messages(body);
     p.tools = normalize_tools(body);
@@ -195,32 +218,39 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
     if (add_gen && continue_final && body.contains("add_generation_prompt"))
         throw invalid_request("add_generation_prompt and continue_final_message cannot both be true");
 
-    try {
-        const size_t n = p.messages.size();
-        const bool prefill = model.options().prefill_assistant && n >= 1 && p.messages[n - 1]["role"] == "assistant";
-        if (prefill && n >= 2 && p.messages[n - 2]["role"] == "assistant")
+    // The prompt of a conversation, with the trailing-assistant rules; syntax, when
+    // given, receives how to read the answer.
+    auto render = [&](const json& messages, ChatSyntax* syntax) {
+        const size_t n = messages.size();
+        const bool prefill = model.options().prefill_assistant && n >= 1 && messages[n - 1]["role"] == "assistant";
+        if (prefill && n >= 2 && messages[n - 2]["role"] == "assistant")
             throw invalid_request(
                 "the conversation ends with two assistant messages; only the last one can be "
                 "continued");
         if (prefill && (add_gen || continue_final)) {
             // A trailing assistant message is continued: the turn before it is
             // rendered with the generation prompt, then its text follows.
-            json head(p.messages.begin(), p.messages.end() - 1);
-            const std::string prefill_text = p.messages[n - 1]["content"].get<std::string>();
+            json head(messages.begin(), messages.end() - 1);
+            const std::string prefill_text = messages[n - 1]["content"].get<std::string>();
             FormattedChat chat = model.render_chat(head, p.tools, true, p.kwargs, output);
-            p.text = chat.text + prefill_text;
-            p.syntax = std::move(chat.syntax);
-            // The answer continues the prefilled text: a reasoning block it
-            // already closed is over.
-            if (prefill_text.find("</think>") != std::string::npos) {
-                p.syntax.forced_reasoning_prefix.clear();
-                p.syntax.model_may_think = false;
+            if (syntax) {
+                *syntax = std::move(chat.syntax);
+                // The answer continues the prefilled text: a reasoning block it
+                // already closed is over.
+                if (prefill_text.find("</think>") != std::string::npos) {
+                    syntax->forced_reasoning_prefix.clear();
+                    syntax->model_may_think = false;
+                }
             }
-        } else {
-            FormattedChat chat = model.render_chat(p.messages, p.tools, add_gen, p.kwargs, output);
-            p.text = std::move(chat.text);
-            p.syntax = std::move(chat.syntax);
+            return chat.text + prefill_text;
         }
+        FormattedChat chat = model.render_chat(messages, p.tools, add_gen, p.kwargs, output);
+        if (syntax) *syntax = std::move(chat.syntax);
+        return std::move(chat.text);
+    };
+    try {
+        p.text = render(p.messages, &p.syntax);
+        if (locate_last_user) p.last_user_span = last_user_span(p, render);
     } catch (const FormatError& e) {
         throw invalid_request(e.what());
     }

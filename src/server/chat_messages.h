@@ -5,7 +5,9 @@
 // /v1/chat/completions and /apply-template.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "server/api_error.h"
 #include "server/served_model.h"
@@ -20,9 +22,13 @@ struct RenderedChatRequest {
     ChatSyntax syntax;  // how to read the model's answer
     // parallel_tool_calls: false keeps only the first call of an answer.
     bool parallel_tool_calls = true;
+    // With locate_last_user: the bytes of text that are the content of the last
+    // user message, [first, second), when the template lets them be found.
+    std::optional<std::pair<size_t, size_t>> last_user_span;
 };
 
-// Throws ApiError (400) naming what is wrong with the request.
-RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model);
+// Throws ApiError (400) naming what is wrong with the request. locate_last_user
+// renders the conversation a second time to find last_user_span.
+RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model, bool locate_last_user = false);
 
 }  // namespace moeserve

@@ -258,6 +258,35 @@ std::vector<std::vector<int32_t>> completion_prompts(const json& body, const Ser
     return parse_prompts(*it, model, "prompt");
 }
 
+// The prompt positions at the start and end of the last user message's content
+// (spec server-behaviour §6.6): the number of prompt tokens whose text ends at or
+// before each byte position of the rendered text (a token that spans a position
+// is after it). The tokens' texts are added up rather than the text tokenized
+// again: a long conversation costs microseconds, not a second tokenization. A
+// vocabulary whose pieces do not add up to the text gives no positions.
+std::vector<int64_t> turn_boundaries(const RenderedChatRequest& chat, const std::vector<int32_t>& prompt,
+                                     const ServedModel& model) {
+    const Tokenizer& tok = model.tokenizer();
+    const Vocab& v = tok.vocab();
+    size_t first = 0;  // a BOS the tokenizer added has no text (render_chat removed the template's)
+    if (v.add_bos() && !prompt.empty() && prompt[0] == v.special().bos) first = 1;
+    std::vector<size_t> ends;  // ends[i]: where token first + i ends in the text
+    ends.reserve(prompt.size());
+    size_t at = 0;
+    for (size_t i = first; i < prompt.size(); ++i) {
+        at += tok.token_to_piece(prompt[i], /*render_special=*/true, i == first && v.add_space_prefix()).size();
+        ends.push_back(at);
+    }
+    std::vector<int64_t> out;
+    if (at != chat.text.size()) return out;
+    for (size_t bytes : {chat.last_user_span->first, chat.last_user_span->second}) {
+        const auto n = static_cast<int64_t>(first + (std::upper_bound(ends.begin(), ends.end(), bytes) - ends.begin()));
+        // The prompt's last tokens have snapshots of their own (the prompt's end).
+        if (n > 0 && n + 1 < static_cast<int64_t>(prompt.size()) && (out.empty() || n > out.back())) out.push_back(n);
+    }
+    return out;
+}
+
 }  // namespace
 
 std::vector<std::vector<int32_t>> parse_prompts(const json& p, const ServedModel& model, const char* field) {
@@ -400,8 +429,9 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
 
     std::vector<std::vector<int32_t>> prompts;
     if (kind == ApiKind::chat) {
-        RenderedChatRequest cp = render_chat_prompt(body, model);
+        RenderedChatRequest cp = render_chat_prompt(body, model, /*locate_last_user=*/model.recurrent());
         prompts.push_back(model.tokenize_prompt(cp.text));
+        if (cp.last_user_span) base.turn_boundaries = turn_boundaries(cp, prompts.back(), model);
         call.chat_syntax = std::move(cp.syntax);
         call.parallel_tool_calls = cp.parallel_tool_calls;
     } else {

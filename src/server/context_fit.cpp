@@ -18,6 +18,7 @@ FitResult fit_context(const GgufFile& file, const ServerOptions& options, int n_
     po.n_batch = options.n_batch;
     po.n_ubatch = options.n_ubatch;
     po.n_threads = options.n_threads > 0 ? options.n_threads : 0;
+    po.n_recurrent_snapshots = options.ctx_checkpoints;
     const MemoryShape shape = read_memory_shape(file);
     FitResult r;
     r.full_bytes = plan_memory(file, shape, po).total_bytes;

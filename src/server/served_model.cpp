@@ -143,6 +143,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
     eo.load_mode = options.load_mode;
     eo.rope = options.rope;
+    eo.n_rs_snapshots = options.ctx_checkpoints;
     engine_ = std::make_unique<Engine>(eo);
     check_placement(options, engine_->backend());
     std::fprintf(stderr, "load_tensors: backend %s\n", engine_->backend().name().c_str());

@@ -54,6 +54,9 @@ class ServedModel {
     FormattedChat render_chat(const json& messages, const json& tools, bool add_generation_prompt, const json& kwargs,
                               const ChatOutputOptions& output) const;
     std::vector<int32_t> tokenize_prompt(const std::string& text) const;
+    // The model has recurrent layers (a hybrid such as Nemotron): its state
+    // rewinds only to snapshots, which chat requests place at turn boundaries.
+    bool recurrent() const { return engine_->cache().has_recurrent(); }
     // Every token's output text, for grammar-constrained sampling (built on
     // first use: a pass over the vocabulary).
     std::shared_ptr<const TokenPieces> token_pieces() const;

@@ -53,6 +53,11 @@ float to_float(const std::string& flag, const std::string& v) {
     bad(flag, v, "expected a number");
 }
 
+constexpr const char* kCheckpointsHelp =
+    "hybrid models (Nemotron): recurrent-state snapshots kept per slot, in the backend's memory (default: 4; "
+    "two at the prompt's end, the rest at the start and end of the last user message, so that an edited or "
+    "followed-up conversation resumes there; 0 = none)";
+
 // A flag llama-server has and moeserve does not: the error says why.
 constexpr const char* kNoBuiltinTools =
     "moeserve has no built-in tools (clients declare their own in the request's \"tools\")";
@@ -304,12 +309,12 @@ const std::vector<Flag>& flags() {
             {{"-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"},
              "N",
              "LLAMA_ARG_CTX_CHECKPOINTS",
-             "accepted: recurrent state is snapshotted per slot as the engine needs (no SWA models here)",
-             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, 1 << 20); }},
+             kCheckpointsHelp,
+             [](ServerOptions& o, auto& f, auto& v) { o.ctx_checkpoints = static_cast<int>(to_int(f, v, 0, 64)); }},
             {{"-cms", "--checkpoint-min-step"},
              "N",
              "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT",
-             "accepted (see --ctx-checkpoints)",
+             "accepted: snapshots are taken at the places --ctx-checkpoints names, whatever their spacing",
              [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, int64_t(1) << 31); }},
             {{"-cram", "--cache-ram"},
              "MiB",

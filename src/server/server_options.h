@@ -19,6 +19,7 @@
 #include "chat/chat_output.h"
 #include "engine/sampler.h"
 #include "gguf/mapped_file.h"
+#include "memory/kv_cache.h"
 #include "model/model_params.h"
 
 namespace moeserve {
@@ -61,11 +62,13 @@ struct ServerOptions {
     bool ignore_eos = false;                   // --ignore-eos: a request's default
     std::vector<std::string> reverse_prompts;  // -r: the stop strings of requests that send none
     double slot_prompt_similarity = 0.1;
-    bool context_shift = false;  // --context-shift: a full slot drops old tokens and goes on
-    int64_t keep = 0;            // --keep: a request's default n_keep
-    int64_t cache_ram_mib = 8192;
-    std::string slot_save_path;  // --slot-save-path: where POST /slots/{id}?action=save|restore keep files  //
-                                 // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
+    bool context_shift = false;    // --context-shift: a full slot drops old tokens and goes on
+    int64_t keep = 0;              // --keep: a request's default n_keep
+    int64_t cache_ram_mib = 8192;  // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
+    std::string slot_save_path;    // --slot-save-path: where POST /slots/{id}?action=save|restore keep files
+    // --ctx-checkpoints: hybrid models' recurrent-state snapshots per slot, in the
+    // backend's memory (llama-server keeps 32 in host RAM; each is a whole state here).
+    int ctx_checkpoints = KvCacheConfig{}.n_rs_snapshots;
 
     // HTTP
     std::string host = "127.0.0.1";
