@@ -217,3 +217,60 @@ TEST(ServerTurnBoundaries, two_checkpoints_keep_prompt_ends_only) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// Prefix sharing across slots: a conversation pinned to another slot that begins
+// with the same system prompt takes those cells instead of evaluating them; the
+// answer is what it is without any cache. The expected count is the common prefix
+// of the two rendered prompts' tokens (/apply-template, /tokenize).
+TEST(ServerPrefixSharing, a_system_prompt_another_slot_holds_is_not_evaluated_again) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "2", "-c", "2048", "-t", "1",
+              "--metrics"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    const json sys = {{"role", "system"},
+                      {"content",
+                       "You are a careful assistant for a shipping company. Answer briefly, cite the "
+                       "relevant rule, and never invent a tracking number."}};
+    auto messages = [&](const std::string& question) {
+        return json::array({sys, {{"role", "user"}, {"content", question}}});
+    };
+    auto chat = [&](const std::string& question, int slot, bool cache_prompt = true) {
+        const auto r = curl(s.url("/v1/chat/completions"), "POST",
+                            json({{"messages", messages(question)},
+                                  {"max_tokens", 4},
+                                  {"temperature", 0},
+                                  {"id_slot", slot},
+                                  {"cache_prompt", cache_prompt}})
+                                .dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body();
+    };
+    auto prompt_tokens = [&](const std::string& question) {
+        const std::string prompt =
+            curl(s.url("/apply-template"), "POST", json({{"messages", messages(question)}}).dump())
+                .json_body()["prompt"];
+        return curl(s.url("/tokenize"), "POST", json({{"content", prompt}, {"add_special", true}}).dump())
+            .json_body()["tokens"];
+    };
+    const json a = prompt_tokens("Where is my parcel?"), b = prompt_tokens("How do I return a box?");
+    size_t common = 0;
+    while (common < a.size() && common < b.size() && a[common] == b[common]) ++common;
+    ASSERT_GT(common, 20u);
+
+    chat("Where is my parcel?", 0);
+    const json shared = chat("How do I return a box?", 1);
+    EXPECT_EQ(shared["timings"]["cache_n"], common) << s.log();
+    EXPECT_EQ(shared["timings"]["prompt_n"], b.size() - common);
+    EXPECT_EQ(shared["choices"][0]["message"], chat("How do I return a box?", 1, false)["choices"][0]["message"]);
+    EXPECT_NE(s.log().find("shares " + std::to_string(common) + " prompt tokens of slot 0's cache"), std::string::npos)
+        << s.log();
+    const std::string metrics = curl(s.url("/metrics")).body;
+    EXPECT_NE(metrics.find("moeserve:prefix_shared_tokens_total " + std::to_string(common)), std::string::npos)
+        << metrics;
+}
+
+}  // namespace
+}  // namespace moeserve

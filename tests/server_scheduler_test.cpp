@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 
 #include "engine/engine.h"
 #include "engine/scheduler.h"
@@ -573,6 +574,90 @@ TEST(ServerScheduler, resumes_a_hybrid_model_from_turn_boundaries) {
     EXPECT_EQ(run_one(*plain.scheduler, greedy(diverging_at(33), 4)).result.timings.cache_n, 0);
 }
 
+// Prefix sharing: a prompt that begins as another slot's cached tokens takes
+// those cells, even while the other slot is generating; both answers are what
+// each gets alone, and the shared cells are stored once.
+TEST(ServerScheduler, a_prompt_shares_the_prefix_another_slot_holds) {
+    auto shared_then = [](int64_t n, int32_t from) {  // tokens(40) holds ids of 10 and more
+        auto t = tokens(40);
+        for (size_t i = n; i < t.size(); ++i) t[i] = from + static_cast<int32_t>(i % 5);
+        return t;
+    };
+    auto pinned = [](GenerationRequest rq, int slot) {
+        rq.id_slot = slot;
+        return rq;
+    };
+    Rig alone(1, 1024, false, 512);
+    const auto a_alone = run_one(*alone.scheduler, greedy(tokens(40), 24)).tokens;
+    const auto b_alone = run_one(*alone.scheduler, greedy(shared_then(30, 3), 4)).tokens;
+
+    Rig rig(2, 2048, true, 512);
+    Scheduler& s = *rig.scheduler;
+    auto a_stream = std::make_shared<GenerationStream>();
+    s.submit({pinned(greedy(tokens(40), 24), 0)}, a_stream);
+    Collected a;
+    while (a.tokens.size() < 3) {  // slot 0 is generating
+        s.step();
+        drain(*a_stream, a);
+    }
+    const int64_t free_before = rig.engine->cache().n_free();
+    auto b_stream = std::make_shared<GenerationStream>();
+    s.submit({pinned(greedy(shared_then(30, 3), 4), 1)}, b_stream);
+    Collected b;
+    for (int i = 0; i < 10000 && !(a.done && b.done); ++i) {
+        s.step();
+        drain(*a_stream, a);
+        drain(*b_stream, b);
+    }
+    ASSERT_TRUE(a.done && b.done);
+    EXPECT_EQ(b.result.timings.cache_n, 30);
+    EXPECT_EQ(b.result.timings.prompt_n, 10);
+    EXPECT_EQ(a.tokens, a_alone);
+    EXPECT_EQ(b.tokens, b_alone);
+    EXPECT_EQ(s.stats().prefix_shares, 1u);
+    EXPECT_EQ(s.stats().prefix_shared_tokens, 30u);
+    // B added its own 10 prompt tokens and 3 generated ones; A its further 21 generated.
+    EXPECT_EQ(free_before - rig.engine->cache().n_free(), 10 + 3 + 21);
+    EXPECT_EQ(rig.engine->cache().shared_cells(1), 30);
+}
+
+// n > 1 choices of one prompt: the second waits while the first reads the
+// prompt, then shares all of it but the last token.
+TEST(ServerScheduler, choices_of_one_prompt_share_its_cells) {
+    Rig rig(2, 2048, true, 512);
+    Scheduler& s = *rig.scheduler;
+    auto stream = std::make_shared<GenerationStream>();
+    GenerationRequest one = greedy(tokens(100), 4), two = greedy(tokens(100), 4);
+    two.index = 1;
+    s.submit({one, two}, stream);
+    std::map<int, GenerationResult> done;
+    for (int i = 0; i < 10000 && done.size() < 2; ++i) {
+        s.step();
+        while (auto e = stream->next(std::chrono::milliseconds(0)))
+            if (e->kind == GenerationEvent::Kind::done) done[e->index] = e->result;
+    }
+    ASSERT_EQ(done.size(), 2u);
+    EXPECT_EQ(done[0].timings.prompt_n + done[1].timings.prompt_n, 101);
+    EXPECT_EQ(s.stats().prefix_shared_tokens, 99u);
+}
+
+// With context shift on, nothing is shared (a shift re-rotates cells in place).
+TEST(ServerScheduler, context_shift_turns_prefix_sharing_off) {
+    Rig rig(2, 2048, true, 512);
+    rig.scheduler.reset();
+    SchedulerOptions so;
+    so.layout = compute_slot_layout(2048, 4096, 2, true);
+    so.n_ubatch = 64;
+    so.context_shift = true;
+    Scheduler s(rig.engine->model(), rig.engine->cache(), *rig.tokenizer, so);
+    GenerationRequest a = greedy(tokens(40), 4), b = greedy(tokens(40), 4);
+    a.id_slot = 0;
+    b.id_slot = 1;
+    ASSERT_TRUE(run_one(s, a).done);
+    EXPECT_EQ(run_one(s, b).result.timings.cache_n, 0);
+    EXPECT_EQ(s.stats().prefix_shares, 0u);
+}
+
 TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
     Rig rig(4, 1024, false, 512);  // 4 slots of 256
     try {
@@ -587,19 +672,24 @@ TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
                      "request (256 tokens) exceeds the available context size (256 tokens), try increasing it");
     }
     EXPECT_THROW(rig.scheduler->submit({greedy({100000}, 4)}, std::make_shared<GenerationStream>()), SubmitError);
-    // Several choices whose prompts cannot fit the shared pool together: refused at once, with the numbers.
+    // Several prompts that cannot fit the shared pool together: refused at once, with the numbers.
     Rig unified(4, 1024, true, 512);
     try {
-        unified.scheduler->submit(
-            {greedy(tokens(300), 4), greedy(tokens(300), 4), greedy(tokens(300), 4), greedy(tokens(300), 4)},
-            std::make_shared<GenerationStream>());
+        unified.scheduler->submit({greedy(tokens(300, 10), 4), greedy(tokens(300, 11), 4), greedy(tokens(300, 12), 4),
+                                   greedy(tokens(300, 13), 4)},
+                                  std::make_shared<GenerationStream>());
         FAIL() << "4 x 300 prompt tokens cannot fit 1024 cells";
     } catch (const SubmitError& e) {
         EXPECT_EQ(e.status, 400);
         EXPECT_NE(std::string(e.what()).find("need 1204 KV cells together"), std::string::npos) << e.what();
     }
-    EXPECT_NO_THROW(unified.scheduler->submit({greedy(tokens(300), 4), greedy(tokens(300), 4)},
+    EXPECT_NO_THROW(unified.scheduler->submit({greedy(tokens(300, 10), 4), greedy(tokens(300, 11), 4)},
                                               std::make_shared<GenerationStream>()));
+    // Four choices of one prompt share it: 301 + 3 x 2 cells.
+    Rig choices(4, 1024, true, 512);
+    EXPECT_NO_THROW(choices.scheduler->submit(
+        {greedy(tokens(300), 4), greedy(tokens(300), 4), greedy(tokens(300), 4), greedy(tokens(300), 4)},
+        std::make_shared<GenerationStream>()));
     // An empty prompt is not refused: it is answered at once, empty, without a slot (llama-server).
     auto empty = std::make_shared<GenerationStream>();
     rig.scheduler->submit({greedy({}, 4)}, empty);

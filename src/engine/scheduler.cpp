@@ -96,15 +96,22 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
     if (requests.empty()) throw SubmitError(400, "invalid_request_error", "no prompt to process");
     const int64_t n_ctx = options_.layout.n_ctx_slot;
     const int64_t n_vocab = model_.params().n_vocab;
-    // Several choices (n > 1) or prompts each hold their own copy of their prompt's cells: in
-    // one shared pool that can never fit, say so now rather than fail mid-way with a 500.
+    // Several prompts each hold their own copy of their cells (choices of one prompt share
+    // all of it but its last token): in one shared pool that can never fit, say so now
+    // rather than fail mid-way with a 500.
     if (options_.layout.unified && requests.size() > 1) {
         int64_t cells = 0;
-        for (const auto& rq : requests) cells += static_cast<int64_t>(rq.prompt.size()) + 1;
+        for (size_t i = 0; i < requests.size(); ++i) {
+            const auto& p = requests[i].prompt;
+            const bool repeat = sharing_prefixes() && !requests[i].embed &&
+                                std::any_of(requests.begin(), requests.begin() + i,
+                                            [&](const GenerationRequest& o) { return !o.embed && o.prompt == p; });
+            cells += (repeat ? 1 : static_cast<int64_t>(p.size())) + 1;
+        }
         if (cells > options_.layout.n_cells)
             throw SubmitError(400, "invalid_request_error",
                               fmt::format("the {} choices/prompts of this request need {} KV cells together (each "
-                                          "holds its own copy of its prompt); the cache has {}",
+                                          "prompt holds its own copy of its tokens); the cache has {}",
                                           requests.size(), cells, options_.layout.n_cells));
     }
     std::vector<SlotTask> tasks;
@@ -272,6 +279,36 @@ void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prom
     ++stats_.prompt_cache_loads;
 }
 
+void Scheduler::share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task) {
+    // At least one prompt token is evaluated: a donor gives at most all but the last.
+    const int64_t most = static_cast<int64_t>(prompt.size()) - 1;
+    Slot* donor = nullptr;
+    int64_t best = n_keep;
+    for (auto& d : slots_) {
+        if (&d == &s || d.cached().empty()) continue;
+        // What the donor's cells hold is exactly its evaluated tokens.
+        if (static_cast<int64_t>(d.cached().size()) != cache_.seq_length(d.id())) continue;
+        int64_t n = std::min<int64_t>(static_cast<int64_t>(common_prefix(d.cached(), prompt)), most);
+        if (cache_.has_recurrent() && !cache_.can_share_prefix(d.id(), s.id(), n)) {
+            // A recurrent state exists only at the donor's end and its snapshots.
+            int64_t p = 0;
+            for (int64_t q : cache_.snapshot_positions(d.id()))
+                if (q <= n && q > p) p = q;
+            n = p;
+        }
+        if (n > best) best = n, donor = &d;
+    }
+    if (!donor) return;
+    cache_.share_prefix(donor->id(), s.id(), best);
+    s.set_cached(std::vector<int32_t>(prompt.begin(), prompt.begin() + best));
+    n_keep = best;
+    ++stats_.prefix_shares;
+    stats_.prefix_shared_tokens += static_cast<uint64_t>(best);
+    if (options_.log_slots)
+        std::fprintf(stderr, "slot launch_slot_: id %2d | task %llu | shares %lld prompt tokens of slot %d's cache\n",
+                     s.id(), static_cast<unsigned long long>(task), static_cast<long long>(best), donor->id());
+}
+
 bool Scheduler::load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n) {
     cache_.truncate(s.id(), 0);
     s.clear_cache();
@@ -296,6 +333,14 @@ void Scheduler::admit(SteadyClock::time_point now) {
 std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>::iterator it,
                                                              SteadyClock::time_point now) {
     {
+        // A choice of the same request (n > 1) waits while a sibling reads the same
+        // prompt, then shares its cells (llama-server copies the parent's state the same way).
+        const GenerationRequest& rq = it->task.request;
+        if (sharing_prefixes() && rq.cache_prompt && !rq.embed)
+            for (const auto& d : slots_)
+                if (d.state() == SlotState::prefilling && d.task().stream == it->task.stream &&
+                    d.task().request.prompt == rq.prompt)
+                    return std::next(it);
         bool by_similarity = false;
         Slot* s = choose_slot(it->task.request, &by_similarity);
         if (!s) return std::next(it);
@@ -311,6 +356,7 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
             if (!by_similarity || 2 * n_keep < static_cast<int64_t>(s->cached().size())) save_to_prompt_cache(*s);
             if (reuse) load_from_prompt_cache(*s, prompt, n_keep);
         }
+        if (reuse && sharing_prefixes()) share_from_other_slot(*s, prompt, n_keep, it->task.id);
         // At least one prompt token is evaluated, to get the logits to sample from.
         if (reuse && n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
         if (!cache_.can_truncate(s->id(), n_keep)) {

@@ -8,7 +8,10 @@
 //   2. gives queued requests to idle slots (the pinned slot; else the idle
 //      slot whose cache shares the longest prefix with the prompt; else the
 //      least recently used), truncating the slot's sequence to the reusable
-//      prefix;
+//      prefix — or, when another slot (busy or not) holds a longer prefix of
+//      the prompt, giving the slot those very cells (KvCache::share_prefix: a
+//      system prompt common to many conversations is evaluated and stored
+//      once; choices of one prompt wait for the first to read it);
 //   3. builds one batch: the pending token of every generating slot, then
 //      prompt chunks of prefilling slots (taking turns) until the batch holds
 //      n_batch tokens. So a long prompt never holds the other slots' decoding
@@ -59,6 +62,9 @@ struct SchedulerOptions {
     double slot_prompt_similarity = 0.1;  // minimum shared-prefix share to prefer a slot; 0: LRU only
     size_t cache_ram_bytes = 0;           // --cache-ram: the RAM prompt cache's limit; 0 = off
     bool context_shift = false;           // --context-shift: full generating slots drop old tokens and go on
+    // A prompt whose beginning another slot holds takes those cells instead of
+    // evaluating it again (off with context shift, which re-rotates cells in place).
+    bool share_prefixes = true;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
@@ -109,6 +115,8 @@ struct SchedulerStats {
     // The RAM prompt cache: prompts in it, their bytes, and how many were saved and loaded.
     size_t prompt_cache_entries = 0, prompt_cache_bytes = 0;
     uint64_t prompt_cache_saves = 0, prompt_cache_loads = 0;
+    // Prefix sharing: prompts that took another slot's cells, and their tokens.
+    uint64_t prefix_shares = 0, prefix_shared_tokens = 0;
     double uptime_s = 0;
 };
 
@@ -176,6 +184,11 @@ class Scheduler {
     // Loads into an idle slot the saved prompt sharing the longest prefix
     // with `prompt`, when that beats n_keep (then n_keep is its length).
     void load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep);
+    // Gives an idle slot the cells of the longest prefix of `prompt` another
+    // slot holds (busy or not), when that beats n_keep (then n_keep is its
+    // length): a shared system prompt is evaluated and stored once.
+    void share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task);
+    bool sharing_prefixes() const { return options_.share_prefixes && !options_.context_shift; }
     // Replaces an idle slot's sequence with the first n tokens of a saved
     // state; false (the slot left empty) when busy slots hold the cells.
     bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <tuple>
 
@@ -92,6 +93,7 @@ size_t KvCache::bytes() const {
 
 void KvCache::clear() {
     for (auto& cells : seq_cells_) cells.clear();
+    refs_.assign(static_cast<size_t>(config_.n_cells), 0);
     free_.clear();
     free_.reserve(config_.n_cells);
     for (int64_t c = config_.n_cells - 1; c >= 0; --c) free_.push_back(static_cast<int32_t>(c));
@@ -108,6 +110,7 @@ std::vector<int32_t> KvCache::append(int seq, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
         cells[i] = free_.back();
         free_.pop_back();
+        refs_[cells[i]] = 1;
         seq_cells_[seq].push_back(cells[i]);
     }
     return cells;
@@ -140,8 +143,38 @@ void KvCache::discard(int seq, int64_t first, int64_t n) {
     if (first < 0 || n < 0 || first + n > static_cast<int64_t>(cells.size()))
         throw std::out_of_range(
             fmt::format("discard: tokens {}..{} of a sequence of {}", first, first + n, cells.size()));
-    free_.insert(free_.end(), cells.begin() + first, cells.begin() + first + n);
+    if (std::any_of(cells.begin() + first, cells.end(), [&](int32_t c) { return is_shared(c); }))
+        throw std::runtime_error("discard: the tokens are shared with another sequence (no context shift over them)");
+    for (int64_t i = first; i < first + n; ++i) release(cells[i]);
     cells.erase(cells.begin() + first, cells.begin() + first + n);
+}
+
+void KvCache::release(int32_t cell) {
+    if (--refs_[cell] == 0) free_.push_back(cell);
+}
+
+bool KvCache::can_share_prefix(int src, int dst, int64_t n) const {
+    if (src == dst || n <= 0 || n > seq_length(src)) return false;
+    if (dst < 0 || dst >= config_.n_seq_max) return false;
+    return !has_recurrent() || n == seq_length(src) || recurrent_.has_snapshot(src, n);
+}
+
+void KvCache::share_prefix(int src, int dst, int64_t n) {
+    if (!can_share_prefix(src, dst, n))
+        throw std::invalid_argument(fmt::format(
+            "share_prefix: sequence {} cannot give its first {} tokens to sequence {} (it holds {}{})", src, n, dst,
+            seq_length(src), has_recurrent() ? ", and its recurrent state is kept only at its end and snapshots" : ""));
+    truncate(dst, 0);
+    if (has_recurrent()) recurrent_.copy_state(src, dst, n == seq_length(src) ? -1 : n);
+    const auto& from = seq_cells_.at(src);
+    auto& to = seq_cells_.at(dst);
+    to.assign(from.begin(), from.begin() + n);
+    for (int32_t c : to) ++refs_[c];
+}
+
+int64_t KvCache::shared_cells(int seq) const {
+    const auto& cells = seq_cells_.at(seq);
+    return std::count_if(cells.begin(), cells.end(), [&](int32_t c) { return is_shared(c); });
 }
 
 SequenceState KvCache::save_sequence(int seq) const {
@@ -214,7 +247,7 @@ void KvCache::truncate(int seq, int64_t n_keep) {
         recurrent_.reset(seq);  // an empty sequence starts from a zero state
     }
     while (static_cast<int64_t>(cells.size()) > n_keep) {
-        free_.push_back(cells.back());
+        release(cells.back());
         cells.pop_back();
     }
 }

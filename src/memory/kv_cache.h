@@ -85,8 +85,22 @@ class KvCache {
     // Drops n tokens of a sequence from position `first` on (context shift):
     // their cells are freed and the later tokens move up n positions (the
     // caller re-rotates their keys). Throws for a cache with recurrent layers,
-    // whose state cannot forget tokens.
+    // whose state cannot forget tokens, and when any token from `first` on is
+    // shared with another sequence (re-rotating it would change theirs).
     void discard(int seq, int64_t first, int64_t n);
+
+    // Prefix sharing: sequence dst's contents become the first n tokens of
+    // src, in the same cells (counted references: a cell is freed when the
+    // last sequence holding it lets go), so a prompt that begins as another
+    // slot's does is neither evaluated nor stored twice. Cells are never
+    // written after their token is stored, so sharing needs no copies. With
+    // recurrent layers, src's state after n tokens is copied: its live state
+    // (n = its length) or its snapshot at n. Throws when that is not possible.
+    bool can_share_prefix(int src, int dst, int64_t n) const;
+    void share_prefix(int src, int dst, int64_t n);
+    // Cells of the sequence that another sequence holds too; whether a cell is one.
+    int64_t shared_cells(int seq) const;
+    bool is_shared(int32_t cell) const { return refs_[cell] > 1; }
 
     // Copies out what the sequence holds.
     SequenceState save_sequence(int seq) const;
@@ -135,6 +149,8 @@ class KvCache {
     int64_t recurrent_seq_stride() const { return recurrent_.seq_stride(); }
 
   private:
+    void release(int32_t cell);  // one holder fewer; free at none
+
     KvCacheConfig config_;
     DeviceMemory* memory_;
     int k_rot_chunk_ = 0;
@@ -142,7 +158,8 @@ class KvCache {
     std::vector<size_t> k_row_bytes_, v_row_bytes_;
     std::vector<DeviceBuffer> k_, v_;
     std::vector<std::vector<int32_t>> seq_cells_;
-    std::vector<int32_t> free_;  // a stack; lowest cell ids on top
+    std::vector<int32_t> free_;   // a stack; lowest cell ids on top
+    std::vector<uint16_t> refs_;  // per cell: the sequences holding it (at most n_seq_max)
     RecurrentState recurrent_;
 };
 

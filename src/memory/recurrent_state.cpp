@@ -90,6 +90,18 @@ void RecurrentState::save(int seq, int64_t pos, SnapshotKind kind) {
     s.insert(s.begin(), Snapshot{pos, buffer, kind});
 }
 
+void RecurrentState::copy_state(int src, int dst, int64_t snapshot_pos) {
+    if (empty()) return;
+    const float* from = live() + src * per_seq_;
+    if (snapshot_pos >= 0) {
+        const int i = find(src, snapshot_pos);
+        if (i < 0) throw std::logic_error("recurrent state: no snapshot at that position");
+        from = saved(src, snaps_[src][i].buffer);
+    }
+    memory_->copy(live() + dst * per_seq_, from, per_seq_ * sizeof(float));
+    snaps_.at(dst).clear();
+}
+
 bool RecurrentState::has_snapshot(int seq, int64_t pos) const {
     return !empty() && find(seq, pos) >= 0;
 }

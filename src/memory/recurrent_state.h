@@ -62,6 +62,10 @@ class RecurrentState {
     void write(int seq, const float* host);
     void reset_all();
 
+    // Sets dst's live state to src's: its live state (snapshot_pos < 0) or its
+    // snapshot at snapshot_pos (which must exist). dst forgets its snapshots.
+    void copy_state(int src, int dst, int64_t snapshot_pos);
+
     // Saves the sequence's state as the state after `pos` tokens; replaces a
     // snapshot at the same position (a turn boundary stays one), else evicts
     // the oldest of the kind when the kind's share is used. A kind without a

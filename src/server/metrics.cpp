@@ -76,6 +76,10 @@ std::string prometheus_metrics(const SchedulerStats& s, const std::vector<SlotIn
          double(s.prompt_cache_saves)},
         {"prompt_cache_loads_total", "counter", "Slot states loaded from the RAM prompt cache.",
          double(s.prompt_cache_loads)},
+        {"prefix_shares_total", "counter", "Prompts that took the cells of a prefix another slot holds.",
+         double(s.prefix_shares)},
+        {"prefix_shared_tokens_total", "counter", "Prompt tokens taken from another slot's cells, not evaluated.",
+         double(s.prefix_shared_tokens)},
     };
     for (const auto& m : own) write(out, "moeserve:", m);
 
