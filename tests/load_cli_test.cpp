@@ -145,7 +145,7 @@ TEST_F(LoadCli, json_reports_every_field_with_sane_values) {
     const json j = json::parse(r.out);
     // Exactly the fields README.md documents.
     EXPECT_EQ(keys(j), (std::vector<std::string>{"max_tokens", "model", "prompt_words", "requests_per_round", "rounds",
-                                                 "temperature", "url"}));
+                                                 "shared_prefix_words", "temperature", "url"}));
     EXPECT_EQ(j["url"], server_->url());
     EXPECT_TRUE(j["model"].is_null());
     EXPECT_EQ(j["requests_per_round"], 4);
@@ -189,6 +189,25 @@ TEST_F(LoadCli, json_reports_every_field_with_sane_values) {
         expect_distribution(round["itl_ms"], "itl_ms", 4 * 5);
         EXPECT_LT(round["itl_ms"]["max"].get<double>(), duration * 1000.0);
     }
+}
+
+// --shared-prefix puts the same system prompt before every request: the prompts
+// grow by about that many tokens, the same for each request.
+TEST_F(LoadCli, shared_prefix_adds_one_system_prompt_to_every_request) {
+    auto plain = load({"-c", "2", "--json"});
+    auto shared = load({"-c", "2", "--json", "--shared-prefix", "40"});
+    ASSERT_EQ(plain.status, 0) << plain.err;
+    ASSERT_EQ(shared.status, 0) << shared.err;
+    const json a = json::parse(plain.out), b = json::parse(shared.out);
+    EXPECT_EQ(a["shared_prefix_words"], 0);
+    EXPECT_EQ(b["shared_prefix_words"], 40);
+    const double grown = b["rounds"][0]["prompt_tokens_per_request"].get<double>() -
+                         a["rounds"][0]["prompt_tokens_per_request"].get<double>();
+    EXPECT_GT(grown, 40.0);
+    EXPECT_LT(grown, 200.0);  // the fixture's 685-token vocabulary splits words into up to ~4 tokens
+    auto bad = load({"--shared-prefix", "-1"});
+    EXPECT_NE(bad.status, 0);
+    EXPECT_NE(bad.err.find("--shared-prefix must be 0 or more"), std::string::npos) << bad.err;
 }
 
 // Checks that every element opened in `svg` is closed in order; returns the

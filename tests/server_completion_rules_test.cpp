@@ -272,5 +272,23 @@ TEST(ServerPrefixSharing, a_system_prompt_another_slot_holds_is_not_evaluated_ag
         << metrics;
 }
 
+TEST(ServerPrefixSharing, no_prefix_sharing_evaluates_each_slots_copy) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "2", "-c", "1024", "-t", "1",
+              "--no-prefix-sharing"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto complete = [&](int slot) {
+        const auto r = curl(s.url("/completion"), "POST",
+                            json({{"prompt", "The same long opening of two prompts, word for word."},
+                                  {"n_predict", 1},
+                                  {"id_slot", slot}})
+                                .dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body()["timings"];
+    };
+    complete(0);
+    EXPECT_EQ(complete(1)["cache_n"], 0);
+}
+
 }  // namespace
 }  // namespace moeserve

@@ -641,6 +641,31 @@ TEST(ServerScheduler, choices_of_one_prompt_share_its_cells) {
     EXPECT_EQ(s.stats().prefix_shared_tokens, 99u);
 }
 
+// Two different prompts with a common beginning, arriving together: the second
+// waits while the first reads it, then shares it (it is read once).
+TEST(ServerScheduler, prompts_arriving_together_read_their_common_beginning_once) {
+    Rig rig(2, 2048, true, 512);
+    Scheduler& s = *rig.scheduler;
+    auto a = tokens(200), b = tokens(200);
+    a.insert(a.end(), {3, 4, 5});
+    b.insert(b.end(), {6, 7});
+    auto sa = std::make_shared<GenerationStream>(), sb = std::make_shared<GenerationStream>();
+    s.submit({greedy(a, 4)}, sa);
+    s.submit({greedy(b, 4)}, sb);
+    Collected ca, cb;
+    for (int i = 0; i < 10000 && !(ca.done && cb.done); ++i) {
+        s.step();
+        drain(*sa, ca);
+        drain(*sb, cb);
+    }
+    ASSERT_TRUE(ca.done && cb.done);
+    EXPECT_EQ(ca.result.timings.prompt_n, 203);
+    EXPECT_EQ(cb.result.timings.cache_n, 200);
+    EXPECT_EQ(cb.result.timings.prompt_n, 2);
+    Rig alone(1, 1024, false, 512);
+    EXPECT_EQ(run_one(*alone.scheduler, greedy(b, 4)).tokens, cb.tokens);
+}
+
 // With context shift on, nothing is shared (a shift re-rotates cells in place).
 TEST(ServerScheduler, context_shift_turns_prefix_sharing_off) {
     Rig rig(2, 2048, true, 512);

@@ -44,6 +44,8 @@ const char* kUsage =
     "  --max-tokens N        tokens to generate per request (default 128; sent with\n"
     "                        ignore_eos, so servers that honour it generate all N)\n"
     "  --prompt-tokens N     prompt length in words, about one token each (default 64)\n"
+    "  --shared-prefix N     a system prompt of N words, the same in every request\n"
+    "                        (default 0: none), to measure prefix caching\n"
     "  --model NAME          model field of the requests (default: none)\n"
     "  --api-key KEY         sent as 'Authorization: Bearer KEY'\n"
     "  --temperature T       sampling temperature (default 0)\n"
@@ -103,6 +105,8 @@ std::optional<Options> parse_options(const std::vector<std::string>& argv) {
             s.request.max_tokens = static_cast<int>(args.int_value());
         } else if (args.flag({"--prompt-tokens"})) {
             s.request.prompt_words = static_cast<int>(args.int_value());
+        } else if (args.flag({"--shared-prefix"})) {
+            s.request.shared_prefix_words = static_cast<int>(args.int_value());
         } else if (args.flag({"--model"})) {
             s.request.model = args.value();
         } else if (args.flag({"--api-key"})) {
@@ -122,6 +126,7 @@ std::optional<Options> parse_options(const std::vector<std::string>& argv) {
     if (s.requests_per_round < 1) throw UsageError("-n must be at least 1");
     if (s.request.max_tokens < 1) throw UsageError("--max-tokens must be at least 1");
     if (s.request.prompt_words < 0) throw UsageError("--prompt-tokens must be 0 or more");
+    if (s.request.shared_prefix_words < 0) throw UsageError("--shared-prefix must be 0 or more");
     if (s.request.timeout_s < 1) throw UsageError("--timeout must be at least 1 second");
     if (s.request.url.rfind("http://", 0) != 0)
         throw UsageError("--url must start with http:// (TLS is not supported)");

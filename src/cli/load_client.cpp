@@ -82,6 +82,14 @@ std::string make_load_prompt(int index, int words) {
     return p;
 }
 
+std::string make_shared_prefix(int words) {
+    static const char* kWords[] = {"always", "answer", "the", "customer", "with", "care", "and",     "cite",
+                                   "our",    "policy", "on",  "returns",  "when", "it",   "applies", "today"};
+    std::string p = "You are the assistant of a small shop.";
+    for (int i = 0; i < words; ++i) p += std::string(" ") + kWords[(i * 5) % 16];
+    return p;
+}
+
 RequestSample send_streaming_request(const LoadRequestConfig& config, int index,
                                      const std::function<void()>& on_content) {
     RequestSample s;
@@ -91,13 +99,16 @@ RequestSample send_streaming_request(const LoadRequestConfig& config, int index,
     cli.set_write_timeout(config.timeout_s);
     if (!config.api_key.empty()) cli.set_bearer_token_auth(config.api_key);
 
-    json body = {
-        {"messages", json::array({{{"role", "user"}, {"content", make_load_prompt(index, config.prompt_words)}}})},
-        {"max_tokens", config.max_tokens},
-        {"temperature", config.temperature},
-        {"stream", true},
-        {"stream_options", {{"include_usage", true}}},
-        {"ignore_eos", true}};  // llama-server and moeserve: always generate max_tokens
+    json messages = json::array();
+    if (config.shared_prefix_words > 0)
+        messages.push_back({{"role", "system"}, {"content", make_shared_prefix(config.shared_prefix_words)}});
+    messages.push_back({{"role", "user"}, {"content", make_load_prompt(index, config.prompt_words)}});
+    json body = {{"messages", std::move(messages)},
+                 {"max_tokens", config.max_tokens},
+                 {"temperature", config.temperature},
+                 {"stream", true},
+                 {"stream_options", {{"include_usage", true}}},
+                 {"ignore_eos", true}};  // llama-server and moeserve: always generate max_tokens
     if (!config.model.empty()) body["model"] = config.model;
 
     httplib::Request req;

@@ -16,6 +16,7 @@ struct LoadRequestConfig {
     std::string api_key;  // sent as a bearer token when not empty
     int max_tokens = 128;
     int prompt_words = 64;
+    int shared_prefix_words = 0;  // a system message common to every request (0: none)
     double temperature = 0.0;
     int timeout_s = 600;
 };
@@ -23,6 +24,8 @@ struct LoadRequestConfig {
 // A prompt of `words` words after a short instruction, distinct per index so
 // that no server can answer one request from another's prefix cache.
 std::string make_load_prompt(int index, int words);
+// A system prompt of `words` words, the same for every request.
+std::string make_shared_prefix(int words);
 
 // Sends request `index` and waits for the end of its stream. on_content runs
 // on this thread for every content chunk (for a progress display).

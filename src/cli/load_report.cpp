@@ -71,9 +71,12 @@ std::string format_load_summary(const LoadSettings& settings, const RoundStats& 
 }
 
 std::string format_load_table(const LoadSettings& settings, const std::vector<RoundStats>& rounds) {
-    std::string out = fmt::format("url: {}, {} requests per round of {} generated tokens, prompts of ~{} words\n\n",
-                                  settings.request.url, settings.requests_per_round, settings.request.max_tokens,
-                                  settings.request.prompt_words);
+    std::string out = fmt::format(
+        "url: {}, {} requests per round of {} generated tokens, prompts of ~{} words{}\n\n", settings.request.url,
+        settings.requests_per_round, settings.request.max_tokens, settings.request.prompt_words,
+        settings.request.shared_prefix_words > 0
+            ? fmt::format(" after a shared system prompt of {}", settings.request.shared_prefix_words)
+            : "");
     out +=
         "| clients | ok | failed | req/s | tokens/s | per-request tok/s | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | "
         "ITL p50 ms | ITL p90 ms | ITL p99 ms |\n"
@@ -102,6 +105,7 @@ std::string format_load_json(const LoadSettings& settings, const std::vector<Rou
                     {"requests_per_round", settings.requests_per_round},
                     {"max_tokens", settings.request.max_tokens},
                     {"prompt_words", settings.request.prompt_words},
+                    {"shared_prefix_words", settings.request.shared_prefix_words},
                     {"temperature", settings.request.temperature},
                     {"rounds", std::move(rows)}};
     return j.dump(2) + "\n";

@@ -279,24 +279,49 @@ void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prom
     ++stats_.prompt_cache_loads;
 }
 
-void Scheduler::share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task) {
+int64_t Scheduler::shareable(const Slot& d, const std::vector<int32_t>& prompt) const {
+    // What the donor's cells hold is exactly its evaluated tokens.
+    if (d.cached().empty() || static_cast<int64_t>(d.cached().size()) != cache_.seq_length(d.id())) return 0;
     // At least one prompt token is evaluated: a donor gives at most all but the last.
-    const int64_t most = static_cast<int64_t>(prompt.size()) - 1;
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(common_prefix(d.cached(), prompt)),
+                                        static_cast<int64_t>(prompt.size()) - 1);
+    if (!cache_.has_recurrent() || n == cache_.seq_length(d.id())) return n;
+    // A recurrent state exists only at the donor's end and its snapshots.
+    int64_t p = 0;
+    for (int64_t q : cache_.snapshot_positions(d.id()))
+        if (q <= n && q > p) p = q;
+    return p;
+}
+
+bool Scheduler::waits_for_a_reader(const GenerationRequest& rq) const {
+    if (!sharing_prefixes() || !rq.cache_prompt || rq.embed) return false;
+    const auto& prompt = rq.prompt;
+    int64_t now = 0;
+    for (const auto& d : slots_) now = std::max(now, shareable(d, prompt));
+    for (const auto& d : slots_) {
+        if (d.state() != SlotState::prefilling || d.embedding()) continue;
+        const auto& theirs = d.task().request.prompt;
+        const int64_t common = std::min<int64_t>(static_cast<int64_t>(common_prefix(theirs, prompt)),
+                                                 static_cast<int64_t>(prompt.size()) - 1);
+        int64_t coming = common;
+        if (cache_.has_recurrent()) {
+            // Its state will be kept at its turn boundaries and one token before its prompt's end.
+            coming = 0;
+            for (int64_t b : d.task().request.turn_boundaries)
+                if (b <= common) coming = std::max(coming, b);
+            if (static_cast<int64_t>(theirs.size()) - 1 <= common) coming = static_cast<int64_t>(theirs.size()) - 1;
+        }
+        if (coming >= now + kMinSharedWait) return true;
+    }
+    return false;
+}
+
+void Scheduler::share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task) {
     Slot* donor = nullptr;
     int64_t best = n_keep;
     for (auto& d : slots_) {
-        if (&d == &s || d.cached().empty()) continue;
-        // What the donor's cells hold is exactly its evaluated tokens.
-        if (static_cast<int64_t>(d.cached().size()) != cache_.seq_length(d.id())) continue;
-        int64_t n = std::min<int64_t>(static_cast<int64_t>(common_prefix(d.cached(), prompt)), most);
-        if (cache_.has_recurrent() && !cache_.can_share_prefix(d.id(), s.id(), n)) {
-            // A recurrent state exists only at the donor's end and its snapshots.
-            int64_t p = 0;
-            for (int64_t q : cache_.snapshot_positions(d.id()))
-                if (q <= n && q > p) p = q;
-            n = p;
-        }
-        if (n > best) best = n, donor = &d;
+        if (&d == &s) continue;
+        if (const int64_t n = shareable(d, prompt); n > best) best = n, donor = &d;
     }
     if (!donor) return;
     cache_.share_prefix(donor->id(), s.id(), best);
@@ -333,14 +358,10 @@ void Scheduler::admit(SteadyClock::time_point now) {
 std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>::iterator it,
                                                              SteadyClock::time_point now) {
     {
-        // A choice of the same request (n > 1) waits while a sibling reads the same
-        // prompt, then shares its cells (llama-server copies the parent's state the same way).
-        const GenerationRequest& rq = it->task.request;
-        if (sharing_prefixes() && rq.cache_prompt && !rq.embed)
-            for (const auto& d : slots_)
-                if (d.state() == SlotState::prefilling && d.task().stream == it->task.stream &&
-                    d.task().request.prompt == rq.prompt)
-                    return std::next(it);
+        // A prompt that begins as one a slot is reading waits for it, then shares those
+        // cells: reading the same tokens side by side would halve both reads' speed
+        // (this is also how the n choices of one prompt share it, as llama-server's do).
+        if (waits_for_a_reader(it->task.request)) return std::next(it);
         bool by_similarity = false;
         Slot* s = choose_slot(it->task.request, &by_similarity);
         if (!s) return std::next(it);

@@ -189,6 +189,12 @@ class Scheduler {
     // length): a shared system prompt is evaluated and stored once.
     void share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task);
     bool sharing_prefixes() const { return options_.share_prefixes && !options_.context_shift; }
+    // How many of a prompt's first tokens slot d can give it now (see share_from_other_slot).
+    int64_t shareable(const Slot& d, const std::vector<int32_t>& prompt) const;
+    // Whether a queued request waits for a slot that is reading a prompt beginning as its
+    // own: once read, at least kMinSharedWait more tokens can be shared than now.
+    bool waits_for_a_reader(const GenerationRequest& rq) const;
+    static constexpr int64_t kMinSharedWait = 16;
     // Replaces an idle slot's sequence with the first n tokens of a saved
     // state; false (the slot left empty) when busy slots hold the cells.
     bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);

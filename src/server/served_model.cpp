@@ -187,6 +187,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     if (options.context_shift && !engine_->backend().runs_on_host())
         throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
     so.context_shift = options.context_shift;
+    so.share_prefixes = options.prefix_sharing;
     if (options.cache_ram_mib != 0 && options.cache_prompt) {
         // At most half the memory left once the model is loaded: the cache grows as conversations come and go.
         const uint64_t half = available_memory_bytes() / 2;

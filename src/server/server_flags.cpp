@@ -58,6 +58,10 @@ constexpr const char* kCheckpointsHelp =
     "two at the prompt's end, the rest at the start and end of the last user message, so that an edited or "
     "followed-up conversation resumes there; 0 = none)";
 
+constexpr const char* kNoPrefixSharingHelp =
+    "each slot evaluates and stores its own copy of a prompt prefix another slot holds (as llama-server); "
+    "by default the cells are shared";
+
 // A flag llama-server has and moeserve does not: the error says why.
 constexpr const char* kNoBuiltinTools =
     "moeserve has no built-in tools (clients declare their own in the request's \"tools\")";
@@ -711,6 +715,11 @@ const std::vector<Flag>& flags() {
                  if (j.is_discarded() || !j.is_object()) bad(f, v, "expected a JSON object");
                  o.chat_template_kwargs = j;
              }},
+            {{"--no-prefix-sharing"},
+             nullptr,
+             "MOESERVE_NO_PREFIX_SHARING",
+             kNoPrefixSharingHelp,
+             [](ServerOptions& o, auto&, auto&) { o.prefix_sharing = false; }},
             {{"--allow-replay"},
              nullptr,
              nullptr,

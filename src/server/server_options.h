@@ -69,6 +69,7 @@ struct ServerOptions {
     // --ctx-checkpoints: hybrid models' recurrent-state snapshots per slot, in the
     // backend's memory (llama-server keeps 32 in host RAM; each is a whole state here).
     int ctx_checkpoints = KvCacheConfig{}.n_rs_snapshots;
+    bool prefix_sharing = true;  // --no-prefix-sharing: slots never share KV cells
 
     // HTTP
     std::string host = "127.0.0.1";
