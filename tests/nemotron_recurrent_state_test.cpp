@@ -114,6 +114,8 @@ TEST(RecurrentState, fewer_than_three_snapshots_keep_prompt_ends_only) {
     EXPECT_TRUE(cache.snapshot_positions(0).empty());
     cache.snapshot(0);
     EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{10});
+    cache.snapshot(0, SnapshotKind::turn_boundary);  // no room for boundaries: the prompt end stays
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{10});
 }
 
 TEST(RecurrentState, clear_zeroes_every_sequence) {

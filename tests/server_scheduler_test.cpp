@@ -641,6 +641,32 @@ TEST(ServerScheduler, choices_of_one_prompt_share_its_cells) {
     EXPECT_EQ(s.stats().prefix_shared_tokens, 99u);
 }
 
+// A request waiting for a reader keeps an idle slot: a later request does not take
+// it (and make the waiting one wait for a whole generation).
+TEST(ServerScheduler, a_request_waiting_for_a_reader_keeps_its_slot) {
+    Rig rig(2, 2048, true, 512);
+    Scheduler& s = *rig.scheduler;
+    GenerationRequest one = greedy(tokens(100), 4), two = greedy(tokens(100), 4), other = greedy(tokens(50, 60), 4);
+    two.index = 1;
+    auto choices = std::make_shared<GenerationStream>(), later = std::make_shared<GenerationStream>();
+    s.submit({one, two}, choices);
+    s.submit({other}, later);
+    std::map<int, int> started_at;  // choice index -> step
+    Collected c;
+    int other_started = -1;
+    for (int step = 0; step < 10000 && !(started_at.size() == 2 && c.done); ++step) {
+        s.step();
+        while (auto e = choices->next(std::chrono::milliseconds(0)))
+            if (e->kind == GenerationEvent::Kind::started) started_at.emplace(e->index, step);
+        drain(*later, c);
+        if (c.started && other_started < 0) other_started = step;
+    }
+    ASSERT_EQ(started_at.size(), 2u);
+    ASSERT_TRUE(c.done);
+    EXPECT_LT(started_at[1], other_started);
+    EXPECT_EQ(s.stats().prefix_shared_tokens, 99u);
+}
+
 // Two different prompts with a common beginning, arriving together: the second
 // waits while the first reads it, then shares it (it is read once).
 TEST(ServerScheduler, prompts_arriving_together_read_their_common_beginning_once) {
@@ -710,6 +736,11 @@ TEST(ServerScheduler, refuses_a_prompt_that_does_not_fit_its_slot) {
     }
     EXPECT_NO_THROW(unified.scheduler->submit({greedy(tokens(300, 10), 4), greedy(tokens(300, 11), 4)},
                                               std::make_shared<GenerationStream>()));
+    // Choices that do not reuse cached prompts (cache_prompt false) share nothing.
+    Rig uncached(4, 1024, true, 512);
+    std::vector<GenerationRequest> fresh(4, greedy(tokens(300), 4));
+    for (auto& rq : fresh) rq.cache_prompt = false;
+    EXPECT_THROW(uncached.scheduler->submit(fresh, std::make_shared<GenerationStream>()), SubmitError);
     // Four choices of one prompt share it: 301 + 3 x 2 cells.
     Rig choices(4, 1024, true, 512);
     EXPECT_NO_THROW(choices.scheduler->submit(

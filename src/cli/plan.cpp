@@ -227,8 +227,8 @@ int run_plan(const std::vector<std::string>& argv) {
             o.n_threads = static_cast<int>(args.int_value());
         } else if (args.flag({"-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"})) {
             o.n_recurrent_snapshots = static_cast<int>(args.int_value());
-            if (o.n_recurrent_snapshots < 0 || o.n_recurrent_snapshots > 64)
-                throw UsageError("--ctx-checkpoints must be between 0 and 64");
+            if (o.n_recurrent_snapshots < 0 || o.n_recurrent_snapshots > (1 << 20))
+                throw UsageError("--ctx-checkpoints must be between 0 and 1048576");
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
         } else if (args.flag({"-fa", "--flash-attn"})) {

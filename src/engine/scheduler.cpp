@@ -103,7 +103,10 @@ void Scheduler::submit(std::vector<GenerationRequest> requests, std::shared_ptr<
         int64_t cells = 0;
         for (size_t i = 0; i < requests.size(); ++i) {
             const auto& p = requests[i].prompt;
-            const bool repeat = sharing_prefixes() && !requests[i].embed &&
+            // Shared only where a repeat waits for the first (waits_for_a_reader).
+            const bool repeat = sharing_prefixes() && !requests[i].embed && requests[i].cache_prompt &&
+                                static_cast<int64_t>(p.size()) > kMinSharedWait &&
+                                (!cache_.has_recurrent() || cache_.snapshot_capacity(SnapshotKind::prompt_end) >= 2) &&
                                 std::any_of(requests.begin(), requests.begin() + i,
                                             [&](const GenerationRequest& o) { return !o.embed && o.prompt == p; });
             cells += (repeat ? 1 : static_cast<int64_t>(p.size())) + 1;
@@ -305,11 +308,17 @@ bool Scheduler::waits_for_a_reader(const GenerationRequest& rq) const {
                                                  static_cast<int64_t>(prompt.size()) - 1);
         int64_t coming = common;
         if (cache_.has_recurrent()) {
-            // Its state will be kept at its turn boundaries and one token before its prompt's end.
+            // Its state will be kept at its turn boundaries still ahead of it (when there is
+            // room for all of them) and one token before its prompt's end (when there is room
+            // for two prompt ends).
             coming = 0;
-            for (int64_t b : d.task().request.turn_boundaries)
-                if (b <= common) coming = std::max(coming, b);
-            if (static_cast<int64_t>(theirs.size()) - 1 <= common) coming = static_cast<int64_t>(theirs.size()) - 1;
+            const int64_t read = static_cast<int64_t>(d.cached().size());
+            const auto& bounds = d.task().request.turn_boundaries;
+            if (cache_.snapshot_capacity(SnapshotKind::turn_boundary) >= static_cast<int>(bounds.size()))
+                for (int64_t b : bounds)
+                    if (b > read && b <= common) coming = std::max(coming, b);
+            const int64_t last = static_cast<int64_t>(theirs.size()) - 1;
+            if (cache_.snapshot_capacity(SnapshotKind::prompt_end) >= 2 && last > read && last <= common) coming = last;
         }
         if (coming >= now + kMinSharedWait) return true;
     }
@@ -346,64 +355,79 @@ bool Scheduler::load_into_slot(Slot& s, const SequenceState& state, const std::v
 void Scheduler::admit(SteadyClock::time_point now) {
     // Requests pinned to a slot (id_slot) go first, then the others oldest first: an
     // older unpinned request never takes the freed slot a pinned one waits for (spec §6.2).
+    int reserved = 0;  // idle slots kept for requests waiting for a reader (waits_for_a_reader)
     for (const bool pinned : {true, false})
         for (auto it = queue_.begin(); it != queue_.end();) {
             if ((it->task.request.id_slot >= 0) != pinned)
                 ++it;
             else
-                it = admit_one(it, now);
+                it = admit_one(it, now, reserved);
         }
 }
 
 std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>::iterator it,
-                                                             SteadyClock::time_point now) {
-    {
+                                                             SteadyClock::time_point now, int& reserved) {
+    const GenerationRequest& rq = it->task.request;
+    if (rq.id_slot < 0) {
         // A prompt that begins as one a slot is reading waits for it, then shares those
         // cells: reading the same tokens side by side would halve both reads' speed
         // (this is also how the n choices of one prompt share it, as llama-server's do).
-        if (waits_for_a_reader(it->task.request)) return std::next(it);
-        bool by_similarity = false;
-        Slot* s = choose_slot(it->task.request, &by_similarity);
-        if (!s) return std::next(it);
-        const auto& prompt = it->task.request.prompt;
-        int64_t n_keep = 0;
-        // An embedding needs the hidden state of every prompt token: none is reused.
-        const bool reuse = it->task.request.cache_prompt && !it->task.request.embed;
-        if (reuse) n_keep = static_cast<int64_t>(common_prefix(s->cached(), prompt));
-        // The RAM prompt cache (spec §6.2): a slot taken as the least recently
-        // used, or whose similarity keeps less than half of what it holds, is
-        // saved first; then a saved prompt sharing a longer prefix is loaded.
-        if (prompt_cache_.enabled() && !it->task.request.embed) {
-            if (!by_similarity || 2 * n_keep < static_cast<int64_t>(s->cached().size())) save_to_prompt_cache(*s);
-            if (reuse) load_from_prompt_cache(*s, prompt, n_keep);
+        // It keeps an idle slot for itself meanwhile, so that later requests do not
+        // take the slot it waits for.
+        if (waits_for_a_reader(rq)) {
+            ++reserved;
+            return std::next(it);
         }
-        if (reuse && sharing_prefixes()) share_from_other_slot(*s, prompt, n_keep, it->task.id);
-        // At least one prompt token is evaluated, to get the logits to sample from.
-        if (reuse && n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
-        if (!cache_.can_truncate(s->id(), n_keep)) {
-            // A recurrent state rewinds only to a snapshot: take the newest one
-            // inside the shared prefix, else evaluate the whole prompt.
-            int64_t best = 0;
-            for (int64_t p : cache_.snapshot_positions(s->id()))
-                if (p <= n_keep && p > best && cache_.can_truncate(s->id(), p)) best = p;
-            if (best == 0 && n_keep > 0 && options_.log_slots)
-                std::fprintf(stderr,
-                             "slot update_slots: id %2d | task %llu | forcing full prompt re-processing due to lack "
-                             "of cache data (a recurrent state rewinds only to its snapshots)\n",
-                             s->id(), static_cast<unsigned long long>(it->task.id));
-            n_keep = best;
-        }
-        cache_.truncate(s->id(), n_keep);
-        s->start(std::move(it->task), n_keep, now);
-        return queue_.erase(it);
+        const auto idle = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.idle(); });
+        if (idle <= reserved) return std::next(it);
     }
+    bool by_similarity = false;
+    Slot* s = choose_slot(rq, &by_similarity);
+    if (!s) return std::next(it);
+    const auto& prompt = rq.prompt;
+    // An embedding needs the hidden state of every prompt token: none is reused.
+    const bool reuse = rq.cache_prompt && !rq.embed;
+    int64_t n_keep = reuse ? static_cast<int64_t>(common_prefix(s->cached(), prompt)) : 0;
+    // The RAM prompt cache (spec §6.2): a slot taken as the least recently used, or
+    // whose similarity keeps less than half of what it holds, is saved first.
+    if (prompt_cache_.enabled() && !rq.embed &&
+        (!by_similarity || 2 * n_keep < static_cast<int64_t>(s->cached().size())))
+        save_to_prompt_cache(*s);
+    // At least one prompt token is evaluated, to get the logits to sample from.
+    if (reuse && n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
+    // A recurrent state rewinds only to a snapshot: the newest one inside the shared prefix.
+    const bool rewound = !cache_.can_truncate(s->id(), n_keep);
+    if (rewound) {
+        int64_t best = 0;
+        for (int64_t p : cache_.snapshot_positions(s->id()))
+            if (p <= n_keep && p > best && cache_.can_truncate(s->id(), p)) best = p;
+        n_keep = best;
+    }
+    // Then a longer prefix from another slot's cells, then from the RAM prompt cache.
+    if (reuse && sharing_prefixes()) share_from_other_slot(*s, prompt, n_keep, it->task.id);
+    if (reuse && prompt_cache_.enabled()) load_from_prompt_cache(*s, prompt, n_keep);
+    if (reuse && n_keep == static_cast<int64_t>(prompt.size())) --n_keep;
+    if (rewound && n_keep == 0 && options_.log_slots)
+        std::fprintf(stderr,
+                     "slot update_slots: id %2d | task %llu | forcing full prompt re-processing due to lack "
+                     "of cache data (a recurrent state rewinds only to its snapshots)\n",
+                     s->id(), static_cast<unsigned long long>(it->task.id));
+    cache_.truncate(s->id(), n_keep);
+    s->start(std::move(it->task), n_keep, now);
+    return queue_.erase(it);
 }
 
 int64_t Scheduler::make_room(int64_t needed) {
     while (cache_.n_free() < needed) {
+        // The least recently used idle slot, among those whose cells are not all shared
+        // (dropping those frees nothing) when there are any.
         Slot* victim = nullptr;
+        auto frees = [&](const Slot& s) { return cache_.shared_cells(s.id()) < cache_.seq_length(s.id()); };
         for (auto& s : slots_)
-            if (s.idle() && !s.cached().empty() && (!victim || s.last_used() < victim->last_used())) victim = &s;
+            if (s.idle() && !s.cached().empty() &&
+                (!victim || (frees(s) && !frees(*victim)) ||
+                 (frees(s) == frees(*victim) && s.last_used() < victim->last_used())))
+                victim = &s;
         if (!victim) break;
         save_to_prompt_cache(*victim);
         cache_.remove(victim->id());

@@ -11,7 +11,8 @@
 //      prefix — or, when another slot (busy or not) holds a longer prefix of
 //      the prompt, giving the slot those very cells (KvCache::share_prefix: a
 //      system prompt common to many conversations is evaluated and stored
-//      once; choices of one prompt wait for the first to read it);
+//      once); a prompt that begins as one a slot is still reading (the n
+//      choices of one prompt, say) waits for it, keeping an idle slot;
 //   3. builds one batch: the pending token of every generating slot, then
 //      prompt chunks of prefilling slots (taking turns) until the batch holds
 //      n_batch tokens. So a long prompt never holds the other slots' decoding
@@ -176,7 +177,7 @@ class Scheduler {
     void drop_cancelled(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
     // Starts one queued request if a slot takes it; returns the next position in the queue.
-    std::deque<Queued>::iterator admit_one(std::deque<Queued>::iterator it, SteadyClock::time_point now);
+    std::deque<Queued>::iterator admit_one(std::deque<Queued>::iterator it, SteadyClock::time_point now, int& reserved);
     // by_similarity: whether its cached prefix chose it (else it is the least recently used).
     Slot* choose_slot(const GenerationRequest& rq, bool* by_similarity = nullptr);
     // Saves an idle slot's cached tokens to the RAM prompt cache (when it is on).

@@ -123,8 +123,9 @@ class KvCache {
     // per sequence, dropping the oldest of the kind (recurrent_state.h).
     // No-op without recurrent layers.
     void snapshot(int seq, SnapshotKind kind = SnapshotKind::prompt_end);
-    // Positions with a snapshot, newest first.
+    // Positions with a snapshot, newest first; how many of a kind a sequence keeps.
     std::vector<int64_t> snapshot_positions(int seq) const { return recurrent_.snapshot_positions(seq); }
+    int snapshot_capacity(SnapshotKind kind) const { return recurrent_.capacity(kind); }
 
     int64_t seq_length(int seq) const { return static_cast<int64_t>(seq_cells_.at(seq).size()); }
     // cells[p] holds position p of the sequence.

@@ -74,8 +74,8 @@ void RecurrentState::save(int seq, int64_t pos, SnapshotKind kind) {
         kind = s[i].kind;
         s.erase(s.begin() + i);
     } else {
-        if (i >= 0) s.erase(s.begin() + i);  // a prompt end that is now a turn boundary
         if (capacity(kind) == 0) return;
+        if (i >= 0) s.erase(s.begin() + i);  // a prompt end that is now a turn boundary
         const auto n_kind = std::count_if(s.begin(), s.end(), [&](const Snapshot& x) { return x.kind == kind; });
         if (n_kind >= capacity(kind)) {  // evict the kind's oldest
             auto oldest = std::find_if(s.rbegin(), s.rend(), [&](const Snapshot& x) { return x.kind == kind; });

@@ -250,9 +250,16 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
     };
     try {
         p.text = render(p.messages, &p.syntax);
-        if (locate_last_user) p.last_user_span = last_user_span(p, render);
     } catch (const FormatError& e) {
         throw invalid_request(e.what());
+    }
+    // Only an aid to caching: a template that fails on the marker leaves the prompt as it is.
+    if (locate_last_user) {
+        try {
+            p.last_user_span = last_user_span(p, render);
+        } catch (const std::exception&) {
+            p.last_user_span.reset();
+        }
     }
     return p;
 }

@@ -314,7 +314,9 @@ const std::vector<Flag>& flags() {
              "N",
              "LLAMA_ARG_CTX_CHECKPOINTS",
              kCheckpointsHelp,
-             [](ServerOptions& o, auto& f, auto& v) { o.ctx_checkpoints = static_cast<int>(to_int(f, v, 0, 64)); }},
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.ctx_checkpoints = static_cast<int>(to_int(f, v, 0, 1 << 20));
+             }},
             {{"-cms", "--checkpoint-min-step"},
              "N",
              "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT",
