@@ -159,7 +159,7 @@ run() {
     # The server suites on the tiny fixtures (the node/SDK ones need npm packages; GLM's tool-call
     # family reads the F16 GLM file, which the usual prepare line does not carry).
     STEP_CAP=150 step server-e2e-ngl99 60 env MOESERVE_TEST_SERVER_ARGS="-ngl 99" "$tests" \
-        --gtest_filter='ServerE2E*:ServerScheduler*:ServerToolCalls*:ServerGrammar*:ServerEmbeddings*:ServerInfill*:ServerCompletionRules*:ServerModelSampling*:ServerSlotLog*:ServerReversePrompt*:-*Sdk*:*ServerToolCalls*/glm' \
+        --gtest_filter='ServerE2E*:ServerScheduler*:ServerToolCalls*:ServerGrammar*:ServerEmbeddings*:ServerInfill*:ServerCompletionRules*:ServerModelSampling*:ServerSlotLog*:ServerReversePrompt*:ServerTurnBoundaries*:ServerPrefixSharing*:-*Sdk*:*ServerToolCalls*/glm' \
         --gtest_brief=1
     local toks="$out/tokens.json"
     echo '{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]}' >"$toks"
