@@ -336,6 +336,77 @@ TEST(ChatOutputMalformed, TextThatIsNotACallBecomesContent) {
     expect_stream_matches_at_every_split(bad_json, syntax(ToolCallFormat::HermesJson));
 }
 
+// Qwen3's JSON arguments stream as they are written (a client sees them grow, as
+// with the XML families), and the deltas still add up to the whole parse: for a
+// call cut off mid-way, and for one whose JSON breaks (the arguments stop where
+// they stop being JSON, closed where one brace closes them).
+TEST(ChatOutputStream, JsonArgumentsStreamAsWritten) {
+    const auto hermes = syntax(ToolCallFormat::HermesJson);
+    const std::string out =
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": [1, "
+        "2]}}\n</tool_call>";
+    ChatStreamParser stream(hermes, counting_ids());
+    int argument_deltas = 0;
+    for (char ch : out)
+        for (const auto& d : stream.push(std::string(1, ch)))
+            argument_deltas += d.kind == ChatDelta::Kind::ToolCallArguments;
+    stream.finish();
+    EXPECT_GT(argument_deltas, 10);
+    ASSERT_EQ(stream.message().tool_calls.size(), 1u);
+    EXPECT_EQ(stream.message().tool_calls[0].arguments, "{\"city\": \"Paris\", \"days\": [1, 2]}");
+    expect_stream_matches_at_every_split(out, hermes);
+
+    const std::string cut = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": [1, 2";
+    EXPECT_EQ(parse_chat_output(cut, hermes).tool_calls.at(0).arguments, "{\"a\": [1, 2");
+    expect_stream_matches_at_every_split(cut, hermes);
+
+    const std::string broken = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1 \"b\": 2}}\n</tool_call>";
+    const ChatMessage m = parse_chat_output(broken, hermes);
+    ASSERT_EQ(m.tool_calls.size(), 1u);
+    EXPECT_EQ(m.tool_calls[0].arguments, "{\"a\": 1 }");
+    expect_stream_matches_at_every_split(broken, hermes);
+}
+
+// Every prefix of valid JSON arguments streams at once (nothing is held back as
+// possibly invalid), whatever the JSON holds; invalid arguments stop where they
+// stop being JSON, and the stream still adds up to the whole parse.
+TEST(ChatOutputStream, JsonArgumentsAreNeverHeldBackWhileValid) {
+    const auto hermes = syntax(ToolCallFormat::HermesJson);
+    const std::vector<std::string> valid = {
+        R"({})",
+        R"({"a": []})",
+        R"({"a": [ ], "b": {}, "c": [[1], {"d": null}]})",
+        R"({"n": -0.5e+10, "m": 0, "k": 12E-3, "t": true, "f": false})",
+        R"({"s": "tab\tquote\"slash\\ \u00e9 \/ é"})",
+        R"({"deep": {"x": [1, [2, [3, {"y": "z"}]]]}})",
+        R"([1, "two", {"three": 3}])",
+    };
+    for (const std::string& args : valid) {
+        SCOPED_TRACE(args);
+        ASSERT_TRUE(nlohmann::json::accept(args));
+        const std::string head = "<tool_call>\n{\"name\": \"f\", \"arguments\": ";
+        ChatStreamParser stream(hermes, counting_ids());
+        std::string sent;
+        for (char ch : head) stream.push(std::string(1, ch));
+        for (size_t k = 0; k < args.size(); ++k) {
+            for (const auto& d : stream.push(std::string(1, args[k])))
+                if (d.kind == ChatDelta::Kind::ToolCallArguments) sent += d.text;
+            // Bytes of a multi-byte character wait for the rest of it.
+            if ((static_cast<unsigned char>(args[k]) & 0xC0) != 0xC0) EXPECT_EQ(sent.size(), k + 1);
+        }
+        for (const auto& d : stream.push("}\n</tool_call>")) sent += d.text;
+        stream.finish();
+        EXPECT_EQ(sent, args);
+        ASSERT_EQ(stream.message().tool_calls.size(), 1u);
+        EXPECT_EQ(stream.message().tool_calls[0].arguments, args);
+    }
+    for (const std::string& args : {R"({"a": 01})", R"({"a": tru})", R"({"a" 1})", R"({"a": "x\q"})", R"([1,,2])"}) {
+        SCOPED_TRACE(args);
+        expect_stream_matches_at_every_split(
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": " + args + "}\n</tool_call>", hermes);
+    }
+}
+
 TEST(ChatOutputParse, WithoutToolsTagsStayInContent) {
     ChatSyntax s = syntax(ToolCallFormat::XmlFunction);
     s.parse_tool_calls = false;

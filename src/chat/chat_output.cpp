@@ -1,6 +1,8 @@
 #include "chat/chat_output.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstring>
 #include <random>
 
 #include "chat/jinja_utf8.h"
@@ -280,6 +282,120 @@ Read read_json_string(sv s, size_t p, std::string& out, size_t& after) {
     return Read::Partial;
 }
 
+// How much of text begins some JSON value: the length of its longest prefix that
+// valid JSON can continue (all of it for an open object, string, number or
+// literal), checked character by character (RFC 8259, whitespace between tokens).
+size_t json_viable_length(sv text) {
+    enum class Want { value, key_or_end, key, colon, comma_or_end, done };
+    std::vector<char> open;  // '{' or '['
+    Want want = Want::value;
+    size_t i = 0;
+    auto after_value = [&] { want = open.empty() ? Want::done : Want::comma_or_end; };
+    while (i < text.size()) {
+        const char ch = text[i];
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            ++i;
+            continue;
+        }
+        const size_t start = i;
+        if (want == Want::done) return start;
+        if (want == Want::colon) {
+            if (ch != ':') return start;
+            want = Want::value;
+            ++i;
+            continue;
+        }
+        if (want == Want::comma_or_end || want == Want::key_or_end) {
+            const char close = open.back() == '{' ? '}' : ']';
+            if (ch == close) {
+                open.pop_back();
+                ++i;
+                after_value();
+                continue;
+            }
+            if (want == Want::comma_or_end) {
+                if (ch != ',') return start;
+                want = open.back() == '{' ? Want::key : Want::value;
+                ++i;
+                continue;
+            }
+            want = Want::key;  // '{' then not '}': a key
+        }
+        if (want == Want::key && ch != '"') return start;
+        if (ch == '"') {  // a string: escapes checked, control characters refused
+            ++i;
+            while (i < text.size() && text[i] != '"') {
+                const auto c = static_cast<unsigned char>(text[i]);
+                if (c < 0x20) return i;
+                if (c == '\\') {
+                    if (++i >= text.size()) return text.size();
+                    if (text[i] == 'u') {
+                        for (int k = 0; k < 4; ++k)
+                            if (++i >= text.size())
+                                return text.size();
+                            else if (!std::isxdigit(static_cast<unsigned char>(text[i])))
+                                return i;
+                    } else if (!std::strchr("\"\\/bfnrt", text[i])) {
+                        return i;
+                    }
+                }
+                ++i;
+            }
+            if (i >= text.size()) return text.size();
+            ++i;
+            if (want == Want::key)
+                want = Want::colon;
+            else
+                after_value();
+            continue;
+        }
+        if (ch == '{' || ch == '[') {
+            open.push_back(ch);
+            want = ch == '{' ? Want::key_or_end : Want::value;
+            ++i;
+            if (ch == '[') {  // an empty array closes at once
+                size_t j = i;
+                while (j < text.size() && std::isspace(static_cast<unsigned char>(text[j]))) ++j;
+                if (j < text.size() && text[j] == ']') {
+                    open.pop_back();
+                    i = j + 1;
+                    after_value();
+                }
+            }
+            continue;
+        }
+        if (ch == 't' || ch == 'f' || ch == 'n') {
+            const sv word = ch == 't' ? "true" : ch == 'f' ? "false" : "null";
+            for (size_t k = 0; k < word.size(); ++k, ++i)
+                if (i >= text.size())
+                    return text.size();
+                else if (text[i] != word[k])
+                    return i;
+            after_value();
+            continue;
+        }
+        if (ch == '-' || std::isdigit(static_cast<unsigned char>(ch))) {
+            // -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, ended by what may follow a value.
+            if (text[i] == '-' && ++i >= text.size()) return text.size();
+            if (!std::isdigit(static_cast<unsigned char>(text[i]))) return i;
+            if (text[i++] != '0')
+                while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+            for (const char* part : {".", "eE"}) {
+                if (i >= text.size()) return text.size();
+                if (!std::strchr(part, text[i])) continue;
+                if (++i < text.size() && part[0] == 'e' && (text[i] == '+' || text[i] == '-')) ++i;
+                if (i >= text.size()) return text.size();
+                if (!std::isdigit(static_cast<unsigned char>(text[i]))) return i;
+                while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+            }
+            after_value();
+            continue;
+        }
+        return start;
+    }
+    return text.size();
+}
+
 // An "arguments" value given as a JSON string: the text it holds when that is
 // JSON, else the string itself as JSON.
 std::string arguments_from_string(const std::string& text) {
@@ -311,7 +427,9 @@ CallParse parse_json_call_object(sv s, size_t q, size_t oe, bool at_end) {
 }
 
 // {"name": "NAME", "arguments": {…}} </tool_call>; the name streams as soon as
-// it is complete, the arguments (as written) once they are.
+// it is complete, an arguments object or array as it is written (while what is
+// written can still be JSON: the tool-call grammar makes it so), other values
+// once they are complete.
 CallParse parse_json_call(sv s, size_t p, bool at_end) {
     CallParse c;
     size_t q = skip_ws(s, p);
@@ -357,11 +475,13 @@ CallParse parse_json_call(sv s, size_t p, bool at_end) {
     if (r >= s.size()) return c;
     size_t ve;
     if (s[r] == '{' || s[r] == '[') {
-        // Sent once the object is complete and valid JSON, so that a model's
-        // syntax error can never reach the client inside `arguments`.
         ve = scan_json_container(s, r);
+        // Streamed as written while it can still become JSON; a model's syntax error
+        // stops it there (the call is then malformed, keeping what was sent).
+        const sv written = s.substr(r, ve == npos ? sv::npos : ve - r);
+        c.args = std::string(written.substr(0, json_viable_length(written)));
         if (ve == npos) return c;
-        if (!nlohmann::json::accept(s.substr(r, ve - r))) return malformed(c, r);
+        if (c.args.size() < written.size() || !nlohmann::json::accept(written)) return malformed(c, r);
         c.args = std::string(s.substr(r, ve - r));
     } else if (s[r] == '"') {
         std::string text;
