@@ -8,22 +8,13 @@
 #include <set>
 
 #include "memory/kv_cache.h"
+#include "small_cache_config.h"
 
 namespace moeserve {
 namespace {
 
 KvCacheConfig config(int n_seq, bool recurrent) {
-    KvCacheConfig c;
-    c.n_cells = 64;
-    c.n_seq_max = n_seq;
-    c.n_embd_k = {0, 128};
-    c.n_embd_v = {0, 128};
-    c.head_dim_k = c.head_dim_v = 64;
-    if (recurrent) {
-        c.n_embd_r = {3 * 10, 0};
-        c.n_embd_s = {4 * 8, 0};
-    }
-    return c;
+    return test::small_cache_config(n_seq, recurrent);
 }
 
 TEST(KvCacheSharing, a_shared_prefix_uses_the_same_cells_until_the_last_holder_lets_go) {

@@ -4,21 +4,13 @@
 #include <gtest/gtest.h>
 
 #include "memory/kv_cache.h"
+#include "small_cache_config.h"
 
 namespace moeserve {
 namespace {
 
 KvCacheConfig hybrid_config(int n_seq, int n_snapshots) {
-    KvCacheConfig c;
-    c.n_cells = 64;
-    c.n_seq_max = n_seq;
-    c.n_embd_k = {0, 128};
-    c.n_embd_v = {0, 128};
-    c.head_dim_k = c.head_dim_v = 64;
-    c.n_embd_r = {3 * 10, 0};
-    c.n_embd_s = {4 * 8, 0};
-    c.n_rs_snapshots = n_snapshots;
-    return c;
+    return test::small_cache_config(n_seq, true, n_snapshots);
 }
 
 TEST(RecurrentState, slots_are_separate_and_start_at_zero) {

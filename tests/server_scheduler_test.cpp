@@ -124,6 +124,15 @@ Collected run_one(Scheduler& s, GenerationRequest rq) {
     return c;
 }
 
+// Steps until both requests are done (or an error ends one).
+void run_both(Scheduler& s, GenerationStream& sa, Collected& a, GenerationStream& sb, Collected& b) {
+    for (int i = 0; i < 10000 && !((a.done || a.error) && (b.done || b.error)); ++i) {
+        s.step();
+        drain(sa, a);
+        drain(sb, b);
+    }
+}
+
 TEST(ServerScheduler, slot_layout_matches_llama_server) {
     auto a = compute_slot_layout(8192, 40960, 4, false);
     EXPECT_EQ(a.n_ctx_slot, 2048);
@@ -604,11 +613,7 @@ TEST(ServerScheduler, a_prompt_shares_the_prefix_another_slot_holds) {
     auto b_stream = std::make_shared<GenerationStream>();
     s.submit({pinned(greedy(shared_then(30, 3), 4), 1)}, b_stream);
     Collected b;
-    for (int i = 0; i < 10000 && !(a.done && b.done); ++i) {
-        s.step();
-        drain(*a_stream, a);
-        drain(*b_stream, b);
-    }
+    run_both(s, *a_stream, a, *b_stream, b);
     ASSERT_TRUE(a.done && b.done);
     EXPECT_EQ(b.result.timings.cache_n, 30);
     EXPECT_EQ(b.result.timings.prompt_n, 10);
@@ -679,11 +684,7 @@ TEST(ServerScheduler, prompts_arriving_together_read_their_common_beginning_once
     s.submit({greedy(a, 4)}, sa);
     s.submit({greedy(b, 4)}, sb);
     Collected ca, cb;
-    for (int i = 0; i < 10000 && !(ca.done && cb.done); ++i) {
-        s.step();
-        drain(*sa, ca);
-        drain(*sb, cb);
-    }
+    run_both(s, *sa, ca, *sb, cb);
     ASSERT_TRUE(ca.done && cb.done);
     EXPECT_EQ(ca.result.timings.prompt_n, 203);
     EXPECT_EQ(cb.result.timings.cache_n, 200);
