@@ -292,3 +292,45 @@ TEST(ServerPrefixSharing, no_prefix_sharing_evaluates_each_slots_copy) {
 
 }  // namespace
 }  // namespace moeserve
+
+namespace moeserve {
+namespace {
+
+// --cache-reuse N (and a request's n_cache_reuse): a chunk of the slot's cache after
+// the common prefix that the prompt goes on with is shifted into place, not evaluated.
+TEST(ServerCacheReuse, a_later_chunk_is_shifted_into_place) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server s({"-m", test::fixture("models/qwen3moe-tiny-s1-f16.gguf").string(), "-np", "1", "-c", "1024", "-t", "1",
+              "--cache-reuse", "16", "--cache-ram", "0"});  // no RAM prompt cache: it would bring the prompts back
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto ids = [](int n, int start) {
+        json t = json::array();
+        for (int i = 0; i < n; ++i) t.push_back(start + (i * 7) % 200);
+        return t;
+    };
+    auto join = [](std::initializer_list<json> parts) {
+        json t = json::array();
+        for (const auto& p : parts) t.insert(t.end(), p.begin(), p.end());
+        return t;
+    };
+    const json a = ids(20, 10), x = ids(10, 150), b = ids(30, 40), c = ids(3, 5);
+    auto complete = [&](const json& prompt, json extra = json::object()) {
+        json body = {{"prompt", prompt}, {"n_predict", 2}, {"temperature", 0}};
+        body.update(extra);
+        const auto r = curl(s.url("/completion"), "POST", body.dump());
+        EXPECT_EQ(r.status, 200) << r.body;
+        return r.json_body();
+    };
+    complete(join({a, x, b}));
+    const json reused = complete(join({a, b, c}));
+    EXPECT_EQ(reused["timings"]["cache_n"], 50) << s.log();
+    EXPECT_EQ(reused["generation_settings"]["n_cache_reuse"], 16);
+    complete(join({a, x, b}));
+    EXPECT_EQ(complete(join({a, b, c}), {{"n_cache_reuse", 0}})["timings"]["cache_n"], 20);
+    const auto bad = curl(s.url("/completion"), "POST", json({{"prompt", "x"}, {"n_cache_reuse", -1}}).dump());
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_NE(bad.body.find("n_cache_reuse"), std::string::npos) << bad.body;
+}
+
+}  // namespace
+}  // namespace moeserve

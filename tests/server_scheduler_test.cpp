@@ -693,6 +693,33 @@ TEST(ServerScheduler, prompts_arriving_together_read_their_common_beginning_once
     EXPECT_EQ(run_one(*alone.scheduler, greedy(b, 4)).tokens, cb.tokens);
 }
 
+// n_cache_reuse: a chunk of the slot's cache after the common prefix that the new
+// prompt goes on with is shifted into place (llama-server's --cache-reuse), if at
+// least that long; the answer is a fresh slot's.
+TEST(ServerScheduler, cache_reuse_shifts_later_chunks_into_place) {
+    auto part = [](int n, int32_t start) { return tokens(n, start); };
+    auto join = [](std::initializer_list<std::vector<int32_t>> parts) {
+        std::vector<int32_t> t;
+        for (const auto& p : parts) t.insert(t.end(), p.begin(), p.end());
+        return t;
+    };
+    const std::vector<int32_t> a = part(20, 10), x = part(10, 150), b = part(30, 40), c = {5, 6, 7};
+    auto with_reuse = [&](int64_t n) {
+        Rig rig(1, 1024, false, 512);
+        EXPECT_TRUE(run_one(*rig.scheduler, greedy(join({a, x, b}), 4)).done);
+        GenerationRequest rq = greedy(join({a, b, c}), 4);
+        rq.n_cache_reuse = n;
+        return run_one(*rig.scheduler, rq);
+    };
+    const auto reused = with_reuse(16);
+    EXPECT_EQ(reused.result.timings.cache_n, 50);
+    EXPECT_EQ(reused.result.timings.prompt_n, 3);
+    EXPECT_EQ(with_reuse(0).result.timings.cache_n, 20);
+    EXPECT_EQ(with_reuse(31).result.timings.cache_n, 20);  // the chunk is 30 long
+    Rig fresh(1, 1024, false, 512);
+    EXPECT_EQ(run_one(*fresh.scheduler, greedy(join({a, b, c}), 4)).tokens, reused.tokens);
+}
+
 // With context shift on, nothing is shared (a shift re-rotates cells in place).
 TEST(ServerScheduler, context_shift_turns_prefix_sharing_off) {
     Rig rig(2, 2048, true, 512);

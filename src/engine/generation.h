@@ -32,6 +32,11 @@ struct GenerationRequest {
     std::vector<std::string> stop;  // stop strings
     bool ignore_eos = false;
     bool cache_prompt = true;  // reuse the slot's cached prefix
+    // n_cache_reuse / --cache-reuse: after the common prefix, chunks of at least
+    // this many tokens found further on in the slot's cache are moved into place
+    // (their keys re-rotated, as a context shift does) instead of evaluated
+    // again; 0: off. Only for models whose cache can shift (spec §6.5).
+    int64_t n_cache_reuse = 0;
     // Hybrid models: prompt positions (ascending, inside the prompt) after which
     // the recurrent state is snapshotted as a turn boundary (the start and end of
     // the last user message), so that a later prompt sharing the conversation up

@@ -282,6 +282,41 @@ void Scheduler::load_from_prompt_cache(Slot& s, const std::vector<int32_t>& prom
     ++stats_.prompt_cache_loads;
 }
 
+int64_t Scheduler::reuse_chunks(Slot& s, const std::vector<int32_t>& prompt, int64_t n_keep, int64_t min_chunk) {
+    // llama-server's walk: the cache is scanned from n_keep on for runs of at least
+    // min_chunk tokens that continue the prompt; each is moved up to where the prompt
+    // needs it, dropping the cached tokens between. Caches whose keys cannot be
+    // re-rotated (MLA, recurrent state, YaRN) and cells shared with other slots
+    // (moving them would move theirs) are left alone.
+    if (!options_.can_shift_keys || !model_.context_shift_refusal().empty()) return n_keep;
+    const auto cells = cache_.seq_cells(s.id());
+    if (static_cast<int64_t>(s.cached().size()) != static_cast<int64_t>(cells.size()) ||
+        std::any_of(cells.begin() + std::min<int64_t>(n_keep, static_cast<int64_t>(cells.size())), cells.end(),
+                    [&](int32_t c) { return cache_.is_shared(c); }))
+        return n_keep;
+    std::vector<int32_t> cached = s.cached();
+    const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+    int64_t head_c = n_keep, head_p = n_keep;
+    while (head_c < static_cast<int64_t>(cached.size()) && head_p < n_prompt) {
+        int64_t n = 0;
+        while (head_c + n < static_cast<int64_t>(cached.size()) && head_p + n < n_prompt &&
+               cached[head_c + n] == prompt[head_p + n])
+            ++n;
+        if (n < min_chunk) {
+            ++head_c;
+            continue;
+        }
+        if (head_c > head_p) {
+            model_.shift_context(cache_, s.id(), head_p, head_c - head_p);
+            cached.erase(cached.begin() + head_p, cached.begin() + head_c);
+        }
+        head_p += n;
+        head_c = head_p;
+    }
+    s.set_cached(std::move(cached));
+    return head_p;
+}
+
 int64_t Scheduler::shareable(const Slot& d, const std::vector<int32_t>& prompt) const {
     // What the donor's cells hold is exactly its evaluated tokens.
     if (d.cached().empty() || static_cast<int64_t>(d.cached().size()) != cache_.seq_length(d.id())) return 0;
@@ -403,6 +438,7 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
             if (p <= n_keep && p > best && cache_.can_truncate(s->id(), p)) best = p;
         n_keep = best;
     }
+    if (reuse && rq.n_cache_reuse > 0 && !rewound) n_keep = reuse_chunks(*s, prompt, n_keep, rq.n_cache_reuse);
     // Then a longer prefix from another slot's cells, then from the RAM prompt cache.
     if (reuse && sharing_prefixes()) share_from_other_slot(*s, prompt, n_keep, it->task.id);
     if (reuse && prompt_cache_.enabled()) load_from_prompt_cache(*s, prompt, n_keep);

@@ -66,6 +66,9 @@ struct SchedulerOptions {
     // A prompt whose beginning another slot holds takes those cells instead of
     // evaluating it again (off with context shift, which re-rotates cells in place).
     bool share_prefixes = true;
+    // The backend can re-rotate cached keys (Backend::shift_keys; the CPU's): needed
+    // by n_cache_reuse, which is ignored without it.
+    bool can_shift_keys = true;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
@@ -190,6 +193,9 @@ class Scheduler {
     // length): a shared system prompt is evaluated and stored once.
     void share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task);
     bool sharing_prefixes() const { return options_.share_prefixes && !options_.context_shift; }
+    // n_cache_reuse: moves the chunks of the slot's cache after its first n_keep
+    // tokens that the prompt goes on with into place; returns the new n_keep.
+    int64_t reuse_chunks(Slot& s, const std::vector<int32_t>& prompt, int64_t n_keep, int64_t min_chunk);
     // How many of a prompt's first tokens slot d can give it now (see share_from_other_slot).
     int64_t shareable(const Slot& d, const std::vector<int32_t>& prompt) const;
     // Whether a queued request waits for a slot that is reading a prompt beginning as its

@@ -379,8 +379,10 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     base.ignore_eos = bool_field(body, "ignore_eos").value_or(o.ignore_eos);
     base.cache_prompt = bool_field(body, "cache_prompt").value_or(o.cache_prompt);
     base.n_keep = o.keep;
+    base.n_cache_reuse = o.cache_reuse;
     for (const auto& [name, field, lo] :
          {std::tuple{"n_keep", &base.n_keep, int64_t{-1}}, std::tuple{"n_discard", &base.n_discard, int64_t{0}},
+          std::tuple{"n_cache_reuse", &base.n_cache_reuse, int64_t{0}},
           std::tuple{"n_indent", &base.n_indent, int64_t{0}},
           std::tuple{"t_max_predict_ms", &base.t_max_predict_ms, int64_t{-1}}})
         if (auto v = int_field(body, name)) {
@@ -530,6 +532,7 @@ json generation_settings(const GenerationRequest& rq, const ServedModel& model) 
                 {"mirostat_eta", s.mirostat_eta},
                 {"stop", rq.stop},
                 {"n_keep", rq.n_keep},
+                {"n_cache_reuse", rq.n_cache_reuse},
                 {"n_discard", rq.n_discard},
                 {"n_indent", rq.n_indent},
                 {"t_max_predict_ms", rq.t_max_predict_ms},

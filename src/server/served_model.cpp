@@ -188,6 +188,13 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
     so.context_shift = options.context_shift;
     so.share_prefixes = options.prefix_sharing;
+    so.can_shift_keys = engine_->backend().runs_on_host();
+    if (options.cache_reuse > 0 && !so.can_shift_keys)
+        std::fprintf(stderr,
+                     "srv load_model: --cache-reuse is ignored: shifting cached keys runs on the CPU backend only\n");
+    else if (options.cache_reuse > 0 && !engine_->model().context_shift_refusal().empty())
+        std::fprintf(stderr, "srv load_model: --cache-reuse is ignored: %s\n",
+                     engine_->model().context_shift_refusal().c_str());
     if (options.cache_ram_mib != 0 && options.cache_prompt) {
         // At most half the memory left once the model is loaded: the cache grows as conversations come and go.
         const uint64_t half = available_memory_bytes() / 2;

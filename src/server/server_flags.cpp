@@ -58,6 +58,11 @@ constexpr const char* kCheckpointsHelp =
     "two at the prompt's end, the rest at the start and end of the last user message, so that an edited or "
     "followed-up conversation resumes there; 0 = none)";
 
+constexpr const char* kCacheReuseHelp =
+    "after a prompt's common prefix with its slot, reuse chunks of at least N tokens found further on in the "
+    "slot's cache by shifting them into place (re-rotating their keys) instead of evaluating them; models whose "
+    "cache can shift (Qwen3-MoE), with prompt caching (default: 0, off)";
+
 constexpr const char* kNoPrefixSharingHelp =
     "each slot evaluates and stores its own copy of a prompt prefix another slot holds (as llama-server); "
     "by default the cells are shared";
@@ -308,8 +313,8 @@ const std::vector<Flag>& flags() {
             {{"--cache-reuse"},
              "N",
              "LLAMA_ARG_CACHE_REUSE",
-             "accepted: prompts reuse a slot's common prefix; chunks after it are not shifted into place",
-             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, int64_t(1) << 31); }},
+             kCacheReuseHelp,
+             [](ServerOptions& o, auto& f, auto& v) { o.cache_reuse = to_int(f, v, 0, INT32_MAX); }},
             {{"-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"},
              "N",
              "LLAMA_ARG_CTX_CHECKPOINTS",

@@ -64,6 +64,7 @@ struct ServerOptions {
     double slot_prompt_similarity = 0.1;
     bool context_shift = false;    // --context-shift: a full slot drops old tokens and goes on
     int64_t keep = 0;              // --keep: a request's default n_keep
+    int64_t cache_reuse = 0;       // --cache-reuse: a request's default n_cache_reuse
     int64_t cache_ram_mib = 8192;  // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
     std::string slot_save_path;    // --slot-save-path: where POST /slots/{id}?action=save|restore keep files
     // --ctx-checkpoints: hybrid models' recurrent-state snapshots per slot, in the
