@@ -404,6 +404,9 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
                                                              SteadyClock::time_point now, int& reserved) {
     const GenerationRequest& rq = it->task.request;
     if (rq.id_slot < 0) {
+        // No slot for it (the others' waits keep theirs): nothing to decide yet.
+        const auto idle = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.idle(); });
+        if (idle <= reserved) return std::next(it);
         // A prompt that begins as one a slot is reading waits for it, then shares those
         // cells: reading the same tokens side by side would halve both reads' speed
         // (this is also how the n choices of one prompt share it, as llama-server's do).
@@ -413,8 +416,6 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
             ++reserved;
             return std::next(it);
         }
-        const auto idle = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.idle(); });
-        if (idle <= reserved) return std::next(it);
     }
     bool by_similarity = false;
     Slot* s = choose_slot(rq, &by_similarity);
