@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <map>
+#include <random>
+#include <set>
 
 #include "engine/engine.h"
 #include "engine/scheduler.h"
@@ -718,6 +720,92 @@ TEST(ServerScheduler, cache_reuse_shifts_later_chunks_into_place) {
     EXPECT_EQ(with_reuse(31).result.timings.cache_n, 20);  // the chunk is 30 long
     Rig fresh(1, 1024, false, 512);
     EXPECT_EQ(run_one(*fresh.scheduler, greedy(join({a, b, c}), 4)).tokens, reused.tokens);
+}
+
+// Random traffic over shared prefixes (pinned or not, cached or not, several
+// choices, cancellations): after every step the cells the sequences hold are
+// exactly the cells in use, and every finished answer is the one a fresh slot
+// gives for that prompt.
+void random_traffic(const std::string& model) {
+    Rig rig(3, 3072, true, 256, 64, model);
+    Scheduler& s = *rig.scheduler;
+    KvCache& cache = rig.engine->cache();
+    std::mt19937 rng(1234);
+    const std::vector<std::vector<int32_t>> heads = {tokens(40, 10), tokens(25, 77), tokens(60, 33)};
+    auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+    struct Sent {
+        std::shared_ptr<GenerationStream> stream;
+        std::vector<GenerationRequest> requests;
+        std::map<int, Collected> got;
+    };
+    std::vector<Sent> sent;
+    auto check_cells = [&] {
+        std::set<int32_t> held;
+        for (int q = 0; q < 3; ++q)
+            for (int32_t c : cache.seq_cells(q)) held.insert(c);
+        ASSERT_EQ(static_cast<int64_t>(held.size()), cache.n_cells() - cache.n_free());
+    };
+    for (int round = 0; round < 12; ++round) {
+        const int n_new = 1 + pick(3);
+        for (int k = 0; k < n_new; ++k) {
+            std::vector<int32_t> prompt = heads[pick(3)];
+            const int tail = pick(12);
+            for (int i = 0; i < tail; ++i) prompt.push_back(5 + pick(4));
+            GenerationRequest rq = greedy(prompt, 1 + pick(4));
+            rq.cache_prompt = pick(5) != 0;
+            if (pick(4) == 0) rq.id_slot = pick(3);
+            Sent x;
+            x.stream = std::make_shared<GenerationStream>();
+            x.requests.push_back(rq);
+            if (pick(4) == 0 && rq.id_slot < 0) {  // a second choice of the same prompt
+                rq.index = 1;
+                x.requests.push_back(rq);
+            }
+            s.submit(x.requests, x.stream);
+            sent.push_back(std::move(x));
+        }
+        if (pick(5) == 0) sent[pick(static_cast<int>(sent.size()))].stream->cancel();
+        for (int i = 0; i < 1 + pick(6); ++i) {
+            s.step();
+            check_cells();
+        }
+    }
+    for (int i = 0; i < 20000 && s.step(); ++i) check_cells();
+    std::map<std::vector<int32_t>, std::vector<int32_t>> solo;  // prompt + n_predict -> tokens
+    int finished = 0;
+    for (auto& x : sent) {
+        while (auto e = x.stream->next(std::chrono::milliseconds(0))) {
+            Collected& c = x.got[e->index];
+            if (e->kind == GenerationEvent::Kind::token) c.tokens.push_back(e->token);
+            if (e->kind == GenerationEvent::Kind::done) c.done = true;
+        }
+        if (x.stream->cancelled()) continue;
+        for (const auto& rq : x.requests) {
+            const Collected& c = x.got[rq.index];
+            ASSERT_TRUE(c.done);
+            ++finished;
+            std::vector<int32_t> key = rq.prompt;
+            key.push_back(-static_cast<int32_t>(rq.n_predict));
+            if (!solo.count(key)) {
+                Rig fresh(1, 1024, false, 256, 64, model);
+                solo[key] = run_one(*fresh.scheduler, greedy(rq.prompt, rq.n_predict)).tokens;
+            }
+            EXPECT_EQ(c.tokens, solo[key]);
+        }
+    }
+    EXPECT_GT(finished, 10);
+    EXPECT_GT(s.stats().prefix_shares, 0u);
+}
+
+TEST(ServerScheduler, random_traffic_keeps_shared_cells_accounted_and_answers_unchanged) {
+    random_traffic(demo_model());
+}
+
+// The same on a hybrid model: shares come from the other slot's end or snapshots,
+// whose recurrent state is copied.
+TEST(ServerScheduler, random_traffic_on_a_hybrid_model) {
+    MOESERVE_REQUIRE_FIXTURES();
+    random_traffic(test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string());
 }
 
 // With context shift on, nothing is shared (a shift re-rotates cells in place).
