@@ -289,10 +289,7 @@ int64_t Scheduler::reuse_chunks(Slot& s, const std::vector<int32_t>& prompt, int
     // re-rotated (MLA, recurrent state, YaRN) and cells shared with other slots
     // (moving them would move theirs) are left alone.
     if (!options_.can_shift_keys || !model_.context_shift_refusal().empty()) return n_keep;
-    const auto cells = cache_.seq_cells(s.id());
-    if (static_cast<int64_t>(s.cached().size()) != static_cast<int64_t>(cells.size()) ||
-        std::any_of(cells.begin() + std::min<int64_t>(n_keep, static_cast<int64_t>(cells.size())), cells.end(),
-                    [&](int32_t c) { return cache_.is_shared(c); }))
+    if (static_cast<int64_t>(s.cached().size()) != cache_.seq_length(s.id()) || cache_.shares_from(s.id(), n_keep))
         return n_keep;
     std::vector<int32_t> cached = s.cached();
     const int64_t n_prompt = static_cast<int64_t>(prompt.size());

@@ -143,7 +143,7 @@ void KvCache::discard(int seq, int64_t first, int64_t n) {
     if (first < 0 || n < 0 || first + n > static_cast<int64_t>(cells.size()))
         throw std::out_of_range(
             fmt::format("discard: tokens {}..{} of a sequence of {}", first, first + n, cells.size()));
-    if (std::any_of(cells.begin() + first, cells.end(), [&](int32_t c) { return is_shared(c); }))
+    if (shares_from(seq, first))
         throw std::runtime_error("discard: the tokens are shared with another sequence (no context shift over them)");
     for (int64_t i = first; i < first + n; ++i) release(cells[i]);
     cells.erase(cells.begin() + first, cells.begin() + first + n);
@@ -170,6 +170,12 @@ void KvCache::share_prefix(int src, int dst, int64_t n) {
     auto& to = seq_cells_.at(dst);
     to.assign(from.begin(), from.begin() + n);
     for (int32_t c : to) ++refs_[c];
+}
+
+bool KvCache::shares_from(int seq, int64_t first) const {
+    const auto& cells = seq_cells_.at(seq);
+    first = std::clamp<int64_t>(first, 0, static_cast<int64_t>(cells.size()));
+    return std::any_of(cells.begin() + first, cells.end(), [&](int32_t c) { return is_shared(c); });
 }
 
 int64_t KvCache::shared_cells(int seq) const {

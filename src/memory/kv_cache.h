@@ -101,6 +101,9 @@ class KvCache {
     // Cells of the sequence that another sequence holds too; whether a cell is one.
     int64_t shared_cells(int seq) const;
     bool is_shared(int32_t cell) const { return refs_[cell] > 1; }
+    // Whether any of the sequence's tokens from position `first` on is in a shared
+    // cell (such tokens cannot be moved: discard and shift_context refuse them).
+    bool shares_from(int seq, int64_t first) const;
 
     // Copies out what the sequence holds.
     SequenceState save_sequence(int seq) const;

@@ -80,7 +80,7 @@ void Model::shift_context(KvCache& cache, int seq, int64_t first, int64_t n) {
     const std::span<const int32_t> cells = cache.seq_cells(seq);
     if (first < 0 || first + n > static_cast<int64_t>(cells.size()))
         throw std::out_of_range("shift_context: tokens past the end of the sequence");
-    if (std::any_of(cells.begin() + first, cells.end(), [&](int32_t c) { return cache.is_shared(c); }))
+    if (cache.shares_from(seq, first))
         throw std::runtime_error("shift_context: the tokens are shared with another sequence");
     const std::vector<int32_t> moved(cells.begin() + first + n, cells.end());
     for (int l = 0; l < params_.n_layer; ++l)
