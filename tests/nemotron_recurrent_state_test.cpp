@@ -110,6 +110,56 @@ TEST(RecurrentState, fewer_than_three_snapshots_keep_prompt_ends_only) {
     EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{10});
 }
 
+// Message starts (the spaced ladder of a long conversation) are a third kind, kept
+// in host RAM beyond the four device snapshots: they cost no backend memory,
+// take RAM only while held, restore (and share) their own state, and are not
+// demoted when a lower kind is saved at their position.
+TEST(RecurrentState, message_starts_live_in_host_ram_beyond_the_device_snapshots) {
+    const size_t state_bytes = 62 * sizeof(float);
+    KvCache four(hybrid_config(2, 4));
+    KvCache cache(hybrid_config(2, 6));
+    EXPECT_EQ(cache.bytes(), four.bytes());  // 2 more snapshots, none in the backend's buffers
+    EXPECT_EQ(cache.snapshot_capacity(SnapshotKind::message_start), 2);
+    EXPECT_EQ(four.snapshot_capacity(SnapshotKind::message_start), 0);
+    EXPECT_EQ(cache.snapshot_host_bytes(), 0u);
+
+    auto step = [&](int64_t n, float value, SnapshotKind kind) {
+        cache.append(0, n);
+        cache.ssm_state(0, 0)[0] = value;
+        cache.snapshot(0, kind);
+    };
+    step(8, 1, SnapshotKind::message_start);  // 8
+    step(8, 2, SnapshotKind::message_start);  // 16
+    step(4, 3, SnapshotKind::turn_boundary);  // 20
+    step(8, 4, SnapshotKind::message_start);  // 28: evicts 8, the oldest message start
+    step(2, 5, SnapshotKind::prompt_end);     // 30
+    step(1, 6, SnapshotKind::prompt_end);     // 31
+    EXPECT_EQ(cache.snapshot_positions(0, SnapshotKind::message_start), (std::vector<int64_t>{28, 16}));
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{31, 30, 28, 20, 16}));
+    EXPECT_EQ(cache.snapshot_host_bytes(), 2 * state_bytes);
+
+    // A prompt end saved where a message start is keeps it a message start.
+    cache.truncate(0, 28);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 4.0f);
+    cache.snapshot(0);
+    EXPECT_EQ(cache.snapshot_positions(0, SnapshotKind::message_start), (std::vector<int64_t>{28, 16}));
+    EXPECT_TRUE(cache.snapshot_positions(0, SnapshotKind::prompt_end).empty());
+
+    // Another sequence takes a prefix up to a message start: that state, uploaded.
+    ASSERT_TRUE(cache.can_share_prefix(0, 1, 16));
+    cache.share_prefix(0, 1, 16);
+    EXPECT_EQ(cache.ssm_state(0, 1)[0], 2.0f);
+    EXPECT_TRUE(cache.snapshot_positions(1).empty());
+
+    // Rewinding past a message start lets its RAM go; a new sequence lets all go.
+    cache.truncate(0, 16);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 2.0f);
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{16});
+    EXPECT_EQ(cache.snapshot_host_bytes(), state_bytes);
+    cache.truncate(0, 0);
+    EXPECT_EQ(cache.snapshot_host_bytes(), 0u);
+}
+
 TEST(RecurrentState, clear_zeroes_every_sequence) {
     KvCache cache(hybrid_config(2, 1));
     cache.append(1, 4);

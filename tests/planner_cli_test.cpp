@@ -56,19 +56,27 @@ TEST(PlanCli, tables_show_each_buffer_the_fit_and_a_recurrent_line) {
         EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
 }
 
-// Each recurrent-state snapshot (--ctx-checkpoints, default 4) is one more state per slot.
+// Each recurrent-state snapshot (--ctx-checkpoints, default 32) is one more state
+// per slot: the first four in the buffers, the rest in host RAM at most (not in
+// the total).
 TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
     const std::string model = write_preset(test::scratch_dir(), "nemotron-3-nano-30b-a3b", true);
-    auto bytes = [&](std::vector<std::string> extra) {
+    auto plan = [&](std::vector<std::string> extra) {
         std::vector<std::string> args = {"plan", "-m", model, "-c", "65536", "-np", "2", "--json"};
         args.insert(args.end(), extra.begin(), extra.end());
         auto r = test::run_moeserve(args);
         EXPECT_EQ(r.status, 0) << r.err;
-        return nlohmann::json::parse(r.out)["recurrent_bytes"].get<uint64_t>();
+        const auto j = nlohmann::json::parse(r.out);
+        return std::pair{j["recurrent_bytes"].get<uint64_t>(), j["recurrent_host_bytes_max"].get<uint64_t>()};
     };
-    EXPECT_EQ(bytes({}), 2ull * (1 + 4) * 49930240);
-    EXPECT_EQ(bytes({"-ctxcp", "0"}), 2ull * 49930240);
-    EXPECT_EQ(bytes({"--ctx-checkpoints", "8"}), 2ull * (1 + 8) * 49930240);
+    const uint64_t state = 49930240;
+    EXPECT_EQ(plan({}), std::pair(2 * (1 + 4) * state, 2 * 28 * state));
+    EXPECT_EQ(plan({"-ctxcp", "0"}), std::pair(2 * state, uint64_t{0}));
+    EXPECT_EQ(plan({"-ctxcp", "3"}), std::pair(2 * (1 + 3) * state, uint64_t{0}));
+    EXPECT_EQ(plan({"--ctx-checkpoints", "8"}), std::pair(2 * (1 + 4) * state, 2 * 4 * state));
+    auto text = test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2"});
+    EXPECT_NE(text.out.find("in host RAM, only as long conversations use them: up to 2.60 GiB"), std::string::npos)
+        << text.out;
     auto r = test::run_moeserve({"plan", "-m", model, "--ctx-checkpoints", "-1"});
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("--ctx-checkpoints must be between 0 and 1048576"), std::string::npos) << r.err;

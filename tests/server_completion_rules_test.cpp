@@ -143,6 +143,29 @@ TEST(ServerSlotLog, a_hybrid_model_logs_a_full_re_processing) {
 namespace moeserve {
 namespace {
 
+// A chat completion at temperature 0 (4 tokens) on server s.
+json chat(Server& s, const json& messages, bool cache_prompt = true) {
+    const auto r = curl(
+        s.url("/v1/chat/completions"), "POST",
+        json({{"messages", messages}, {"max_tokens", 4}, {"temperature", 0}, {"cache_prompt", cache_prompt}}).dump());
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.json_body();
+}
+
+// Tokens of the rendered prompt (/apply-template, /tokenize) before the given
+// text's last occurrence (end: after it).
+size_t tokens_before(Server& s, const json& messages, const std::string& text, bool end) {
+    const std::string prompt =
+        curl(s.url("/apply-template"), "POST", json({{"messages", messages}}).dump()).json_body()["prompt"];
+    const size_t at = prompt.rfind(text);
+    EXPECT_NE(at, std::string::npos) << prompt;
+    const json ids =
+        curl(s.url("/tokenize"), "POST",
+             json({{"content", prompt.substr(0, at + (end ? text.size() : 0))}, {"add_special", true}}).dump())
+            .json_body()["tokens"];
+    return ids.size();
+}
+
 // Chat requests on a hybrid model snapshot the recurrent state at the start and
 // end of the last user message's content (spec server-behaviour §6.6): editing
 // that message, or adding a message after it, resumes there instead of
@@ -153,46 +176,73 @@ TEST(ServerTurnBoundaries, an_edited_or_continued_conversation_resumes_at_the_la
     Server s(
         {"-m", test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "-np", "1", "-c", "2048", "-t", "1"});
     ASSERT_TRUE(s.ready()) << s.log();
-    auto chat = [&](const json& messages, bool cache_prompt = true) {
-        const auto r =
-            curl(s.url("/v1/chat/completions"), "POST",
-                 json({{"messages", messages}, {"max_tokens", 4}, {"temperature", 0}, {"cache_prompt", cache_prompt}})
-                     .dump());
-        EXPECT_EQ(r.status, 200) << r.body;
-        return r.json_body();
-    };
-    // Tokens of the rendered prompt before the given text's last occurrence (end: after it).
-    auto tokens_before = [&](const json& messages, const std::string& text, bool end) {
-        const std::string prompt =
-            curl(s.url("/apply-template"), "POST", json({{"messages", messages}}).dump()).json_body()["prompt"];
-        const size_t at = prompt.rfind(text);
-        EXPECT_NE(at, std::string::npos) << prompt;
-        const json ids =
-            curl(s.url("/tokenize"), "POST",
-                 json({{"content", prompt.substr(0, at + (end ? text.size() : 0))}, {"add_special", true}}).dump())
-                .json_body()["tokens"];
-        return ids.size();
-    };
     const json sys = {{"role", "system"}, {"content", "You answer in one line."}};
     const json sea = {{"role", "user"}, {"content", "Tell me about the sea."}};
     const json wet = {{"role", "assistant"}, {"content", "It is wet and wide."}};
     const json sky = {{"role", "user"}, {"content", "And what about the sky?"}};
     const json hills = {{"role", "user"}, {"content", "And what about the hills?"}};
 
-    chat({sys, sea, wet, sky});
-    const json edited = chat({sys, sea, wet, hills});
-    const size_t start = tokens_before({sys, sea, wet, hills}, "And what about the hills?", false);
+    chat(s, {sys, sea, wet, sky});
+    const json edited = chat(s, {sys, sea, wet, hills});
+    const size_t start = tokens_before(s, {sys, sea, wet, hills}, "And what about the hills?", false);
     EXPECT_GT(start, 10u);
     EXPECT_EQ(edited["timings"]["cache_n"], start) << s.log();
-    EXPECT_EQ(edited["choices"][0]["message"], chat({sys, sea, wet, hills}, false)["choices"][0]["message"]);
+    EXPECT_EQ(edited["choices"][0]["message"], chat(s, {sys, sea, wet, hills}, false)["choices"][0]["message"]);
 
     EXPECT_EQ(s.log().find("forcing full prompt re-processing"), std::string::npos) << s.log();
 
-    chat({sys, sea});
-    const json followed = chat({sys, sea, sky});
-    EXPECT_EQ(followed["timings"]["cache_n"], tokens_before({sys, sea, sky}, "Tell me about the sea.", true))
+    chat(s, {sys, sea});
+    const json followed = chat(s, {sys, sea, sky});
+    EXPECT_EQ(followed["timings"]["cache_n"], tokens_before(s, {sys, sea, sky}, "Tell me about the sea.", true))
         << s.log();
-    EXPECT_EQ(followed["choices"][0]["message"], chat({sys, sea, sky}, false)["choices"][0]["message"]);
+    EXPECT_EQ(followed["choices"][0]["message"], chat(s, {sys, sea, sky}, false)["choices"][0]["message"]);
+}
+
+// Earlier messages (user and tool) keep the state at their start when
+// --checkpoint-min-step tokens apart (here 4, so that the tiny conversation has
+// several): an agent's conversation whose tool result or first question is
+// edited resumes at that message. At the default spacing (8192) the same edit
+// re-evaluates the whole conversation.
+TEST(ServerTurnBoundaries, an_earlier_message_edited_resumes_at_its_start) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    Server s({"-m", model, "-np", "1", "-c", "2048", "-t", "1", "--checkpoint-min-step", "4"});
+    ASSERT_TRUE(s.ready()) << s.log();
+    const json sys = {{"role", "system"}, {"content", "You look things up before you answer."}};
+    auto user = [](const std::string& text) { return json{{"role", "user"}, {"content", text}}; };
+    const json call = {{"role", "assistant"},
+                       {"content", ""},
+                       {"tool_calls",
+                        {{{"id", "call_1"},
+                          {"type", "function"},
+                          {"function", {{"name", "water_temperature"}, {"arguments", "{\"place\": \"Brest\"}"}}}}}}};
+    auto result = [](const std::string& text) {
+        return json{{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", text}};
+    };
+    const json said = {{"role", "assistant"}, {"content", "It is cold."}};
+    const json next = user("And the air?");
+    const json conversation = {sys, user("How warm is the sea at Brest?"), call, result("Water: 14 degrees."), said,
+                               next};
+
+    chat(s, conversation);
+    json edited = conversation;
+    edited[3] = result("Water: 19 degrees, calm.");
+    const json r = chat(s, edited);
+    EXPECT_EQ(r["timings"]["cache_n"], tokens_before(s, edited, "Water: 19 degrees, calm.", false)) << s.log();
+    EXPECT_EQ(r["choices"][0]["message"], chat(s, edited, false)["choices"][0]["message"]);
+
+    edited[1] = user("How warm is the sea at Roscoff?");
+    const json first = chat(s, edited);
+    EXPECT_EQ(first["timings"]["cache_n"], tokens_before(s, edited, "How warm is the sea at Roscoff?", false))
+        << s.log();
+    EXPECT_EQ(first["choices"][0]["message"], chat(s, edited, false)["choices"][0]["message"]);
+
+    Server plain({"-m", model, "-np", "1", "-c", "2048", "-t", "1"});
+    ASSERT_TRUE(plain.ready()) << plain.log();
+    chat(plain, conversation);
+    edited = conversation;
+    edited[3] = result("Water: 19 degrees, calm.");
+    EXPECT_EQ(chat(plain, edited)["timings"]["cache_n"], 0) << plain.log();
 }
 
 // --ctx-checkpoints 2 keeps the prompt-end snapshots only: the same edit re-evaluates everything.

@@ -42,9 +42,10 @@ struct Rig {
     std::unique_ptr<Scheduler> scheduler;
 
     Rig(int n_slots, int64_t c, bool unified, int64_t n_batch, size_t max_queue = 64,
-        const std::string& model = demo_model(), size_t cache_ram_bytes = 0) {
+        const std::string& model = demo_model(), size_t cache_ram_bytes = 0, int64_t checkpoint_min_step = 8192) {
         SchedulerOptions so;
         so.cache_ram_bytes = cache_ram_bytes;
+        so.checkpoint_min_step = checkpoint_min_step;
         so.layout = compute_slot_layout(c, 4096, n_slots, unified);
         so.n_batch = n_batch;
         so.n_ubatch = 64;
@@ -583,6 +584,41 @@ TEST(ServerScheduler, resumes_a_hybrid_model_from_turn_boundaries) {
     Rig plain(1, 1024, false, 512, 64, model);
     ASSERT_TRUE(run_one(*plain.scheduler, greedy(tokens(40), 4)).done);
     EXPECT_EQ(run_one(*plain.scheduler, greedy(diverging_at(33), 4)).result.timings.cache_n, 0);
+}
+
+// Message starts (every user and tool message's, from chat requests) are kept
+// when --checkpoint-min-step apart: a conversation edited far back resumes from
+// the newest one before the edit, with the answer a fresh slot gives.
+TEST(ServerScheduler, resumes_a_hybrid_model_from_spaced_message_starts) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    auto conversation = [](int64_t diverging_at) {
+        GenerationRequest rq = greedy(tokens(100), 4);
+        for (size_t i = diverging_at; i < rq.prompt.size(); ++i) rq.prompt[i] = 300 + static_cast<int32_t>(i);
+        rq.message_starts = {10, 20, 40, 45, 70};
+        rq.turn_boundaries = {70, 90};
+        return rq;
+    };
+    Rig rig(1, 1024, false, 512, 64, model, 0, /*checkpoint_min_step=*/16);
+    Scheduler& s = *rig.scheduler;
+    ASSERT_TRUE(run_one(s, conversation(100)).done);
+    // 10 is too close to the start, 45 to 40; 70 is also the last message's start.
+    EXPECT_EQ(rig.engine->cache().snapshot_positions(0, SnapshotKind::message_start),
+              (std::vector<int64_t>{70, 40, 20}));
+
+    auto at_50 = run_one(s, conversation(50));
+    EXPECT_EQ(at_50.result.timings.cache_n, 40);
+    auto at_25 = run_one(s, conversation(25));
+    EXPECT_EQ(at_25.result.timings.cache_n, 20);
+    Rig clean(1, 1024, false, 512, 64, model);
+    EXPECT_EQ(run_one(*clean.scheduler, conversation(50)).tokens, at_50.tokens);
+    EXPECT_EQ(run_one(*clean.scheduler, conversation(25)).tokens, at_25.tokens);
+
+    // At the default spacing (8192) none of them is kept: the same edit re-evaluates all.
+    Rig spaced(1, 1024, false, 512, 64, model);
+    ASSERT_TRUE(run_one(*spaced.scheduler, conversation(100)).done);
+    EXPECT_TRUE(spaced.engine->cache().snapshot_positions(0, SnapshotKind::message_start).empty());
+    EXPECT_EQ(run_one(*spaced.scheduler, conversation(50)).result.timings.cache_n, 0);
 }
 
 // Prefix sharing: a prompt that begins as another slot's cached tokens takes

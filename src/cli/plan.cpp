@@ -35,7 +35,8 @@ const char* kUsage =
     "  -b, --batch-size N        logical batch (default 2048)\n"
     "  -ub, --ubatch-size N      tokens per forward pass (default 512)\n"
     "  -t, --threads N           threads (default: all cores)\n"
-    "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 4)\n"
+    "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 32: 4\n"
+    "                            in the buffers, the rest in host RAM as long conversations use them)\n"
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
@@ -100,6 +101,11 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
     fmt::print("| buffer | size | detail |\n|---|---:|---|\n");
     for (const auto& b : p.buffers()) fmt::print("| {} | {} | {} |\n", b.name, gib(b.bytes), b.detail);
     fmt::print("| **total** | **{}** | {} bytes |\n\n", gib(p.total_bytes), p.total_bytes);
+    if (p.recurrent_host_bytes_max)
+        fmt::print(
+            "and in host RAM, only as long conversations use them: up to {} of recurrent checkpoints at message "
+            "starts ({} per slot, --checkpoint-min-step tokens apart or more)\n\n",
+            gib(p.recurrent_host_bytes_max), o.n_recurrent_snapshots - RecurrentState::kDeviceSnapshots);
     if (p.total_bytes <= mem)
         fmt::print("fits in {} ({}): {} to spare\n\n", gib(mem), mem_label, gib(mem - p.total_bytes));
     else
@@ -161,6 +167,7 @@ void print_json(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std:
     j["kv_index_bytes"] = p.kv_index_bytes;
     j["recurrent_bytes_per_seq"] = p.recurrent_bytes_per_seq;
     j["recurrent_bytes"] = p.recurrent_bytes;
+    j["recurrent_host_bytes_max"] = p.recurrent_host_bytes_max;
     j["workspace_bytes"] = p.workspace_bytes;
     j["output_bytes"] = p.output_bytes;
     j["total_bytes"] = p.total_bytes;

@@ -43,6 +43,11 @@ struct GenerationRequest {
     // to there resumes from it (spec server-behaviour §6.6). The prompt's
     // evaluation is split there.
     std::vector<int64_t> turn_boundaries;
+    // Hybrid models: prompt positions (ascending) at the start of each user or tool
+    // message's content; the scheduler snapshots those at least
+    // --checkpoint-min-step tokens apart (kept in host RAM), so that a long
+    // conversation edited or cut far back resumes near where it diverges.
+    std::vector<int64_t> message_starts;
     // Context shift (serve --context-shift), when the slot is full: keep the
     // first n_keep tokens (-1: the whole prompt), drop n_discard after them
     // (0: half of the rest), go on.

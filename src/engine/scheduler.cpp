@@ -351,10 +351,29 @@ bool Scheduler::waits_for_a_reader(const GenerationRequest& rq) const {
                     if (b > read && b <= common) coming = std::max(coming, b);
             const int64_t last = static_cast<int64_t>(theirs.size()) - 1;
             if (cache_.snapshot_capacity(SnapshotKind::prompt_end) >= 2 && last > read && last <= common) coming = last;
+            // And at the message starts that will be far enough apart.
+            if (cache_.snapshot_capacity(SnapshotKind::message_start) > 0) {
+                int64_t prev = 0;
+                for (int64_t q : cache_.snapshot_positions(d.id(), SnapshotKind::message_start))
+                    if (q <= read) prev = std::max(prev, q);
+                for (int64_t b : d.task().request.message_starts)
+                    if (b > read && b <= common && b - prev >= options_.checkpoint_min_step)
+                        coming = std::max(coming, prev = b);
+            }
         }
         if (coming >= now + kMinSharedWait) return true;
     }
     return false;
+}
+
+bool Scheduler::snapshots_message_start(const Slot& s, int64_t pos) const {
+    if (!cache_.has_recurrent() || cache_.snapshot_capacity(SnapshotKind::message_start) == 0) return false;
+    const auto& starts = s.task().request.message_starts;
+    if (!std::binary_search(starts.begin(), starts.end(), pos)) return false;
+    int64_t prev = 0;
+    for (int64_t q : cache_.snapshot_positions(s.id(), SnapshotKind::message_start))
+        if (q < pos) prev = std::max(prev, q);
+    return pos - prev >= options_.checkpoint_min_step;
 }
 
 void Scheduler::share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task) {
@@ -650,11 +669,16 @@ bool Scheduler::step() {
         if (!embed_step && cache_.has_recurrent()) {
             // A recurrent state cannot be rewound: stop one token short of the end
             // of the prompt, where a snapshot lets the same prompt be reused, and
-            // at the turn boundaries, where snapshots let an edited or continued
-            // conversation be.
+            // at the turn boundaries and spaced message starts, where snapshots
+            // let an edited or continued conversation be.
             if (left.size() > 1 && n == static_cast<int64_t>(left.size())) --n;
             for (int64_t b : s->task().request.turn_boundaries)
                 if (b > pos0 && b < pos0 + n) n = b - pos0;
+            for (int64_t b : s->task().request.message_starts)
+                if (b > pos0 && b < pos0 + n && snapshots_message_start(*s, b)) {
+                    n = b - pos0;
+                    break;
+                }
         }
         for (int64_t i = 0; i < n; ++i) {
             // Generation wants the logits of the prompt's last token; an
@@ -756,9 +780,13 @@ bool Scheduler::step() {
         s->prompt_evaluated(n, now);
         // Hybrid models: keep the recurrent state one token before the end of
         // the prompt (a repeated prompt resumes there), at its end (the next
-        // turn of the conversation resumes there) and at the turn boundaries.
+        // turn of the conversation resumes there), at the turn boundaries and
+        // at the spaced message starts.
         const auto& bounds = s->task().request.turn_boundaries;
-        if (std::find(bounds.begin(), bounds.end(), static_cast<int64_t>(s->cached().size())) != bounds.end())
+        const auto at = static_cast<int64_t>(s->cached().size());
+        if (snapshots_message_start(*s, at))
+            cache_.snapshot(s->id(), SnapshotKind::message_start);
+        else if (std::find(bounds.begin(), bounds.end(), at) != bounds.end())
             cache_.snapshot(s->id(), SnapshotKind::turn_boundary);
         else if (s->prompt_done() || s->prompt_left().size() == 1)
             cache_.snapshot(s->id());

@@ -69,6 +69,10 @@ struct SchedulerOptions {
     // The backend can re-rotate cached keys (Backend::shift_keys; the CPU's): needed
     // by n_cache_reuse, which is ignored without it.
     bool can_shift_keys = true;
+    // Hybrid models: a message start (GenerationRequest::message_starts) gets a
+    // snapshot when it lies at least this many tokens after the slot's previous
+    // message-start snapshot (--checkpoint-min-step, as llama-server).
+    int64_t checkpoint_min_step = 8192;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
@@ -202,6 +206,10 @@ class Scheduler {
     // own: once read, at least kMinSharedWait more tokens can be shared than now.
     bool waits_for_a_reader(const GenerationRequest& rq) const;
     static constexpr int64_t kMinSharedWait = 16;
+    // Hybrid models: whether slot s keeps its state at prompt position pos as a
+    // message start: pos is one of its request's message starts, and lies
+    // checkpoint_min_step or more after the slot's newest such snapshot before it.
+    bool snapshots_message_start(const Slot& s, int64_t pos) const;
     // Replaces an idle slot's sequence with the first n tokens of a saved
     // state; false (the slot left empty) when busy slots hold the cells.
     bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);

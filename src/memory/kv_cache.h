@@ -36,7 +36,7 @@ struct KvCacheConfig {
     // Recurrent layers (hybrid models); both empty, or one entry per layer.
     std::vector<int64_t> n_embd_r;  // per layer: conv-state floats per sequence; 0 = not recurrent
     std::vector<int64_t> n_embd_s;  // per layer: SSM-state floats per sequence
-    int n_rs_snapshots = 4;         // recurrent-state snapshots kept per sequence (recurrent_state.h)
+    int n_rs_snapshots = 32;        // recurrent-state snapshots kept per sequence (recurrent_state.h)
 };
 
 // What a sequence holds, as host bytes: the K and V rows of its tokens in
@@ -128,6 +128,11 @@ class KvCache {
     void snapshot(int seq, SnapshotKind kind = SnapshotKind::prompt_end);
     // Positions with a snapshot, newest first; how many of a kind a sequence keeps.
     std::vector<int64_t> snapshot_positions(int seq) const { return recurrent_.snapshot_positions(seq); }
+    std::vector<int64_t> snapshot_positions(int seq, SnapshotKind kind) const {
+        return recurrent_.snapshot_positions(seq, kind);
+    }
+    // Host RAM the message-start snapshots hold now (not in bytes()).
+    size_t snapshot_host_bytes() const { return recurrent_.host_bytes(); }
     int snapshot_capacity(SnapshotKind kind) const { return recurrent_.capacity(kind); }
 
     int64_t seq_length(int seq) const { return static_cast<int64_t>(seq_cells_.at(seq).size()); }

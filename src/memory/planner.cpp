@@ -77,7 +77,10 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
     p.kv_bytes = p.kv_k_bytes + p.kv_v_bytes;
     p.kv_index_bytes = shape.kv_layers() > 0 ? cells * 8 : 0;  // free list + sequence cell tables, int32 each
     p.recurrent_bytes_per_seq = static_cast<uint64_t>(shape.recurrent_floats_per_seq()) * 4;
-    p.recurrent_bytes = p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + o.n_recurrent_snapshots);
+    const int device_snapshots = std::min(o.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots);
+    p.recurrent_bytes = p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + device_snapshots);
+    p.recurrent_host_bytes_max =
+        p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (o.n_recurrent_snapshots - device_snapshots);
 
     WorkspaceParams w;
     w.n_tokens = p.n_tokens;
@@ -110,10 +113,11 @@ std::vector<PlannedBuffer> MemoryPlan::buffers() const {
         out.push_back({"KV cell tables", kv_index_bytes, fmt::format("{} cells × 8 B", n_ctx)});
     }
     if (shape.recurrent_layers() > 0)
-        out.push_back({"recurrent state (f32)", recurrent_bytes,
-                       fmt::format("{} seqs × (live + {} snapshots) × {} ({} Mamba2 layers), any context length",
-                                   std::max(1, n_seq), options.n_recurrent_snapshots,
-                                   format_bytes(recurrent_bytes_per_seq), shape.recurrent_layers())});
+        out.push_back(
+            {"recurrent state (f32)", recurrent_bytes,
+             fmt::format("{} seqs × (live + {} snapshots) × {} ({} Mamba2 layers), any context length",
+                         std::max(1, n_seq), std::min(options.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots),
+                         format_bytes(recurrent_bytes_per_seq), shape.recurrent_layers())});
     out.push_back(
         {"compute workspace", workspace_bytes,
          fmt::format("batch of {} tokens, {} cells visible: {} kept between passes + {} at the peak", n_tokens,

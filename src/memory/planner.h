@@ -33,7 +33,8 @@ struct PlanOptions {
     int64_t n_ubatch = 512;  // -ub: tokens in the largest forward pass
     int n_threads = 0;       // 0: all cores
     int64_t n_outputs = 0;   // logits rows per batch; 0: min(n_batch, n_parallel) as llama-server
-    // Saved recurrent states per sequence besides the live one (what KvCache keeps).
+    // Saved recurrent states per sequence besides the live one (what KvCache keeps:
+    // up to RecurrentState::kDeviceSnapshots in the buffers, the rest in host RAM).
     int n_recurrent_snapshots = KvCacheConfig{}.n_rs_snapshots;
 };
 
@@ -63,6 +64,9 @@ struct MemoryPlan {
     uint64_t kv_index_bytes = 0;  // free list and per-sequence cell tables
     uint64_t recurrent_bytes_per_seq = 0;
     uint64_t recurrent_bytes = 0;
+    // The message-start snapshots beyond the first kDeviceSnapshots, in host RAM
+    // and allocated only as long conversations use them: not in total_bytes.
+    uint64_t recurrent_host_bytes_max = 0;
     Workspace workspace;
     uint64_t workspace_bytes = 0;
     uint64_t output_bytes = 0;  // logits: n_outputs × n_vocab × 4

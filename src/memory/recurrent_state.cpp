@@ -27,14 +27,16 @@ RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::ve
         return;
     }
     live_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * per_seq_) * sizeof(float));
-    saved_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * n_snapshots_ * per_seq_) * sizeof(float));
+    saved_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * n_device() * per_seq_) * sizeof(float));
     snaps_.resize(n_seq);
+    host_saved_.resize(n_seq);
 }
 
 void RecurrentState::reset(int seq) {
     if (empty()) return;
     memory_->zero(live() + seq * per_seq_, per_seq_ * sizeof(float));
     snaps_.at(seq).clear();
+    release_host(seq);
 }
 
 void RecurrentState::read(int seq, float* host) const {
@@ -46,11 +48,31 @@ void RecurrentState::write(int seq, const float* host) {
     if (empty()) return;
     memory_->upload(live() + seq * per_seq_, host, per_seq_ * sizeof(float));
     snaps_.at(seq).clear();
+    release_host(seq);
 }
 
 void RecurrentState::reset_all() {
     if (live_.size()) memory_->zero(live_.data(), live_.size());
-    for (auto& s : snaps_) s.clear();
+    for (size_t seq = 0; seq < snaps_.size(); ++seq) {
+        snaps_[seq].clear();
+        release_host(static_cast<int>(seq));
+    }
+}
+
+size_t RecurrentState::host_bytes() const {
+    size_t n = 0;
+    for (const auto& seq : host_saved_)
+        for (const auto& b : seq) n += b.size() * sizeof(float);
+    return n;
+}
+
+void RecurrentState::release_host(int seq) {
+    auto& buffers = host_saved_.at(seq);
+    const auto& s = snaps_.at(seq);
+    for (size_t b = 0; b < buffers.size(); ++b)
+        if (!std::any_of(s.begin(), s.end(),
+                         [&](const Snapshot& x) { return on_host(x.kind) && x.buffer == static_cast<int>(b); }))
+            std::vector<float>().swap(buffers[b]);
 }
 
 int RecurrentState::find(int seq, int64_t pos) const {
@@ -62,44 +84,72 @@ int RecurrentState::find(int seq, int64_t pos) const {
 
 int RecurrentState::capacity(SnapshotKind kind) const {
     const int ends = std::min(n_snapshots_, kPromptEndSnapshots);
-    return kind == SnapshotKind::prompt_end ? ends : n_snapshots_ - ends;
+    switch (kind) {
+        case SnapshotKind::prompt_end:
+            return ends;
+        case SnapshotKind::turn_boundary:
+            return n_device() - ends;
+        case SnapshotKind::message_start:
+            return n_snapshots_ - n_device();
+    }
+    return 0;
 }
 
 void RecurrentState::save(int seq, int64_t pos, SnapshotKind kind) {
     if (empty() || n_snapshots_ == 0) return;
     auto& s = snaps_.at(seq);
     int buffer = -1;
-    if (int i = find(seq, pos); i >= 0 && (s[i].kind == kind || s[i].kind == SnapshotKind::turn_boundary)) {
-        buffer = s[i].buffer;  // the same snapshot again (a turn boundary stays one)
+    if (int i = find(seq, pos); i >= 0 && s[i].kind >= kind) {
+        buffer = s[i].buffer;  // the same snapshot again (of the higher kind)
         kind = s[i].kind;
         s.erase(s.begin() + i);
     } else {
         if (capacity(kind) == 0) return;
-        if (i >= 0) s.erase(s.begin() + i);  // a prompt end that is now a turn boundary
+        if (i >= 0) s.erase(s.begin() + i);  // e.g. a prompt end that is now a turn boundary
         const auto n_kind = std::count_if(s.begin(), s.end(), [&](const Snapshot& x) { return x.kind == kind; });
         if (n_kind >= capacity(kind)) {  // evict the kind's oldest
             auto oldest = std::find_if(s.rbegin(), s.rend(), [&](const Snapshot& x) { return x.kind == kind; });
             buffer = oldest->buffer;
             s.erase(std::next(oldest).base());
-        } else {  // the first buffer no snapshot uses
+        } else {  // the first buffer no snapshot of the same memory uses
             buffer = 0;
-            while (std::any_of(s.begin(), s.end(), [&](const Snapshot& x) { return x.buffer == buffer; })) ++buffer;
+            while (std::any_of(s.begin(), s.end(), [&](const Snapshot& x) {
+                return on_host(x.kind) == on_host(kind) && x.buffer == buffer;
+            }))
+                ++buffer;
         }
     }
-    memory_->copy(saved(seq, buffer), live() + seq * per_seq_, per_seq_ * sizeof(float));
+    if (on_host(kind)) {
+        auto& buffers = host_saved_.at(seq);
+        if (static_cast<int>(buffers.size()) <= buffer) buffers.resize(buffer + 1);
+        buffers[buffer].resize(per_seq_);
+        memory_->download(buffers[buffer].data(), live() + seq * per_seq_, per_seq_ * sizeof(float));
+    } else {
+        memory_->copy(saved(seq, buffer), live() + seq * per_seq_, per_seq_ * sizeof(float));
+    }
     s.insert(s.begin(), Snapshot{pos, buffer, kind});
+}
+
+void RecurrentState::load_snapshot(int seq, int i, int dst) {
+    const Snapshot& x = snaps_.at(seq).at(i);
+    float* to = live() + dst * per_seq_;
+    if (on_host(x.kind))
+        memory_->upload(to, host_saved_.at(seq).at(x.buffer).data(), per_seq_ * sizeof(float));
+    else
+        memory_->copy(to, saved(seq, x.buffer), per_seq_ * sizeof(float));
 }
 
 void RecurrentState::copy_state(int src, int dst, int64_t snapshot_pos) {
     if (empty()) return;
-    const float* from = live() + src * per_seq_;
     if (snapshot_pos >= 0) {
         const int i = find(src, snapshot_pos);
         if (i < 0) throw std::logic_error("recurrent state: no snapshot at that position");
-        from = saved(src, snaps_[src][i].buffer);
+        load_snapshot(src, i, dst);
+    } else {
+        memory_->copy(live() + dst * per_seq_, live() + src * per_seq_, per_seq_ * sizeof(float));
     }
-    memory_->copy(live() + dst * per_seq_, from, per_seq_ * sizeof(float));
     snaps_.at(dst).clear();
+    release_host(dst);
 }
 
 bool RecurrentState::has_snapshot(int seq, int64_t pos) const {
@@ -109,7 +159,7 @@ bool RecurrentState::has_snapshot(int seq, int64_t pos) const {
 void RecurrentState::restore(int seq, int64_t pos) {
     const int i = find(seq, pos);
     if (i < 0) throw std::logic_error("recurrent state: no snapshot at that position");
-    memory_->copy(live() + seq * per_seq_, saved(seq, snaps_[seq][i].buffer), per_seq_ * sizeof(float));
+    load_snapshot(seq, i, seq);
     drop_after(seq, pos);
 }
 
@@ -117,12 +167,21 @@ void RecurrentState::drop_after(int seq, int64_t pos) {
     if (empty()) return;
     auto& s = snaps_.at(seq);
     s.erase(std::remove_if(s.begin(), s.end(), [&](const Snapshot& x) { return x.pos > pos; }), s.end());
+    release_host(seq);
 }
 
 std::vector<int64_t> RecurrentState::snapshot_positions(int seq) const {
     std::vector<int64_t> out;
     if (empty()) return out;
     for (const auto& x : snaps_.at(seq)) out.push_back(x.pos);
+    return out;
+}
+
+std::vector<int64_t> RecurrentState::snapshot_positions(int seq, SnapshotKind kind) const {
+    std::vector<int64_t> out;
+    if (empty()) return out;
+    for (const auto& x : snaps_.at(seq))
+        if (x.kind == kind) out.push_back(x.pos);
     return out;
 }
 

@@ -180,6 +180,40 @@ std::optional<std::pair<size_t, size_t>> last_user_span(const RenderedChatReques
     return std::pair{before.size(), p.text.size() - after.size()};
 }
 
+// Where the content of each user and tool message starts in the rendered
+// prompt: the conversation is rendered once more with every such content
+// replaced by a marker of its own, and the rendered text is walked marker by
+// marker: the text before each marker must be the prompt's text at that point,
+// followed there by the message's content. The walk stops at the first message
+// for which that fails (what follows it would be misplaced).
+template <typename Render>
+std::vector<size_t> message_starts(const RenderedChatRequest& p, Render&& render) {
+    json marked = p.messages;
+    std::vector<std::pair<std::string, std::string>> markers;  // (marker, content) in message order
+    for (auto& m : marked) {
+        if ((m["role"] != "user" && m["role"] != "tool") || !m["content"].is_string()) continue;
+        std::string marker = fmt::format("moeserve-message-{}-7c1f3a", markers.size());
+        markers.emplace_back(marker, m["content"].get<std::string>());
+        m["content"] = std::move(marker);
+    }
+    std::vector<size_t> out;
+    if (markers.empty()) return out;
+    const std::string text = render(marked, nullptr);
+    size_t in_marked = 0, in_prompt = 0;
+    for (const auto& [marker, content] : markers) {
+        const size_t at = text.find(marker, in_marked);
+        if (at == std::string::npos || text.find(marker, at + 1) != std::string::npos) break;
+        const std::string_view before(text.data() + in_marked, at - in_marked);
+        if (p.text.compare(in_prompt, before.size(), before) != 0) break;
+        const size_t start = in_prompt + before.size();
+        if (p.text.compare(start, content.size(), content) != 0) break;
+        out.push_back(start);
+        in_marked = at + marker.size();
+        in_prompt = start + content.size();
+    }
+    return out;
+}
+
 }  // namespace
 
 RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& model, bool locate_last_user) {
@@ -259,6 +293,11 @@ RenderedChatRequest render_chat_prompt(const json& body, const ServedModel& mode
             p.last_user_span = last_user_span(p, render);
         } catch (const std::exception&) {
             p.last_user_span.reset();
+        }
+        try {
+            p.message_starts = message_starts(p, render);
+        } catch (const std::exception&) {
+            p.message_starts.clear();
         }
     }
     return p;

@@ -258,14 +258,17 @@ std::vector<std::vector<int32_t>> completion_prompts(const json& body, const Ser
     return parse_prompts(*it, model, "prompt");
 }
 
-// The prompt positions at the start and end of the last user message's content
-// (spec server-behaviour §6.6): the number of prompt tokens whose text ends at or
-// before each byte position of the rendered text (a token that spans a position
-// is after it). The tokens' texts are added up rather than the text tokenized
+// Where a hybrid model's recurrent state is worth keeping (spec server-behaviour
+// §6.6): the prompt positions at the start and end of the last user message's
+// content (turn boundaries) and at the start of every user or tool message's
+// content (message starts). A byte position of the rendered text is the number
+// of prompt tokens whose text ends at or before it (a token that spans it is
+// after it). The tokens' texts are added up rather than the text tokenized
 // again: a long conversation costs microseconds, not a second tokenization. A
-// vocabulary whose pieces do not add up to the text gives no positions.
-std::vector<int64_t> turn_boundaries(const RenderedChatRequest& chat, const std::vector<int32_t>& prompt,
-                                     const ServedModel& model) {
+// vocabulary whose pieces do not add up to the text gives no positions; the
+// prompt's last tokens have snapshots of their own (the prompt's end).
+void set_snapshot_positions(const RenderedChatRequest& chat, const std::vector<int32_t>& prompt,
+                            const ServedModel& model, GenerationRequest& rq) {
     const Tokenizer& tok = model.tokenizer();
     const Vocab& v = tok.vocab();
     size_t first = 0;  // a BOS the tokenizer added has no text (render_chat removed the template's)
@@ -277,14 +280,14 @@ std::vector<int64_t> turn_boundaries(const RenderedChatRequest& chat, const std:
         at += tok.token_to_piece(prompt[i], /*render_special=*/true, i == first && v.add_space_prefix()).size();
         ends.push_back(at);
     }
-    std::vector<int64_t> out;
-    if (at != chat.text.size()) return out;
-    for (size_t bytes : {chat.last_user_span->first, chat.last_user_span->second}) {
+    if (at != chat.text.size()) return;
+    auto add = [&](std::vector<int64_t>& out, size_t bytes) {
         const auto n = static_cast<int64_t>(first + (std::upper_bound(ends.begin(), ends.end(), bytes) - ends.begin()));
-        // The prompt's last tokens have snapshots of their own (the prompt's end).
         if (n > 0 && n + 1 < static_cast<int64_t>(prompt.size()) && (out.empty() || n > out.back())) out.push_back(n);
-    }
-    return out;
+    };
+    if (chat.last_user_span)
+        for (size_t bytes : {chat.last_user_span->first, chat.last_user_span->second}) add(rq.turn_boundaries, bytes);
+    for (size_t bytes : chat.message_starts) add(rq.message_starts, bytes);
 }
 
 }  // namespace
@@ -433,7 +436,7 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
     if (kind == ApiKind::chat) {
         RenderedChatRequest cp = render_chat_prompt(body, model, /*locate_last_user=*/model.recurrent());
         prompts.push_back(model.tokenize_prompt(cp.text));
-        if (cp.last_user_span) base.turn_boundaries = turn_boundaries(cp, prompts.back(), model);
+        if (model.recurrent()) set_snapshot_positions(cp, prompts.back(), model, base);
         call.chat_syntax = std::move(cp.syntax);
         call.parallel_tool_calls = cp.parallel_tool_calls;
     } else {

@@ -188,6 +188,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         throw std::runtime_error("--context-shift runs on the CPU backend only (use -ngl 0, or drop the flag)");
     so.context_shift = options.context_shift;
     so.share_prefixes = options.prefix_sharing;
+    so.checkpoint_min_step = options.checkpoint_min_step;
     so.can_shift_keys = engine_->backend().runs_on_host();
     if (options.cache_reuse > 0 && !so.can_shift_keys)
         std::fprintf(stderr,

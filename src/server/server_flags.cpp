@@ -54,9 +54,13 @@ float to_float(const std::string& flag, const std::string& v) {
 }
 
 constexpr const char* kCheckpointsHelp =
-    "hybrid models (Nemotron): recurrent-state snapshots kept per slot, in the backend's memory (default: 4; "
-    "two at the prompt's end, the rest at the start and end of the last user message, so that an edited or "
-    "followed-up conversation resumes there; 0 = none)";
+    "hybrid models (Nemotron): recurrent-state snapshots kept per slot (default: 32): two at the prompt's end and "
+    "two at the start and end of the last user message, in the backend's memory, so that an edited or "
+    "followed-up conversation resumes there, and the rest in host RAM, as used, at the starts of earlier "
+    "messages at least --checkpoint-min-step tokens apart; 0 = none";
+
+constexpr const char* kCheckpointStepHelp =
+    "hybrid models: the fewest tokens between two snapshots kept at message starts (default: 8192)";
 
 constexpr const char* kCacheReuseHelp =
     "after a prompt's common prefix with its slot, reuse chunks of at least N tokens found further on in the "
@@ -325,8 +329,8 @@ const std::vector<Flag>& flags() {
             {{"-cms", "--checkpoint-min-step"},
              "N",
              "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT",
-             "accepted: snapshots are taken at the places --ctx-checkpoints names, whatever their spacing",
-             [](ServerOptions&, auto& f, auto& v) { to_int(f, v, 0, int64_t(1) << 31); }},
+             kCheckpointStepHelp,
+             [](ServerOptions& o, auto& f, auto& v) { o.checkpoint_min_step = to_int(f, v, 0, int64_t(1) << 31); }},
             {{"-cram", "--cache-ram"},
              "MiB",
              "LLAMA_ARG_CACHE_RAM",

@@ -67,9 +67,12 @@ struct ServerOptions {
     int64_t cache_reuse = 0;       // --cache-reuse: a request's default n_cache_reuse
     int64_t cache_ram_mib = 8192;  // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
     std::string slot_save_path;    // --slot-save-path: where POST /slots/{id}?action=save|restore keep files
-    // --ctx-checkpoints: hybrid models' recurrent-state snapshots per slot, in the
-    // backend's memory (llama-server keeps 32 in host RAM; each is a whole state here).
+    // --ctx-checkpoints: hybrid models' recurrent-state snapshots per slot (as
+    // llama-server, 32): the first RecurrentState::kDeviceSnapshots in the backend's
+    // memory, the rest (message starts) in host RAM.
     int ctx_checkpoints = KvCacheConfig{}.n_rs_snapshots;
+    // --checkpoint-min-step: the fewest tokens between two message-start snapshots.
+    int64_t checkpoint_min_step = 8192;
     bool prefix_sharing = true;  // --no-prefix-sharing: slots never share KV cells
 
     // HTTP
