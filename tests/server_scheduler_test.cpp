@@ -605,6 +605,9 @@ TEST(ServerScheduler, resumes_a_hybrid_model_from_spaced_message_starts) {
     // 10 is too close to the start, 45 to 40; 70 is also the last message's start.
     EXPECT_EQ(rig.engine->cache().snapshot_positions(0, SnapshotKind::message_start),
               (std::vector<int64_t>{70, 40, 20}));
+    // Three whole states in host RAM (what /metrics reports as moeserve:checkpoint_host_bytes).
+    const size_t states = 3 * static_cast<size_t>(rig.engine->cache().recurrent_seq_stride()) * sizeof(float);
+    EXPECT_EQ(s.stats().checkpoint_host_bytes, states);
 
     auto at_50 = run_one(s, conversation(50));
     EXPECT_EQ(at_50.result.timings.cache_n, 40);
@@ -618,6 +621,7 @@ TEST(ServerScheduler, resumes_a_hybrid_model_from_spaced_message_starts) {
     Rig spaced(1, 1024, false, 512, 64, model);
     ASSERT_TRUE(run_one(*spaced.scheduler, conversation(100)).done);
     EXPECT_TRUE(spaced.engine->cache().snapshot_positions(0, SnapshotKind::message_start).empty());
+    EXPECT_EQ(spaced.scheduler->stats().checkpoint_host_bytes, 0u);
     EXPECT_EQ(run_one(*spaced.scheduler, conversation(50)).result.timings.cache_n, 0);
 }
 

@@ -817,6 +817,7 @@ SchedulerStats Scheduler::stats() const {
     s.uptime_s = seconds_between(t_created_, SteadyClock::now());
     s.prompt_cache_entries = prompt_cache_.size();
     s.prompt_cache_bytes = prompt_cache_.bytes();
+    s.checkpoint_host_bytes = cache_.snapshot_host_bytes();
     return s;
 }
 

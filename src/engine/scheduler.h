@@ -125,6 +125,8 @@ struct SchedulerStats {
     uint64_t prompt_cache_saves = 0, prompt_cache_loads = 0;
     // Prefix sharing: prompts that took another slot's cells, and their tokens.
     uint64_t prefix_shares = 0, prefix_shared_tokens = 0;
+    // Hybrid models: host RAM the message-start snapshots of all slots hold now.
+    size_t checkpoint_host_bytes = 0;
     double uptime_s = 0;
 };
 

@@ -80,6 +80,9 @@ std::string prometheus_metrics(const SchedulerStats& s, const std::vector<SlotIn
          double(s.prefix_shares)},
         {"prefix_shared_tokens_total", "counter", "Prompt tokens taken from another slot's cells, not evaluated.",
          double(s.prefix_shared_tokens)},
+        {"checkpoint_host_bytes", "gauge",
+         "Host RAM of the hybrid models' snapshots at message starts (--ctx-checkpoints beyond the first 4).",
+         double(s.checkpoint_host_bytes)},
     };
     for (const auto& m : own) write(out, "moeserve:", m);
 
