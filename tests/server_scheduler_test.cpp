@@ -587,42 +587,79 @@ TEST(ServerScheduler, resumes_a_hybrid_model_from_turn_boundaries) {
 }
 
 // Message starts (every user and tool message's, from chat requests) are kept
-// when --checkpoint-min-step apart: a conversation edited far back resumes from
-// the newest one before the edit, with the answer a fresh slot gives.
+// when --checkpoint-min-step apart, and the first always (the end of the system
+// prompt): a conversation edited far back resumes from the newest one before the
+// edit, with the answer a fresh slot gives.
 TEST(ServerScheduler, resumes_a_hybrid_model_from_spaced_message_starts) {
     MOESERVE_REQUIRE_FIXTURES();
     const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
-    auto conversation = [](int64_t diverging_at) {
-        GenerationRequest rq = greedy(tokens(100), 4);
-        for (size_t i = diverging_at; i < rq.prompt.size(); ++i) rq.prompt[i] = 300 + static_cast<int32_t>(i);
-        rq.message_starts = {10, 20, 40, 45, 70};
-        rq.turn_boundaries = {70, 90};
+    auto conversation = [](int64_t diverging_at, std::vector<int64_t> starts = {70, 90, 100, 105, 140}) {
+        GenerationRequest rq = greedy(tokens(200), 4);
+        for (size_t i = diverging_at; i < rq.prompt.size(); ++i) rq.prompt[i] = 300 + static_cast<int32_t>(i % 100);
+        rq.message_starts = std::move(starts);
+        rq.turn_boundaries = {140, 180};
         return rq;
     };
     Rig rig(1, 1024, false, 512, 64, model, 0, /*checkpoint_min_step=*/16);
     Scheduler& s = *rig.scheduler;
-    ASSERT_TRUE(run_one(s, conversation(100)).done);
-    // 10 is too close to the start, 45 to 40; 70 is also the last message's start.
+    ASSERT_TRUE(run_one(s, conversation(200)).done);
+    // 70 is the first; 100 and 105 are too close to 90; 140 is also the last message's start.
     EXPECT_EQ(rig.engine->cache().snapshot_positions(0, SnapshotKind::message_start),
-              (std::vector<int64_t>{70, 40, 20}));
+              (std::vector<int64_t>{140, 90, 70}));
     // Three whole states in host RAM (what /metrics reports as moeserve:checkpoint_host_bytes).
-    const size_t states = 3 * static_cast<size_t>(rig.engine->cache().recurrent_seq_stride()) * sizeof(float);
-    EXPECT_EQ(s.stats().checkpoint_host_bytes, states);
+    const size_t state = static_cast<size_t>(rig.engine->cache().recurrent_seq_stride()) * sizeof(float);
+    EXPECT_EQ(s.stats().checkpoint_host_bytes, 3 * state);
 
-    auto at_50 = run_one(s, conversation(50));
-    EXPECT_EQ(at_50.result.timings.cache_n, 40);
-    auto at_25 = run_one(s, conversation(25));
-    EXPECT_EQ(at_25.result.timings.cache_n, 20);
+    auto at_120 = run_one(s, conversation(120));
+    EXPECT_EQ(at_120.result.timings.cache_n, 90);
+    auto at_80 = run_one(s, conversation(80));
+    EXPECT_EQ(at_80.result.timings.cache_n, 70);
     Rig clean(1, 1024, false, 512, 64, model);
-    EXPECT_EQ(run_one(*clean.scheduler, conversation(50)).tokens, at_50.tokens);
-    EXPECT_EQ(run_one(*clean.scheduler, conversation(25)).tokens, at_25.tokens);
+    auto fresh = [&](GenerationRequest rq) {  // the whole prompt evaluated
+        rq.cache_prompt = false;
+        rq.id_slot = -1;
+        return run_one(*clean.scheduler, rq).tokens;
+    };
+    EXPECT_EQ(fresh(conversation(120)), at_120.tokens);
+    EXPECT_EQ(fresh(conversation(80)), at_80.tokens);
 
-    // At the default spacing (8192) none of them is kept: the same edit re-evaluates all.
+    // At the default spacing (8192) only the first is kept: the same edit resumes there.
     Rig spaced(1, 1024, false, 512, 64, model);
-    ASSERT_TRUE(run_one(*spaced.scheduler, conversation(100)).done);
-    EXPECT_TRUE(spaced.engine->cache().snapshot_positions(0, SnapshotKind::message_start).empty());
-    EXPECT_EQ(spaced.scheduler->stats().checkpoint_host_bytes, 0u);
-    EXPECT_EQ(run_one(*spaced.scheduler, conversation(50)).result.timings.cache_n, 0);
+    ASSERT_TRUE(run_one(*spaced.scheduler, conversation(200)).done);
+    EXPECT_EQ(spaced.engine->cache().snapshot_positions(0, SnapshotKind::message_start), std::vector<int64_t>{70});
+    EXPECT_EQ(spaced.scheduler->stats().checkpoint_host_bytes, state);
+    EXPECT_EQ(run_one(*spaced.scheduler, conversation(120)).result.timings.cache_n, 70);
+    // Another conversation with the same system prompt takes it from that slot, though
+    // the slot's own conversation has gone on (its prompt-end and turn snapshots are past it).
+    Rig two(2, 2048, true, 512, 64, model);
+    GenerationRequest a = conversation(200);
+    a.id_slot = 0;
+    ASSERT_TRUE(run_one(*two.scheduler, a).done);
+    GenerationRequest other = conversation(75, {70});
+    other.turn_boundaries.clear();
+    other.id_slot = 1;
+    const auto shared = run_one(*two.scheduler, other);
+    EXPECT_EQ(shared.result.timings.cache_n, 70);
+    EXPECT_EQ(two.scheduler->stats().prefix_shares, 1u);
+    EXPECT_EQ(fresh(other), shared.tokens);
+    // A first message that starts early (a short system prompt) is not kept.
+    Rig short_system(1, 1024, false, 512, 64, model);
+    ASSERT_TRUE(run_one(*short_system.scheduler, conversation(200, {20, 90, 140})).done);
+    EXPECT_TRUE(short_system.engine->cache().snapshot_positions(0, SnapshotKind::message_start).empty());
+
+    // --ctx-checkpoints 4 keeps no message starts: the same edit re-evaluates everything.
+    EngineOptions eo;
+    eo.model_path = model;
+    eo.n_threads = 2;
+    eo.n_ctx = 1024;
+    eo.n_rs_snapshots = 4;
+    Engine four(eo);
+    SchedulerOptions so;
+    so.layout = compute_slot_layout(1024, 4096, 1, false);
+    so.n_ubatch = 64;
+    Scheduler without(four.model(), four.cache(), *rig.tokenizer, so);
+    ASSERT_TRUE(run_one(without, conversation(200)).done);
+    EXPECT_EQ(run_one(without, conversation(120)).result.timings.cache_n, 0);
 }
 
 // Prefix sharing: a prompt that begins as another slot's cached tokens takes

@@ -31,7 +31,11 @@
 // token, the youngest request fails with "Context size has been exceeded."
 // (llama.cpp fails all of them).
 //
-// Nothing here knows about HTTP; tests drive step() directly.
+// Nothing here knows about HTTP; tests drive step() directly. The class's
+// code is in three files: scheduler.cpp (submission, admission, the step),
+// scheduler_reuse.cpp (what a request takes instead of evaluating: cached
+// prefixes, shared cells, the RAM prompt cache, recurrent snapshots) and
+// scheduler_slot_actions.cpp (slot save/restore/erase).
 #pragma once
 
 #include <condition_variable>
@@ -70,8 +74,8 @@ struct SchedulerOptions {
     // by n_cache_reuse, which is ignored without it.
     bool can_shift_keys = true;
     // Hybrid models: a message start (GenerationRequest::message_starts) gets a
-    // snapshot when it lies at least this many tokens after the slot's previous
-    // message-start snapshot (--checkpoint-min-step, as llama-server).
+    // snapshot when it is the first or lies at least this many tokens after the
+    // slot's previous message-start snapshot (--checkpoint-min-step, as llama-server).
     int64_t checkpoint_min_step = 8192;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
@@ -209,9 +213,14 @@ class Scheduler {
     bool waits_for_a_reader(const GenerationRequest& rq) const;
     static constexpr int64_t kMinSharedWait = 16;
     // Hybrid models: whether slot s keeps its state at prompt position pos as a
-    // message start: pos is one of its request's message starts, and lies
-    // checkpoint_min_step or more after the slot's newest such snapshot before it.
+    // message start: pos is one of its request's message starts and a rung
+    // (is_rung) after the slot's newest such snapshot before it (prev).
     bool snapshots_message_start(const Slot& s, int64_t pos) const;
+    // A message start is a rung when it is the first one (the end of the system
+    // prompt and tools) at kMinFirstRung or more, or lies checkpoint_min_step or
+    // more after prev. A shorter system prompt is read again rather than kept.
+    bool is_rung(const std::vector<int64_t>& starts, int64_t pos, int64_t prev) const;
+    static constexpr int64_t kMinFirstRung = 64;
     // Replaces an idle slot's sequence with the first n tokens of a saved
     // state; false (the slot left empty) when busy slots hold the cells.
     bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);

@@ -33,6 +33,10 @@ namespace moeserve {
 
 using SteadyClock = std::chrono::steady_clock;
 
+inline double seconds_between(SteadyClock::time_point a, SteadyClock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+}
+
 enum class SlotState { idle, prefilling, generating };
 const char* slot_state_name(SlotState s);
 

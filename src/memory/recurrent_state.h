@@ -11,10 +11,10 @@
 // the next turn), turn boundaries (the start and end of the conversation's
 // last user message, spec server-behaviour §6.6), which must survive the
 // requests of an agent's tool loop that follow them, and message starts: a
-// ladder of states at the start of earlier messages, at least
-// --checkpoint-min-step tokens apart, so that a long conversation edited or
-// cut far back (or a new one with the same long system prompt) resumes near
-// where it diverges. The first two kinds live in the backend's memory (at
+// ladder of states at the start of the first message and of later ones at
+// least --checkpoint-min-step tokens apart, so that a long conversation
+// edited or cut far back (or a new one with the same system prompt) resumes
+// near where it diverges. The first two kinds live in the backend's memory (at
 // most kDeviceSnapshots); the ladder, which can hold dozens of states, lives
 // in host RAM (as llama-server keeps all its checkpoints) and is allocated
 // only as it is used.
