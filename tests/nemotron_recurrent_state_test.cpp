@@ -13,6 +13,13 @@ KvCacheConfig hybrid_config(int n_seq, int n_snapshots) {
     return test::small_cache_config(n_seq, true, n_snapshots);
 }
 
+// Sequence 0 grows by n tokens, its state takes `value`, and is saved as `kind`.
+void append_and_snapshot(KvCache& cache, int64_t n, float value, SnapshotKind kind) {
+    cache.append(0, n);
+    cache.ssm_state(0, 0)[0] = value;
+    cache.snapshot(0, kind);
+}
+
 TEST(RecurrentState, slots_are_separate_and_start_at_zero) {
     KvCache cache(hybrid_config(2, 2));
     ASSERT_TRUE(cache.has_recurrent());
@@ -67,11 +74,7 @@ TEST(RecurrentState, snapshots_are_bounded_newest_first_and_restored_by_truncate
 // boundaries, and each boundary restores its own state.
 TEST(RecurrentState, turn_boundaries_survive_prompt_ends) {
     KvCache cache(hybrid_config(1, 4));
-    auto step = [&](int64_t n, float value, SnapshotKind kind) {
-        cache.append(0, n);
-        cache.ssm_state(0, 0)[0] = value;
-        cache.snapshot(0, kind);
-    };
+    auto step = [&](int64_t n, float value, SnapshotKind kind) { append_and_snapshot(cache, n, value, kind); };
     step(10, 1, SnapshotKind::turn_boundary);  // 10
     step(5, 2, SnapshotKind::turn_boundary);   // 15
     for (int request = 0; request < 3; ++request) {
@@ -117,44 +120,42 @@ TEST(RecurrentState, fewer_than_three_snapshots_keep_prompt_ends_only) {
 TEST(RecurrentState, message_starts_live_in_host_ram_beyond_the_device_snapshots) {
     const size_t state_bytes = 62 * sizeof(float);
     KvCache four(hybrid_config(2, 4));
-    KvCache cache(hybrid_config(2, 6));
-    EXPECT_EQ(cache.bytes(), four.bytes());  // 2 more snapshots, none in the backend's buffers
-    EXPECT_EQ(cache.snapshot_capacity(SnapshotKind::message_start), 2);
+    KvCache cache(hybrid_config(2, 7));
+    EXPECT_EQ(cache.bytes(), four.bytes());  // 3 more snapshots, none in the backend's buffers
+    EXPECT_EQ(cache.snapshot_capacity(SnapshotKind::message_start), 3);
     EXPECT_EQ(four.snapshot_capacity(SnapshotKind::message_start), 0);
     EXPECT_EQ(cache.snapshot_host_bytes(), 0u);
 
-    auto step = [&](int64_t n, float value, SnapshotKind kind) {
-        cache.append(0, n);
-        cache.ssm_state(0, 0)[0] = value;
-        cache.snapshot(0, kind);
-    };
+    auto step = [&](int64_t n, float value, SnapshotKind kind) { append_and_snapshot(cache, n, value, kind); };
     step(8, 1, SnapshotKind::message_start);  // 8
     step(8, 2, SnapshotKind::message_start);  // 16
     step(4, 3, SnapshotKind::turn_boundary);  // 20
-    step(8, 4, SnapshotKind::message_start);  // 28: evicts 8, the oldest message start
-    step(2, 5, SnapshotKind::prompt_end);     // 30
-    step(1, 6, SnapshotKind::prompt_end);     // 31
-    EXPECT_EQ(cache.snapshot_positions(0, SnapshotKind::message_start), (std::vector<int64_t>{28, 16}));
-    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{31, 30, 28, 20, 16}));
-    EXPECT_EQ(cache.snapshot_host_bytes(), 2 * state_bytes);
+    step(8, 4, SnapshotKind::message_start);  // 28
+    step(4, 5, SnapshotKind::message_start);  // 32: evicts 16, the oldest but the lowest (8)
+    step(2, 6, SnapshotKind::prompt_end);     // 34
+    step(1, 7, SnapshotKind::prompt_end);     // 35
+    EXPECT_EQ(cache.snapshot_positions(0, SnapshotKind::message_start), (std::vector<int64_t>{32, 28, 8}));
+    EXPECT_EQ(cache.snapshot_positions(0), (std::vector<int64_t>{35, 34, 32, 28, 20, 8}));
+    EXPECT_EQ(cache.snapshot_host_bytes(), 3 * state_bytes);
 
     // A prompt end saved where a message start is keeps it a message start.
     cache.truncate(0, 28);
     EXPECT_EQ(cache.ssm_state(0, 0)[0], 4.0f);
     cache.snapshot(0);
-    EXPECT_EQ(cache.snapshot_positions(0, SnapshotKind::message_start), (std::vector<int64_t>{28, 16}));
+    EXPECT_EQ(cache.snapshot_positions(0, SnapshotKind::message_start), (std::vector<int64_t>{28, 8}));
     EXPECT_TRUE(cache.snapshot_positions(0, SnapshotKind::prompt_end).empty());
+    EXPECT_EQ(cache.snapshot_host_bytes(), 2 * state_bytes);  // 32's buffer went with it
 
     // Another sequence takes a prefix up to a message start: that state, uploaded.
-    ASSERT_TRUE(cache.can_share_prefix(0, 1, 16));
-    cache.share_prefix(0, 1, 16);
-    EXPECT_EQ(cache.ssm_state(0, 1)[0], 2.0f);
+    ASSERT_TRUE(cache.can_share_prefix(0, 1, 8));
+    cache.share_prefix(0, 1, 8);
+    EXPECT_EQ(cache.ssm_state(0, 1)[0], 1.0f);
     EXPECT_TRUE(cache.snapshot_positions(1).empty());
 
     // Rewinding past a message start lets its RAM go; a new sequence lets all go.
-    cache.truncate(0, 16);
-    EXPECT_EQ(cache.ssm_state(0, 0)[0], 2.0f);
-    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{16});
+    cache.truncate(0, 8);
+    EXPECT_EQ(cache.ssm_state(0, 0)[0], 1.0f);
+    EXPECT_EQ(cache.snapshot_positions(0), std::vector<int64_t>{8});
     EXPECT_EQ(cache.snapshot_host_bytes(), state_bytes);
     cache.truncate(0, 0);
     EXPECT_EQ(cache.snapshot_host_bytes(), 0u);

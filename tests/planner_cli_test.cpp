@@ -58,7 +58,7 @@ TEST(PlanCli, tables_show_each_buffer_the_fit_and_a_recurrent_line) {
 
 // Each recurrent-state snapshot (--ctx-checkpoints, default 32) is one more state
 // per slot: the first four in the buffers, the rest in host RAM at most (not in
-// the total).
+// the total), as many as a slot's context holds --checkpoint-min-step apart.
 TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
     const std::string model = write_preset(test::scratch_dir(), "nemotron-3-nano-30b-a3b", true);
     auto plan = [&](std::vector<std::string> extra) {
@@ -70,12 +70,16 @@ TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
         return std::pair{j["recurrent_bytes"].get<uint64_t>(), j["recurrent_host_bytes_max"].get<uint64_t>()};
     };
     const uint64_t state = 49930240;
-    EXPECT_EQ(plan({}), std::pair(2 * (1 + 4) * state, 2 * 28 * state));
+    // Slots of 32768 tokens: 1 + 32768 / 8192 = 5 rungs at most.
+    EXPECT_EQ(plan({}), std::pair(2 * (1 + 4) * state, 2 * 5 * state));
+    EXPECT_EQ(plan({"-cms", "1024"}), std::pair(2 * (1 + 4) * state, 2 * 28 * state));
     EXPECT_EQ(plan({"-ctxcp", "0"}), std::pair(2 * state, uint64_t{0}));
     EXPECT_EQ(plan({"-ctxcp", "3"}), std::pair(2 * (1 + 3) * state, uint64_t{0}));
     EXPECT_EQ(plan({"--ctx-checkpoints", "8"}), std::pair(2 * (1 + 4) * state, 2 * 4 * state));
     auto text = test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2"});
-    EXPECT_NE(text.out.find("in host RAM, only as long conversations use them: up to 2.60 GiB"), std::string::npos)
+    EXPECT_NE(text.out.find("in host RAM, only as long conversations use them: up to 476.17 MiB of recurrent "
+                            "checkpoints at message starts (5 per slot"),
+              std::string::npos)
         << text.out;
     auto r = test::run_moeserve({"plan", "-m", model, "--ctx-checkpoints", "-1"});
     EXPECT_EQ(r.status, 2);

@@ -85,9 +85,11 @@ TEST(PlannerRealModels, nemotron_recurrent_state_is_per_sequence_and_constant_in
     const MemoryPlan short_ctx = plan_memory(f, flags(4096, 2, "f16"));
     const MemoryPlan long_ctx = plan_memory(f, flags(1048576, 2, "f16"));
     EXPECT_EQ(short_ctx.recurrent_bytes, long_ctx.recurrent_bytes);
-    // The live state and 4 snapshots in the buffers; the other 28 of the default 32 in host RAM, as used.
+    // The live state and 4 snapshots in the buffers; in host RAM, as used, the other 28 of the
+    // default 32 when a slot's context has room for that many 8192 tokens apart.
     EXPECT_EQ(short_ctx.recurrent_bytes, 2 * (1 + 4) * 49930240ull);
-    EXPECT_EQ(short_ctx.recurrent_host_bytes_max, 2 * 28 * 49930240ull);
+    EXPECT_EQ(short_ctx.recurrent_host_bytes_max, 2 * 1 * 49930240ull);
+    EXPECT_EQ(long_ctx.recurrent_host_bytes_max, 2 * 28 * 49930240ull);
     // conv 3 × 6144 × 4 B and SSM 128 × 4096 × 4 B per Mamba2 layer, 23 layers (spec §7.3).
     EXPECT_EQ(short_ctx.recurrent_bytes_per_seq, 23ull * (73728 + 2097152));
     bool listed = false;

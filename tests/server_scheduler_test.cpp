@@ -641,6 +641,8 @@ TEST(ServerScheduler, resumes_a_hybrid_model_from_spaced_message_starts) {
     const auto shared = run_one(*two.scheduler, other);
     EXPECT_EQ(shared.result.timings.cache_n, 70);
     EXPECT_EQ(two.scheduler->stats().prefix_shares, 1u);
+    // ... and keeps it as a rung of its own, for when slot 0 has moved on to something else.
+    EXPECT_EQ(two.engine->cache().snapshot_positions(1, SnapshotKind::message_start), std::vector<int64_t>{70});
     EXPECT_EQ(fresh(other), shared.tokens);
     // A first message that starts early (a short system prompt) is not kept.
     Rig short_system(1, 1024, false, 512, 64, model);

@@ -37,6 +37,7 @@ const char* kUsage =
     "  -t, --threads N           threads (default: all cores)\n"
     "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 32: 4\n"
     "                            in the buffers, the rest in host RAM as long conversations use them)\n"
+    "  -cms, --checkpoint-min-step N  hybrid models: tokens between those in host RAM (default 8192)\n"
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
@@ -104,8 +105,10 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
     if (p.recurrent_host_bytes_max)
         fmt::print(
             "and in host RAM, only as long conversations use them: up to {} of recurrent checkpoints at message "
-            "starts ({} per slot, --checkpoint-min-step tokens apart or more)\n\n",
-            gib(p.recurrent_host_bytes_max), o.n_recurrent_snapshots - RecurrentState::kDeviceSnapshots);
+            "starts ({} per slot: the rest of -ctxcp {}, at most one per --checkpoint-min-step {} tokens of a "
+            "slot's context)\n\n",
+            gib(p.recurrent_host_bytes_max), p.recurrent_host_snapshots_max, o.n_recurrent_snapshots,
+            o.checkpoint_min_step);
     if (p.total_bytes <= mem)
         fmt::print("fits in {} ({}): {} to spare\n\n", gib(mem), mem_label, gib(mem - p.total_bytes));
     else
@@ -236,6 +239,9 @@ int run_plan(const std::vector<std::string>& argv) {
             o.n_recurrent_snapshots = static_cast<int>(args.int_value());
             if (o.n_recurrent_snapshots < 0 || o.n_recurrent_snapshots > (1 << 20))
                 throw UsageError("--ctx-checkpoints must be between 0 and 1048576");
+        } else if (args.flag({"-cms", "--checkpoint-min-step"})) {
+            o.checkpoint_min_step = args.int_value();
+            if (o.checkpoint_min_step < 0) throw UsageError("--checkpoint-min-step must be 0 or more");
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
         } else if (args.flag({"-fa", "--flash-attn"})) {

@@ -309,6 +309,12 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
                      s->id(), static_cast<unsigned long long>(it->task.id));
     cache_.truncate(s->id(), n_keep);
     s->start(std::move(it->task), n_keep, now);
+    // A state at a rung that came from elsewhere (another slot, the RAM cache) becomes
+    // one of this slot's rungs, so that it outlives the slot it came from.
+    const auto rungs = cache_.snapshot_positions(s->id(), SnapshotKind::message_start);
+    if (n_keep > 0 && std::find(rungs.begin(), rungs.end(), n_keep) == rungs.end() &&
+        snapshots_message_start(*s, n_keep))
+        cache_.snapshot(s->id(), SnapshotKind::message_start);
     return queue_.erase(it);
 }
 
@@ -464,10 +470,10 @@ bool Scheduler::step() {
         if (!prefilling.empty()) {
             // Prompts wait but not one cell is free: give up on the youngest request.
             fail_slot(*youngest(), 500, "server_error", "Context size has been exceeded.", now);
-            stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+            note_cache_use();
             return true;
         }
-        stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+        note_cache_use();
         return false;
     }
     int n_busy = 0;
@@ -517,7 +523,7 @@ bool Scheduler::step() {
         }
         for (Slot* s : involved)
             if (!s->idle()) fail_slot(*s, 500, "server_error", "model evaluation failed: " + error, now);
-        stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+        note_cache_use();
         return true;
     }
 
@@ -533,7 +539,7 @@ bool Scheduler::step() {
                 record_finished(*s);
             }
         }
-        stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+        note_cache_use();
         return true;
     }
 
@@ -562,13 +568,20 @@ bool Scheduler::step() {
         std::span<const float> row(out.data() + r * n_vocab, n_vocab);
         if (s->sample(row, now)) record_finished(*s);
     }
-    stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+    note_cache_use();
     if (rec.n_prompt == 0) {  // a decode-only step, sampling and streaming included
         stats_.n_decode_step_tokens += static_cast<uint64_t>(rec.n_decode);
         stats_.t_decode_steps_s += seconds_between(t_step, SteadyClock::now());
         stats_.t_decode_steps_forward_s += seconds_between(t0, t1);
     }
     return true;
+}
+
+void Scheduler::note_cache_use() {
+    // Read here, under the lock and outside forward passes, not in stats(): a failed
+    // forward pass rewinds sequences without the lock.
+    stats_.kv_cells_used = cache_.n_cells() - cache_.n_free();
+    stats_.checkpoint_host_bytes = cache_.snapshot_host_bytes();
 }
 
 SchedulerStats Scheduler::stats() const {
@@ -580,7 +593,6 @@ SchedulerStats Scheduler::stats() const {
     s.uptime_s = seconds_between(t_created_, SteadyClock::now());
     s.prompt_cache_entries = prompt_cache_.size();
     s.prompt_cache_bytes = prompt_cache_.bytes();
-    s.checkpoint_host_bytes = cache_.snapshot_host_bytes();
     return s;
 }
 

@@ -224,6 +224,8 @@ class Scheduler {
     // Replaces an idle slot's sequence with the first n tokens of a saved
     // state; false (the slot left empty) when busy slots hold the cells.
     bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);
+    // Records the cells in use and the snapshots' host RAM in stats_.
+    void note_cache_use();
     // Context shift of the generating slots that are full.
     void shift_full_slots();
     // Runs the slot actions whose slots are idle.

@@ -79,8 +79,10 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
     p.recurrent_bytes_per_seq = static_cast<uint64_t>(shape.recurrent_floats_per_seq()) * 4;
     const int device_snapshots = std::min(o.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots);
     p.recurrent_bytes = p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + device_snapshots);
-    p.recurrent_host_bytes_max =
-        p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (o.n_recurrent_snapshots - device_snapshots);
+    int64_t rungs = o.n_recurrent_snapshots - device_snapshots;
+    if (o.checkpoint_min_step > 0) rungs = std::min<int64_t>(rungs, 1 + p.n_ctx_slot / o.checkpoint_min_step);
+    p.recurrent_host_snapshots_max = shape.recurrent_layers() > 0 ? static_cast<int>(rungs) : 0;
+    p.recurrent_host_bytes_max = p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * p.recurrent_host_snapshots_max;
 
     WorkspaceParams w;
     w.n_tokens = p.n_tokens;

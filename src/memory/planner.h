@@ -36,6 +36,9 @@ struct PlanOptions {
     // Saved recurrent states per sequence besides the live one (what KvCache keeps:
     // up to RecurrentState::kDeviceSnapshots in the buffers, the rest in host RAM).
     int n_recurrent_snapshots = KvCacheConfig{}.n_rs_snapshots;
+    // --checkpoint-min-step: the host-RAM snapshots are at least this many tokens
+    // apart (after the first), which bounds how many one slot's context can hold.
+    int64_t checkpoint_min_step = 8192;
 };
 
 struct PlannedBuffer {
@@ -65,7 +68,10 @@ struct MemoryPlan {
     uint64_t recurrent_bytes_per_seq = 0;
     uint64_t recurrent_bytes = 0;
     // The message-start snapshots beyond the first kDeviceSnapshots, in host RAM
-    // and allocated only as long conversations use them: not in total_bytes.
+    // and allocated only as long conversations use them: not in total_bytes. At
+    // most min(the rest of -ctxcp, 1 + a slot's context / checkpoint_min_step)
+    // per slot.
+    int recurrent_host_snapshots_max = 0;  // per slot
     uint64_t recurrent_host_bytes_max = 0;
     Workspace workspace;
     uint64_t workspace_bytes = 0;

@@ -62,7 +62,7 @@ void RecurrentState::reset_all() {
 size_t RecurrentState::host_bytes() const {
     size_t n = 0;
     for (const auto& seq : host_saved_)
-        for (const auto& b : seq) n += b.size() * sizeof(float);
+        for (const auto& b : seq) n += b ? per_seq_ * sizeof(float) : 0;
     return n;
 }
 
@@ -72,7 +72,7 @@ void RecurrentState::release_host(int seq) {
     for (size_t b = 0; b < buffers.size(); ++b)
         if (!std::any_of(s.begin(), s.end(),
                          [&](const Snapshot& x) { return on_host(x.kind) && x.buffer == static_cast<int>(b); }))
-            std::vector<float>().swap(buffers[b]);
+            buffers[b].reset();
 }
 
 int RecurrentState::find(int seq, int64_t pos) const {
@@ -107,8 +107,16 @@ void RecurrentState::save(int seq, int64_t pos, SnapshotKind kind) {
         if (capacity(kind) == 0) return;
         if (i >= 0) s.erase(s.begin() + i);  // e.g. a prompt end that is now a turn boundary
         const auto n_kind = std::count_if(s.begin(), s.end(), [&](const Snapshot& x) { return x.kind == kind; });
-        if (n_kind >= capacity(kind)) {  // evict the kind's oldest
+        if (n_kind >= capacity(kind)) {  // evict the kind's oldest (see keeps_lowest)
             auto oldest = std::find_if(s.rbegin(), s.rend(), [&](const Snapshot& x) { return x.kind == kind; });
+            if (keeps_lowest(kind) && n_kind >= 2) {
+                auto lowest = std::min_element(s.begin(), s.end(), [&](const Snapshot& a, const Snapshot& b) {
+                    return (a.kind == kind ? a.pos : INT64_MAX) < (b.kind == kind ? b.pos : INT64_MAX);
+                });
+                if (&*oldest == &*lowest)
+                    oldest =
+                        std::find_if(std::next(oldest), s.rend(), [&](const Snapshot& x) { return x.kind == kind; });
+            }
             buffer = oldest->buffer;
             s.erase(std::next(oldest).base());
         } else {  // the first buffer no snapshot of the same memory uses
@@ -122,8 +130,8 @@ void RecurrentState::save(int seq, int64_t pos, SnapshotKind kind) {
     if (on_host(kind)) {
         auto& buffers = host_saved_.at(seq);
         if (static_cast<int>(buffers.size()) <= buffer) buffers.resize(buffer + 1);
-        buffers[buffer].resize(per_seq_);
-        memory_->download(buffers[buffer].data(), live() + seq * per_seq_, per_seq_ * sizeof(float));
+        if (!buffers[buffer]) buffers[buffer].reset(new float[per_seq_]);  // not zeroed: overwritten next
+        memory_->download(buffers[buffer].get(), live() + seq * per_seq_, per_seq_ * sizeof(float));
     } else {
         memory_->copy(saved(seq, buffer), live() + seq * per_seq_, per_seq_ * sizeof(float));
     }
@@ -134,7 +142,7 @@ void RecurrentState::load_snapshot(int seq, int i, int dst) {
     const Snapshot& x = snaps_.at(seq).at(i);
     float* to = live() + dst * per_seq_;
     if (on_host(x.kind))
-        memory_->upload(to, host_saved_.at(seq).at(x.buffer).data(), per_seq_ * sizeof(float));
+        memory_->upload(to, host_saved_.at(seq).at(x.buffer).get(), per_seq_ * sizeof(float));
     else
         memory_->copy(to, saved(seq, x.buffer), per_seq_ * sizeof(float));
 }

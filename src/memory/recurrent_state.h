@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "memory/device_memory.h"
@@ -99,6 +100,9 @@ class RecurrentState {
 
   private:
     static bool on_host(SnapshotKind kind) { return kind == SnapshotKind::message_start; }
+    // A full ladder of message starts evicts its oldest rung but the lowest one
+    // (the end of the system prompt, which other conversations share).
+    static bool keeps_lowest(SnapshotKind kind) { return kind == SnapshotKind::message_start; }
     int find(int seq, int64_t pos) const;  // snapshot index, or -1
     int n_device() const { return std::min(n_snapshots_, kDeviceSnapshots); }
     float* saved(int seq, int i) {
@@ -117,8 +121,8 @@ class RecurrentState {
     DeviceMemory* memory_ = nullptr;
     DeviceBuffer live_;   // f32 [n_seq][per_seq]
     DeviceBuffer saved_;  // f32 [n_seq][n_device][per_seq]
-    // Per sequence: the message-start snapshots' buffers (empty when unused).
-    std::vector<std::vector<std::vector<float>>> host_saved_;
+    // Per sequence: the message-start snapshots' buffers (null when unused).
+    std::vector<std::vector<std::unique_ptr<float[]>>> host_saved_;
     // Per sequence: the position each snapshot buffer holds, newest first
     // (buffer indexes the device buffers, or the host ones for a message start).
     struct Snapshot {

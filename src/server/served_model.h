@@ -55,7 +55,8 @@ class ServedModel {
                               const ChatOutputOptions& output) const;
     std::vector<int32_t> tokenize_prompt(const std::string& text) const;
     // The model has recurrent layers (a hybrid such as Nemotron): its state
-    // rewinds only to snapshots, which chat requests place at turn boundaries.
+    // rewinds only to snapshots, which chat requests place at turn boundaries
+    // and message starts.
     bool recurrent() const { return engine_->cache().has_recurrent(); }
     // Every token's output text, for grammar-constrained sampling (built on
     // first use: a pass over the vocabulary).

@@ -56,9 +56,9 @@ float to_float(const std::string& flag, const std::string& v) {
 constexpr const char* kCheckpointsHelp =
     "hybrid models (Nemotron): recurrent-state snapshots kept per slot (default: 32): two at the prompt's end and "
     "two at the start and end of the last user message, in the backend's memory, so that an edited or "
-    "followed-up conversation resumes there, and the rest in host RAM, as used, at the start of the first "
-    "message (the end of the system prompt) and of later ones at least --checkpoint-min-step tokens apart; 0 = "
-    "none";
+    "followed-up conversation resumes there, and the rest in host RAM, as used, at the start of the first user "
+    "or tool message (the end of the system prompt, when 64 tokens or more) and of later ones at least "
+    "--checkpoint-min-step tokens apart; 0 = none";
 
 constexpr const char* kCheckpointStepHelp =
     "hybrid models: the fewest tokens between two snapshots kept at message starts (default: 8192)";
