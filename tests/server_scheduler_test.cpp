@@ -802,11 +802,12 @@ TEST(ServerScheduler, cache_reuse_shifts_later_chunks_into_place) {
 }
 
 // Random traffic over shared prefixes (pinned or not, cached or not, several
-// choices, cancellations): after every step the cells the sequences hold are
-// exactly the cells in use, and every finished answer is the one a fresh slot
-// gives for that prompt.
+// choices, cancellations), with message starts and turn boundaries where a chat
+// request would have them (a hybrid model's snapshots: here rungs 8 tokens
+// apart): after every step the cells the sequences hold are exactly the cells
+// in use, and every finished answer is the one a fresh slot gives for that prompt.
 void random_traffic(const std::string& model) {
-    Rig rig(3, 3072, true, 256, 64, model);
+    Rig rig(3, 3072, true, 256, 64, model, 0, /*checkpoint_min_step=*/8);
     Scheduler& s = *rig.scheduler;
     KvCache& cache = rig.engine->cache();
     std::mt19937 rng(1234);
@@ -832,6 +833,11 @@ void random_traffic(const std::string& model) {
             for (int i = 0; i < tail; ++i) prompt.push_back(5 + pick(4));
             GenerationRequest rq = greedy(prompt, 1 + pick(4));
             rq.cache_prompt = pick(5) != 0;
+            const auto n = static_cast<int64_t>(prompt.size());
+            for (int64_t at : {int64_t{6}, int64_t{12 + pick(8)}, n - tail})
+                if (at + 1 < n && (rq.message_starts.empty() || at > rq.message_starts.back()))
+                    rq.message_starts.push_back(at);
+            if (tail > 2) rq.turn_boundaries = {n - tail};
             if (pick(4) == 0) rq.id_slot = pick(3);
             Sent x;
             x.stream = std::make_shared<GenerationStream>();
@@ -874,6 +880,7 @@ void random_traffic(const std::string& model) {
     }
     EXPECT_GT(finished, 10);
     EXPECT_GT(s.stats().prefix_shares, 0u);
+    if (cache.has_recurrent()) EXPECT_GT(s.stats().checkpoint_host_bytes, 0u);  // rungs were kept
 }
 
 TEST(ServerScheduler, random_traffic_keeps_shared_cells_accounted_and_answers_unchanged) {
