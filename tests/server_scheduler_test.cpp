@@ -774,6 +774,32 @@ TEST(ServerScheduler, prompts_arriving_together_read_their_common_beginning_once
     EXPECT_EQ(run_one(*alone.scheduler, greedy(b, 4)).tokens, cb.tokens);
 }
 
+// The same on a hybrid model, where the common part is a system prompt: the second
+// conversation waits while the first reads up to its first message's start (a rung),
+// then takes that state and those cells.
+TEST(ServerScheduler, conversations_arriving_together_on_a_hybrid_model_read_the_system_prompt_once) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    Rig rig(2, 2048, true, 512, 64, model);
+    Scheduler& s = *rig.scheduler;
+    GenerationRequest a = greedy(tokens(200), 4), b = greedy(tokens(120), 4);
+    b.prompt.insert(b.prompt.end(), {6, 7, 8, 9});  // diverges after 120 tokens
+    a.message_starts = {100, 150};
+    a.turn_boundaries = {150, 180};
+    b.message_starts = {100};
+    auto sa = std::make_shared<GenerationStream>(), sb = std::make_shared<GenerationStream>();
+    s.submit({a}, sa);
+    s.submit({b}, sb);
+    Collected ca, cb;
+    run_both(s, *sa, ca, *sb, cb);
+    ASSERT_TRUE(ca.done && cb.done);
+    EXPECT_EQ(ca.result.timings.prompt_n, 200);
+    EXPECT_EQ(cb.result.timings.cache_n, 100);
+    EXPECT_EQ(s.stats().prefix_shares, 1u);
+    Rig alone(1, 1024, false, 512, 64, model);
+    EXPECT_EQ(run_one(*alone.scheduler, greedy(b.prompt, 4)).tokens, cb.tokens);
+}
+
 // n_cache_reuse: a chunk of the slot's cache after the common prefix that the new
 // prompt goes on with is shifted into place (llama-server's --cache-reuse), if at
 // least that long; the answer is a fresh slot's.
