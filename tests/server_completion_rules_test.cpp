@@ -190,6 +190,8 @@ TEST(ServerTurnBoundaries, an_edited_or_continued_conversation_resumes_at_the_la
     EXPECT_EQ(edited["choices"][0]["message"], chat(s, {sys, sea, wet, hills}, false)["choices"][0]["message"]);
 
     EXPECT_EQ(s.log().find("forcing full prompt re-processing"), std::string::npos) << s.log();
+    EXPECT_NE(s.log().find("recurrent-state snapshots per slot: 4 in the backend's memory"), std::string::npos)
+        << s.log();
 
     chat(s, {sys, sea});
     const json followed = chat(s, {sys, sea, sky});
@@ -271,6 +273,8 @@ TEST(ServerTurnBoundaries, two_checkpoints_keep_prompt_ends_only) {
     };
     chat("And the sky?");
     EXPECT_EQ(chat("And the hills?")["cache_n"], 0);
+    EXPECT_NE(s.log().find("snapshots per slot: 2 in the backend's memory"), std::string::npos) << s.log();
+    EXPECT_NE(s.log().find("up to 0 in host RAM"), std::string::npos) << s.log();
     EXPECT_NE(s.log().find("forcing full prompt re-processing"), std::string::npos) << s.log();
 }
 

@@ -176,6 +176,30 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
                  mib(k_bytes + v_bytes), static_cast<long long>(layout_.n_ctx_seq), kv_layers, n_slots,
                  unified ? 1 : n_slots, options.cache_type_k.c_str(), mib(k_bytes), options.cache_type_v.c_str(),
                  mib(v_bytes));
+    if (cache.has_recurrent()) {
+        // llama.cpp's line for the live states (one per slot, f32 whatever -ctk/-ctv say),
+        // then where the snapshots go.
+        double r_bytes = 0, s_bytes = 0;
+        int rs_layers = 0;
+        for (int l = 0; l < cache.n_layer(); ++l) {
+            r_bytes += static_cast<double>(cache.n_embd_r(l)) * 4.0 * n_slots;
+            s_bytes += static_cast<double>(cache.n_embd_s(l)) * 4.0 * n_slots;
+            rs_layers += cache.n_embd_r(l) + cache.n_embd_s(l) > 0;
+        }
+        std::fprintf(stderr,
+                     "llama_memory_recurrent: size = %8.2f MiB (%6d cells, %3d layers, %2d seqs), R (f32): %8.2f MiB, "
+                     "S (f32): %8.2f MiB\n",
+                     mib(r_bytes + s_bytes), n_slots, rs_layers, n_slots, mib(r_bytes), mib(s_bytes));
+        const int device =
+            cache.snapshot_capacity(SnapshotKind::prompt_end) + cache.snapshot_capacity(SnapshotKind::turn_boundary);
+        std::fprintf(
+            stderr,
+            "srv load_model: recurrent-state snapshots per slot: %d in the backend's memory (%.2f MiB in all), up "
+            "to %d in host RAM as long conversations use them (--ctx-checkpoints %d, "
+            "--checkpoint-min-step %lld)\n",
+            device, mib((r_bytes + s_bytes) * device), cache.snapshot_capacity(SnapshotKind::message_start),
+            options.ctx_checkpoints, static_cast<long long>(options.checkpoint_min_step));
+    }
 
     SchedulerOptions so;
     so.layout = layout_;
