@@ -311,9 +311,7 @@ std::deque<Scheduler::Queued>::iterator Scheduler::admit_one(std::deque<Queued>:
     s->start(std::move(it->task), n_keep, now);
     // A state at a rung that came from elsewhere (another slot, the RAM cache) becomes
     // one of this slot's rungs, so that it outlives the slot it came from.
-    const auto rungs = cache_.snapshot_positions(s->id(), SnapshotKind::message_start);
-    if (n_keep > 0 && std::find(rungs.begin(), rungs.end(), n_keep) == rungs.end() &&
-        snapshots_message_start(*s, n_keep))
+    if (n_keep > 0 && last_rung(s->id(), n_keep + 1) != n_keep && snapshots_message_start(*s, n_keep))
         cache_.snapshot(s->id(), SnapshotKind::message_start);
     return queue_.erase(it);
 }

@@ -220,6 +220,8 @@ class Scheduler {
     // prompt and tools) at kMinFirstRung or more, or lies checkpoint_min_step or
     // more after prev. A shorter system prompt is read again rather than kept.
     bool is_rung(const std::vector<int64_t>& starts, int64_t pos, int64_t prev) const;
+    // The position of sequence seq's newest message-start snapshot before `before` (0: none).
+    int64_t last_rung(int seq, int64_t before) const;
     static constexpr int64_t kMinFirstRung = 64;
     // Replaces an idle slot's sequence with the first n tokens of a saved
     // state; false (the slot left empty) when busy slots hold the cells.

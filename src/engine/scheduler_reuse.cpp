@@ -110,9 +110,7 @@ bool Scheduler::waits_for_a_reader(const GenerationRequest& rq) const {
             // And at the message starts that will be rungs of its ladder.
             if (cache_.snapshot_capacity(SnapshotKind::message_start) > 0) {
                 const auto& starts = d.task().request.message_starts;
-                int64_t prev = 0;
-                for (int64_t q : cache_.snapshot_positions(d.id(), SnapshotKind::message_start))
-                    if (q <= read) prev = std::max(prev, q);
+                int64_t prev = last_rung(d.id(), read + 1);
                 for (int64_t b : starts)
                     if (b > read && b <= common && is_rung(starts, b, prev)) coming = std::max(coming, prev = b);
             }
@@ -126,10 +124,14 @@ bool Scheduler::snapshots_message_start(const Slot& s, int64_t pos) const {
     if (!cache_.has_recurrent() || cache_.snapshot_capacity(SnapshotKind::message_start) == 0) return false;
     const auto& starts = s.task().request.message_starts;
     if (!std::binary_search(starts.begin(), starts.end(), pos)) return false;
+    return is_rung(starts, pos, last_rung(s.id(), pos));
+}
+
+int64_t Scheduler::last_rung(int seq, int64_t before) const {
     int64_t prev = 0;
-    for (int64_t q : cache_.snapshot_positions(s.id(), SnapshotKind::message_start))
-        if (q < pos) prev = std::max(prev, q);
-    return is_rung(starts, pos, prev);
+    for (int64_t q : cache_.snapshot_positions(seq, SnapshotKind::message_start))
+        if (q < before) prev = std::max(prev, q);
+    return prev;
 }
 
 bool Scheduler::is_rung(const std::vector<int64_t>& starts, int64_t pos, int64_t prev) const {
