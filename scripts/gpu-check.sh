@@ -10,14 +10,17 @@
 #       the non-system shared libraries they load and the tiny fixture models
 #       of the given stems (default: all three architectures) into
 #       .device/gpu/ (git-ignored; carry it to the GPU machine; the binaries
-#       travel as one .tar.xz). A carry holds 64 MiB: the binaries and two
-#       stems fit, so a full check is two calls, e.g.
-#       `prepare qwen3moe-tiny-s1 nemotron-h-moe-tiny-s1`, run, then
-#       `prepare glm47flash-tiny-s1`, run; goldens of models not carried skip.
+#       travel as one .tar.xz). A carry holds 64 MiB: the binaries, two
+#       stems and one GLM weight file fit (`prepare qwen3moe-tiny-s1
+#       nemotron-h-moe-tiny-s1 glm47flash-tiny-s1-q4_k_m`: 61 MB with the
+#       repository); goldens of models not carried skip.
 #
 #   scripts/gpu-check.sh run [SECONDS]   (on the GPU machine, repository root)
 #       1. the GPU correctness suite (tests/cuda: kernels against the CPU
-#          backend, every fixture golden with -ngl all, batching);
+#          backend, every fixture golden with -ngl all, batching), failures
+#          again with each switch off, and the whole suite again with the
+#          opt-in x86-order products (MOESERVE_CUDA_X86_ORDER=1) and exact
+#          prompts (MOESERVE_CUDA_EXACT_PROMPTS=1);
 #       2. the server end-to-end tests (curl) with -ngl 99;
 #       3. compute-sanitizer memcheck and racecheck on a short logits run;
 #       4. a short benchmark (moeserve bench, synthetic 4-layer slice of the
@@ -25,8 +28,15 @@
 #          then a table of everything.
 #       Logs go to $OUT (the device tool's folder) or .device/gpu/out/.
 #       GPU_CHECK_NO_PROFILE=1 skips the Nsight Compute profile (~90 s).
+#       GPU_CHECK_STEPS=REGEX runs only the steps whose names match (e.g.
+#       'gpu-suite.*|server-e2e-ngl99|memcheck.*|racecheck' for a correctness-only
+#       call, 'synth-full|bench-full.*' for the whole model alone), so that a
+#       lease can be split into calls; GPU_CHECK_SUITE_FILTER replaces the GPU
+#       suite's test filter (default '*Cuda*').
 #       SECONDS bounds the whole run (default 540); later steps are skipped
-#       with a note when time runs out.
+#       with a note when time runs out. On the H200 (2026-11-28) the suite,
+#       server, sanitizers, tiny and slice benchmarks and one decode profile
+#       took 181 s, the whole model's synth and benchmarks 50 s.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -105,6 +115,9 @@ run() {
     step() {
         local name=$1 need=$2
         shift 2
+        if [ -n "${GPU_CHECK_STEPS:-}" ] && ! [[ $name =~ ^($GPU_CHECK_STEPS)$ ]]; then
+            return
+        fi
         if [ "$(left)" -lt "$need" ]; then
             echo "| $name | skipped (time) | |" >>"$summary"
             return
@@ -130,7 +143,7 @@ run() {
         echo "|---|---|---|"
     } >"$summary"
 
-    STEP_CAP=200 step gpu-suite 60 "$tests" --gtest_filter='*Cuda*' --gtest_output=xml:"$out/gpu-suite.xml"
+    STEP_CAP=200 step gpu-suite 60 "$tests" --gtest_filter="${GPU_CHECK_SUITE_FILTER:-*Cuda*}" --gtest_output=xml:"$out/gpu-suite.xml"
     # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
@@ -147,6 +160,14 @@ run() {
     # norms' int8 forms).
     [ -n "$failed" ] && STEP_CAP=120 step gpu-suite-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$tests" \
         --gtest_filter="$failed" --gtest_brief=1
+    # The whole suite with the int8 matrix-vector kernel in the CPU's x86 float order (MOESERVE_CUDA_X86_ORDER=1,
+    # opt-in until checked here): decode products bit for bit the CPU backend's.
+    STEP_CAP=200 step gpu-suite-x86 60 env MOESERVE_CUDA_X86_ORDER=1 "$tests" \
+        --gtest_filter="${GPU_CHECK_SUITE_FILTER:-*Cuda*}" --gtest_output=xml:"$out/gpu-suite-x86.xml"
+    # The whole suite with prompts on the x86-order kernel too (MOESERVE_CUDA_EXACT_PROMPTS=1, opt-in):
+    # whether prompt logits then match the CPU's as decode's do (goldens, chunked vs single, MoE).
+    STEP_CAP=200 step gpu-suite-exact-prompts 60 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$tests" \
+        --gtest_filter="${GPU_CHECK_SUITE_FILTER:-*Cuda*}" --gtest_output=xml:"$out/gpu-suite-exact-prompts.xml"
     # The pipelined int8 prompt products (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in): the product tests and goldens.
     STEP_CAP=90 step gpu-suite-mmq-pipeline 30 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$tests" \
         --gtest_filter='CudaMatmul*:CudaFfn*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
@@ -161,6 +182,9 @@ run() {
     STEP_CAP=150 step server-e2e-ngl99 60 env MOESERVE_TEST_SERVER_ARGS="-ngl 99" "$tests" \
         --gtest_filter='ServerE2E*:ServerScheduler*:ServerToolCalls*:ServerGrammar*:ServerEmbeddings*:ServerInfill*:ServerCompletionRules*:ServerModelSampling*:ServerSlotLog*:ServerReversePrompt*:ServerTurnBoundaries*:ServerPrefixSharing*:-*Sdk*:*ServerToolCalls*/glm' \
         --gtest_brief=1
+    # The embeddings' batched-versus-alone tests with prompts on the x86-order kernel.
+    STEP_CAP=90 step server-embeddings-exact-prompts 20 env MOESERVE_CUDA_EXACT_PROMPTS=1 \
+        MOESERVE_TEST_SERVER_ARGS="-ngl 99" "$tests" --gtest_filter='ServerEmbeddings*' --gtest_brief=1
     local toks="$out/tokens.json"
     echo '{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]}' >"$toks"
     if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
@@ -200,60 +224,65 @@ run() {
     local slice="$models/qwen3-coder-slice.gguf"
     step synth 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M --layers 4 -o "$slice"
     if [ ! -f "$slice" ]; then
-        echo "| bench | skipped (no synthetic slice) | |" >>"$summary"
-        cat "$summary"
-        return
+        echo "| slice benchmarks | skipped (no synthetic slice) | |" >>"$summary"
+    else
+        # The clocks while the benchmarks run (a card that stays at low SM clocks
+        # for short bursts of work would explain slow kernels on its own).
+        local clocks_pid=""
+        if command -v nvidia-smi >/dev/null; then
+            nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu \
+                --format=csv,noheader -lms 250 >"$out/clocks.csv" 2>&1 &
+            clocks_pid=$!
+        fi
+        STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # Where a decoded token's time goes: every kernel of a few op-by-op decode
+        # steps timed by Nsight Compute, summed by kernel name.
+        local ncu
+        ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+        if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
+            STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
+            kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
+            # Where a 512-token prompt's time goes (every kernel of one prompt pass of the slice).
+            STEP_CAP=120 step profile-prefill 60 "$0" profile "$ncu" "$slice" "$out/profile-prefill.csv" prefill
+            kernel_table "$out/profile-prefill.csv" >"$out/profile-prefill-summary.txt" 2>&1
+            # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
+            # and KV-store launch timed, prompt and decode ones told apart by their grids.
+            STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
+            kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
+        fi
+        # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
+        STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+            -p 0 -n 64 -d 0 -npl 1,4 -r 2
+        # Decode with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1; compare bench-graphs).
+        STEP_CAP=60 step bench-x86 30 env MOESERVE_CUDA_X86_ORDER=1 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+            -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
+        # Prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1; compare bench's pp512).
+        STEP_CAP=60 step bench-exact-prompts 20 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 0 -d 0 -r 3
+        # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
+        STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 0 -d 0 -r 3
+        # The tensor-core attention with one f16 product for P (and MLA's Q) instead of hi + lo pairs
+        # (MOESERVE_CUDA_MMA_PAIRS=0): what the pairs cost, at depth.
+        STEP_CAP=90 step bench-pairs-off 45 env MOESERVE_CUDA_MMA_PAIRS=0 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # The attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0), at depth.
+        STEP_CAP=90 step bench-tile-loads-off 45 env MOESERVE_CUDA_TILE_LOADS=0 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
+        STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+            -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # The lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane, opt-in while measured).
+        STEP_CAP=120 step bench-lane 60 env MOESERVE_CUDA_ATTENTION=lane "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+            -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # Decode at 1, 4 and 8 sequences with CUDA graphs (the first GPU run measured op by op too:
+        # graphs saved 13%; MOESERVE_CUDA_GRAPHS=0 runs it without).
+        step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
+        # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
+        step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
+        rm -f "$slice"
+        [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
     fi
-    # The clocks while the benchmarks run (a card that stays at low SM clocks
-    # for short bursts of work would explain slow kernels on its own).
-    local clocks_pid=""
-    if command -v nvidia-smi >/dev/null; then
-        nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu \
-            --format=csv,noheader -lms 250 >"$out/clocks.csv" 2>&1 &
-        clocks_pid=$!
-    fi
-    STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # Where a decoded token's time goes: every kernel of a few op-by-op decode
-    # steps timed by Nsight Compute, summed by kernel name.
-    local ncu
-    ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-    if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
-        STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
-        kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
-        # Where a 512-token prompt's time goes (every kernel of one prompt pass of the slice).
-        STEP_CAP=120 step profile-prefill 60 "$0" profile "$ncu" "$slice" "$out/profile-prefill.csv" prefill
-        kernel_table "$out/profile-prefill.csv" >"$out/profile-prefill-summary.txt" 2>&1
-        # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
-        # and KV-store launch timed, prompt and decode ones told apart by their grids.
-        STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
-        kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
-    fi
-    # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
-    STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 0 -n 64 -d 0 -npl 1,4 -r 2
-    # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
-    STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
-        -ngl all -p 512 -n 0 -d 0 -r 3
-    # The tensor-core attention with one f16 product for P (and MLA's Q) instead of hi + lo pairs
-    # (MOESERVE_CUDA_MMA_PAIRS=0): what the pairs cost, at depth.
-    STEP_CAP=90 step bench-pairs-off 45 env MOESERVE_CUDA_MMA_PAIRS=0 "$MOESERVE_BIN" bench -m "$slice" \
-        -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # The attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0), at depth.
-    STEP_CAP=90 step bench-tile-loads-off 45 env MOESERVE_CUDA_TILE_LOADS=0 "$MOESERVE_BIN" bench -m "$slice" \
-        -ngl all -p 512 -n 64 -d 32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # The decode attention kernel (MOESERVE_CUDA_ATTENTION=vec, opt-in while measured) on the decode rows.
-    STEP_CAP=120 step bench-vec 60 env MOESERVE_CUDA_ATTENTION=vec "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # The lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane, opt-in while measured).
-    STEP_CAP=120 step bench-lane 60 env MOESERVE_CUDA_ATTENTION=lane "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-        -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-    # Decode at 1, 4 and 8 sequences with CUDA graphs (the first GPU run measured op by op too:
-    # graphs saved 13%; MOESERVE_CUDA_GRAPHS=0 runs it without).
-    step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
-    # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
-    step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
-    rm -f "$slice"
-    [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
     # The whole 17 GB model (issue 10's benchmark) with what time is left:
     # prompt and decode at depth 0 and 8K, then 1/4/8 parallel sequences.
     local full="$models/qwen3-coder-30b-a3b.gguf"
@@ -264,6 +293,10 @@ run() {
         STEP_CAP=150 step bench-full-q4 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
             -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=120 step bench-full-npl 40 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        STEP_CAP=60 step bench-full-exact-prompts 30 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$MOESERVE_BIN" bench \
+            -m "$full" -ngl all -p 512 -n 0 -d 0 -r 1
+        STEP_CAP=60 step bench-full-x86 30 env MOESERVE_CUDA_X86_ORDER=1 "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 0 -n 32 -d 0 -npl 1,8 -r 1
         STEP_CAP=200 step bench-full-128k 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 131072 \
             -ctk q4_0 -ctv q4_0 -r 1
         rm -f "$full"
@@ -291,11 +324,23 @@ run() {
             "$out/bench-pairs-off.log"
         section rows "decode of the slice without the decode fusions (MOESERVE_CUDA_FUSE=0; compare bench-graphs)" \
             "$out/bench-fuse-off.log"
+        section rows "decode of the slice, x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1; compare bench-graphs)" \
+            "$out/bench-x86.log"
+        section rows "prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1): the slice, then the whole model" \
+            "$out/bench-exact-prompts.log" "$out/bench-full-exact-prompts.log"
+        section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
+            "$out/bench-full-x86.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
         clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
         echo
         echo "## goldens: mean KL against llama.cpp and against the CPU backend"
         golden_table "$out/gpu-suite.xml" 2>/dev/null || echo "(no results)"
+        echo
+        echo "## goldens with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)"
+        golden_table "$out/gpu-suite-x86.xml" 2>/dev/null || echo "(no results)"
+        echo
+        echo "## goldens with prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1)"
+        golden_table "$out/gpu-suite-exact-prompts.xml" 2>/dev/null || echo "(no results)"
         echo
         echo "## kernels of op-by-op decode steps (Nsight Compute; total, share, launches, kernel)"
         head -30 "$out/profile-summary.txt" 2>/dev/null || echo "(no profile)"

@@ -389,7 +389,8 @@ void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, flo
             const NormRows* norm) {
     check_cuda_weight(w, "matmul");
     if (n_tokens == 0) return;
-    RoundedInputs in{x, n_tokens, w.ne[0], n_tokens > kMatvecMaxTokens, norm};
+    const bool gemm = n_tokens > kMatvecMaxTokens && !exact_prompt_products(w);
+    RoundedInputs in{x, n_tokens, w.ne[0], gemm, norm};
     matmul_rounded(ctx, w, in, y, expert);
 }
 
@@ -431,7 +432,10 @@ void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::sp
                                         std::to_string(ps[0].w.ne[0]));
     }
     if (n_tokens == 0) return;
-    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], n_tokens > kMatvecMaxTokens, norm};
+    bool gemm = n_tokens > kMatvecMaxTokens;
+    if (gemm && std::all_of(ps.begin(), ps.end(), [](const DeviceProjection& p) { return exact_prompt_products(p.w); }))
+        gemm = false;
+    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], gemm, norm};
     for (const DeviceProjection& p : ps) matmul_rounded(ctx, p.w, in, p.y, 0);
 }
 
@@ -450,9 +454,9 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
     // which moved GLM-4.7-Flash's prompts 5e-3 in KL from its decode). These
     // per-head matrices are small, so reading them once per 8 tokens is cheap.
     const bool f16_exact = w.type == GgmlType::F16 || w.type == GgmlType::F32;
-    const bool matvec =
-        n_tokens <= kMatvecMaxTokens ||
-        (!mmq_supports(w) && !f16_exact && (n_tokens + kMatvecTileTokens - 1) / kMatvecTileTokens <= kMaxGridY);
+    const bool tiles_fit = (n_tokens + kMatvecTileTokens - 1) / kMatvecTileTokens <= kMaxGridY;
+    const bool matvec = n_tokens <= kMatvecMaxTokens || (!mmq_supports(w) && !f16_exact && tiles_fit) ||
+                        (exact_prompt_products(w) && tiles_fit);
     if (matvec) {
         if (act != GgmlType::F32 || !aligned16(x) || x_token_stride % 4 != 0 || x_head_stride % 4 != 0) {
             // Rounded and packed densely, [n_head, n_tokens, in] (the kernel reads float4s).

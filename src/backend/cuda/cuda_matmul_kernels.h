@@ -47,6 +47,14 @@ Q8Rows take_q8_rows(Context& ctx, int64_t n_rows, int64_t width, GgmlType act);
 // unless MOESERVE_CUDA_INT8=0 turns them off (read once).
 bool matvec_int8_supports(GgmlType type);
 
+// Whether prompts of w also take the int8 matrix-vector kernel in the CPU's
+// x86 float order (8 tokens per weight read) instead of the tensor-core
+// products, so that prompt logits are the CPU backend's too: opt-in with
+// MOESERVE_CUDA_EXACT_PROMPTS=1 (which turns the x86 order on for decode as
+// well) until a GPU run has checked and timed it; only for types and widths
+// the int8 kernel reads. Read once.
+bool exact_prompt_products(const Weight& w);
+
 // y[r][o] = W_matrix[o] · x[r] for the rows of each tile.
 struct MatvecArgs {
     const uint8_t* w = nullptr;  // matrix 0

@@ -309,7 +309,10 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     const int n_expert = p.n_expert, k = p.n_expert_used;
     const int64_t n_in = up_exps.ne[0], n_ff = up_exps.ne[1], n_out = down_exps.ne[1];
     const int64_t n_items = n_tokens * k;  // (token, slot) pairs
-    const bool decode = n_tokens <= kMoeMatvecMaxTokens;
+    // Prompts too where the CPU's float order is asked for (MOESERVE_CUDA_EXACT_PROMPTS=1).
+    const bool decode =
+        n_tokens <= kMoeMatvecMaxTokens || (exact_prompt_products(up_exps) && exact_prompt_products(down_exps) &&
+                                            (!gate_exps || exact_prompt_products(gate_exps)));
     // Larger batches: one grouped GEMM per projection when the kernel reads
     // all three weights, else a GEMM per active expert.
     const bool grouped = !decode && moe_gemm_supports(up_exps) && moe_gemm_supports(down_exps) &&
@@ -350,7 +353,8 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     // 48 KiB, and the fused path is taken only where the card allows the sum.
     const size_t fused_smem = sizeof(float) * 2 * n_expert * std::min<int64_t>(n_tokens, kFusedRouteThreads / 32);
     const size_t fused_total = fused_smem + kRoutePlanStaticSmem;
-    const bool fused_routing = decode && decode_fusions() && fused_smem <= kMaxFusedRouteSmem &&
+    const bool fused_routing = decode && n_tokens <= kMoeMatvecMaxTokens && decode_fusions() &&
+                               fused_smem <= kMaxFusedRouteSmem &&
                                (ctx.shared_mem_per_block_optin == 0 || fused_total <= ctx.shared_mem_per_block_optin);
     if (fused_routing) {
         if (fused_total > 48 * 1024)
