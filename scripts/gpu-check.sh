@@ -217,6 +217,8 @@ run() {
     fi
     step tiny-load-np1 40 "$0" tiny-load 1
     step tiny-load-np4 40 "$0" tiny-load 4
+    # The same without the RAM prompt cache: what saving each finished slot's sequence costs.
+    step tiny-load-np4-no-cache-ram 40 "$0" tiny-load 4 --cache-ram 0
     # Benchmark: a 4-layer full-width slice of the Qwen3-Coder-30B-A3B preset.
     # Models go to their own folder: the log tarball must not take them.
     local models=/tmp/gpu-check-models
@@ -305,7 +307,7 @@ run() {
         echo
         echo "## tiny fixture: engine decode with N sequences, then the server at -np 1 and -np 4"
         cat "$out/bench-tiny.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        grep -H -E "aggregate tokens/s|per-request tokens/s|forward_seconds|n_decode_total|cuda graphs" \
+        grep -H -E "aggregate tokens/s|per-request tokens/s|forward_seconds|decode_steps|prompt_cache_saves|n_decode_total|cuda graphs" \
             "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
         echo
         section table "bench" "$out/bench.log"
@@ -470,12 +472,13 @@ for case in ET.parse(sys.argv[1]).iter("testcase"):
 EOF
 }
 
-# tiny-load NP (called by run): serves the tiny qwen3moe fixture on the GPU with -np NP and
-# drives it with 8 streaming clients (moeserve load), 64 requests of 64 tokens.
+# tiny-load NP [SERVE-ARGS...] (called by run): serves the tiny qwen3moe fixture on the GPU with
+# -np NP and drives it with 8 streaming clients (moeserve load), 64 requests of 64 tokens.
 tiny_load() {
     local np=$1 port=$((18300 + $1))
+    shift
     local model="$MOESERVE_FIXTURES/models/qwen3moe-tiny-s1-q4_k_m.gguf"
-    "$MOESERVE_BIN" serve -m "$model" -ngl 99 -c 4096 -np "$np" --port "$port" --metrics &
+    "$MOESERVE_BIN" serve -m "$model" -ngl 99 -c 4096 -np "$np" --port "$port" --metrics "$@" &
     local pid=$! ready=0
     for _ in $(seq 150); do
         # bash's /dev/tcp: the GPU machine need not have curl.
@@ -494,7 +497,7 @@ tiny_load() {
     # decode-only steps' tokens and time (their tokens/s: issue 5's decode throughput).
     if [ $ready = 1 ] && exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
         printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-        grep -E "^(moeserve:forward_seconds_total|moeserve:decode_steps_(tokens|seconds|forward_seconds)_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
+        grep -E "^(moeserve:forward_seconds_total|moeserve:decode_steps_(tokens|seconds|forward_seconds)_total|moeserve:prompt_cache_saves_total|llamacpp:n_decode_total|llamacpp:n_busy_slots_per_decode)" <&3
         exec 3<&-
     fi
     kill "$pid" 2>/dev/null

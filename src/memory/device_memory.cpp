@@ -33,6 +33,22 @@ class HostMemory final : public DeviceMemory {
 
 }  // namespace
 
+void DeviceMemory::download_rows(void* host_dst, const void* src, size_t row_bytes, std::span<const int32_t> cells) {
+    auto* out = static_cast<uint8_t*>(host_dst);
+    const auto* in = static_cast<const uint8_t*>(src);
+    for_each_cell_run(cells, [&](size_t i, size_t n) {
+        download(out + i * row_bytes, in + static_cast<size_t>(cells[i]) * row_bytes, n * row_bytes);
+    });
+}
+
+void DeviceMemory::upload_rows(void* dst, const void* host_src, size_t row_bytes, std::span<const int32_t> cells) {
+    auto* out = static_cast<uint8_t*>(dst);
+    const auto* in = static_cast<const uint8_t*>(host_src);
+    for_each_cell_run(cells, [&](size_t i, size_t n) {
+        upload(out + static_cast<size_t>(cells[i]) * row_bytes, in + i * row_bytes, n * row_bytes);
+    });
+}
+
 DeviceMemory& host_memory() {
     static HostMemory memory;
     return memory;

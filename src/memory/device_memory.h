@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <utility>
 
 namespace moeserve {
@@ -25,7 +27,26 @@ class DeviceMemory {
     virtual void zero(void* dst, size_t bytes) = 0;
     virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
     virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+    // Rows of row_bytes by index: row cells[i] of the array at src into
+    // host_dst[i] (packed, in order), and host_src[i] into row cells[i] of
+    // dst. By default one download / upload per run of consecutive cells; a
+    // GPU, where each copy is a call and a wait and a sequence's cells
+    // interleave with the other slots', gathers or scatters them on the
+    // device around one copy.
+    virtual void download_rows(void* host_dst, const void* src, size_t row_bytes, std::span<const int32_t> cells);
+    virtual void upload_rows(void* dst, const void* host_src, size_t row_bytes, std::span<const int32_t> cells);
 };
+
+// Calls f(first index, count) for each run of consecutive cells in `cells`.
+template <class F>
+void for_each_cell_run(std::span<const int32_t> cells, F&& f) {
+    for (size_t i = 0; i < cells.size();) {
+        size_t j = i + 1;
+        while (j < cells.size() && cells[j] == cells[j - 1] + 1) ++j;
+        f(i, j - i);
+        i = j;
+    }
+}
 
 // Plain host memory (64-byte aligned).
 DeviceMemory& host_memory();

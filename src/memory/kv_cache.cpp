@@ -121,22 +121,6 @@ bool KvCache::can_truncate(int seq, int64_t n_keep) const {
     return !has_recurrent() || n_keep <= 0 || n_keep >= length || recurrent_.has_snapshot(seq, n_keep);
 }
 
-namespace {
-
-// Calls f(first index, count) for each run of consecutive cells in `cells`:
-// one copy per run rather than per row (a copy to or from a GPU is a call).
-template <class F>
-void for_each_run(std::span<const int32_t> cells, F&& f) {
-    for (size_t i = 0; i < cells.size();) {
-        size_t j = i + 1;
-        while (j < cells.size() && cells[j] == cells[j - 1] + 1) ++j;
-        f(i, j - i);
-        i = j;
-    }
-}
-
-}  // namespace
-
 void KvCache::discard(int seq, int64_t first, int64_t n) {
     if (has_recurrent()) throw std::runtime_error("a recurrent (Mamba) state cannot forget tokens: no context shift");
     auto& cells = seq_cells_.at(seq);
@@ -196,9 +180,7 @@ SequenceState KvCache::save_sequence(int seq) const {
             const size_t row_bytes = part.first;  // named copies: clang 14 cannot capture structured bindings
             const uint8_t* data = part.second;
             if (!row_bytes) continue;
-            for_each_run(cells, [&](size_t i, size_t n) {
-                memory_->download(out + i * row_bytes, data + cells[i] * row_bytes, n * row_bytes);
-            });
+            memory_->download_rows(out, data, row_bytes, cells);
             out += row_bytes * cells.size();
         }
     if (has_recurrent()) {
@@ -221,9 +203,7 @@ void KvCache::load_sequence(int seq, const SequenceState& state, int64_t n) {
             const size_t row_bytes = part.first;
             uint8_t* data = part.second;
             if (!row_bytes) continue;
-            for_each_run(cells, [&](size_t i, size_t m) {
-                memory_->upload(data + cells[i] * row_bytes, in + i * row_bytes, m * row_bytes);
-            });
+            memory_->upload_rows(data, in, row_bytes, cells);
             in += row_bytes * state.n_tokens;
         }
     if (has_recurrent()) recurrent_.write(seq, state.recurrent.data());

@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_graph.h"
+#include "backend/cuda/cuda_rows.h"
 
 namespace moeserve::cuda {
 
@@ -12,8 +15,84 @@ CudaMemory::CudaMemory(int device) : device_(device) {
     MOESERVE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
 
+namespace {
+
+constexpr size_t kStagingBytes = size_t{8} << 20;
+constexpr size_t kStagingRows = size_t{1} << 16;  // rows per piece at most (their indices: 256 KiB)
+constexpr size_t kDirectRuns = 4;                 // up to this many runs: a copy each, no staging
+
+size_t rows_per_piece(size_t row_bytes) {
+    return std::min(kStagingRows, kStagingBytes / row_bytes);
+}
+
+size_t count_runs(std::span<const int32_t> cells) {
+    size_t runs = 0;
+    for_each_cell_run(cells, [&](size_t, size_t) { ++runs; });
+    return runs;
+}
+
+}  // namespace
+
 CudaMemory::~CudaMemory() {
+    if (staging_) cudaFree(staging_);
+    if (staging_cells_) cudaFree(staging_cells_);
     if (stream_) cudaStreamDestroy(stream_);
+}
+
+bool CudaMemory::ensure_staging() {
+    if (staging_) return true;
+    if (stream_is_capturing(stream_)) return false;
+    if (cudaMalloc(&staging_, kStagingBytes) != cudaSuccess) {
+        cudaGetLastError();
+        staging_ = nullptr;
+        return false;
+    }
+    if (cudaMalloc(&staging_cells_, kStagingRows * sizeof(int32_t)) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(staging_);
+        staging_ = nullptr, staging_cells_ = nullptr;
+        return false;
+    }
+    return true;
+}
+
+void CudaMemory::download_rows(void* host_dst, const void* src, size_t row_bytes, std::span<const int32_t> cells) {
+    if (cells.empty() || row_bytes == 0) return;
+    if (row_bytes > kStagingBytes || count_runs(cells) <= kDirectRuns || !ensure_staging()) {
+        DeviceMemory::download_rows(host_dst, src, row_bytes, cells);
+        return;
+    }
+    const size_t per_piece = rows_per_piece(row_bytes);
+    auto* out = static_cast<uint8_t*>(host_dst);
+    for (size_t i = 0; i < cells.size(); i += per_piece) {
+        const size_t n = std::min(per_piece, cells.size() - i);
+        MOESERVE_CUDA_CHECK(
+            cudaMemcpyAsync(staging_cells_, cells.data() + i, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+        gather_rows(stream_, static_cast<const uint8_t*>(src), row_bytes, staging_cells_, static_cast<int64_t>(n),
+                    staging_);
+        MOESERVE_CUDA_CHECK(
+            cudaMemcpyAsync(out + i * row_bytes, staging_, n * row_bytes, cudaMemcpyDeviceToHost, stream_));
+        MOESERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the staging block serves the next piece
+    }
+}
+
+void CudaMemory::upload_rows(void* dst, const void* host_src, size_t row_bytes, std::span<const int32_t> cells) {
+    if (cells.empty() || row_bytes == 0) return;
+    if (row_bytes > kStagingBytes || count_runs(cells) <= kDirectRuns || !ensure_staging()) {
+        DeviceMemory::upload_rows(dst, host_src, row_bytes, cells);
+        return;
+    }
+    const size_t per_piece = rows_per_piece(row_bytes);
+    const auto* in = static_cast<const uint8_t*>(host_src);
+    for (size_t i = 0; i < cells.size(); i += per_piece) {
+        const size_t n = std::min(per_piece, cells.size() - i);
+        MOESERVE_CUDA_CHECK(
+            cudaMemcpyAsync(staging_cells_, cells.data() + i, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+        MOESERVE_CUDA_CHECK(
+            cudaMemcpyAsync(staging_, in + i * row_bytes, n * row_bytes, cudaMemcpyHostToDevice, stream_));
+        scatter_rows(stream_, static_cast<uint8_t*>(dst), row_bytes, staging_cells_, static_cast<int64_t>(n), staging_);
+        MOESERVE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
 }
 
 void* CudaMemory::allocate(size_t bytes) {

@@ -27,10 +27,23 @@ class CudaMemory final : public DeviceMemory {
     // Both wait until the copy is done (the host buffer may go away after).
     void upload(void* dst, const void* host_src, size_t bytes) override;
     void download(void* host_dst, const void* src, size_t bytes) override;
+    // Rows by index through a device staging block (8 MiB, made at the first
+    // use; in pieces of that size): the indices up, one gather or scatter
+    // launch, one copy of the packed rows, one wait, where a sequence's cells
+    // make more than a few runs (a saved or restored slot whose decode steps
+    // interleaved with other slots' is a run per token per layer otherwise).
+    // Also wait until done.
+    void download_rows(void* host_dst, const void* src, size_t row_bytes, std::span<const int32_t> cells) override;
+    void upload_rows(void* dst, const void* host_src, size_t row_bytes, std::span<const int32_t> cells) override;
 
   private:
+    // False (nothing allocated) inside a graph capture or when the GPU has no room: the caller copies run by run.
+    bool ensure_staging();
+
     int device_;
     cudaStream_t stream_ = nullptr;
+    uint8_t* staging_ = nullptr;        // packed rows, kStagingBytes
+    int32_t* staging_cells_ = nullptr;  // their indices
 };
 
 // CUDA managed (unified) memory: one address both the host and the GPU
