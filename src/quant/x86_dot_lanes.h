@@ -109,6 +109,24 @@ MOESERVE_HD void k4_scale_min(const uint8_t* s, int j, int& sc, int& m) {
     }
 }
 
+// Q4_K/Q5_K: the block's d and dmin (its first four bytes).
+MOESERVE_HD void k4_d_dmin(const uint8_t* b, float& d, float& dmin) {
+    d = half_to_float(static_cast<uint16_t>(ld32(b) & 0xFFFF));
+    dmin = half_to_float(static_cast<uint16_t>(ld32(b) >> 16));
+}
+
+// Q4_K/Q5_K lane l's integer sum: vector c's low codes against activations
+// 64c.. scaled by sub-block 2c's scale, its high codes against 64c + 32..
+// scaled by 2c+1's (VPMADDUBSW, then VPMADDWD by the scale).
+MOESERVE_HD int k4_lane_sum(const int lo[4], const int hi[4], const int sc[8], const int8_t* q, int l) {
+    int s = 0;
+    for (int c = 0; c < 4; ++c) {
+        s += sc[2 * c] * dot4(lo[c], ld32s(q + 64 * c + 4 * l), 0);
+        s += sc[2 * c + 1] * dot4(hi[c], ld32s(q + 64 * c + 32 + 4 * l), 0);
+    }
+    return s;
+}
+
 template <GgmlType T>
 struct Lane;
 
@@ -127,8 +145,7 @@ struct Lane<GgmlType::Q4_K> {
         float d, dmin;
     };
     MOESERVE_HD static void load(const uint8_t* b, int l, W& w) {
-        w.d = half_to_float(static_cast<uint16_t>(ld32(b) & 0xFFFF));
-        w.dmin = half_to_float(static_cast<uint16_t>(ld32(b) >> 16));
+        k4_d_dmin(b, w.d, w.dmin);
         for (int j = 0; j < 8; ++j) {
             int m;
             k4_scale_min(b + 4, j, w.sc[j], m);
@@ -143,11 +160,7 @@ struct Lane<GgmlType::Q4_K> {
     }
     MOESERVE_HD static void step(const W& w, const int8_t* q, const int32_t* bs, const float* d8, int l, float& acc,
                                  float& aux) {
-        int s = 0;
-        for (int c = 0; c < 4; ++c) {
-            s += w.sc[2 * c] * dot4(w.lo[c], ld32s(q + 64 * c + 4 * l), 0);
-            s += w.sc[2 * c + 1] * dot4(w.hi[c], ld32s(q + 64 * c + 32 + 4 * l), 0);
-        }
+        const int s = k4_lane_sum(w.lo, w.hi, w.sc, q, l);
         acc = fma_rn(mul_rn(d8[0], w.d), static_cast<float>(s), acc);
         // Min lane j: the sums of 32 activations of sub-blocks 2j and 2j+1 (VPHADDW of the
         // 16-value sums) times their mins (VPMADDWD).
@@ -171,8 +184,7 @@ struct Lane<GgmlType::Q5_K> {
         float d, dmin;
     };
     MOESERVE_HD static void load(const uint8_t* b, int l, W& w) {
-        w.d = half_to_float(static_cast<uint16_t>(ld32(b) & 0xFFFF));
-        w.dmin = half_to_float(static_cast<uint16_t>(ld32(b) >> 16));
+        k4_d_dmin(b, w.d, w.dmin);
         for (int j = 0; j < 8; ++j) k4_scale_min(b + 4, j, w.sc[j], w.m[j]);
         const uint32_t qh = ld32(b + 16 + 4 * l);
         for (int c = 0; c < 4; ++c) {
@@ -183,11 +195,7 @@ struct Lane<GgmlType::Q5_K> {
     }
     MOESERVE_HD static void step(const W& w, const int8_t* q, const int32_t* bs, const float* d8, int l, float& acc,
                                  float& aux) {
-        int s = 0;
-        for (int c = 0; c < 4; ++c) {
-            s += w.sc[2 * c] * dot4(w.lo[c], ld32s(q + 64 * c + 4 * l), 0);
-            s += w.sc[2 * c + 1] * dot4(w.hi[c], ld32s(q + 64 * c + 32 + 4 * l), 0);
-        }
+        const int s = k4_lane_sum(w.lo, w.hi, w.sc, q, l);
         acc = fma_rn(mul_rn(w.d, d8[0]), static_cast<float>(s), acc);
         int mn = 0;
         for (int j = 0; j < 8; ++j) mn += w.m[j] * (bs[2 * j] + bs[2 * j + 1]);

@@ -56,9 +56,13 @@ bool CudaMemory::ensure_staging() {
     return true;
 }
 
+bool CudaMemory::staged(size_t row_bytes, std::span<const int32_t> cells) {
+    return row_bytes <= kStagingBytes && count_runs(cells) > kDirectRuns && ensure_staging();
+}
+
 void CudaMemory::download_rows(void* host_dst, const void* src, size_t row_bytes, std::span<const int32_t> cells) {
     if (cells.empty() || row_bytes == 0) return;
-    if (row_bytes > kStagingBytes || count_runs(cells) <= kDirectRuns || !ensure_staging()) {
+    if (!staged(row_bytes, cells)) {
         DeviceMemory::download_rows(host_dst, src, row_bytes, cells);
         return;
     }
@@ -78,7 +82,7 @@ void CudaMemory::download_rows(void* host_dst, const void* src, size_t row_bytes
 
 void CudaMemory::upload_rows(void* dst, const void* host_src, size_t row_bytes, std::span<const int32_t> cells) {
     if (cells.empty() || row_bytes == 0) return;
-    if (row_bytes > kStagingBytes || count_runs(cells) <= kDirectRuns || !ensure_staging()) {
+    if (!staged(row_bytes, cells)) {
         DeviceMemory::upload_rows(dst, host_src, row_bytes, cells);
         return;
     }

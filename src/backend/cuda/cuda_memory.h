@@ -39,6 +39,8 @@ class CudaMemory final : public DeviceMemory {
   private:
     // False (nothing allocated) inside a graph capture or when the GPU has no room: the caller copies run by run.
     bool ensure_staging();
+    // Whether rows go through the staging block: more than a few runs, rows that fit it, and the block.
+    bool staged(size_t row_bytes, std::span<const int32_t> cells);
 
     int device_;
     cudaStream_t stream_ = nullptr;
