@@ -237,21 +237,6 @@ run() {
             clocks_pid=$!
         fi
         STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
-        # Where a decoded token's time goes: every kernel of a few op-by-op decode
-        # steps timed by Nsight Compute, summed by kernel name.
-        local ncu
-        ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-        if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
-            STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
-            kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
-            # Where a 512-token prompt's time goes (every kernel of one prompt pass of the slice).
-            STEP_CAP=120 step profile-prefill 60 "$0" profile "$ncu" "$slice" "$out/profile-prefill.csv" prefill
-            kernel_table "$out/profile-prefill.csv" >"$out/profile-prefill-summary.txt" 2>&1
-            # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
-            # and KV-store launch timed, prompt and decode ones told apart by their grids.
-            STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
-            kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
-        fi
         # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
         STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
             -p 0 -n 64 -d 0 -npl 1,4 -r 2
@@ -282,13 +267,12 @@ run() {
         step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
         # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
         step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
-        rm -f "$slice"
         [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
     fi
     # The whole 17 GB model (issue 10's benchmark) with what time is left:
     # prompt and decode at depth 0 and 8K, then 1/4/8 parallel sequences.
     local full="$models/qwen3-coder-30b-a3b.gguf"
-    step synth-full 300 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M -o "$full"
+    step synth-full 120 "$MOESERVE_BIN" synth --preset qwen3-coder-30b-a3b --type Q4_K_M -o "$full"
     if [ -f "$full" ]; then
         STEP_CAP=150 step bench-full 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
             -ctk f16 -ctv f16 -r 1
@@ -302,6 +286,25 @@ run() {
         STEP_CAP=200 step bench-full-128k 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 131072 \
             -ctk q4_0 -ctv q4_0 -r 1
         rm -f "$full"
+    fi
+    # Nsight Compute profiles of the slice last (diagnostics; the benchmarks above come first).
+    if [ -f "$slice" ]; then
+        # Where a decoded token's time goes: every kernel of a few op-by-op decode
+        # steps timed by Nsight Compute, summed by kernel name.
+        local ncu
+        ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+        if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
+            STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
+            kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
+            # Where a 512-token prompt's time goes (every kernel of one prompt pass of the slice).
+            STEP_CAP=120 step profile-prefill 60 "$0" profile "$ncu" "$slice" "$out/profile-prefill.csv" prefill
+            kernel_table "$out/profile-prefill.csv" >"$out/profile-prefill-summary.txt" 2>&1
+            # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
+            # and KV-store launch timed, prompt and decode ones told apart by their grids.
+            STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
+            kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
+        fi
+        rm -f "$slice"
     fi
     {
         echo
