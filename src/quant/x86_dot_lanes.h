@@ -20,6 +20,10 @@
 //         (l0 + l2) + (l1 + l3) and added after the tree;
 //   Q5_K: one scalar chain of FMAs, the same in every lane, added after it;
 //   Q6_K, Q8_0, Q4_0, Q5_0: none.
+//
+// Bit for bit with normal floats: the CUDA build (--use_fast_math) flushes
+// subnormal results to zero where the CPU keeps them, which only products of
+// scales near 1e-38 would meet.
 #pragma once
 
 #include <cmath>
@@ -41,14 +45,28 @@ inline constexpr int kLanes = 8;   // int32 lanes of a 256-bit vector
 inline constexpr int kUnit = 256;  // values per unit
 enum class Aux { none, min_lanes, chain };
 
-// Four bytes from a 2-byte aligned address (the 210-, 34-, 18- and 22-byte
-// blocks are only that aligned).
+// Two and four bytes from a 2-byte aligned address (the 210-, 34-, 18- and
+// 22-byte blocks are only that aligned); the host reads them with memcpy.
+MOESERVE_HD uint32_t ld16(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+    return *reinterpret_cast<const uint16_t*>(p);
+#else
+    uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+#endif
+}
 MOESERVE_HD uint32_t ld32(const uint8_t* p) {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
-    return static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 16);
+    return ld16(p) | (ld16(p + 2) << 16);
 }
 MOESERVE_HD int ld32s(const int8_t* p) {  // activation codes: 4-byte aligned
+#if defined(__CUDA_ARCH__)
     return *reinterpret_cast<const int*>(p);
+#else
+    int v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+#endif
 }
 
 // IEEE half to float (exact; the host form by its bits, no F16C needed).
@@ -111,8 +129,8 @@ MOESERVE_HD void k4_scale_min(const uint8_t* s, int j, int& sc, int& m) {
 
 // Q4_K/Q5_K: the block's d and dmin (its first four bytes).
 MOESERVE_HD void k4_d_dmin(const uint8_t* b, float& d, float& dmin) {
-    d = half_to_float(static_cast<uint16_t>(ld32(b) & 0xFFFF));
-    dmin = half_to_float(static_cast<uint16_t>(ld32(b) >> 16));
+    d = half_to_float(static_cast<uint16_t>(ld16(b)));
+    dmin = half_to_float(static_cast<uint16_t>(ld16(b + 2)));
 }
 
 // Q4_K/Q5_K lane l's integer sum: vector c's low codes against activations
@@ -146,12 +164,10 @@ struct Lane<GgmlType::Q4_K> {
     };
     MOESERVE_HD static void load(const uint8_t* b, int l, W& w) {
         k4_d_dmin(b, w.d, w.dmin);
-        for (int j = 0; j < 8; ++j) {
-            int m;
-            k4_scale_min(b + 4, j, w.sc[j], m);
-            if (j == 2 * (l & 3)) w.m0 = m;
-            if (j == 2 * (l & 3) + 1) w.m1 = m;
-        }
+        int m, sc;
+        for (int j = 0; j < 8; ++j) k4_scale_min(b + 4, j, w.sc[j], m);
+        k4_scale_min(b + 4, 2 * (l & 3), sc, w.m0);
+        k4_scale_min(b + 4, 2 * (l & 3) + 1, sc, w.m1);
         for (int c = 0; c < 4; ++c) {
             const uint32_t q = ld32(b + 16 + 32 * c + 4 * l);
             w.lo[c] = static_cast<int>(q & 0x0F0F0F0Fu);
@@ -230,7 +246,7 @@ struct Lane<GgmlType::Q6_K> {
             for (int g = 0; g < 4; ++g) w.sc[h][g] = scales[8 * h + 2 * g + (l >= 4 ? 1 : 0)];
         }
         w.o0 = scales[2 * l], w.o1 = scales[2 * l + 1];
-        w.d = half_to_float(static_cast<uint16_t>(ld32(b + 208) & 0xFFFF));
+        w.d = half_to_float(static_cast<uint16_t>(ld16(b + 208)));  // the block's last two bytes
     }
     MOESERVE_HD static void step(const W& w, const int8_t* q, const int32_t* bs, const float* d8, int l, float& acc,
                                  float&) {
@@ -256,7 +272,7 @@ struct Lane32 {
     MOESERVE_HD static void load(const uint8_t* b, int l, W& w) {
         for (int k = 0; k < 8; ++k) {
             const uint8_t* blk = b + k * Format::kBlockBytes;
-            w.d[k] = half_to_float(static_cast<uint16_t>(ld32(blk) & 0xFFFF));
+            w.d[k] = half_to_float(static_cast<uint16_t>(ld16(blk)));
             w.q[k] = Format::codes(blk, l);
         }
     }

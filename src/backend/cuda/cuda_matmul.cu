@@ -355,6 +355,12 @@ struct RoundedInputs {
     }
 };
 
+// Whether a prompt of n_tokens reads w through the matrix-vector kernel in the CPU's order
+// (MOESERVE_CUDA_EXACT_PROMPTS), its 8-token tiles within the grid's y limit.
+bool exact_prompt(const Weight& w, int64_t n_tokens) {
+    return exact_prompt_products(w) && (n_tokens + kMatvecTileTokens - 1) / kMatvecTileTokens <= kMaxGridY;
+}
+
 // y = W·x for one weight, the input rounded by `in`.
 void matmul_rounded(Context& ctx, const Weight& w, RoundedInputs& in, float* y, int expert) {
     if (!in.gemm) {
@@ -389,7 +395,7 @@ void matmul(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, flo
             const NormRows* norm) {
     check_cuda_weight(w, "matmul");
     if (n_tokens == 0) return;
-    const bool gemm = n_tokens > kMatvecMaxTokens && !exact_prompt_products(w);
+    const bool gemm = n_tokens > kMatvecMaxTokens && !exact_prompt(w, n_tokens);
     RoundedInputs in{x, n_tokens, w.ne[0], gemm, norm};
     matmul_rounded(ctx, w, in, y, expert);
 }
@@ -432,11 +438,12 @@ void matmul_shared_input(Context& ctx, const float* x, int64_t n_tokens, std::sp
                                         std::to_string(ps[0].w.ne[0]));
     }
     if (n_tokens == 0) return;
-    bool gemm = n_tokens > kMatvecMaxTokens;
-    if (gemm && std::all_of(ps.begin(), ps.end(), [](const DeviceProjection& p) { return exact_prompt_products(p.w); }))
-        gemm = false;
-    RoundedInputs in{x, n_tokens, ps[0].w.ne[0], gemm, norm};
-    for (const DeviceProjection& p : ps) matmul_rounded(ctx, p.w, in, p.y, 0);
+    // x rounded once for the matrix-vector kernels and once for the GEMMs, each only if used: a
+    // prompt's projections take the GEMMs unless the CPU's order is asked for and they have it.
+    const bool big = n_tokens > kMatvecMaxTokens;
+    RoundedInputs mv{x, n_tokens, ps[0].w.ne[0], false, norm}, gemm{x, n_tokens, ps[0].w.ne[0], big, norm};
+    for (const DeviceProjection& p : ps)
+        matmul_rounded(ctx, p.w, big && !exact_prompt(p.w, n_tokens) ? gemm : mv, p.y, 0);
 }
 
 void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_tokens, int64_t x_token_stride,
@@ -454,9 +461,11 @@ void matmul_heads(Context& ctx, const Weight& w, const float* x, int64_t n_token
     // which moved GLM-4.7-Flash's prompts 5e-3 in KL from its decode). These
     // per-head matrices are small, so reading them once per 8 tokens is cheap.
     const bool f16_exact = w.type == GgmlType::F16 || w.type == GgmlType::F32;
+    // With MOESERVE_CUDA_EXACT_PROMPTS also the int8 weights' prompts: the per-head products have no
+    // x86-order form yet (the float kernel reads them), but prompts and decode then compute alike.
     const bool tiles_fit = (n_tokens + kMatvecTileTokens - 1) / kMatvecTileTokens <= kMaxGridY;
-    const bool matvec = n_tokens <= kMatvecMaxTokens || (!mmq_supports(w) && !f16_exact && tiles_fit) ||
-                        (exact_prompt_products(w) && tiles_fit);
+    const bool matvec =
+        n_tokens <= kMatvecMaxTokens || (!mmq_supports(w) && !f16_exact && tiles_fit) || exact_prompt(w, n_tokens);
     if (matvec) {
         if (act != GgmlType::F32 || !aligned16(x) || x_token_stride % 4 != 0 || x_head_stride % 4 != 0) {
             // Rounded and packed densely, [n_head, n_tokens, in] (the kernel reads float4s).

@@ -310,9 +310,11 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     const int64_t n_in = up_exps.ne[0], n_ff = up_exps.ne[1], n_out = down_exps.ne[1];
     const int64_t n_items = n_tokens * k;  // (token, slot) pairs
     // Prompts too where the CPU's float order is asked for (MOESERVE_CUDA_EXACT_PROMPTS=1).
-    const bool decode =
-        n_tokens <= kMoeMatvecMaxTokens || (exact_prompt_products(up_exps) && exact_prompt_products(down_exps) &&
-                                            (!gate_exps || exact_prompt_products(gate_exps)));
+    // (Their tiles, at most n_items / 8 + one partial tile per expert, on the grid's y.)
+    const bool decode = n_tokens <= kMoeMatvecMaxTokens ||
+                        (exact_prompt_products(up_exps) && exact_prompt_products(down_exps) &&
+                         (!gate_exps || exact_prompt_products(gate_exps)) &&
+                         n_items / kMatvecTileTokens + std::min<int64_t>(n_expert, n_items) <= kMaxGridY);
     // Larger batches: one grouped GEMM per projection when the kernel reads
     // all three weights, else a GEMM per active expert.
     const bool grouped = !decode && moe_gemm_supports(up_exps) && moe_gemm_supports(down_exps) &&
