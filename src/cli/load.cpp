@@ -135,6 +135,10 @@ std::optional<Options> parse_options(const std::vector<std::string>& argv) {
 
 // One round: `concurrency` clients take requests 0..N-1 in turn.
 RoundStats run_round(const LoadSettings& s, int concurrency, const std::string& progress_label) {
+    // moeserve's decode-step counters before and after: the server's decode throughput over the round.
+    const char* kTokens = "moeserve:decode_steps_tokens_total";
+    const char* kSeconds = "moeserve:decode_steps_seconds_total";
+    const std::string before = fetch_metrics(s.request);
     std::vector<RequestSample> samples(static_cast<size_t>(s.requests_per_round));
     std::atomic<int> next{0};
     LoadProgress progress(progress_label, s.requests_per_round);
@@ -150,7 +154,13 @@ RoundStats run_round(const LoadSettings& s, int concurrency, const std::string& 
         });
     for (auto& t : clients) t.join();
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-    return summarize_round(concurrency, samples, wall);
+    RoundStats r = summarize_round(concurrency, samples, wall);
+    if (!before.empty()) {
+        const std::string after = fetch_metrics(s.request);
+        r.server_decode_tokens = prometheus_value(after, kTokens) - prometheus_value(before, kTokens);
+        r.server_decode_seconds = prometheus_value(after, kSeconds) - prometheus_value(before, kSeconds);
+    }
+    return r;
 }
 
 int run_load(const std::vector<std::string>& argv) {

@@ -90,6 +90,15 @@ std::string make_shared_prefix(int words) {
     return p;
 }
 
+std::string fetch_metrics(const LoadRequestConfig& config) {
+    httplib::Client cli(config.url);
+    cli.set_connection_timeout(10);
+    cli.set_read_timeout(config.timeout_s);
+    if (!config.api_key.empty()) cli.set_bearer_token_auth(config.api_key);
+    const auto res = cli.Get("/metrics");
+    return res && res->status == 200 ? res->body : std::string();
+}
+
 RequestSample send_streaming_request(const LoadRequestConfig& config, int index,
                                      const std::function<void()>& on_content) {
     RequestSample s;

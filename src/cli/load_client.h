@@ -27,6 +27,10 @@ std::string make_load_prompt(int index, int words);
 // A system prompt of `words` words, the same for every request.
 std::string make_shared_prefix(int words);
 
+// The server's /metrics text; empty when it has none (not moeserve, or no --metrics) or
+// cannot be reached.
+std::string fetch_metrics(const LoadRequestConfig& config);
+
 // Sends request `index` and waits for the end of its stream. on_content runs
 // on this thread for every content chunk (for a progress display).
 RequestSample send_streaming_request(const LoadRequestConfig& config, int index,

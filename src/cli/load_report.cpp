@@ -46,7 +46,12 @@ json round_json(const RoundStats& r) {
             {"tokens_per_s", r.tokens_per_s},
             {"per_request_tokens_per_s", distribution_json(r.per_request_tokens_per_s)},
             {"ttft_ms", distribution_json(r.ttft_ms)},
-            {"itl_ms", distribution_json(r.itl_ms)}};
+            {"itl_ms", distribution_json(r.itl_ms)},
+            {"server_decode_steps", std::isfinite(r.server_decode_tokens_per_s())
+                                        ? json{{"tokens", number(r.server_decode_tokens)},
+                                               {"seconds", number(r.server_decode_seconds)},
+                                               {"tokens_per_s", number(r.server_decode_tokens_per_s())}}
+                                        : json(nullptr)}};
 }
 
 }  // namespace
@@ -67,6 +72,10 @@ std::string format_load_summary(const LoadSettings& settings, const RoundStats& 
                        fixed(r.ttft_ms.p90, 1), fixed(r.ttft_ms.p99, 1));
     out += fmt::format("inter-token latency:   p50 {} ms, p90 {} ms, p99 {} ms\n", fixed(r.itl_ms.p50, 2),
                        fixed(r.itl_ms.p90, 2), fixed(r.itl_ms.p99, 2));
+    if (std::isfinite(r.server_decode_tokens_per_s()))
+        out +=
+            fmt::format("server decode steps:   {:.1f} tokens/s ({:.0f} tokens in steps that only decoded; /metrics)\n",
+                        r.server_decode_tokens_per_s(), r.server_decode_tokens);
     return out;
 }
 
@@ -87,6 +96,14 @@ std::string format_load_table(const LoadSettings& settings, const std::vector<Ro
                         r.failed(), r.requests_per_s, r.tokens_per_s, fixed(r.per_request_tokens_per_s.mean, 1),
                         fixed(r.ttft_ms.p50, 1), fixed(r.ttft_ms.p90, 1), fixed(r.ttft_ms.p99, 1),
                         fixed(r.itl_ms.p50, 2), fixed(r.itl_ms.p90, 2), fixed(r.itl_ms.p99, 2));
+    bool decode_line = false;
+    for (const auto& r : rounds) {
+        if (!std::isfinite(r.server_decode_tokens_per_s())) continue;
+        if (!decode_line) out += "\nserver decode steps (tokens/s of steps that only decoded; /metrics):";
+        decode_line = true;
+        out += fmt::format(" -c {} {:.1f}", r.concurrency, r.server_decode_tokens_per_s());
+    }
+    if (decode_line) out += "\n";
     bool first = true;
     for (const auto& r : rounds) {
         if (r.errors.empty()) continue;
