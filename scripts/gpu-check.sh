@@ -310,7 +310,7 @@ run() {
         echo
         echo "## tiny fixture: engine decode with N sequences, then the server at -np 1 and -np 4"
         cat "$out/bench-tiny.log" 2>/dev/null | grep -E "^\| [^-m]" || echo "(no bench output)"
-        grep -H -E "aggregate tokens/s|per-request tokens/s|forward_seconds|decode_steps|prompt_cache_saves|n_decode_total|cuda graphs" \
+        grep -H -E "aggregate tokens/s|per-request tokens/s|server decode steps|forward_seconds|decode_steps|prompt_cache_saves|n_decode_total|cuda graphs" \
             "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
         echo
         section table "bench" "$out/bench.log"
