@@ -338,15 +338,14 @@ run() {
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
         clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
         echo
-        echo "## goldens: mean KL against llama.cpp and against the CPU backend"
-        golden_table "$out/gpu-suite.xml" 2>/dev/null || echo "(no results)"
-        echo
-        echo "## goldens with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)"
-        golden_table "$out/gpu-suite-x86.xml" 2>/dev/null || echo "(no results)"
-        echo
-        echo "## goldens with prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1)"
-        golden_table "$out/gpu-suite-exact-prompts.xml" 2>/dev/null || echo "(no results)"
-        echo
+        local mode title
+        for mode in ":" "-x86:with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
+            "-exact-prompts:with prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1)"; do
+            title=${mode#*:}
+            echo "## goldens${title:+ $title}: mean KL against llama.cpp and against the CPU backend"
+            golden_table "$out/gpu-suite${mode%%:*}.xml" 2>/dev/null || echo "(no results)"
+            echo
+        done
         echo "## kernels of op-by-op decode steps (Nsight Compute; total, share, launches, kernel)"
         head -30 "$out/profile-summary.txt" 2>/dev/null || echo "(no profile)"
         echo
