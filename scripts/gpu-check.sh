@@ -20,7 +20,8 @@
 #          backend, every fixture golden with -ngl all, batching), failures
 #          again with each switch off, and the whole suite again with the
 #          opt-in x86-order products (MOESERVE_CUDA_X86_ORDER=1) and exact
-#          prompts (MOESERVE_CUDA_EXACT_PROMPTS=1);
+#          prompts (MOESERVE_CUDA_EXACT_PROMPTS=1); decode attention alone
+#          (cuda_attention_bench: every kernel form and cache type at depth);
 #       2. the server end-to-end tests (curl) with -ngl 99;
 #       3. compute-sanitizer memcheck and racecheck on a short logits run;
 #       4. a short benchmark (moeserve bench, synthetic 4-layer slice of the
@@ -47,10 +48,11 @@ prepare() {
     local build="$here/build-gpu"
     cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_CUDA=ON -DMOESERVE_ARCH=portable \
         -DCMAKE_CUDA_COMPILER="${CUDACXX:-/usr/local/cuda/bin/nvcc}" -DMOESERVE_CUDA_ARCHS=90-real
-    cmake --build "$build" -j "$(nproc)" --target moeserve moeserve_tests
+    cmake --build "$build" -j "$(nproc)" --target moeserve moeserve_tests cuda_attention_bench
     rm -rf "$bundle"
     mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures/models/golden"
-    cp "$build/moeserve" "$build/moeserve_tests" "$bundle/bin/"
+    # (cuda_attention_bench shares moeserve's kernels: +0.3 MB in the compressed bundle.)
+    cp "$build/moeserve" "$build/moeserve_tests" "$build/cuda_attention_bench" "$bundle/bin/"
     strip "$bundle"/bin/*  # symbols only: the CUDA fat binaries stay
     # Shared libraries outside glibc and the CUDA toolkit (the GPU machine has
     # both): fmt, PCRE2, cpp-httplib, GoogleTest, ...
@@ -144,6 +146,13 @@ run() {
     } >"$summary"
 
     STEP_CAP=200 step gpu-suite 60 "$tests" --gtest_filter="${GPU_CHECK_SUITE_FILTER:-*Cuda*}" --gtest_output=xml:"$out/gpu-suite.xml"
+    # Decode attention alone (bench/cuda_attention_bench.cpp): each kernel form and cache type at
+    # 4K, 32K and 128K cells, timed by CUDA events against the cache bytes it reads; then at 32K
+    # the shortest chunk a block takes, swept. Whether the ~100 µs a layer that decode at 32K
+    # costs on the slice is the attention kernels' own time (bench/README.md).
+    STEP_CAP=90 step attention-bench 30 "$bundle/bin/cuda_attention_bench"
+    STEP_CAP=60 step attention-bench-chunks 20 "$bundle/bin/cuda_attention_bench" --depths 32768 \
+        --forms mma,lane,tile --min-chunks 64,128,256,512,1024
     # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
@@ -262,6 +271,9 @@ run() {
         # The lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane, opt-in while measured).
         STEP_CAP=120 step bench-lane 60 env MOESERVE_CUDA_ATTENTION=lane "$MOESERVE_BIN" bench -m "$slice" -ngl all \
             -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # The shared-memory tile decode attention kernel (MOESERVE_CUDA_ATTENTION=tile, opt-in while measured).
+        STEP_CAP=120 step bench-tile 60 env MOESERVE_CUDA_ATTENTION=tile "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+            -p 0 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
         # Decode at 1, 4 and 8 sequences with CUDA graphs (the first GPU run measured op by op too:
         # graphs saved 13%; MOESERVE_CUDA_GRAPHS=0 runs it without).
         step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
@@ -313,10 +325,16 @@ run() {
         grep -H -E "aggregate tokens/s|per-request tokens/s|server decode steps|forward_seconds|decode_steps|prompt_cache_saves|n_decode_total|cuda graphs" \
             "$out"/tiny-load-np*.log 2>/dev/null || echo "(no load output)"
         echo
+        section table "decode attention alone (cuda_attention_bench: one token, each form and cache type)" \
+            "$out/attention-bench.log"
+        section rows "decode attention alone at 32K, the shortest chunk a block takes swept" \
+            "$out/attention-bench-chunks.log"
         section table "bench" "$out/bench.log"
         section rows "decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows" "$out/bench-vec.log"
         section rows "lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane), the decode rows" \
             "$out/bench-lane.log"
+        section rows "shared-memory tile decode attention kernel (MOESERVE_CUDA_ATTENTION=tile), the decode rows" \
+            "$out/bench-tile.log"
         section rows "decode at 1, 4 and 8 sequences (CUDA graphs)" "$out/bench-graphs.log"
         section table "bench, layer split (-ngl 2 of 4)" "$out/bench-split.log"
         section rows "the whole model (48 layers, ~17 GB)" "$out"/bench-full.log "$out"/bench-full-q4.log \

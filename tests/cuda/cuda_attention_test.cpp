@@ -339,6 +339,12 @@ TEST_F(CudaAttention, lane_form_matches_cpu) {
         ctx_, [this] { finish(); }, "lane", lane_attention_launches, 16);
 }
 
+// The shared-memory tile decode form (cuda_attention_tile.cu).
+TEST_F(CudaAttention, tile_form_matches_cpu) {
+    expect_decode_form_matches_cpu(
+        ctx_, [this] { finish(); }, "tile", tile_attention_launches, 17);
+}
+
 // A rotated (quantized) K cache's queries: rotated and rounded in one launch
 // (the decode fusion) or in two, bit for bit the same.
 TEST_F(CudaAttention, rotated_queries_round_in_the_rotations_launch) {

@@ -416,6 +416,7 @@ AttentionKernel requested_attention_kernel() {
     if (v && std::strcmp(v, "f32") == 0) return AttentionKernel::f32;
     if (v && std::strcmp(v, "vec") == 0) return AttentionKernel::vec;
     if (v && std::strcmp(v, "lane") == 0) return AttentionKernel::lane;
+    if (v && std::strcmp(v, "tile") == 0) return AttentionKernel::tile;
     if (v && std::strcmp(v, "mma") == 0) return AttentionKernel::mma;
     return AttentionKernel::automatic;
 }
@@ -459,13 +460,14 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     const AttentionKernel kernel = requested_attention_kernel();
     if (kernel == AttentionKernel::vec && flash_attention_vec(ctx, a)) return;
     if (kernel == AttentionKernel::lane && flash_attention_lane(ctx, a)) return;
+    if (kernel == AttentionKernel::tile && flash_attention_tile(ctx, a)) return;
     // By default MLA over a quantized latent cache takes the f32 kernel: the
     // tensor cores would see its values rounded to f16 (d * q does not fit
     // f16's 11 bits), where the CPU scores them exactly as llama.cpp does, and
     // GLM-4.7-Flash's logits move by more than the goldens allow with errors
     // of that size (its queries alone rounded to f16: 2.3e-3 in mean KL).
     const bool mla_quantized = a.v_in_k && !kv_is_float_type(a.type_k);
-    // (vec and lane fall back here as the automatic choice does.)
+    // (vec, lane and tile fall back here as the automatic choice does.)
     const bool mma = kernel == AttentionKernel::mma || (kernel != AttentionKernel::f32 && !mla_quantized);
     if (mma && flash_attention_mma(ctx, a)) return;
 
@@ -501,14 +503,32 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     combine_attention_chunks(ctx, a, chunks);
 }
 
+namespace {
+
+// A positive integer from the environment, or `otherwise` (read at every
+// call, so that a benchmark can sweep it).
+int64_t env_positive(const char* name, int64_t otherwise) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return otherwise;
+    char* end = nullptr;
+    const long long n = std::strtoll(v, &end, 10);
+    return end && *end == '\0' && n > 0 ? n : otherwise;
+}
+
+}  // namespace
+
 AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int64_t est_blocks, int tile_cells) {
     // Chunks: enough blocks to fill the GPU several times over, each chunk
     // at least kMinChunkCells long, partial states within kMaxPartialFloats.
+    // MOESERVE_CUDA_ATTENTION_BLOCKS_PER_SM and MOESERVE_CUDA_ATTENTION_MIN_CHUNK
+    // override the two (for cuda_attention_bench's sweeps).
     const int64_t max_cells = std::max<int32_t>(a.cells.max_cells, 0);
-    const int64_t target = 8 * static_cast<int64_t>(std::max(ctx.sm_count, 1));
+    const int64_t per_sm = env_positive("MOESERVE_CUDA_ATTENTION_BLOCKS_PER_SM", 8);
+    const int64_t min_chunk = env_positive("MOESERVE_CUDA_ATTENTION_MIN_CHUNK", kMinChunkCells);
+    const int64_t target = per_sm * static_cast<int64_t>(std::max(ctx.sm_count, 1));
     const int64_t per_chunk_floats = a.n_tokens * a.n_head * static_cast<int64_t>(a.dv + 2);
     int64_t n_chunks = std::max<int64_t>(1, (target + est_blocks - 1) / est_blocks);
-    n_chunks = std::min(n_chunks, std::max<int64_t>(1, max_cells / kMinChunkCells));
+    n_chunks = std::min(n_chunks, std::max<int64_t>(1, max_cells / min_chunk));
     n_chunks = std::min(n_chunks, std::max<int64_t>(1, kMaxPartialFloats / per_chunk_floats));
     n_chunks = std::min<int64_t>(n_chunks, 65535);
     int64_t chunk_len = (max_cells + n_chunks - 1) / n_chunks;

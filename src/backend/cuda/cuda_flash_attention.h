@@ -58,10 +58,10 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
-// mma | vec | lane, read at every call so that tests can switch; unset:
-// automatic, the tensor-core form except for MLA over a quantized cache
-// (the f32 kernel).
-enum class AttentionKernel { automatic, mma, f32, vec, lane };
+// mma | vec | lane | tile, read at every call so that tests can switch;
+// unset: automatic, the tensor-core form except for MLA over a quantized
+// cache (the f32 kernel).
+enum class AttentionKernel { automatic, mma, f32, vec, lane, tile };
 AttentionKernel requested_attention_kernel();
 
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
@@ -80,6 +80,16 @@ int64_t vec_attention_launches();
 bool flash_attention_lane(Context& ctx, const FlashAttention& a);
 // How many times the lane form ran in this process.
 int64_t lane_attention_launches();
+
+// The shared-memory tile decode form of flash_attention
+// (cuda_attention_tile.cu): a tile of 64 cells' K and V rows copied in with
+// cp.async at once, then scored, weighted and summed from shared memory,
+// f32 arithmetic. For up to 16 tokens, K and V heads of 128 or 256 values,
+// groups of up to 16 (8 with dv 256), not MLA, cache rows whose head slices
+// start at 4-byte multiples; returns false (launching nothing) otherwise.
+bool flash_attention_tile(Context& ctx, const FlashAttention& a);
+// How many times the tile form ran in this process.
+int64_t tile_attention_launches();
 
 // The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
 // and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. For head

@@ -1,0 +1,300 @@
+// GPU speed of decode attention alone (src/backend/cuda/cuda_attention*.cu,
+// cuda_mla.cu): one decoded token over a cache filled to a depth, for each
+// kernel form and cache type, timed with CUDA events and reported against
+// the bytes of cache the step has to read and the card's measured
+// device-to-device copy bandwidth. The model benchmark (`moeserve bench -d`)
+// says how much a layer's attention adds at depth; this says which kernel
+// and which cache type cost it, without the rest of the pass around it.
+//
+// Shapes: Qwen3-30B-A3B's attention (32 query heads, 4 KV heads, head dim
+// 128), Nemotron-3-Nano's (32 / 2 / 128) and GLM-4.7-Flash's MLA (20 heads
+// over a 576-value latent row, 512 of them V).
+//
+//   build-gpu/cuda_attention_bench [--depths 4096,32768,131072] [--forms auto,mma,f32,vec,lane,tile]
+//                                  [--min-chunks 64,256] [--reps 20]
+//
+// MOESERVE_CUDA_ATTENTION selects the form per row (as in the engine);
+// "auto" is the engine's default choice. --min-chunks sweeps the shortest
+// chunk of cells a block takes (MOESERVE_CUDA_ATTENTION_MIN_CHUNK; default:
+// the engine's). Built in every build; without CUDA
+// it only says so.
+#if defined(MOESERVE_WITH_CUDA)
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_flash_attention.h"
+#include "backend/cuda/cuda_ops.h"
+#include "memory/kv_cache.h"
+#include "quant/ggml_type.h"
+
+namespace moeserve {
+namespace {
+
+struct Gpu {
+    cudaStream_t stream = nullptr;
+    std::unique_ptr<cuda::Scratch> scratch;
+    cuda::Context ctx;
+    Gpu() {
+        MOESERVE_CUDA_CHECK(cudaSetDevice(0));
+        MOESERVE_CUDA_CHECK(cudaStreamCreate(&stream));
+        scratch = std::make_unique<cuda::Scratch>(stream);
+        int v = 0;
+        MOESERVE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0));
+        ctx.sm_count = v;
+        MOESERVE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+        ctx.shared_mem_per_block_optin = static_cast<size_t>(v);
+        ctx.device = 0;
+        ctx.stream = stream;
+        ctx.scratch = scratch.get();
+    }
+};
+
+// A device buffer freed with its owner.
+template <class T>
+struct Device {
+    T* p = nullptr;
+    explicit Device(size_t n) { MOESERVE_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
+    Device(const std::vector<T>& h) : Device(h.size()) {
+        MOESERVE_CUDA_CHECK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+    }
+    ~Device() { cudaFree(p); }
+    Device(const Device&) = delete;
+    Device& operator=(const Device&) = delete;
+};
+
+std::vector<float> normal_floats(size_t n, std::mt19937& rng, float sigma) {
+    std::normal_distribution<float> dist(0.0f, sigma);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+}
+
+struct Shape {
+    const char* name;
+    int n_head, n_head_kv, dk, dv;
+    bool mla;  // K-only latent cache: dk values per row (all heads), V its first dv
+};
+
+// One layer of cache filled to `depth` cells with random rows written by the
+// GPU's own store_kv (so quantized caches hold real blocks, rotated as the
+// engine rotates them), and one decoding token's query and cell list.
+struct Filled {
+    std::unique_ptr<KvCache> host;  // one cell: row sizes and rotation rules
+    std::unique_ptr<Device<uint8_t>> k, v;
+    cuda::KvLayer layer;
+    std::unique_ptr<Device<int32_t>> cells, n_cells;
+    std::unique_ptr<Device<int64_t>> offset;
+    std::unique_ptr<Device<float>> q, out;
+    cuda::AttentionCells view;
+    double bytes = 0;  // cache bytes one token reads
+
+    Filled(Gpu& g, const Shape& s, GgmlType type, int64_t depth, std::mt19937& rng) {
+        KvCacheConfig c;
+        c.n_cells = 1;
+        c.type_k = type;
+        c.type_v = type;
+        const int64_t wk = s.mla ? s.dk : static_cast<int64_t>(s.n_head_kv) * s.dk;
+        const int64_t wv = s.mla ? 0 : static_cast<int64_t>(s.n_head_kv) * s.dv;
+        c.n_embd_k = {wk};
+        c.n_embd_v = {wv};
+        c.head_dim_k = s.dk;
+        c.head_dim_v = s.mla ? 0 : s.dv;
+        c.allow_rotation = !s.mla;  // as deepseek2.cpp: llama.cpp never rotates the latent
+        host = std::make_unique<KvCache>(c);
+        const size_t kb = host->k_row_bytes(0), vb = s.mla ? 0 : host->v_row_bytes(0);
+        k = std::make_unique<Device<uint8_t>>(kb * depth);
+        v = std::make_unique<Device<uint8_t>>(std::max<size_t>(vb * depth, 1));
+        layer.k = k->p;
+        layer.v = s.mla ? nullptr : v->p;
+        layer.k_row_bytes = kb;
+        layer.v_row_bytes = vb;
+        layer.type_k = type;
+        layer.type_v = type;
+        layer.n_embd_k = wk;
+        layer.n_embd_v = wv;
+        layer.k_rot_chunk = host->k_rotation_chunk();
+        layer.v_rot_chunk = host->v_rotation_chunk();
+        // Rows in pieces of 4096 from one pool of random values, each piece
+        // from another offset into it.
+        const int64_t piece = 4096;
+        const auto kf = normal_floats((piece + 64) * wk, rng, 1.0f);
+        const auto vf = normal_floats((piece + 64) * std::max<int64_t>(wv, 1), rng, 1.0f);
+        Device<float> dk(kf), dv(vf);
+        std::vector<int32_t> all(depth);
+        for (int64_t i = 0; i < depth; ++i) all[i] = static_cast<int32_t>(i);
+        Device<int32_t> dall(all);
+        for (int64_t c0 = 0; c0 < depth; c0 += piece) {
+            const int64_t n = std::min(piece, depth - c0), shift = (c0 / piece) % 64;
+            cuda::store_kv(g.ctx, layer, dk.p + shift * wk, s.mla ? nullptr : dv.p + shift * wv, dall.p + c0, n);
+        }
+        MOESERVE_CUDA_CHECK(cudaStreamSynchronize(g.stream));
+        cells = std::make_unique<Device<int32_t>>(all);
+        n_cells = std::make_unique<Device<int32_t>>(std::vector<int32_t>{static_cast<int32_t>(depth)});
+        offset = std::make_unique<Device<int64_t>>(std::vector<int64_t>{0});
+        const int64_t q_width = static_cast<int64_t>(s.n_head) * s.dk;
+        q = std::make_unique<Device<float>>(normal_floats(q_width, rng, 1.0f));
+        out = std::make_unique<Device<float>>(static_cast<size_t>(s.n_head) * s.dv);
+        view = {cells->p, offset->p, n_cells->p, static_cast<int32_t>(depth)};
+        bytes = static_cast<double>(depth) * (kb + vb);
+    }
+};
+
+// Mean time of one attention call over `reps` (after one warm-up call).
+double time_attention(Gpu& g, const Shape& s, Filled& f, int reps) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.mla ? 256 : s.dk));
+    auto call = [&] {
+        if (s.mla)
+            cuda::attention_mla(g.ctx, f.layer, f.q->p, 1, s.n_head, s.dv, f.view, scale, f.out->p);
+        else
+            cuda::attention(g.ctx, f.layer, f.q->p, 1, s.n_head, s.n_head_kv, s.dk, s.dv, f.view, scale, f.out->p);
+        g.scratch->reset();
+    };
+    call();
+    MOESERVE_CUDA_CHECK(cudaStreamSynchronize(g.stream));
+    cudaEvent_t e0, e1;
+    MOESERVE_CUDA_CHECK(cudaEventCreate(&e0));
+    MOESERVE_CUDA_CHECK(cudaEventCreate(&e1));
+    MOESERVE_CUDA_CHECK(cudaEventRecord(e0, g.stream));
+    for (int i = 0; i < reps; ++i) call();
+    MOESERVE_CUDA_CHECK(cudaEventRecord(e1, g.stream));
+    MOESERVE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    MOESERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return ms * 1e-3 / reps;
+}
+
+// How many times a named form has run (-1: not counted), so that a form
+// that declines a shape and falls back is reported as such.
+int64_t form_launches(const std::string& form) {
+    if (form == "mma") return cuda::mma_attention_launches();
+    if (form == "vec") return cuda::vec_attention_launches();
+    if (form == "lane") return cuda::lane_attention_launches();
+    if (form == "tile") return cuda::tile_attention_launches();
+    return -1;
+}
+
+template <class T>
+std::vector<T> parse_list(const std::string& s, T (*conv)(const std::string&)) {
+    std::vector<T> out;
+    std::stringstream in(s);
+    std::string item;
+    while (std::getline(in, item, ','))
+        if (!item.empty()) out.push_back(conv(item));
+    return out;
+}
+
+int run(int argc, char** argv) {
+    std::vector<int64_t> depths = {4096, 32768, 131072};
+    std::vector<std::string> forms = {"auto", "mma", "f32", "vec", "lane", "tile"};
+    std::vector<int64_t> min_chunks = {0};  // 0: the engine's default
+    int reps = 20;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const bool has_value = i + 1 < argc;
+        if (a == "--depths" && has_value)
+            depths = parse_list<int64_t>(argv[++i], [](const std::string& x) -> int64_t { return std::stoll(x); });
+        else if (a == "--forms" && has_value)
+            forms = parse_list<std::string>(argv[++i], [](const std::string& x) { return x; });
+        else if (a == "--min-chunks" && has_value)
+            min_chunks = parse_list<int64_t>(argv[++i], [](const std::string& x) -> int64_t { return std::stoll(x); });
+        else if (a == "--reps" && has_value)
+            reps = std::max(1, std::atoi(argv[++i]));
+        else {
+            std::fprintf(stderr,
+                         "usage: cuda_attention_bench [--depths N,...] [--forms auto,mma,f32,vec,lane,tile] "
+                         "[--min-chunks N,...] [--reps N]\nunknown or incomplete argument: %s\n",
+                         a.c_str());
+            return 2;
+        }
+    }
+    Gpu g;
+    cudaDeviceProp prop{};
+    MOESERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const double bw = cuda::measure_copy_bandwidth(0);  // read + write bytes per second
+    std::printf("device: %s, %d SMs; copy bandwidth %.0f GB/s (read + write)\n\n", prop.name, prop.multiProcessorCount,
+                bw / 1e9);
+    std::printf("| shape | cache | depth | form | min chunk | us/call | cache MB read | GB/s | %% of copy BW |\n");
+    std::printf("|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+    const Shape shapes[] = {{"qwen3-30b-a3b 32/4x128", 32, 4, 128, 128, false},
+                            {"nemotron-3-nano 32/2x128", 32, 2, 128, 128, false},
+                            {"glm-4.7-flash MLA 20x576", 20, 1, 576, 512, true}};
+    std::mt19937 rng(7);
+    for (const Shape& s : shapes)
+        for (GgmlType type : {GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0})
+            for (int64_t depth : depths) {
+                Filled f(g, s, type, depth, rng);
+                for (const std::string& form : forms)
+                    for (int64_t min_chunk : min_chunks) {
+                        if (form == "auto")
+                            unsetenv("MOESERVE_CUDA_ATTENTION");
+                        else
+                            setenv("MOESERVE_CUDA_ATTENTION", form.c_str(), 1);
+                        const std::string chunk = min_chunk > 0 ? std::to_string(min_chunk) : "default";
+                        if (min_chunk > 0)
+                            setenv("MOESERVE_CUDA_ATTENTION_MIN_CHUNK", chunk.c_str(), 1);
+                        else
+                            unsetenv("MOESERVE_CUDA_ATTENTION_MIN_CHUNK");
+                        const int64_t before = form_launches(form);
+                        bool fell_back = false;
+                        const auto row = [&] {
+                            return std::string("| ") + s.name + " | " + std::string(ggml_type_name(type)) + " | " +
+                                   std::to_string(depth) + " | " + form + (fell_back ? " (fell back)" : "") + " | " +
+                                   chunk + " | ";
+                        };
+                        double t = 0;
+                        try {
+                            t = time_attention(g, s, f, reps);
+                            fell_back = before >= 0 && form_launches(form) == before;
+                        } catch (const std::exception& e) {
+                            std::printf("%sfailed: %s | | | |\n", row().c_str(), e.what());
+                            continue;
+                        }
+                        const double gbs = f.bytes / t / 1e9;
+                        std::printf("%s%.1f | %.1f | %.0f | %.0f%% |\n", row().c_str(), t * 1e6, f.bytes / 1e6, gbs,
+                                    100.0 * gbs * 1e9 / bw);
+                        std::fflush(stdout);
+                    }
+            }
+    unsetenv("MOESERVE_CUDA_ATTENTION");
+    unsetenv("MOESERVE_CUDA_ATTENTION_MIN_CHUNK");
+    return 0;
+}
+
+}  // namespace
+}  // namespace moeserve
+
+int main(int argc, char** argv) {
+    if (moeserve::cuda::device_count() == 0) {
+        std::puts("cuda_attention_bench: no CUDA device");
+        return 0;
+    }
+    try {
+        return moeserve::run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cuda_attention_bench: %s\n", e.what());
+        return 1;
+    }
+}
+
+#else
+
+#include <cstdio>
+
+int main() {
+    std::puts("cuda_attention_bench: built without CUDA (configure with -DMOESERVE_CUDA=ON)");
+    return 0;
+}
+
+#endif
