@@ -1,10 +1,12 @@
 // GPU speed of decode attention alone (src/backend/cuda/cuda_attention*.cu,
 // cuda_mla.cu): one decoded token over a cache filled to a depth, for each
-// kernel form and cache type, timed with CUDA events and reported against
-// the bytes of cache the step has to read and the card's measured
-// device-to-device copy bandwidth. The model benchmark (`moeserve bench -d`)
-// says how much a layer's attention adds at depth; this says which kernel
-// and which cache type cost it, without the rest of the pass around it.
+// kernel form and cache type, timed with CUDA events (each call on another
+// copy of the layer, so that its rows come from memory as in a model's pass,
+// not from the L2) and reported against the bytes of cache the step has to
+// read and the card's measured device-to-device copy bandwidth. The model
+// benchmark (`moeserve bench -d`) says how much a layer's attention adds at
+// depth; this says which kernel and which cache type cost it, without the
+// rest of the pass around it.
 //
 // Shapes: Qwen3-30B-A3B's attention (32 query heads, 4 KV heads, head dim
 // 128), Nemotron-3-Nano's (32 / 2 / 128) and GLM-4.7-Flash's MLA (20 heads
@@ -22,6 +24,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -44,6 +47,7 @@ struct Gpu {
     cudaStream_t stream = nullptr;
     std::unique_ptr<cuda::Scratch> scratch;
     cuda::Context ctx;
+    size_t l2_bytes = 0;
     Gpu() {
         MOESERVE_CUDA_CHECK(cudaSetDevice(0));
         MOESERVE_CUDA_CHECK(cudaStreamCreate(&stream));
@@ -53,6 +57,8 @@ struct Gpu {
         ctx.sm_count = v;
         MOESERVE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
         ctx.shared_mem_per_block_optin = static_cast<size_t>(v);
+        MOESERVE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, 0));
+        l2_bytes = static_cast<size_t>(v);
         ctx.device = 0;
         ctx.stream = stream;
         ctx.scratch = scratch.get();
@@ -87,11 +93,18 @@ struct Shape {
 
 // One layer of cache filled to `depth` cells with random rows written by the
 // GPU's own store_kv (so quantized caches hold real blocks, rotated as the
-// engine rotates them), and one decoding token's query and cell list.
+// engine rotates them), and one decoding token's query and cell list. And
+// copies of the layer at other addresses, enough that a round over them reads
+// twice the L2: a model's pass reads each layer's cache from memory (every
+// layer has its own, and the weights stream through between them), where one
+// layer read over and over would be timed from the L2 (at 32K cells a q4_0
+// cache of Qwen3-30B-A3B's shape is 19 MB, an H200's L2 50 MB).
 struct Filled {
     std::unique_ptr<KvCache> host;  // one cell: row sizes and rotation rules
     std::unique_ptr<Device<uint8_t>> k, v;
     cuda::KvLayer layer;
+    std::vector<std::unique_ptr<Device<uint8_t>>> copies;
+    std::vector<cuda::KvLayer> layers;  // layer, then the copies'
     std::unique_ptr<Device<int32_t>> cells, n_cells;
     std::unique_ptr<Device<int64_t>> offset;
     std::unique_ptr<Device<float>> q, out;
@@ -146,20 +159,38 @@ struct Filled {
         out = std::make_unique<Device<float>>(static_cast<size_t>(s.n_head) * s.dv);
         view = {cells->p, offset->p, n_cells->p, static_cast<int32_t>(depth)};
         bytes = static_cast<double>(depth) * (kb + vb);
+        const int n_layers = static_cast<int>(std::clamp(std::ceil(2.0 * g.l2_bytes / bytes), 1.0, 256.0));
+        layers.push_back(layer);
+        for (int i = 1; i < n_layers; ++i) {
+            cuda::KvLayer l = layer;
+            copies.push_back(std::make_unique<Device<uint8_t>>(kb * depth));
+            MOESERVE_CUDA_CHECK(cudaMemcpy(copies.back()->p, k->p, kb * depth, cudaMemcpyDeviceToDevice));
+            l.k = copies.back()->p;
+            if (!s.mla) {
+                copies.push_back(std::make_unique<Device<uint8_t>>(vb * depth));
+                MOESERVE_CUDA_CHECK(cudaMemcpy(copies.back()->p, v->p, vb * depth, cudaMemcpyDeviceToDevice));
+                l.v = copies.back()->p;
+            }
+            layers.push_back(l);
+        }
     }
 };
 
-// Mean time of one attention call over `reps` (after one warm-up call).
+// Mean time of one attention call over `reps`, each on the next of f's
+// copies of the layer (after an untimed round over all of them, which leaves
+// in the L2 neither the next copy's rows nor the fill's written lines).
 double time_attention(Gpu& g, const Shape& s, Filled& f, int reps) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(s.mla ? 256 : s.dk));
+    size_t next = 0;
     auto call = [&] {
+        const cuda::KvLayer& layer = f.layers[next++ % f.layers.size()];
         if (s.mla)
-            cuda::attention_mla(g.ctx, f.layer, f.q->p, 1, s.n_head, s.dv, f.view, scale, f.out->p);
+            cuda::attention_mla(g.ctx, layer, f.q->p, 1, s.n_head, s.dv, f.view, scale, f.out->p);
         else
-            cuda::attention(g.ctx, f.layer, f.q->p, 1, s.n_head, s.n_head_kv, s.dk, s.dv, f.view, scale, f.out->p);
+            cuda::attention(g.ctx, layer, f.q->p, 1, s.n_head, s.n_head_kv, s.dk, s.dv, f.view, scale, f.out->p);
         g.scratch->reset();
     };
-    call();
+    for (size_t i = 0; i < f.layers.size(); ++i) call();
     MOESERVE_CUDA_CHECK(cudaStreamSynchronize(g.stream));
     cudaEvent_t e0, e1;
     MOESERVE_CUDA_CHECK(cudaEventCreate(&e0));

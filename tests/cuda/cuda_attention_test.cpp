@@ -339,10 +339,26 @@ TEST_F(CudaAttention, lane_form_matches_cpu) {
         ctx_, [this] { finish(); }, "lane", lane_attention_launches, 16);
 }
 
-// The shared-memory tile decode form (cuda_attention_tile.cu).
+// The shared-memory tile decode form (cuda_attention_tile.cu), with the
+// shapes the other decode forms decline as well: a group of 16 over K heads
+// of 256 values, and f32 rows of 256 (the largest tiles).
 TEST_F(CudaAttention, tile_form_matches_cpu) {
     expect_decode_form_matches_cpu(
         ctx_, [this] { finish(); }, "tile", tile_attention_launches, 17);
+    const AttentionForm selected("tile");
+    std::mt19937 rng(18);
+    const int64_t before = tile_attention_launches();
+    const std::pair<GgmlType, Shape> cases[] = {{GgmlType::F16, Shape{32, 2, 256, 128}},
+                                                {GgmlType::Q4_0, Shape{32, 2, 256, 128}},
+                                                {GgmlType::F32, Shape{16, 2, 256, 256}}};
+    for (const auto& [t, s] : cases) {
+        SCOPED_TRACE(label(t, t, s));
+        AttentionCase c(t, t, s, {{700, 1}, {64, 1}}, true, rng);
+        EXPECT_LT(c.run(ctx_), tolerance(t)) << "two sequences decoding";
+        finish();
+    }
+    // The f32 tile (~143 KB) fits an H100/H200 block, not an sm_89 one (99 KB), where it falls back.
+    EXPECT_EQ(tile_attention_launches() - before, ctx_.shared_mem_per_block_optin >= 150 * 1024 ? 3 : 2);
 }
 
 // A rotated (quantized) K cache's queries: rotated and rounded in one launch

@@ -38,6 +38,7 @@ namespace {
 constexpr int kTileWarps = 4;
 constexpr int kTileThreads = 32 * kTileWarps;
 constexpr int kTileCells = kTileThreads / 2;  // two threads score a cell
+static_assert(kTileCells == 64, "the softmax step gives each lane cells lane and lane + 32");
 constexpr int64_t kTileMaxTokens = 16;
 
 struct TileArgs : DecodeArgs {
@@ -62,17 +63,18 @@ __host__ __device__ inline int tile_pitch(int slice) {
     return static_cast<int>(align16(slice)) + 32;
 }
 
-template <int DK, int DV, int GMAX>
-__host__ __device__ inline TileLayout tile_layout(int k_pitch, int v_pitch) {
+// (The kernel passes its template parameters DK, DV, GMAX; the host checks
+// the total against the device's limit before it launches.)
+__host__ __device__ inline TileLayout tile_layout(int dk, int dv, int gmax, int k_pitch, int v_pitch) {
     TileLayout l{};
     size_t at = 0;
-    l.q = at, at = align16(at + sizeof(float) * GMAX * DK);
+    l.q = at, at = align16(at + sizeof(float) * gmax * dk);
     l.cells = at, at = align16(at + sizeof(int32_t) * kTileCells);
-    l.stats = at, at = align16(at + sizeof(float) * 3 * GMAX);
-    l.scores = at, at = align16(at + sizeof(float) * kTileCells * GMAX);
+    l.stats = at, at = align16(at + sizeof(float) * 3 * gmax);
+    l.scores = at, at = align16(at + sizeof(float) * kTileCells * gmax);
     // The K and V rows of a tile; at the end the warps' accumulators.
     const size_t rows = static_cast<size_t>(kTileCells) * (k_pitch + v_pitch);
-    const size_t accs = sizeof(float) * kTileWarps * GMAX * DV;
+    const size_t accs = sizeof(float) * kTileWarps * gmax * dv;
     l.rows = at, at = align16(at + (rows > accs ? rows : accs));
     l.total = at;
     return l;
@@ -83,15 +85,15 @@ __host__ __device__ inline TileLayout tile_layout(int k_pitch, int v_pitch) {
 __device__ __forceinline__ void cp_async(void* dst, const void* src, int bytes) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
     if (bytes == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
     else if (bytes == 8)
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(src));
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(src) : "memory");
     else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src));
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() {
-    asm volatile("cp.async.commit_group;\n" ::);
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
 // Values d0 .. d0+N-1 of a row in shared memory (N = 4 or 8; an f16 row's
@@ -128,7 +130,7 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs a
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
     extern __shared__ __align__(16) unsigned char smem[];
-    const TileLayout L = tile_layout<DK, DV, GMAX>(args.k_pitch, args.v_pitch);
+    const TileLayout L = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch);
     float* qs = reinterpret_cast<float*>(smem + L.q);  // [GMAX][DK]
     int32_t* cell_s = reinterpret_cast<int32_t*>(smem + L.cells);
     float* m_s = reinterpret_cast<float*>(smem + L.stats);
@@ -284,7 +286,7 @@ std::atomic<int64_t> g_tile_launches{0};
 
 template <int DK, int DV, int GMAX>
 void launch_tile(Context& ctx, const TileArgs& args, dim3 grid) {
-    const size_t smem = tile_layout<DK, DV, GMAX>(args.k_pitch, args.v_pitch).total;
+    const size_t smem = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch).total;
     raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_tile_kernel<DK, DV, GMAX>), smem);
     attention_tile_kernel<DK, DV, GMAX><<<grid, kTileThreads, smem, ctx.stream>>>(args);
 }
@@ -321,9 +323,14 @@ bool flash_attention_tile(Context& ctx, const FlashAttention& a) {
     args.v_pitch = tile_pitch(args.v_slice);
     args.k_f16_runs = a.type_k == GgmlType::F16;  // rows start 16-byte aligned in shared memory
     args.v_f16_runs = a.type_v == GgmlType::F16;
+    // An f32 cache's tile with a head of 256 takes 106-142 KB: more than an
+    // sm_89 card allows a block (99 KB).
+    const bool small_group = group <= 8;
+    const size_t smem = tile_layout(a.dk, a.dv, small_group ? 8 : 16, args.k_pitch, args.v_pitch).total;
+    if (ctx.shared_mem_per_block_optin > 0 && smem > ctx.shared_mem_per_block_optin) return false;
     AttentionChunks chunks;
     const dim3 grid = plan_decode(ctx, a, kTileCells, args, chunks);
-    const bool k128 = a.dk == 128, v128 = a.dv == 128, small_group = group <= 8;
+    const bool k128 = a.dk == 128, v128 = a.dv == 128;
     if (k128 && v128)
         small_group ? launch_tile<128, 128, 8>(ctx, args, grid) : launch_tile<128, 128, 16>(ctx, args, grid);
     else if (k128)
