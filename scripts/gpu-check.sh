@@ -177,6 +177,10 @@ run() {
     # whether prompt logits then match the CPU's as decode's do (goldens, chunked vs single, MoE).
     STEP_CAP=200 step gpu-suite-exact-prompts 60 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$tests" \
         --gtest_filter="${GPU_CHECK_SUITE_FILTER:-*Cuda*}" --gtest_output=xml:"$out/gpu-suite-exact-prompts.xml"
+    # Prompts' tensor-core attention with 64 query rows a block (MOESERVE_CUDA_MMA_ROWS=64, opt-in):
+    # the attention tests, goldens and chunked-versus-single.
+    STEP_CAP=120 step gpu-suite-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$tests" \
+        --gtest_filter='CudaAttention*:CudaMla*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
     # The pipelined int8 prompt products (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in): the product tests and goldens.
     STEP_CAP=90 step gpu-suite-mmq-pipeline 30 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$tests" \
         --gtest_filter='CudaMatmul*:CudaFfn*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
@@ -255,6 +259,10 @@ run() {
         # Prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1; compare bench's pp512).
         STEP_CAP=60 step bench-exact-prompts 20 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 512 -n 0 -d 0 -r 3
+        # Prompts at depth with 64 query rows an attention block (MOESERVE_CUDA_MMA_ROWS=64; compare bench's
+        # pp512 @ d32768).
+        STEP_CAP=90 step bench-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 0 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
         # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
         STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 512 -n 0 -d 0 -r 3
@@ -293,6 +301,10 @@ run() {
         STEP_CAP=120 step bench-full-npl 40 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
         STEP_CAP=60 step bench-full-exact-prompts 30 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$MOESERVE_BIN" bench \
             -m "$full" -ngl all -p 512 -n 0 -d 0 -r 1
+        STEP_CAP=60 step bench-full-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 512 -n 0 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
+        STEP_CAP=60 step bench-full-tile 30 env MOESERVE_CUDA_ATTENTION=tile "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 0 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=60 step bench-full-x86 30 env MOESERVE_CUDA_X86_ORDER=1 "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 0 -npl 1,8 -r 1
         STEP_CAP=200 step bench-full-128k 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 131072 \
@@ -341,6 +353,8 @@ run() {
             "$out"/bench-full-npl.log "$out"/bench-full-128k.log
         section rows "the slice at 32K with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0)" \
             "$out/bench-tile-loads-off.log"
+        section rows "prompts of the slice with 64 query rows an attention block (MOESERVE_CUDA_MMA_ROWS=64)" \
+            "$out/bench-mma-rows.log"
         section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
             "$out/bench-mmq-pipeline.log"
         section rows "the slice at 32K with one f16 product for P instead of pairs (MOESERVE_CUDA_MMA_PAIRS=0)" \
@@ -351,6 +365,8 @@ run() {
             "$out/bench-x86.log"
         section rows "prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1): the slice, then the whole model" \
             "$out/bench-exact-prompts.log" "$out/bench-full-exact-prompts.log"
+        section rows "the whole model: a prompt at 32K with 64-row attention blocks (MOESERVE_CUDA_MMA_ROWS=64), decode at 32K with the tile kernel (MOESERVE_CUDA_ATTENTION=tile)" \
+            "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log"
         section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "$out/bench-full-x86.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"

@@ -290,6 +290,31 @@ TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
     EXPECT_EQ(mma_attention_launches() - launches_before, 3 * 5 * 4);
 }
 
+// The tensor-core form with 64 query rows a block for prompts
+// (MOESERVE_CUDA_MMA_ROWS=64): groups of 8, 1, 6 and 20 (8, 64, 10 and 3
+// tokens a block), prompts that fill several blocks, the last one partly.
+TEST_F(CudaAttention, tensor_core_prompt_rows_match_cpu) {
+    const AttentionForm mma("mma");
+    setenv("MOESERVE_CUDA_MMA_ROWS", "64", 1);
+    std::mt19937 rng(19);
+    const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16}, {GgmlType::Q4_0, GgmlType::Q4_0}};
+    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 128, 64}};
+    const int64_t before = mma_prompt_row_launches();
+    for (const auto& [tk, tv] : types)
+        for (const Shape& s : shapes) {
+            SCOPED_TRACE(label(tk, tv, s));
+            const double bound = is_float(tk) ? 1e-2 : 4e-2;
+            AttentionCase mixed(tk, tv, s, {{40, 37}, {300, 1}, {0, 20}}, true, rng);
+            EXPECT_LT(mixed.run(ctx_), bound) << "mixed prefill batch";
+            AttentionCase deep(tk, tv, s, {{2000, 133}}, true, rng);
+            EXPECT_LT(deep.run(ctx_), bound) << "133 prompt tokens over 2000 cached";
+            finish();
+        }
+    unsetenv("MOESERVE_CUDA_MMA_ROWS");
+    // Each case but one took 64 rows: the mixed batch's 58 tokens of a group of 1 fill less than a block.
+    EXPECT_EQ(mma_prompt_row_launches() - before, 2 * (5 * 2 - 1));
+}
+
 // A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type
 // pair, cell counts that leave partial runs, groups of 6 to 16 and the
 // head-size pairs the decode forms take, several sequences at once; each

@@ -31,10 +31,11 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kRows = 16;       // query rows per block: one WMMA row tile
-constexpr int kTileCells = 32;  // cells per tile: one per lane in the softmax
-constexpr int kPadH = 8;        // halves of padding per f16 row (16-byte rows, spread banks)
-constexpr int kPadF = 4;        // floats of padding per f32 row
+constexpr int kDecodeRows = 16;  // query rows per block: one WMMA row tile
+constexpr int kPromptRows = 64;  // ... or four, for prompts (MOESERVE_CUDA_MMA_ROWS=64)
+constexpr int kTileCells = 32;   // cells per tile: one per lane in the softmax
+constexpr int kPadH = 8;         // halves of padding per f16 row (16-byte rows, spread banks)
+constexpr int kPadF = 4;         // floats of padding per f32 row
 
 struct MmaArgs {
     FlashAttention a;
@@ -79,7 +80,8 @@ __host__ __device__ inline size_t round32(size_t n) {
     return (n + 31) / 32 * 32;
 }
 
-__host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, bool split_q, bool split_p) {
+// rows: the block's query rows (kDecodeRows or kPromptRows).
+__host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, bool split_q, bool split_p, int rows) {
     MmaLayout l{};
     l.ldq = dk + kPadH;
     l.ldk = dk + kPadH;
@@ -88,15 +90,15 @@ __host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, boo
     l.ldp = kTileCells + kPadH;
     l.ldo = dv + kPadF;
     size_t at = 0;
-    l.q = at, at = round32(at + sizeof(__half) * kRows * l.ldq);
-    l.ql = at, at = round32(at + (split_q ? sizeof(__half) * kRows * l.ldq : 0));
+    l.q = at, at = round32(at + sizeof(__half) * rows * l.ldq);
+    l.ql = at, at = round32(at + (split_q ? sizeof(__half) * rows * l.ldq : 0));
     l.k = at, at = round32(at + sizeof(__half) * kTileCells * l.ldk);
     l.v = at, at = round32(at + (v_in_k ? 0 : sizeof(__half) * kTileCells * l.ldv));
-    l.s = at, at = round32(at + sizeof(float) * kRows * l.lds);
-    l.p = at, at = round32(at + sizeof(__half) * kRows * l.ldp);
-    l.pl = at, at = round32(at + (split_p ? sizeof(__half) * kRows * l.ldp : 0));
-    l.o = at, at = round32(at + sizeof(float) * kRows * l.ldo);
-    l.stats = at, at = round32(at + sizeof(float) * 4 * kRows);
+    l.s = at, at = round32(at + sizeof(float) * rows * l.lds);
+    l.p = at, at = round32(at + sizeof(__half) * rows * l.ldp);
+    l.pl = at, at = round32(at + (split_p ? sizeof(__half) * rows * l.ldp : 0));
+    l.o = at, at = round32(at + sizeof(float) * rows * l.ldo);
+    l.stats = at, at = round32(at + sizeof(float) * 4 * rows);
     l.total = at;
     return l;
 }
@@ -187,7 +189,9 @@ __device__ inline void load_tile_f16(const uint8_t* base, size_t row_bytes, size
     }
 }
 
+// ROWS: query rows per block, a multiple of 16 (ROWS / 16 WMMA row tiles).
 // grid: (n_tokens, n_head_kv * head_splits, n_chunks).
+template <int ROWS>
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     using namespace nvcuda;
     const FlashAttention& a = args.a;
@@ -196,11 +200,12 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     if (!blk.leads) return;
     const int64_t t0 = blk.t0;
     const int nt = blk.nt, kvh = blk.kvh, head0 = blk.head0, nh = blk.nh;
-    const int R = nt * nh;  // query rows r = lt * nh + jh, at most kRows
+    constexpr int kRowTiles = ROWS / 16;
+    const int R = nt * nh;  // query rows r = lt * nh + jh, at most ROWS
     const int dk = a.dk, dv = a.dv;
 
     extern __shared__ __align__(128) unsigned char smem[];
-    const MmaLayout L = mma_layout(dk, dv, a.v_in_k, args.split_q, args.split_p);
+    const MmaLayout L = mma_layout(dk, dv, a.v_in_k, args.split_q, args.split_p, ROWS);
     __half* Qh = reinterpret_cast<__half*>(smem + L.q);
     __half* Ql = reinterpret_cast<__half*>(smem + L.ql);  // with split_q: q - Qh, rounded to f16
     __half* Kh = reinterpret_cast<__half*>(smem + L.k);
@@ -211,14 +216,14 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
     __half* Pl = reinterpret_cast<__half*>(smem + L.pl);  // with split_p: p - Ph, rounded to f16
     float* Of = reinterpret_cast<float*>(smem + L.o);
     float* m_s = reinterpret_cast<float*>(smem + L.stats);
-    float* l_s = m_s + kRows;
-    float* corr_s = l_s + kRows;
-    int* ncell_s = reinterpret_cast<int*>(corr_s + kRows);
+    float* l_s = m_s + ROWS;
+    float* corr_s = l_s + ROWS;
+    int* ncell_s = reinterpret_cast<int*>(corr_s + ROWS);
 
     // Q rows times the scale (zeros past R), O = 0, running statistics.
     // Scaling before the f16 rounding keeps large queries (MLA's absorbed
     // ones) in f16's range, as llama.cpp does.
-    for (int i = threadIdx.x; i < kRows * dk; i += blockDim.x) {
+    for (int i = threadIdx.x; i < ROWS * dk; i += blockDim.x) {
         const int r = i / dk, d = i % dk;
         float q = 0.0f;
         if (r < R) {
@@ -230,8 +235,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         Qh[r * L.ldq + d] = hi;
         if (args.split_q) Ql[r * L.ldq + d] = __float2half_rn(q - __half2float(hi));
     }
-    for (int i = threadIdx.x; i < kRows * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] = 0.0f;
-    for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
+    for (int i = threadIdx.x; i < ROWS * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] = 0.0f;
+    for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
         m_s[r] = -INFINITY;
         l_s[r] = 0.0f;
         corr_s[r] = 1.0f;
@@ -250,26 +255,29 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         if (!a.v_in_k)
             load_tile_f16(a.v, a.v_row_bytes, v_head_off, a.type_v, dv, cells + c0, nc, Vh, L.ldv, args.wide_loads);
         __syncthreads();
-        // S = Q·Kᵀ: warp w < 2 computes cells 16w..16w+15 for all 16 rows.
-        if (warp < kTileCells / 16) {
+        // S = Q·Kᵀ in 16x16 output tiles (row tile i, cells 16j..16j+15), one
+        // per warp: with 16 rows warps 0 and 1 take them, with 64 all 8.
+        for (int w = warp; w < kRowTiles * (kTileCells / 16); w += kWarps) {
+            const int i = w / (kTileCells / 16), j = w % (kTileCells / 16);
+            if (16 * i >= R) continue;  // rows past the block's queries: not needed (the same for the warp)
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
             wmma::fill_fragment(s, 0.0f);
             for (int kk = 0; kk < dk; kk += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> qa;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kb;  // B[d][c] = K[c][d]
-                wmma::load_matrix_sync(qa, Qh + kk, L.ldq);
-                wmma::load_matrix_sync(kb, Kh + warp * 16 * L.ldk + kk, L.ldk);
+                wmma::load_matrix_sync(qa, Qh + 16 * i * L.ldq + kk, L.ldq);
+                wmma::load_matrix_sync(kb, Kh + j * 16 * L.ldk + kk, L.ldk);
                 wmma::mma_sync(s, qa, kb, s);
                 if (args.split_q) {  // + Q's low half times the same K
-                    wmma::load_matrix_sync(qa, Ql + kk, L.ldq);
+                    wmma::load_matrix_sync(qa, Ql + 16 * i * L.ldq + kk, L.ldq);
                     wmma::mma_sync(s, qa, kb, s);
                 }
             }
-            wmma::store_matrix_sync(Sf + warp * 16, s, L.lds, wmma::mem_row_major);
+            wmma::store_matrix_sync(Sf + 16 * i * L.lds + j * 16, s, L.lds, wmma::mem_row_major);
         }
         __syncthreads();
         // Online softmax, one warp per row, one lane per cell; P in f16.
-        for (int r = warp; r < kRows; r += kWarps) {
+        for (int r = warp; r < ROWS; r += kWarps) {
             const bool live = r < R && lane < nc && c0 + lane < ncell_s[r];
             const float s = live ? Sf[r * L.lds + lane] : -INFINITY;
             const float m_old = m_s[r];
@@ -295,24 +303,28 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
         }
         __syncthreads();
         // O = O * corr (per row), then O += P·V in 16-column tiles spread over the warps.
-        for (int i = threadIdx.x; i < kRows * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] *= corr_s[i / dv];
+        for (int i = threadIdx.x; i < ROWS * dv; i += blockDim.x) Of[(i / dv) * L.ldo + i % dv] *= corr_s[i / dv];
         __syncthreads();
-        for (int n = warp; n < dv / 16; n += kWarps) {
+        // O += P·V in 16x16 output tiles (row tile i, values 16n..16n+15) spread over the warps.
+        for (int w = warp; w < kRowTiles * (dv / 16); w += kWarps) {
+            const int i = w / (dv / 16), n = w % (dv / 16);
+            if (16 * i >= R) continue;  // rows past the block's queries stay 0
+            float* o_tile = Of + 16 * i * L.ldo + n * 16;
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-            wmma::load_matrix_sync(o, Of + n * 16, L.ldo, wmma::mem_row_major);
+            wmma::load_matrix_sync(o, o_tile, L.ldo, wmma::mem_row_major);
 #pragma unroll
             for (int kk = 0; kk < kTileCells; kk += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vb;  // B[c][j] = V[c][j]
-                wmma::load_matrix_sync(pa, Ph + kk, L.ldp);
+                wmma::load_matrix_sync(pa, Ph + 16 * i * L.ldp + kk, L.ldp);
                 wmma::load_matrix_sync(vb, Vh + kk * ldvh + n * 16, ldvh);
                 wmma::mma_sync(o, pa, vb, o);
                 if (args.split_p) {  // + P's low half times the same V
-                    wmma::load_matrix_sync(pa, Pl + kk, L.ldp);
+                    wmma::load_matrix_sync(pa, Pl + 16 * i * L.ldp + kk, L.ldp);
                     wmma::mma_sync(o, pa, vb, o);
                 }
             }
-            wmma::store_matrix_sync(Of + n * 16, o, L.ldo, wmma::mem_row_major);
+            wmma::store_matrix_sync(o_tile, o, L.ldo, wmma::mem_row_major);
         }
     }
     __syncthreads();
@@ -328,6 +340,15 @@ __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
 }
 
 std::atomic<int64_t> g_launches{0};
+std::atomic<int64_t> g_prompt_launches{0};
+
+// The query rows a prompt's block takes: 64 with MOESERVE_CUDA_MMA_ROWS=64
+// (opt-in until a GPU run has checked and timed it), else 16. Read at every
+// call, so that tests can switch.
+int prompt_rows() {
+    const char* v = std::getenv("MOESERVE_CUDA_MMA_ROWS");
+    return v && std::string(v) == "64" ? kPromptRows : kDecodeRows;
+}
 
 }  // namespace
 
@@ -346,32 +367,46 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     // kernels round them).
     bool split_q = a.v_in_k && f16_pairs();
     const bool split_p = f16_pairs();
-    MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
     const size_t limit = ctx.shared_mem_per_block_optin;
-    if (split_q && limit > 0 && L.total > limit) {  // MLA on a card with ~99 KiB a block (sm_86/89): Q in one
+    const auto fits = [limit](const MmaLayout& l) { return limit == 0 || l.total <= limit; };
+    // A prompt's block takes 64 query rows where asked for and they fit: each
+    // K/V tile it loads then serves four times the rows.
+    const int group = a.n_head / a.n_head_kv;
+    int rows = kDecodeRows;
+    if (prompt_rows() == kPromptRows && a.n_tokens >= 32 && a.n_tokens * std::min(group, kPromptRows) >= kPromptRows &&
+        fits(mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p, kPromptRows)))
+        rows = kPromptRows;
+    MmaLayout L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p, rows);
+    if (split_q && !fits(L)) {  // MLA on a card with ~99 KiB a block (sm_86/89): Q in one
         split_q = false;
-        L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p);
+        L = mma_layout(a.dk, a.dv, a.v_in_k, split_q, split_p, rows);
     }
-    if (limit > 0 && L.total > limit) return false;
+    if (!fits(L)) return false;
 
     MmaArgs args{};
     args.a = a;
-    args.group = a.n_head / a.n_head_kv;
+    args.group = group;
     args.wide_loads = wide_tile_loads();
     args.split_q = split_q, args.split_p = split_p;
-    args.head_splits = (args.group + kRows - 1) / kRows;
+    args.head_splits = (args.group + rows - 1) / rows;
     args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
-    args.tokens_per_tile = std::max(1, kRows / args.heads_per_block);
+    args.tokens_per_tile = std::max(1, rows / args.heads_per_block);
     const int64_t est_blocks = (a.n_tokens + args.tokens_per_tile - 1) / args.tokens_per_tile *
                                static_cast<int64_t>(a.n_head_kv) * args.head_splits;
     const AttentionChunks chunks = plan_attention_chunks(ctx, a, est_blocks, kTileCells);
     args.chunk_len = chunks.chunk_len;
     args.part = chunks.part;
 
-    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_mma_kernel), L.total);
     const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
                     static_cast<unsigned>(chunks.n_chunks));
-    attention_mma_kernel<<<grid, kThreads, L.total, ctx.stream>>>(args);
+    if (rows == kPromptRows) {
+        raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_mma_kernel<kPromptRows>), L.total);
+        attention_mma_kernel<kPromptRows><<<grid, kThreads, L.total, ctx.stream>>>(args);
+        g_prompt_launches.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_mma_kernel<kDecodeRows>), L.total);
+        attention_mma_kernel<kDecodeRows><<<grid, kThreads, L.total, ctx.stream>>>(args);
+    }
     MOESERVE_CUDA_CHECK_LAUNCH();
     combine_attention_chunks(ctx, a, chunks);
     g_launches.fetch_add(1, std::memory_order_relaxed);
@@ -380,6 +415,10 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
 
 int64_t mma_attention_launches() {
     return g_launches.load(std::memory_order_relaxed);
+}
+
+int64_t mma_prompt_row_launches() {
+    return g_prompt_launches.load(std::memory_order_relaxed);
 }
 
 }  // namespace moeserve::cuda

@@ -99,5 +99,8 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a);
 // How many times the tensor-core form ran in this process (tests check that
 // it did, since it falls back silently).
 int64_t mma_attention_launches();
+// How many of those took 64 query rows a block (MOESERVE_CUDA_MMA_ROWS=64,
+// prompts only).
+int64_t mma_prompt_row_launches();
 
 }  // namespace moeserve::cuda
