@@ -22,6 +22,8 @@
 #          opt-in x86-order products (MOESERVE_CUDA_X86_ORDER=1) and exact
 #          prompts (MOESERVE_CUDA_EXACT_PROMPTS=1); decode attention alone
 #          (cuda_attention_bench: every kernel form and cache type at depth);
+#          the opt-in attention forms (64-row prompt blocks, FlashAttention-2)
+#          on the goldens and chunked-versus-single;
 #       2. the server end-to-end tests (curl) with -ngl 99;
 #       3. compute-sanitizer memcheck and racecheck on a short logits run;
 #       4. a short benchmark (moeserve bench, synthetic 4-layer slice of the
@@ -152,7 +154,7 @@ run() {
     # costs on the slice is the attention kernels' own time (bench/README.md).
     STEP_CAP=90 step attention-bench 30 "$bundle/bin/cuda_attention_bench"
     STEP_CAP=60 step attention-bench-chunks 20 "$bundle/bin/cuda_attention_bench" --depths 32768 \
-        --forms mma,lane,tile --min-chunks 64,128,256,512,1024
+        --forms mma,lane,tile,fa2 --min-chunks 64,128,256,512,1024
     # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
@@ -180,7 +182,13 @@ run() {
     # Prompts' tensor-core attention with 64 query rows a block (MOESERVE_CUDA_MMA_ROWS=64, opt-in):
     # the attention tests, goldens and chunked-versus-single.
     STEP_CAP=120 step gpu-suite-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$tests" \
-        --gtest_filter='CudaAttention*:CudaMla*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
+        --gtest_filter='CudaAttention*:CudaMla*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1 \
+        --gtest_output=xml:"$out/gpu-suite-mma-rows.xml"
+    # The FlashAttention-2 form for every batch (MOESERVE_CUDA_ATTENTION=fa2, opt-in): goldens and
+    # chunked-versus-single (its own test against the CPU runs in gpu-suite).
+    STEP_CAP=120 step gpu-suite-fa2 30 env MOESERVE_CUDA_ATTENTION=fa2 "$tests" \
+        --gtest_filter='AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1 \
+        --gtest_output=xml:"$out/gpu-suite-fa2.xml"
     # The pipelined int8 prompt products (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in): the product tests and goldens.
     STEP_CAP=90 step gpu-suite-mmq-pipeline 30 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$tests" \
         --gtest_filter='CudaMatmul*:CudaFfn*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
@@ -263,6 +271,9 @@ run() {
         # pp512 @ d32768).
         STEP_CAP=90 step bench-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 512 -n 0 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        # Prompts and decode with the FlashAttention-2 form (MOESERVE_CUDA_ATTENTION=fa2; compare bench).
+        STEP_CAP=120 step bench-fa2 45 env MOESERVE_CUDA_ATTENTION=fa2 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
         # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
         STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 512 -n 0 -d 0 -r 3
@@ -305,6 +316,8 @@ run() {
             -ngl all -p 512 -n 0 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=60 step bench-full-tile 30 env MOESERVE_CUDA_ATTENTION=tile "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
+        STEP_CAP=60 step bench-full-fa2 30 env MOESERVE_CUDA_ATTENTION=fa2 "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 512 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=60 step bench-full-x86 30 env MOESERVE_CUDA_X86_ORDER=1 "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 0 -npl 1,8 -r 1
         STEP_CAP=200 step bench-full-128k 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 131072 \
@@ -339,7 +352,7 @@ run() {
         echo
         section table "decode attention alone (cuda_attention_bench: one token, each form and cache type)" \
             "$out/attention-bench.log"
-        section rows "decode attention alone at 32K, the shortest chunk a block takes swept" \
+        section table "decode attention alone at 32K, the shortest chunk a block takes swept" \
             "$out/attention-bench-chunks.log"
         section table "bench" "$out/bench.log"
         section rows "decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows" "$out/bench-vec.log"
@@ -355,6 +368,8 @@ run() {
             "$out/bench-tile-loads-off.log"
         section rows "prompts of the slice with 64 query rows an attention block (MOESERVE_CUDA_MMA_ROWS=64)" \
             "$out/bench-mma-rows.log"
+        section rows "the slice with the FlashAttention-2 attention form (MOESERVE_CUDA_ATTENTION=fa2)" \
+            "$out/bench-fa2.log"
         section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
             "$out/bench-mmq-pipeline.log"
         section rows "the slice at 32K with one f16 product for P instead of pairs (MOESERVE_CUDA_MMA_PAIRS=0)" \
@@ -365,8 +380,8 @@ run() {
             "$out/bench-x86.log"
         section rows "prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1): the slice, then the whole model" \
             "$out/bench-exact-prompts.log" "$out/bench-full-exact-prompts.log"
-        section rows "the whole model: a prompt at 32K with 64-row attention blocks (MOESERVE_CUDA_MMA_ROWS=64), decode at 32K with the tile kernel (MOESERVE_CUDA_ATTENTION=tile)" \
-            "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log"
+        section rows "the whole model at 32K: a prompt with 64-row attention blocks (MOESERVE_CUDA_MMA_ROWS=64), decode with the tile kernel (=tile), both with the FlashAttention-2 form (=fa2)" \
+            "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log" "$out/bench-full-fa2.log"
         section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "$out/bench-full-x86.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
@@ -374,7 +389,9 @@ run() {
         echo
         local mode title
         for mode in ":" "-x86:with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
-            "-exact-prompts:with prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1)"; do
+            "-exact-prompts:with prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1)" \
+            "-mma-rows:with 64 query rows a prompt's attention block (MOESERVE_CUDA_MMA_ROWS=64)" \
+            "-fa2:with the FlashAttention-2 form (MOESERVE_CUDA_ATTENTION=fa2)"; do
             title=${mode#*:}
             echo "## goldens${title:+ $title}: mean KL against llama.cpp and against the CPU backend"
             golden_table "$out/gpu-suite${mode%%:*}.xml" 2>/dev/null || echo "(no results)"

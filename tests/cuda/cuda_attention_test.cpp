@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -172,6 +173,10 @@ class AttentionCase {
         DeviceArray<int32_t> dflat(flat_), dn(n_cells_);
         DeviceArray<int64_t> doff(offset_);
         AttentionCells cells{dflat.get(), doff.get(), dn.get(), *std::max_element(n_cells_.begin(), n_cells_.end())};
+        for (size_t t = 0, run = 0; t < offset_.size(); ++t) {  // as the backend's flatten_rows counts it
+            run = t > 0 && offset_[t] == offset_[t - 1] ? run + 1 : 1;
+            cells.max_run = std::max(cells.max_run, static_cast<int32_t>(run));
+        }
         attention(ctx, dev.layer, dq.get(), n_tokens_, s.n_head, s.n_head_kv, s.dk, s.dv, cells, scale, dout.get());
         return max_scaled_error(dout.download(), want);
     }
@@ -291,11 +296,11 @@ TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
 }
 
 // The tensor-core form with 64 query rows a block for prompts
-// (MOESERVE_CUDA_MMA_ROWS=64): groups of 8, 1, 6 and 20 (8, 64, 10 and 3
-// tokens a block), prompts that fill several blocks, the last one partly.
+// (MOESERVE_CUDA_MMA_ROWS=64): groups of 8, 1, 6, 20 and 4 (8, 64, 10, 3 and
+// 16 tokens a block), prompts that fill several blocks, the last one partly.
 TEST_F(CudaAttention, tensor_core_prompt_rows_match_cpu) {
     const AttentionForm mma("mma");
-    setenv("MOESERVE_CUDA_MMA_ROWS", "64", 1);
+    const ScopedEnv rows("MOESERVE_CUDA_MMA_ROWS", "64");
     std::mt19937 rng(19);
     const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16}, {GgmlType::Q4_0, GgmlType::Q4_0}};
     const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 128, 64}};
@@ -310,9 +315,38 @@ TEST_F(CudaAttention, tensor_core_prompt_rows_match_cpu) {
             EXPECT_LT(deep.run(ctx_), bound) << "133 prompt tokens over 2000 cached";
             finish();
         }
-    unsetenv("MOESERVE_CUDA_MMA_ROWS");
     // Each case but one took 64 rows: the mixed batch's 58 tokens of a group of 1 fill less than a block.
     EXPECT_EQ(mma_prompt_row_launches() - before, 2 * (5 * 2 - 1));
+}
+
+// The FlashAttention-2 form (cuda_attention_fa2.cu): f16 products like the
+// default tensor-core form, so its bounds; decode and prompts, groups of 8,
+// 1, 6 and 20 (64, 64, 60 and 60 rows a block), heads of 128 and 64.
+TEST_F(CudaAttention, fa2_form_matches_cpu) {
+    const AttentionForm fa2("fa2");
+    std::mt19937 rng(20);
+    const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16},
+                                                   {GgmlType::Q8_0, GgmlType::Q8_0},
+                                                   {GgmlType::Q4_0, GgmlType::Q4_0},
+                                                   {GgmlType::F32, GgmlType::BF16}};
+    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 64, 64}};
+    const int64_t before = fa2_attention_launches();
+    for (const auto& [tk, tv] : types)
+        for (const Shape& s : shapes) {
+            SCOPED_TRACE(label(tk, tv, s));
+            const double bound = is_float(tk) ? 1e-2 : 4e-2;
+            for (int64_t n : {1, 7, 4097}) {
+                AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
+                EXPECT_LT(c.run(ctx_), bound) << "decode over " << n << " cells";
+                finish();
+            }
+            AttentionCase mixed(tk, tv, s, {{40, 37}, {300, 1}, {0, 20}}, true, rng);
+            EXPECT_LT(mixed.run(ctx_), bound) << "mixed prefill batch";
+            AttentionCase deep(tk, tv, s, {{2000, 133}}, false, rng);
+            EXPECT_LT(deep.run(ctx_), bound) << "133 prompt tokens over 2000 cached, a list per token";
+            finish();
+        }
+    EXPECT_EQ(fa2_attention_launches() - before, 4 * 5 * 5);
 }
 
 // A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type

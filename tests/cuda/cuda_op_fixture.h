@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_context.h"
@@ -47,14 +49,38 @@ class DeviceArray {
     size_t n_;
 };
 
-// Picks the attention kernel for its lifetime: "f32" (the f32 flash-decoding
-// kernel) or "mma" (the tensor-core form, the default where shapes allow).
+// Sets an environment variable for its lifetime, then puts back what was
+// there: gpu-check runs whole suites with such a switch already set, and the
+// tests after this one must still see it.
+class ScopedEnv {
+  public:
+    ScopedEnv(const char* name, const char* value) : name_(name) {
+        if (const char* old = std::getenv(name)) old_ = old;
+        setenv(name, value, 1);
+    }
+    ~ScopedEnv() {
+        if (old_)
+            setenv(name_, old_->c_str(), 1);
+        else
+            unsetenv(name_);
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+  private:
+    const char* name_;
+    std::optional<std::string> old_;
+};
+
+// Picks the attention kernel for its lifetime (MOESERVE_CUDA_ATTENTION):
+// "f32" (the f32 flash-decoding kernel), "mma" (the tensor-core form, the
+// default where shapes allow) or one of the opt-in forms.
 class AttentionForm {
   public:
-    explicit AttentionForm(const char* form) { setenv("MOESERVE_CUDA_ATTENTION", form, 1); }
-    ~AttentionForm() { unsetenv("MOESERVE_CUDA_ATTENTION"); }
-    AttentionForm(const AttentionForm&) = delete;
-    AttentionForm& operator=(const AttentionForm&) = delete;
+    explicit AttentionForm(const char* form) : env_("MOESERVE_CUDA_ATTENTION", form) {}
+
+  private:
+    ScopedEnv env_;
 };
 
 class CudaOpTest : public ::testing::Test {

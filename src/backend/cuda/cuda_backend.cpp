@@ -654,7 +654,8 @@ class CudaBackend final : public Backend {
         std::vector<int32_t> flat;
         std::vector<int64_t> offset;
         int32_t max_cells = 0;
-        size_t span = 0;  // room for flat, in cells
+        int32_t max_run = 0;  // the longest run of consecutive tokens sharing a list
+        size_t span = 0;      // room for flat, in cells
     };
     static RowLists flatten_rows(const AttentionRows& rows) {
         RowLists r;
@@ -671,9 +672,12 @@ class CudaBackend final : public Backend {
             r.flat.insert(r.flat.end(), list, list + len);
         }
         r.offset.resize(n);
+        int32_t run = 0;
         for (size_t t = 0; t < n; ++t) {
             r.offset[t] = start[rows.cells[t]];
             r.max_cells = std::max(r.max_cells, rows.n_cells[t]);
+            run = t > 0 && rows.cells[t] == rows.cells[t - 1] ? run + 1 : 1;
+            r.max_run = std::max(r.max_run, run);
         }
         r.span = static_cast<size_t>(cuda::graph_cell_padding(static_cast<int64_t>(r.flat.size())));
         return r;
@@ -692,6 +696,7 @@ class CudaBackend final : public Backend {
         c.n_cells = staged ? stage(n_cells) : upload(n_cells);
         c.max_cells = static_cast<int32_t>(
             std::min<int64_t>(cuda::graph_cell_padding(lists.max_cells), std::numeric_limits<int32_t>::max()));
+        c.max_run = lists.max_run;
         return c;
     }
     cuda::AttentionCells cells_of(const AttentionRows& rows) {

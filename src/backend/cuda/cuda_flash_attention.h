@@ -58,10 +58,10 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
-// mma | vec | lane | tile, read at every call so that tests can switch;
-// unset: automatic, the tensor-core form except for MLA over a quantized
-// cache (the f32 kernel).
-enum class AttentionKernel { automatic, mma, f32, vec, lane, tile };
+// mma | vec | lane | tile | fa2, read at every call so that tests can
+// switch; unset: automatic, the tensor-core form except for MLA over a
+// quantized cache (the f32 kernel).
+enum class AttentionKernel { automatic, mma, f32, vec, lane, tile, fa2 };
 AttentionKernel requested_attention_kernel();
 
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
@@ -90,6 +90,15 @@ int64_t lane_attention_launches();
 bool flash_attention_tile(Context& ctx, const FlashAttention& a);
 // How many times the tile form ran in this process.
 int64_t tile_attention_launches();
+
+// The FlashAttention-2 form of flash_attention (cuda_attention_fa2.cu):
+// each warp holds 16 query rows' Q, S and O in registers through mma.sync
+// (f16 inputs, f32 sums, P as an f16 pair), 64 rows a block, K and V tiles
+// of 64 cells in shared memory. For K and V heads of one size, 64 or 128,
+// not MLA; returns false (launching nothing) otherwise.
+bool flash_attention_fa2(Context& ctx, const FlashAttention& a);
+// How many times the FlashAttention-2 form ran in this process.
+int64_t fa2_attention_launches();
 
 // The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
 // and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. For head

@@ -82,6 +82,7 @@ void OpRecorder::put_struct(const AttentionCells& c) {
     put(c.offset);
     put(c.n_cells);
     put(c.max_cells);
+    put(c.max_run);
 }
 
 void OpRecorder::put_struct(const RecurrentLayer& r) {

@@ -109,12 +109,15 @@ struct KvLayer {
 
 // Which cells each token attends to, in key order: token t reads the
 // n_cells[t] cell indices at cells + offset[t]. max_cells bounds n_cells
-// (for grid sizing).
+// (for grid sizing); max_run is the longest run of consecutive tokens that
+// share one list (a prompt's tokens do, a decode batch's sequences do not),
+// 0 when not known.
 struct AttentionCells {
     const int32_t* cells = nullptr;
     const int64_t* offset = nullptr;
     const int32_t* n_cells = nullptr;
     int32_t max_cells = 0;
+    int32_t max_run = 0;
 };
 
 // Writes K and V rows ([n_tokens, n_embd_k/v]) to the given cells with the
