@@ -321,7 +321,8 @@ TEST_F(CudaAttention, tensor_core_prompt_rows_match_cpu) {
 
 // The FlashAttention-2 form (cuda_attention_fa2.cu): f16 products like the
 // default tensor-core form, so its bounds; decode and prompts, groups of 8,
-// 1, 6 and 20 (64, 64, 60 and 60 rows a block), heads of 128 and 64.
+// 1, 6, 20 and 4 (8, 64, 10, 3 and 16 tokens, so 64, 64, 60, 60 and 64 rows,
+// a block where a run fills it), heads of 128 and 64.
 TEST_F(CudaAttention, fa2_form_matches_cpu) {
     const AttentionForm fa2("fa2");
     std::mt19937 rng(20);
@@ -345,8 +346,14 @@ TEST_F(CudaAttention, fa2_form_matches_cpu) {
             AttentionCase deep(tk, tv, s, {{2000, 133}}, false, rng);
             EXPECT_LT(deep.run(ctx_), bound) << "133 prompt tokens over 2000 cached, a list per token";
             finish();
+            // Full blocks of one list over several chunks, a chunk boundary
+            // inside the run (at 1920 cells with the H200's 7 chunks of 320):
+            // a block's rows before it have no cells in the last chunk.
+            AttentionCase shared(tk, tv, s, {{1900, 133}}, true, rng);
+            EXPECT_LT(shared.run(ctx_), bound) << "133 prompt tokens over 1900 cached, one list";
+            finish();
         }
-    EXPECT_EQ(fa2_attention_launches() - before, 4 * 5 * 5);
+    EXPECT_EQ(fa2_attention_launches() - before, 4 * 5 * 6);
 }
 
 // A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type

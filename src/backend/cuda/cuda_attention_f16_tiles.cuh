@@ -1,6 +1,6 @@
 // K and V rows of the paged cache as f16 tiles in shared memory, for the
 // tensor-core attention forms (cuda_attention_mma.cu,
-// cuda_attention_flash.cu): an f16 cache copied, q4_0 / q8_0 blocks and the
+// cuda_attention_fa2.cu): an f16 cache copied, q4_0 / q8_0 blocks and the
 // other types decoded as kv_decode_unit decodes them, then rounded to f16.
 // Internal to src/backend/cuda.
 #pragma once

@@ -19,6 +19,7 @@
 // f16; P as an f16 pair hi + lo (two products) unless MOESERVE_CUDA_MMA_PAIRS=0.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -43,7 +44,7 @@ struct Fa2Args {
     int group, heads_per_block, head_splits, tokens_per_tile;
     int64_t chunk_len;
     float* part;      // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
-    bool wide_loads;  // load_tile_f16's 16-byte paths
+    bool wide_loads;  // load_tile_f16's 16-byte paths (off with MOESERVE_CUDA_TILE_LOADS=0)
     bool split_p;     // P as an f16 pair hi + lo
 };
 
@@ -147,6 +148,7 @@ __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args
         load_tile_f16<kFa2Cells>(a.v, a.v_row_bytes, blk.v_head_off, a.type_v, D, blk.cells + c0, nc, Vs, LD,
                                  args.wide_loads);
         __syncthreads();
+        if (16 * warp >= R) continue;  // no live rows in this warp (a decoded token's 8 heads: 3 of 4 warps)
 
         // S = Q·Kᵀ: n-tile j is cells 8j..8j+7; matrix mi of a load is their
         // values 16ks + 8mi .., so one load gives two k-steps' B fragments.
@@ -255,6 +257,17 @@ bool fa2_pairs() {
     return on;
 }
 
+// load_tile_f16's 16-byte paths unless MOESERVE_CUDA_TILE_LOADS=0 (as the
+// default form), so that gpu-check's rerun of a failed test with that switch
+// tells whether they are the cause here too.
+bool fa2_wide_loads() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_TILE_LOADS");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
+
 }  // namespace
 
 bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
@@ -265,10 +278,13 @@ bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
     args.head_splits = (args.group + kFa2Rows - 1) / kFa2Rows;
     args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
     args.tokens_per_tile = std::max(1, kFa2Rows / args.heads_per_block);
-    args.wide_loads = true;
+    args.wide_loads = fa2_wide_loads();
     args.split_p = fa2_pairs();
-    const int64_t est_blocks = (a.n_tokens + args.tokens_per_tile - 1) / args.tokens_per_tile *
-                               static_cast<int64_t>(a.n_head_kv) * args.head_splits;
+    // Blocks that have work: a run of tokens sharing a list fills tokens_per_tile a block, a decode
+    // batch's tokens take one each.
+    const int64_t run =
+        std::clamp<int64_t>(a.cells.max_run > 0 ? a.cells.max_run : a.n_tokens, 1, args.tokens_per_tile);
+    const int64_t est_blocks = (a.n_tokens + run - 1) / run * static_cast<int64_t>(a.n_head_kv) * args.head_splits;
     const AttentionChunks chunks = plan_attention_chunks(ctx, a, est_blocks, kFa2Cells);
     args.chunk_len = chunks.chunk_len;
     args.part = chunks.part;
