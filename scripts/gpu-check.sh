@@ -23,7 +23,8 @@
 #          prompts (MOESERVE_CUDA_EXACT_PROMPTS=1); decode attention alone
 #          (cuda_attention_bench: every kernel form and cache type at depth);
 #          the opt-in attention forms (64-row prompt blocks, FlashAttention-2)
-#          on the goldens and chunked-versus-single;
+#          on the goldens and chunked-versus-single; the suite again with
+#          programmatic dependent launch (MOESERVE_CUDA_PDL=1);
 #       2. the server end-to-end tests (curl) with -ngl 99;
 #       3. compute-sanitizer memcheck and racecheck on a short logits run;
 #       4. a short benchmark (moeserve bench, synthetic 4-layer slice of the
@@ -189,6 +190,10 @@ run() {
     STEP_CAP=120 step gpu-suite-fa2 30 env MOESERVE_CUDA_ATTENTION=fa2 "$tests" \
         --gtest_filter='AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1 \
         --gtest_output=xml:"$out/gpu-suite-fa2.xml"
+    # Programmatic dependent launch (MOESERVE_CUDA_PDL=1, opt-in: each kernel may start while the previous
+    # one ends, waiting at its prologue): the whole suite, goldens in the table below.
+    STEP_CAP=200 step gpu-suite-pdl 60 env MOESERVE_CUDA_PDL=1 "$tests" \
+        --gtest_filter="${GPU_CHECK_SUITE_FILTER:-*Cuda*}" --gtest_brief=1 --gtest_output=xml:"$out/gpu-suite-pdl.xml"
     # The pipelined int8 prompt products (MOESERVE_CUDA_MMQ_PIPELINE=1, opt-in): the product tests and goldens.
     STEP_CAP=90 step gpu-suite-mmq-pipeline 30 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$tests" \
         --gtest_filter='CudaMatmul*:CudaFfn*:AllFixtures/CudaGolden*:EachArchitecture/CudaBatching*' --gtest_brief=1
@@ -261,6 +266,12 @@ run() {
         # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
         STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
             -p 0 -n 64 -d 0 -npl 1,4 -r 2
+        # Decode with programmatic dependent launch (MOESERVE_CUDA_PDL=1; compare bench-graphs), then the
+        # same with graphs off (launches from the host).
+        STEP_CAP=60 step bench-pdl 30 env MOESERVE_CUDA_PDL=1 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
+            -p 512 -n 64 -d 0 -npl 1,4,8 -r 2
+        STEP_CAP=60 step bench-pdl-eager 30 env MOESERVE_CUDA_PDL=1 MOESERVE_CUDA_GRAPHS=0 "$MOESERVE_BIN" bench \
+            -m "$slice" -ngl all -p 0 -n 64 -d 0 -r 2
         # Decode with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1; compare bench-graphs).
         STEP_CAP=60 step bench-x86 30 env MOESERVE_CUDA_X86_ORDER=1 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
             -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
@@ -314,6 +325,8 @@ run() {
             -m "$full" -ngl all -p 512 -n 0 -d 0 -r 1
         STEP_CAP=60 step bench-full-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 512 -n 0 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
+        STEP_CAP=60 step bench-full-pdl 30 env MOESERVE_CUDA_PDL=1 "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 512 -n 32 -d 0 -npl 1,8 -r 1
         STEP_CAP=60 step bench-full-tile 30 env MOESERVE_CUDA_ATTENTION=tile "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=60 step bench-full-fa2 30 env MOESERVE_CUDA_ATTENTION=fa2 "$MOESERVE_BIN" bench -m "$full" \
@@ -376,12 +389,16 @@ run() {
             "$out/bench-pairs-off.log"
         section rows "decode of the slice without the decode fusions (MOESERVE_CUDA_FUSE=0; compare bench-graphs)" \
             "$out/bench-fuse-off.log"
+        section rows "the slice with programmatic dependent launch (MOESERVE_CUDA_PDL=1; compare bench, bench-graphs), then op by op" \
+            "$out/bench-pdl.log" "$out/bench-pdl-eager.log"
         section rows "decode of the slice, x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1; compare bench-graphs)" \
             "$out/bench-x86.log"
         section rows "prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1): the slice, then the whole model" \
             "$out/bench-exact-prompts.log" "$out/bench-full-exact-prompts.log"
         section rows "the whole model at 32K: a prompt with 64-row attention blocks (MOESERVE_CUDA_MMA_ROWS=64), decode with the tile kernel (=tile), both with the FlashAttention-2 form (=fa2)" \
             "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log" "$out/bench-full-fa2.log"
+        section rows "the whole model with programmatic dependent launch (MOESERVE_CUDA_PDL=1)" \
+            "$out/bench-full-pdl.log"
         section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "$out/bench-full-x86.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
@@ -391,7 +408,8 @@ run() {
         for mode in ":" "-x86:with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "-exact-prompts:with prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1)" \
             "-mma-rows:with 64 query rows a prompt's attention block (MOESERVE_CUDA_MMA_ROWS=64)" \
-            "-fa2:with the FlashAttention-2 form (MOESERVE_CUDA_ATTENTION=fa2)"; do
+            "-fa2:with the FlashAttention-2 form (MOESERVE_CUDA_ATTENTION=fa2)" \
+            "-pdl:with programmatic dependent launch (MOESERVE_CUDA_PDL=1)"; do
             title=${mode#*:}
             echo "## goldens${title:+ $title}: mean KL against llama.cpp and against the CPU backend"
             golden_table "$out/gpu-suite${mode%%:*}.xml" 2>/dev/null || echo "(no results)"

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_q8_rounding.cuh"
 #include "quant/vec_dot.h"
@@ -44,6 +45,7 @@ template <class Out>
 __global__ void __launch_bounds__(32 * kWarpsPerBlock)
     round_rows_kernel(GgmlType act, const float* src, int64_t row_stride, int64_t group_stride, const int32_t* rows,
                       int64_t n_rows, int64_t width, int64_t row0, Out* dst, Q8Rows q8) {
+    kernel_prologue();
     const int64_t span = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
     if (span * kSpan >= width) return;  // whole warps leave: the shuffles below see full warps
     const int64_t r = row0 + blockIdx.y, g = blockIdx.z;
@@ -99,8 +101,8 @@ void launch_round_rows(Context& ctx, GgmlType act, const float* src, int64_t row
     for (int64_t row0 = 0; row0 < n_rows; row0 += kMaxGridY) {
         const dim3 grid(grid_x, static_cast<unsigned>(std::min(kMaxGridY, n_rows - row0)),
                         static_cast<unsigned>(n_groups));
-        round_rows_kernel<Out><<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(
-            act, src, row_stride, group_stride, rows, n_rows, width, row0, dst, q8 ? *q8 : Q8Rows{});
+        launch_kernel(round_rows_kernel<Out>, grid, 32 * kWarpsPerBlock, 0, ctx.stream, act, src, row_stride,
+                      group_stride, rows, n_rows, width, row0, dst, q8 ? *q8 : Q8Rows{});
         MOESERVE_CUDA_CHECK_LAUNCH();
     }
 }

@@ -32,6 +32,7 @@
 #include "backend/cuda/cuda_attention_block.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_q8_rounding.cuh"
@@ -69,6 +70,7 @@ struct StoreSide {
 // grid: (n_tokens, sides): y = 0 stores K, y = 1 V, in one launch.
 // dynamic smem: the wider row's floats.
 __global__ void store_rows_kernel(StoreSide k_side, StoreSide v_side, const int32_t* cells) {
+    kernel_prologue();
     extern __shared__ float row[];
     const StoreSide& side = blockIdx.y == 0 ? k_side : v_side;
     const int64_t t = blockIdx.x;
@@ -118,6 +120,7 @@ StoreSide store_side(uint8_t* dst, size_t row_bytes, GgmlType type, int64_t n, i
 // span of it, before it is stored.
 template <bool ROUND>
 __global__ void rotate_rows_kernel(const float* src, float* dst, int n, int chunk, float scale) {
+    kernel_prologue();
     extern __shared__ float row[];
     const int64_t r = blockIdx.x;
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = src[r * n + i];
@@ -176,6 +179,7 @@ __device__ inline void load_tile(const uint8_t* base, size_t row_bytes, size_t h
 
 // grid: (n_tokens, n_head_kv * head_splits, n_chunks); see the file comment.
 __global__ void __launch_bounds__(kThreads) attention_chunk_kernel(KernelArgs args) {
+    kernel_prologue();
     const FlashAttention& a = args.a;
     const AttentionBlock blk =
         attention_block(a, args.tokens_per_tile, args.head_splits, args.heads_per_block, args.group, args.chunk_len);
@@ -355,6 +359,7 @@ __device__ float combine_block_reduce(float v, float* scratch) {
 // each output value) instead of one thread walking all of them in turn.
 __global__ void combine_kernel(const float* part, int n_chunks, int64_t n_rows, int dv, int v_rot_chunk,
                                float rot_scale, float* out) {
+    kernel_prologue();
     extern __shared__ float sm[];
     __shared__ float scratch[32];
     float* wz = sm;              // [n_chunks]: e^(m_z - M), 0 for an empty chunk
@@ -439,9 +444,11 @@ const float* rotate_queries(Context& ctx, GgmlType type_k, const float* q, int64
     const dim3 grid(static_cast<unsigned>(n_rows));
     const size_t smem = static_cast<size_t>(width) * sizeof(float);
     if (round_in_launch)
-        rotate_rows_kernel<true><<<grid, 128, smem, ctx.stream>>>(q, qr, width, chunk, hadamard_scale(chunk));
+        launch_kernel(rotate_rows_kernel<true>, grid, 128, smem, ctx.stream, q, qr, width, chunk,
+                      hadamard_scale(chunk));
     else
-        rotate_rows_kernel<false><<<grid, 128, smem, ctx.stream>>>(q, qr, width, chunk, hadamard_scale(chunk));
+        launch_kernel(rotate_rows_kernel<false>, grid, 128, smem, ctx.stream, q, qr, width, chunk,
+                      hadamard_scale(chunk));
     MOESERVE_CUDA_CHECK_LAUNCH();
     return round_in_launch ? qr : round_queries(ctx, type_k, qr, n_rows, width, true);
 }
@@ -499,7 +506,7 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_chunk_kernel), smem);
     const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
                     static_cast<unsigned>(n_chunks));
-    attention_chunk_kernel<<<grid, kThreads, smem, ctx.stream>>>(args);
+    launch_kernel(attention_chunk_kernel, grid, kThreads, smem, ctx.stream, args);
     MOESERVE_CUDA_CHECK_LAUNCH();
 
     combine_attention_chunks(ctx, a, chunks);
@@ -547,9 +554,9 @@ void combine_attention_chunks(Context& ctx, const FlashAttention& a, const Atten
     const int64_t n_rows = a.n_tokens * a.n_head;
     const size_t smem = combine_smem_floats(chunks.n_chunks, a.dv) * sizeof(float);
     if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(combine_kernel), smem);
-    combine_kernel<<<static_cast<unsigned>(n_rows), kCombineThreads, smem, ctx.stream>>>(
-        chunks.part, static_cast<int>(chunks.n_chunks), n_rows, a.dv, a.v_rot_chunk,
-        a.v_rot_chunk ? hadamard_scale(a.v_rot_chunk) : 1.0f, a.out);
+    launch_kernel(combine_kernel, static_cast<unsigned>(n_rows), kCombineThreads, smem, ctx.stream, chunks.part,
+                  static_cast<int>(chunks.n_chunks), n_rows, a.dv, a.v_rot_chunk,
+                  a.v_rot_chunk ? hadamard_scale(a.v_rot_chunk) : 1.0f, a.out);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -565,7 +572,7 @@ void store_kv(Context& ctx, const KvLayer& layer, const float* k, const float* v
     if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(store_rows_kernel), smem);
     // K and V rows in one launch (grid y: the side).
     const dim3 grid(static_cast<unsigned>(n_tokens), with_v ? 2u : 1u);
-    store_rows_kernel<<<grid, 128, smem, ctx.stream>>>(ks, vs, cells);
+    launch_kernel(store_rows_kernel, grid, 128, smem, ctx.stream, ks, vs, cells);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

@@ -29,6 +29,7 @@
 #include "backend/cuda/cuda_attention_f16_tiles.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -89,6 +90,7 @@ __device__ __forceinline__ uint32_t half_pair_low(float p0, float p1) {
 // D: the K and V head size. grid: (n_tokens, n_head_kv * head_splits, n_chunks).
 template <int D>
 __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args) {
+    kernel_prologue();
     constexpr int kSteps = D / 16;             // k-steps of Q·Kᵀ (an even number)
     constexpr int kValueTiles = D / 8;         // n-tiles of O (an even number)
     constexpr int kCellTiles = kFa2Cells / 8;  // n-tiles of S
@@ -291,9 +293,9 @@ bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
     const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
                     static_cast<unsigned>(chunks.n_chunks));
     if (a.dk == 128)
-        attention_fa2_kernel<128><<<grid, kFa2Threads, 0, ctx.stream>>>(args);
+        launch_kernel(attention_fa2_kernel<128>, grid, kFa2Threads, 0, ctx.stream, args);
     else
-        attention_fa2_kernel<64><<<grid, kFa2Threads, 0, ctx.stream>>>(args);
+        launch_kernel(attention_fa2_kernel<64>, grid, kFa2Threads, 0, ctx.stream, args);
     MOESERVE_CUDA_CHECK_LAUNCH();
     combine_attention_chunks(ctx, a, chunks);
     g_fa2_launches.fetch_add(1, std::memory_order_relaxed);

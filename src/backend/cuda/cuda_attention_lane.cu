@@ -28,6 +28,7 @@
 #include "backend/cuda/cuda_attention_warps.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -61,6 +62,7 @@ __device__ __forceinline__ void load_k8(const LaneArgs& args, const uint8_t* row
 // n_chunks); static smem: the group's queries.
 template <int DK, int VV, int GMAX>
 __global__ void __launch_bounds__(kLaneThreads) attention_lane_kernel(LaneArgs args) {
+    kernel_prologue();
     const FlashAttention& a = args.a;
     const DecodeBlock blk = decode_block(a, args.chunk_len);
     const int64_t t = blk.t, c_begin = blk.c_begin, c_end = blk.c_end;
@@ -163,7 +165,7 @@ std::atomic<int64_t> g_lane_launches{0};
 
 template <int DK, int VV, int GMAX>
 void launch_lane(Context& ctx, const LaneArgs& args, dim3 grid) {
-    attention_lane_kernel<DK, VV, GMAX><<<grid, kLaneThreads, 0, ctx.stream>>>(args);
+    launch_kernel(attention_lane_kernel<DK, VV, GMAX>, grid, kLaneThreads, 0, ctx.stream, args);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "backend/cuda/cuda_attention_f16_tiles.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -109,6 +110,7 @@ __host__ __device__ inline MmaLayout mma_layout(int dk, int dv, bool v_in_k, boo
 // grid: (n_tokens, n_head_kv * head_splits, n_chunks).
 template <int ROWS>
 __global__ void __launch_bounds__(kThreads) attention_mma_kernel(MmaArgs args) {
+    kernel_prologue();
     using namespace nvcuda;
     const FlashAttention& a = args.a;
     const AttentionBlock blk =
@@ -320,11 +322,11 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
                     static_cast<unsigned>(chunks.n_chunks));
     if (rows == kPromptRows) {
         raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_mma_kernel<kPromptRows>), L.total);
-        attention_mma_kernel<kPromptRows><<<grid, kThreads, L.total, ctx.stream>>>(args);
+        launch_kernel(attention_mma_kernel<kPromptRows>, grid, kThreads, L.total, ctx.stream, args);
         g_prompt_launches.fetch_add(1, std::memory_order_relaxed);
     } else {
         raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_mma_kernel<kDecodeRows>), L.total);
-        attention_mma_kernel<kDecodeRows><<<grid, kThreads, L.total, ctx.stream>>>(args);
+        launch_kernel(attention_mma_kernel<kDecodeRows>, grid, kThreads, L.total, ctx.stream, args);
     }
     MOESERVE_CUDA_CHECK_LAUNCH();
     combine_attention_chunks(ctx, a, chunks);

@@ -31,6 +31,7 @@
 #include "backend/cuda/cuda_attention_warps.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -122,6 +123,7 @@ __device__ __forceinline__ void tile_run(GgmlType type, bool f16_runs, const uin
 // grid: (n_tokens, n_head_kv, n_chunks); dynamic smem: tile_layout.
 template <int DK, int DV, int GMAX>
 __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs args) {
+    kernel_prologue();
     constexpr int VV = DV / 32;  // V values per lane
     const FlashAttention& a = args.a;
     const DecodeBlock blk = decode_block(a, args.chunk_len);
@@ -288,7 +290,7 @@ template <int DK, int DV, int GMAX>
 void launch_tile(Context& ctx, const TileArgs& args, dim3 grid) {
     const size_t smem = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch).total;
     raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_tile_kernel<DK, DV, GMAX>), smem);
-    attention_tile_kernel<DK, DV, GMAX><<<grid, kTileThreads, smem, ctx.stream>>>(args);
+    launch_kernel(attention_tile_kernel<DK, DV, GMAX>, grid, kTileThreads, smem, ctx.stream, args);
 }
 
 // The largest of 16, 8, 4 bytes that divides every offset a copy starts at

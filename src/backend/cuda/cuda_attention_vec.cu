@@ -24,6 +24,7 @@
 #include "backend/cuda/cuda_attention_warps.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -54,6 +55,7 @@ __device__ __forceinline__ void load_rows(const FlashAttention& a, const uint8_t
 // grid: (n_tokens, n_head_kv, n_chunks); dynamic smem: kVecWarps * GMAX * dv floats.
 template <int VK, int VV, int GMAX>
 __global__ void __launch_bounds__(kVecThreads) attention_vec_kernel(VecArgs args) {
+    kernel_prologue();
     const FlashAttention& a = args.a;
     const DecodeBlock blk = decode_block(a, args.chunk_len);
     const int64_t t = blk.t, c_begin = blk.c_begin, c_end = blk.c_end;
@@ -130,7 +132,7 @@ template <int VK, int VV, int GMAX>
 void launch_vec(Context& ctx, const VecArgs& args, dim3 grid) {
     const size_t smem = sizeof(float) * kVecWarps * GMAX * 32 * VV;
     raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_vec_kernel<VK, VV, GMAX>), smem);
-    attention_vec_kernel<VK, VV, GMAX><<<grid, kVecThreads, smem, ctx.stream>>>(args);
+    launch_kernel(attention_vec_kernel<VK, VV, GMAX>, grid, kVecThreads, smem, ctx.stream, args);
 }
 
 }  // namespace

@@ -5,14 +5,28 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <utility>
 
 namespace moeserve::cuda {
 
 void throw_cuda_error(const char* call, const char* what, const char* file, int line) {
     throw std::runtime_error(fmt::format("CUDA error: {} ({}) at {}:{}", what, call, file, line));
+}
+
+bool pdl_launches() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_PDL");
+        if (!v || std::string(v) != "1") return false;
+        int device = 0, major = 0;
+        if (cudaGetDevice(&device) != cudaSuccess) return false;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+        return major >= 9;
+    }();
+    return on;
 }
 
 Scratch::~Scratch() {

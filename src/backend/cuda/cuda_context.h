@@ -34,6 +34,11 @@ namespace moeserve::cuda {
 // Launch errors surface at the next call; check right after each launch.
 #define MOESERVE_CUDA_CHECK_LAUNCH() MOESERVE_CUDA_CHECK(cudaGetLastError())
 
+// Whether kernel launches (cuda_launch.cuh) carry the programmatic dependent
+// launch attribute: MOESERVE_CUDA_PDL=1 (opt-in until a GPU run has checked
+// and timed it) on a device of compute capability 9.0 or later. Read once.
+bool pdl_launches();
+
 // A grow-only bump allocator in device memory. take() hands out aligned
 // pieces until reset(); the memory stays valid until then even while kernels
 // queued on the stream still use it. Growing (a rare event: the first batch

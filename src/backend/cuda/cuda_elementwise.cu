@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "backend/cuda/cuda_expert_activation.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_q8_rounding.cuh"
@@ -58,6 +59,7 @@ constexpr int kNormMaxPerThread = 16;
 template <bool ROUND>
 __global__ void rms_norm_kernel(float* x, const float* residual, const float* w, float eps, int64_t n, float* out,
                                 Q8Rows q8k, Q8Rows q80) {
+    kernel_prologue();
     __shared__ float scratch[32];
     float* xr = x + blockIdx.x * n;
     float* yr = out + blockIdx.x * n;
@@ -167,6 +169,7 @@ __device__ __forceinline__ void rope_pair(const float* in, float* out, int i, co
 
 // grid: n_tokens; dynamic smem: 2 * half floats (cos, sin of each pair).
 __global__ void rope_kernel(float* x, const int32_t* positions, RopeConsts c) {
+    kernel_prologue();
     extern __shared__ float cs[];
     float* cos_t = cs;
     float* sin_t = cs + c.half;
@@ -193,6 +196,7 @@ constexpr int kHeadMaxPerLane = 8;
 // groups take the second tensor's heads (q and k in one launch).
 __global__ void rms_norm_rope_kernel(float* x, const float* w, float eps, const int32_t* positions, RopeConsts c,
                                      float* x2, const float* w2, int n_head2) {
+    kernel_prologue();
     extern __shared__ float cs[];
     float* cos_t = cs;
     float* sin_t = cs + c.half;
@@ -245,11 +249,13 @@ float yarn_corr_dim(int n_rot, int n_ctx_orig, float beta, float base) {
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
+    kernel_prologue();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         y[i] += x[i];
 }
 
 __global__ void add_row_broadcast_kernel(float* y, const float* b, int64_t n_rows, int64_t n) {
+    kernel_prologue();
     const int64_t total = n_rows * n;
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
         y[i] += b[i % n];
@@ -257,12 +263,14 @@ __global__ void add_row_broadcast_kernel(float* y, const float* b, int64_t n_row
 
 // grid: (ceil(width / threads), n_rows)
 __global__ void copy_rows_kernel(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t width) {
+    kernel_prologue();
     const int64_t r = blockIdx.y;
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < width; i += int64_t(gridDim.x) * blockDim.x)
         dst[r * dst_stride + i] = src[r * src_stride + i];
 }
 
 __global__ void gather_rows_kernel(float* dst, const float* src, int64_t width, const int64_t* rows) {
+    kernel_prologue();
     const int64_t r = blockIdx.y;
     const int64_t from = rows[r];
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < width; i += int64_t(gridDim.x) * blockDim.x)
@@ -270,6 +278,7 @@ __global__ void gather_rows_kernel(float* dst, const float* src, int64_t width, 
 }
 
 __global__ void fill_kernel(float* y, float value, int64_t n) {
+    kernel_prologue();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         y[i] = value;
 }
@@ -277,6 +286,7 @@ __global__ void fill_kernel(float* y, float value, int64_t n) {
 // grid: (n_group, n_rows); y := RMSNorm(y ⊙ silu(z)) * w over one group.
 __global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stride, const float* w, float eps,
                                         int64_t n, int64_t gs) {
+    kernel_prologue();
     __shared__ float scratch[32];
     const int64_t r = blockIdx.y, g0 = blockIdx.x * gs;
     float* yr = y + r * n + g0;
@@ -297,15 +307,16 @@ __global__ void gated_group_norm_kernel(float* y, const float* z, int64_t z_stri
 void rms_norm(Context& ctx, const float* x, const float* w, float eps, int64_t n_rows, int64_t n, float* out) {
     if (n_rows <= 0 || n <= 0) return;
     // x is only read without a residual.
-    rms_norm_kernel<false><<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(const_cast<float*>(x), nullptr,
-                                                                                       w, eps, n, out, {}, {});
+    launch_kernel(rms_norm_kernel<false>, static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream, const_cast<float*>(x),
+                  nullptr, w, eps, n, out, Q8Rows{}, Q8Rows{});
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
 void add_rms_norm(Context& ctx, float* x, const float* y, const float* w, float eps, int64_t n_rows, int64_t n,
                   float* out) {
     if (n_rows <= 0 || n <= 0) return;
-    rms_norm_kernel<false><<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, y, w, eps, n, out, {}, {});
+    launch_kernel(rms_norm_kernel<false>, static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream, x, y, w, eps, n, out,
+                  Q8Rows{}, Q8Rows{});
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -323,8 +334,8 @@ NormRows rms_norm_rounded(Context& ctx, float* x, const float* residual, const f
     r.rows = out, r.n_rows = n_rows, r.width = n;
     r.q8k = take_q8_rows(ctx, n_rows, n, GgmlType::Q8_K);
     r.q80 = take_q8_rows(ctx, n_rows, n, GgmlType::Q8_0);
-    rms_norm_kernel<true>
-        <<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream>>>(x, residual, w, eps, n, out, r.q8k, r.q80);
+    launch_kernel(rms_norm_kernel<true>, static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream, x, residual, w, eps, n,
+                  out, r.q8k, r.q80);
     MOESERVE_CUDA_CHECK_LAUNCH();
     return r;
 }
@@ -361,7 +372,8 @@ void rope(Context& ctx, float* x, int64_t n_tokens, int n_head, int head_dim, co
           const RopeParams& p) {
     if (n_tokens <= 0 || p.n_rot <= 0) return;
     const RopeConsts c = rope_consts(p, n_head, head_dim);
-    rope_kernel<<<static_cast<unsigned>(n_tokens), 128, 2 * c.half * sizeof(float), ctx.stream>>>(x, positions, c);
+    launch_kernel(rope_kernel, static_cast<unsigned>(n_tokens), 128, 2 * c.half * sizeof(float), ctx.stream, x,
+                  positions, c);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -376,7 +388,8 @@ void launch_rms_norm_rope(Context& ctx, float* x, const float* w, int n_head, fl
     if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(rms_norm_rope_kernel), smem);
     const int groups = (n_head + kWarps - 1) / kWarps + (n_head2 + kWarps - 1) / kWarps;
     const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(groups));
-    rms_norm_rope_kernel<<<grid, kNormRopeThreads, smem, ctx.stream>>>(x, w, eps, positions, c, x2, w2, n_head2);
+    launch_kernel(rms_norm_rope_kernel, grid, kNormRopeThreads, smem, ctx.stream, x, w, eps, positions, c, x2, w2,
+                  n_head2);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -404,13 +417,13 @@ void rms_norm_rope_qk(Context& ctx, float* q, const float* wq, int n_head_q, flo
 
 void add(Context& ctx, float* y, const float* x, int64_t n) {
     if (n <= 0) return;
-    add_kernel<<<blocks_for(n), kThreads, 0, ctx.stream>>>(y, x, n);
+    launch_kernel(add_kernel, blocks_for(n), kThreads, 0, ctx.stream, y, x, n);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
 void add_row_broadcast(Context& ctx, float* y, const float* b, int64_t n_rows, int64_t n) {
     if (n_rows <= 0 || n <= 0) return;
-    add_row_broadcast_kernel<<<blocks_for(n_rows * n), kThreads, 0, ctx.stream>>>(y, b, n_rows, n);
+    launch_kernel(add_row_broadcast_kernel, blocks_for(n_rows * n), kThreads, 0, ctx.stream, y, b, n_rows, n);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -424,7 +437,7 @@ void copy_rows(Context& ctx, float* dst, int64_t dst_stride, const float* src, i
         return;
     }
     const dim3 grid(blocks_for(width), static_cast<unsigned>(n_rows));
-    copy_rows_kernel<<<grid, kThreads, 0, ctx.stream>>>(dst, dst_stride, src, src_stride, width);
+    launch_kernel(copy_rows_kernel, grid, kThreads, 0, ctx.stream, dst, dst_stride, src, src_stride, width);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -436,13 +449,13 @@ void gather_rows(Context& ctx, float* dst, const float* src, int64_t width, cons
         return;
     }
     const dim3 grid(blocks_for(width), static_cast<unsigned>(n_rows));
-    gather_rows_kernel<<<grid, kThreads, 0, ctx.stream>>>(dst, src, width, rows);
+    launch_kernel(gather_rows_kernel, grid, kThreads, 0, ctx.stream, dst, src, width, rows);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
 void fill(Context& ctx, float* y, float value, int64_t n) {
     if (n <= 0) return;
-    fill_kernel<<<blocks_for(n), kThreads, 0, ctx.stream>>>(y, value, n);
+    launch_kernel(fill_kernel, blocks_for(n), kThreads, 0, ctx.stream, y, value, n);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -458,7 +471,7 @@ void gated_group_norm(Context& ctx, float* y, const float* z, int64_t z_stride, 
         return;
     }
     const dim3 grid(static_cast<unsigned>(n_group), static_cast<unsigned>(n_rows));
-    gated_group_norm_kernel<<<grid, kThreads, 0, ctx.stream>>>(y, z, z_stride, w, eps, n, n / n_group);
+    launch_kernel(gated_group_norm_kernel, grid, kThreads, 0, ctx.stream, y, z, z_stride, w, eps, n, n / n_group);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_expert_activation.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_matvec_tile.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -52,6 +53,7 @@ __device__ __forceinline__ void prefetch_l1(const uint8_t* p) {
 // (ReLU²) applies to W·x.
 template <GgmlType T, int NT, bool DUAL>
 __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a) {
+    kernel_prologue();
     using B = BlockDequant<T>;
     MatvecBlock mb;
     if (!matvec_block<NT>(a, mb)) return;
@@ -119,6 +121,7 @@ __global__ void __launch_bounds__(32 * kMatvecWarps) matvec_kernel(MatvecArgs a)
 // One thread per 8-value chunk of rows [0, n_rows) of w (row stride row_bytes).
 template <GgmlType T>
 __global__ void dequantize_f16_kernel(const uint8_t* w, size_t row_bytes, int64_t in, int64_t n_rows, __half* dst) {
+    kernel_prologue();
     using B = BlockDequant<T>;
     const int64_t chunks_per_row = in / 8;
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -141,6 +144,7 @@ __global__ void dequantize_f16_kernel(const uint8_t* w, size_t row_bytes, int64_
 // out[t] = row tokens[t] of the table, one thread per 8-value chunk.
 template <GgmlType T>
 __global__ void embed_kernel(const uint8_t* table, size_t row_bytes, int64_t width, const int32_t* tokens, float* out) {
+    kernel_prologue();
     using B = BlockDequant<T>;
     const int64_t t = blockIdx.y;
     const int ci = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
@@ -216,16 +220,16 @@ void launch_matvec(Context& ctx, GgmlType type, const MatvecArgs& args) {
     auto launch = [&]<GgmlType T, bool DUAL>() {
         switch (tile_tokens) {
             case 1:
-                matvec_kernel<T, 1, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                launch_kernel(matvec_kernel<T, 1, DUAL>, grid, 32 * kMatvecWarps, 0, ctx.stream, a);
                 break;
             case 2:
-                matvec_kernel<T, 2, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                launch_kernel(matvec_kernel<T, 2, DUAL>, grid, 32 * kMatvecWarps, 0, ctx.stream, a);
                 break;
             case 4:
-                matvec_kernel<T, 4, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                launch_kernel(matvec_kernel<T, 4, DUAL>, grid, 32 * kMatvecWarps, 0, ctx.stream, a);
                 break;
             default:
-                matvec_kernel<T, 8, DUAL><<<grid, 32 * kMatvecWarps, 0, ctx.stream>>>(a);
+                launch_kernel(matvec_kernel<T, 8, DUAL>, grid, 32 * kMatvecWarps, 0, ctx.stream, a);
                 break;
         }
     };
@@ -245,7 +249,7 @@ void dequantize_rows_f16(Context& ctx, const Weight& w, int matrix, int64_t row0
     const uint8_t* src = w.data + matrix * w.matrix_bytes + row0 * w.row_bytes;
     const unsigned blocks = static_cast<unsigned>((n_threads + 255) / 256);
     dispatch_weight_type(w.type, [&]<GgmlType T>() {
-        dequantize_f16_kernel<T><<<blocks, 256, 0, ctx.stream>>>(src, w.row_bytes, w.ne[0], n_rows, dst);
+        launch_kernel(dequantize_f16_kernel<T>, blocks, 256, 0, ctx.stream, src, w.row_bytes, w.ne[0], n_rows, dst);
     });
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
@@ -294,8 +298,8 @@ void embed(Context& ctx, const Weight& table, const int32_t* tokens, int64_t n_t
         const dim3 grid(static_cast<unsigned>((chunks + 127) / 128),
                         static_cast<unsigned>(std::min(kMaxGridY, n_tokens - t0)));
         dispatch_weight_type(table.type, [&]<GgmlType T>() {
-            embed_kernel<T><<<grid, 128, 0, ctx.stream>>>(table.data, table.row_bytes, table.ne[0], tokens + t0,
-                                                          out + t0 * table.ne[0]);
+            launch_kernel(embed_kernel<T>, grid, 128, 0, ctx.stream, table.data, table.row_bytes, table.ne[0],
+                          tokens + t0, out + t0 * table.ne[0]);
         });
         MOESERVE_CUDA_CHECK_LAUNCH();
     }

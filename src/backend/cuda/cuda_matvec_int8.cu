@@ -25,6 +25,7 @@
 
 #include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_int8_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_matvec_tile.cuh"
 #include "backend/cuda/cuda_quant_blocks.cuh"
@@ -42,6 +43,7 @@ constexpr int kX86RowsPerBlock = kWarps * 4;  // the x86-order form: 4 rows a wa
 // gate and up weights of a SwiGLU in one pass (act(W·x, W2·x)).
 template <GgmlType T, int NT, bool DUAL>
 __global__ void __launch_bounds__(32 * kWarps) matvec_int8_kernel(MatvecArgs a) {
+    kernel_prologue();
     using B = Int8Block<T>;
     MatvecBlock mb;
     if (!matvec_block<NT>(a, mb)) return;
@@ -97,6 +99,7 @@ __global__ void __launch_bounds__(32 * kWarps) matvec_int8_kernel(MatvecArgs a) 
 // (the shuffles need all lanes) and write nothing.
 template <GgmlType T, int NT, bool DUAL>
 __global__ void __launch_bounds__(32 * kWarps) matvec_x86_kernel(MatvecArgs a) {
+    kernel_prologue();
     using L = x86_lanes::Lane<T>;
     MatvecBlock mb;
     if (!matvec_block<NT>(a, mb)) return;
@@ -195,9 +198,9 @@ void launch_matvec_int8(Context& ctx, GgmlType type, const MatvecArgs& a) {
     const dim3 grid(static_cast<unsigned>((a.out + rows_per_block - 1) / rows_per_block), grid_y, 1u);
     auto launch_nt = [&]<GgmlType T, int NT, bool DUAL>() {
         if (x86)
-            matvec_x86_kernel<T, NT, DUAL><<<grid, 32 * kWarps, 0, ctx.stream>>>(a);
+            launch_kernel(matvec_x86_kernel<T, NT, DUAL>, grid, 32 * kWarps, 0, ctx.stream, a);
         else
-            matvec_int8_kernel<T, NT, DUAL><<<grid, 32 * kWarps, 0, ctx.stream>>>(a);
+            launch_kernel(matvec_int8_kernel<T, NT, DUAL>, grid, 32 * kWarps, 0, ctx.stream, a);
     };
     auto launch = [&]<GgmlType T, bool DUAL>() {
         switch (tile_tokens) {

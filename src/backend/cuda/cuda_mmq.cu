@@ -28,6 +28,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_int8_blocks.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 
 namespace moeserve::cuda {
@@ -114,6 +115,7 @@ __host__ __device__ constexpr MmqLayout mmq_layout() {
 // from global memory and waits before it multiplies.
 template <GgmlType T, bool PIPE>
 __global__ void __launch_bounds__(32 * kWarps) mmq_kernel(MmqArgs a) {
+    kernel_prologue();
     using B = Int8Block<T>;
     int matrix, n_tok;
     int64_t first;
@@ -313,7 +315,7 @@ void launch_mmq(Context& ctx, const Weight& w, int matrix, const Q8Rows& x, cons
     auto launch = [&]<GgmlType T, bool PIPE>() {
         constexpr size_t smem = mmq_layout<T, PIPE>().total;
         if (smem > 48 * 1024) raise_dynamic_smem_limit(reinterpret_cast<const void*>(mmq_kernel<T, PIPE>), smem);
-        mmq_kernel<T, PIPE><<<grid, 32 * kWarps, smem, ctx.stream>>>(a);
+        launch_kernel(mmq_kernel<T, PIPE>, grid, 32 * kWarps, smem, ctx.stream, a);
     };
     dispatch_int8_type(w.type, [&]<GgmlType T>() {
         // The raw blocks must be whole 16-byte pieces (and rows start on 16 bytes) for cp.async.

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_expert_activation.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_quant_blocks.cuh"
@@ -53,6 +54,7 @@ static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
 // g := act(g, u) over n values (ReLU²: non-gated, g holds W_up·x).
 __global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertActivation act) {
+    kernel_prologue();
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
         g[i] = expert_activation(g[i], act == ExpertActivation::SwiGlu ? u[i] : 0.0f, act);
@@ -61,7 +63,7 @@ __global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertAct
 void launch_activation(Context& ctx, float* g, const float* u, int64_t n, ExpertActivation act) {
     if (n == 0) return;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
-    activation_kernel<<<blocks, 256, 0, ctx.stream>>>(g, u, n, act);
+    launch_kernel(activation_kernel, blocks, 256, 0, ctx.stream, g, u, n, act);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
@@ -137,6 +139,7 @@ __device__ void route_token(const float* logits, int64_t t, const RouteParams& p
 // One warp per token (route_token).
 __global__ void route_kernel(const float* logits, int64_t n_tokens, RouteParams p, int* route_expert,
                              float* route_weight, int* counts) {
+    kernel_prologue();
     extern __shared__ float smem[];  // per warp: prob[n_expert], sel[n_expert]
     const int warp = threadIdx.x >> 5;
     const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
@@ -179,6 +182,7 @@ __device__ void plan_experts(const int* counts, int n_expert, int tile_tokens, i
 
 __global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, int* start, int* cursor,
                             MatvecTile* tiles, int* n_tiles) {
+    kernel_prologue();
     __shared__ int s_items[kMaxExperts], s_tiles[kMaxExperts];
     plan_experts(counts, n_expert, tile_tokens, s_items, s_tiles, start, cursor, tiles, n_tiles);
 }
@@ -191,6 +195,7 @@ __global__ void plan_kernel(const int* counts, int n_expert, int tile_tokens, in
 __global__ void __launch_bounds__(kFusedRouteThreads)
     route_plan_kernel(const float* logits, int64_t n_tokens, RouteParams p, int tile_tokens, int* route_expert,
                       float* route_weight, int* start, MatvecTile* tiles, int* n_tiles, int* item_pos, int* src_row) {
+    kernel_prologue();
     extern __shared__ float prob[];
     __shared__ int s_counts[kMaxExperts], s_items[kMaxExperts], s_tiles[kMaxExperts];
     __shared__ int s_expert[kMaxFusedItems];
@@ -219,6 +224,7 @@ __global__ void __launch_bounds__(kFusedRouteThreads)
 // and copies the token's expert input row there.
 __global__ void scatter_kernel(const int* route_expert, int k, int* cursor, int* item_pos, const float* xe,
                                int64_t n_in, float* xs) {
+    kernel_prologue();
     __shared__ int pos;
     const int64_t i = blockIdx.x;
     if (threadIdx.x == 0) {
@@ -234,6 +240,7 @@ __global__ void scatter_kernel(const int* route_expert, int k, int* cursor, int*
 // out[t][i] += Σ_j w_j · ys[item_pos(t, j)][i], slots in order.
 __global__ void combine_kernel(const float* ys, const int* item_pos, const float* route_weight, int k, int64_t n_out,
                                float* out) {
+    kernel_prologue();
     const int64_t t = blockIdx.y;
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n_out) return;
@@ -366,17 +373,18 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
         // (the plan's scan and barriers scale with the block).
         const int route_threads = static_cast<int>(std::min<int64_t>(
             kFusedRouteThreads, std::max<int64_t>((n_expert + 31) / 32 * 32, 32 * std::min<int64_t>(n_tokens, 32))));
-        route_plan_kernel<<<1, route_threads, fused_smem, ctx.stream>>>(
-            logits, n_tokens, rp, tile_tokens, route_expert, route_weight, start, tiles, n_tiles, item_pos, src_row);
+        launch_kernel(route_plan_kernel, 1, route_threads, fused_smem, ctx.stream, logits, n_tokens, rp, tile_tokens,
+                      route_expert, route_weight, start, tiles, n_tiles, item_pos, src_row);
         MOESERVE_CUDA_CHECK_LAUNCH();
     } else {
         MOESERVE_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * n_expert, ctx.stream));
         const size_t route_smem = sizeof(float) * 2 * n_expert * kRouteWarps;
-        route_kernel<<<static_cast<unsigned>((n_tokens + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps, route_smem,
-                       ctx.stream>>>(logits, n_tokens, rp, route_expert, route_weight, counts);
+        launch_kernel(route_kernel, static_cast<unsigned>((n_tokens + kRouteWarps - 1) / kRouteWarps), 32 * kRouteWarps,
+                      route_smem, ctx.stream, logits, n_tokens, rp, route_expert, route_weight, counts);
         MOESERVE_CUDA_CHECK_LAUNCH();
         const int plan_threads = (n_expert + 31) / 32 * 32;
-        plan_kernel<<<1, plan_threads, 0, ctx.stream>>>(counts, n_expert, tile_tokens, start, cursor, tiles, n_tiles);
+        launch_kernel(plan_kernel, 1, plan_threads, 0, ctx.stream, counts, n_expert, tile_tokens, start, cursor, tiles,
+                      n_tiles);
         MOESERVE_CUDA_CHECK_LAUNCH();
         if (reinterpret_cast<uintptr_t>(xe) % 16 != 0) {  // scatter_kernel reads float4s: copy a misaligned slice
             float* copy = s.take_n<float>(n_tokens * n_in);
@@ -384,8 +392,8 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
                 cudaMemcpyAsync(copy, xe, sizeof(float) * n_tokens * n_in, cudaMemcpyDeviceToDevice, ctx.stream));
             xe = copy;
         }
-        scatter_kernel<<<static_cast<unsigned>(n_items), 128, 0, ctx.stream>>>(route_expert, k, cursor, item_pos, xe,
-                                                                               n_in, xs);
+        launch_kernel(scatter_kernel, static_cast<unsigned>(n_items), 128, 0, ctx.stream, route_expert, k, cursor,
+                      item_pos, xe, n_in, xs);
         MOESERVE_CUDA_CHECK_LAUNCH();
     }
 
@@ -520,8 +528,8 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxGridY) {  // tokens on the grid's y, 65535 at a time
         const dim3 grid(static_cast<unsigned>((n_out + 255) / 256),
                         static_cast<unsigned>(std::min(kMaxGridY, n_tokens - t0)));
-        combine_kernel<<<grid, 256, 0, ctx.stream>>>(ys, item_pos + t0 * k, route_weight + t0 * k, k, n_out,
-                                                     out + t0 * n_out);
+        launch_kernel(combine_kernel, grid, 256, 0, ctx.stream, ys, item_pos + t0 * k, route_weight + t0 * k, k, n_out,
+                      out + t0 * n_out);
         MOESERVE_CUDA_CHECK_LAUNCH();
     }
 }

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
 #include "backend/cuda/cuda_quant_blocks.cuh"
 
@@ -52,6 +53,7 @@ struct MoeGemmArgs {
 // grid: (ceil(out / 64), max_tiles); 128 threads.
 template <GgmlType T>
 __global__ void __launch_bounds__(32 * kWarps) moe_gemm_kernel(MoeGemmArgs a) {
+    kernel_prologue();
     using namespace nvcuda;
     using B = BlockDequant<T>;
     constexpr int ks = kStepValues<T>;
@@ -153,7 +155,7 @@ void launch_moe_gemm(Context& ctx, const Weight& w, const __half* x16, const Mat
     dispatch_weight_type(w.type, [&]<GgmlType T>() {
         constexpr size_t smem = moe_gemm_smem<T>();
         raise_dynamic_smem_limit(reinterpret_cast<const void*>(moe_gemm_kernel<T>), smem);
-        moe_gemm_kernel<T><<<grid, 32 * kWarps, smem, ctx.stream>>>(a);
+        launch_kernel(moe_gemm_kernel<T>, grid, 32 * kWarps, smem, ctx.stream, a);
     });
     MOESERVE_CUDA_CHECK_LAUNCH();
 }

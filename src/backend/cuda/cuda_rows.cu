@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 namespace {
@@ -16,6 +17,7 @@ constexpr int64_t kMaxBlocks = 4096;
 // GATHER: dst row r := src row cells[r]; else dst row cells[r] := src row r.
 template <class U, bool GATHER>
 __global__ void move_rows_kernel(const uint8_t* src, uint8_t* dst, size_t row_bytes, const int32_t* cells, int64_t n) {
+    kernel_prologue();
     const size_t units = row_bytes / sizeof(U);
     for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
         const size_t from = GATHER ? static_cast<size_t>(cells[r]) : static_cast<size_t>(r);
@@ -36,13 +38,13 @@ void move_rows(cudaStream_t stream, const uint8_t* src, uint8_t* dst, size_t row
     };
     const dim3 grid(static_cast<unsigned>(std::min(n, kMaxBlocks)));
     if (fits(16))
-        move_rows_kernel<uint4, GATHER><<<grid, kThreads, 0, stream>>>(src, dst, row_bytes, cells, n);
+        launch_kernel(move_rows_kernel<uint4, GATHER>, grid, kThreads, 0, stream, src, dst, row_bytes, cells, n);
     else if (fits(4))
-        move_rows_kernel<uint32_t, GATHER><<<grid, kThreads, 0, stream>>>(src, dst, row_bytes, cells, n);
+        launch_kernel(move_rows_kernel<uint32_t, GATHER>, grid, kThreads, 0, stream, src, dst, row_bytes, cells, n);
     else if (fits(2))
-        move_rows_kernel<uint16_t, GATHER><<<grid, kThreads, 0, stream>>>(src, dst, row_bytes, cells, n);
+        launch_kernel(move_rows_kernel<uint16_t, GATHER>, grid, kThreads, 0, stream, src, dst, row_bytes, cells, n);
     else
-        move_rows_kernel<uint8_t, GATHER><<<grid, kThreads, 0, stream>>>(src, dst, row_bytes, cells, n);
+        launch_kernel(move_rows_kernel<uint8_t, GATHER>, grid, kThreads, 0, stream, src, dst, row_bytes, cells, n);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 

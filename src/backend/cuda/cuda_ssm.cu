@@ -24,6 +24,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_expert_activation.cuh"
+#include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_ops.h"
 
 namespace moeserve::cuda {
@@ -34,6 +35,7 @@ constexpr int kMaxStatePerLane = 8;  // d_state <= 256
 
 // prev[t]: the previous token of seq_ids[t] in the batch, or -1; last[t]: no later one.
 __global__ void seq_links_kernel(const int32_t* seq_ids, int64_t n_tokens, int32_t* prev, uint8_t* last) {
+    kernel_prologue();
     const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
     if (t >= n_tokens) return;
     const int32_t s = seq_ids[t];
@@ -67,6 +69,7 @@ __device__ __forceinline__ void conv_window(const float* x, int64_t x_stride, co
 __global__ void conv_kernel(const float* x, int64_t x_stride, int64_t C, int K, const float* w, const float* bias,
                             const int32_t* seq_ids, const int32_t* prev, const float* conv_states, int64_t seq_stride,
                             float* out) {
+    kernel_prologue();
     const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
     const int64_t t = blockIdx.y;
     if (c >= C) return;
@@ -83,6 +86,7 @@ __global__ void conv_kernel(const float* x, int64_t x_stride, int64_t C, int K, 
 // The new conv state of each sequence: its last K-1 inputs. grid as conv_kernel.
 __global__ void conv_state_kernel(const float* x, int64_t x_stride, int64_t C, int K, const int32_t* seq_ids,
                                   const int32_t* prev, const uint8_t* last, float* conv_states, int64_t seq_stride) {
+    kernel_prologue();
     const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
     const int64_t t = blockIdx.y;
     if (c >= C || !last[t]) return;
@@ -110,6 +114,7 @@ struct ScanArgs {
 
 // grid: (ceil(P / warps), H); one warp per state row (h, p).
 __global__ void scan_kernel(ScanArgs s) {
+    kernel_prologue();
     const int lane = threadIdx.x % 32;
     const int p = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int h = blockIdx.y;
@@ -175,16 +180,16 @@ void ssm_conv(Context& ctx, const RecurrentLayer& state, const float* x, int64_t
     if (n_tokens > 65535) throw std::invalid_argument("ssm_conv: at most 65535 tokens per batch");
     int32_t* prev = ctx.scratch->take_n<int32_t>(n_tokens);
     uint8_t* last = ctx.scratch->take_n<uint8_t>(n_tokens);
-    seq_links_kernel<<<static_cast<unsigned>((n_tokens + 127) / 128), 128, 0, ctx.stream>>>(seq_ids, n_tokens, prev,
-                                                                                            last);
+    launch_kernel(seq_links_kernel, static_cast<unsigned>((n_tokens + 127) / 128), 128, 0, ctx.stream, seq_ids,
+                  n_tokens, prev, last);
     MOESERVE_CUDA_CHECK_LAUNCH();
     const dim3 grid(static_cast<unsigned>((C + 127) / 128), static_cast<unsigned>(n_tokens));
-    conv_kernel<<<grid, 128, 0, ctx.stream>>>(x, x_stride, C, K, conv.f32(), bias ? bias.f32() : nullptr, seq_ids, prev,
-                                              state.conv, state.seq_stride, out);
+    launch_kernel(conv_kernel, grid, 128, 0, ctx.stream, x, x_stride, C, K, conv.f32(), bias ? bias.f32() : nullptr,
+                  seq_ids, prev, state.conv, state.seq_stride, out);
     MOESERVE_CUDA_CHECK_LAUNCH();
     if (K > 1) {
-        conv_state_kernel<<<grid, 128, 0, ctx.stream>>>(x, x_stride, C, K, seq_ids, prev, last, state.conv,
-                                                        state.seq_stride);
+        launch_kernel(conv_state_kernel, grid, 128, 0, ctx.stream, x, x_stride, C, K, seq_ids, prev, last, state.conv,
+                      state.seq_stride);
         MOESERVE_CUDA_CHECK_LAUNCH();
     }
 }
@@ -201,7 +206,7 @@ void ssm_scan(Context& ctx, const RecurrentLayer& state, const float* xbc, const
     constexpr int kWarpsPerBlock = 4;
     const dim3 grid(static_cast<unsigned>((p.head_dim + kWarpsPerBlock - 1) / kWarpsPerBlock),
                     static_cast<unsigned>(p.n_head));
-    scan_kernel<<<grid, 32 * kWarpsPerBlock, 0, ctx.stream>>>(s);
+    launch_kernel(scan_kernel, grid, 32 * kWarpsPerBlock, 0, ctx.stream, s);
     MOESERVE_CUDA_CHECK_LAUNCH();
 }
 
