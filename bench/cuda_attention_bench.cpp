@@ -12,7 +12,7 @@
 // 128), Nemotron-3-Nano's (32 / 2 / 128) and GLM-4.7-Flash's MLA (20 heads
 // over a 576-value latent row, 512 of them V).
 //
-//   build-gpu/cuda_attention_bench [--depths 4096,32768,131072] [--forms auto,mma,f32,vec,lane,tile,fa2]
+//   build-gpu/cuda_attention_bench [--depths 4096,32768,131072] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2]
 //                                  [--min-chunks 64,256] [--reps 20]
 //
 // MOESERVE_CUDA_ATTENTION selects the form per row (as in the engine);
@@ -213,6 +213,7 @@ int64_t form_launches(const std::string& form) {
     if (form == "vec") return cuda::vec_attention_launches();
     if (form == "lane") return cuda::lane_attention_launches();
     if (form == "tile") return cuda::tile_attention_launches();
+    if (form == "tile2") return cuda::tile2_attention_launches();
     if (form == "fa2") return cuda::fa2_attention_launches();
     return -1;
 }
@@ -229,7 +230,7 @@ std::vector<T> parse_list(const std::string& s, T (*conv)(const std::string&)) {
 
 int run(int argc, char** argv) {
     std::vector<int64_t> depths = {4096, 32768, 131072};
-    std::vector<std::string> forms = {"auto", "mma", "f32", "vec", "lane", "tile", "fa2"};
+    std::vector<std::string> forms = {"auto", "mma", "f32", "vec", "lane", "tile", "tile2", "fa2"};
     std::vector<int64_t> min_chunks = {0};  // 0: the engine's default
     int reps = 20;
     for (int i = 1; i < argc; ++i) {
@@ -245,7 +246,7 @@ int run(int argc, char** argv) {
             reps = std::max(1, std::atoi(argv[++i]));
         else {
             std::fprintf(stderr,
-                         "usage: cuda_attention_bench [--depths N,...] [--forms auto,mma,f32,vec,lane,tile,fa2] "
+                         "usage: cuda_attention_bench [--depths N,...] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2] "
                          "[--min-chunks N,...] [--reps N]\nunknown or incomplete argument: %s\n",
                          a.c_str());
             return 2;

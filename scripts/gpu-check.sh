@@ -155,7 +155,7 @@ run() {
     # costs on the slice is the attention kernels' own time (bench/README.md).
     STEP_CAP=90 step attention-bench 30 "$bundle/bin/cuda_attention_bench"
     STEP_CAP=60 step attention-bench-chunks 20 "$bundle/bin/cuda_attention_bench" --depths 32768 \
-        --forms mma,lane,tile,fa2 --min-chunks 64,128,256,512,1024
+        --forms mma,lane,tile,tile2,fa2 --min-chunks 64,128,256,512,1024
     # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |

@@ -11,8 +11,8 @@
 #include <functional>
 #include <memory>
 #include <numeric>
-#include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -266,33 +266,58 @@ TEST_F(CudaAttention, long_prefill_and_unshared_cell_lists_match_cpu) {
     }
 }
 
-// The tensor-core form (the default, cuda_attention_mma.cu):
-// Q, K, P and V rounded to f16, so it agrees with the CPU to f16 rounding
-// (about 1e-3 on these O(1) outputs) rather than to float summation order.
-TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
-    const AttentionForm mma("mma");
-    std::mt19937 rng(14);
-    const std::pair<GgmlType, GgmlType> types[] = {
-        {GgmlType::F16, GgmlType::F16}, {GgmlType::Q8_0, GgmlType::Q8_0}, {GgmlType::Q4_0, GgmlType::Q4_0}};
-    // Groups of 8, 1, 6 and 20 (more than the 16 rows of a block: two head
-    // slices), and K and V heads of different sizes.
-    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 128, 64}};
-    const int64_t launches_before = mma_attention_launches();
+// Cases for the f16 tensor-core forms (bounds of f16 rounding): for every
+// type pair and shape, decode over 1, 7 and 4097 cells and a mixed prefill
+// batch; with long_prompts also 133 prompt tokens over ~2000 cached cells,
+// with a cell list per token and with one list (full blocks over several
+// chunks, a chunk boundary inside the run: at 1920 cells with the H200's 7
+// chunks of 320, a block's rows before it have no cells in the last chunk).
+// Returns how many cases ran.
+int64_t expect_f16_form_matches_cpu(Context& ctx, const std::function<void()>& finish,
+                                    std::span<const std::pair<GgmlType, GgmlType>> types, std::span<const Shape> shapes,
+                                    unsigned seed, bool long_prompts) {
+    std::mt19937 rng(seed);
+    int64_t cases = 0;
     for (const auto& [tk, tv] : types)
         for (const Shape& s : shapes) {
             SCOPED_TRACE(label(tk, tv, s));
             const double bound = is_float(tk) ? 1e-2 : 4e-2;
             for (int64_t n : {1, 7, 4097}) {
                 AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
-                EXPECT_LT(c.run(ctx_), bound) << "decode over " << n << " cells";
+                EXPECT_LT(c.run(ctx), bound) << "decode over " << n << " cells";
                 finish();
             }
             AttentionCase prefill(tk, tv, s, {{40, 37}, {300, 1}, {0, 20}}, true, rng);
-            EXPECT_LT(prefill.run(ctx_), bound) << "mixed prefill batch";
+            EXPECT_LT(prefill.run(ctx), bound) << "mixed prefill batch";
             finish();
+            cases += 4;
+            if (!long_prompts) continue;
+            AttentionCase deep(tk, tv, s, {{2000, 133}}, false, rng);
+            EXPECT_LT(deep.run(ctx), bound) << "133 prompt tokens over 2000 cached, a list per token";
+            finish();
+            AttentionCase shared(tk, tv, s, {{1900, 133}}, true, rng);
+            EXPECT_LT(shared.run(ctx), bound) << "133 prompt tokens over 1900 cached, one list";
+            finish();
+            cases += 2;
         }
-    // Every case above ran the tensor-core kernel, not the f32 fallback.
-    EXPECT_EQ(mma_attention_launches() - launches_before, 3 * 5 * 4);
+    return cases;
+}
+
+// The tensor-core form (the default, cuda_attention_mma.cu):
+// Q, K, P and V rounded to f16, so it agrees with the CPU to f16 rounding
+// (about 1e-3 on these O(1) outputs) rather than to float summation order.
+TEST_F(CudaAttention, tensor_core_form_matches_cpu) {
+    const AttentionForm mma("mma");
+    const std::pair<GgmlType, GgmlType> types[] = {
+        {GgmlType::F16, GgmlType::F16}, {GgmlType::Q8_0, GgmlType::Q8_0}, {GgmlType::Q4_0, GgmlType::Q4_0}};
+    // Groups of 8, 1, 6 and 20 (more than the 16 rows of a block: two head
+    // slices), and K and V heads of different sizes.
+    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 128, 64}};
+    const int64_t before = mma_attention_launches();
+    const int64_t cases = expect_f16_form_matches_cpu(
+        ctx_, [this] { finish(); }, types, shapes, 14, false);
+    // Every case ran the tensor-core kernel, not the f32 fallback.
+    EXPECT_EQ(mma_attention_launches() - before, cases);
 }
 
 // The tensor-core form with 64 query rows a block for prompts
@@ -321,39 +346,18 @@ TEST_F(CudaAttention, tensor_core_prompt_rows_match_cpu) {
 
 // The FlashAttention-2 form (cuda_attention_fa2.cu): f16 products like the
 // default tensor-core form, so its bounds; decode and prompts, groups of 8,
-// 1, 6, 20 and 4 (8, 64, 10, 3 and 16 tokens, so 64, 64, 60, 60 and 64 rows,
-// a block where a run fills it), heads of 128 and 64.
+// 1, 6, 20 and 4 (8, 64, 10, 3 and 16 tokens a block), heads of 128 and 64.
 TEST_F(CudaAttention, fa2_form_matches_cpu) {
     const AttentionForm fa2("fa2");
-    std::mt19937 rng(20);
     const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16},
                                                    {GgmlType::Q8_0, GgmlType::Q8_0},
                                                    {GgmlType::Q4_0, GgmlType::Q4_0},
                                                    {GgmlType::F32, GgmlType::BF16}};
     const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 64, 64}};
     const int64_t before = fa2_attention_launches();
-    for (const auto& [tk, tv] : types)
-        for (const Shape& s : shapes) {
-            SCOPED_TRACE(label(tk, tv, s));
-            const double bound = is_float(tk) ? 1e-2 : 4e-2;
-            for (int64_t n : {1, 7, 4097}) {
-                AttentionCase c(tk, tv, s, {{n - 1, 1}}, true, rng);
-                EXPECT_LT(c.run(ctx_), bound) << "decode over " << n << " cells";
-                finish();
-            }
-            AttentionCase mixed(tk, tv, s, {{40, 37}, {300, 1}, {0, 20}}, true, rng);
-            EXPECT_LT(mixed.run(ctx_), bound) << "mixed prefill batch";
-            AttentionCase deep(tk, tv, s, {{2000, 133}}, false, rng);
-            EXPECT_LT(deep.run(ctx_), bound) << "133 prompt tokens over 2000 cached, a list per token";
-            finish();
-            // Full blocks of one list over several chunks, a chunk boundary
-            // inside the run (at 1920 cells with the H200's 7 chunks of 320):
-            // a block's rows before it have no cells in the last chunk.
-            AttentionCase shared(tk, tv, s, {{1900, 133}}, true, rng);
-            EXPECT_LT(shared.run(ctx_), bound) << "133 prompt tokens over 1900 cached, one list";
-            finish();
-        }
-    EXPECT_EQ(fa2_attention_launches() - before, 4 * 5 * 6);
+    const int64_t cases = expect_f16_form_matches_cpu(
+        ctx_, [this] { finish(); }, types, shapes, 20, true);
+    EXPECT_EQ(fa2_attention_launches() - before, cases);
 }
 
 // A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type
@@ -403,6 +407,13 @@ TEST_F(CudaAttention, vec_form_matches_cpu) {
 TEST_F(CudaAttention, lane_form_matches_cpu) {
     expect_decode_form_matches_cpu(
         ctx_, [this] { finish(); }, "lane", lane_attention_launches, 16);
+}
+
+// The shared-memory tile decode form with two row buffers, the next tile's
+// copies in flight during the current tile's work (cuda_attention_tile.cu).
+TEST_F(CudaAttention, pipelined_tile_form_matches_cpu) {
+    expect_decode_form_matches_cpu(
+        ctx_, [this] { finish(); }, "tile2", tile2_attention_launches, 21);
 }
 
 // The shared-memory tile decode form (cuda_attention_tile.cu), with the

@@ -422,6 +422,7 @@ AttentionKernel requested_attention_kernel() {
     if (v && std::strcmp(v, "vec") == 0) return AttentionKernel::vec;
     if (v && std::strcmp(v, "lane") == 0) return AttentionKernel::lane;
     if (v && std::strcmp(v, "tile") == 0) return AttentionKernel::tile;
+    if (v && std::strcmp(v, "tile2") == 0) return AttentionKernel::tile2;
     if (v && std::strcmp(v, "fa2") == 0) return AttentionKernel::fa2;
     if (v && std::strcmp(v, "mma") == 0) return AttentionKernel::mma;
     return AttentionKernel::automatic;
@@ -468,7 +469,8 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     const AttentionKernel kernel = requested_attention_kernel();
     if (kernel == AttentionKernel::vec && flash_attention_vec(ctx, a)) return;
     if (kernel == AttentionKernel::lane && flash_attention_lane(ctx, a)) return;
-    if (kernel == AttentionKernel::tile && flash_attention_tile(ctx, a)) return;
+    if (kernel == AttentionKernel::tile && flash_attention_tile(ctx, a, false)) return;
+    if (kernel == AttentionKernel::tile2 && flash_attention_tile(ctx, a, true)) return;
     if (kernel == AttentionKernel::fa2 && flash_attention_fa2(ctx, a)) return;
     // By default MLA over a quantized latent cache takes the f32 kernel: the
     // tensor cores would see its values rounded to f16 (d * q does not fit

@@ -250,26 +250,6 @@ __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args
 
 std::atomic<int64_t> g_fa2_launches{0};
 
-// P as f16 pairs unless MOESERVE_CUDA_MMA_PAIRS=0 (as the default form).
-bool fa2_pairs() {
-    static const bool on = [] {
-        const char* v = std::getenv("MOESERVE_CUDA_MMA_PAIRS");
-        return !(v && std::string(v) == "0");
-    }();
-    return on;
-}
-
-// load_tile_f16's 16-byte paths unless MOESERVE_CUDA_TILE_LOADS=0 (as the
-// default form), so that gpu-check's rerun of a failed test with that switch
-// tells whether they are the cause here too.
-bool fa2_wide_loads() {
-    static const bool on = [] {
-        const char* v = std::getenv("MOESERVE_CUDA_TILE_LOADS");
-        return !(v && std::string(v) == "0");
-    }();
-    return on;
-}
-
 }  // namespace
 
 bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
@@ -280,8 +260,8 @@ bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
     args.head_splits = (args.group + kFa2Rows - 1) / kFa2Rows;
     args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;
     args.tokens_per_tile = std::max(1, kFa2Rows / args.heads_per_block);
-    args.wide_loads = fa2_wide_loads();
-    args.split_p = fa2_pairs();
+    args.wide_loads = attention_wide_tile_loads();
+    args.split_p = attention_f16_pairs();
     // Blocks that have work: a run of tokens sharing a list fills tokens_per_tile a block, a decode
     // batch's tokens take one each.
     const int64_t run =

@@ -50,28 +50,6 @@ struct MmaArgs {
     bool split_p;     // P likewise
 };
 
-// Whether the tile loader takes 16-byte pieces (the same halves either way):
-// on unless MOESERVE_CUDA_TILE_LOADS=0, which keeps the per-value loader for
-// comparison. Read once.
-bool wide_tile_loads() {
-    static const bool on = [] {
-        const char* v = std::getenv("MOESERVE_CUDA_TILE_LOADS");
-        return !(v && std::string(v) == "0");
-    }();
-    return on;
-}
-
-// Whether Q (MLA) and P go in as f16 pairs (flash_attention_mma): on unless
-// MOESERVE_CUDA_MMA_PAIRS=0, which keeps one f16 product each, for measuring
-// what the pairs cost. Read once.
-bool f16_pairs() {
-    static const bool on = [] {
-        const char* v = std::getenv("MOESERVE_CUDA_MMA_PAIRS");
-        return !(v && std::string(v) == "0");
-    }();
-    return on;
-}
-
 // Shared-memory layout (bytes), every piece on a 32-byte boundary as WMMA's
 // loads and stores need.
 struct MmaLayout {
@@ -272,6 +250,28 @@ int prompt_rows() {
 
 }  // namespace
 
+// Whether the tile loader takes 16-byte pieces (the same halves either way):
+// on unless MOESERVE_CUDA_TILE_LOADS=0, which keeps the per-value loader for
+// comparison. Read once.
+bool attention_wide_tile_loads() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_TILE_LOADS");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
+
+// Whether Q (MLA) and P go in as f16 pairs (flash_attention_mma): on unless
+// MOESERVE_CUDA_MMA_PAIRS=0, which keeps one f16 product each, for measuring
+// what the pairs cost. Read once.
+bool attention_f16_pairs() {
+    static const bool on = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_MMA_PAIRS");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
+
 bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     if (a.dk % 16 != 0 || a.dv % 16 != 0) return false;
     if (a.v_in_k && a.dv > a.dk) return false;
@@ -285,8 +285,8 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     // mean KL on the CPU (docs/cuda.md). Other models' queries keep one
     // product (rounded the same way for every token, as llama.cpp's CUDA
     // kernels round them).
-    bool split_q = a.v_in_k && f16_pairs();
-    const bool split_p = f16_pairs();
+    bool split_q = a.v_in_k && attention_f16_pairs();
+    const bool split_p = attention_f16_pairs();
     const size_t limit = ctx.shared_mem_per_block_optin;
     const auto fits = [limit](const MmaLayout& l) { return limit == 0 || l.total <= limit; };
     // A prompt's block takes 64 query rows where asked for and they fit: each
@@ -307,7 +307,7 @@ bool flash_attention_mma(Context& ctx, const FlashAttention& a) {
     MmaArgs args{};
     args.a = a;
     args.group = group;
-    args.wide_loads = wide_tile_loads();
+    args.wide_loads = attention_wide_tile_loads();
     args.split_q = split_q, args.split_p = split_p;
     args.head_splits = (args.group + rows - 1) / rows;
     args.heads_per_block = (args.group + args.head_splits - 1) / args.head_splits;

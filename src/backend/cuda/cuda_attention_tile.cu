@@ -51,7 +51,7 @@ struct TileArgs : DecodeArgs {
 
 // Shared-memory layout (bytes, each piece 16-byte aligned).
 struct TileLayout {
-    size_t q, cells, stats, scores, rows, total;
+    size_t q, stats, scores, rows, total;
 };
 
 __host__ __device__ inline size_t align16(size_t n) {
@@ -64,25 +64,25 @@ __host__ __device__ inline int tile_pitch(int slice) {
     return static_cast<int>(align16(slice)) + 32;
 }
 
-// (The kernel passes its template parameters DK, DV, GMAX; the host checks
-// the total against the device's limit before it launches.)
-__host__ __device__ inline TileLayout tile_layout(int dk, int dv, int gmax, int k_pitch, int v_pitch) {
+// (The kernel passes its template parameters DK, DV, GMAX and its number of
+// row buffers, 2 when pipelined; the host checks the total against the
+// device's limit before it launches.)
+__host__ __device__ inline TileLayout tile_layout(int dk, int dv, int gmax, int k_pitch, int v_pitch, int buffers) {
     TileLayout l{};
     size_t at = 0;
     l.q = at, at = align16(at + sizeof(float) * gmax * dk);
-    l.cells = at, at = align16(at + sizeof(int32_t) * kTileCells);
     l.stats = at, at = align16(at + sizeof(float) * 3 * gmax);
     l.scores = at, at = align16(at + sizeof(float) * kTileCells * gmax);
-    // The K and V rows of a tile; at the end the warps' accumulators.
-    const size_t rows = static_cast<size_t>(kTileCells) * (k_pitch + v_pitch);
+    // The K and V rows of a tile (of two, pipelined); at the end the warps' accumulators.
+    const size_t rows = static_cast<size_t>(buffers) * kTileCells * (k_pitch + v_pitch);
     const size_t accs = sizeof(float) * kTileWarps * gmax * dv;
     l.rows = at, at = align16(at + (rows > accs ? rows : accs));
     l.total = at;
     return l;
 }
 
-// Asynchronous global -> shared copies (sm_80 and later), committed as one
-// group and waited for with cp_async_wait_all.
+// Asynchronous global -> shared copies (sm_80 and later), committed as a
+// group (cp_async_commit) and waited for by groups (cp_async_wait).
 __device__ __forceinline__ void cp_async(void* dst, const void* src, int bytes) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
     if (bytes == 16)
@@ -92,9 +92,13 @@ __device__ __forceinline__ void cp_async(void* dst, const void* src, int bytes) 
     else
         asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src) : "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() {
+__device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+// Waits until at most N of this thread's committed groups are in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Values d0 .. d0+N-1 of a row in shared memory (N = 4 or 8; an f16 row's
@@ -120,8 +124,32 @@ __device__ __forceinline__ void tile_run(GgmlType type, bool f16_runs, const uin
     kv_decode_run<N>(type, row, d0, out);
 }
 
+// The tile at c0 (nc cells) into buffer K / V: every piece of its K and V
+// slices in flight at once, committed as one group. Each thread reads the
+// cell index of the pieces it copies (one cached load a piece).
+__device__ __forceinline__ void issue_tile(const TileArgs& args, const DecodeBlock& blk, int64_t c0, int nc, uint8_t* K,
+                                           uint8_t* V) {
+    const FlashAttention& a = args.a;
+    const int piece = args.piece;
+    const int k_pieces = args.k_slice / piece, v_pieces = args.v_slice / piece;
+    for (int i = threadIdx.x; i < nc * k_pieces; i += kTileThreads) {
+        const int c = i / k_pieces, u = i % k_pieces;
+        const size_t cell = static_cast<size_t>(blk.cells[c0 + c]);
+        cp_async(K + c * args.k_pitch + u * piece, blk.k_base + cell * a.k_row_bytes + u * piece, piece);
+    }
+    for (int i = threadIdx.x; i < nc * v_pieces; i += kTileThreads) {
+        const int c = i / v_pieces, u = i % v_pieces;
+        const size_t cell = static_cast<size_t>(blk.cells[c0 + c]);
+        cp_async(V + c * args.v_pitch + u * piece, blk.v_base + cell * a.v_row_bytes + u * piece, piece);
+    }
+    cp_async_commit();
+}
+
+// PIPE: two row buffers, the next tile's copies issued before the current
+// tile is computed on (MOESERVE_CUDA_ATTENTION=tile2), so a block keeps its
+// copies in flight while it computes; else one buffer, copy then compute.
 // grid: (n_tokens, n_head_kv, n_chunks); dynamic smem: tile_layout.
-template <int DK, int DV, int GMAX>
+template <int DK, int DV, int GMAX, bool PIPE>
 __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs args) {
     kernel_prologue();
     constexpr int VV = DV / 32;  // V values per lane
@@ -132,16 +160,16 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs a
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
     extern __shared__ __align__(16) unsigned char smem[];
-    const TileLayout L = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch);
+    const TileLayout L = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch, PIPE ? 2 : 1);
     float* qs = reinterpret_cast<float*>(smem + L.q);  // [GMAX][DK]
-    int32_t* cell_s = reinterpret_cast<int32_t*>(smem + L.cells);
     float* m_s = reinterpret_cast<float*>(smem + L.stats);
     float* l_s = m_s + GMAX;
     float* corr_s = l_s + GMAX;
     float* S = reinterpret_cast<float*>(smem + L.scores);  // [kTileCells][GMAX]: scores, then weights
     static_assert(GMAX % 4 == 0, "weights are read four heads at a time");
-    uint8_t* Kt = smem + L.rows;  // [kTileCells][k_pitch]
-    uint8_t* Vt = Kt + static_cast<size_t>(kTileCells) * args.k_pitch;
+    // Buffer b: K rows [kTileCells][k_pitch], then V rows [kTileCells][v_pitch].
+    const size_t buffer_bytes = static_cast<size_t>(kTileCells) * (args.k_pitch + args.v_pitch);
+    uint8_t* const rows = smem + L.rows;
 
     for (int i = tid; i < GMAX * DK; i += kTileThreads) {
         const int g = i / DK, d = i % DK;
@@ -155,25 +183,30 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs a
 #pragma unroll
         for (int j = 0; j < VV; ++j) acc[g][j] = 0.0f;
 
-    const int piece = args.piece;
-    const int k_pieces = args.k_slice / piece, v_pieces = args.v_slice / piece;
-    for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileCells) {
-        const int nc = static_cast<int>(min(static_cast<int64_t>(kTileCells), c_end - c0));
+    const auto tile_cells = [&](int64_t c) {
+        return static_cast<int>(min(static_cast<int64_t>(kTileCells), c_end - c));
+    };
+    if (PIPE && c_begin < c_end)
+        issue_tile(args, blk, c_begin, tile_cells(c_begin), rows, rows + kTileCells * args.k_pitch);
+    int buf = 0;
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += kTileCells, buf ^= PIPE ? 1 : 0) {
+        const int nc = tile_cells(c0);
+        uint8_t* const Kt = rows + buf * buffer_bytes;
+        uint8_t* const Vt = Kt + static_cast<size_t>(kTileCells) * args.k_pitch;
         __syncthreads();  // the previous tile's rows and weights are read (and the stats written)
-        if (tid < kTileCells) cell_s[tid] = tid < nc ? blk.cells[c0 + tid] : 0;
-        __syncthreads();
-        // Every piece of the tile's K and V slices in flight at once.
-        for (int i = tid; i < nc * k_pieces; i += kTileThreads) {
-            const int c = i / k_pieces, u = i % k_pieces;
-            cp_async(Kt + c * args.k_pitch + u * piece,
-                     blk.k_base + static_cast<size_t>(cell_s[c]) * a.k_row_bytes + u * piece, piece);
+        if constexpr (PIPE) {
+            const int64_t next = c0 + kTileCells;
+            if (next < c_end) {  // into the other buffer, read last by the previous tile
+                uint8_t* const Kn = rows + (buf ^ 1) * buffer_bytes;
+                issue_tile(args, blk, next, tile_cells(next), Kn, Kn + kTileCells * args.k_pitch);
+                cp_async_wait<1>();  // this tile's group has landed; the next one's may still fly
+            } else {
+                cp_async_wait<0>();
+            }
+        } else {
+            issue_tile(args, blk, c0, nc, Kt, Vt);
+            cp_async_wait<0>();
         }
-        for (int i = tid; i < nc * v_pieces; i += kTileThreads) {
-            const int c = i / v_pieces, u = i % v_pieces;
-            cp_async(Vt + c * args.v_pitch + u * piece,
-                     blk.v_base + static_cast<size_t>(cell_s[c]) * a.v_row_bytes + u * piece, piece);
-        }
-        cp_async_wait_all();
         __syncthreads();
 
         // 1. Scores: cell tid/2, runs 2k + tid%2 of 8 values.
@@ -265,7 +298,7 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs a
     // chunk's partial state per head; a chunk with no cells gets max -inf,
     // which the combine skips.
     __syncthreads();
-    float* acc_s = reinterpret_cast<float*>(Kt);  // [kTileWarps][GMAX][DV], over the rows
+    float* acc_s = reinterpret_cast<float*>(rows);  // [kTileWarps][GMAX][DV], over the rows
 #pragma unroll
     for (int g = 0; g < GMAX; ++g)
 #pragma unroll
@@ -285,12 +318,19 @@ __global__ void __launch_bounds__(kTileThreads) attention_tile_kernel(TileArgs a
 }
 
 std::atomic<int64_t> g_tile_launches{0};
+std::atomic<int64_t> g_tile2_launches{0};
+
+template <int DK, int DV, int GMAX, bool PIPE>
+void launch_tile_form(Context& ctx, const TileArgs& args, dim3 grid) {
+    const size_t smem = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch, PIPE ? 2 : 1).total;
+    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_tile_kernel<DK, DV, GMAX, PIPE>), smem);
+    launch_kernel(attention_tile_kernel<DK, DV, GMAX, PIPE>, grid, kTileThreads, smem, ctx.stream, args);
+}
 
 template <int DK, int DV, int GMAX>
-void launch_tile(Context& ctx, const TileArgs& args, dim3 grid) {
-    const size_t smem = tile_layout(DK, DV, GMAX, args.k_pitch, args.v_pitch).total;
-    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_tile_kernel<DK, DV, GMAX>), smem);
-    launch_kernel(attention_tile_kernel<DK, DV, GMAX>, grid, kTileThreads, smem, ctx.stream, args);
+void launch_tile(Context& ctx, const TileArgs& args, dim3 grid, bool pipelined) {
+    pipelined ? launch_tile_form<DK, DV, GMAX, true>(ctx, args, grid)
+              : launch_tile_form<DK, DV, GMAX, false>(ctx, args, grid);
 }
 
 // The largest of 16, 8, 4 bytes that divides every offset a copy starts at
@@ -307,7 +347,7 @@ int copy_piece(const FlashAttention& a, size_t k_slice, size_t v_slice) {
 
 }  // namespace
 
-bool flash_attention_tile(Context& ctx, const FlashAttention& a) {
+bool flash_attention_tile(Context& ctx, const FlashAttention& a, bool pipelined) {
     if (a.v_in_k || a.n_tokens > kTileMaxTokens) return false;
     const int group = a.n_head / a.n_head_kv;
     const bool dk_ok = a.dk == 128 || a.dk == 256, dv_ok = a.dv == 128 || a.dv == 256;
@@ -328,27 +368,33 @@ bool flash_attention_tile(Context& ctx, const FlashAttention& a) {
     // An f32 cache's tile with a head of 256 takes 106-142 KB: more than an
     // sm_89 card allows a block (99 KB).
     const bool small_group = group <= 8;
-    const size_t smem = tile_layout(a.dk, a.dv, small_group ? 8 : 16, args.k_pitch, args.v_pitch).total;
+    const size_t smem =
+        tile_layout(a.dk, a.dv, small_group ? 8 : 16, args.k_pitch, args.v_pitch, pipelined ? 2 : 1).total;
     if (ctx.shared_mem_per_block_optin > 0 && smem > ctx.shared_mem_per_block_optin) return false;
     AttentionChunks chunks;
     const dim3 grid = plan_decode(ctx, a, kTileCells, args, chunks);
     const bool k128 = a.dk == 128, v128 = a.dv == 128;
+    const bool p = pipelined;
     if (k128 && v128)
-        small_group ? launch_tile<128, 128, 8>(ctx, args, grid) : launch_tile<128, 128, 16>(ctx, args, grid);
+        small_group ? launch_tile<128, 128, 8>(ctx, args, grid, p) : launch_tile<128, 128, 16>(ctx, args, grid, p);
     else if (k128)
-        launch_tile<128, 256, 8>(ctx, args, grid);
+        launch_tile<128, 256, 8>(ctx, args, grid, p);
     else if (v128)
-        small_group ? launch_tile<256, 128, 8>(ctx, args, grid) : launch_tile<256, 128, 16>(ctx, args, grid);
+        small_group ? launch_tile<256, 128, 8>(ctx, args, grid, p) : launch_tile<256, 128, 16>(ctx, args, grid, p);
     else
-        launch_tile<256, 256, 8>(ctx, args, grid);
+        launch_tile<256, 256, 8>(ctx, args, grid, p);
     MOESERVE_CUDA_CHECK_LAUNCH();
     combine_attention_chunks(ctx, a, chunks);
-    g_tile_launches.fetch_add(1, std::memory_order_relaxed);
+    (pipelined ? g_tile2_launches : g_tile_launches).fetch_add(1, std::memory_order_relaxed);
     return true;
 }
 
 int64_t tile_attention_launches() {
     return g_tile_launches.load(std::memory_order_relaxed);
+}
+
+int64_t tile2_attention_launches() {
+    return g_tile2_launches.load(std::memory_order_relaxed);
 }
 
 }  // namespace moeserve::cuda

@@ -58,10 +58,10 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
-// mma | vec | lane | tile | fa2, read at every call so that tests can
-// switch; unset: automatic, the tensor-core form except for MLA over a
+// mma | vec | lane | tile | tile2 | fa2, read at every call so that tests
+// can switch; unset: automatic, the tensor-core form except for MLA over a
 // quantized cache (the f32 kernel).
-enum class AttentionKernel { automatic, mma, f32, vec, lane, tile, fa2 };
+enum class AttentionKernel { automatic, mma, f32, vec, lane, tile, tile2, fa2 };
 AttentionKernel requested_attention_kernel();
 
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
@@ -87,9 +87,12 @@ int64_t lane_attention_launches();
 // f32 arithmetic. For up to 16 tokens, K and V heads of 128 or 256 values,
 // groups of up to 16 (8 with dv 256), not MLA, cache rows whose head slices
 // start at 4-byte multiples; returns false (launching nothing) otherwise.
-bool flash_attention_tile(Context& ctx, const FlashAttention& a);
-// How many times the tile form ran in this process.
+// pipelined (MOESERVE_CUDA_ATTENTION=tile2): two row buffers, the next
+// tile's copies in flight while the current tile is computed on.
+bool flash_attention_tile(Context& ctx, const FlashAttention& a, bool pipelined);
+// How many times the tile form ran in this process (one buffer, two).
 int64_t tile_attention_launches();
+int64_t tile2_attention_launches();
 
 // The FlashAttention-2 form of flash_attention (cuda_attention_fa2.cu):
 // each warp holds 16 query rows' Q, S and O in registers through mma.sync
@@ -99,6 +102,13 @@ int64_t tile_attention_launches();
 bool flash_attention_fa2(Context& ctx, const FlashAttention& a);
 // How many times the FlashAttention-2 form ran in this process.
 int64_t fa2_attention_launches();
+
+// Switches of the tensor-core forms (mma, fa2), each read once: whether P
+// (and MLA's Q) go in as f16 pairs hi + lo (on unless MOESERVE_CUDA_MMA_PAIRS=0),
+// and whether the f16 tile loader takes 16-byte pieces (on unless
+// MOESERVE_CUDA_TILE_LOADS=0).
+bool attention_f16_pairs();
+bool attention_wide_tile_loads();
 
 // The tensor-core form of flash_attention (cuda_attention_mma.cu): Q, K, P
 // and V in f16 with f32 accumulation, as llama.cpp's CUDA kernels. For head
