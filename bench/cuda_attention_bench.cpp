@@ -13,11 +13,13 @@
 // over a 576-value latent row, 512 of them V).
 //
 //   build-gpu/cuda_attention_bench [--depths 4096,32768,131072] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2]
-//                                  [--min-chunks 64,256] [--reps 20]
+//                                  [--tokens 1,8] [--min-chunks 64,256] [--blocks-per-sm 4,8] [--reps 20]
 //
 // MOESERVE_CUDA_ATTENTION selects the form per row (as in the engine);
-// "auto" is the engine's default choice. --min-chunks sweeps the shortest
-// chunk of cells a block takes (MOESERVE_CUDA_ATTENTION_MIN_CHUNK; default:
+// "auto" is the engine's default choice. --tokens decodes that many
+// sequences at once, each over its own depth cells (a server's parallel
+// slots). --min-chunks and --blocks-per-sm sweep how the cells are split
+// over blocks (MOESERVE_CUDA_ATTENTION_MIN_CHUNK, _BLOCKS_PER_SM; default:
 // the engine's). Built in every build; without CUDA
 // it only says so.
 #if defined(MOESERVE_WITH_CUDA)
@@ -109,9 +111,12 @@ struct Filled {
     std::unique_ptr<Device<int64_t>> offset;
     std::unique_ptr<Device<float>> q, out;
     cuda::AttentionCells view;
-    double bytes = 0;  // cache bytes one token reads
+    double bytes = 0;  // cache bytes one call reads
+    int n_tokens = 1;
 
-    Filled(Gpu& g, const Shape& s, GgmlType type, int64_t depth, std::mt19937& rng) {
+    // tokens: sequences decoding at once, sequence i over cells i*depth .. (its own rows).
+    Filled(Gpu& g, const Shape& s, GgmlType type, int64_t depth, int tokens, std::mt19937& rng) {
+        const int64_t n_total = depth * tokens;
         KvCacheConfig c;
         c.n_cells = 1;
         c.type_k = type;
@@ -125,8 +130,8 @@ struct Filled {
         c.allow_rotation = !s.mla;  // as deepseek2.cpp: llama.cpp never rotates the latent
         host = std::make_unique<KvCache>(c);
         const size_t kb = host->k_row_bytes(0), vb = s.mla ? 0 : host->v_row_bytes(0);
-        k = std::make_unique<Device<uint8_t>>(kb * depth);
-        v = std::make_unique<Device<uint8_t>>(std::max<size_t>(vb * depth, 1));
+        k = std::make_unique<Device<uint8_t>>(kb * n_total);
+        v = std::make_unique<Device<uint8_t>>(std::max<size_t>(vb * n_total, 1));
         layer.k = k->p;
         layer.v = s.mla ? nullptr : v->p;
         layer.k_row_bytes = kb;
@@ -143,32 +148,35 @@ struct Filled {
         const auto kf = normal_floats((piece + 64) * wk, rng, 1.0f);
         const auto vf = normal_floats((piece + 64) * std::max<int64_t>(wv, 1), rng, 1.0f);
         Device<float> dk(kf), dv(vf);
-        std::vector<int32_t> all(depth);
-        for (int64_t i = 0; i < depth; ++i) all[i] = static_cast<int32_t>(i);
+        std::vector<int32_t> all(n_total);
+        for (int64_t i = 0; i < n_total; ++i) all[i] = static_cast<int32_t>(i);
         Device<int32_t> dall(all);
-        for (int64_t c0 = 0; c0 < depth; c0 += piece) {
-            const int64_t n = std::min(piece, depth - c0), shift = (c0 / piece) % 64;
+        for (int64_t c0 = 0; c0 < n_total; c0 += piece) {
+            const int64_t n = std::min(piece, n_total - c0), shift = (c0 / piece) % 64;
             cuda::store_kv(g.ctx, layer, dk.p + shift * wk, s.mla ? nullptr : dv.p + shift * wv, dall.p + c0, n);
         }
         MOESERVE_CUDA_CHECK(cudaStreamSynchronize(g.stream));
         cells = std::make_unique<Device<int32_t>>(all);
-        n_cells = std::make_unique<Device<int32_t>>(std::vector<int32_t>{static_cast<int32_t>(depth)});
-        offset = std::make_unique<Device<int64_t>>(std::vector<int64_t>{0});
+        n_cells = std::make_unique<Device<int32_t>>(std::vector<int32_t>(tokens, static_cast<int32_t>(depth)));
+        std::vector<int64_t> starts(tokens);
+        for (int t = 0; t < tokens; ++t) starts[t] = t * depth;
+        offset = std::make_unique<Device<int64_t>>(starts);
         const int64_t q_width = static_cast<int64_t>(s.n_head) * s.dk;
-        q = std::make_unique<Device<float>>(normal_floats(q_width, rng, 1.0f));
-        out = std::make_unique<Device<float>>(static_cast<size_t>(s.n_head) * s.dv);
-        view = {cells->p, offset->p, n_cells->p, static_cast<int32_t>(depth)};
-        bytes = static_cast<double>(depth) * (kb + vb);
+        q = std::make_unique<Device<float>>(normal_floats(q_width * tokens, rng, 1.0f));
+        out = std::make_unique<Device<float>>(static_cast<size_t>(s.n_head) * s.dv * tokens);
+        view = {cells->p, offset->p, n_cells->p, static_cast<int32_t>(depth), 1};
+        bytes = static_cast<double>(n_total) * (kb + vb);
+        n_tokens = tokens;
         const int n_layers = static_cast<int>(std::clamp(std::ceil(2.0 * g.l2_bytes / bytes), 1.0, 256.0));
         layers.push_back(layer);
         for (int i = 1; i < n_layers; ++i) {
             cuda::KvLayer l = layer;
-            copies.push_back(std::make_unique<Device<uint8_t>>(kb * depth));
-            MOESERVE_CUDA_CHECK(cudaMemcpy(copies.back()->p, k->p, kb * depth, cudaMemcpyDeviceToDevice));
+            copies.push_back(std::make_unique<Device<uint8_t>>(kb * n_total));
+            MOESERVE_CUDA_CHECK(cudaMemcpy(copies.back()->p, k->p, kb * n_total, cudaMemcpyDeviceToDevice));
             l.k = copies.back()->p;
             if (!s.mla) {
-                copies.push_back(std::make_unique<Device<uint8_t>>(vb * depth));
-                MOESERVE_CUDA_CHECK(cudaMemcpy(copies.back()->p, v->p, vb * depth, cudaMemcpyDeviceToDevice));
+                copies.push_back(std::make_unique<Device<uint8_t>>(vb * n_total));
+                MOESERVE_CUDA_CHECK(cudaMemcpy(copies.back()->p, v->p, vb * n_total, cudaMemcpyDeviceToDevice));
                 l.v = copies.back()->p;
             }
             layers.push_back(l);
@@ -185,9 +193,10 @@ double time_attention(Gpu& g, const Shape& s, Filled& f, int reps) {
     auto call = [&] {
         const cuda::KvLayer& layer = f.layers[next++ % f.layers.size()];
         if (s.mla)
-            cuda::attention_mla(g.ctx, layer, f.q->p, 1, s.n_head, s.dv, f.view, scale, f.out->p);
+            cuda::attention_mla(g.ctx, layer, f.q->p, f.n_tokens, s.n_head, s.dv, f.view, scale, f.out->p);
         else
-            cuda::attention(g.ctx, layer, f.q->p, 1, s.n_head, s.n_head_kv, s.dk, s.dv, f.view, scale, f.out->p);
+            cuda::attention(g.ctx, layer, f.q->p, f.n_tokens, s.n_head, s.n_head_kv, s.dk, s.dv, f.view, scale,
+                            f.out->p);
         g.scratch->reset();
     };
     for (size_t i = 0; i < f.layers.size(); ++i) call();
@@ -231,7 +240,8 @@ std::vector<T> parse_list(const std::string& s, T (*conv)(const std::string&)) {
 int run(int argc, char** argv) {
     std::vector<int64_t> depths = {4096, 32768, 131072};
     std::vector<std::string> forms = {"auto", "mma", "f32", "vec", "lane", "tile", "tile2", "fa2"};
-    std::vector<int64_t> min_chunks = {0};  // 0: the engine's default
+    std::vector<int64_t> min_chunks = {0}, blocks_per_sm = {0};  // 0: the engine's default
+    std::vector<int64_t> token_counts = {1};
     int reps = 20;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -242,12 +252,19 @@ int run(int argc, char** argv) {
             forms = parse_list<std::string>(argv[++i], [](const std::string& x) { return x; });
         else if (a == "--min-chunks" && has_value)
             min_chunks = parse_list<int64_t>(argv[++i], [](const std::string& x) -> int64_t { return std::stoll(x); });
+        else if (a == "--blocks-per-sm" && has_value)
+            blocks_per_sm =
+                parse_list<int64_t>(argv[++i], [](const std::string& x) -> int64_t { return std::stoll(x); });
+        else if (a == "--tokens" && has_value)
+            token_counts =
+                parse_list<int64_t>(argv[++i], [](const std::string& x) -> int64_t { return std::stoll(x); });
         else if (a == "--reps" && has_value)
             reps = std::max(1, std::atoi(argv[++i]));
         else {
             std::fprintf(stderr,
                          "usage: cuda_attention_bench [--depths N,...] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2] "
-                         "[--min-chunks N,...] [--reps N]\nunknown or incomplete argument: %s\n",
+                         "[--min-chunks N,...] [--blocks-per-sm N,...] [--tokens N,...] [--reps N]\n"
+                         "unknown or incomplete argument: %s\n",
                          a.c_str());
             return 2;
         }
@@ -258,50 +275,62 @@ int run(int argc, char** argv) {
     const double bw = cuda::measure_copy_bandwidth(0);  // read + write bytes per second
     std::printf("device: %s, %d SMs; copy bandwidth %.0f GB/s (read + write)\n\n", prop.name, prop.multiProcessorCount,
                 bw / 1e9);
-    std::printf("| shape | cache | depth | form | min chunk | us/call | cache MB read | GB/s | %% of copy BW |\n");
-    std::printf("|---|---|---:|---|---:|---:|---:|---:|---:|\n");
+    std::printf(
+        "| shape | cache | depth | sequences | form | min chunk | blocks/SM | us/call | cache MB read | GB/s | %% of "
+        "copy "
+        "BW |\n");
+    std::printf("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
     const Shape shapes[] = {{"qwen3-30b-a3b 32/4x128", 32, 4, 128, 128, false},
                             {"nemotron-3-nano 32/2x128", 32, 2, 128, 128, false},
                             {"glm-4.7-flash MLA 20x576", 20, 1, 576, 512, true}};
     std::mt19937 rng(7);
+    // An environment switch for one row: a positive value set, 0 the engine's default.
+    const auto set_env = [](const char* name, int64_t value) {
+        if (value > 0)
+            setenv(name, std::to_string(value).c_str(), 1);
+        else
+            unsetenv(name);
+        return value > 0 ? std::to_string(value) : std::string("default");
+    };
     for (const Shape& s : shapes)
         for (GgmlType type : {GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0})
-            for (int64_t depth : depths) {
-                Filled f(g, s, type, depth, rng);
-                for (const std::string& form : forms)
-                    for (int64_t min_chunk : min_chunks) {
-                        if (form == "auto")
-                            unsetenv("MOESERVE_CUDA_ATTENTION");
-                        else
-                            setenv("MOESERVE_CUDA_ATTENTION", form.c_str(), 1);
-                        const std::string chunk = min_chunk > 0 ? std::to_string(min_chunk) : "default";
-                        if (min_chunk > 0)
-                            setenv("MOESERVE_CUDA_ATTENTION_MIN_CHUNK", chunk.c_str(), 1);
-                        else
-                            unsetenv("MOESERVE_CUDA_ATTENTION_MIN_CHUNK");
-                        const int64_t before = form_launches(form);
-                        bool fell_back = false;
-                        const auto row = [&] {
-                            return std::string("| ") + s.name + " | " + std::string(ggml_type_name(type)) + " | " +
-                                   std::to_string(depth) + " | " + form + (fell_back ? " (fell back)" : "") + " | " +
-                                   chunk + " | ";
-                        };
-                        double t = 0;
-                        try {
-                            t = time_attention(g, s, f, reps);
-                            fell_back = before >= 0 && form_launches(form) == before;
-                        } catch (const std::exception& e) {
-                            std::printf("%sfailed: %s | | | |\n", row().c_str(), e.what());
-                            continue;
-                        }
-                        const double gbs = f.bytes / t / 1e9;
-                        std::printf("%s%.1f | %.1f | %.0f | %.0f%% |\n", row().c_str(), t * 1e6, f.bytes / 1e6, gbs,
-                                    100.0 * gbs * 1e9 / bw);
-                        std::fflush(stdout);
-                    }
-            }
+            for (int64_t depth : depths)
+                for (int64_t tokens : token_counts) {
+                    Filled f(g, s, type, depth, static_cast<int>(tokens), rng);
+                    for (const std::string& form : forms)
+                        for (int64_t min_chunk : min_chunks)
+                            for (int64_t per_sm : blocks_per_sm) {
+                                if (form == "auto")
+                                    unsetenv("MOESERVE_CUDA_ATTENTION");
+                                else
+                                    setenv("MOESERVE_CUDA_ATTENTION", form.c_str(), 1);
+                                const std::string chunk = set_env("MOESERVE_CUDA_ATTENTION_MIN_CHUNK", min_chunk);
+                                const std::string sm = set_env("MOESERVE_CUDA_ATTENTION_BLOCKS_PER_SM", per_sm);
+                                const int64_t before = form_launches(form);
+                                bool fell_back = false;
+                                const auto row = [&] {
+                                    return std::string("| ") + s.name + " | " + std::string(ggml_type_name(type)) +
+                                           " | " + std::to_string(depth) + " | " + std::to_string(tokens) + " | " +
+                                           form + (fell_back ? " (fell back)" : "") + " | " + chunk + " | " + sm +
+                                           " | ";
+                                };
+                                double t = 0;
+                                try {
+                                    t = time_attention(g, s, f, reps);
+                                    fell_back = before >= 0 && form_launches(form) == before;
+                                } catch (const std::exception& e) {
+                                    std::printf("%sfailed: %s | | | |\n", row().c_str(), e.what());
+                                    continue;
+                                }
+                                const double gbs = f.bytes / t / 1e9;
+                                std::printf("%s%.1f | %.1f | %.0f | %.0f%% |\n", row().c_str(), t * 1e6, f.bytes / 1e6,
+                                            gbs, 100.0 * gbs * 1e9 / bw);
+                                std::fflush(stdout);
+                            }
+                }
     unsetenv("MOESERVE_CUDA_ATTENTION");
     unsetenv("MOESERVE_CUDA_ATTENTION_MIN_CHUNK");
+    unsetenv("MOESERVE_CUDA_ATTENTION_BLOCKS_PER_SM");
     return 0;
 }
 

@@ -155,7 +155,10 @@ run() {
     # costs on the slice is the attention kernels' own time (bench/README.md).
     STEP_CAP=90 step attention-bench 30 "$bundle/bin/cuda_attention_bench"
     STEP_CAP=60 step attention-bench-chunks 20 "$bundle/bin/cuda_attention_bench" --depths 32768 \
-        --forms mma,lane,tile,tile2,fa2 --min-chunks 64,128,256,512,1024
+        --forms mma,lane,tile,tile2,fa2 --min-chunks 64,128,256,512,1024 --blocks-per-sm 4,8,16
+    # And 4 and 8 sequences decoding at once at 32K each (a server's parallel slots).
+    STEP_CAP=60 step attention-bench-tokens 20 "$bundle/bin/cuda_attention_bench" --depths 32768 --tokens 4,8 \
+        --forms mma,lane,tile,tile2,fa2
     # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
@@ -365,8 +368,9 @@ run() {
         echo
         section table "decode attention alone (cuda_attention_bench: one token, each form and cache type)" \
             "$out/attention-bench.log"
-        section table "decode attention alone at 32K, the shortest chunk a block takes swept" \
+        section table "decode attention alone at 32K, the shortest chunk a block takes and the blocks an SM swept" \
             "$out/attention-bench-chunks.log"
+        section table "decode attention alone, 4 and 8 sequences at 32K each" "$out/attention-bench-tokens.log"
         section table "bench" "$out/bench.log"
         section rows "decode attention kernel (MOESERVE_CUDA_ATTENTION=vec), the decode rows" "$out/bench-vec.log"
         section rows "lane-per-cell decode attention kernel (MOESERVE_CUDA_ATTENTION=lane), the decode rows" \
