@@ -412,6 +412,11 @@ TEST_F(CudaAttention, lane_form_matches_cpu) {
 // The shared-memory tile decode form with two row buffers, the next tile's
 // copies in flight during the current tile's work (cuda_attention_tile.cu).
 TEST_F(CudaAttention, pipelined_tile_form_matches_cpu) {
+    // Two row buffers: the cases' largest tiles (f32 rows of 128, f16 rows of
+    // 256) take 110-146 KB, more than an sm_89 card allows a block (99 KB),
+    // where the form falls back and the launch count below would not hold.
+    if (ctx_.shared_mem_per_block_optin > 0 && ctx_.shared_mem_per_block_optin < 150 * 1024)
+        GTEST_SKIP() << "the pipelined tiles need ~146 KB of shared memory a block";
     expect_decode_form_matches_cpu(
         ctx_, [this] { finish(); }, "tile2", tile2_attention_launches, 21);
 }

@@ -17,18 +17,6 @@ void throw_cuda_error(const char* call, const char* what, const char* file, int 
     throw std::runtime_error(fmt::format("CUDA error: {} ({}) at {}:{}", what, call, file, line));
 }
 
-bool pdl_launches() {
-    static const bool on = [] {
-        const char* v = std::getenv("MOESERVE_CUDA_PDL");
-        if (!v || std::string(v) != "1") return false;
-        int device = 0, major = 0;
-        if (cudaGetDevice(&device) != cudaSuccess) return false;
-        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-        return major >= 9;
-    }();
-    return on;
-}
-
 Scratch::~Scratch() {
     // Destructors must not throw; a failed free at exit is not actionable.
     if (base_) cudaFree(base_);

@@ -34,9 +34,11 @@ namespace moeserve::cuda {
 // Launch errors surface at the next call; check right after each launch.
 #define MOESERVE_CUDA_CHECK_LAUNCH() MOESERVE_CUDA_CHECK(cudaGetLastError())
 
-// Whether kernel launches (cuda_launch.cuh) carry the programmatic dependent
+// Whether kernel launches (cuda_launch.cuh, cuda_launch.cu) carry the programmatic dependent
 // launch attribute: MOESERVE_CUDA_PDL=1 (opt-in until a GPU run has checked
-// and timed it) on a device of compute capability 9.0 or later. Read once.
+// and timed it) on a device of compute capability 9.0 or later that runs the
+// kernels as compiled for PTX 9.0 or later (where kernel_prologue waits).
+// Read once.
 bool pdl_launches();
 
 // A grow-only bump allocator in device memory. take() hands out aligned

@@ -9,10 +9,11 @@
 // gaps between kernels. With MOESERVE_CUDA_PDL=1 each launch carries the
 // programmatic-stream-serialization attribute (captured into CUDA graphs as
 // programmatic edges): the next kernel may be scheduled as soon as every
-// block of the current one has started, and it waits at its first statement
-// (kernel_prologue) until the current one has finished and its writes are
-// visible. Without the attribute both instructions of the prologue return at
-// once, so the default path is unchanged. Internal to src/backend/cuda.
+// block of the current one has passed its prologue (so once the kernel before
+// it has finished), and it waits at its first statement (kernel_prologue)
+// until the current one has finished and its writes are visible. Without the
+// attribute both instructions of the prologue return at once, so the default
+// path is unchanged. Internal to src/backend/cuda.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,11 +22,10 @@
 #include <utility>
 
 #include "backend/cuda/cuda_context.h"
-#include "backend/cuda/cuda_launch.cuh"
 
 namespace moeserve::cuda {
 
-// The first statement of every __global__ function (tests/cuda_kernel_launch_test.cpp
+// The first statement of every __global__ function (tests/cuda_kernel_sources_test.cpp
 // checks the sources): waits for the previous kernel in the stream to finish
 // (griddepcontrol.wait), then lets the next one be scheduled
 // (griddepcontrol.launch_dependents). Nothing may be read or written before
@@ -46,7 +46,7 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
     config.blockDim = block;
     config.dynamicSmemBytes = smem;
     config.stream = stream;
-    cudaLaunchAttribute attribute[1];
+    cudaLaunchAttribute attribute[1] = {};
     if (pdl_launches()) {
         attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attribute[0].val.programmaticStreamSerializationAllowed = 1;
