@@ -10,10 +10,10 @@
 #       the non-system shared libraries they load and the tiny fixture models
 #       of the given stems (default: all three architectures) into
 #       .device/gpu/ (git-ignored; carry it to the GPU machine; the binaries
-#       travel as one .tar.xz). A carry holds 64 MiB: the binaries, two
-#       stems and one GLM weight file fit (`prepare qwen3moe-tiny-s1
-#       nemotron-h-moe-tiny-s1 glm47flash-tiny-s1-q4_k_m`: 61 MB with the
-#       repository); goldens of models not carried skip.
+#       and the fixtures travel as two .tar.xz). A carry holds 64 MiB: the
+#       binaries, two stems and one GLM weight file fit (`prepare
+#       qwen3moe-tiny-s1 nemotron-h-moe-tiny-s1 glm47flash-tiny-s1-q4_k_m`:
+#       62 MB with the repository); goldens of models not carried skip.
 #
 #   scripts/gpu-check.sh run [SECONDS]   (on the GPU machine, repository root)
 #       1. the GPU correctness suite (tests/cuda: kernels against the CPU
@@ -87,9 +87,11 @@ prepare() {
     done
     # The chat templates, rendered chats and prompts the server tests read (~170 KiB).
     cp -r "$fx/templates" "$fx/chat" "$fx/prompts" "$bundle/fixtures/"
-    # The binaries compress about 3x; the fixtures (random weights) do not.
+    # The binaries compress about 3x; the fixtures (random weights, logits) by a tenth: 54 -> 49 MB,
+    # which the 64 MiB carry needs with three stems (2026-11-28: 62 MB in all, 67 uncompressed).
     XZ_OPT="-9e -T2" tar -C "$bundle" -cJf "$bundle/binaries.tar.xz" bin lib  # -9e: 2 MB less than the default
-    rm -rf "$bundle/bin" "$bundle/lib"
+    XZ_OPT="-6 -T2" tar -C "$bundle" -cJf "$bundle/fixtures.tar.xz" fixtures
+    rm -rf "$bundle/bin" "$bundle/lib" "$bundle/fixtures"
     du -sh "$bundle"
     echo "bundle ready: carry .device/gpu to the GPU machine and run: scripts/gpu-check.sh run"
 }
@@ -108,6 +110,9 @@ run() {
     if [ ! -x "$bundle/bin/moeserve" ]; then
         [ -f "$bundle/binaries.tar.xz" ] || { echo "no bundle at $bundle: run scripts/gpu-check.sh prepare first" >&2; exit 2; }
         tar -C "$bundle" -xJf "$bundle/binaries.tar.xz"
+    fi
+    if [ ! -d "$bundle/fixtures" ] && [ -f "$bundle/fixtures.tar.xz" ]; then
+        tar -C "$bundle" -xJf "$bundle/fixtures.tar.xz"
     fi
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     export MOESERVE_FIXTURES="$bundle/fixtures"
