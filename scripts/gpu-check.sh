@@ -35,8 +35,10 @@
 #       GPU_CHECK_STEPS=REGEX runs only the steps whose names match (e.g.
 #       'gpu-suite.*|server-e2e-ngl99|memcheck.*|racecheck' for a correctness-only
 #       call, 'synth-full|bench-full.*' for the whole model alone), so that a
-#       lease can be split into calls; GPU_CHECK_SUITE_FILTER replaces the GPU
-#       suite's test filter (default '*Cuda*').
+#       lease can be split into calls; GPU_CHECK_SKIP=REGEX skips the steps that
+#       match (e.g. 'synth-full|bench-full.*' for a first call without the
+#       whole model); GPU_CHECK_SUITE_FILTER replaces the GPU suite's test
+#       filter (default '*Cuda*').
 #       SECONDS bounds the whole run (default 540); later steps are skipped
 #       with a note when time runs out. On the H200 (2026-11-28) the suite,
 #       server, sanitizers, tiny and slice benchmarks and one decode profile
@@ -126,6 +128,9 @@ run() {
         local name=$1 need=$2
         shift 2
         if [ -n "${GPU_CHECK_STEPS:-}" ] && ! [[ $name =~ ^($GPU_CHECK_STEPS)$ ]]; then
+            return
+        fi
+        if [ -n "${GPU_CHECK_SKIP:-}" ] && [[ $name =~ ^($GPU_CHECK_SKIP)$ ]]; then
             return
         fi
         if [ "$(left)" -lt "$need" ]; then
