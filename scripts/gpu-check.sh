@@ -278,7 +278,7 @@ run() {
         STEP_CAP=180 step bench 120 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
         # Decode without the decode fusions (MOESERVE_CUDA_FUSE=0): what they save, the norms' int8 forms included.
         STEP_CAP=60 step bench-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
-            -p 0 -n 64 -d 0 -npl 1,4 -r 2
+            -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
         # Decode with programmatic dependent launch (MOESERVE_CUDA_PDL=1; compare bench-graphs), then the
         # same with graphs off (launches from the host).
         STEP_CAP=60 step bench-pdl 30 env MOESERVE_CUDA_PDL=1 "$MOESERVE_BIN" bench -m "$slice" -ngl all \
@@ -334,6 +334,9 @@ run() {
         STEP_CAP=150 step bench-full-q4 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
             -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=120 step bench-full-npl 40 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        # 8 sequences fell from 594 to 490 t/s when the decode fusions came: the same without them.
+        STEP_CAP=60 step bench-full-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$full" -ngl all \
+            -p 0 -n 32 -d 0 -npl 1,8 -r 1
         STEP_CAP=60 step bench-full-exact-prompts 30 env MOESERVE_CUDA_EXACT_PROMPTS=1 "$MOESERVE_BIN" bench \
             -m "$full" -ngl all -p 512 -n 0 -d 0 -r 1
         STEP_CAP=60 step bench-full-mma-rows 30 env MOESERVE_CUDA_MMA_ROWS=64 "$MOESERVE_BIN" bench -m "$full" \
@@ -413,6 +416,8 @@ run() {
             "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log" "$out/bench-full-fa2.log"
         section rows "the whole model with programmatic dependent launch (MOESERVE_CUDA_PDL=1)" \
             "$out/bench-full-pdl.log"
+        section rows "the whole model at 1 and 8 sequences without the decode fusions (MOESERVE_CUDA_FUSE=0)" \
+            "$out/bench-full-fuse-off.log"
         section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "$out/bench-full-x86.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
