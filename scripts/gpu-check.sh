@@ -360,15 +360,16 @@ run() {
         local ncu
         ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
         if [ -x "$ncu" ] && [ -z "${GPU_CHECK_NO_PROFILE:-}" ]; then
+            # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
+            # and KV-store launch timed, prompt and decode ones told apart by their grids. First: what
+            # decode at depth costs was never profiled, the other two were.
+            STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
+            kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
             STEP_CAP=150 step profile 60 "$0" profile "$ncu" "$slice" "$out/profile.csv"
             kernel_table "$out/profile.csv" >"$out/profile-summary.txt" 2>&1
             # Where a 512-token prompt's time goes (every kernel of one prompt pass of the slice).
             STEP_CAP=120 step profile-prefill 60 "$0" profile "$ncu" "$slice" "$out/profile-prefill.csv" prefill
             kernel_table "$out/profile-prefill.csv" >"$out/profile-prefill-summary.txt" 2>&1
-            # The attention kernels of decode steps at 32K depth (q4_0 cache): every attention, combine
-            # and KV-store launch timed, prompt and decode ones told apart by their grids.
-            STEP_CAP=120 step profile-depth 60 "$0" profile-depth "$ncu" "$slice" "$out/profile-depth.csv"
-            kernel_table "$out/profile-depth.csv" grid >"$out/profile-depth-summary.txt" 2>&1
         fi
         rm -f "$slice"
     fi
