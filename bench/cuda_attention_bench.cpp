@@ -12,7 +12,7 @@
 // 128), Nemotron-3-Nano's (32 / 2 / 128) and GLM-4.7-Flash's MLA (20 heads
 // over a 576-value latent row, 512 of them V).
 //
-//   build-gpu/cuda_attention_bench [--depths 4096,32768,131072] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2]
+//   build-gpu/cuda_attention_bench [--depths 4096,32768,131072] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2,fa2p]
 //                                  [--tokens 1,8] [--min-chunks 64,256] [--blocks-per-sm 4,8] [--reps 20]
 //
 // MOESERVE_CUDA_ATTENTION selects the form per row (as in the engine);
@@ -224,6 +224,7 @@ int64_t form_launches(const std::string& form) {
     if (form == "tile") return cuda::tile_attention_launches();
     if (form == "tile2") return cuda::tile2_attention_launches();
     if (form == "fa2") return cuda::fa2_attention_launches();
+    if (form == "fa2p") return cuda::fa2p_attention_launches();
     return -1;
 }
 
@@ -239,7 +240,7 @@ std::vector<T> parse_list(const std::string& s, T (*conv)(const std::string&)) {
 
 int run(int argc, char** argv) {
     std::vector<int64_t> depths = {4096, 32768, 131072};
-    std::vector<std::string> forms = {"auto", "mma", "f32", "vec", "lane", "tile", "tile2", "fa2"};
+    std::vector<std::string> forms = {"auto", "mma", "f32", "vec", "lane", "tile", "tile2", "fa2", "fa2p"};
     std::vector<int64_t> min_chunks = {0}, blocks_per_sm = {0};  // 0: the engine's default
     std::vector<int64_t> token_counts = {1};
     int reps = 20;
@@ -261,11 +262,12 @@ int run(int argc, char** argv) {
         else if (a == "--reps" && has_value)
             reps = std::max(1, std::atoi(argv[++i]));
         else {
-            std::fprintf(stderr,
-                         "usage: cuda_attention_bench [--depths N,...] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2] "
-                         "[--min-chunks N,...] [--blocks-per-sm N,...] [--tokens N,...] [--reps N]\n"
-                         "unknown or incomplete argument: %s\n",
-                         a.c_str());
+            std::fprintf(
+                stderr,
+                "usage: cuda_attention_bench [--depths N,...] [--forms auto,mma,f32,vec,lane,tile,tile2,fa2,fa2p] "
+                "[--min-chunks N,...] [--blocks-per-sm N,...] [--tokens N,...] [--reps N]\n"
+                "unknown or incomplete argument: %s\n",
+                a.c_str());
             return 2;
         }
     }

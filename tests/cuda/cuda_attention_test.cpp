@@ -360,6 +360,21 @@ TEST_F(CudaAttention, fa2_form_matches_cpu) {
     EXPECT_EQ(fa2_attention_launches() - before, cases);
 }
 
+// The FlashAttention-2 form with its tiles staged by cp.async in two buffers
+// (MOESERVE_CUDA_ATTENTION=fa2p): the same cases.
+TEST_F(CudaAttention, pipelined_fa2_form_matches_cpu) {
+    const AttentionForm fa2p("fa2p");
+    const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16},
+                                                   {GgmlType::Q8_0, GgmlType::Q8_0},
+                                                   {GgmlType::Q4_0, GgmlType::Q4_0},
+                                                   {GgmlType::F32, GgmlType::BF16}};
+    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 64, 64}};
+    const int64_t before = fa2p_attention_launches();
+    const int64_t cases = expect_f16_form_matches_cpu(
+        ctx_, [this] { finish(); }, types, shapes, 22, true);
+    EXPECT_EQ(fa2p_attention_launches() - before, cases);
+}
+
 // A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type
 // pair, cell counts that leave partial runs, groups of 6 to 16 and the
 // head-size pairs the decode forms take, several sequences at once; each

@@ -424,6 +424,7 @@ AttentionKernel requested_attention_kernel() {
     if (v && std::strcmp(v, "tile") == 0) return AttentionKernel::tile;
     if (v && std::strcmp(v, "tile2") == 0) return AttentionKernel::tile2;
     if (v && std::strcmp(v, "fa2") == 0) return AttentionKernel::fa2;
+    if (v && std::strcmp(v, "fa2p") == 0) return AttentionKernel::fa2p;
     if (v && std::strcmp(v, "mma") == 0) return AttentionKernel::mma;
     return AttentionKernel::automatic;
 }
@@ -471,14 +472,15 @@ void flash_attention(Context& ctx, const FlashAttention& a) {
     if (kernel == AttentionKernel::lane && flash_attention_lane(ctx, a)) return;
     if (kernel == AttentionKernel::tile && flash_attention_tile(ctx, a, false)) return;
     if (kernel == AttentionKernel::tile2 && flash_attention_tile(ctx, a, true)) return;
-    if (kernel == AttentionKernel::fa2 && flash_attention_fa2(ctx, a)) return;
+    if (kernel == AttentionKernel::fa2 && flash_attention_fa2(ctx, a, false)) return;
+    if (kernel == AttentionKernel::fa2p && flash_attention_fa2(ctx, a, true)) return;
     // By default MLA over a quantized latent cache takes the f32 kernel: the
     // tensor cores would see its values rounded to f16 (d * q does not fit
     // f16's 11 bits), where the CPU scores them exactly as llama.cpp does, and
     // GLM-4.7-Flash's logits move by more than the goldens allow with errors
     // of that size (its queries alone rounded to f16: 2.3e-3 in mean KL).
     const bool mla_quantized = a.v_in_k && !kv_is_float_type(a.type_k);
-    // (vec, lane, tile and fa2 fall back here as the automatic choice does.)
+    // (the opt-in forms fall back here as the automatic choice does.)
     const bool mma = kernel == AttentionKernel::mma || (kernel != AttentionKernel::f32 && !mla_quantized);
     if (mma && flash_attention_mma(ctx, a)) return;
 

@@ -27,6 +27,7 @@
 
 #include "backend/cuda/cuda_attention_block.cuh"
 #include "backend/cuda/cuda_attention_f16_tiles.cuh"
+#include "backend/cuda/cuda_cp_async.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
 #include "backend/cuda/cuda_launch.cuh"
@@ -47,7 +48,33 @@ struct Fa2Args {
     float* part;      // [n_chunks][n_tokens][n_head][dv + 2]: m, l, acc
     bool wide_loads;  // load_tile_f16's 16-byte paths (off with MOESERVE_CUDA_TILE_LOADS=0)
     bool split_p;     // P as an f16 pair hi + lo
+    // The pipelined form's staging (fa2p): copy pieces of `piece` bytes, the
+    // raw K / V head slices of a cell in k_slice / v_slice bytes, staged at
+    // pitches k_pitch / v_pitch.
+    int piece, k_slice, v_slice, k_pitch, v_pitch;
 };
+
+// Dynamic shared memory (bytes): the f16 K and V tiles, then for the
+// pipelined form the identity cell list and two raw staging buffers.
+struct Fa2Layout {
+    size_t k, v, ident, raw, total;
+};
+
+__host__ __device__ inline size_t fa2_align16(size_t n) {
+    return (n + 15) / 16 * 16;
+}
+
+__host__ __device__ inline Fa2Layout fa2_layout(int d, bool pipelined, int k_pitch, int v_pitch) {
+    Fa2Layout l{};
+    const size_t tile = sizeof(__half) * kFa2Cells * (d + kFa2Pad);
+    size_t at = 0;
+    l.k = at, at += tile;
+    l.v = at, at += tile;
+    l.ident = at, at = fa2_align16(at + (pipelined ? sizeof(int32_t) * kFa2Cells : 0));
+    l.raw = at, at += pipelined ? 2 * static_cast<size_t>(kFa2Cells) * (k_pitch + v_pitch) : 0;
+    l.total = at;
+    return l;
+}
 
 // d += a·b for one m16n8k16 tile (A row-major 16x16, B column-major 16x8,
 // f16 inputs, f32 accumulators): the fragment layouts of the PTX ISA, with
@@ -87,8 +114,33 @@ __device__ __forceinline__ uint32_t half_pair_low(float p0, float p1) {
     return half_pair(p0 - __half2float(__float2half_rn(p0)), p1 - __half2float(__float2half_rn(p1)));
 }
 
-// D: the K and V head size. grid: (n_tokens, n_head_kv * head_splits, n_chunks).
-template <int D>
+// The raw K and V head slices of the tile at c0 (nc cells) into staging
+// buffer `raw` (K rows, then V rows), every piece in flight at once,
+// committed as one group.
+__device__ __forceinline__ void fa2_issue(const Fa2Args& args, const AttentionBlock& blk, int64_t c0, int nc,
+                                          uint8_t* raw) {
+    const FlashAttention& a = args.a;
+    const int piece = args.piece, k_pieces = args.k_slice / piece, v_pieces = args.v_slice / piece;
+    uint8_t* raw_v = raw + static_cast<size_t>(kFa2Cells) * args.k_pitch;
+    for (int i = threadIdx.x; i < nc * k_pieces; i += kFa2Threads) {
+        const int c = i / k_pieces, u = i % k_pieces;
+        const size_t cell = static_cast<size_t>(blk.cells[c0 + c]);
+        cp_async(raw + c * args.k_pitch + u * piece, a.k + cell * a.k_row_bytes + blk.k_head_off + u * piece, piece);
+    }
+    for (int i = threadIdx.x; i < nc * v_pieces; i += kFa2Threads) {
+        const int c = i / v_pieces, u = i % v_pieces;
+        const size_t cell = static_cast<size_t>(blk.cells[c0 + c]);
+        cp_async(raw_v + c * args.v_pitch + u * piece, a.v + cell * a.v_row_bytes + blk.v_head_off + u * piece, piece);
+    }
+    cp_async_commit();
+}
+
+// D: the K and V head size. PIPE (fa2p): the tiles' raw rows staged with
+// cp.async in two buffers, the next tile's in flight while the current one
+// is converted to f16 and worked on; else each tile read and converted in
+// one step. grid: (n_tokens, n_head_kv * head_splits, n_chunks); dynamic
+// smem: fa2_layout.
+template <int D, bool PIPE>
 __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args) {
     kernel_prologue();
     constexpr int kSteps = D / 16;             // k-steps of Q·Kᵀ (an even number)
@@ -104,8 +156,16 @@ __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, q = lane & 3;
 
-    __shared__ __align__(16) __half Ks[kFa2Cells * LD];
-    __shared__ __align__(16) __half Vs[kFa2Cells * LD];
+    extern __shared__ __align__(16) unsigned char smem[];
+    const Fa2Layout layout = fa2_layout(D, PIPE, args.k_pitch, args.v_pitch);
+    __half* const Ks = reinterpret_cast<__half*>(smem + layout.k);
+    __half* const Vs = reinterpret_cast<__half*>(smem + layout.v);
+    int32_t* const ident = reinterpret_cast<int32_t*>(smem + layout.ident);  // cell c of a staged tile: row c
+    uint8_t* const raw = smem + layout.raw;
+    const size_t raw_bytes = static_cast<size_t>(kFa2Cells) * (args.k_pitch + args.v_pitch);
+    if constexpr (PIPE) {
+        for (int c = threadIdx.x; c < kFa2Cells; c += kFa2Threads) ident[c] = c;
+    }
 
     // This thread's two rows (g and g + 8 of the warp's 16): token, head, and
     // how many of the chunk's cells they see (none for a row past R).
@@ -142,13 +202,33 @@ __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
     const int mi = lane >> 3, mr = lane & 7;  // the ldmatrix row this lane addresses
-    for (int64_t c0 = blk.c_begin; c0 < blk.c_end; c0 += kFa2Cells) {
-        const int nc = static_cast<int>(min(static_cast<int64_t>(kFa2Cells), blk.c_end - c0));
-        __syncthreads();  // every warp is done with the previous tile
-        load_tile_f16<kFa2Cells>(a.k, a.k_row_bytes, blk.k_head_off, a.type_k, D, blk.cells + c0, nc, Ks, LD,
-                                 args.wide_loads);
-        load_tile_f16<kFa2Cells>(a.v, a.v_row_bytes, blk.v_head_off, a.type_v, D, blk.cells + c0, nc, Vs, LD,
-                                 args.wide_loads);
+    const auto tile_cells = [&](int64_t c) {
+        return static_cast<int>(min(static_cast<int64_t>(kFa2Cells), blk.c_end - c));
+    };
+    if (PIPE && blk.c_begin < blk.c_end) fa2_issue(args, blk, blk.c_begin, tile_cells(blk.c_begin), raw);
+    int buf = 0;
+    for (int64_t c0 = blk.c_begin; c0 < blk.c_end; c0 += kFa2Cells, buf ^= PIPE ? 1 : 0) {
+        const int nc = tile_cells(c0);
+        __syncthreads();  // every warp is done with the previous tile (and its staging buffer)
+        if constexpr (PIPE) {
+            const int64_t next = c0 + kFa2Cells;
+            if (next < blk.c_end) {
+                fa2_issue(args, blk, next, tile_cells(next), raw + (buf ^ 1) * raw_bytes);
+                cp_async_wait<1>();  // this tile's group has landed; the next one's may still fly
+            } else {
+                cp_async_wait<0>();
+            }
+            __syncthreads();
+            const uint8_t* staged = raw + buf * raw_bytes;
+            load_tile_f16<kFa2Cells>(staged, args.k_pitch, 0, a.type_k, D, ident, nc, Ks, LD, args.wide_loads);
+            load_tile_f16<kFa2Cells>(staged + static_cast<size_t>(kFa2Cells) * args.k_pitch, args.v_pitch, 0, a.type_v,
+                                     D, ident, nc, Vs, LD, args.wide_loads);
+        } else {
+            load_tile_f16<kFa2Cells>(a.k, a.k_row_bytes, blk.k_head_off, a.type_k, D, blk.cells + c0, nc, Ks, LD,
+                                     args.wide_loads);
+            load_tile_f16<kFa2Cells>(a.v, a.v_row_bytes, blk.v_head_off, a.type_v, D, blk.cells + c0, nc, Vs, LD,
+                                     args.wide_loads);
+        }
         __syncthreads();
         if (16 * warp >= R) continue;  // no live rows in this warp (a decoded token's 8 heads: 3 of 4 warps)
 
@@ -249,12 +329,29 @@ __global__ void __launch_bounds__(kFa2Threads) attention_fa2_kernel(Fa2Args args
 }
 
 std::atomic<int64_t> g_fa2_launches{0};
+std::atomic<int64_t> g_fa2p_launches{0};
+
+template <int D, bool PIPE>
+void launch_fa2(Context& ctx, const Fa2Args& args, dim3 grid, size_t smem) {
+    raise_dynamic_smem_limit(reinterpret_cast<const void*>(attention_fa2_kernel<D, PIPE>), smem);
+    launch_kernel(attention_fa2_kernel<D, PIPE>, grid, kFa2Threads, smem, ctx.stream, args);
+}
 
 }  // namespace
 
-bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
+bool flash_attention_fa2(Context& ctx, const FlashAttention& a, bool pipelined) {
     if (a.v_in_k || a.dk != a.dv || (a.dk != 64 && a.dk != 128)) return false;
     Fa2Args args{};
+    if (pipelined) {
+        args.k_slice = static_cast<int>(kv_bytes(a.type_k, a.dk));
+        args.v_slice = static_cast<int>(kv_bytes(a.type_v, a.dv));
+        args.piece = attention_copy_piece(a, args.k_slice, args.v_slice);
+        if (args.piece == 0) return false;
+        args.k_pitch = static_cast<int>(fa2_align16(args.k_slice));  // load_tile_f16's 16-byte paths need it
+        args.v_pitch = static_cast<int>(fa2_align16(args.v_slice));
+    }
+    const size_t smem = fa2_layout(a.dk, pipelined, args.k_pitch, args.v_pitch).total;
+    if (ctx.shared_mem_per_block_optin > 0 && smem > ctx.shared_mem_per_block_optin) return false;
     args.a = a;
     args.group = a.n_head / a.n_head_kv;
     args.head_splits = (args.group + kFa2Rows - 1) / kFa2Rows;
@@ -273,17 +370,21 @@ bool flash_attention_fa2(Context& ctx, const FlashAttention& a) {
     const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_head_kv * args.head_splits),
                     static_cast<unsigned>(chunks.n_chunks));
     if (a.dk == 128)
-        launch_kernel(attention_fa2_kernel<128>, grid, kFa2Threads, 0, ctx.stream, args);
+        pipelined ? launch_fa2<128, true>(ctx, args, grid, smem) : launch_fa2<128, false>(ctx, args, grid, smem);
     else
-        launch_kernel(attention_fa2_kernel<64>, grid, kFa2Threads, 0, ctx.stream, args);
+        pipelined ? launch_fa2<64, true>(ctx, args, grid, smem) : launch_fa2<64, false>(ctx, args, grid, smem);
     MOESERVE_CUDA_CHECK_LAUNCH();
     combine_attention_chunks(ctx, a, chunks);
-    g_fa2_launches.fetch_add(1, std::memory_order_relaxed);
+    (pipelined ? g_fa2p_launches : g_fa2_launches).fetch_add(1, std::memory_order_relaxed);
     return true;
 }
 
 int64_t fa2_attention_launches() {
     return g_fa2_launches.load(std::memory_order_relaxed);
+}
+
+int64_t fa2p_attention_launches() {
+    return g_fa2p_launches.load(std::memory_order_relaxed);
 }
 
 }  // namespace moeserve::cuda

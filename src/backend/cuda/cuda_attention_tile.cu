@@ -333,9 +333,11 @@ void launch_tile(Context& ctx, const TileArgs& args, dim3 grid, bool pipelined) 
               : launch_tile_form<DK, DV, GMAX, false>(ctx, args, grid);
 }
 
+}  // namespace
+
 // The largest of 16, 8, 4 bytes that divides every offset a copy starts at
 // (0 if not even 4).
-int copy_piece(const FlashAttention& a, size_t k_slice, size_t v_slice) {
+int attention_copy_piece(const FlashAttention& a, size_t k_slice, size_t v_slice) {
     for (int p : {16, 8, 4}) {
         const auto fits = [p](size_t n) { return n % p == 0; };
         if (fits(reinterpret_cast<uintptr_t>(a.k)) && fits(reinterpret_cast<uintptr_t>(a.v)) && fits(a.k_row_bytes) &&
@@ -345,8 +347,6 @@ int copy_piece(const FlashAttention& a, size_t k_slice, size_t v_slice) {
     return 0;
 }
 
-}  // namespace
-
 bool flash_attention_tile(Context& ctx, const FlashAttention& a, bool pipelined) {
     if (a.v_in_k || a.n_tokens > kTileMaxTokens) return false;
     const int group = a.n_head / a.n_head_kv;
@@ -354,7 +354,7 @@ bool flash_attention_tile(Context& ctx, const FlashAttention& a, bool pipelined)
     // Accumulators: at most 64 registers a thread (16 heads of 128 values, or 8 of 256).
     if (!dk_ok || !dv_ok || group > (a.dv == 128 ? 16 : 8)) return false;
     const size_t k_slice = kv_bytes(a.type_k, a.dk), v_slice = kv_bytes(a.type_v, a.dv);
-    const int piece = copy_piece(a, k_slice, v_slice);
+    const int piece = attention_copy_piece(a, k_slice, v_slice);
     if (piece == 0) return false;
 
     TileArgs args{};

@@ -58,10 +58,10 @@ AttentionChunks plan_attention_chunks(Context& ctx, const FlashAttention& a, int
 void combine_attention_chunks(Context& ctx, const FlashAttention& a, const AttentionChunks& chunks);
 
 // Which kernel flash_attention tries first: MOESERVE_CUDA_ATTENTION=f32 |
-// mma | vec | lane | tile | tile2 | fa2, read at every call so that tests
-// can switch; unset: automatic, the tensor-core form except for MLA over a
-// quantized cache (the f32 kernel).
-enum class AttentionKernel { automatic, mma, f32, vec, lane, tile, tile2, fa2 };
+// mma | vec | lane | tile | tile2 | fa2 | fa2p, read at every call so that
+// tests can switch; unset: automatic, the tensor-core form except for MLA
+// over a quantized cache (the f32 kernel).
+enum class AttentionKernel { automatic, mma, f32, vec, lane, tile, tile2, fa2, fa2p };
 AttentionKernel requested_attention_kernel();
 
 // The decode form of flash_attention (cuda_attention_vec.cu): K and V rows
@@ -99,9 +99,19 @@ int64_t tile2_attention_launches();
 // (f16 inputs, f32 sums, P as an f16 pair), 64 rows a block, K and V tiles
 // of 64 cells in shared memory. For K and V heads of one size, 64 or 128,
 // not MLA; returns false (launching nothing) otherwise.
-bool flash_attention_fa2(Context& ctx, const FlashAttention& a);
-// How many times the FlashAttention-2 form ran in this process.
+// pipelined (MOESERVE_CUDA_ATTENTION=fa2p): the tiles' raw rows staged
+// with cp.async in two buffers, the next tile's copies in flight while the
+// current one is converted and worked on.
+bool flash_attention_fa2(Context& ctx, const FlashAttention& a, bool pipelined);
+// How many times the FlashAttention-2 form ran in this process (plain,
+// pipelined).
 int64_t fa2_attention_launches();
+int64_t fa2p_attention_launches();
+
+// The largest of 16, 8 and 4 bytes that divides every offset at which a
+// cp.async copy of a's K and V head slices (k_slice, v_slice bytes) starts;
+// 0 if not even 4 (cuda_attention_tile.cu).
+int attention_copy_piece(const FlashAttention& a, size_t k_slice, size_t v_slice);
 
 // Switches of the tensor-core forms (mma, fa2), each read once: whether P
 // (and MLA's Q) go in as f16 pairs hi + lo (on unless MOESERVE_CUDA_MMA_PAIRS=0),
