@@ -165,10 +165,10 @@ run() {
     # costs on the slice is the attention kernels' own time (bench/README.md).
     STEP_CAP=90 step attention-bench 30 "$bundle/bin/cuda_attention_bench"
     STEP_CAP=60 step attention-bench-chunks 20 "$bundle/bin/cuda_attention_bench" --depths 32768 \
-        --forms mma,lane,tile,tile2,fa2 --min-chunks 64,128,256,512,1024 --blocks-per-sm 4,8,16
+        --forms mma,lane,tile,tile2,fa2,fa2p --min-chunks 64,128,256,512,1024 --blocks-per-sm 4,8,16
     # And 4 and 8 sequences decoding at once at 32K each (a server's parallel slots).
     STEP_CAP=60 step attention-bench-tokens 20 "$bundle/bin/cuda_attention_bench" --depths 32768 --tokens 4,8 \
-        --forms mma,lane,tile,tile2,fa2
+        --forms mma,lane,tile,tile2,fa2,fa2p
     # Failures again with the int8 products off (MOESERVE_CUDA_INT8=0): whether they are the cause.
     local failed
     failed=$(grep -E "^\[  FAILED  \] [A-Za-z]" "$out/gpu-suite.log" | sed -E 's/^\[  FAILED  \] ([^ ,]+).*/\1/' | sort -u |
@@ -298,6 +298,8 @@ run() {
         # Prompts and decode with the FlashAttention-2 form (MOESERVE_CUDA_ATTENTION=fa2; compare bench).
         STEP_CAP=120 step bench-fa2 45 env MOESERVE_CUDA_ATTENTION=fa2 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
+        STEP_CAP=120 step bench-fa2p 45 env MOESERVE_CUDA_ATTENTION=fa2p "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 512 -n 64 -d 0,32768 -ctk f16,q4_0 -ctv f16,q4_0 -r 2
         # Prompts with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1).
         STEP_CAP=60 step bench-mmq-pipeline 20 env MOESERVE_CUDA_MMQ_PIPELINE=1 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 512 -n 0 -d 0 -r 3
@@ -346,6 +348,8 @@ run() {
         STEP_CAP=60 step bench-full-tile 30 env MOESERVE_CUDA_ATTENTION=tile "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=60 step bench-full-fa2 30 env MOESERVE_CUDA_ATTENTION=fa2 "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 512 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
+        STEP_CAP=60 step bench-full-fa2p 30 env MOESERVE_CUDA_ATTENTION=fa2p "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 512 -n 32 -d 32768 -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=60 step bench-full-x86 30 env MOESERVE_CUDA_X86_ORDER=1 "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 0 -npl 1,8 -r 1
@@ -399,8 +403,8 @@ run() {
             "$out/bench-tile-loads-off.log"
         section rows "prompts of the slice with 64 query rows an attention block (MOESERVE_CUDA_MMA_ROWS=64)" \
             "$out/bench-mma-rows.log"
-        section rows "the slice with the FlashAttention-2 attention form (MOESERVE_CUDA_ATTENTION=fa2)" \
-            "$out/bench-fa2.log"
+        section rows "the slice with the FlashAttention-2 attention form (MOESERVE_CUDA_ATTENTION=fa2), then pipelined (=fa2p)" \
+            "$out/bench-fa2.log" "$out/bench-fa2p.log"
         section rows "a 512-token prompt of the slice with the pipelined int8 products (MOESERVE_CUDA_MMQ_PIPELINE=1)" \
             "$out/bench-mmq-pipeline.log"
         section rows "the slice at 32K with one f16 product for P instead of pairs (MOESERVE_CUDA_MMA_PAIRS=0)" \
@@ -414,7 +418,7 @@ run() {
         section rows "prompts on the x86-order kernel (MOESERVE_CUDA_EXACT_PROMPTS=1): the slice, then the whole model" \
             "$out/bench-exact-prompts.log" "$out/bench-full-exact-prompts.log"
         section rows "the whole model at 32K: a prompt with 64-row attention blocks (MOESERVE_CUDA_MMA_ROWS=64), decode with the tile kernel (=tile), both with the FlashAttention-2 form (=fa2)" \
-            "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log" "$out/bench-full-fa2.log"
+            "$out/bench-full-mma-rows.log" "$out/bench-full-tile.log" "$out/bench-full-fa2.log" "$out/bench-full-fa2p.log"
         section rows "the whole model with programmatic dependent launch (MOESERVE_CUDA_PDL=1)" \
             "$out/bench-full-pdl.log"
         section rows "the whole model at 1 and 8 sequences without the decode fusions (MOESERVE_CUDA_FUSE=0)" \
