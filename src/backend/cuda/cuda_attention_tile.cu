@@ -29,6 +29,7 @@
 #include <cmath>
 
 #include "backend/cuda/cuda_attention_warps.cuh"
+#include "backend/cuda/cuda_cp_async.cuh"
 #include "backend/cuda/cuda_flash_attention.h"
 #include "backend/cuda/cuda_kv_blocks.cuh"
 #include "backend/cuda/cuda_launch.cuh"
@@ -79,26 +80,6 @@ __host__ __device__ inline TileLayout tile_layout(int dk, int dv, int gmax, int 
     l.rows = at, at = align16(at + (rows > accs ? rows : accs));
     l.total = at;
     return l;
-}
-
-// Asynchronous global -> shared copies (sm_80 and later), committed as a
-// group (cp_async_commit) and waited for by groups (cp_async_wait).
-__device__ __forceinline__ void cp_async(void* dst, const void* src, int bytes) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-    if (bytes == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
-    else if (bytes == 8)
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(s), "l"(src) : "memory");
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits until at most N of this thread's committed groups are in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Values d0 .. d0+N-1 of a row in shared memory (N = 4 or 8; an f16 row's
