@@ -344,35 +344,32 @@ TEST_F(CudaAttention, tensor_core_prompt_rows_match_cpu) {
     EXPECT_EQ(mma_prompt_row_launches() - before, 2 * (5 * 2 - 1));
 }
 
-// The FlashAttention-2 form (cuda_attention_fa2.cu): f16 products like the
-// default tensor-core form, so its bounds; decode and prompts, groups of 8,
-// 1, 6, 20 and 4 (8, 64, 10, 3 and 16 tokens a block), heads of 128 and 64.
-TEST_F(CudaAttention, fa2_form_matches_cpu) {
-    const AttentionForm fa2("fa2");
+// The FlashAttention-2 form (cuda_attention_fa2.cu) selected as `form`,
+// its runs counted by `launches`: f16 products like the default tensor-core
+// form, so its bounds; decode and prompts, groups of 8, 1, 6, 20 and 4 (8,
+// 64, 10, 3 and 16 tokens a block), heads of 128 and 64.
+void expect_fa2_form_matches_cpu(Context& ctx, const std::function<void()>& finish, const char* form,
+                                 int64_t (*launches)(), unsigned seed) {
+    const AttentionForm selected(form);
     const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16},
                                                    {GgmlType::Q8_0, GgmlType::Q8_0},
                                                    {GgmlType::Q4_0, GgmlType::Q4_0},
                                                    {GgmlType::F32, GgmlType::BF16}};
     const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 64, 64}};
-    const int64_t before = fa2_attention_launches();
-    const int64_t cases = expect_f16_form_matches_cpu(
-        ctx_, [this] { finish(); }, types, shapes, 20, true);
-    EXPECT_EQ(fa2_attention_launches() - before, cases);
+    const int64_t before = launches();
+    const int64_t cases = expect_f16_form_matches_cpu(ctx, finish, types, shapes, seed, true);
+    EXPECT_EQ(launches() - before, cases) << form;
 }
 
-// The FlashAttention-2 form with its tiles staged by cp.async in two buffers
-// (MOESERVE_CUDA_ATTENTION=fa2p): the same cases.
+TEST_F(CudaAttention, fa2_form_matches_cpu) {
+    expect_fa2_form_matches_cpu(
+        ctx_, [this] { finish(); }, "fa2", fa2_attention_launches, 20);
+}
+
+// The same with its tiles staged by cp.async in two buffers (MOESERVE_CUDA_ATTENTION=fa2p).
 TEST_F(CudaAttention, pipelined_fa2_form_matches_cpu) {
-    const AttentionForm fa2p("fa2p");
-    const std::pair<GgmlType, GgmlType> types[] = {{GgmlType::F16, GgmlType::F16},
-                                                   {GgmlType::Q8_0, GgmlType::Q8_0},
-                                                   {GgmlType::Q4_0, GgmlType::Q4_0},
-                                                   {GgmlType::F32, GgmlType::BF16}};
-    const Shape shapes[] = {{32, 4, 128, 128}, {4, 4, 64, 64}, {12, 2, 128, 128}, {40, 2, 128, 128}, {8, 2, 64, 64}};
-    const int64_t before = fa2p_attention_launches();
-    const int64_t cases = expect_f16_form_matches_cpu(
-        ctx_, [this] { finish(); }, types, shapes, 22, true);
-    EXPECT_EQ(fa2p_attention_launches() - before, cases);
+    expect_fa2_form_matches_cpu(
+        ctx_, [this] { finish(); }, "fa2p", fa2p_attention_launches, 22);
 }
 
 // A decode form selected by MOESERVE_CUDA_ATTENTION (form): every cache type
