@@ -91,12 +91,17 @@ int main(int argc, char** argv) {
     }
 
     const double bw = measure_read_bandwidth(threads);
-    fmt::print("read bandwidth ({} threads): {:.1f} GB/s\n\n", threads, bw);
+    const double fma = measure_fma_rate(threads);
+    fmt::print("read bandwidth ({} threads): {:.1f} GB/s; f32 multiply-adds: {:.1f} G/s\n\n", threads, bw, fma);
+    // The last two columns: the time per token that 50% of the weights+cache
+    // bound allows (issue 9's bar at depth), and the time the MLA op's own
+    // f32 multiply-adds take at the measured peak: per cached row and layer,
+    // every head scores the latent+RoPE row and sums the latent.
     fmt::print(
         "| weights | KV cache | depth | prefill {} tok/s | decode tok/s | ms/token | MB read/token | effective "
-        "GB/s | % of read BW |\n",
+        "GB/s | % of read BW | ms at 50% of bound | MLA MACs at peak, ms |\n",
         n_prefill);
-    fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const auto& cache_name : caches) {
         for (int64_t depth : depths) {
             EngineOptions opt;
@@ -113,9 +118,15 @@ int main(int argc, char** argv) {
             const double bytes = weight_bytes_per_token(engine.model().file(), p.n_expert, p.n_expert_used) +
                                  kv_bytes_read(engine.cache(), depth + 1 + n_decode / 2.0);
             const double gbs = bytes * decode.tokens_per_s / 1e9;
-            fmt::print("| {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.0f}% |\n", mix_name,
-                       cache_name, depth, prefill.tokens_per_s, decode.tokens_per_s, 1000.0 / decode.tokens_per_s,
-                       bytes / 1e6, gbs, 100 * gbs / bw);
+            double macs = 0;  // per decoded token, at the test's mean depth
+            for (int l = 0; l < engine.cache().n_layer(); ++l)
+                if (engine.cache().config().n_embd_k[l] > 0)
+                    macs += static_cast<double>(p.n_head[l]) *
+                            (engine.cache().config().n_embd_k[l] + spec.kv_lora_rank) * (depth + 1 + n_decode / 2.0);
+            fmt::print("| {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.1f} |\n",
+                       mix_name, cache_name, depth, prefill.tokens_per_s, decode.tokens_per_s,
+                       1000.0 / decode.tokens_per_s, bytes / 1e6, gbs, 100 * gbs / bw, 2 * bytes / bw / 1e6,
+                       macs / fma / 1e6);
             std::fflush(stdout);
         }
     }

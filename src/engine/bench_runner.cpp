@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "backend/cpu/thread_pool.h"
+#include "backend/cpu/x86_intrinsics.h"
 #include "quant/quantize.h"
 
 namespace moeserve {
@@ -38,6 +39,65 @@ double measure_read_bandwidth(int threads, size_t buffer_bytes) {
             sums[i] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
         });
         best = std::max(best, n * sizeof(float) / (now() - t0) / 1e9);
+    }
+    return best;
+}
+
+namespace {
+
+// 12 chains x kIters FMAs of one thread; returns the lanes' sum so that
+// nothing is left out. 12 chains cover the FMA latency (4 cycles) of two pipes.
+float fma_chains(long iters, int* lanes) {
+    constexpr int kChains = 12;
+#if defined(__AVX512F__)
+    *lanes = 16;
+    __m512 a[kChains];
+    for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_ps(1.0f + static_cast<float>(i) * 1e-3f);
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (long k = 0; k < iters; ++k)
+        for (int i = 0; i < kChains; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+    float s = 0;
+    for (int i = 0; i < kChains; ++i) s += _mm512_reduce_add_ps(a[i]);
+    return s;
+#elif defined(__AVX2__) && defined(__FMA__)
+    *lanes = 8;
+    __m256 a[kChains];
+    for (int i = 0; i < kChains; ++i) a[i] = _mm256_set1_ps(1.0f + static_cast<float>(i) * 1e-3f);
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (long k = 0; k < iters; ++k)
+        for (int i = 0; i < kChains; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
+    alignas(32) float out[8];
+    float s = 0;
+    for (int i = 0; i < kChains; ++i) {
+        _mm256_store_ps(out, a[i]);
+        for (float v : out) s += v;
+    }
+    return s;
+#else
+    *lanes = 1;
+    float a[kChains];
+    for (int i = 0; i < kChains; ++i) a[i] = 1.0f + static_cast<float>(i) * 1e-3f;
+    for (long k = 0; k < iters; ++k)
+        for (int i = 0; i < kChains; ++i) a[i] = std::fma(a[i], 0.999999f, 1e-7f);
+    float s = 0;
+    for (float v : a) s += v;
+    return s;
+#endif
+}
+
+}  // namespace
+
+double measure_fma_rate(int threads) {
+    ThreadPool pool(std::max(1, threads));
+    constexpr long kIters = 5'000'000;  // ~30 ms a pass at one 512-bit FMA per cycle and 2 GHz
+    std::vector<float> sums(pool.size());
+    std::vector<int> lanes(pool.size(), 1);
+    double best = 0;
+    for (int pass = 0; pass < 3; ++pass) {
+        const double t0 = now();
+        pool.run([&](int i, int) { sums[i] = fma_chains(kIters, &lanes[i]); });
+        const double macs = 12.0 * kIters * lanes[0] * pool.size();
+        best = std::max(best, macs / (now() - t0) / 1e9);
     }
     return best;
 }

@@ -20,6 +20,12 @@ std::vector<int64_t> parse_int_list(const std::string& s);
 // of a buffer much larger than the caches; the best of several passes.
 double measure_read_bandwidth(int threads, size_t buffer_bytes = size_t{1} << 30);
 
+// f32 multiply-adds per second (10^9/s) over `threads` threads, each
+// running independent FMA chains in the widest vectors of this build: the
+// arithmetic ceiling of a compute-bound op (MLA attention at depth), next to
+// the read bandwidth's ceiling of a memory-bound one. Best of a few passes.
+double measure_fma_rate(int threads);
+
 // Weight bytes one decoded token reads: all tensors but the experts, the
 // n_used of n_expert routed experts of each MoE layer, one embedding row.
 double weight_bytes_per_token(const GgufFile& f, int n_expert, int n_used);
