@@ -322,6 +322,10 @@ run() {
         # Decode at 1, 4 and 8 sequences with CUDA graphs (the first GPU run measured op by op too:
         # graphs saved 13%; MOESERVE_CUDA_GRAPHS=0 runs it without).
         step bench-graphs 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
+        # The MoE decode tiles as they were before the choice by items per expert (cuda_moe_tiles.h):
+        # 8 tokens a tile for batches of 8 and more (compare bench-graphs' x4 and x8 rows).
+        STEP_CAP=60 step bench-moe-tile8 30 env MOESERVE_CUDA_MOE_TILE_TOKENS=8 "$MOESERVE_BIN" bench -m "$slice" \
+            -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
         # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
         step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
         [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
@@ -336,6 +340,9 @@ run() {
         STEP_CAP=150 step bench-full-q4 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
             -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=120 step bench-full-npl 40 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        # 8 sequences with the MoE decode tiles of before (8 tokens a tile): the 490 t/s of session 16.
+        STEP_CAP=60 step bench-full-moe-tile8 30 env MOESERVE_CUDA_MOE_TILE_TOKENS=8 "$MOESERVE_BIN" bench -m "$full" \
+            -ngl all -p 0 -n 32 -d 0 -npl 8 -r 1
         # 8 sequences fell from 594 to 490 t/s when the decode fusions came: the same without them.
         STEP_CAP=60 step bench-full-fuse-off 30 env MOESERVE_CUDA_FUSE=0 "$MOESERVE_BIN" bench -m "$full" -ngl all \
             -p 0 -n 32 -d 0 -npl 1,8 -r 1
@@ -396,6 +403,8 @@ run() {
         section rows "shared-memory tile decode attention kernel (MOESERVE_CUDA_ATTENTION=tile), the decode rows" \
             "$out/bench-tile.log"
         section rows "decode at 1, 4 and 8 sequences (CUDA graphs)" "$out/bench-graphs.log"
+        section rows "the same with the MoE decode tiles of before (MOESERVE_CUDA_MOE_TILE_TOKENS=8)" \
+            "$out/bench-moe-tile8.log"
         section table "bench, layer split (-ngl 2 of 4)" "$out/bench-split.log"
         section rows "the whole model (48 layers, ~17 GB)" "$out"/bench-full.log "$out"/bench-full-q4.log \
             "$out"/bench-full-npl.log "$out"/bench-full-128k.log
@@ -423,6 +432,8 @@ run() {
             "$out/bench-full-pdl.log"
         section rows "the whole model at 1 and 8 sequences without the decode fusions (MOESERVE_CUDA_FUSE=0)" \
             "$out/bench-full-fuse-off.log"
+        section rows "the whole model at 8 sequences with the MoE decode tiles of before (MOESERVE_CUDA_MOE_TILE_TOKENS=8)" \
+            "$out/bench-full-moe-tile8.log"
         section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "$out/bench-full-x86.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"

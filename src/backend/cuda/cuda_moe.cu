@@ -30,6 +30,7 @@
 #include "backend/cuda/cuda_expert_activation.cuh"
 #include "backend/cuda/cuda_launch.cuh"
 #include "backend/cuda/cuda_matmul_kernels.h"
+#include "backend/cuda/cuda_moe_tiles.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_quant_blocks.cuh"
 
@@ -49,6 +50,18 @@ static_assert(kMaxFusedItems >= kMoeMatvecMaxTokens * kMaxExpertUsed);
 // route_plan_kernel's static shared memory: counts, item ends and tile ends
 // per expert, and the chosen expert of every item.
 constexpr size_t kRoutePlanStaticSmem = sizeof(int) * (3 * kMaxExperts + kMaxFusedItems);
+
+// The matrix-vector tile of a MoE decode batch (cuda_moe_tiles.h), or
+// MOESERVE_CUDA_MOE_TILE_TOKENS (1, 2, 4 or 8; read once) to compare with
+// others, e.g. 8, the tile before the choice by items per expert.
+int decode_tile_tokens(int64_t n_items, int n_expert) {
+    static const int forced = [] {
+        const char* v = std::getenv("MOESERVE_CUDA_MOE_TILE_TOKENS");
+        const int n = v ? std::atoi(v) : 0;
+        return n == 1 || n == 2 || n == 4 || n == 8 ? n : 0;
+    }();
+    return forced ? forced : moe_tile_tokens(n_items, n_expert);
+}
 // route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
 static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
@@ -326,8 +339,7 @@ void moe_ffn(Context& ctx, const float* x, int64_t n_tokens, const Weight& route
     // all three weights, else a GEMM per active expert.
     const bool grouped = !decode && moe_gemm_supports(up_exps) && moe_gemm_supports(down_exps) &&
                          (!gate_exps || moe_gemm_supports(gate_exps));
-    const int tile_tokens =
-        grouped ? kMoeGemmTileTokens : matvec_tile_tokens(std::min<int64_t>(n_tokens, kMatvecTileTokens));
+    const int tile_tokens = grouped ? kMoeGemmTileTokens : decode_tile_tokens(n_items, n_expert);
     // Tiles: Σ_e ceil(c_e / tile) <= n_items / tile + (experts with items);
     // with one-item tiles exactly n_items (the grid has no idle rows then).
     const int max_tiles = tile_tokens == 1
