@@ -1,6 +1,7 @@
 // Throughput of the tensor-format kernels, in bytes of weight data consumed
-// per second: dequantize_row (scalar and SIMD) and vec_dot (every compiled
-// level), each over a working set that fits in L2 (256 KiB) and one that does
+// per second: dequantize_row (scalar and SIMD), vec_dot (every compiled
+// level), the decode kernel of several weight rows (vec_dot_rows) and the
+// prompt tile kernel, each over a working set that fits in L2 (256 KiB) and one that does
 // not (64 MiB, streamed from DRAM/L3 like a decode step's weights).
 //
 //   build-quant/quant_bench --benchmark_min_time=0.2
@@ -97,6 +98,24 @@ void bm_vec_dot(benchmark::State& state, GgmlType t, VecDotFn fn, size_t working
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
 }
 
+// A decode step's products: the weight rows kDotWeightRows at a time against
+// one activation row (vec_dot.h VecDotRowsFn), as a decoded token's matmuls run.
+void bm_vec_dot_rows(benchmark::State& state, GgmlType t, VecDotRowsFn fn, size_t working_set) {
+    const int64_t rows = rows_for(t, working_set);
+    const auto w = make_weights(t, rows);
+    const auto a = make_activation(t);
+    const size_t row_bytes = ggml_row_bytes(t, kRow);
+    std::vector<float> out(static_cast<size_t>(rows));
+    for (auto _ : state) {
+        for (int64_t r = 0; r < rows; r += kDotWeightRows) {
+            const int n = static_cast<int>(std::min<int64_t>(kDotWeightRows, rows - r));
+            fn(w.data() + r * row_bytes, row_bytes, n, a.data(), out.data() + r, kRow);
+        }
+        benchmark::DoNotOptimize(out.data());
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+}
+
 // A prompt's products: 16 activation rows packed into a tile once, then the
 // weight rows against it kDotTileWeightRows at a time (vec_dot.h VecDotTile).
 // Counter MAC/s: weight values times tokens per second.
@@ -154,6 +173,9 @@ int main(int argc, char** argv) {
                 benchmark::RegisterBenchmark(("vec_dot/" + tn + "/" + simd_level_name(level) + "/" + set_name).c_str(),
                                              [=](benchmark::State& s) { bm_vec_dot(s, t, fn, bytes); });
             }
+            if (const VecDotRowsFn rows = vec_dot_rows_kernel(t))
+                benchmark::RegisterBenchmark(("vec_dot_rows/" + tn + "/" + set_name).c_str(),
+                                             [=](benchmark::State& s) { bm_vec_dot_rows(s, t, rows, bytes); });
             if (const VecDotTile* tile = vec_dot_tile_kernel(t, kRow))
                 benchmark::RegisterBenchmark(("vec_dot_tile/" + tn + "/" + set_name).c_str(),
                                              [=](benchmark::State& s) { bm_vec_dot_tile(s, t, *tile, bytes); });
