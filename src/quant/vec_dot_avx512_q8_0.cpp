@@ -265,7 +265,7 @@ void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y
     // next call's: those are prefetched, a share a step, while these are
     // summed. Streamed side by side, R rows from memory came at 9-16 GB/s a
     // thread on Zen 5 with a line prefetched 512 bytes ahead in each (the
-    // single-row kernel: 12-23); this way 12-31 GB/s (quant_bench vec_dot_rows, DRAM).
+    // single-row kernel: 9-23); this way 15-31 GB/s (quant_bench vec_dot_rows, DRAM).
     const uint8_t* next = w + R * w_row_bytes;
     const size_t next_bytes = R * w_row_bytes;
     const size_t per_step = (next_bytes / static_cast<size_t>((nb + 1) / 2) + 63) & ~size_t{63};

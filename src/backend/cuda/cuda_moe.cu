@@ -50,6 +50,8 @@ static_assert(kMaxFusedItems >= kMoeMatvecMaxTokens * kMaxExpertUsed);
 // route_plan_kernel's static shared memory: counts, item ends and tile ends
 // per expert, and the chosen expert of every item.
 constexpr size_t kRoutePlanStaticSmem = sizeof(int) * (3 * kMaxExperts + kMaxFusedItems);
+// route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
+static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
 // The matrix-vector tile of a MoE decode batch (cuda_moe_tiles.h), or
 // MOESERVE_CUDA_MOE_TILE_TOKENS (1, 2, 4 or 8; read once) to compare with
@@ -62,8 +64,6 @@ int decode_tile_tokens(int64_t n_items, int n_expert) {
     }();
     return forced ? forced : moe_tile_tokens(n_items, n_expert);
 }
-// route_kernel's shared memory (two floats per expert and warp) stays within the default 48 KiB.
-static_assert(2 * kMaxExperts * kRouteWarps * sizeof(float) <= 48 * 1024);
 
 // g := act(g, u) over n values (ReLU²: non-gated, g holds W_up·x).
 __global__ void activation_kernel(float* g, const float* u, int64_t n, ExpertActivation act) {
