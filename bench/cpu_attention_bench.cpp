@@ -15,7 +15,6 @@
 #include <chrono>
 #include <cmath>
 #include <random>
-#include <sstream>
 #include <stdexcept>
 
 #include "backend/backend.h"
@@ -23,6 +22,7 @@
 #include "engine/engine.h"
 #include "memory/kv_cache.h"
 #include "quant/ggml_type.h"
+#include "slice_bench_options.h"
 
 using namespace moeserve;
 
@@ -36,13 +36,6 @@ struct Shape {
 
 constexpr Shape kMla{"mla", 20, 1, 576, 512, true};
 constexpr Shape kGqa{"gqa", 32, 4, 128, 128, false};
-
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
-    return out;
-}
 
 KvCacheConfig cache_config(const Shape& sh, GgmlType type, int64_t n_cells) {
     KvCacheConfig cfg;
@@ -112,32 +105,31 @@ int main(int argc, char** argv) {
         "usage: cpu_attention_bench [--threads N] [--depths 4096,32768] [--cache f16,q8_0,q4_0] "
         "[--shapes mla,gqa] [--reps N]\n";
     try {
-        for (int i = 1; i < argc; ++i) {
-            const std::string a = argv[i];
-            auto next = [&]() -> std::string {
-                if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-                return argv[++i];
-            };
+        bench::ArgReader args(argc, argv);
+        while (args.more()) {
+            const std::string& a = args.flag();
             if (a == "-h" || a == "--help") {
                 fmt::print("{}", usage);
                 return 0;
             }
             if (a == "--threads")
-                threads = std::stoi(next());
+                threads = static_cast<int>(args.number(1, 1024));
             else if (a == "--reps")
-                reps = std::stoi(next());
+                reps = static_cast<int>(args.number(1, 1 << 20));
             else if (a == "--depths")
-                depths = parse_int_list(next());
+                depths = args.depths();
             else if (a == "--cache")
-                caches = split(next());
-            else if (a == "--shapes")
-                shapes = split(next());
-            else
+                caches = args.caches();
+            else if (a == "--shapes") {
+                shapes = args.list();
+                for (const auto& sh : shapes)
+                    if (sh != "mla" && sh != "gqa")
+                        throw std::runtime_error("--shapes: unknown shape '" + sh + "' (mla, gqa)");
+            } else
                 throw std::runtime_error("unknown option " + a);
         }
-        if (threads < 1 || reps < 1) throw std::runtime_error("--threads and --reps must be at least 1");
     } catch (const std::exception& e) {
-        fmt::print(stderr, "{}\n{}", e.what(), usage);
+        fmt::print(stderr, "cpu_attention_bench: {}\n{}", e.what(), usage);
         return 2;
     }
     const double bw = measure_read_bandwidth(threads);
@@ -149,9 +141,7 @@ int main(int argc, char** argv) {
     auto backend = make_cpu_backend(threads);
     try {
         for (const auto& shape_name : shapes) {
-            const Shape& sh = shape_name == "mla"   ? kMla
-                              : shape_name == "gqa" ? kGqa
-                                                    : throw std::runtime_error("unknown shape " + shape_name);
+            const Shape& sh = shape_name == "mla" ? kMla : kGqa;
             for (const auto& cache_name : caches)
                 for (int64_t depth : depths)
                     run(*backend, sh, parse_cache_type(cache_name), depth, reps, threads, fma, bw);

@@ -15,80 +15,27 @@
 #include <sstream>
 
 #include "engine/bench_runner.h"
+#include "slice_bench_options.h"
 #include "synth/presets.h"
 
 using namespace moeserve;
 
-namespace {
-
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
-    return out;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-    int threads = 2;
-    std::string dir = std::filesystem::temp_directory_path().string();
-    std::vector<int64_t> depths = {0, 8192, 32768};
-    int64_t n_prefill = 512, n_decode = 32;
-    std::string mix_name = "Q4_K_M";
-    std::vector<std::string> caches = {"f16", "q4_0"};
+    const std::string usage =
+        "usage: deepseek2_bench [--threads N] [--dir DIR] [--depths 0,8192,32768] [--prefill 512] [--decode 32] "
+        "[--mix Q4_K_M] [--cache f16,q4_0]\n";
+    bench::SliceBenchOptions o;
+    o.depths = {0, 8192, 32768};
+    o.mixes = {"Q4_K_M"};
+    o.caches = {"f16", "q4_0"};
     try {
-        for (int i = 1; i < argc; ++i) {
-            const std::string a = argv[i];
-            auto next = [&]() -> std::string {
-                if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-                return argv[++i];
-            };
-            if (a == "-h" || a == "--help") {
-                fmt::print(
-                    "usage: deepseek2_bench [--threads N] [--dir DIR] [--depths 0,8192,32768] [--prefill 512] "
-                    "[--decode 32] [--mix Q4_K_M] [--cache f16,q4_0]\n");
-                return 0;
-            }
-            if (a == "--threads")
-                threads = std::stoi(next());
-            else if (a == "--dir")
-                dir = next();
-            else if (a == "--depths") {
-                depths.clear();
-                for (const auto& d : split(next())) depths.push_back(std::stoll(d));
-            } else if (a == "--prefill")
-                n_prefill = std::stoll(next());
-            else if (a == "--decode")
-                n_decode = std::stoll(next());
-            else if (a == "--mix")
-                mix_name = next();
-            else if (a == "--cache")
-                caches = split(next());
-            else
-                throw std::runtime_error("unknown option " + a);
-        }
+        if (!bench::parse_slice_bench_options(argc, argv, usage, o)) return 0;
     } catch (const std::exception& e) {
-        fmt::print(stderr,
-                   "{}\nusage: deepseek2_bench [--threads N] [--dir DIR] [--depths 0,8192,32768] [--prefill 512] "
-                   "[--decode 32] [--mix Q4_K_M] [--cache f16,q4_0]\n",
-                   e.what());
+        fmt::print(stderr, "deepseek2_bench: {}\n{}", e.what(), usage);
         return 2;
     }
-    const auto mix = file_mix_from_name(mix_name);
-    if (!mix) {
-        fmt::print(stderr, "unknown --mix {} (F16, Q8_0, Q4_K_M, IQ4_XS)\n", mix_name);
-        return 2;
-    }
-
-    SynthSpec spec = *synth_preset("glm-4.7-flash", *mix);
-    cut_layers(spec, 3);  // the dense layer and two MoE layers
-    spec.n_vocab = 704;   // a small head, so the layers dominate as they do in the 47-layer model
-    const std::string path = fmt::format("{}/moeserve-bench-glm47flash-3L-{}.gguf", dir, mix_name);
-    if (!std::filesystem::exists(path)) {
-        fmt::print(stderr, "writing {} ...\n", path);
-        write_synth_model(path, spec);
-    }
+    const int threads = o.threads;
+    const int64_t n_prefill = o.n_prefill, n_decode = o.n_decode;
 
     const double bw = measure_read_bandwidth(threads);
     const double fma = measure_fma_rate(threads);
@@ -102,32 +49,44 @@ int main(int argc, char** argv) {
         "GB/s | % of read BW | ms at 50% of bound | MLA MACs at peak, ms |\n",
         n_prefill);
     fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (const auto& cache_name : caches) {
-        for (int64_t depth : depths) {
-            EngineOptions opt;
-            opt.model_path = path;
-            opt.n_threads = threads;
-            opt.n_ctx = depth + std::max(n_prefill, n_decode) + 64;
-            opt.type_k = opt.type_v = parse_cache_type(cache_name);
-            Engine engine(opt);
-            const BenchSample prefill =
-                n_prefill > 0 ? run_bench_test(engine, {n_prefill, 0, depth}, 1) : BenchSample{};
-            const BenchSample decode = run_bench_test(engine, {0, n_decode, depth}, 2);
+    for (const auto& mix_name : o.mixes) {
+        SynthSpec spec = *synth_preset("glm-4.7-flash", *file_mix_from_name(mix_name));
+        cut_layers(spec, 3);  // the dense layer and two MoE layers
+        spec.n_vocab = 704;   // a small head, so the layers dominate as they do in the 47-layer model
+        const std::string path = fmt::format("{}/moeserve-bench-glm47flash-3L-{}.gguf", o.dir, mix_name);
+        if (!std::filesystem::exists(path)) {
+            fmt::print(stderr, "writing {} ...\n", path);
+            write_synth_model(path, spec);
+        }
+        for (const auto& cache_name : o.caches) {
+            for (int64_t depth : o.depths) {
+                EngineOptions opt;
+                opt.model_path = path;
+                opt.n_threads = threads;
+                opt.n_ctx = depth + std::max(n_prefill, n_decode) + 64;
+                opt.type_k = opt.type_v = parse_cache_type(cache_name);
+                Engine engine(opt);
+                const BenchSample prefill =
+                    n_prefill > 0 ? run_bench_test(engine, {n_prefill, 0, depth}, 1) : BenchSample{};
+                const BenchSample decode = run_bench_test(engine, {0, n_decode, depth}, 2);
 
-            const ModelParams& p = engine.model().params();
-            const double bytes = weight_bytes_per_token(engine.model().file(), p.n_expert, p.n_expert_used) +
-                                 kv_bytes_read(engine.cache(), depth + 1 + n_decode / 2.0);
-            const double gbs = bytes * decode.tokens_per_s / 1e9;
-            double macs = 0;  // per decoded token, at the test's mean depth
-            for (int l = 0; l < engine.cache().n_layer(); ++l)
-                if (engine.cache().config().n_embd_k[l] > 0)
-                    macs += static_cast<double>(p.n_head[l]) *
-                            (engine.cache().config().n_embd_k[l] + spec.kv_lora_rank) * (depth + 1 + n_decode / 2.0);
-            fmt::print("| {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.1f} |\n",
-                       mix_name, cache_name, depth, prefill.tokens_per_s, decode.tokens_per_s,
-                       1000.0 / decode.tokens_per_s, bytes / 1e6, gbs, 100 * gbs / bw, 2 * bytes / bw / 1e6,
-                       macs / fma / 1e6);
-            std::fflush(stdout);
+                const ModelParams& p = engine.model().params();
+                const double bytes = weight_bytes_per_token(engine.model().file(), p.n_expert, p.n_expert_used) +
+                                     kv_bytes_read(engine.cache(), depth + 1 + n_decode / 2.0);
+                const double gbs = bytes * decode.tokens_per_s / 1e9;
+                double macs = 0;  // per decoded token, at the test's mean depth
+                for (int l = 0; l < engine.cache().n_layer(); ++l)
+                    if (engine.cache().config().n_embd_k[l] > 0)
+                        macs += static_cast<double>(p.n_head[l]) *
+                                (engine.cache().config().n_embd_k[l] + spec.kv_lora_rank) *
+                                (depth + 1 + n_decode / 2.0);
+                fmt::print(
+                    "| {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.1f} |\n",
+                    mix_name, cache_name, depth, prefill.tokens_per_s, decode.tokens_per_s,
+                    1000.0 / decode.tokens_per_s, bytes / 1e6, gbs, 100 * gbs / bw, 2 * bytes / bw / 1e6,
+                    macs / fma / 1e6);
+                std::fflush(stdout);
+            }
         }
     }
     return 0;

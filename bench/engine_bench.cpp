@@ -6,46 +6,44 @@
 // the machine's read bandwidth measured in the same run.
 //
 // usage: engine_bench [--threads N] [--dir DIR] [--depths 0,8192] [--prefill 512] [--decode 32]
+//                     [--mix Q4_K_M,IQ4_XS] [--cache f16,q4_0]
 #include <fmt/format.h>
 
 #include <filesystem>
 #include <sstream>
 
 #include "engine/bench_runner.h"
+#include "slice_bench_options.h"
 #include "synth/synth_model.h"
 
 using namespace moeserve;
 
 int main(int argc, char** argv) {
-    int threads = 2;
-    std::string dir = std::filesystem::temp_directory_path().string();
-    std::vector<int64_t> depths = {0, 8192};
-    int64_t n_prefill = 512, n_decode = 32;
-    std::vector<std::string> mixes = {"Q4_K_M", "IQ4_XS"}, caches = {"f16", "q4_0"};
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--threads") threads = std::stoi(next());
-        else if (a == "--dir") dir = next();
-        else if (a == "--depths") depths = parse_int_list(next());
-        else if (a == "--prefill") n_prefill = std::stoll(next());
-        else if (a == "--decode") n_decode = std::stoll(next());
-        else if (a == "--mix") mixes = {next()};
-        else if (a == "--cache") caches = {next()};
-        else {
-            fmt::print(stderr, "usage: engine_bench [--threads N] [--dir DIR] [--depths 0,8192] [--prefill 512] "
-                               "[--decode 32] [--mix Q4_K_M] [--cache f16]\n");
-            return 2;
-        }
+    const std::string usage =
+        "usage: engine_bench [--threads N] [--dir DIR] [--depths 0,8192] [--prefill 512] [--decode 32] "
+        "[--mix Q4_K_M,IQ4_XS] [--cache f16,q4_0]\n";
+    bench::SliceBenchOptions o;
+    o.depths = {0, 8192};
+    o.mixes = {"Q4_K_M", "IQ4_XS"};
+    o.caches = {"f16", "q4_0"};
+    try {
+        if (!bench::parse_slice_bench_options(argc, argv, usage, o)) return 0;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "engine_bench: {}\n{}", e.what(), usage);
+        return 2;
     }
+    const int threads = o.threads;
+    const std::string dir = o.dir;
+    const std::vector<int64_t> depths = o.depths;
+    const int64_t n_prefill = o.n_prefill, n_decode = o.n_decode;
+    const std::vector<std::string> mixes = o.mixes, caches = o.caches;
 
     const double bw = measure_read_bandwidth(threads);
     fmt::print("read bandwidth ({} threads): {:.1f} GB/s\n\n", threads, bw);
-    fmt::print("| weights | KV cache | depth | prefill {} tok/s | decode tok/s | MB read/token | effective GB/s | % of read BW |\n",
-               n_prefill);
+    fmt::print(
+        "| weights | KV cache | depth | prefill {} tok/s | decode tok/s | MB read/token | effective GB/s | % of read "
+        "BW |\n",
+        n_prefill);
     fmt::print("|---|---|---:|---:|---:|---:|---:|---:|\n");
 
     for (const auto& mix_name : mixes) {

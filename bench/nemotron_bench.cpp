@@ -9,7 +9,7 @@
 // bandwidth measured in the same run.
 //
 // usage: nemotron_bench [--threads N] [--dir DIR] [--depths 0,16384] [--prefill 512] [--decode 32]
-//                       [--mix Q4_K_M] [--cache f16]
+//                       [--mix Q4_K_M] [--cache f16,q8_0]
 #include <fmt/format.h>
 
 #include <chrono>
@@ -22,6 +22,7 @@
 #include "engine/bench_runner.h"
 #include "engine/engine.h"
 #include "quant/quantize.h"
+#include "slice_bench_options.h"
 #include "synth/synth_model.h"
 
 using namespace moeserve;
@@ -35,38 +36,24 @@ double now() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    int threads = 2;
-    std::string dir = std::filesystem::temp_directory_path().string();
-    std::vector<int64_t> depths = {0, 16384};
-    int64_t n_prefill = 512, n_decode = 32;
-    std::vector<std::string> mixes = {"Q4_K_M"}, caches = {"f16", "q8_0"};
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto next = [&]() -> std::string {
-            if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--threads")
-            threads = std::stoi(next());
-        else if (a == "--dir")
-            dir = next();
-        else if (a == "--depths")
-            depths = parse_int_list(next());
-        else if (a == "--prefill")
-            n_prefill = std::stoll(next());
-        else if (a == "--decode")
-            n_decode = std::stoll(next());
-        else if (a == "--mix")
-            mixes = {next()};
-        else if (a == "--cache")
-            caches = {next()};
-        else {
-            fmt::print(stderr,
-                       "usage: nemotron_bench [--threads N] [--dir DIR] [--depths 0,16384] [--prefill 512] "
-                       "[--decode 32] [--mix Q4_K_M] [--cache f16]\n");
-            return 2;
-        }
+    const std::string usage =
+        "usage: nemotron_bench [--threads N] [--dir DIR] [--depths 0,16384] [--prefill 512] [--decode 32] "
+        "[--mix Q4_K_M] [--cache f16,q8_0]\n";
+    bench::SliceBenchOptions o;
+    o.depths = {0, 16384};
+    o.mixes = {"Q4_K_M"};
+    o.caches = {"f16", "q8_0"};
+    try {
+        if (!bench::parse_slice_bench_options(argc, argv, usage, o)) return 0;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "nemotron_bench: {}\n{}", e.what(), usage);
+        return 2;
     }
+    const int threads = o.threads;
+    const std::string dir = o.dir;
+    const std::vector<int64_t> depths = o.depths;
+    const int64_t n_prefill = o.n_prefill, n_decode = o.n_decode;
+    const std::vector<std::string> mixes = o.mixes, caches = o.caches;
 
     const double bw = measure_read_bandwidth(threads);
     fmt::print("read bandwidth ({} threads): {:.1f} GB/s\n\n", threads, bw);

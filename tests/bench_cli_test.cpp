@@ -125,5 +125,19 @@ TEST(BenchCli, names_bad_arguments) {
     EXPECT_NE(r.err.find("option -npl expects integers of at least 1"), std::string::npos) << r.err;
 }
 
+// The depth lists of the benchmark programs (bench/*_bench.cpp) go through parse_int_list.
+TEST(BenchCli, int_lists_parse_whole_numbers_and_name_a_bad_item) {
+    EXPECT_EQ(parse_int_list("0,8192,32768"), (std::vector<int64_t>{0, 8192, 32768}));
+    EXPECT_EQ(parse_int_list("7"), (std::vector<int64_t>{7}));
+    for (const char* bad : {"1,x", "4k", "-1", "1,,2", ""}) {
+        try {
+            parse_int_list(bad);
+            ADD_FAILURE() << "accepted '" << bad << "'";
+        } catch (const std::invalid_argument& e) {
+            EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+        }
+    }
+}
+
 }  // namespace
 }  // namespace moeserve

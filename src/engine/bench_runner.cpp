@@ -124,7 +124,19 @@ double kv_bytes_read(const KvCache& cache, double depth) {
 std::vector<int64_t> parse_int_list(const std::string& s) {
     std::vector<int64_t> out;
     std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
+    for (std::string item; std::getline(ss, item, ',');) {
+        size_t used = 0;
+        int64_t n = -1;
+        try {
+            n = std::stoll(item, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used == 0 || used != item.size() || n < 0)
+            throw std::invalid_argument("'" + item + "' in '" + s + "' is not a whole number of at least 0");
+        out.push_back(n);
+    }
+    if (out.empty()) throw std::invalid_argument("'" + s + "' holds no numbers");
     return out;
 }
 

@@ -13,7 +13,8 @@
 
 namespace moeserve {
 
-// "0,8192,32768" -> {0, 8192, 32768}; throws std::invalid_argument on a bad item.
+// "0,8192,32768" -> {0, 8192, 32768}; throws std::invalid_argument naming a
+// bad item (not a whole number of at least 0) or an empty list.
 std::vector<int64_t> parse_int_list(const std::string& s);
 
 // STREAM-style read bandwidth in GB/s (10^9 B/s): every thread sums its share

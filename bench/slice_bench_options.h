@@ -1,0 +1,126 @@
+// The command line the synthetic-slice benchmarks share (engine_bench,
+// deepseek2_bench, nemotron_bench; cpu_attention_bench reads its own options
+// with the same reader): every value is checked before anything runs, so a
+// bad one ends the program with one message naming it and the usage, never
+// an exception escaping main or a model written for nothing.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/bench_runner.h"
+#include "engine/engine.h"
+#include "synth/quant_mix.h"
+
+namespace moeserve::bench {
+
+// argv, option by option: flag() the next option, value() its argument.
+class ArgReader {
+  public:
+    ArgReader(int argc, char** argv) : argc_(argc), argv_(argv) {}
+    bool more() const { return i_ + 1 < argc_; }
+    const std::string& flag() { return flag_ = argv_[++i_]; }
+    std::string value() {
+        if (i_ + 1 >= argc_) throw std::runtime_error(flag_ + " needs a value");
+        return argv_[++i_];
+    }
+    // A whole number in [min, max].
+    int64_t number(int64_t min, int64_t max = INT64_MAX) {
+        const std::string v = value();
+        size_t used = 0;
+        int64_t n = 0;
+        try {
+            n = std::stoll(v, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used == 0 || used != v.size() || n < min || n > max)
+            throw std::runtime_error(flag_ + " takes a whole number of at least " + std::to_string(min) + ", not '" +
+                                     v + "'");
+        return n;
+    }
+    // A comma-separated list of at least one item.
+    std::vector<std::string> list() {
+        const std::string v = value();
+        std::vector<std::string> out;
+        std::stringstream ss(v);
+        for (std::string item; std::getline(ss, item, ',');)
+            if (!item.empty()) out.push_back(item);
+        if (out.empty()) throw std::runtime_error(flag_ + " needs a comma-separated list, not '" + v + "'");
+        return out;
+    }
+    // Context depths: "0,8192,32768".
+    std::vector<int64_t> depths() {
+        const std::string v = value();
+        try {
+            return parse_int_list(v);
+        } catch (const std::exception& e) {
+            throw std::runtime_error(flag_ + ": " + e.what());
+        }
+    }
+    // Cache types, each one the engine accepts.
+    std::vector<std::string> caches() {
+        std::vector<std::string> names = list();
+        for (const auto& n : names) try {
+                parse_cache_type(n);
+            } catch (const std::exception& e) {
+                throw std::runtime_error(flag_ + ": " + e.what());
+            }
+        return names;
+    }
+
+  private:
+    int argc_;
+    char** argv_;
+    int i_ = 0;
+    std::string flag_;
+};
+
+struct SliceBenchOptions {
+    int threads = 2;
+    std::string dir = std::filesystem::temp_directory_path().string();
+    std::vector<int64_t> depths;
+    int64_t n_prefill = 512, n_decode = 32;
+    std::vector<std::string> mixes, caches;
+};
+
+// Reads argv over opt (which holds the program's defaults). Returns false
+// when --help printed the usage; throws std::runtime_error naming a bad
+// option or value.
+inline bool parse_slice_bench_options(int argc, char** argv, const std::string& usage, SliceBenchOptions& opt) {
+    ArgReader args(argc, argv);
+    while (args.more()) {
+        const std::string& a = args.flag();
+        if (a == "-h" || a == "--help") {
+            std::fputs(usage.c_str(), stdout);
+            return false;
+        }
+        if (a == "--threads")
+            opt.threads = static_cast<int>(args.number(1, 1024));
+        else if (a == "--dir")
+            opt.dir = args.value();
+        else if (a == "--depths")
+            opt.depths = args.depths();
+        else if (a == "--prefill")
+            opt.n_prefill = args.number(0, 1 << 20);
+        else if (a == "--decode")
+            opt.n_decode = args.number(1, 1 << 20);
+        else if (a == "--mix") {
+            opt.mixes = args.list();
+            for (const auto& m : opt.mixes)
+                if (!file_mix_from_name(m))
+                    throw std::runtime_error("--mix: unknown mix '" + m + "' (F16, Q8_0, Q4_K_M, IQ4_XS)");
+        } else if (a == "--cache")
+            opt.caches = args.caches();
+        else
+            throw std::runtime_error("unknown option " + a);
+    }
+    return true;
+}
+
+}  // namespace moeserve::bench
