@@ -24,18 +24,9 @@ int main(int argc, char** argv) {
     const std::string usage =
         "usage: deepseek2_bench [--threads N] [--dir DIR] [--depths 0,8192,32768] [--prefill 512] [--decode 32] "
         "[--mix Q4_K_M] [--cache f16,q4_0]\n";
-    bench::SliceBenchOptions o;
-    o.depths = {0, 8192, 32768};
-    o.mixes = {"Q4_K_M"};
-    o.caches = {"f16", "q4_0"};
-    try {
-        if (!bench::parse_slice_bench_options(argc, argv, usage, o)) return 0;
-    } catch (const std::exception& e) {
-        fmt::print(stderr, "deepseek2_bench: {}\n{}", e.what(), usage);
-        return 2;
-    }
-    const int threads = o.threads;
-    const int64_t n_prefill = o.n_prefill, n_decode = o.n_decode;
+    const auto [threads, dir, depths, n_prefill, n_decode, mixes, caches] = bench::slice_bench_options_or_exit(
+        argc, argv, "deepseek2_bench", usage,
+        {.depths = {0, 8192, 32768}, .mixes = {"Q4_K_M"}, .caches = {"f16", "q4_0"}});
 
     const double bw = measure_read_bandwidth(threads);
     const double fma = measure_fma_rate(threads);
@@ -49,17 +40,17 @@ int main(int argc, char** argv) {
         "GB/s | % of read BW | ms at 50% of bound | MLA MACs at peak, ms |\n",
         n_prefill);
     fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (const auto& mix_name : o.mixes) {
+    for (const auto& mix_name : mixes) {
         SynthSpec spec = *synth_preset("glm-4.7-flash", *file_mix_from_name(mix_name));
         cut_layers(spec, 3);  // the dense layer and two MoE layers
         spec.n_vocab = 704;   // a small head, so the layers dominate as they do in the 47-layer model
-        const std::string path = fmt::format("{}/moeserve-bench-glm47flash-3L-{}.gguf", o.dir, mix_name);
+        const std::string path = fmt::format("{}/moeserve-bench-glm47flash-3L-{}.gguf", dir, mix_name);
         if (!std::filesystem::exists(path)) {
             fmt::print(stderr, "writing {} ...\n", path);
             write_synth_model(path, spec);
         }
-        for (const auto& cache_name : o.caches) {
-            for (int64_t depth : o.depths) {
+        for (const auto& cache_name : caches) {
+            for (int64_t depth : depths) {
                 EngineOptions opt;
                 opt.model_path = path;
                 opt.n_threads = threads;

@@ -39,21 +39,8 @@ int main(int argc, char** argv) {
     const std::string usage =
         "usage: nemotron_bench [--threads N] [--dir DIR] [--depths 0,16384] [--prefill 512] [--decode 32] "
         "[--mix Q4_K_M] [--cache f16,q8_0]\n";
-    bench::SliceBenchOptions o;
-    o.depths = {0, 16384};
-    o.mixes = {"Q4_K_M"};
-    o.caches = {"f16", "q8_0"};
-    try {
-        if (!bench::parse_slice_bench_options(argc, argv, usage, o)) return 0;
-    } catch (const std::exception& e) {
-        fmt::print(stderr, "nemotron_bench: {}\n{}", e.what(), usage);
-        return 2;
-    }
-    const int threads = o.threads;
-    const std::string dir = o.dir;
-    const std::vector<int64_t> depths = o.depths;
-    const int64_t n_prefill = o.n_prefill, n_decode = o.n_decode;
-    const std::vector<std::string> mixes = o.mixes, caches = o.caches;
+    const auto [threads, dir, depths, n_prefill, n_decode, mixes, caches] = bench::slice_bench_options_or_exit(
+        argc, argv, "nemotron_bench", usage, {.depths = {0, 16384}, .mixes = {"Q4_K_M"}, .caches = {"f16", "q8_0"}});
 
     const double bw = measure_read_bandwidth(threads);
     fmt::print("read bandwidth ({} threads): {:.1f} GB/s\n\n", threads, bw);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <stdexcept>
@@ -121,6 +122,19 @@ inline bool parse_slice_bench_options(int argc, char** argv, const std::string& 
             throw std::runtime_error("unknown option " + a);
     }
     return true;
+}
+
+// The options of `program` over `defaults`, or the end of the program:
+// status 0 after --help, 2 after the message and usage for a bad option.
+inline SliceBenchOptions slice_bench_options_or_exit(int argc, char** argv, const char* program,
+                                                     const std::string& usage, SliceBenchOptions defaults) {
+    try {
+        if (!parse_slice_bench_options(argc, argv, usage, defaults)) std::exit(0);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: %s\n%s", program, e.what(), usage.c_str());
+        std::exit(2);
+    }
+    return defaults;
 }
 
 }  // namespace moeserve::bench
