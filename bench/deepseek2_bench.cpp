@@ -44,19 +44,11 @@ int main(int argc, char** argv) {
         SynthSpec spec = *synth_preset("glm-4.7-flash", *file_mix_from_name(mix_name));
         cut_layers(spec, 3);  // the dense layer and two MoE layers
         spec.n_vocab = 704;   // a small head, so the layers dominate as they do in the 47-layer model
-        const std::string path = fmt::format("{}/moeserve-bench-glm47flash-3L-{}.gguf", dir, mix_name);
-        if (!std::filesystem::exists(path)) {
-            fmt::print(stderr, "writing {} ...\n", path);
-            write_synth_model(path, spec);
-        }
+        const std::string path = bench::slice_model(dir, "glm47flash-3L-" + mix_name, spec);
         for (const auto& cache_name : caches) {
             for (int64_t depth : depths) {
-                EngineOptions opt;
-                opt.model_path = path;
-                opt.n_threads = threads;
-                opt.n_ctx = depth + std::max(n_prefill, n_decode) + 64;
-                opt.type_k = opt.type_v = parse_cache_type(cache_name);
-                Engine engine(opt);
+                Engine engine(
+                    bench::slice_engine(path, threads, cache_name, depth + std::max(n_prefill, n_decode) + 64));
                 const BenchSample prefill =
                     n_prefill > 0 ? run_bench_test(engine, {n_prefill, 0, depth}, 1) : BenchSample{};
                 const BenchSample decode = run_bench_test(engine, {0, n_decode, depth}, 2);

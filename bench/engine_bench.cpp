@@ -37,19 +37,11 @@ int main(int argc, char** argv) {
     for (const auto& mix_name : mixes) {
         const FileMix mix = *file_mix_from_name(mix_name);
         const SynthSpec spec = bench_spec(mix);
-        const std::string path = fmt::format("{}/moeserve-bench-{}.gguf", dir, mix_name);
-        if (!std::filesystem::exists(path)) {
-            fmt::print(stderr, "writing {} ...\n", path);
-            write_synth_model(path, spec);
-        }
+        const std::string path = bench::slice_model(dir, mix_name, spec);
         for (const auto& cache_name : caches) {
             for (int64_t depth : depths) {
-                EngineOptions opt;
-                opt.model_path = path;
-                opt.n_threads = threads;
-                opt.n_ctx = depth + std::max(n_prefill, n_decode) + 16;
-                opt.type_k = opt.type_v = parse_cache_type(cache_name);
-                Engine engine(opt);
+                Engine engine(
+                    bench::slice_engine(path, threads, cache_name, depth + std::max(n_prefill, n_decode) + 16));
                 double prefill_tps = 0;
                 if (depth == 0 && n_prefill > 0)
                     prefill_tps = run_bench_test(engine, {n_prefill, 0, 0, false}, 1).tokens_per_s;

@@ -51,22 +51,12 @@ int main(int argc, char** argv) {
     fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
 
     for (const auto& mix_name : mixes) {
-        const auto mix = file_mix_from_name(mix_name);
-        if (!mix) throw std::runtime_error("unknown mix " + mix_name);
-        const SynthSpec spec = nemotron_bench_spec(*mix);
-        const std::string path = fmt::format("{}/moeserve-bench-nemotron-{}.gguf", dir, mix_name);
-        if (!std::filesystem::exists(path)) {
-            fmt::print(stderr, "writing {} ...\n", path);
-            write_synth_model(path, spec);
-        }
+        const SynthSpec spec = nemotron_bench_spec(*file_mix_from_name(mix_name));
+        const std::string path = bench::slice_model(dir, "nemotron-" + mix_name, spec);
         for (const auto& cache_name : caches) {
             for (int64_t depth : depths) {
-                EngineOptions opt;
-                opt.model_path = path;
-                opt.n_threads = threads;
-                opt.n_ctx = depth + std::max(n_prefill, n_decode) + 16;
-                opt.type_k = opt.type_v = parse_cache_type(cache_name);
-                Engine engine(opt);
+                Engine engine(
+                    bench::slice_engine(path, threads, cache_name, depth + std::max(n_prefill, n_decode) + 16));
                 std::mt19937 rng(1);
                 std::uniform_int_distribution<int32_t> tok(0, 255);
 

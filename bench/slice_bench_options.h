@@ -17,6 +17,7 @@
 #include "engine/bench_runner.h"
 #include "engine/engine.h"
 #include "synth/quant_mix.h"
+#include "synth/synth_model.h"
 
 namespace moeserve::bench {
 
@@ -122,6 +123,27 @@ inline bool parse_slice_bench_options(int argc, char** argv, const std::string& 
             throw std::runtime_error("unknown option " + a);
     }
     return true;
+}
+
+// The slice model at `dir`/moeserve-bench-`name`.gguf, written from spec the
+// first time (later runs reuse it).
+inline std::string slice_model(const std::string& dir, const std::string& name, const SynthSpec& spec) {
+    const std::string path = dir + "/moeserve-bench-" + name + ".gguf";
+    if (!std::filesystem::exists(path)) {
+        std::fprintf(stderr, "writing %s ...\n", path.c_str());
+        write_synth_model(path, spec);
+    }
+    return path;
+}
+
+// An engine over the slice with `cache` K and V rows and room for n_ctx cells.
+inline EngineOptions slice_engine(const std::string& path, int threads, const std::string& cache, int64_t n_ctx) {
+    EngineOptions opt;
+    opt.model_path = path;
+    opt.n_threads = threads;
+    opt.n_ctx = n_ctx;
+    opt.type_k = opt.type_v = parse_cache_type(cache);
+    return opt;
 }
 
 // The options of `program` over `defaults`, or the end of the program:
