@@ -32,7 +32,7 @@ class ArgReader {
         return argv_[++i_];
     }
     // A whole number in [min, max].
-    int64_t number(int64_t min, int64_t max = INT64_MAX) {
+    int64_t number(int64_t min, int64_t max) {
         const std::string v = value();
         size_t used = 0;
         int64_t n = 0;
@@ -42,8 +42,8 @@ class ArgReader {
             used = 0;
         }
         if (used == 0 || used != v.size() || n < min || n > max)
-            throw std::runtime_error(flag_ + " takes a whole number of at least " + std::to_string(min) + ", not '" +
-                                     v + "'");
+            throw std::runtime_error(flag_ + " takes a whole number from " + std::to_string(min) + " to " +
+                                     std::to_string(max) + ", not '" + v + "'");
         return n;
     }
     // A comma-separated list of at least one item.
