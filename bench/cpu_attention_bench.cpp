@@ -105,28 +105,29 @@ int main(int argc, char** argv) {
         "usage: cpu_attention_bench [--threads N] [--depths 4096,32768] [--cache f16,q8_0,q4_0] "
         "[--shapes mla,gqa] [--reps N]\n";
     try {
-        bench::ArgReader args(argc, argv);
-        while (args.more()) {
-            const std::string& a = args.flag();
-            if (a == "-h" || a == "--help") {
+        const std::vector<std::string> argv_rest = bench::bench_args(argc, argv);
+        cli::Args args(argv_rest);
+        while (!args.done()) {
+            if (args.flag({"-h", "--help"})) {
                 fmt::print("{}", usage);
                 return 0;
             }
-            if (a == "--threads")
-                threads = static_cast<int>(args.number(1, 1024));
-            else if (a == "--reps")
-                reps = static_cast<int>(args.number(1, 1 << 20));
-            else if (a == "--depths")
-                depths = args.depths();
-            else if (a == "--cache")
-                caches = args.caches();
-            else if (a == "--shapes") {
-                shapes = args.list();
+            if (args.flag({"--threads"})) {
+                threads = static_cast<int>(args.int_value(1, 1024));
+            } else if (args.flag({"--reps"})) {
+                reps = static_cast<int>(args.int_value(1, 1 << 20));
+            } else if (args.flag({"--depths"})) {
+                depths = bench::depths_value(args);
+            } else if (args.flag({"--cache"})) {
+                caches = bench::caches_value(args);
+            } else if (args.flag({"--shapes"})) {
+                shapes = args.list_value();
                 for (const auto& sh : shapes)
                     if (sh != "mla" && sh != "gqa")
-                        throw std::runtime_error("--shapes: unknown shape '" + sh + "' (mla, gqa)");
-            } else
-                throw std::runtime_error("unknown option " + a);
+                        throw cli::UsageError("option --shapes: unknown shape '" + sh + "' (mla, gqa)");
+            } else {
+                throw cli::UsageError("unknown option " + args.next());
+            }
         }
     } catch (const std::exception& e) {
         fmt::print(stderr, "cpu_attention_bench: {}\n{}", e.what(), usage);

@@ -1,6 +1,7 @@
 // The command line the synthetic-slice benchmarks share (engine_bench,
 // deepseek2_bench, nemotron_bench; cpu_attention_bench reads its own options
-// with the same reader): every value is checked before anything runs, so a
+// with the same helpers), read with the subcommands' cli::Args: every value
+// is checked before anything runs, so a
 // bad one ends the program with one message naming it and the usage, never
 // an exception escaping main or a model written for nothing.
 #pragma once
@@ -9,11 +10,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cli/args.h"
 #include "engine/bench_runner.h"
 #include "engine/engine.h"
 #include "synth/quant_mix.h"
@@ -21,67 +22,31 @@
 
 namespace moeserve::bench {
 
-// argv, option by option: flag() the next option, value() its argument.
-class ArgReader {
-  public:
-    ArgReader(int argc, char** argv) : argc_(argc), argv_(argv) {}
-    bool more() const { return i_ + 1 < argc_; }
-    const std::string& flag() { return flag_ = argv_[++i_]; }
-    std::string value() {
-        if (i_ + 1 >= argc_) throw std::runtime_error(flag_ + " needs a value");
-        return argv_[++i_];
-    }
-    // A whole number in [min, max].
-    int64_t number(int64_t min, int64_t max) {
-        const std::string v = value();
-        size_t used = 0;
-        int64_t n = 0;
-        try {
-            n = std::stoll(v, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used == 0 || used != v.size() || n < min || n > max)
-            throw std::runtime_error(flag_ + " takes a whole number from " + std::to_string(min) + " to " +
-                                     std::to_string(max) + ", not '" + v + "'");
-        return n;
-    }
-    // A comma-separated list of at least one item.
-    std::vector<std::string> list() {
-        const std::string v = value();
-        std::vector<std::string> out;
-        std::stringstream ss(v);
-        for (std::string item; std::getline(ss, item, ',');)
-            if (!item.empty()) out.push_back(item);
-        if (out.empty()) throw std::runtime_error(flag_ + " needs a comma-separated list, not '" + v + "'");
-        return out;
-    }
-    // Context depths: "0,8192,32768".
-    std::vector<int64_t> depths() {
-        const std::string v = value();
-        try {
-            return parse_int_list(v);
-        } catch (const std::exception& e) {
-            throw std::runtime_error(flag_ + ": " + e.what());
-        }
-    }
-    // Cache types, each one the engine accepts.
-    std::vector<std::string> caches() {
-        std::vector<std::string> names = list();
-        for (const auto& n : names) try {
-                parse_cache_type(n);
-            } catch (const std::exception& e) {
-                throw std::runtime_error(flag_ + ": " + e.what());
-            }
-        return names;
-    }
+// The options after argv[0], for cli::Args.
+inline std::vector<std::string> bench_args(int argc, char** argv) {
+    return std::vector<std::string>(argv + 1, argv + argc);
+}
 
-  private:
-    int argc_;
-    char** argv_;
-    int i_ = 0;
-    std::string flag_;
-};
+// The value of the flag just matched as context depths ("0,8192,32768").
+inline std::vector<int64_t> depths_value(cli::Args& args) {
+    const std::string v = args.value();
+    try {
+        return parse_int_list(v);
+    } catch (const std::exception& e) {
+        throw cli::UsageError("option " + args.last_flag() + ": " + e.what());
+    }
+}
+
+// The value of the flag just matched as cache types, each one the engine takes.
+inline std::vector<std::string> caches_value(cli::Args& args) {
+    std::vector<std::string> names = args.list_value();
+    for (const auto& n : names) try {
+            parse_cache_type(n);
+        } catch (const std::exception& e) {
+            throw cli::UsageError("option " + args.last_flag() + ": " + e.what());
+        }
+    return names;
+}
 
 struct SliceBenchOptions {
     int threads = 2;
@@ -95,32 +60,33 @@ struct SliceBenchOptions {
 // when --help printed the usage; throws std::runtime_error naming a bad
 // option or value.
 inline bool parse_slice_bench_options(int argc, char** argv, const std::string& usage, SliceBenchOptions& opt) {
-    ArgReader args(argc, argv);
-    while (args.more()) {
-        const std::string& a = args.flag();
-        if (a == "-h" || a == "--help") {
+    const std::vector<std::string> argv_rest = bench_args(argc, argv);
+    cli::Args args(argv_rest);
+    while (!args.done()) {
+        if (args.flag({"-h", "--help"})) {
             std::fputs(usage.c_str(), stdout);
             return false;
         }
-        if (a == "--threads")
-            opt.threads = static_cast<int>(args.number(1, 1024));
-        else if (a == "--dir")
+        if (args.flag({"--threads"})) {
+            opt.threads = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--dir"})) {
             opt.dir = args.value();
-        else if (a == "--depths")
-            opt.depths = args.depths();
-        else if (a == "--prefill")
-            opt.n_prefill = args.number(0, 1 << 20);
-        else if (a == "--decode")
-            opt.n_decode = args.number(1, 1 << 20);
-        else if (a == "--mix") {
-            opt.mixes = args.list();
+        } else if (args.flag({"--depths"})) {
+            opt.depths = depths_value(args);
+        } else if (args.flag({"--prefill"})) {
+            opt.n_prefill = args.int_value(0, 1 << 20);
+        } else if (args.flag({"--decode"})) {
+            opt.n_decode = args.int_value(1, 1 << 20);
+        } else if (args.flag({"--mix"})) {
+            opt.mixes = args.list_value();
             for (const auto& m : opt.mixes)
                 if (!file_mix_from_name(m))
-                    throw std::runtime_error("--mix: unknown mix '" + m + "' (F16, Q8_0, Q4_K_M, IQ4_XS)");
-        } else if (a == "--cache")
-            opt.caches = args.caches();
-        else
-            throw std::runtime_error("unknown option " + a);
+                    throw cli::UsageError("option --mix: unknown mix '" + m + "' (F16, Q8_0, Q4_K_M, IQ4_XS)");
+        } else if (args.flag({"--cache"})) {
+            opt.caches = caches_value(args);
+        } else {
+            throw cli::UsageError("unknown option " + args.next());
+        }
     }
     return true;
 }

@@ -1,5 +1,6 @@
 #include "cli/args.h"
 
+#include <algorithm>
 #include <charconv>
 
 namespace moeserve::cli {
@@ -26,6 +27,26 @@ int64_t Args::int_value() {
     if (ec != std::errc() || p != v.data() + v.size())
         throw UsageError("option " + last_flag_ + " expects an integer, got '" + v + "'");
     return x;
+}
+
+int64_t Args::int_value(int64_t min, int64_t max) {
+    const int64_t x = int_value();
+    if (x < min || x > max)
+        throw UsageError("option " + last_flag_ + " expects an integer from " + std::to_string(min) + " to " +
+                         std::to_string(max) + ", got " + std::to_string(x));
+    return x;
+}
+
+std::vector<std::string> Args::list_value() {
+    const std::string v = value();
+    std::vector<std::string> out;
+    for (size_t start = 0; start <= v.size();) {
+        const size_t comma = std::min(v.find(',', start), v.size());
+        if (comma > start) out.push_back(v.substr(start, comma - start));
+        start = comma + 1;
+    }
+    if (out.empty()) throw UsageError("option " + last_flag_ + " expects a comma-separated list, got '" + v + "'");
+    return out;
 }
 
 double Args::float_value() {

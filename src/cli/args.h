@@ -10,12 +10,12 @@
 namespace moeserve::cli {
 
 class UsageError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 class Args {
-public:
+  public:
     explicit Args(const std::vector<std::string>& args) : args_(args) {}
 
     bool done() const { return i_ >= args_.size(); }
@@ -25,10 +25,16 @@ public:
     // The value after the flag just matched by flag(); throws when missing.
     std::string value();
     int64_t int_value();
+    // An integer in [min, max]; the error names the flag and the range.
+    int64_t int_value(int64_t min, int64_t max);
+    // A comma-separated list of at least one item.
+    std::vector<std::string> list_value();
     double float_value();
     std::string next() { return args_[i_++]; }
+    // The flag flag() matched last (for messages about its value).
+    const std::string& last_flag() const { return last_flag_; }
 
-private:
+  private:
     const std::vector<std::string>& args_;
     size_t i_ = 0;
     std::string last_flag_;
