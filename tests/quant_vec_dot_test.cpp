@@ -131,6 +131,30 @@ TEST(QuantVecDot, every_simd_kernel_matches_the_scalar_kernel) {
     }
 }
 
+// The AVX-512 kernels of the super-block formats redo the AVX2 kernels'
+// (ggml's) float work lane for lane, only with the integer sums gathered
+// differently, so llama.cpp's logits stay bit for bit: equal results for
+// random blocks at every scale, subnormal included, and their four-row
+// forms too.
+TEST(QuantVecDot, avx512_kernels_of_the_super_block_formats_equal_the_avx2_kernels_bit_for_bit) {
+    std::mt19937 rng(41);
+    int checked = 0;
+    for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS}) {
+        const VecDotFn fast = vec_dot_kernel(t, SimdLevel::avx512), ref = vec_dot_kernel(t, SimdLevel::avx2);
+        if (!fast || !ref) continue;
+        for (int64_t n : {256, 2048, 6144})
+            for (uint16_t d : {uint16_t{0x2A00}, uint16_t{0x6400}, uint16_t{0x0400}, uint16_t{0x0003}}) {
+                const Case c = random_case(t, n, d, rng);
+                EXPECT_EQ(fast(c.w.data(), c.a.data(), n), ref(c.w.data(), c.a.data(), n))
+                    << ggml_type_name(t) << " n=" << n << " d=" << d;
+            }
+        ++checked;
+    }
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    EXPECT_EQ(checked, 4);
+#endif
+}
+
 TEST(QuantVecDot, scalar_kernel_equals_dot_of_dequantized_rows) {
     std::mt19937 rng(32);
     for (GgmlType t : kDotTypes) {

@@ -280,32 +280,6 @@ float dot_q5_1(const void* vw, const void* va, int64_t n) {
 
 // ---------------------------------------------------------------- super-blocks of 256
 
-// Σ_b m_b * (bsums[2b] + bsums[2b+1]): the min term of Q4_K/Q5_K.
-inline int k4_min_term(const int16_t* bsums, const uint8_t* mins) {
-    const __m128i pair = _mm_hadd_epi16(load128(bsums), load128(bsums + 8));  // 8 sums of 32 activations
-    const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
-    __m128i s = _mm_madd_epi16(pair, m);
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-// The Q4_K min term as ggml's AVX2 kernel sums it: four lanes of
-// m_2p*S_2p + m_2p+1*S_2p+1 (S: sums of 32 activations), each accumulated
-// with -d8*dmin per super-block, then reduced (l0 + l2) + (l1 + l3) and added
-// to the scale sum. Same value as k4_min_term up to rounding, but in
-// llama.cpp's order, so near-ties in the next quantization fall the same way.
-inline __m128 k4_min_lanes(__m128 acc, const int16_t* bsums, const uint8_t* mins, float neg_dmin_d8) {
-    const __m128i pair = _mm_hadd_epi16(load128(bsums), load128(bsums + 8));
-    const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
-    return _mm_fmadd_ps(_mm_set1_ps(neg_dmin_d8), _mm_cvtepi32_ps(_mm_madd_epi16(pair, m)), acc);
-}
-
-inline float k4_min_reduce(__m128 acc) {
-    acc = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
-    return _mm_cvtss_f32(_mm_add_ss(acc, _mm_movehdup_ps(acc)));
-}
-
 // Q4_K: qs[32c + l] holds sub-block 2c (low nibble) and 2c+1 (high nibble) at position l.
 float dot_q4_k(const void* vw, const void* va, int64_t n) {
     const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vw);

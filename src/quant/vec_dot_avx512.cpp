@@ -1,10 +1,9 @@
 // AVX-512 (F/BW/VL + VNNI) dot-product kernels for the formats that carry
-// many of the weight bytes in Q4_K_M and IQ4_XS files: Q6_K, IQ4_XS, plus
-// F16; the Q8_0-partner formats (Q8_0, Q4_0, Q5_0, IQ4_NL) are in
-// vec_dot_avx512_q8_0.cpp. Every other type uses its AVX2 kernel: for Q4_K
-// and F32 the 512-bit versions measured slower on our machine (Q4_K 9.3 vs
-// 11.9 GB/s in L2: the lane re-pairing shuffles compete for port 5), so they
-// were removed.
+// most of the weight bytes in K-quant and IQ4_XS files: Q4_K, Q5_K, Q6_K, IQ4_XS,
+// plus F16; the Q8_0-partner formats (Q8_0, Q4_0, Q5_0, IQ4_NL) are in
+// vec_dot_avx512_q8_0.cpp. Every other type uses its AVX2 kernel. (An earlier
+// Q4_K form that re-paired lanes with shuffles measured slower than AVX2 on
+// the Xeon; the one below needs none.)
 //
 // A 512-bit register holds two 32-element sub-blocks; lanes 0..7 of an int32
 // result belong to the first, lanes 8..15 to the second.
@@ -21,11 +20,13 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
 #include "quant/hsum.h"
+#include "quant/k4_scales.h"
 
 namespace moeserve::detail {
 namespace {
@@ -102,6 +103,135 @@ void dot4_f16(const void* vw, const void* const va[4], float out[4], int64_t n) 
 inline __m512i halves_i16(int a, int b) {
     return _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(static_cast<int16_t>(a)),
                                    _mm512_set1_epi16(static_cast<int16_t>(b)));
+}
+
+// ---------------------------------------------------------------- Q4_K
+
+// VPSHUFB selectors that turn the 8 sub-block scales as int16 (in every
+// 128-bit lane) into [scale 2c x 16 | scale 2c + 1 x 16].
+inline __m512i k4_scale_pick(int c) {
+    alignas(64) uint8_t sel[64];
+    for (int b = 0; b < 64; ++b) sel[b] = static_cast<uint8_t>(2 * (2 * c + (b >= 32)) + (b & 1));
+    return _mm512_load_si512(sel);
+}
+
+// qs[32c + l] holds sub-block 2c (low nibble) and 2c+1 (high nibble) at
+// position l: the 32 bytes broadcast to both 256-bit halves, the high half
+// shifted, are [sub-block 2c | 2c+1], the order of their 64 activations, so
+// one VPMADDUBSW and one VPDPWSSD (the pairs times [sc_2c | sc_2c+1]) do the
+// AVX2 kernel's two of each. Lanes l and l + 8 added as integers (exact) are
+// its lane l; the float work, the min lanes and the tree are its own, so the
+// result is the AVX2 kernel's bit for bit. R activation rows against one
+// weight row, the weight unpacked once (R = 4: dot4).
+template <int R>
+void q4_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
+    const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vw);
+    const BlockQ8_K* y[R];
+    for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i pick[4];
+    for (int c = 0; c < 4; ++c) pick[c] = k4_scale_pick(c);
+    __m256 acc[R];
+    __m128 acc_min[R];
+    for (int k = 0; k < R; ++k) {
+        acc[k] = _mm256_setzero_ps();
+        acc_min[k] = _mm_setzero_ps();
+    }
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+        alignas(16) uint8_t sm[16];
+        unpack_k4_scales(x[i].scales, sm);
+        const __m512i sc16 =
+            _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
+        __m512i sumi[R];
+        for (int k = 0; k < R; ++k) sumi[k] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; ++c) {
+            const __m512i q = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * c));
+            const __m512i u = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF0000u, q, 4), m4);
+            const __m512i sc = _mm512_shuffle_epi8(sc16, pick[c]);
+            for (int k = 0; k < R; ++k)
+                sumi[k] = _mm512_dpwssd_epi32(sumi[k], _mm512_maddubs_epi16(u, load512(y[k][i].qs + 64 * c)), sc);
+        }
+        const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
+        for (int k = 0; k < R; ++k) {
+            const float d8 = y[k][i].d;
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d8 * dw), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
+            acc_min[k] = k4_min_lanes(acc_min[k], y[k][i].bsums, sm + 8, -d8 * dmin);
+        }
+    }
+    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]) + k4_min_reduce(acc_min[k]);
+}
+
+float dot_q4_k(const void* vw, const void* va, int64_t n) {
+    const void* rows[1] = {va};
+    float out;
+    q4_k_rows<1>(vw, rows, &out, n);
+    return out;
+}
+
+void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    q4_k_rows<4>(vw, va, out, n);
+}
+
+// ---------------------------------------------------------------- Q5_K
+
+// Q4_K's layout plus qh: bit b of qh[l] is the 5th bit of sub-block b at
+// position l. With qh broadcast to both halves, one 16-bit variable shift by
+// [2c | 2c + 1] brings both sub-blocks' bits down at once. As for Q4_K, the
+// halves added are the AVX2 kernel's lanes, and the float work (the lanes'
+// FMAs, the scalar min chain) is its own: bit for bit.
+template <int R>
+void q5_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
+    const BlockQ5_K* x = static_cast<const BlockQ5_K*>(vw);
+    const BlockQ8_K* y[R];
+    for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i one = _mm512_set1_epi8(1);
+    __m512i pick[4], shift[4];
+    for (int c = 0; c < 4; ++c) {
+        pick[c] = k4_scale_pick(c);
+        shift[c] = halves_i16(2 * c, 2 * c + 1);
+    }
+    __m256 acc[R];
+    float summs[R];
+    for (int k = 0; k < R; ++k) {
+        acc[k] = _mm256_setzero_ps();
+        summs[k] = 0.0f;
+    }
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+        alignas(16) uint8_t sm[16];
+        unpack_k4_scales(x[i].scales, sm);
+        const __m512i sc16 =
+            _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
+        const __m512i qh = _mm512_broadcast_i64x4(load256(x[i].qh));
+        __m512i sumi[R];
+        for (int k = 0; k < R; ++k) sumi[k] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; ++c) {
+            const __m512i q = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * c));
+            const __m512i h = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift[c]), one), 4);
+            const __m512i u = _mm512_or_si512(_mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF0000u, q, 4), m4), h);
+            const __m512i sc = _mm512_shuffle_epi8(sc16, pick[c]);
+            for (int k = 0; k < R; ++k)
+                sumi[k] = _mm512_dpwssd_epi32(sumi[k], _mm512_maddubs_epi16(u, load512(y[k][i].qs + 64 * c)), sc);
+        }
+        const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
+        for (int k = 0; k < R; ++k) {
+            const float d8 = y[k][i].d;
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
+            summs[k] = std::fma(-d8 * dmin, static_cast<float>(k4_min_term(y[k][i].bsums, sm + 8)), summs[k]);
+        }
+    }
+    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]) + summs[k];
+}
+
+float dot_q5_k(const void* vw, const void* va, int64_t n) {
+    const void* rows[1] = {va};
+    float out;
+    q5_k_rows<1>(vw, rows, &out, n);
+    return out;
+}
+
+void dot4_q5_k(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    q5_k_rows<4>(vw, va, out, n);
 }
 
 // ---------------------------------------------------------------- Q6_K
@@ -254,6 +384,10 @@ VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
         case GgmlType::F16:
             return dot4_f16;
 #if defined(__AVX512VNNI__)
+        case GgmlType::Q4_K:
+            return dot4_q4_k;
+        case GgmlType::Q5_K:
+            return dot4_q5_k;
         case GgmlType::Q6_K:
             return dot4_q6_k;
         case GgmlType::IQ4_XS:
@@ -269,6 +403,10 @@ VecDotFn vec_dot_avx512_kernel(GgmlType type) {
         case GgmlType::F16:
             return dot_f16;
 #if defined(__AVX512VNNI__)
+        case GgmlType::Q4_K:
+            return dot_q4_k;
+        case GgmlType::Q5_K:
+            return dot_q5_k;
         case GgmlType::Q6_K:
             return dot_q6_k;
         case GgmlType::IQ4_XS:
