@@ -78,8 +78,9 @@ TEST(CpuMatmul, every_batch_size_gives_the_single_row_dots_exactly) {
 }
 
 // Projections of one input whose tile kernels pack the same layout but pad a
-// last tile from different token counts (Q4_K and Q6_K from 8, Q5_K from 4,
-// IQ4_XS from 12) must not share tiles the other did not pack.
+// last tile from different token counts (Q5_K from 7, Q4_K from 10, Q6_K from
+// 11, IQ4_XS from 12: 9 extra tokens pad a Q5_K tile only) must not share
+// tiles the other did not pack.
 TEST(CpuMatmul, shared_input_projections_with_different_tile_counts_give_the_single_row_dots) {
     std::mt19937 rng(22);
     std::normal_distribution<float> dist(0.0f, 1.0f);

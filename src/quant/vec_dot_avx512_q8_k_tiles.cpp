@@ -302,14 +302,15 @@ void tile_dot(const void* w, size_t w_row_bytes, int n_rows, const void* tile, f
             out + v * kDotTileRows, n / kQK_K);
 }
 
-// min_partial from a one-thread microbenchmark (a 2048-wide matrix against 16
-// tokens): a Q4_K or Q6_K tile costs what 8 tokens cost with the four-row
-// kernel (97-99 against 48-52 GMAC/s), an IQ4_XS tile 11-12 (69 against 49),
-// a Q5_K tile 3-4 with the single-row kernel (92 against 19-20; Q5_K has no
-// four-row kernel).
-constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>, 8};
-constexpr VecDotTile kTileQ5_K{tile_bytes, pack_tile, tile_dot<BlockQ5_K, q5_k_tile_row>, 4};
-constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>, 8};
+// min_partial: the fewest tokens for which a zero-padded tile is no slower
+// than the four-row kernel (then single rows for the last 1-3 tokens), from
+// a one-thread microbenchmark (a 2048 x 256 matrix in L2 against 16 tokens;
+// Zen 5, 2026-11-29, two runs, GMAC/s tile / four-row / single row): Q4_K
+// 101-134 / 71-89 / 34-50 -> 10, Q5_K 95-126 / 64-76 / 28-39 -> 7, Q6_K
+// 104-141 / 89-108 / 43-57 -> 11, IQ4_XS 79-90 / 66-82 / 26-40 -> 11-14.
+constexpr VecDotTile kTileQ4_K{tile_bytes, pack_tile, tile_dot<BlockQ4_K, q4_k_tile_row>, 10};
+constexpr VecDotTile kTileQ5_K{tile_bytes, pack_tile, tile_dot<BlockQ5_K, q5_k_tile_row>, 7};
+constexpr VecDotTile kTileQ6_K{tile_bytes, pack_tile, tile_dot<BlockQ6_K, q6_k_tile_row>, 11};
 constexpr VecDotTile kTileIQ4_XS{tile_bytes, pack_tile, tile_dot<BlockIQ4_XS, iq4_xs_tile_row>, 12};
 
 }  // namespace
