@@ -66,9 +66,10 @@ TEST(CpuMatmul, every_batch_size_gives_the_single_row_dots_exactly) {
             type == GgmlType::Q4_K || type == GgmlType::Q5_K || type == GgmlType::Q6_K || type == GgmlType::IQ4_XS;
         const int64_t n = super_blocks ? 2816 : 2688;  // Nemotron's hidden size where it can be
         const TestMatrix m(type, n, rows, rng);
-        // 1: decode; 5: four-row + one; 16: one tile; 20, 23, 25, 28: a tile and 4, 7, 9, 12 more
-        // (a padded tile or not, by the format's min_partial); 37: two tiles, four-row, one.
-        for (int64_t n_tokens : {1, 5, 16, 20, 23, 25, 28, 37}) {
+        // 1: decode; 2, 3: two or three slots' decode step (the few-row kernels); 5: four-row + one;
+        // 16: one tile; 20, 23, 25, 28: a tile and 4, 7, 9, 12 more (a padded tile or not, by the
+        // format's min_partial); 37: two tiles, four-row, one.
+        for (int64_t n_tokens : {1, 2, 3, 5, 16, 20, 23, 25, 28, 37}) {
             std::vector<float> x(n * n_tokens), y(rows * n_tokens);
             for (auto& v : x) v = dist(rng);
             backend.matmul(m.w, x.data(), n_tokens, y.data(), 0);

@@ -278,6 +278,35 @@ Rows random_rows(GgmlType type, int64_t n, int n_rows, std::mt19937& rng) {
     return r;
 }
 
+// The two- and three-row kernels (a decode step of 2-3 slots) give each row
+// the single-row kernel's bits.
+TEST(QuantVecDotFew, two_and_three_row_kernels_equal_single_dots_exactly) {
+    std::mt19937 rng(12);
+    int checked = 0;
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS, GgmlType::Q8_0,
+                          GgmlType::Q4_0, GgmlType::F16}) {
+        for (int count : {2, 3}) {
+            const VecDotFewFn few = vec_dot_few_kernel(type, count);
+            if (!few) continue;
+            for (int64_t n : {256, 2048}) {
+                const Rows r = random_rows(type, n, count, rng);
+                const void* a[3];
+                for (int k = 0; k < count; ++k) a[k] = r.act.data() + k * r.act_row;
+                float out[3];
+                few(r.w.data(), a, out, n);
+                for (int k = 0; k < count; ++k)
+                    EXPECT_EQ(out[k], vec_dot(type, r.w.data(), a[k], n)) << ggml_type_name(type) << " x" << count;
+            }
+            ++checked;
+        }
+    }
+    EXPECT_EQ(vec_dot_few_kernel(GgmlType::Q4_K, 4), nullptr);
+    EXPECT_EQ(vec_dot_few_kernel(GgmlType::Q4_K, 1), nullptr);
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    EXPECT_EQ(checked, 8);  // the four super-block formats, two counts each
+#endif
+}
+
 TEST(QuantVecDot4, q8_0_family_four_row_kernels_are_exact_at_every_length) {
     std::mt19937 rng(12);
     for (GgmlType type : kQ8_0Family) {

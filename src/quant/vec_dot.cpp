@@ -367,6 +367,15 @@ VecDot4Fn vec_dot4_kernel(GgmlType type) {
     return nullptr;
 }
 
+VecDotFewFn vec_dot_few_kernel(GgmlType type, int count) {
+    // As for four rows: only forms of the best single-row kernel.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (vec_dot_kernel(type, SimdLevel::avx512)) return detail::vec_dot_few_avx512_kernel(type, count);
+#endif
+    (void)type, (void)count;
+    return nullptr;
+}
+
 VecDotRowsFn vec_dot_rows_kernel(GgmlType type) {
     // Only the weight-rows form of the best single-row kernel (the AVX-512 one
     // reproduces the AVX2 kernels of the Q8_0 partners bit for bit).

@@ -51,6 +51,15 @@ using VecDot4Fn = void (*)(const void* w, const void* const act[4], float out[4]
 // use the single-row kernel four times).
 VecDot4Fn vec_dot4_kernel(GgmlType weight_type);
 
+// The same for two or three activation rows (out[k] = w · act[k], k < count):
+// the decode step of two or three busy slots, or the tokens a prompt leaves
+// after its tiles and fours. Bit-identical to the single-row kernel.
+using VecDotFewFn = void (*)(const void* w, const void* const act[], float out[], int64_t n);
+
+// The kernel for count (2 or 3) activation rows, or nullptr where there is
+// none (then use the single-row kernel count times).
+VecDotFewFn vec_dot_few_kernel(GgmlType weight_type, int count);
+
 // Dots of up to kDotWeightRows weight rows (w_row_bytes apart) with one
 // activation row: out[r] = w_r · act. For a decoded token: where a format's
 // single-row kernel is one chain of dependent FMAs (ggml's order for the

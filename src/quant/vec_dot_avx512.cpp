@@ -398,6 +398,27 @@ VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
     }
 }
 
+VecDotFewFn vec_dot_few_avx512_kernel(GgmlType type, int count) {
+#if defined(__AVX512VNNI__)
+    const bool two = count == 2;
+    if (count != 2 && count != 3) return nullptr;
+    switch (type) {
+        case GgmlType::Q4_K:
+            return two ? q4_k_rows<2> : q4_k_rows<3>;
+        case GgmlType::Q5_K:
+            return two ? q5_k_rows<2> : q5_k_rows<3>;
+        case GgmlType::Q6_K:
+            return two ? q6_k_rows<2> : q6_k_rows<3>;
+        case GgmlType::IQ4_XS:
+            return two ? iq4_xs_rows<2> : iq4_xs_rows<3>;
+        default:
+            break;
+    }
+#endif
+    (void)type, (void)count;
+    return nullptr;
+}
+
 VecDotFn vec_dot_avx512_kernel(GgmlType type) {
     switch (type) {
         case GgmlType::F16:

@@ -13,6 +13,9 @@ VecDotFn vec_dot_avx512_kernel(GgmlType weight_type);         // defined only wi
 VecDot4Fn vec_dot4_avx2_kernel(GgmlType weight_type);         // defined only when __AVX2__
 VecDotRowsFn vec_dot_rows_avx2_kernel(GgmlType weight_type);  // defined only when __AVX2__
 VecDot4Fn vec_dot4_avx512_kernel(GgmlType weight_type);       // defined only with AVX-512 F/BW/VL
+// Two- and three-row forms of the AVX-512 K-quant and IQ4_XS kernels; nullptr
+// for other types or counts. Defined only with AVX-512 F/BW/VL.
+VecDotFewFn vec_dot_few_avx512_kernel(GgmlType weight_type, int count);
 // The 16-token tile form of the Q8_0 partners' AVX2 kernels (vec_dot_avx512_q8_0.cpp);
 // nullptr without VNNI or for other types. Defined only with AVX-512 F/BW/VL.
 const VecDotTile* vec_dot_tile_avx512_kernel(GgmlType weight_type, int64_t n);

@@ -8,8 +8,8 @@
 // thread synchronisations. Where the weight type has a tile kernel (vec_dot.h),
 // a prompt's activations are first packed into tiles of kDotTileRows tokens,
 // and each weight block is unpacked once per tile instead of once per four
-// tokens; tokens past the last full tile use the four-row and single-row
-// kernels, which give the same results.
+// tokens; tokens past the last full tile use the four-row, three- or
+// two-row and single-row kernels, which give the same results.
 #include <algorithm>
 #include <cstring>
 
@@ -151,6 +151,20 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
                         dot4(base + r * w.row_bytes, a, o, w.ne[0]);
                         for (int k = 0; k < 4; ++k) job.y[(t + k) * job.y_stride + r] = o[k];
                     }
+                }
+            }
+            if (const int left = static_cast<int>(job.n_tokens - t); left == 2 || left == 3) {
+                // Two or three tokens (a decode step of that many slots, or what a
+                // prompt leaves): each weight row unpacked once for all of them.
+                if (const VecDotFewFn few = vec_dot_few_kernel(w.type, left)) {
+                    const void* a[3];
+                    for (int k = 0; k < left; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
+                    for (int64_t r = r0; r < r1; ++r) {
+                        float o[3];
+                        few(base + r * w.row_bytes, a, o, w.ne[0]);
+                        for (int k = 0; k < left; ++k) job.y[(t + k) * job.y_stride + r] = o[k];
+                    }
+                    t = job.n_tokens;
                 }
             }
             const VecDotRowsFn dotw = vec_dot_rows_kernel(w.type);
