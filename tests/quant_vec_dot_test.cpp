@@ -444,6 +444,46 @@ TEST(QuantVecDotRows, weight_rows_kernel_equals_single_row_dots_exactly) {
 #endif
 }
 
+// The weight-rows kernel against 2 or 3 activation rows at once: every
+// (weight row, activation row) the single-row kernel's bits.
+TEST(QuantVecDotRows, weight_rows_kernel_for_two_or_three_tokens_equals_single_row_dots_exactly) {
+    std::mt19937 rng(16);
+    int checked = 0;
+    for (GgmlType type : kQ8_0Family) {
+        const VecDotRowsFewFn rows_few = vec_dot_rows_few_kernel(type);
+        if (!rows_few) continue;
+        for (int64_t n : kFamilyLengths) {
+            const Rows r = random_rows(type, n, 3, rng);
+            std::vector<uint8_t> rows;
+            std::vector<std::vector<uint8_t>> w;
+            for (int v = 0; v < kDotWeightRows; ++v) {
+                w.push_back(v == 0 ? r.w : random_rows(type, n, 0, rng).w);
+                rows.insert(rows.end(), w.back().begin(), w.back().end());
+            }
+            for (int n_act : {2, 3})
+                for (int n_w = 1; n_w <= kDotWeightRows; ++n_w) {
+                    std::vector<std::vector<float>> out(3, std::vector<float>(kDotWeightRows, -1.0f));
+                    const void* a[3];
+                    float* o[3];
+                    for (int k = 0; k < 3; ++k) {
+                        a[k] = r.act.data() + k * r.act_row;
+                        o[k] = out[k].data();
+                    }
+                    rows_few(rows.data(), r.w.size(), n_w, a, n_act, o, n);
+                    for (int k = 0; k < n_act; ++k)
+                        for (int v = 0; v < n_w; ++v)
+                            EXPECT_EQ(out[k][v], vec_dot(type, w[v].data(), a[k], n))
+                                << ggml_type_name(type) << " n=" << n << " tokens " << n_act << " rows " << n_w;
+                    for (int v = n_w; v < kDotWeightRows; ++v) EXPECT_EQ(out[0][v], -1.0f);  // rows past n_w untouched
+                }
+            ++checked;
+        }
+    }
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+    EXPECT_EQ(checked, static_cast<int>(4 * std::size(kFamilyLengths)));
+#endif
+}
+
 // The tiles reproduce the AVX2 kernels of the Q8_0 partners, which are the
 // single-row kernels of those formats (ggml's order); other formats have none.
 TEST(QuantVecDotTile, only_the_q8_0_and_q8_k_partners_have_a_tile_kernel) {

@@ -391,6 +391,16 @@ VecDotRowsFn vec_dot_rows_kernel(GgmlType type) {
     return nullptr;
 }
 
+VecDotRowsFewFn vec_dot_rows_few_kernel(GgmlType type) {
+    // The form of the AVX-512 weight-rows kernel, where that is the one used.
+#if defined(__AVX2__) && defined(__FMA__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (vec_dot_kernel(type) == vec_dot_kernel(type, SimdLevel::avx2) && detail::vec_dot_rows_avx512_kernel(type))
+        return detail::vec_dot_rows_few_avx512_kernel(type);
+#endif
+    (void)type;
+    return nullptr;
+}
+
 const VecDotTile* vec_dot_tile_kernel(GgmlType type, int64_t n) {
     // The tiles reproduce the AVX2 kernels bit for bit, so only where those
     // are the best, or (Q6_K, IQ4_XS) where the AVX-512 kernel is theirs bit

@@ -248,18 +248,21 @@ void family_tile(const void* w, size_t w_row_bytes, int n_rows, const void* tile
 
 // ---------------------------------------------------------------- weight rows, one activation row
 
-// R weight rows against one activation row (a decoded token), two blocks per
-// 512-bit register: the integer lanes of block 2p in lanes 0..7 and of 2p+1
-// in 8..15 are the AVX2 kernel's lanes, and the two halves go into its
-// eight-lane accumulator one after the other, so each row's result is the
-// AVX2 single-row kernel's, bit for bit.
-template <int R, typename Block>
-void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y, float out[], int64_t nb) {
+// R weight rows against T activation rows (a decoded token, or the tokens
+// of 2-3 slots' decode step), two blocks per 512-bit register: the integer
+// lanes of block 2p in lanes 0..7 and of 2p+1 in 8..15 are the AVX2 kernel's
+// lanes, and the two halves go into its eight-lane accumulator one after the
+// other, so each result is the AVX2 single-row kernel's, bit for bit. A
+// weight block is unpacked once for all T tokens.
+template <int R, int T, typename Block>
+void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* const y[], float* const out[],
+                        int64_t nb) {
     const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
     const Block* x[R];
     for (int r = 0; r < R; ++r) x[r] = reinterpret_cast<const Block*>(w + r * w_row_bytes);
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    __m256 acc[T][R];
+    for (int t = 0; t < T; ++t)
+        for (int r = 0; r < R; ++r) acc[t][r] = _mm256_setzero_ps();
     constexpr int kOffset = UnsignedCodes<Block>::kOffset;
     // The R rows are contiguous, and so (a matrix's rows in order) are the
     // next call's: those are prefetched, a share a step, while these are
@@ -273,50 +276,77 @@ void family_weight_rows(const uint8_t* w, size_t w_row_bytes, const BlockQ8_0* y
     for (int64_t ib = 0; ib < nb; ib += 2) {
         prefetch_ahead(next, next_bytes, per_step, &fetched);
         const bool pair = ib + 1 < nb;
-        const __m512i a8 =
-            pair ? two_halves(load256(y[ib].qs), load256(y[ib + 1].qs)) : _mm512_zextsi256_si512(load256(y[ib].qs));
-        // Unsigned codes: -offset * Σ a per lane, for every row.
-        __m512i a_start = _mm512_setzero_si512();
-        if constexpr (kOffset > 0)
-            a_start = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(kOffset), a8));
-        const __m512i a = kOffset > 0 ? a8 : _mm512_xor_si512(a8, bias);
-        const float da0 = fp16_to_fp32(y[ib].d), da1 = pair ? fp16_to_fp32(y[ib + 1].d) : 0.0f;
+        __m512i a[T], a_start[T];
+        float da0[T], da1[T];
+        for (int t = 0; t < T; ++t) {
+            const __m512i a8 = pair ? two_halves(load256(y[t][ib].qs), load256(y[t][ib + 1].qs))
+                                    : _mm512_zextsi256_si512(load256(y[t][ib].qs));
+            // Unsigned codes: -offset * Σ a per lane, for every row.
+            a_start[t] = _mm512_setzero_si512();
+            if constexpr (kOffset > 0)
+                a_start[t] = _mm512_sub_epi32(
+                    _mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(kOffset), a8));
+            a[t] = kOffset > 0 ? a8 : _mm512_xor_si512(a8, bias);
+            da0[t] = fp16_to_fp32(y[t][ib].d);
+            da1[t] = pair ? fp16_to_fp32(y[t][ib + 1].d) : 0.0f;
+        }
         for (int r = 0; r < R; ++r) {
-            __m512i sums;
+            const Block& second = pair ? x[r][ib + 1] : zero_block<Block>();
+            __m512i codes, start;
             if constexpr (kOffset > 0) {
-                const Block& second = pair ? x[r][ib + 1] : zero_block<Block>();
-                sums = _mm512_dpbusd_epi32(a_start, UnsignedCodes<Block>::pair(x[r][ib], second), a);
+                codes = UnsignedCodes<Block>::pair(x[r][ib], second);
             } else {  // signed codes: the activations offset to unsigned instead, -128 * Σ codes per lane
-                const __m512i c = codes_pair(x[r][ib], pair ? x[r][ib + 1] : zero_block<Block>());
-                const __m512i start =
-                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, c));
-                sums = _mm512_dpbusd_epi32(start, a, c);
+                codes = codes_pair(x[r][ib], second);
+                start =
+                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, codes));
             }
-            const __m512 f = _mm512_cvtepi32_ps(sums);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[r][ib].d) * da0), _mm512_castps512_ps256(f), acc[r]);
-            if (pair)
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_fp32(x[r][ib + 1].d) * da1),
-                                         _mm512_extractf32x8_ps(f, 1), acc[r]);
+            const float dw0 = fp16_to_fp32(x[r][ib].d), dw1 = fp16_to_fp32(second.d);
+            for (int t = 0; t < T; ++t) {
+                const __m512i sums = kOffset > 0 ? _mm512_dpbusd_epi32(a_start[t], codes, a[t])
+                                                 : _mm512_dpbusd_epi32(start, a[t], codes);
+                const __m512 f = _mm512_cvtepi32_ps(sums);
+                acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw0 * da0[t]), _mm512_castps512_ps256(f), acc[t][r]);
+                if (pair)
+                    acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw1 * da1[t]), _mm512_extractf32x8_ps(f, 1), acc[t][r]);
+            }
         }
     }
-    for (int r = 0; r < R; ++r) out[r] = hsum8(acc[r]);
+    for (int t = 0; t < T; ++t)
+        for (int r = 0; r < R; ++r) out[t][r] = hsum8(acc[t][r]);
+}
+
+template <int T, typename Block>
+void family_weight_rows_t(const uint8_t* w, size_t w_row_bytes, int n_rows, const BlockQ8_0* const y[],
+                          float* const out[], int64_t nb) {
+    switch (n_rows) {
+        case 4:
+            return family_weight_rows<4, T, Block>(w, w_row_bytes, y, out, nb);
+        case 3:
+            return family_weight_rows<3, T, Block>(w, w_row_bytes, y, out, nb);
+        case 2:
+            return family_weight_rows<2, T, Block>(w, w_row_bytes, y, out, nb);
+        default:
+            return family_weight_rows<1, T, Block>(w, w_row_bytes, y, out, nb);
+    }
 }
 
 template <typename Block>
 void family_weight_rows_n(const void* w, size_t w_row_bytes, int n_rows, const void* act, float* out, int64_t n) {
+    const BlockQ8_0* y[1] = {static_cast<const BlockQ8_0*>(act)};
+    float* o[1] = {out};
+    family_weight_rows_t<1, Block>(static_cast<const uint8_t*>(w), w_row_bytes, n_rows, y, o, n / kQK);
+}
+
+template <typename Block>
+void family_weight_rows_few(const void* w, size_t w_row_bytes, int n_rows, const void* const act[], int n_act,
+                            float* const out[], int64_t n) {
+    const BlockQ8_0* y[3];
+    for (int t = 0; t < n_act; ++t) y[t] = static_cast<const BlockQ8_0*>(act[t]);
     const uint8_t* wb = static_cast<const uint8_t*>(w);
-    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(act);
-    switch (n_rows) {
-        case 4:
-            return family_weight_rows<4, Block>(wb, w_row_bytes, y, out, n / kQK);
-        case 3:
-            return family_weight_rows<3, Block>(wb, w_row_bytes, y, out, n / kQK);
-        case 2:
-            return family_weight_rows<2, Block>(wb, w_row_bytes, y, out, n / kQK);
-        default:
-            return family_weight_rows<1, Block>(wb, w_row_bytes, y, out, n / kQK);
-    }
+    if (n_act == 3)
+        family_weight_rows_t<3, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
+    else
+        family_weight_rows_t<2, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
 }
 
 // ---------------------------------------------------------------- per format
@@ -346,6 +376,23 @@ VecDotRowsFn vec_dot_rows_avx512_kernel(GgmlType type) {
             return family_weight_rows_n<BlockQ5_0>;
         case GgmlType::IQ4_NL:
             return family_weight_rows_n<BlockIQ4_NL>;
+#endif
+        default:
+            return nullptr;
+    }
+}
+
+VecDotRowsFewFn vec_dot_rows_few_avx512_kernel(GgmlType type) {
+    switch (type) {
+#if defined(__AVX512VNNI__) && defined(__AVX512DQ__)
+        case GgmlType::Q8_0:
+            return family_weight_rows_few<BlockQ8_0>;
+        case GgmlType::Q4_0:
+            return family_weight_rows_few<BlockQ4_0>;
+        case GgmlType::Q5_0:
+            return family_weight_rows_few<BlockQ5_0>;
+        case GgmlType::IQ4_NL:
+            return family_weight_rows_few<BlockIQ4_NL>;
 #endif
         default:
             return nullptr;

@@ -25,5 +25,7 @@ const VecDotTile* vec_dot_tile_q8_k_avx512_kernel(GgmlType weight_type);
 // The weight-rows form of the same AVX2 kernels at 512 bits (two blocks per
 // register); nullptr without VNNI or for other types.
 VecDotRowsFn vec_dot_rows_avx512_kernel(GgmlType weight_type);
+// Its form for 2-3 activation rows at once; nullptr where there is none.
+VecDotRowsFewFn vec_dot_rows_few_avx512_kernel(GgmlType weight_type);
 
 }  // namespace moeserve::detail

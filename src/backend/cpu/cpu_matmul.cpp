@@ -155,10 +155,18 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
             }
             if (const int left = static_cast<int>(job.n_tokens - t); left == 2 || left == 3) {
                 // Two or three tokens (a decode step of that many slots, or what a
-                // prompt leaves): each weight row unpacked once for all of them.
-                if (const VecDotFewFn few = vec_dot_few_kernel(w.type, left)) {
-                    const void* a[3];
-                    for (int k = 0; k < left; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
+                // prompt leaves): each weight block unpacked once for all of them.
+                const void* a[3];
+                for (int k = 0; k < left; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
+                if (const VecDotRowsFewFn rows_few = vec_dot_rows_few_kernel(w.type)) {
+                    for (int64_t r = r0; r < r1; r += kDotWeightRows) {
+                        float* o[3];
+                        for (int k = 0; k < left; ++k) o[k] = job.y + (t + k) * job.y_stride + r;
+                        rows_few(base + r * w.row_bytes, w.row_bytes,
+                                 static_cast<int>(std::min<int64_t>(kDotWeightRows, r1 - r)), a, left, o, w.ne[0]);
+                    }
+                    t = job.n_tokens;
+                } else if (const VecDotFewFn few = vec_dot_few_kernel(w.type, left)) {
                     for (int64_t r = r0; r < r1; ++r) {
                         float o[3];
                         few(base + r * w.row_bytes, a, o, w.ne[0]);
