@@ -444,28 +444,28 @@ TEST(QuantVecDotRows, weight_rows_kernel_equals_single_row_dots_exactly) {
 #endif
 }
 
-// The weight-rows kernel against 2 or 3 activation rows at once: every
+// The weight-rows kernel against 2 to 4 activation rows at once: every
 // (weight row, activation row) the single-row kernel's bits.
-TEST(QuantVecDotRows, weight_rows_kernel_for_two_or_three_tokens_equals_single_row_dots_exactly) {
+TEST(QuantVecDotRows, weight_rows_kernel_for_two_to_four_tokens_equals_single_row_dots_exactly) {
     std::mt19937 rng(16);
     int checked = 0;
     for (GgmlType type : kQ8_0Family) {
         const VecDotRowsFewFn rows_few = vec_dot_rows_few_kernel(type);
         if (!rows_few) continue;
         for (int64_t n : kFamilyLengths) {
-            const Rows r = random_rows(type, n, 3, rng);
+            const Rows r = random_rows(type, n, 4, rng);
             std::vector<uint8_t> rows;
             std::vector<std::vector<uint8_t>> w;
             for (int v = 0; v < kDotWeightRows; ++v) {
                 w.push_back(v == 0 ? r.w : random_rows(type, n, 0, rng).w);
                 rows.insert(rows.end(), w.back().begin(), w.back().end());
             }
-            for (int n_act : {2, 3})
+            for (int n_act : {2, 3, 4})
                 for (int n_w = 1; n_w <= kDotWeightRows; ++n_w) {
-                    std::vector<std::vector<float>> out(3, std::vector<float>(kDotWeightRows, -1.0f));
-                    const void* a[3];
-                    float* o[3];
-                    for (int k = 0; k < 3; ++k) {
+                    std::vector<std::vector<float>> out(4, std::vector<float>(kDotWeightRows, -1.0f));
+                    const void* a[4];
+                    float* o[4];
+                    for (int k = 0; k < 4; ++k) {
                         a[k] = r.act.data() + k * r.act_row;
                         o[k] = out[k].data();
                     }

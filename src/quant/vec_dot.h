@@ -71,9 +71,10 @@ using VecDotRowsFn = void (*)(const void* w, size_t w_row_bytes, int n_rows, con
 // The weight-rows kernel for the type, or nullptr where there is none.
 VecDotRowsFn vec_dot_rows_kernel(GgmlType weight_type);
 
-// The same against n_act (2 or 3) activation rows at once (a decode step of
-// 2-3 slots): out[k][r] = w_r · act[k], each weight block unpacked once for
-// all of them; bit-identical to the single-row kernel.
+// The same against n_act (2 to 4) activation rows at once (a decode step of
+// 2-4 slots): out[k][r] = w_r · act[k], each weight block unpacked once for
+// all of them; bit-identical to the single-row kernel. Where a type has it,
+// it serves groups of four tokens in place of the four-row kernel.
 using VecDotRowsFewFn = void (*)(const void* w, size_t w_row_bytes, int n_rows, const void* const act[], int n_act,
                                  float* const out[], int64_t n);
 

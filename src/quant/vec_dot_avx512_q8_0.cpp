@@ -249,7 +249,7 @@ void family_tile(const void* w, size_t w_row_bytes, int n_rows, const void* tile
 // ---------------------------------------------------------------- weight rows, one activation row
 
 // R weight rows against T activation rows (a decoded token, or the tokens
-// of 2-3 slots' decode step), two blocks per 512-bit register: the integer
+// of 2-4 slots' decode step), two blocks per 512-bit register: the integer
 // lanes of block 2p in lanes 0..7 and of 2p+1 in 8..15 are the AVX2 kernel's
 // lanes, and the two halves go into its eight-lane accumulator one after the
 // other, so each result is the AVX2 single-row kernel's, bit for bit. A
@@ -340,26 +340,36 @@ void family_weight_rows_n(const void* w, size_t w_row_bytes, int n_rows, const v
 template <typename Block>
 void family_weight_rows_few(const void* w, size_t w_row_bytes, int n_rows, const void* const act[], int n_act,
                             float* const out[], int64_t n) {
-    const BlockQ8_0* y[3];
+    const BlockQ8_0* y[4];
     for (int t = 0; t < n_act; ++t) y[t] = static_cast<const BlockQ8_0*>(act[t]);
     const uint8_t* wb = static_cast<const uint8_t*>(w);
-    if (n_act == 3)
-        family_weight_rows_t<3, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
-    else
-        family_weight_rows_t<2, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
+    switch (n_act) {
+        case 4:
+            return family_weight_rows_t<4, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
+        case 3:
+            return family_weight_rows_t<3, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
+        default:
+            return family_weight_rows_t<2, Block>(wb, w_row_bytes, n_rows, y, out, n / kQK);
+    }
 }
 
 // ---------------------------------------------------------------- per format
 
+// min_partial: the fewest tokens for which a zero-padded tile is no slower
+// than the weight-rows kernel taking them four (then 2-3, 1) at a time; one
+// thread, a 2048-wide matrix, Zen 5 (2026-11-29), GMAC/s tile / rows x4 / x1,
+// in L2 and from DRAM: Q8_0 91 / 60 / 40 and 84 / 53 / 32 -> 10-11; Q5_0 70 /
+// 50 / 31 and 55 / 47 / 28 -> 12-14; Q4_0 73 / 57 / 36 and 39 / 55 / 33 ->
+// 13-16; IQ4_NL 80 / 44 / 31 and 75 / 40 / 28 -> 9.
 template <typename Block>
-constexpr VecDotTile tile_kernel() {
+constexpr VecDotTile tile_kernel(int min_partial) {
     constexpr int kOffset = UnsignedCodes<Block>::kOffset;
-    return VecDotTile{tile_bytes<kOffset>, pack_tile<kOffset>, family_tile<Block>, 7};
+    return VecDotTile{tile_bytes<kOffset>, pack_tile<kOffset>, family_tile<Block>, min_partial};
 }
-constexpr VecDotTile kTileQ8_0 = tile_kernel<BlockQ8_0>();
-constexpr VecDotTile kTileQ4_0 = tile_kernel<BlockQ4_0>();
-constexpr VecDotTile kTileQ5_0 = tile_kernel<BlockQ5_0>();
-constexpr VecDotTile kTileIQ4_NL = tile_kernel<BlockIQ4_NL>();
+constexpr VecDotTile kTileQ8_0 = tile_kernel<BlockQ8_0>(11);
+constexpr VecDotTile kTileQ4_0 = tile_kernel<BlockQ4_0>(13);
+constexpr VecDotTile kTileQ5_0 = tile_kernel<BlockQ5_0>(12);
+constexpr VecDotTile kTileIQ4_NL = tile_kernel<BlockIQ4_NL>(9);
 
 #endif  // __AVX512VNNI__
 

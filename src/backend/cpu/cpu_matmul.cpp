@@ -142,38 +142,38 @@ void CpuBackend::run_matmul_jobs(std::span<const MatmulJob> jobs) {
                 }
                 t = std::min(t, job.n_tokens);
             }
-            if (dot4) {  // four tokens per weight-row pass
-                for (; t + 4 <= job.n_tokens; t += 4) {
-                    const void* a[4];
-                    for (int k = 0; k < 4; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
-                    for (int64_t r = r0; r < r1; ++r) {
-                        float o[4];
-                        dot4(base + r * w.row_bytes, a, o, w.ne[0]);
-                        for (int k = 0; k < 4; ++k) job.y[(t + k) * job.y_stride + r] = o[k];
-                    }
-                }
-            }
-            if (const int left = static_cast<int>(job.n_tokens - t); left == 2 || left == 3) {
-                // Two or three tokens (a decode step of that many slots, or what a
-                // prompt leaves): each weight block unpacked once for all of them.
-                const void* a[3];
-                for (int k = 0; k < left; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
-                if (const VecDotRowsFewFn rows_few = vec_dot_rows_few_kernel(w.type)) {
+            // Groups of 2-4 tokens: each weight block unpacked once for the group,
+            // by the weight-rows kernel where the type has that form (it prefetches
+            // the rows it reads next), else by the four-, three- or two-row kernels.
+            const VecDotRowsFewFn rows_few = vec_dot_rows_few_kernel(w.type);
+            auto group = [&](int count) {
+                const void* a[4];
+                for (int k = 0; k < count; ++k) a[k] = job.xq + (t + k) * job.xq_row_bytes;
+                if (rows_few) {
                     for (int64_t r = r0; r < r1; r += kDotWeightRows) {
-                        float* o[3];
-                        for (int k = 0; k < left; ++k) o[k] = job.y + (t + k) * job.y_stride + r;
+                        float* o[4];
+                        for (int k = 0; k < count; ++k) o[k] = job.y + (t + k) * job.y_stride + r;
                         rows_few(base + r * w.row_bytes, w.row_bytes,
-                                 static_cast<int>(std::min<int64_t>(kDotWeightRows, r1 - r)), a, left, o, w.ne[0]);
+                                 static_cast<int>(std::min<int64_t>(kDotWeightRows, r1 - r)), a, count, o, w.ne[0]);
                     }
-                    t = job.n_tokens;
-                } else if (const VecDotFewFn few = vec_dot_few_kernel(w.type, left)) {
-                    for (int64_t r = r0; r < r1; ++r) {
-                        float o[3];
-                        few(base + r * w.row_bytes, a, o, w.ne[0]);
-                        for (int k = 0; k < left; ++k) job.y[(t + k) * job.y_stride + r] = o[k];
-                    }
-                    t = job.n_tokens;
+                    return;
                 }
+                const VecDotFewFn few = count == 4 ? nullptr : vec_dot_few_kernel(w.type, count);
+                for (int64_t r = r0; r < r1; ++r) {
+                    float o[4];
+                    if (few)
+                        few(base + r * w.row_bytes, a, o, w.ne[0]);
+                    else
+                        dot4(base + r * w.row_bytes, a, o, w.ne[0]);
+                    for (int k = 0; k < count; ++k) job.y[(t + k) * job.y_stride + r] = o[k];
+                }
+            };
+            if (rows_few || dot4)
+                for (; t + 4 <= job.n_tokens; t += 4) group(4);
+            if (const int left = static_cast<int>(job.n_tokens - t);
+                (left == 2 || left == 3) && (rows_few || vec_dot_few_kernel(w.type, left))) {
+                group(left);  // a decode step of 2-3 slots, or what a prompt leaves
+                t = job.n_tokens;
             }
             const VecDotRowsFn dotw = vec_dot_rows_kernel(w.type);
             for (; t < job.n_tokens; ++t) {  // a decoded token, or a prompt's last few
