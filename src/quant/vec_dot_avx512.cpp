@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "quant/block_formats.h"
 #include "quant/fp16.h"
@@ -105,7 +106,7 @@ inline __m512i halves_i16(int a, int b) {
                                    _mm512_set1_epi16(static_cast<int16_t>(b)));
 }
 
-// ---------------------------------------------------------------- Q4_K
+// ---------------------------------------------------------------- Q4_K and Q5_K
 
 // VPSHUFB selectors that turn the 8 sub-block scales as int16 (in every
 // 128-bit lane) into [scale 2c x 16 | scale 2c + 1 x 16].
@@ -119,69 +120,18 @@ inline __m512i k4_scale_pick(int c) {
 // position l: the 32 bytes broadcast to both 256-bit halves, the high half
 // shifted, are [sub-block 2c | 2c+1], the order of their 64 activations, so
 // one VPMADDUBSW and one VPDPWSSD (the pairs times [sc_2c | sc_2c+1]) do the
-// AVX2 kernel's two of each. Lanes l and l + 8 added as integers (exact) are
-// its lane l; the float work, the min lanes and the tree are its own, so the
-// result is the AVX2 kernel's bit for bit. R activation rows against one
-// weight row, the weight unpacked once (R = 4: dot4).
-template <int R>
-void q4_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
-    const BlockQ4_K* x = static_cast<const BlockQ4_K*>(vw);
-    const BlockQ8_K* y[R];
-    for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512i pick[4];
-    for (int c = 0; c < 4; ++c) pick[c] = k4_scale_pick(c);
-    __m256 acc[R];
-    __m128 acc_min[R];
-    for (int k = 0; k < R; ++k) {
-        acc[k] = _mm256_setzero_ps();
-        acc_min[k] = _mm_setzero_ps();
-    }
-    for (int64_t i = 0; i < n / kQK_K; ++i) {
-        alignas(16) uint8_t sm[16];
-        unpack_k4_scales(x[i].scales, sm);
-        const __m512i sc16 =
-            _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
-        __m512i sumi[R];
-        for (int k = 0; k < R; ++k) sumi[k] = _mm512_setzero_si512();
-        for (int c = 0; c < 4; ++c) {
-            const __m512i q = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * c));
-            const __m512i u = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF0000u, q, 4), m4);
-            const __m512i sc = _mm512_shuffle_epi8(sc16, pick[c]);
-            for (int k = 0; k < R; ++k)
-                sumi[k] = _mm512_dpwssd_epi32(sumi[k], _mm512_maddubs_epi16(u, load512(y[k][i].qs + 64 * c)), sc);
-        }
-        const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
-        for (int k = 0; k < R; ++k) {
-            const float d8 = y[k][i].d;
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d8 * dw), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
-            acc_min[k] = k4_min_lanes(acc_min[k], y[k][i].bsums, sm + 8, -d8 * dmin);
-        }
-    }
-    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]) + k4_min_reduce(acc_min[k]);
-}
-
-float dot_q4_k(const void* vw, const void* va, int64_t n) {
-    const void* rows[1] = {va};
-    float out;
-    q4_k_rows<1>(vw, rows, &out, n);
-    return out;
-}
-
-void dot4_q4_k(const void* vw, const void* const va[4], float out[4], int64_t n) {
-    q4_k_rows<4>(vw, va, out, n);
-}
-
-// ---------------------------------------------------------------- Q5_K
-
-// Q4_K's layout plus qh: bit b of qh[l] is the 5th bit of sub-block b at
-// position l. With qh broadcast to both halves, one 16-bit variable shift by
-// [2c | 2c + 1] brings both sub-blocks' bits down at once. As for Q4_K, the
-// halves added are the AVX2 kernel's lanes, and the float work (the lanes'
-// FMAs, the scalar min chain) is its own: bit for bit.
-template <int R>
-void q5_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
-    const BlockQ5_K* x = static_cast<const BlockQ5_K*>(vw);
+// AVX2 kernel's two of each. Q5_K adds qh: bit b of qh[l] is the 5th bit of
+// sub-block b at position l, and with qh broadcast to both halves one 16-bit
+// variable shift by [2c | 2c + 1] brings both sub-blocks' bits down at once.
+// Lanes l and l + 8 added as integers (exact) are the AVX2 kernel's lane l;
+// the float work after them is its own (Q4_K: the lanes' FMAs, four min
+// lanes and the tree; Q5_K: the lanes and one scalar chain of min terms), so
+// the result is the AVX2 kernel's bit for bit. R activation rows against one
+// weight row, the weight unpacked once (R = 4: dot4; 2, 3: a few slots).
+template <int R, typename Block>
+void k4_rows(const void* vw, const void* const va[], float out[], int64_t n) {
+    constexpr bool kFifthBit = std::is_same_v<Block, BlockQ5_K>;
+    const Block* x = static_cast<const Block*>(vw);
     const BlockQ8_K* y[R];
     for (int k = 0; k < R; ++k) y[k] = static_cast<const BlockQ8_K*>(va[k]);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
@@ -192,9 +142,11 @@ void q5_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
         shift[c] = halves_i16(2 * c, 2 * c + 1);
     }
     __m256 acc[R];
-    float summs[R];
+    __m128 acc_min[R];  // Q4_K
+    float summs[R];     // Q5_K
     for (int k = 0; k < R; ++k) {
         acc[k] = _mm256_setzero_ps();
+        acc_min[k] = _mm_setzero_ps();
         summs[k] = 0.0f;
     }
     for (int64_t i = 0; i < n / kQK_K; ++i) {
@@ -202,13 +154,15 @@ void q5_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
         unpack_k4_scales(x[i].scales, sm);
         const __m512i sc16 =
             _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm))));
-        const __m512i qh = _mm512_broadcast_i64x4(load256(x[i].qh));
+        __m512i qh;
+        if constexpr (kFifthBit) qh = _mm512_broadcast_i64x4(load256(x[i].qh));
         __m512i sumi[R];
         for (int k = 0; k < R; ++k) sumi[k] = _mm512_setzero_si512();
         for (int c = 0; c < 4; ++c) {
             const __m512i q = _mm512_broadcast_i64x4(load256(x[i].qs + 32 * c));
-            const __m512i h = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift[c]), one), 4);
-            const __m512i u = _mm512_or_si512(_mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF0000u, q, 4), m4), h);
+            __m512i u = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF0000u, q, 4), m4);
+            if constexpr (kFifthBit)
+                u = _mm512_or_si512(u, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, shift[c]), one), 4));
             const __m512i sc = _mm512_shuffle_epi8(sc16, pick[c]);
             for (int k = 0; k < R; ++k)
                 sumi[k] = _mm512_dpwssd_epi32(sumi[k], _mm512_maddubs_epi16(u, load512(y[k][i].qs + 64 * c)), sc);
@@ -216,22 +170,27 @@ void q5_k_rows(const void* vw, const void* const va[], float out[], int64_t n) {
         const float dw = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
         for (int k = 0; k < R; ++k) {
             const float d8 = y[k][i].d;
-            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d8), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
-            summs[k] = std::fma(-d8 * dmin, static_cast<float>(k4_min_term(y[k][i].bsums, sm + 8)), summs[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d8 * dw), _mm256_cvtepi32_ps(fold_halves(sumi[k])), acc[k]);
+            if constexpr (kFifthBit)  // as ggml writes it: summs += dmin * isum, dmin = -d8 * dmin_x, fused
+                summs[k] = std::fma(-d8 * dmin, static_cast<float>(k4_min_term(y[k][i].bsums, sm + 8)), summs[k]);
+            else
+                acc_min[k] = k4_min_lanes(acc_min[k], y[k][i].bsums, sm + 8, -d8 * dmin);
         }
     }
-    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]) + summs[k];
+    for (int k = 0; k < R; ++k) out[k] = hsum8(acc[k]) + (kFifthBit ? summs[k] : k4_min_reduce(acc_min[k]));
 }
 
-float dot_q5_k(const void* vw, const void* va, int64_t n) {
+template <typename Block>
+float dot_k4(const void* vw, const void* va, int64_t n) {
     const void* rows[1] = {va};
     float out;
-    q5_k_rows<1>(vw, rows, &out, n);
+    k4_rows<1, Block>(vw, rows, &out, n);
     return out;
 }
 
-void dot4_q5_k(const void* vw, const void* const va[4], float out[4], int64_t n) {
-    q5_k_rows<4>(vw, va, out, n);
+template <typename Block>
+void dot4_k4(const void* vw, const void* const va[4], float out[4], int64_t n) {
+    k4_rows<4, Block>(vw, va, out, n);
 }
 
 // ---------------------------------------------------------------- Q6_K
@@ -385,9 +344,9 @@ VecDot4Fn vec_dot4_avx512_kernel(GgmlType type) {
             return dot4_f16;
 #if defined(__AVX512VNNI__)
         case GgmlType::Q4_K:
-            return dot4_q4_k;
+            return dot4_k4<BlockQ4_K>;
         case GgmlType::Q5_K:
-            return dot4_q5_k;
+            return dot4_k4<BlockQ5_K>;
         case GgmlType::Q6_K:
             return dot4_q6_k;
         case GgmlType::IQ4_XS:
@@ -404,9 +363,9 @@ VecDotFewFn vec_dot_few_avx512_kernel(GgmlType type, int count) {
     if (count != 2 && count != 3) return nullptr;
     switch (type) {
         case GgmlType::Q4_K:
-            return two ? q4_k_rows<2> : q4_k_rows<3>;
+            return two ? k4_rows<2, BlockQ4_K> : k4_rows<3, BlockQ4_K>;
         case GgmlType::Q5_K:
-            return two ? q5_k_rows<2> : q5_k_rows<3>;
+            return two ? k4_rows<2, BlockQ5_K> : k4_rows<3, BlockQ5_K>;
         case GgmlType::Q6_K:
             return two ? q6_k_rows<2> : q6_k_rows<3>;
         case GgmlType::IQ4_XS:
@@ -425,9 +384,9 @@ VecDotFn vec_dot_avx512_kernel(GgmlType type) {
             return dot_f16;
 #if defined(__AVX512VNNI__)
         case GgmlType::Q4_K:
-            return dot_q4_k;
+            return dot_k4<BlockQ4_K>;
         case GgmlType::Q5_K:
-            return dot_q5_k;
+            return dot_k4<BlockQ5_K>;
         case GgmlType::Q6_K:
             return dot_q6_k;
         case GgmlType::IQ4_XS:
