@@ -205,26 +205,16 @@ void pack_q8_0_rows(const uint8_t* q, size_t row_bytes, int n_rows, int nb, int 
     }
 }
 
-// One K block into the accumulators of the 4 pairs of a chunk.
-template <typename Codes>
-inline void add_block(const Codes& codes, const uint8_t* block, const uint8_t* pq, __m512 (&acc)[kPairs]) {
-    const __m512i u = codes(block);
-    const __m512 dk = _mm512_set1_ps(fp16_to_fp32(load_u16(block)));
-    for (int p = 0; p < kPairs; ++p) {
-        const uint8_t* e = pq + p * kPairBlockBytes;
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(e + 64), u, _mm512_loadu_si512(e));
-        // d_k * d_q: the AVX2 kernel multiplies the same two floats (in the other order).
-        const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(reinterpret_cast<const float*>(e + 128)), dk);
-        acc[p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[p]);
-    }
-}
-
 // The scores of one chunk of 8 query rows for NC consecutive cells, put in
-// the chunk's tile at column j. A cell's 4 sums wait on a chain of nb FMAs
-// and then on the reduction's shuffles; cell after cell, the core found too
-// little independent work to hide that. Four cells side by side (Zen 5, one
-// decoded token's 8 rows, K rows in L2: 73 -> 53 cycles a cell; the GQA op
-// at 8K cells on one thread 165 -> 147 ns a cached row).
+// the chunk's tile at column j. Per K block and pair of rows: the exact
+// integer lanes (VPDPBUSD from the start values), d_q * d_k (the AVX2 kernel
+// multiplies the same two floats, in the other order) and one FMA of the
+// converted lanes into the pair's accumulator. Cell after cell, a cell's
+// chain of nb FMAs and its reduction left the core too little independent
+// work, and every cell loaded the packed queries again, when this core loads
+// one 512-bit vector a cycle. Four cells side by side, the queries loaded
+// once for them (Zen 5, a decoded token's 8 rows, K rows in L2: 73 -> 53
+// -> 34 cycles a cell).
 template <int NC, int kNb, typename Codes>
 inline void score_cells(const Codes& codes, const uint8_t* const* k, const uint8_t* pq, int nb, size_t block_step,
                         __m256 vscale, ScoreTile& tile, int j) {
@@ -232,8 +222,25 @@ inline void score_cells(const Codes& codes, const uint8_t* const* k, const uint8
     __m512 acc[NC][kPairs];
     for (int i = 0; i < NC; ++i)
         for (int p = 0; p < kPairs; ++p) acc[i][p] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; ++b)
-        for (int i = 0; i < NC; ++i) add_block(codes, k[i] + b * Codes::kBlockBytes, pq + b * block_step, acc[i]);
+    for (int b = 0; b < nb; ++b) {
+        __m512i u[NC];
+        __m512 dk[NC];
+        for (int i = 0; i < NC; ++i) {
+            const uint8_t* block = k[i] + b * Codes::kBlockBytes;
+            u[i] = codes(block);
+            dk[i] = _mm512_set1_ps(fp16_to_fp32(load_u16(block)));
+        }
+        const uint8_t* e = pq + b * block_step;
+        for (int p = 0; p < kPairs; ++p, e += kPairBlockBytes) {
+            __m512i q = _mm512_loadu_si512(e), start = _mm512_loadu_si512(e + 64);
+            __m512 dq = _mm512_loadu_ps(reinterpret_cast<const float*>(e + 128));
+            asm("" : "+v"(q), "+v"(start), "+v"(dq));  // kept in registers, not folded into each use
+            for (int i = 0; i < NC; ++i) {
+                const __m512i s = _mm512_dpbusd_epi32(start, u[i], q);  // exact integer lanes
+                acc[i][p] = _mm512_fmadd_ps(_mm512_mul_ps(dq, dk[i]), _mm512_cvtepi32_ps(s), acc[i][p]);
+            }
+        }
+    }
     for (int i = 0; i < NC; ++i) tile.put(j + i, _mm256_mul_ps(reduce_8_rows_of_8(acc[i]), vscale));
 }
 
