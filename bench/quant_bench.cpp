@@ -1,7 +1,9 @@
 // Throughput of the tensor-format kernels, in bytes of weight data consumed
 // per second: dequantize_row (scalar and SIMD), vec_dot (every compiled
-// level), the decode kernel of several weight rows (vec_dot_rows) and the
-// prompt tile kernel, each over a working set that fits in L2 (256 KiB) and one that does
+// level), the decode kernel of several weight rows (vec_dot_rows), the
+// kernels a matmul of 1-4 tokens uses (vec_dot_tokens: a decode step of 1-4
+// slots, or a prompt's last few tokens) and the prompt tile kernel (16
+// tokens), each over a working set that fits in L2 (256 KiB) and one that does
 // not (64 MiB, streamed from DRAM/L3 like a decode step's weights).
 //
 //   build-quant/quant_bench --benchmark_min_time=0.2
@@ -116,6 +118,54 @@ void bm_vec_dot_rows(benchmark::State& state, GgmlType t, VecDotRowsFn fn, size_
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
 }
 
+// n (1-4) activation rows against every weight row with the kernels the CPU
+// matmul picks for n tokens: the weight-rows kernel's form for n where the
+// type has one, else the four-row (n = 4), two/three-row or single-row
+// kernel. Counter MAC/s as for the tile: against vec_dot_tile's, where a
+// padded tile starts to pay (each tile kernel's min_partial).
+void bm_vec_dot_tokens(benchmark::State& state, GgmlType t, int n, size_t working_set) {
+    const int64_t rows = rows_for(t, working_set);
+    const auto w = make_weights(t, rows);
+    const auto a = make_activation(t);
+    const size_t row_bytes = ggml_row_bytes(t, kRow);
+    std::vector<uint8_t> act;
+    for (int k = 0; k < n; ++k) act.insert(act.end(), a.begin(), a.end());
+    const void* ap[4];
+    for (int k = 0; k < n; ++k) ap[k] = act.data() + k * a.size();
+    const VecDotRowsFewFn rows_few = n > 1 ? vec_dot_rows_few_kernel(t) : nullptr;
+    const VecDotRowsFn rows_one = n == 1 ? vec_dot_rows_kernel(t) : nullptr;
+    const VecDot4Fn dot4 = n == 4 ? vec_dot4_kernel(t) : nullptr;
+    const VecDotFewFn few = n == 2 || n == 3 ? vec_dot_few_kernel(t, n) : nullptr;
+    const VecDotFn dot = vec_dot_kernel(t);
+    std::vector<float> out(static_cast<size_t>(kDotWeightRows * 4));
+    for (auto _ : state) {
+        for (int64_t r = 0; r < rows; r += kDotWeightRows) {
+            const int m = static_cast<int>(std::min<int64_t>(kDotWeightRows, rows - r));
+            const uint8_t* wr = w.data() + r * row_bytes;
+            if (rows_few) {
+                float* o[4];
+                for (int k = 0; k < n; ++k) o[k] = out.data() + k * kDotWeightRows;
+                rows_few(wr, row_bytes, m, ap, n, o, kRow);
+            } else if (rows_one) {
+                rows_one(wr, row_bytes, m, a.data(), out.data(), kRow);
+            } else {
+                for (int v = 0; v < m; ++v) {
+                    if (dot4)
+                        dot4(wr + v * row_bytes, ap, out.data(), kRow);
+                    else if (few)
+                        few(wr + v * row_bytes, ap, out.data(), kRow);
+                    else
+                        for (int k = 0; k < n; ++k) out[k] = dot(wr + v * row_bytes, ap[k], kRow);
+                }
+            }
+            benchmark::DoNotOptimize(out.data());
+        }
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+    state.counters["MAC/s"] =
+        benchmark::Counter(static_cast<double>(rows * kRow * n), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // A prompt's products: 16 activation rows packed into a tile once, then the
 // weight rows against it kDotTileWeightRows at a time (vec_dot.h VecDotTile).
 // Counter MAC/s: weight values times tokens per second.
@@ -176,9 +226,14 @@ int main(int argc, char** argv) {
             if (const VecDotRowsFn rows = vec_dot_rows_kernel(t))
                 benchmark::RegisterBenchmark(("vec_dot_rows/" + tn + "/" + set_name).c_str(),
                                              [=](benchmark::State& s) { bm_vec_dot_rows(s, t, rows, bytes); });
-            if (const VecDotTile* tile = vec_dot_tile_kernel(t, kRow))
+            if (const VecDotTile* tile = vec_dot_tile_kernel(t, kRow)) {
+                for (int n = 1; n <= 4; ++n)
+                    benchmark::RegisterBenchmark(
+                        ("vec_dot_tokens/" + tn + "/" + std::to_string(n) + "/" + set_name).c_str(),
+                        [=](benchmark::State& s) { bm_vec_dot_tokens(s, t, n, bytes); });
                 benchmark::RegisterBenchmark(("vec_dot_tile/" + tn + "/" + set_name).c_str(),
                                              [=](benchmark::State& s) { bm_vec_dot_tile(s, t, *tile, bytes); });
+            }
             for (bool simd : {false, true})
                 benchmark::RegisterBenchmark(
                     ("dequantize/" + tn + "/" + (simd ? "simd" : "scalar") + "/" + set_name).c_str(),
