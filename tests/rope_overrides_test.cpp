@@ -150,7 +150,7 @@ TEST(ServerFlags, more_llama_server_flags_are_taken_refused_or_accepted_by_name)
     // Refused by name with the reason.
     for (std::vector<std::string> bad : {std::vector<std::string>{"--override-kv", "a=int:1"},
                                          {"--grp-attn-n", "2"},
-                                         {"--draft-max", "16"},
+                                         {"--spec-type", "draft-mtp"},
                                          {"--samplers", "top_k;nope"},
                                          {"--numa", "everywhere"}}) {
         std::vector<std::string> args = {"-m", "m.gguf"};

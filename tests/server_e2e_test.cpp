@@ -759,5 +759,63 @@ TEST(ServerJinja, apply_template_renders_every_chat_fixture_byte_for_byte) {
     EXPECT_GE(checked, 20);
 }
 
+// --spec-type ngram-simple through the real server: the same text as a server
+// without it, the guesses in the timings, /slots saying so, and a request
+// turning it off with speculative.n_max = 0.
+TEST(ServerE2EFlags, ngram_speculation_answers_as_without_it_and_reports_its_guesses) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server plain({"-m", model_path(), "-c", "2048", "-np", "1", "-t", "2"});
+    Server spec({"-m", model_path(), "-c", "2048", "-np", "1", "-t", "2", "--spec-type", "ngram-simple",
+                 "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", "8", "--draft-max", "8",
+                 "--metrics"});
+    ASSERT_TRUE(plain.ready()) << plain.log();
+    ASSERT_TRUE(spec.ready()) << spec.log();
+    EXPECT_NE(spec.log().find("speculative decoding: ngram-simple (size_n = 3, size_m = 8), up to 8"),
+              std::string::npos)
+        << spec.log();
+    std::string prompt;
+    for (int i = 0; i < 4; ++i) prompt += "one two three four five six seven eight nine ten, ";
+    json body = {{"prompt", prompt}, {"n_predict", 48}, {"temperature", 0}, {"ignore_eos", true}};
+    const json want = curl(plain.url("/completion"), "POST", body.dump()).json_body();
+    const json got = curl(spec.url("/completion"), "POST", body.dump()).json_body();
+    EXPECT_EQ(got["content"], want["content"]);
+    EXPECT_EQ(got["tokens_predicted"], 48);
+    EXPECT_FALSE(want["timings"].contains("draft_n")) << want.dump();
+    ASSERT_TRUE(got["timings"].contains("draft_n")) << got.dump();
+    EXPECT_GT(got["timings"]["draft_n"].get<int64_t>(), 0);
+    EXPECT_LE(got["timings"]["draft_n_accepted"].get<int64_t>(), got["timings"]["draft_n"].get<int64_t>());
+    EXPECT_EQ(curl(spec.url("/slots")).json_body()[0]["speculative"], true);
+    EXPECT_EQ(curl(plain.url("/slots")).json_body()[0]["speculative"], false);
+    const std::string metrics = curl(spec.url("/metrics")).body;
+    EXPECT_NE(metrics.find("moeserve:draft_tokens_total " + std::to_string(got["timings"]["draft_n"].get<int64_t>())),
+              std::string::npos)
+        << metrics;
+
+    // The OpenAI stream's text is the same too.
+    json chat = {{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
+                 {"max_tokens", 32},
+                 {"temperature", 0},
+                 {"stream", true}};
+    auto stream_text = [&](Server& s) {
+        std::string text;
+        for (const std::string& e : sse_payloads(curl(s.url("/v1/chat/completions"), "POST", chat.dump()).body)) {
+            if (e == "[DONE]") continue;
+            const json c = json::parse(e);
+            if (!c["choices"].empty() && c["choices"][0]["delta"].contains("content") &&
+                c["choices"][0]["delta"]["content"].is_string())
+                text += c["choices"][0]["delta"]["content"].get<std::string>();
+        }
+        return text;
+    };
+    const std::string plain_text = stream_text(plain);
+    EXPECT_FALSE(plain_text.empty());
+    EXPECT_EQ(stream_text(spec), plain_text);
+
+    body["speculative.n_max"] = 0;
+    const json off = curl(spec.url("/completion"), "POST", body.dump()).json_body();
+    EXPECT_EQ(off["content"], want["content"]);
+    EXPECT_FALSE(off["timings"].contains("draft_n")) << off.dump();
+}
+
 }  // namespace
 }  // namespace moeserve

@@ -61,6 +61,11 @@ struct GenerationRequest {
     // generation time. Both stop with StopType::limit.
     int64_t n_indent = 0;
     int64_t t_max_predict_ms = -1;
+    // Speculative decoding (serve --spec-type ngram-simple; speculative.n_max and
+    // speculative.n_min): at most spec_n_max guessed tokens are verified with
+    // each generated one, and none when fewer than spec_n_min are guessed. 0: off.
+    int64_t spec_n_max = 0;
+    int64_t spec_n_min = 0;
     // Testing only (serve --allow-replay): tokens the slot emits in order
     // instead of sampling, so that tests can force an answer's exact text.
     std::vector<int32_t> replay;
@@ -106,6 +111,10 @@ struct Timings {
     double prompt_ms = 0;
     int64_t predicted_n = 0;
     double predicted_ms = 0;
+    // Speculative decoding: tokens guessed ahead and verified, and how many of
+    // them the sampler confirmed (each confirmed one saved a forward pass).
+    int64_t draft_n = 0;
+    int64_t draft_n_accepted = 0;
 };
 
 struct GenerationResult {

@@ -397,6 +397,7 @@ bool Scheduler::step() {
     Batch batch;
     std::vector<Slot*> out_slots;  // the slot of each output row, in batch order
     std::vector<std::pair<Slot*, int64_t>> chunks;
+    std::vector<std::vector<int32_t>> drafts(slots_.size());  // each generating slot's guesses
     StepRecord rec;
     rec.slot_tokens.assign(slots_.size(), 0);
 
@@ -415,6 +416,30 @@ bool Scheduler::step() {
             ++rec.n_decode;
             ++rec.slot_tokens[s.id()];
         }
+        // Speculative guesses after the pending tokens, in cells that are free now
+        // and within the step's token budget; each with its logits, in the rows
+        // right after its slot's pending token.
+        if (speculating()) {
+            int64_t room = std::min(cache_.n_free(), options_.n_batch) - rec.n_decode;
+            Batch with_drafts;
+            std::vector<Slot*> rows;
+            for (size_t i = 0; i < batch.size(); ++i) {
+                Slot& s = *out_slots[i];
+                with_drafts.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], true);
+                rows.push_back(&s);
+                auto& d = drafts[static_cast<size_t>(s.id())];
+                if (room > 0) d = s.draft(options_.spec_ngram, room);
+                for (size_t j = 0; j < d.size(); ++j) {
+                    with_drafts.add(d[j], batch.positions[i] + 1 + static_cast<int32_t>(j), s.id(), true);
+                    rows.push_back(&s);
+                }
+                room -= static_cast<int64_t>(d.size());
+                rec.n_draft += static_cast<int64_t>(d.size());
+                rec.slot_tokens[s.id()] += static_cast<int>(d.size());
+            }
+            batch = std::move(with_drafts);
+            out_slots = std::move(rows);
+        }
     }
 
     // Prompt chunks of this step's kind, prefilling slots taking turns at going first.
@@ -426,8 +451,9 @@ bool Scheduler::step() {
     prefill_turn_ = (prefill_turn_ + 1) % slots_.size();
     int64_t wanted = 0;
     for (Slot* s : prefilling) wanted += static_cast<int64_t>(s->prompt_left().size());
-    int64_t budget = std::min(options_.n_batch - rec.n_decode, wanted);
-    budget = std::min(budget, make_room(rec.n_decode + budget) - rec.n_decode);
+    const int64_t n_gen = rec.n_decode + rec.n_draft;
+    int64_t budget = std::min(options_.n_batch - n_gen, wanted);
+    budget = std::min(budget, make_room(n_gen + budget) - n_gen);
     for (Slot* s : prefilling) {
         if (budget <= 0) break;
         auto left = s->prompt_left();
@@ -560,15 +586,39 @@ bool Scheduler::step() {
     }
 
     const size_t n_vocab = static_cast<size_t>(model_.params().n_vocab);
-    for (size_t r = 0; r < out_slots.size(); ++r) {
+    for (size_t r = 0; r < out_slots.size();) {
         Slot* s = out_slots[r];
+        auto row = [&](size_t i) { return std::span<const float>(out.data() + i * n_vocab, n_vocab); };
+        const auto& d = drafts[static_cast<size_t>(s->id())];
+        const bool generating = s->state() == SlotState::generating;
+        // (Counted first: the timings a finishing slot reports include this step.)
+        if (generating) s->drafts_verified(static_cast<int64_t>(d.size()), 0);
+        bool finished = s->sample(row(r), now);
+        // Speculative guesses: each one the sampler confirms is in the cache already,
+        // and the row after it holds the next token's logits.
+        size_t kept = 0;
+        if (generating)
+            while (!finished && kept < d.size() && s->pending_token() == d[kept]) {
+                s->pending_evaluated();
+                s->drafts_verified(0, 1);
+                ++kept;
+                finished = s->sample(row(r + kept), now);
+            }
+        if (generating && !d.empty()) {
+            rec.n_draft_accepted += static_cast<int64_t>(kept);
+            // The cells of the guesses it did not keep.
+            cache_.truncate(s->id(), static_cast<int64_t>(s->cached().size()));
+        }
         stats_.n_tokens_max = std::max<int64_t>(stats_.n_tokens_max, static_cast<int64_t>(s->cached().size()));
-        std::span<const float> row(out.data() + r * n_vocab, n_vocab);
-        if (s->sample(row, now)) record_finished(*s);
+        if (finished) record_finished(*s);
+        r += 1 + (generating ? d.size() : 0);
     }
+    stats_.n_draft_total += static_cast<uint64_t>(rec.n_draft);
+    stats_.n_draft_accepted_total += static_cast<uint64_t>(rec.n_draft_accepted);
+    last_step_ = rec;
     note_cache_use();
     if (rec.n_prompt == 0) {  // a decode-only step, sampling and streaming included
-        stats_.n_decode_step_tokens += static_cast<uint64_t>(rec.n_decode);
+        stats_.n_decode_step_tokens += static_cast<uint64_t>(rec.n_decode + rec.n_draft_accepted);
         stats_.t_decode_steps_s += seconds_between(t_step, SteadyClock::now());
         stats_.t_decode_steps_forward_s += seconds_between(t0, t1);
     }

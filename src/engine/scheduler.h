@@ -13,12 +13,14 @@
 //      system prompt common to many conversations is evaluated and stored
 //      once); a prompt that begins as one a slot is still reading (the n
 //      choices of one prompt, say) waits for it, keeping an idle slot;
-//   3. builds one batch: the pending token of every generating slot, then
-//      prompt chunks of prefilling slots (taking turns) until the batch holds
-//      n_batch tokens. So a long prompt never holds the other slots' decoding
-//      back by more than one step;
+//   3. builds one batch: the pending token of every generating slot (with
+//      speculative decoding, followed by the slot's guesses at the tokens
+//      after it, in free cells), then prompt chunks of prefilling slots
+//      (taking turns) until the batch holds n_batch tokens. So a long prompt
+//      never holds the other slots' decoding back by more than one step;
 //   4. evaluates it (in forward calls of at most n_ubatch tokens) and lets
-//      each slot whose last token got logits sample.
+//      each slot whose last token got logits sample: row by row along its
+//      guesses while the sampler confirms them, the cells of the rest dropped.
 //
 // Embedding requests (submitted with embed set) only prefill, always from
 // the start of their sequence, with the hidden states of their prompt
@@ -50,6 +52,7 @@
 
 #include "engine/embedding.h"
 #include "engine/generation.h"
+#include "engine/ngram_draft.h"
 #include "engine/prompt_cache.h"
 #include "engine/slot.h"
 #include "engine/slot_layout.h"
@@ -77,6 +80,12 @@ struct SchedulerOptions {
     // snapshot when it is the first or lies at least this many tokens after the
     // slot's previous message-start snapshot (--checkpoint-min-step, as llama-server).
     int64_t checkpoint_min_step = 8192;
+    // Speculative decoding (--spec-type ngram-simple): each generating slot's
+    // guesses from its own history go into the step's batch after its pending
+    // token, using free cells only (never evicting a cached prompt for them).
+    // Off for models with a recurrent state, which cannot drop a rejected guess.
+    bool speculative = false;
+    NgramDraftConfig spec_ngram;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
@@ -98,25 +107,29 @@ class SubmitError : public std::runtime_error {
 // What one step put in its batch (for tests and metrics).
 struct StepRecord {
     int64_t n_decode = 0;          // decode tokens (one per generating slot)
+    int64_t n_draft = 0;           // guessed tokens verified with them (speculative decoding)
+    int64_t n_draft_accepted = 0;  // of which the sampler confirmed
     int64_t n_prompt = 0;          // prompt tokens
     int n_prompt_slots = 0;        // slots that contributed a prompt chunk
     std::vector<int> slot_tokens;  // tokens per slot
 };
 
 struct SchedulerStats {
-    uint64_t n_prompt_tokens_total = 0;  // prompt tokens evaluated (reused ones excluded)
-    double t_prompt_total_s = 0;         // summed per-request prompt time
-    uint64_t n_predicted_total = 0;      // tokens generated
-    double t_predicted_total_s = 0;      // summed per-request generation time
-    uint64_t n_decode_total = 0;         // steps that ran the model
-    uint64_t n_busy_slots_total = 0;     // busy slots summed over those steps
-    uint64_t n_tokens_evaluated = 0;     // every token the model evaluated
-    int64_t n_tokens_max = 0;            // most tokens one slot has held
-    double t_forward_total_s = 0;        // time inside the model
+    uint64_t n_prompt_tokens_total = 0;   // prompt tokens evaluated (reused ones excluded)
+    double t_prompt_total_s = 0;          // summed per-request prompt time
+    uint64_t n_predicted_total = 0;       // tokens generated
+    double t_predicted_total_s = 0;       // summed per-request generation time
+    uint64_t n_decode_total = 0;          // steps that ran the model
+    uint64_t n_busy_slots_total = 0;      // busy slots summed over those steps
+    uint64_t n_tokens_evaluated = 0;      // every token the model evaluated
+    uint64_t n_draft_total = 0;           // speculative decoding: guesses verified
+    uint64_t n_draft_accepted_total = 0;  // and confirmed
+    int64_t n_tokens_max = 0;             // most tokens one slot has held
+    double t_forward_total_s = 0;         // time inside the model
     // Steps that only decoded (no prompt chunk): their tokens and their whole
     // time (forward pass, sampling, streaming), the server's decode
     // throughput apart from prompt processing.
-    uint64_t n_decode_step_tokens = 0;
+    uint64_t n_decode_step_tokens = 0;  // tokens generated in them (confirmed guesses included)
     double t_decode_steps_s = 0;
     double t_decode_steps_forward_s = 0;  // the forward passes' share of it; the rest is the host's
     uint64_t n_requests_done = 0, n_requests_failed = 0, n_requests_cancelled = 0;
@@ -175,6 +188,9 @@ class Scheduler {
     const SchedulerOptions& options() const { return options_; }
     int64_t n_ctx_slot() const { return options_.layout.n_ctx_slot; }
     int n_slots() const { return static_cast<int>(slots_.size()); }
+    // Speculative decoding is on (a recurrent state cannot drop the guesses the
+    // sampler rejects, so hybrid models never speculate).
+    bool speculating() const { return options_.speculative && !cache_.has_recurrent(); }
 
     SchedulerStats stats() const;
     std::vector<SlotInfo> slots() const;
@@ -203,6 +219,7 @@ class Scheduler {
     // length): a shared system prompt is evaluated and stored once.
     void share_from_other_slot(Slot& s, const std::vector<int32_t>& prompt, int64_t& n_keep, uint64_t task);
     bool sharing_prefixes() const { return options_.share_prefixes && !options_.context_shift; }
+
     // n_cache_reuse: moves the chunks of the slot's cache after its first n_keep
     // tokens that the prompt goes on with into place; returns the new n_keep.
     int64_t reuse_chunks(Slot& s, const std::vector<int32_t>& prompt, int64_t n_keep, int64_t min_chunk);

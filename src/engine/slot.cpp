@@ -49,6 +49,7 @@ void Slot::start(SlotTask task, int64_t n_keep, SteadyClock::time_point now) {
     n_cached_prompt_ = n_keep;
     pending_ = -1;
     n_decoded_ = 0;
+    draft_n_ = draft_accepted_ = 0;
     shifted_ = false;
     has_new_line_ = false;
     last_nl_pos_ = 0;
@@ -89,7 +90,23 @@ Timings Slot::timings_at(SteadyClock::time_point now) const {
     t.prompt_ms = ms_between(t_start_, t_first_);
     t.predicted_n = n_decoded_;
     t.predicted_ms = std::max(1e-3, ms_between(t_first_, now));
+    t.draft_n = draft_n_;
+    t.draft_n_accepted = draft_accepted_;
     return t;
+}
+
+std::vector<int32_t> Slot::draft(const NgramDraftConfig& config, int64_t room) const {
+    const GenerationRequest& rq = task_.request;
+    if (state_ != SlotState::generating || rq.spec_n_max <= 0) return {};
+    // Leave the pending token's cell and one more (the generation stops one short of
+    // the context, see sample()); a guess past n_predict could never be kept.
+    int64_t n_max = std::min({rq.spec_n_max, room, n_ctx_ - static_cast<int64_t>(cached_.size()) - 2});
+    if (rq.n_predict >= 0) n_max = std::min(n_max, rq.n_predict - n_decoded_ - 1);
+    if (n_max <= 0 || n_max < rq.spec_n_min) return {};
+    std::vector<int32_t> guess = ngram_simple_draft(cached_, pending_, config);
+    if (guess.empty() || static_cast<int64_t>(guess.size()) < rq.spec_n_min) return {};
+    if (static_cast<int64_t>(guess.size()) > n_max) guess.resize(static_cast<size_t>(n_max));
+    return guess;
 }
 
 void Slot::report_progress(SteadyClock::time_point now) {

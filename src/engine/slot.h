@@ -25,6 +25,7 @@
 #include "engine/embedding.h"
 #include "engine/generation.h"
 #include "engine/grammar_sampler.h"
+#include "engine/ngram_draft.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "text/tokenizer.h"
@@ -95,6 +96,19 @@ class Slot {
     int32_t pending_token() const { return pending_; }
     void pending_evaluated() { cached_.push_back(pending_); }
 
+    // Speculative decoding: tokens guessed to follow the pending one (from the
+    // slot's own history, ngram_draft.h), at most `room` and within the
+    // request's speculative.n_max, the tokens it may still generate and the
+    // slot's context; empty when speculation is off for the request or the
+    // guess is shorter than speculative.n_min. The scheduler evaluates them
+    // after the pending token, samples row by row and keeps each guess the
+    // sampler confirms (pending_evaluated() again), and reports the counts.
+    std::vector<int32_t> draft(const NgramDraftConfig& config, int64_t room) const;
+    void drafts_verified(int64_t n_drafted, int64_t n_accepted) {
+        draft_n_ += n_drafted;
+        draft_accepted_ += n_accepted;
+    }
+
     // Samples from the logits of the slot's last evaluated token, emits the
     // token's event and, when a limit is reached, the done event. Returns
     // true when the task finished (the slot is idle again).
@@ -158,6 +172,7 @@ class Slot {
     int64_t n_cached_prompt_ = 0;
     int32_t pending_ = -1;
     int64_t n_decoded_ = 0;
+    int64_t draft_n_ = 0, draft_accepted_ = 0;  // speculative decoding, this task
     bool has_new_line_ = false;
     size_t last_nl_pos_ = 0;  // the n_indent rule: where the line to check starts
     std::optional<StreamingDetokenizer> detok_;

@@ -394,6 +394,17 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
                     fmt::format("Field '{}': Value must be between {} and {} but got {}", name, lo, INT32_MAX, *v));
             *field = *v;
         }
+    // Speculative decoding: llama-server's flat "speculative.n_max"/"speculative.n_min"
+    // keys, clamped as it clamps them (n_min at most n_max, neither below 0); only a
+    // server started with --spec-type speculates at all.
+    if (o.speculative.enabled) {
+        int64_t n_max = int_field(body, "speculative.n_max").value_or(o.speculative.n_max);
+        int64_t n_min = int_field(body, "speculative.n_min").value_or(o.speculative.n_min);
+        n_max = std::clamp<int64_t>(n_max, 0, 1024);
+        n_min = std::clamp<int64_t>(n_min, 0, n_max);
+        base.spec_n_max = n_max;
+        base.spec_n_min = n_min;
+    }
     base.post_sampling_probs = bool_field(body, "post_sampling_probs").value_or(false);
     base.return_progress = bool_field(body, "return_progress").value_or(false);
     base.grammar = output_grammar(body, model);
@@ -539,6 +550,8 @@ json generation_settings(const GenerationRequest& rq, const ServedModel& model) 
                 {"n_discard", rq.n_discard},
                 {"n_indent", rq.n_indent},
                 {"t_max_predict_ms", rq.t_max_predict_ms},
+                {"speculative.n_max", rq.spec_n_max},
+                {"speculative.n_min", rq.spec_n_min},
                 {"ignore_eos", rq.ignore_eos},
                 {"stream", false},
                 {"logit_bias", bias},

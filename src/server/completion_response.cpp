@@ -83,15 +83,20 @@ const char* finish_reason(StopType stop) {
 }
 
 json timings_json(const Timings& t) {
-    return json{{"cache_n", t.cache_n},
-                {"prompt_n", t.prompt_n},
-                {"prompt_ms", t.prompt_ms},
-                {"prompt_per_token_ms", per(t.prompt_ms, static_cast<double>(t.prompt_n))},
-                {"prompt_per_second", per(1000.0 * static_cast<double>(t.prompt_n), t.prompt_ms)},
-                {"predicted_n", t.predicted_n},
-                {"predicted_ms", t.predicted_ms},
-                {"predicted_per_token_ms", per(t.predicted_ms, static_cast<double>(t.predicted_n))},
-                {"predicted_per_second", per(1000.0 * static_cast<double>(t.predicted_n), t.predicted_ms)}};
+    json out{{"cache_n", t.cache_n},
+             {"prompt_n", t.prompt_n},
+             {"prompt_ms", t.prompt_ms},
+             {"prompt_per_token_ms", per(t.prompt_ms, static_cast<double>(t.prompt_n))},
+             {"prompt_per_second", per(1000.0 * static_cast<double>(t.prompt_n), t.prompt_ms)},
+             {"predicted_n", t.predicted_n},
+             {"predicted_ms", t.predicted_ms},
+             {"predicted_per_token_ms", per(t.predicted_ms, static_cast<double>(t.predicted_n))},
+             {"predicted_per_second", per(1000.0 * static_cast<double>(t.predicted_n), t.predicted_ms)}};
+    if (t.draft_n > 0) {  // as llama-server: only when something was guessed
+        out["draft_n"] = t.draft_n;
+        out["draft_n_accepted"] = t.draft_n_accepted;
+    }
+    return out;
 }
 
 CompletionResponse::CompletionResponse(const CompletionCall& call, const ServedModel& model)

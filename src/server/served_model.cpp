@@ -228,6 +228,18 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         std::fprintf(stderr, "srv load_model: prompt cache in RAM: up to %.0f MiB (--cache-ram)\n",
                      mib(static_cast<double>(so.cache_ram_bytes)));
     }
+    so.speculative = options.speculative.enabled;
+    so.spec_ngram = options.speculative.ngram;
+    if (so.speculative && cache.has_recurrent()) {
+        std::fprintf(stderr,
+                     "srv load_model: speculative decoding is off: this model's recurrent state cannot drop the "
+                     "guesses the sampler rejects (--spec-type is ignored)\n");
+    } else if (so.speculative) {
+        std::fprintf(stderr,
+                     "srv load_model: speculative decoding: ngram-simple (size_n = %d, size_m = %d), up to %d "
+                     "guesses per token (--spec-draft-n-max), at least %d (--spec-draft-n-min)\n",
+                     so.spec_ngram.size_n, so.spec_ngram.size_m, options.speculative.n_max, options.speculative.n_min);
+    }
     if (options.embeddings) so.hidden_states = model_hidden_states(engine_->model());
     scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), *tokenizer_, so);
     scheduler_->start();

@@ -683,17 +683,67 @@ const std::vector<Flag>& flags() {
              [](ServerOptions&, auto& f, auto&) {
                  unsupported(f, "moeserve serves text models (no multimodal projector)");
              }},
-            {{"-md", "--model-draft"},
-             "FNAME",
-             nullptr,
-             "refused: no speculative decoding",
-             [](ServerOptions&, auto& f, auto&) { unsupported(f, "moeserve has no speculative decoding"); }},
             {{"--models-dir", "--models-preset"},
              "PATH",
              nullptr,
              "refused: one model per server",
              [](ServerOptions&, auto& f, auto&) {
                  unsupported(f, "moeserve serves one model per process (no router mode); start one server per model");
+             }},
+            {{"--spec-type"},
+             "TYPE",
+             "LLAMA_ARG_SPEC_TYPE",
+             "speculative decoding: none (default) or ngram-simple: guesses from the conversation's own earlier "
+             "tokens, verified in one forward pass with the token they follow (the answer is the one without "
+             "speculation); not for hybrid models (Nemotron). Draft models and n-gram maps are refused",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 try {
+                     o.speculative.enabled = parse_spec_type(v);
+                 } catch (const std::invalid_argument& e) {
+                     bad(f, v, e.what());
+                 }
+             },
+             "Speculative decoding"},
+            {{"--spec-draft-n-max", "--draft-max", "--draft", "--draft-n"},
+             "N",
+             "LLAMA_ARG_DRAFT_MAX",
+             "most guessed tokens verified with each generated one (default: 16; a request's speculative.n_max)",
+             [](ServerOptions& o, auto& f, auto& v) { o.speculative.n_max = static_cast<int>(to_int(f, v, 0, 1024)); }},
+            {{"--spec-draft-n-min", "--draft-min", "--draft-n-min"},
+             "N",
+             "LLAMA_ARG_DRAFT_MIN",
+             "fewest guessed tokens worth verifying (default: 0; a request's speculative.n_min)",
+             [](ServerOptions& o, auto& f, auto& v) { o.speculative.n_min = static_cast<int>(to_int(f, v, 0, 1024)); }},
+            {{"--spec-draft-p-min", "--draft-p-min"},
+             "P",
+             "LLAMA_ARG_DRAFT_P_MIN",
+             "accepted: a draft model's probability threshold (no effect on n-gram guesses)",
+             [](ServerOptions&, auto& f, auto& v) { (void)to_float(f, v); }},
+            {{"--spec-ngram-simple-size-n", "--spec-ngram-size-n"},
+             "N",
+             nullptr,
+             "ngram-simple: tokens of the pattern looked up in the history, the newest one included (default: 12)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.speculative.ngram.size_n = static_cast<int>(to_int(f, v, 1, 1024));
+             }},
+            {{"--spec-ngram-simple-size-m", "--spec-ngram-size-m"},
+             "N",
+             nullptr,
+             "ngram-simple: most tokens copied after the pattern's earlier occurrence (default: 48)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.speculative.ngram.size_m = static_cast<int>(to_int(f, v, 1, 1024));
+             }},
+            {{"--spec-ngram-simple-min-hits"},
+             "N",
+             nullptr,
+             "accepted: ngram-simple does not count hits (as in llama.cpp)",
+             [](ServerOptions&, auto& f, auto& v) { (void)to_int(f, v, 1, INT32_MAX); }},
+            {{"-md", "--model-draft", "--spec-draft-model"},
+             "FNAME",
+             nullptr,
+             "refused: no draft models (use --spec-type ngram-simple)",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve loads no draft model; --spec-type ngram-simple speculates without one");
              }},
 
             {{"--jinja"},
@@ -1000,12 +1050,13 @@ const std::vector<Flag>& flags() {
              [](ServerOptions&, auto& f, auto&) {
                  unsupported(f, "moeserve has no self-extend (group attention); use --rope-scaling yarn");
              }},
-            {{"--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min", "--draft-p-min", "-ngld",
-              "--gpu-layers-draft", "-devd", "--device-draft", "-cd", "--ctx-size-draft", "--spec-replace"},
+            {{"-ngld", "--gpu-layers-draft", "-devd", "--device-draft", "-cd", "--ctx-size-draft", "--spec-replace"},
              "N",
              nullptr,
-             "refused: no speculative decoding",
-             [](ServerOptions&, auto& f, auto&) { unsupported(f, "moeserve has no speculative decoding"); }},
+             "refused: no draft models",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f, "moeserve loads no draft model; --spec-type ngram-simple speculates without one");
+             }},
         };
         // llama.cpp's RoPE flags (engine/rope_flags.h), a section of their own.
         const char* group = "RoPE, over the model's own";

@@ -75,10 +75,11 @@ json props_json(const ServedModel& m) {
 
 json slots_json(const ServedModel& m) {
     json out = json::array();
+    const bool speculative = m.scheduler().speculating();
     for (const SlotInfo& s : m.scheduler().slots()) {
         json j = {{"id", s.id},
                   {"n_ctx", s.n_ctx},
-                  {"speculative", false},
+                  {"speculative", speculative},
                   {"is_processing", s.state != SlotState::idle},
                   {"state", slot_state_name(s.state)},
                   {"n_cached_tokens", s.n_cached}};

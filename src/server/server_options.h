@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "chat/chat_output.h"
+#include "engine/ngram_draft.h"
 #include "engine/sampler.h"
 #include "gguf/mapped_file.h"
 #include "memory/kv_cache.h"
@@ -62,11 +63,12 @@ struct ServerOptions {
     bool ignore_eos = false;                   // --ignore-eos: a request's default
     std::vector<std::string> reverse_prompts;  // -r: the stop strings of requests that send none
     double slot_prompt_similarity = 0.1;
-    bool context_shift = false;    // --context-shift: a full slot drops old tokens and goes on
-    int64_t keep = 0;              // --keep: a request's default n_keep
-    int64_t cache_reuse = 0;       // --cache-reuse: a request's default n_cache_reuse
-    int64_t cache_ram_mib = 8192;  // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
-    std::string slot_save_path;    // --slot-save-path: where POST /slots/{id}?action=save|restore keep files
+    bool context_shift = false;     // --context-shift: a full slot drops old tokens and goes on
+    int64_t keep = 0;               // --keep: a request's default n_keep
+    int64_t cache_reuse = 0;        // --cache-reuse: a request's default n_cache_reuse
+    SpeculativeConfig speculative;  // --spec-type ngram-simple, --spec-draft-n-max, ...
+    int64_t cache_ram_mib = 8192;   // --cache-ram: the RAM prompt cache's limit (-1 = no limit, 0 = off)
+    std::string slot_save_path;     // --slot-save-path: where POST /slots/{id}?action=save|restore keep files
     // --ctx-checkpoints: hybrid models' recurrent-state snapshots per slot (as
     // llama-server, 32): the first RecurrentState::kDeviceSnapshots in the backend's
     // memory, the rest (message starts) in host RAM.

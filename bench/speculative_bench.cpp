@@ -1,0 +1,185 @@
+// Speculative decoding benchmark: how much faster a slot generates with
+// --spec-type ngram-simple when its answer repeats runs of its context (code
+// being edited, a file quoted back, a summary citing its source), on the
+// synthetic Qwen3-MoE slice of realistic width (engine_bench's model).
+//
+// The answer is forced token by token (GenerationRequest::replay, the
+// server's --allow-replay): a share of it copies runs of `--run` tokens from
+// random places in the prompt, the rest is random tokens. The forward passes
+// are the real ones (a random-weight model's own greedy answer would say
+// nothing about real text), so a guess is confirmed exactly when the forced
+// answer continues as the context did, and each confirmed guess saves a
+// forward pass of its own. The scheduler runs the same request with and
+// without speculation; generation tokens/s count the answer's tokens over its
+// generation time (the prompt excluded).
+//
+// usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256]
+//                          [--copy 0,0.5,0.9] [--run 96] [--cache f16,q4_0] [--mix Q4_K_M]
+//                          [--n-max 16] [--size-n 12] [--size-m 48]
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <random>
+
+#include "cli/args.h"
+#include "engine/engine.h"
+#include "engine/scheduler.h"
+#include "slice_bench_options.h"
+#include "synth/synth_model.h"
+#include "text/tokenizer.h"
+
+using namespace moeserve;
+
+namespace {
+
+struct Options {
+    int threads = 2;
+    std::string dir = std::filesystem::temp_directory_path().string();
+    std::vector<int64_t> contexts = {2048, 8192};
+    int64_t answer = 256;
+    std::vector<double> copy = {0.0, 0.5, 0.9};
+    int64_t run = 96;
+    std::vector<std::string> caches = {"f16", "q4_0"};
+    std::string mix = "Q4_K_M";
+    int n_max = 16;
+    NgramDraftConfig ngram;
+};
+
+const char* const kUsage =
+    "usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256] [--copy 0,0.5,0.9]\n"
+    "                         [--run 96] [--cache f16,q4_0] [--mix Q4_K_M] [--n-max 16] [--size-n 12] [--size-m 48]\n";
+
+bool parse(int argc, char** argv, Options& o) {
+    const std::vector<std::string> rest = bench::bench_args(argc, argv);
+    cli::Args args(rest);
+    while (!args.done()) {
+        if (args.flag({"-h", "--help"})) {
+            std::fputs(kUsage, stdout);
+            return false;
+        } else if (args.flag({"--threads"})) {
+            o.threads = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--dir"})) {
+            o.dir = args.value();
+        } else if (args.flag({"--contexts"})) {
+            o.contexts = bench::depths_value(args);
+        } else if (args.flag({"--answer"})) {
+            o.answer = args.int_value(1, 1 << 20);
+        } else if (args.flag({"--copy"})) {
+            o.copy.clear();
+            for (const std::string& v : args.list_value()) {
+                const double x = std::stod(v);
+                if (!(x >= 0 && x <= 1)) throw cli::UsageError("option --copy: shares lie in [0, 1], got " + v);
+                o.copy.push_back(x);
+            }
+        } else if (args.flag({"--run"})) {
+            o.run = args.int_value(1, 1 << 20);
+        } else if (args.flag({"--cache"})) {
+            o.caches = bench::caches_value(args);
+        } else if (args.flag({"--mix"})) {
+            o.mix = args.value();
+            if (!file_mix_from_name(o.mix))
+                throw cli::UsageError("option --mix: unknown mix '" + o.mix + "' (F16, Q8_0, Q4_K_M, IQ4_XS)");
+        } else if (args.flag({"--n-max"})) {
+            o.n_max = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--size-n"})) {
+            o.ngram.size_n = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--size-m"})) {
+            o.ngram.size_m = static_cast<int>(args.int_value(1, 1024));
+        } else {
+            throw cli::UsageError("unknown option " + args.next());
+        }
+    }
+    return true;
+}
+
+// A random prompt and an answer of which about `copy` consists of runs of
+// `run` tokens taken from random places in the prompt (the rest random).
+struct Workload {
+    std::vector<int32_t> prompt, answer;
+};
+
+Workload make_workload(int64_t n_prompt, int64_t n_answer, double copy, int64_t run, int32_t n_vocab, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> token(16, n_vocab - 16);
+    Workload w;
+    for (int64_t i = 0; i < n_prompt; ++i) w.prompt.push_back(token(rng));
+    std::uniform_real_distribution<double> coin(0, 1);
+    while (static_cast<int64_t>(w.answer.size()) < n_answer) {
+        const int64_t n = std::min(run, n_answer - static_cast<int64_t>(w.answer.size()));
+        if (coin(rng) < copy && n_prompt > run) {
+            const int64_t at = std::uniform_int_distribution<int64_t>(0, n_prompt - run)(rng);
+            w.answer.insert(w.answer.end(), w.prompt.begin() + at, w.prompt.begin() + at + n);
+        } else {
+            for (int64_t i = 0; i < n; ++i) w.answer.push_back(token(rng));
+        }
+    }
+    return w;
+}
+
+struct Result {
+    double tokens_per_s = 0;
+    int64_t draft_n = 0, draft_accepted = 0;
+};
+
+Result generate(const std::string& path, const Options& o, const std::string& cache, const Workload& w,
+                bool speculative) {
+    const int64_t n_ctx = static_cast<int64_t>(w.prompt.size() + w.answer.size()) + 64;
+    SchedulerOptions so;
+    so.layout = compute_slot_layout(n_ctx, int64_t{1} << 30, 1, false);
+    so.speculative = speculative;
+    so.spec_ngram = o.ngram;
+    Engine engine(bench::slice_engine(path, o.threads, cache, so.layout.n_cells));
+    Tokenizer tokenizer = Tokenizer::from_file(path);
+    Scheduler scheduler(engine.model(), engine.cache(), tokenizer, so);
+    GenerationRequest rq;
+    rq.prompt = w.prompt;
+    rq.n_predict = static_cast<int64_t>(w.answer.size());
+    rq.replay = w.answer;
+    rq.ignore_eos = true;
+    rq.sampling.temperature = 0;
+    rq.spec_n_max = o.n_max;
+    auto stream = std::make_shared<GenerationStream>();
+    scheduler.submit({std::move(rq)}, stream);
+    for (;;) {
+        scheduler.step();
+        while (auto e = stream->next(std::chrono::milliseconds(0))) {
+            if (e->kind == GenerationEvent::Kind::error) throw std::runtime_error(e->message);
+            if (e->kind != GenerationEvent::Kind::done) continue;
+            const Timings& t = e->result.timings;
+            return {1000.0 * static_cast<double>(t.predicted_n) / t.predicted_ms, t.draft_n, t.draft_n_accepted};
+        }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    try {
+        if (!parse(argc, argv, o)) return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "speculative_bench: %s\n%s", e.what(), kUsage);
+        return 2;
+    }
+    const FileMix mix = *file_mix_from_name(o.mix);
+    const std::string path = bench::slice_model(o.dir, o.mix, bench_spec(mix));
+    const int32_t n_vocab = static_cast<int32_t>(Tokenizer::from_file(path).vocab().size());
+
+    fmt::print("ngram-simple: size_n {}, size_m {}, n_max {}; answers of {} tokens, copied runs of {}; {} threads\n\n",
+               o.ngram.size_n, o.ngram.size_m, o.n_max, o.answer, o.run, o.threads);
+    fmt::print(
+        "| weights | KV cache | context | copied | tok/s without | tok/s with | guessed | confirmed | speed-up |\n");
+    fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (const std::string& cache : o.caches)
+        for (int64_t ctx : o.contexts)
+            for (double copy : o.copy) {
+                const Workload w = make_workload(ctx, o.answer, copy, o.run, n_vocab, 7 + static_cast<uint32_t>(ctx));
+                const Result off = generate(path, o, cache, w, false);
+                const Result on = generate(path, o, cache, w, true);
+                fmt::print("| {} | {} | {} | {:.0f}% | {:.1f} | {:.1f} | {} | {} | {:.2f}x |\n", o.mix, cache, ctx,
+                           100 * copy, off.tokens_per_s, on.tokens_per_s, on.draft_n, on.draft_accepted,
+                           on.tokens_per_s / off.tokens_per_s);
+                std::fflush(stdout);
+            }
+    return 0;
+}

@@ -1,0 +1,262 @@
+// Speculative decoding with n-gram guesses (serve --spec-type ngram-simple):
+// the guess is llama.cpp's ngram-simple lookup, and the scheduler's answers
+// with guesses verified in the batch are the answers without them, token for
+// token, on the demo model and the fixture models, alone and with two slots,
+// greedy and sampled, at the n_predict and context limits; the cache holds
+// no rejected guess afterwards. Hybrid models never speculate.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/ngram_draft.h"
+#include "engine/scheduler.h"
+#include "fixtures.h"
+#include "synth/synth_model.h"
+#include "text/tokenizer.h"
+
+namespace moeserve {
+namespace {
+
+// ---------------------------------------------------------------- the guess
+
+std::vector<int32_t> draft(std::vector<int32_t> history, int32_t sampled, int n, int m) {
+    return ngram_simple_draft(history, sampled, NgramDraftConfig{n, m});
+}
+
+TEST(NgramSimpleDraft, copies_what_followed_the_earlier_occurrence_of_the_last_n_tokens) {
+    // History 99 1 2 3 4 5 6 7 8 50 51 1 2, then 3 sampled: the pattern 1 2 3 occurred at
+    // position 1, and 4 5 6 7 followed it (m = 4 of the 9 tokens after it).
+    const std::vector<int32_t> h = {99, 1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 1, 2};
+    EXPECT_EQ(draft(h, 3, 3, 4), (std::vector<int32_t>{4, 5, 6, 7}));
+    // m = 8 of the 9 tokens after it; m = 9 asks for a history longer than n + m + 1 = 13.
+    EXPECT_EQ(draft(h, 3, 3, 8), (std::vector<int32_t>{4, 5, 6, 7, 8, 50, 51, 1}));
+    EXPECT_TRUE(draft(h, 3, 3, 9).empty());
+    // The sampled token is part of the pattern: 1 2 9 never occurred.
+    EXPECT_TRUE(draft(h, 9, 3, 4).empty());
+}
+
+TEST(NgramSimpleDraft, the_newest_earlier_occurrence_wins) {
+    const std::vector<int32_t> h = {99, 1, 2, 10, 11, 12, 13, 1, 2, 20, 21, 22, 23, 40, 41, 42, 1};
+    EXPECT_EQ(draft(h, 2, 2, 4), (std::vector<int32_t>{20, 21, 22, 23}));
+}
+
+TEST(NgramSimpleDraft, llama_cpp_s_limits_apply) {
+    // Position 0 is never a match (llama.cpp reads it as "none").
+    EXPECT_TRUE(draft({1, 2, 5, 6, 7, 8, 9, 10, 1}, 2, 2, 4).empty());
+    // The history must be longer than n + m + 1 tokens.
+    const std::vector<int32_t> h = {99, 1, 2, 4, 5, 6, 7, 1};
+    EXPECT_TRUE(draft(h, 2, 2, 5).empty());  // 8 tokens, 2 + 5 + 1 = 8
+    EXPECT_EQ(draft(h, 2, 2, 4), (std::vector<int32_t>{4, 5, 6, 7}));
+    // At least n tokens must follow the match: here only 2 (8 9) follow 1 2 3 at position 1,
+    // the end of the history; a longer m changes nothing.
+    const std::vector<int32_t> tail = {99, 1, 2, 3, 8, 9, 60, 61, 62, 63, 1, 2};
+    EXPECT_EQ(draft(tail, 3, 3, 4), (std::vector<int32_t>{8, 9, 60, 61}));
+    const std::vector<int32_t> late = {99, 98, 97, 96, 95, 94, 93, 92, 1, 2, 3, 8, 9, 1, 2};
+    EXPECT_TRUE(draft(late, 3, 3, 2).empty());
+}
+
+TEST(NgramSimpleDraft, spec_types_parse_as_llama_server_names_them) {
+    EXPECT_TRUE(parse_spec_type("ngram-simple"));
+    EXPECT_TRUE(parse_spec_type("none,ngram-simple"));
+    EXPECT_FALSE(parse_spec_type("none"));
+    for (const char* refused : {"draft-mtp", "draft-simple", "ngram-map-k", "ngram-mod", "bogus"})
+        EXPECT_THROW(parse_spec_type(refused), std::invalid_argument) << refused;
+}
+
+// ---------------------------------------------------------------- the scheduler
+
+std::string demo_model() {
+    static const std::string path = [] {
+        auto dir = std::filesystem::temp_directory_path() / "moeserve-tests";
+        std::filesystem::create_directories(dir);
+        auto p = (dir / "speculative-demo.gguf").string();
+        auto tmp = p + "." + std::to_string(::getpid()) + ".tmp";
+        write_synth_model(tmp, demo_spec());
+        std::filesystem::rename(tmp, p);
+        return p;
+    }();
+    return path;
+}
+
+struct Rig {
+    std::unique_ptr<Engine> engine;
+    std::unique_ptr<Tokenizer> tokenizer;
+    std::unique_ptr<Scheduler> scheduler;
+
+    Rig(const std::string& model, bool speculative, int n_slots = 1, int64_t n_ctx_slot = 1024,
+        const std::string& kv = "f16") {
+        SchedulerOptions so;
+        so.layout = compute_slot_layout(n_ctx_slot * n_slots, 4096, n_slots, false);
+        so.n_batch = 512;
+        so.n_ubatch = 64;
+        so.speculative = speculative;
+        so.spec_ngram = NgramDraftConfig{2, 8};
+        EngineOptions eo;
+        eo.model_path = model;
+        eo.n_threads = 2;
+        eo.n_ctx = so.layout.n_cells;
+        eo.n_seq = n_slots;
+        eo.type_k = eo.type_v = parse_cache_type(kv);
+        engine = std::make_unique<Engine>(eo);
+        tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(model));
+        scheduler = std::make_unique<Scheduler>(engine->model(), engine->cache(), *tokenizer, so);
+    }
+};
+
+// A prompt that repeats itself, so that guesses exist from the first token on.
+std::vector<int32_t> repetitive_prompt(int32_t seed) {
+    std::vector<int32_t> unit;
+    for (int i = 0; i < 20; ++i) unit.push_back(3 + (seed + i * 7) % 90);
+    std::vector<int32_t> p;
+    for (int r = 0; r < 3; ++r) p.insert(p.end(), unit.begin(), unit.end());
+    return p;
+}
+
+GenerationRequest request(std::vector<int32_t> prompt, int64_t n_predict, float temperature = 0.0f) {
+    GenerationRequest rq;
+    rq.prompt = std::move(prompt);
+    rq.n_predict = n_predict;
+    rq.sampling.temperature = temperature;
+    rq.sampling.top_k = 3;  // (sampled answers: a few likely tokens, so that guesses come true)
+    rq.sampling.seed = 1234;
+    rq.ignore_eos = true;
+    rq.spec_n_max = 16;
+    return rq;
+}
+
+struct Answer {
+    std::vector<int32_t> tokens;
+    GenerationResult result;
+    bool done = false;
+    std::string error;
+};
+
+void drain(GenerationStream& s, Answer& a) {
+    while (auto e = s.next(std::chrono::milliseconds(0))) {
+        if (e->kind == GenerationEvent::Kind::token) a.tokens.push_back(e->token);
+        if (e->kind == GenerationEvent::Kind::done) a.done = true, a.result = e->result;
+        if (e->kind == GenerationEvent::Kind::error) a.error = e->message;
+    }
+}
+
+// Runs requests side by side until all are done.
+std::vector<Answer> run(Scheduler& s, std::vector<GenerationRequest> rqs) {
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (auto& rq : rqs) {
+        streams.push_back(std::make_shared<GenerationStream>());
+        s.submit({std::move(rq)}, streams.back());
+    }
+    std::vector<Answer> out(streams.size());
+    auto all_done = [&] {
+        for (auto& a : out)
+            if (!a.done && a.error.empty()) return false;
+        return true;
+    };
+    for (int i = 0; i < 20000 && !all_done(); ++i) {
+        s.step();
+        for (size_t k = 0; k < streams.size(); ++k) drain(*streams[k], out[k]);
+    }
+    for (auto& a : out) EXPECT_TRUE(a.done) << a.error;
+    return out;
+}
+
+// The answers with and without speculation, and that guesses were verified and kept.
+void expect_same_answers(const std::string& model, const std::string& kv, float temperature) {
+    Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv);
+    for (int32_t seed : {0, 5, 11, 17}) {
+        const Answer want = run(*plain.scheduler, {request(repetitive_prompt(seed), 64, temperature)})[0];
+        const Answer got = run(*spec.scheduler, {request(repetitive_prompt(seed), 64, temperature)})[0];
+        EXPECT_EQ(got.tokens, want.tokens) << model << " kv " << kv << " prompt " << seed;
+        EXPECT_EQ(got.tokens.size(), 64u);
+        EXPECT_EQ(want.result.timings.draft_n, 0);
+    }
+    const SchedulerStats st = spec.scheduler->stats();
+    EXPECT_GT(st.n_draft_total, 0u);
+    EXPECT_GT(st.n_draft_accepted_total, 0u) << "no guess was ever confirmed: nothing was tested";
+    // The cache holds the slot's tokens and no rejected guess.
+    const SlotInfo slot = spec.scheduler->slots()[0];
+    EXPECT_EQ(spec.engine->cache().seq_length(0), slot.n_cached);
+    EXPECT_EQ(st.kv_cells_used, slot.n_cached);
+}
+
+TEST(SpeculativeDecoding, greedy_answers_are_the_answers_without_speculation) {
+    expect_same_answers(demo_model(), "f16", 0.0f);
+    MOESERVE_REQUIRE_FIXTURES();
+    expect_same_answers(test::fixture("models/qwen3moe-tiny-s1-q8_0.gguf").string(), "q4_0", 0.0f);
+    expect_same_answers(test::fixture("models/glm47flash-tiny-s1-q4_k_m.gguf").string(), "q8_0", 0.0f);
+}
+
+TEST(SpeculativeDecoding, sampled_answers_with_a_seed_are_the_answers_without_speculation) {
+    // One sampler draw per generated token in both runs, from the same logits.
+    expect_same_answers(demo_model(), "f16", 0.8f);
+    MOESERVE_REQUIRE_FIXTURES();
+    expect_same_answers(test::fixture("models/qwen3moe-tiny-s1-iq4_xs.gguf").string(), "f16", 0.8f);
+}
+
+TEST(SpeculativeDecoding, two_slots_speculating_together_answer_as_each_alone) {
+    const std::string model = demo_model();
+    Rig alone(model, false, 2), both(model, true, 2);
+    const Answer a = run(*alone.scheduler, {request(repetitive_prompt(1), 48)})[0];
+    const Answer b = run(*alone.scheduler, {request(repetitive_prompt(9), 40)})[0];
+    const auto got = run(*both.scheduler, {request(repetitive_prompt(1), 48), request(repetitive_prompt(9), 40)});
+    EXPECT_EQ(got[0].tokens, a.tokens);
+    EXPECT_EQ(got[1].tokens, b.tokens);
+    EXPECT_GT(both.scheduler->stats().n_draft_accepted_total, 0u);
+}
+
+TEST(SpeculativeDecoding, limits_stop_where_they_stop_without_speculation) {
+    const std::string model = demo_model();
+    // n_predict: a guess past it is never verified, so exactly n_predict tokens come.
+    for (int64_t n : {1, 2, 7, 23}) {
+        Rig plain(model, false), spec(model, true);
+        const Answer want = run(*plain.scheduler, {request(repetitive_prompt(2), n)})[0];
+        const Answer got = run(*spec.scheduler, {request(repetitive_prompt(2), n)})[0];
+        EXPECT_EQ(got.tokens, want.tokens) << n;
+        EXPECT_EQ(static_cast<int64_t>(got.tokens.size()), n);
+    }
+    // The slot's context (256 cells): generation stops one short of it, truncated, as
+    // without guesses.
+    Rig plain(model, false, 1, 256), spec(model, true, 1, 256);
+    ASSERT_EQ(spec.scheduler->n_ctx_slot(), 256);
+    const Answer want = run(*plain.scheduler, {request(repetitive_prompt(3), -1)})[0];
+    const Answer got = run(*spec.scheduler, {request(repetitive_prompt(3), -1)})[0];
+    EXPECT_EQ(got.tokens, want.tokens);
+    EXPECT_TRUE(got.result.truncated);
+    EXPECT_EQ(got.result.tokens_cached, want.result.tokens_cached);
+    EXPECT_LE(spec.engine->cache().seq_length(0), 256);
+    EXPECT_GT(got.result.timings.draft_n, 0);
+}
+
+TEST(SpeculativeDecoding, a_request_turns_it_off_with_speculative_n_max_zero_or_a_high_n_min) {
+    const std::string model = demo_model();
+    Rig spec(model, true);
+    GenerationRequest off = request(repetitive_prompt(4), 32);
+    off.spec_n_max = 0;
+    EXPECT_EQ(run(*spec.scheduler, {off})[0].result.timings.draft_n, 0);
+    GenerationRequest high = request(repetitive_prompt(4), 32);
+    high.spec_n_min = 9;  // more than the 8 tokens a guess copies here (size_m)
+    EXPECT_EQ(run(*spec.scheduler, {high})[0].result.timings.draft_n, 0);
+    GenerationRequest few = request(repetitive_prompt(4), 32);
+    few.spec_n_max = 2;
+    const Answer a = run(*spec.scheduler, {few})[0];
+    EXPECT_GT(a.result.timings.draft_n, 0);
+    EXPECT_EQ(spec.scheduler->stats().n_draft_total, static_cast<uint64_t>(a.result.timings.draft_n));
+}
+
+TEST(SpeculativeDecoding, hybrid_models_never_speculate) {
+    MOESERVE_REQUIRE_FIXTURES();
+    const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
+    Rig plain(model, false), spec(model, true);
+    EXPECT_FALSE(spec.scheduler->speculating());
+    const Answer want = run(*plain.scheduler, {request(repetitive_prompt(6), 24)})[0];
+    const Answer got = run(*spec.scheduler, {request(repetitive_prompt(6), 24)})[0];
+    EXPECT_EQ(got.tokens, want.tokens);
+    EXPECT_EQ(spec.scheduler->stats().n_draft_total, 0u);
+}
+
+}  // namespace
+}  // namespace moeserve
