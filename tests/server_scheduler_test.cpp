@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "demo_model.h"
 #include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "engine/stop_strings.h"
@@ -22,17 +23,7 @@ namespace moeserve {
 namespace {
 
 std::string demo_model() {
-    static const std::string path = [] {
-        auto dir = std::filesystem::temp_directory_path() / "moeserve-tests";
-        std::filesystem::create_directories(dir);
-        // Written under a private name, then renamed: tests running in parallel
-        // processes never see a half-written file.
-        auto p = (dir / "server-scheduler-demo.gguf").string();
-        auto tmp = p + "." + std::to_string(::getpid()) + ".tmp";
-        write_synth_model(tmp, demo_spec());
-        std::filesystem::rename(tmp, p);
-        return p;
-    }();
+    static const std::string path = test::demo_model_file("server-scheduler-demo");
     return path;
 }
 

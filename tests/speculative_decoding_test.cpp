@@ -6,16 +6,13 @@
 // no rejected guess afterwards. Hybrid models never speculate.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <memory>
 
-#include <unistd.h>
-
+#include "demo_model.h"
 #include "engine/engine.h"
 #include "engine/ngram_draft.h"
 #include "engine/scheduler.h"
 #include "fixtures.h"
-#include "synth/synth_model.h"
 #include "text/tokenizer.h"
 
 namespace moeserve {
@@ -70,15 +67,7 @@ TEST(NgramSimpleDraft, spec_types_parse_as_llama_server_names_them) {
 // ---------------------------------------------------------------- the scheduler
 
 std::string demo_model() {
-    static const std::string path = [] {
-        auto dir = std::filesystem::temp_directory_path() / "moeserve-tests";
-        std::filesystem::create_directories(dir);
-        auto p = (dir / "speculative-demo.gguf").string();
-        auto tmp = p + "." + std::to_string(::getpid()) + ".tmp";
-        write_synth_model(tmp, demo_spec());
-        std::filesystem::rename(tmp, p);
-        return p;
-    }();
+    static const std::string path = test::demo_model_file("speculative-demo");
     return path;
 }
 
