@@ -1,6 +1,7 @@
 // End to end: the real `moeserve serve` on the tiny Qwen3-MoE fixture model
 // (F16, f16 cache), driven by curl and by the official OpenAI SDK for Node.
 // Every server a test starts is killed when the test ends, pass or fail.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -784,6 +785,12 @@ TEST(ServerE2EFlags, ngram_speculation_answers_as_without_it_and_reports_its_gue
     ASSERT_TRUE(got["timings"].contains("draft_n")) << got.dump();
     EXPECT_GT(got["timings"]["draft_n"].get<int64_t>(), 0);
     EXPECT_LE(got["timings"]["draft_n_accepted"].get<int64_t>(), got["timings"]["draft_n"].get<int64_t>());
+    EXPECT_NE(spec.log().find(fmt::format(
+                  "draft acceptance rate = {:.5f} ({:5d} accepted / {:5d} generated)",
+                  got["timings"]["draft_n_accepted"].get<double>() / got["timings"]["draft_n"].get<double>(),
+                  got["timings"]["draft_n_accepted"].get<int64_t>(), got["timings"]["draft_n"].get<int64_t>())),
+              std::string::npos)
+        << spec.log();
     EXPECT_EQ(curl(spec.url("/slots")).json_body()[0]["speculative"], true);
     EXPECT_EQ(curl(plain.url("/slots")).json_body()[0]["speculative"], false);
     const std::string metrics = curl(spec.url("/metrics")).body;

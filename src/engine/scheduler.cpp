@@ -359,6 +359,10 @@ void Scheduler::record_finished(const Slot& slot) {
                      static_cast<long long>(t.predicted_n), per(t.predicted_ms, double(t.predicted_n)),
                      per(1000.0 * double(t.predicted_n), t.predicted_ms), t.prompt_ms + t.predicted_ms,
                      static_cast<long long>(t.prompt_n + t.predicted_n));
+        if (t.draft_n > 0)
+            std::fprintf(stderr, "draft acceptance rate = %0.5f (%5lld accepted / %5lld generated)\n",
+                         static_cast<double>(t.draft_n_accepted) / static_cast<double>(t.draft_n),
+                         static_cast<long long>(t.draft_n_accepted), static_cast<long long>(t.draft_n));
     }
     ++stats_.n_requests_done;
     stats_.n_prompt_tokens_total += static_cast<uint64_t>(t.prompt_n);
