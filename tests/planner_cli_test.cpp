@@ -76,6 +76,13 @@ TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
     EXPECT_EQ(plan({"-ctxcp", "0"}), std::pair(2 * state, uint64_t{0}));
     EXPECT_EQ(plan({"-ctxcp", "3"}), std::pair(2 * (1 + 3) * state, uint64_t{0}));
     EXPECT_EQ(plan({"--ctx-checkpoints", "8"}), std::pair(2 * (1 + 4) * state, 2 * 4 * state));
+    // Speculative decoding: one more state per slot to roll back to.
+    EXPECT_EQ(plan({"--spec-type", "ngram-simple"}), std::pair(2 * (1 + 4 + 1) * state, 2 * 5 * state));
+    EXPECT_NE(test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2", "--spec-type", "ngram-simple"})
+                  .out.find("2 seqs × (live + 4 snapshots + 1 for speculative decoding) × 47.62 MiB"),
+              std::string::npos);
+    EXPECT_NE(test::run_moeserve({"plan", "-m", model, "--spec-type", "draft-mtp"}).err.find("needs a draft model"),
+              std::string::npos);
     auto text = test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2"});
     EXPECT_NE(text.out.find("in host RAM, only as long conversations use them: up to 476.17 MiB of recurrent "
                             "checkpoints at message starts (5 per slot"),

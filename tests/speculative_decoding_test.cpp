@@ -3,7 +3,8 @@
 // with guesses verified in the batch are the answers without them, token for
 // token, on the demo model and the fixture models, alone and with two slots,
 // greedy and sampled, at the n_predict and context limits; the cache holds
-// no rejected guess afterwards. Hybrid models never speculate.
+// no rejected guess afterwards. Hybrid models roll their recurrent state back
+// to before the guesses and evaluate the kept tokens again.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -90,6 +91,7 @@ struct Rig {
         eo.n_ctx = so.layout.n_cells;
         eo.n_seq = n_slots;
         eo.type_k = eo.type_v = parse_cache_type(kv);
+        eo.speculative = speculative;  // hybrid models: the recurrent states' rollback copies
         engine = std::make_unique<Engine>(eo);
         tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_file(model));
         scheduler = std::make_unique<Scheduler>(engine->model(), engine->cache(), *tokenizer, so);
@@ -119,6 +121,7 @@ GenerationRequest request(std::vector<int32_t> prompt, int64_t n_predict, float 
 
 struct Answer {
     std::vector<int32_t> tokens;
+    std::vector<float> probs;  // each token's probability, when asked (n_probs)
     GenerationResult result;
     bool done = false;
     std::string error;
@@ -127,6 +130,7 @@ struct Answer {
 void drain(GenerationStream& s, Answer& a) {
     while (auto e = s.next(std::chrono::milliseconds(0))) {
         if (e->kind == GenerationEvent::Kind::token) a.tokens.push_back(e->token);
+        if (e->kind == GenerationEvent::Kind::token && e->probs) a.probs.push_back(e->probs->prob);
         if (e->kind == GenerationEvent::Kind::done) a.done = true, a.result = e->result;
         if (e->kind == GenerationEvent::Kind::error) a.error = e->message;
     }
@@ -154,13 +158,14 @@ std::vector<Answer> run(Scheduler& s, std::vector<GenerationRequest> rqs) {
 }
 
 // The answers with and without speculation, and that guesses were verified and kept.
+static int N_GEN = 64;
 void expect_same_answers(const std::string& model, const std::string& kv, float temperature) {
     Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv);
     for (int32_t seed : {0, 5, 11, 17}) {
-        const Answer want = run(*plain.scheduler, {request(repetitive_prompt(seed), 64, temperature)})[0];
-        const Answer got = run(*spec.scheduler, {request(repetitive_prompt(seed), 64, temperature)})[0];
+        const Answer want = run(*plain.scheduler, {request(repetitive_prompt(seed), N_GEN, temperature)})[0];
+        const Answer got = run(*spec.scheduler, {request(repetitive_prompt(seed), N_GEN, temperature)})[0];
         EXPECT_EQ(got.tokens, want.tokens) << model << " kv " << kv << " prompt " << seed;
-        EXPECT_EQ(got.tokens.size(), 64u);
+        EXPECT_EQ(got.tokens.size(), size_t(N_GEN));
         EXPECT_EQ(want.result.timings.draft_n, 0);
     }
     const SchedulerStats st = spec.scheduler->stats();
@@ -236,15 +241,90 @@ TEST(SpeculativeDecoding, a_request_turns_it_off_with_speculative_n_max_zero_or_
     EXPECT_EQ(spec.scheduler->stats().n_draft_total, static_cast<uint64_t>(a.result.timings.draft_n));
 }
 
-TEST(SpeculativeDecoding, hybrid_models_never_speculate) {
+// A forced answer (GenerationRequest::replay) that copies runs of its prompt,
+// with new tokens between them: guesses come true for whole runs and fail at
+// their ends, so every path is taken (all kept, some kept, none kept; hybrid
+// models rolled back). The probability each token had is the one it has
+// without speculation: the model saw the same context at every step.
+void expect_same_probabilities(const std::string& model, const std::string& kv) {
+    std::vector<int32_t> prompt = repetitive_prompt(21);
+    for (int i = 0; i < 40; ++i) prompt.push_back(3 + (i * 13) % 97);
+    std::vector<int32_t> answer;
+    for (int run = 0; run < 4; ++run) {
+        answer.insert(answer.end(), prompt.begin() + 61 + 7 * run, prompt.begin() + 75 + 7 * run);
+        answer.push_back(120 + run);
+        answer.push_back(121 + run);
+    }
+    auto forced = [&] {
+        GenerationRequest rq = request(prompt, static_cast<int64_t>(answer.size()));
+        rq.replay = answer;
+        rq.sampling.n_probs = 1;
+        return rq;
+    };
+    Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv);
+    const Answer want = run(*plain.scheduler, {forced()})[0];
+    const Answer got = run(*spec.scheduler, {forced()})[0];
+    ASSERT_EQ(got.tokens, answer);
+    ASSERT_EQ(got.probs.size(), answer.size());
+    ASSERT_EQ(want.probs.size(), answer.size());
+    for (size_t i = 0; i < answer.size(); ++i)
+        EXPECT_NEAR(got.probs[i], want.probs[i], 1e-5f) << model << " kv " << kv << " token " << i;
+    const Timings& t = got.result.timings;
+    EXPECT_GT(t.draft_n_accepted, 0) << model;
+    EXPECT_LT(t.draft_n_accepted, t.draft_n) << model << ": no guess was rejected";
+    const SlotInfo slot = spec.scheduler->slots()[0];
+    EXPECT_EQ(spec.engine->cache().seq_length(0), slot.n_cached);
+}
+
+TEST(SpeculativeDecoding, forced_answers_see_the_context_they_see_without_speculation) {
+    expect_same_probabilities(demo_model(), "f16");
+    MOESERVE_REQUIRE_FIXTURES();
+    expect_same_probabilities(test::fixture("models/qwen3moe-tiny-s1-q4_k_m.gguf").string(), "q4_0");
+    expect_same_probabilities(test::fixture("models/glm47flash-tiny-s1-q8_0.gguf").string(), "f16");
+    expect_same_probabilities(test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "f16");
+    expect_same_probabilities(test::fixture("models/nemotron-h-moe-tiny-s1-iq4_xs.gguf").string(), "q4_0");
+}
+
+TEST(SpeculativeDecoding, hybrid_models_roll_their_recurrent_state_back_and_answer_the_same) {
+    MOESERVE_REQUIRE_FIXTURES();
+    for (const char* weights : {"f16", "q4_k_m"}) {
+        const std::string model = test::fixture(std::string("models/nemotron-h-moe-tiny-s1-") + weights + ".gguf");
+        N_GEN = 160;
+        expect_same_answers(model, "f16", 0.0f);
+        N_GEN = 64;
+    }
+}
+
+TEST(SpeculativeDecoding, a_hybrid_cache_without_rollback_copies_does_not_speculate) {
     MOESERVE_REQUIRE_FIXTURES();
     const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
-    Rig plain(model, false), spec(model, true);
-    EXPECT_FALSE(spec.scheduler->speculating());
-    const Answer want = run(*plain.scheduler, {request(repetitive_prompt(6), 24)})[0];
-    const Answer got = run(*spec.scheduler, {request(repetitive_prompt(6), 24)})[0];
-    EXPECT_EQ(got.tokens, want.tokens);
-    EXPECT_EQ(spec.scheduler->stats().n_draft_total, 0u);
+    Rig rig(model, false);
+    SchedulerOptions so = rig.scheduler->options();
+    so.speculative = true;  // asked for, but the engine was built without EngineOptions::speculative
+    Scheduler s(rig.engine->model(), rig.engine->cache(), *rig.tokenizer, so);
+    EXPECT_FALSE(s.speculating());
+    EXPECT_EQ(run(s, {request(repetitive_prompt(6), 24)})[0].result.timings.draft_n, 0);
+    EXPECT_EQ(s.stats().n_draft_total, 0u);
+}
+
+TEST(SpeculativeDecoding, the_rollback_copies_are_planned_and_allocated_for_hybrid_models_only) {
+    MOESERVE_REQUIRE_FIXTURES();
+    for (const char* stem : {"nemotron-h-moe-tiny-s1-q8_0", "qwen3moe-tiny-s1-q8_0"}) {
+        EngineOptions eo;
+        eo.model_path = test::fixture(std::string("models/") + stem + ".gguf").string();
+        eo.n_threads = 2;
+        eo.n_ctx = 1024;
+        eo.n_seq = 3;
+        Engine off(eo);
+        eo.speculative = true;
+        Engine on(eo);
+        const uint64_t copies = on.cache().has_recurrent() ? 3 * off.plan().recurrent_bytes_per_seq : 0;
+        EXPECT_EQ(on.cache().has_recurrent(), std::string(stem).starts_with("nemotron"));
+        if (on.cache().has_recurrent()) EXPECT_GT(copies, 0u);
+        EXPECT_EQ(on.plan().recurrent_bytes, off.plan().recurrent_bytes + copies) << stem;
+        EXPECT_EQ(on.plan().total_bytes, off.plan().total_bytes + copies) << stem;
+        EXPECT_EQ(on.cache().bytes(), off.cache().bytes() + copies) << stem;
+    }
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "cli/args.h"
 #include "cli/command.h"
 #include "engine/engine.h"
+#include "engine/ngram_draft.h"
 #include "gguf/file_type.h"
 #include "memory/byte_size.h"
 #include "memory/planner.h"
@@ -38,6 +39,8 @@ const char* kUsage =
     "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 32: 4\n"
     "                            in the buffers, the rest in host RAM as long conversations use them)\n"
     "  -cms, --checkpoint-min-step N  hybrid models: tokens between those in host RAM (default 8192)\n"
+    "  --spec-type TYPE          ngram-simple: speculative decoding, for which hybrid models keep one more\n"
+    "                            recurrent state per slot to roll back to (none: the default)\n"
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
@@ -242,6 +245,12 @@ int run_plan(const std::vector<std::string>& argv) {
         } else if (args.flag({"-cms", "--checkpoint-min-step"})) {
             o.checkpoint_min_step = args.int_value();
             if (o.checkpoint_min_step < 0) throw UsageError("--checkpoint-min-step must be 0 or more");
+        } else if (args.flag({"--spec-type"})) {
+            try {
+                o.recurrent_rollback = parse_spec_type(args.value());
+            } catch (const std::invalid_argument& e) {
+                throw UsageError(std::string("--spec-type: ") + e.what());
+            }
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
         } else if (args.flag({"-fa", "--flash-attn"})) {

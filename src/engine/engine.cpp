@@ -28,6 +28,7 @@ PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx) {
     p.n_ubatch = std::max<int64_t>(1, options.n_ubatch);
     p.n_threads = options.n_threads;
     p.n_recurrent_snapshots = options.n_rs_snapshots;
+    p.recurrent_rollback = options.speculative;
     return p;
 }
 
@@ -64,6 +65,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     KvCacheConfig cache_config =
         model_->kv_cache_config(n_ctx, std::max(1, options.n_seq), options.type_k, options.type_v);
     cache_config.n_rs_snapshots = options.n_rs_snapshots;
+    cache_config.rs_rollback = options.speculative;
     cache_ = std::make_unique<KvCache>(cache_config, backend_->memory());
 }
 

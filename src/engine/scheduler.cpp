@@ -433,6 +433,7 @@ bool Scheduler::step() {
                 rows.push_back(&s);
                 auto& d = drafts[static_cast<size_t>(s.id())];
                 if (room > 0) d = s.draft(options_.spec_ngram, room);
+                if (!d.empty()) cache_.begin_guesses(s.id());
                 for (size_t j = 0; j < d.size(); ++j) {
                     with_drafts.add(d[j], batch.positions[i] + 1 + static_cast<int32_t>(j), s.id(), true);
                     rows.push_back(&s);
@@ -509,26 +510,11 @@ bool Scheduler::step() {
     lock.unlock();
 
     // Evaluate in forward calls of at most n_ubatch tokens.
-    auto forward = [&](const Batch& b) {
-        return embed_step ? options_.hidden_states(b, cache_) : model_.forward(b, cache_);
-    };
     std::vector<float> out;
     std::string error;
     const auto t0 = SteadyClock::now();
     try {
-        const size_t ub = static_cast<size_t>(options_.n_ubatch);
-        if (batch.size() <= ub) {
-            out = forward(batch);  // the usual decode step: no copies
-        } else {
-            for (size_t b = 0; b < batch.size(); b += ub) {
-                const size_t e = std::min(batch.size(), b + ub);
-                Batch view;
-                for (size_t i = b; i < e; ++i)
-                    view.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], batch.want_logits[i] != 0);
-                std::vector<float> part = forward(view);
-                out.insert(out.end(), part.begin(), part.end());
-            }
-        }
+        out = evaluate(batch, embed_step);
     } catch (const std::exception& e) {
         error = e.what();
     }
@@ -543,14 +529,7 @@ bool Scheduler::step() {
     last_step_ = rec;
 
     if (!error.empty()) {
-        // Earlier forward calls may have stored some tokens: drop these sequences.
-        std::vector<Slot*> involved;
-        for (size_t i = 0; i < batch.size(); ++i) {
-            Slot* s = &slots_[static_cast<size_t>(batch.seq_ids[i])];
-            if (std::find(involved.begin(), involved.end(), s) == involved.end()) involved.push_back(s);
-        }
-        for (Slot* s : involved)
-            if (!s->idle()) fail_slot(*s, 500, "server_error", "model evaluation failed: " + error, now);
+        fail_batch(batch, error, now);
         note_cache_use();
         return true;
     }
@@ -590,6 +569,7 @@ bool Scheduler::step() {
     }
 
     const size_t n_vocab = static_cast<size_t>(model_.params().n_vocab);
+    Batch redo;  // tokens to evaluate again after a recurrent state's rollback
     for (size_t r = 0; r < out_slots.size();) {
         Slot* s = out_slots[r];
         auto row = [&](size_t i) { return std::span<const float>(out.data() + i * n_vocab, n_vocab); };
@@ -610,12 +590,31 @@ bool Scheduler::step() {
             }
         if (generating && !d.empty()) {
             rec.n_draft_accepted += static_cast<int64_t>(kept);
-            // The cells of the guesses it did not keep.
-            cache_.truncate(s->id(), static_cast<int64_t>(s->cached().size()));
+            // The cells of the guesses it did not keep; a recurrent state rolled back
+            // before them has the tokens it kept evaluated again.
+            const auto& toks = s->cached();
+            const int64_t n_keep = static_cast<int64_t>(toks.size());
+            for (int64_t p = cache_.end_guesses(s->id(), n_keep); p < n_keep; ++p)
+                redo.add(toks[static_cast<size_t>(p)], static_cast<int32_t>(p), s->id(), false);
         }
         stats_.n_tokens_max = std::max<int64_t>(stats_.n_tokens_max, static_cast<int64_t>(s->cached().size()));
         if (finished) record_finished(*s);
         r += 1 + (generating ? d.size() : 0);
+    }
+    if (redo.size() > 0) {
+        lock.unlock();
+        const auto t2 = SteadyClock::now();
+        try {
+            evaluate(redo, false);
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+        const auto t3 = SteadyClock::now();
+        lock.lock();
+        now = t3;
+        stats_.t_forward_total_s += seconds_between(t2, t3);
+        stats_.n_tokens_evaluated += redo.size();
+        if (!error.empty()) fail_batch(redo, error, now);
     }
     stats_.n_draft_total += static_cast<uint64_t>(rec.n_draft);
     stats_.n_draft_accepted_total += static_cast<uint64_t>(rec.n_draft_accepted);
@@ -627,6 +626,41 @@ bool Scheduler::step() {
         stats_.t_decode_steps_forward_s += seconds_between(t0, t1);
     }
     return true;
+}
+
+std::vector<float> Scheduler::evaluate(const Batch& batch, bool hidden) {
+    auto forward = [&](const Batch& b) {
+        return hidden ? options_.hidden_states(b, cache_) : model_.forward(b, cache_);
+    };
+    const size_t ub = static_cast<size_t>(options_.n_ubatch);
+    if (batch.size() <= ub) return forward(batch);  // the usual decode step: no copies
+    std::vector<float> out;
+    for (size_t b = 0; b < batch.size(); b += ub) {
+        const size_t e = std::min(batch.size(), b + ub);
+        Batch view;
+        for (size_t i = b; i < e; ++i)
+            view.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], batch.want_logits[i] != 0);
+        std::vector<float> part = forward(view);
+        out.insert(out.end(), part.begin(), part.end());
+    }
+    return out;
+}
+
+void Scheduler::fail_batch(const Batch& batch, const std::string& error, SteadyClock::time_point now) {
+    // Earlier forward calls may have stored some tokens: drop these sequences.
+    std::vector<Slot*> involved;
+    for (size_t i = 0; i < batch.size(); ++i) {
+        Slot* s = &slots_[static_cast<size_t>(batch.seq_ids[i])];
+        if (std::find(involved.begin(), involved.end(), s) == involved.end()) involved.push_back(s);
+    }
+    for (Slot* s : involved) {
+        if (!s->idle()) {
+            fail_slot(*s, 500, "server_error", "model evaluation failed: " + error, now);
+        } else {  // finished already (a rollback's evaluation): its cache is not what it says
+            cache_.remove(s->id());
+            s->clear_cache();
+        }
+    }
 }
 
 void Scheduler::note_cache_use() {

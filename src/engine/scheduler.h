@@ -83,7 +83,9 @@ struct SchedulerOptions {
     // Speculative decoding (--spec-type ngram-simple): each generating slot's
     // guesses from its own history go into the step's batch after its pending
     // token, using free cells only (never evicting a cached prompt for them).
-    // Off for models with a recurrent state, which cannot drop a rejected guess.
+    // A hybrid model's recurrent state goes through every guess: when some are
+    // rejected it is rolled back and the kept tokens evaluated again, in a
+    // second forward pass of the same step (KvCache::end_guesses).
     bool speculative = false;
     NgramDraftConfig spec_ngram;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
@@ -188,9 +190,9 @@ class Scheduler {
     const SchedulerOptions& options() const { return options_; }
     int64_t n_ctx_slot() const { return options_.layout.n_ctx_slot; }
     int n_slots() const { return static_cast<int>(slots_.size()); }
-    // Speculative decoding is on (a recurrent state cannot drop the guesses the
-    // sampler rejects, so hybrid models never speculate).
-    bool speculating() const { return options_.speculative && !cache_.has_recurrent(); }
+    // Speculative decoding is on (a hybrid model's cache needs its rollback
+    // copies of the recurrent states: EngineOptions::speculative).
+    bool speculating() const { return options_.speculative && cache_.can_drop_guesses(); }
 
     SchedulerStats stats() const;
     std::vector<SlotInfo> slots() const;
@@ -245,6 +247,12 @@ class Scheduler {
     bool load_into_slot(Slot& s, const SequenceState& state, const std::vector<int32_t>& tokens, int64_t n);
     // Records the cells in use and the snapshots' host RAM in stats_.
     void note_cache_use();
+    // Runs a batch in forward calls of at most n_ubatch tokens: its logits (or
+    // hidden states) in batch order. Called without the lock.
+    std::vector<float> evaluate(const Batch& batch, bool hidden);
+    // A forward pass failed: fails the requests of the batch's sequences and
+    // drops their cells.
+    void fail_batch(const Batch& batch, const std::string& error, SteadyClock::time_point now);
     // Context shift of the generating slots that are full.
     void shift_full_slots();
     // Runs the slot actions whose slots are idle.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <tuple>
+#include <utility>
 
 namespace moeserve {
 namespace {
@@ -79,9 +80,11 @@ KvCache::KvCache(const KvCacheConfig& config, DeviceMemory& memory) : config_(co
     if (!config.n_embd_r.empty() || !config.n_embd_s.empty()) {
         if (config.n_embd_r.size() != config.n_embd_k.size() || config.n_embd_s.size() != config.n_embd_k.size())
             throw std::invalid_argument("KV cache: recurrent layer lists differ in length from the K list");
-        recurrent_ = RecurrentState(config.n_seq_max, config.n_embd_r, config.n_embd_s, config.n_rs_snapshots, memory);
+        recurrent_ = RecurrentState(config.n_seq_max, config.n_embd_r, config.n_embd_s, config.n_rs_snapshots, memory,
+                                    config.rs_rollback);
     }
     seq_cells_.resize(config.n_seq_max);
+    guess_from_.assign(config.n_seq_max, -1);
     clear();
 }
 
@@ -213,6 +216,31 @@ void KvCache::snapshot(int seq, SnapshotKind kind) {
     if (seq < 0 || seq >= config_.n_seq_max)
         throw std::out_of_range(fmt::format("sequence id {} out of range (0..{})", seq, config_.n_seq_max - 1));
     recurrent_.save(seq, seq_length(seq), kind);
+}
+
+void KvCache::begin_guesses(int seq) {
+    guess_from_.at(seq) = seq_length(seq);
+    if (has_recurrent()) recurrent_.save_rollback(seq);
+}
+
+int64_t KvCache::end_guesses(int seq, int64_t n_keep) {
+    auto& cells = seq_cells_.at(seq);
+    const int64_t from = std::exchange(guess_from_.at(seq), -1);
+    if (n_keep >= static_cast<int64_t>(cells.size())) return n_keep;  // every guess kept
+    int64_t cut = n_keep;
+    if (has_recurrent()) {
+        if (from < 0 || from > n_keep)
+            throw std::logic_error(fmt::format("sequence {}: guesses dropped without begin_guesses()", seq));
+        // The state went on through every guess: back to where they began.
+        recurrent_.restore_rollback(seq);
+        recurrent_.drop_after(seq, from);
+        cut = from;
+    }
+    while (static_cast<int64_t>(cells.size()) > cut) {
+        release(cells.back());
+        cells.pop_back();
+    }
+    return cut;
 }
 
 void KvCache::truncate(int seq, int64_t n_keep) {

@@ -37,6 +37,9 @@ struct KvCacheConfig {
     std::vector<int64_t> n_embd_r;  // per layer: conv-state floats per sequence; 0 = not recurrent
     std::vector<int64_t> n_embd_s;  // per layer: SSM-state floats per sequence
     int n_rs_snapshots = 32;        // recurrent-state snapshots kept per sequence (recurrent_state.h)
+    // Speculative decoding on a hybrid model: a copy of each sequence's
+    // recurrent state to roll back to when guesses are rejected.
+    bool rs_rollback = false;
 };
 
 // What a sequence holds, as host bytes: the K and V rows of its tokens in
@@ -81,6 +84,18 @@ class KvCache {
     void clear();
     // Whether truncate(seq, n_keep) will succeed.
     bool can_truncate(int seq, int64_t n_keep) const;
+
+    // Speculative decoding: whether guessed tokens can be dropped again (always
+    // for attention caches; a recurrent state needs config().rs_rollback).
+    // begin_guesses() before a step evaluates guesses after the sequence's
+    // tokens; end_guesses() after it, with the tokens kept: drops the cells of
+    // the others and returns the first position to evaluate again to rebuild
+    // what was kept (n_keep itself for attention caches and when nothing was
+    // dropped; the position at begin_guesses() for a recurrent state, rolled
+    // back there with its cells).
+    bool can_drop_guesses() const { return !has_recurrent() || recurrent_.has_rollback(); }
+    void begin_guesses(int seq);
+    int64_t end_guesses(int seq, int64_t n_keep);
 
     // Drops n tokens of a sequence from position `first` on (context shift):
     // their cells are freed and the later tokens move up n positions (the
@@ -167,8 +182,9 @@ class KvCache {
     std::vector<size_t> k_row_bytes_, v_row_bytes_;
     std::vector<DeviceBuffer> k_, v_;
     std::vector<std::vector<int32_t>> seq_cells_;
-    std::vector<int32_t> free_;   // a stack; lowest cell ids on top
-    std::vector<uint16_t> refs_;  // per cell: the sequences holding it (at most n_seq_max)
+    std::vector<int64_t> guess_from_;  // per sequence: its length at begin_guesses() (-1: none)
+    std::vector<int32_t> free_;        // a stack; lowest cell ids on top
+    std::vector<uint16_t> refs_;       // per cell: the sequences holding it (at most n_seq_max)
     RecurrentState recurrent_;
 };
 

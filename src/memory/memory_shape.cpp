@@ -162,8 +162,8 @@ MemoryShape read_memory_shape(const GgufFile& f) {
                                     a, s.n_embd, t->shape_string()));
     // Positions are int32 (the loader refuses the same; planning comes first).
     if (s.n_ctx_train < 1 || s.n_ctx_train > INT32_MAX)
-        throw GgufError(fmt::format("{}: {}context_length {} is out of range (1 to {})", f.path(), a, s.n_ctx_train,
-                                    INT32_MAX));
+        throw GgufError(
+            fmt::format("{}: {}context_length {} is out of range (1 to {})", f.path(), a, s.n_ctx_train, INT32_MAX));
     s.n_vocab = vocab_size(f);
     s.n_expert = static_cast<int>(f.find_u32(a + "expert_count").value_or(0));
     s.n_expert_used = static_cast<int>(f.find_u32(a + "expert_used_count").value_or(0));

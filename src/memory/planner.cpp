@@ -78,7 +78,8 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
     p.kv_index_bytes = shape.kv_layers() > 0 ? cells * 8 : 0;  // free list + sequence cell tables, int32 each
     p.recurrent_bytes_per_seq = static_cast<uint64_t>(shape.recurrent_floats_per_seq()) * 4;
     const int device_snapshots = std::min(o.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots);
-    p.recurrent_bytes = p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + device_snapshots);
+    p.recurrent_bytes =
+        p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + device_snapshots + (o.recurrent_rollback ? 1 : 0));
     int64_t rungs = o.n_recurrent_snapshots - device_snapshots;
     if (o.checkpoint_min_step > 0) rungs = std::min<int64_t>(rungs, 1 + p.n_ctx_slot / o.checkpoint_min_step);
     p.recurrent_host_snapshots_max = shape.recurrent_layers() > 0 ? static_cast<int>(rungs) : 0;
@@ -117,8 +118,9 @@ std::vector<PlannedBuffer> MemoryPlan::buffers() const {
     if (shape.recurrent_layers() > 0)
         out.push_back(
             {"recurrent state (f32)", recurrent_bytes,
-             fmt::format("{} seqs × (live + {} snapshots) × {} ({} Mamba2 layers), any context length",
+             fmt::format("{} seqs × (live + {} snapshots{}) × {} ({} Mamba2 layers), any context length",
                          std::max(1, n_seq), std::min(options.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots),
+                         options.recurrent_rollback ? " + 1 for speculative decoding" : "",
                          format_bytes(recurrent_bytes_per_seq), shape.recurrent_layers())});
     out.push_back(
         {"compute workspace", workspace_bytes,

@@ -39,6 +39,9 @@ struct PlanOptions {
     // --checkpoint-min-step: the host-RAM snapshots are at least this many tokens
     // apart (after the first), which bounds how many one slot's context can hold.
     int64_t checkpoint_min_step = 8192;
+    // Speculative decoding: one more recurrent state per sequence to roll back
+    // to when guesses are rejected (KvCacheConfig::rs_rollback).
+    bool recurrent_rollback = false;
 };
 
 struct PlannedBuffer {

@@ -6,7 +6,7 @@
 namespace moeserve {
 
 RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots,
-                               DeviceMemory& memory)
+                               DeviceMemory& memory, bool rollback)
     : n_embd_r_(std::move(n_embd_r)),
       n_embd_s_(std::move(n_embd_s)),
       n_snapshots_(std::max(0, n_snapshots)),
@@ -28,6 +28,7 @@ RecurrentState::RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::ve
     }
     live_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * per_seq_) * sizeof(float));
     saved_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * n_device() * per_seq_) * sizeof(float));
+    if (rollback) rollback_ = DeviceBuffer(memory, static_cast<size_t>(n_seq * per_seq_) * sizeof(float));
     snaps_.resize(n_seq);
     host_saved_.resize(n_seq);
 }
@@ -49,6 +50,20 @@ void RecurrentState::write(int seq, const float* host) {
     memory_->upload(live() + seq * per_seq_, host, per_seq_ * sizeof(float));
     snaps_.at(seq).clear();
     release_host(seq);
+}
+
+void RecurrentState::save_rollback(int seq) {
+    if (empty()) return;
+    if (!has_rollback()) throw std::logic_error("recurrent state: no rollback copies were allocated");
+    memory_->copy(static_cast<float*>(rollback_.data()) + seq * per_seq_, live() + seq * per_seq_,
+                  per_seq_ * sizeof(float));
+}
+
+void RecurrentState::restore_rollback(int seq) {
+    if (empty()) return;
+    if (!has_rollback()) throw std::logic_error("recurrent state: no rollback copies were allocated");
+    memory_->copy(live() + seq * per_seq_, static_cast<const float*>(rollback_.data()) + seq * per_seq_,
+                  per_seq_ * sizeof(float));
 }
 
 void RecurrentState::reset_all() {

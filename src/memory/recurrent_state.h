@@ -49,8 +49,9 @@ class RecurrentState {
     // n_embd_r[l], n_embd_s[l]: floats of layer l's conv and SSM state per
     // sequence (0 for layers without recurrence).
     // The states live in `memory` (the backend's).
+    // rollback: one more state per sequence for speculative decoding (below).
     RecurrentState(int n_seq, std::vector<int64_t> n_embd_r, std::vector<int64_t> n_embd_s, int n_snapshots,
-                   DeviceMemory& memory = host_memory());
+                   DeviceMemory& memory = host_memory(), bool rollback = false);
 
     bool empty() const { return per_seq_ == 0; }
     int n_snapshots() const { return n_snapshots_; }
@@ -58,7 +59,7 @@ class RecurrentState {
     int64_t n_embd_s(int layer) const { return layer < static_cast<int>(n_embd_s_.size()) ? n_embd_s_[layer] : 0; }
     // The backend memory held (live states and the device snapshots); the host
     // RAM the message-start snapshots hold now.
-    size_t bytes() const { return live_.size() + saved_.size(); }
+    size_t bytes() const { return live_.size() + saved_.size() + rollback_.size(); }
     size_t host_bytes() const;
 
     // conv: [C][K-1] and ssm: [H][P][N] of one layer and sequence; the next
@@ -80,6 +81,15 @@ class RecurrentState {
     // Sets dst's live state to src's: its live state (snapshot_pos < 0) or its
     // snapshot at snapshot_pos (which must exist). dst forgets its snapshots.
     void copy_state(int src, int dst, int64_t snapshot_pos);
+
+    // Speculative decoding: a copy of the live state, taken before a step
+    // evaluates guessed tokens and put back when the sampler rejects some
+    // (the tokens it kept are then evaluated again). Needs `rollback` at
+    // construction; a copy in the backend's memory, so a step costs one
+    // device copy, not a trip through the host. Snapshots stay as they are.
+    bool has_rollback() const { return rollback_.size() > 0; }
+    void save_rollback(int seq);
+    void restore_rollback(int seq);
 
     // Saves the sequence's state as the state after `pos` tokens; replaces a
     // snapshot at the same position (keeping the higher kind of the two), else
@@ -119,8 +129,9 @@ class RecurrentState {
     int64_t per_seq_ = 0;  // floats per sequence slot
     int n_snapshots_ = 0;
     DeviceMemory* memory_ = nullptr;
-    DeviceBuffer live_;   // f32 [n_seq][per_seq]
-    DeviceBuffer saved_;  // f32 [n_seq][n_device][per_seq]
+    DeviceBuffer live_;      // f32 [n_seq][per_seq]
+    DeviceBuffer saved_;     // f32 [n_seq][n_device][per_seq]
+    DeviceBuffer rollback_;  // f32 [n_seq][per_seq], with rollback
     // Per sequence: the message-start snapshots' buffers (null when unused).
     std::vector<std::vector<std::unique_ptr<float[]>>> host_saved_;
     // Per sequence: the position each snapshot buffer holds, newest first

@@ -144,6 +144,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.load_mode = options.load_mode;
     eo.rope = options.rope;
     eo.n_rs_snapshots = options.ctx_checkpoints;
+    eo.speculative = options.speculative.enabled;
     engine_ = std::make_unique<Engine>(eo);
     check_placement(options, engine_->backend());
     std::fprintf(stderr, "load_tensors: backend %s\n", engine_->backend().name().c_str());
@@ -230,11 +231,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     }
     so.speculative = options.speculative.enabled;
     so.spec_ngram = options.speculative.ngram;
-    if (so.speculative && cache.has_recurrent()) {
-        std::fprintf(stderr,
-                     "srv load_model: speculative decoding is off: this model's recurrent state cannot drop the "
-                     "guesses the sampler rejects (--spec-type is ignored)\n");
-    } else if (so.speculative) {
+    if (so.speculative) {
         std::fprintf(stderr,
                      "srv load_model: speculative decoding: ngram-simple (size_n = %d, size_m = %d), up to %d "
                      "guesses per token (--spec-draft-n-max), at least %d (--spec-draft-n-min)\n",

@@ -695,7 +695,8 @@ const std::vector<Flag>& flags() {
              "LLAMA_ARG_SPEC_TYPE",
              "speculative decoding: none (default) or ngram-simple: guesses from the conversation's own earlier "
              "tokens, verified in one forward pass with the token they follow (the answer is the one without "
-             "speculation); not for hybrid models (Nemotron). Draft models and n-gram maps are refused",
+             "speculation; hybrid models keep a copy of each slot's recurrent state to roll back to). Draft models "
+             "and n-gram maps are refused",
              [](ServerOptions& o, auto& f, auto& v) {
                  try {
                      o.speculative.enabled = parse_spec_type(v);
