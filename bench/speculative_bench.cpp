@@ -1,7 +1,9 @@
 // Speculative decoding benchmark: how much faster a slot generates with
 // --spec-type ngram-simple when its answer repeats runs of its context (code
 // being edited, a file quoted back, a summary citing its source), on the
-// synthetic Qwen3-MoE slice of realistic width (engine_bench's model).
+// synthetic slices of realistic width: Qwen3-MoE (engine_bench's model, the
+// default), Nemotron-3-Nano (nemotron_bench's: its Mamba2 state is rolled back
+// when guesses are rejected) or GLM-4.7-Flash (deepseek2_bench's).
 //
 // The answer is forced token by token (GenerationRequest::replay, the
 // server's --allow-replay): a share of it copies runs of `--run` tokens from
@@ -14,8 +16,8 @@
 // generation time (the prompt excluded).
 //
 // usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256]
-//                          [--copy 0,0.5,0.9] [--run 96] [--cache f16,q4_0] [--mix Q4_K_M]
-//                          [--n-max 16] [--size-n 12] [--size-m 48]
+//                          [--copy 0,0.5,0.9] [--run 100] [--cache f16,q4_0] [--mix Q4_K_M]
+//                          [--n-max 16] [--size-n 12] [--size-m 48] [--arch qwen3moe|nemotron|glm]
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -25,6 +27,7 @@
 #include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "slice_bench_options.h"
+#include "synth/presets.h"
 #include "synth/synth_model.h"
 #include "text/tokenizer.h"
 
@@ -38,16 +41,18 @@ struct Options {
     std::vector<int64_t> contexts = {2048, 8192};
     int64_t answer = 256;
     std::vector<double> copy = {0.0, 0.5, 0.9};
-    int64_t run = 96;
+    int64_t run = 100;
     std::vector<std::string> caches = {"f16", "q4_0"};
     std::string mix = "Q4_K_M";
+    std::string arch = "qwen3moe";
     int n_max = 16;
     NgramDraftConfig ngram;
 };
 
 const char* const kUsage =
     "usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256] [--copy 0,0.5,0.9]\n"
-    "                         [--run 96] [--cache f16,q4_0] [--mix Q4_K_M] [--n-max 16] [--size-n 12] [--size-m 48]\n";
+    "                         [--run 100] [--cache f16,q4_0] [--mix Q4_K_M] [--n-max 16] [--size-n 12] [--size-m 48]\n"
+    "                         [--arch qwen3moe|nemotron|glm]\n";
 
 bool parse(int argc, char** argv, Options& o) {
     const std::vector<std::string> rest = bench::bench_args(argc, argv);
@@ -79,6 +84,10 @@ bool parse(int argc, char** argv, Options& o) {
             o.mix = args.value();
             if (!file_mix_from_name(o.mix))
                 throw cli::UsageError("option --mix: unknown mix '" + o.mix + "' (F16, Q8_0, Q4_K_M, IQ4_XS)");
+        } else if (args.flag({"--arch"})) {
+            o.arch = args.value();
+            if (o.arch != "qwen3moe" && o.arch != "nemotron" && o.arch != "glm")
+                throw cli::UsageError("option --arch: qwen3moe, nemotron or glm, not '" + o.arch + "'");
         } else if (args.flag({"--n-max"})) {
             o.n_max = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"--size-n"})) {
@@ -128,7 +137,9 @@ Result generate(const std::string& path, const Options& o, const std::string& ca
     so.layout = compute_slot_layout(n_ctx, int64_t{1} << 30, 1, false);
     so.speculative = speculative;
     so.spec_ngram = o.ngram;
-    Engine engine(bench::slice_engine(path, o.threads, cache, so.layout.n_cells));
+    EngineOptions eo = bench::slice_engine(path, o.threads, cache, so.layout.n_cells);
+    eo.speculative = speculative;  // a hybrid model's rollback copies
+    Engine engine(eo);
     Tokenizer tokenizer = Tokenizer::from_file(path);
     Scheduler scheduler(engine.model(), engine.cache(), tokenizer, so);
     GenerationRequest rq;
@@ -162,11 +173,23 @@ int main(int argc, char** argv) {
         return 2;
     }
     const FileMix mix = *file_mix_from_name(o.mix);
-    const std::string path = bench::slice_model(o.dir, o.mix, bench_spec(mix));
+    std::string path;
+    if (o.arch == "nemotron") {
+        path = bench::slice_model(o.dir, "nemotron-" + o.mix, nemotron_bench_spec(mix));
+    } else if (o.arch == "glm") {
+        SynthSpec spec = *synth_preset("glm-4.7-flash", mix);
+        cut_layers(spec, 3);  // deepseek2_bench's slice: the dense layer and two MoE layers
+        spec.n_vocab = 704;
+        path = bench::slice_model(o.dir, "glm47flash-3L-" + o.mix, spec);
+    } else {
+        path = bench::slice_model(o.dir, o.mix, bench_spec(mix));
+    }
     const int32_t n_vocab = static_cast<int32_t>(Tokenizer::from_file(path).vocab().size());
 
-    fmt::print("ngram-simple: size_n {}, size_m {}, n_max {}; answers of {} tokens, copied runs of {}; {} threads\n\n",
-               o.ngram.size_n, o.ngram.size_m, o.n_max, o.answer, o.run, o.threads);
+    fmt::print(
+        "{} slice; ngram-simple: size_n {}, size_m {}, n_max {}; answers of {} tokens, copied runs of {}; {} "
+        "threads\n\n",
+        o.arch, o.ngram.size_n, o.ngram.size_m, o.n_max, o.answer, o.run, o.threads);
     fmt::print(
         "| weights | KV cache | context | copied | tok/s without | tok/s with | guessed | confirmed | speed-up |\n");
     fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -822,6 +822,23 @@ TEST(ServerE2EFlags, ngram_speculation_answers_as_without_it_and_reports_its_gue
     const json off = curl(spec.url("/completion"), "POST", body.dump()).json_body();
     EXPECT_EQ(off["content"], want["content"]);
     EXPECT_FALSE(off["timings"].contains("draft_n")) << off.dump();
+
+    // A hybrid model: its recurrent state rolled back; the answers are the same again.
+    const std::string nemotron = test::fixture("models/nemotron-h-moe-tiny-s1-q8_0.gguf").string();
+    Server hybrid_plain({"-m", nemotron, "-c", "2048", "-np", "1", "-t", "2"});
+    Server hybrid({"-m", nemotron, "-c", "2048", "-np", "1", "-t", "2", "--spec-type", "ngram-simple",
+                   "--spec-ngram-simple-size-n", "2", "--spec-ngram-simple-size-m", "8"});
+    ASSERT_TRUE(hybrid_plain.ready()) << hybrid_plain.log();
+    ASSERT_TRUE(hybrid.ready()) << hybrid.log();
+    EXPECT_NE(hybrid.log().find("speculative decoding: one more recurrent state per slot to roll back to"),
+              std::string::npos)
+        << hybrid.log();
+    body.erase("speculative.n_max");
+    body["n_predict"] = 96;
+    const json hybrid_want = curl(hybrid_plain.url("/completion"), "POST", body.dump()).json_body();
+    const json hybrid_got = curl(hybrid.url("/completion"), "POST", body.dump()).json_body();
+    EXPECT_EQ(hybrid_got["content"], hybrid_want["content"]);
+    EXPECT_GT(hybrid_got["timings"].value("draft_n", 0), 0) << hybrid_got.dump();
 }
 
 }  // namespace

@@ -200,6 +200,11 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
             "--checkpoint-min-step %lld)\n",
             device, mib((r_bytes + s_bytes) * device), cache.snapshot_capacity(SnapshotKind::message_start),
             options.ctx_checkpoints, static_cast<long long>(options.checkpoint_min_step));
+        if (cache.can_drop_guesses() && options.speculative.enabled)
+            std::fprintf(stderr,
+                         "srv load_model: speculative decoding: one more recurrent state per slot to roll back to "
+                         "(%.2f MiB in all)\n",
+                         mib(r_bytes + s_bytes));
     }
 
     SchedulerOptions so;
