@@ -12,14 +12,18 @@
 // nothing about real text), so a guess is confirmed exactly when the forced
 // answer continues as the context did, and each confirmed guess saves a
 // forward pass of its own. The scheduler runs the same request with and
-// without speculation; generation tokens/s count the answer's tokens over its
-// generation time (the prompt excluded).
+// without speculation, --reps times each, alternated, on one engine each (the
+// prompt evaluated once, then reused from the slot's cache); generation
+// tokens/s count the answer's tokens over its generation time (the prompt
+// excluded), the median of the repetitions.
 //
 // usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256]
 //                          [--copy 0,0.5,0.9] [--run 100] [--cache f16,q4_0] [--mix Q4_K_M]
 //                          [--n-max 16] [--size-n 12] [--size-m 48] [--arch qwen3moe|nemotron|glm]
+//                          [--reps 3]
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -46,13 +50,14 @@ struct Options {
     std::string mix = "Q4_K_M";
     std::string arch = "qwen3moe";
     int n_max = 16;
+    int reps = 3;  // generations of each variant, alternated; the median is reported
     NgramDraftConfig ngram;
 };
 
 const char* const kUsage =
     "usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256] [--copy 0,0.5,0.9]\n"
     "                         [--run 100] [--cache f16,q4_0] [--mix Q4_K_M] [--n-max 16] [--size-n 12] [--size-m 48]\n"
-    "                         [--arch qwen3moe|nemotron|glm]\n";
+    "                         [--arch qwen3moe|nemotron|glm] [--reps 3]\n";
 
 bool parse(int argc, char** argv, Options& o) {
     const std::vector<std::string> rest = bench::bench_args(argc, argv);
@@ -88,6 +93,8 @@ bool parse(int argc, char** argv, Options& o) {
             o.arch = args.value();
             if (o.arch != "qwen3moe" && o.arch != "nemotron" && o.arch != "glm")
                 throw cli::UsageError("option --arch: qwen3moe, nemotron or glm, not '" + o.arch + "'");
+        } else if (args.flag({"--reps"})) {
+            o.reps = static_cast<int>(args.int_value(1, 100));
         } else if (args.flag({"--n-max"})) {
             o.n_max = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"--size-n"})) {
@@ -130,36 +137,60 @@ struct Result {
     int64_t draft_n = 0, draft_accepted = 0;
 };
 
-Result generate(const std::string& path, const Options& o, const std::string& cache, const Workload& w,
-                bool speculative) {
-    const int64_t n_ctx = static_cast<int64_t>(w.prompt.size() + w.answer.size()) + 64;
-    SchedulerOptions so;
-    so.layout = compute_slot_layout(n_ctx, int64_t{1} << 30, 1, false);
-    so.speculative = speculative;
-    so.spec_ngram = o.ngram;
-    EngineOptions eo = bench::slice_engine(path, o.threads, cache, so.layout.n_cells);
-    eo.speculative = speculative;  // a hybrid model's rollback copies
-    Engine engine(eo);
-    Tokenizer tokenizer = Tokenizer::from_file(path);
-    Scheduler scheduler(engine.model(), engine.cache(), tokenizer, so);
-    GenerationRequest rq;
-    rq.prompt = w.prompt;
-    rq.n_predict = static_cast<int64_t>(w.answer.size());
-    rq.replay = w.answer;
-    rq.ignore_eos = true;
-    rq.sampling.temperature = 0;
-    rq.spec_n_max = o.n_max;
-    auto stream = std::make_shared<GenerationStream>();
-    scheduler.submit({std::move(rq)}, stream);
-    for (;;) {
-        scheduler.step();
-        while (auto e = stream->next(std::chrono::milliseconds(0))) {
-            if (e->kind == GenerationEvent::Kind::error) throw std::runtime_error(e->message);
-            if (e->kind != GenerationEvent::Kind::done) continue;
-            const Timings& t = e->result.timings;
-            return {1000.0 * static_cast<double>(t.predicted_n) / t.predicted_ms, t.draft_n, t.draft_n_accepted};
+// One engine and scheduler of two slots that answer the workload's request
+// again and again, slot 0 without speculation (speculative.n_max 0), slot 1
+// with it: the first answer in a slot evaluates the prompt, the later ones
+// reuse it from the slot's cache (prefix reuse, as a server does), so that
+// repetitions measure generation alone, and one thread pool serves both.
+class Generator {
+  public:
+    Generator(const std::string& path, const Options& o, const std::string& cache, const Workload& w)
+        : o_(o), w_(w), tokenizer_(Tokenizer::from_file(path)) {
+        const int64_t n_ctx = static_cast<int64_t>(w.prompt.size() + w.answer.size()) + 64;
+        SchedulerOptions so;
+        so.layout = compute_slot_layout(2 * n_ctx, int64_t{1} << 30, 2, false);
+        so.speculative = true;
+        so.spec_ngram = o.ngram;
+        EngineOptions eo = bench::slice_engine(path, o.threads, cache, so.layout.n_cells);
+        eo.n_seq = 2;
+        eo.speculative = true;  // a hybrid model's rollback copies
+        engine_ = std::make_unique<Engine>(eo);
+        scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), tokenizer_, so);
+    }
+
+    Result generate(bool speculative) {
+        GenerationRequest rq;
+        rq.prompt = w_.prompt;
+        rq.n_predict = static_cast<int64_t>(w_.answer.size());
+        rq.replay = w_.answer;
+        rq.ignore_eos = true;
+        rq.sampling.temperature = 0;
+        rq.spec_n_max = speculative ? o_.n_max : 0;
+        rq.id_slot = speculative ? 1 : 0;
+        auto stream = std::make_shared<GenerationStream>();
+        scheduler_->submit({std::move(rq)}, stream);
+        for (;;) {
+            scheduler_->step();
+            while (auto e = stream->next(std::chrono::milliseconds(0))) {
+                if (e->kind == GenerationEvent::Kind::error) throw std::runtime_error(e->message);
+                if (e->kind != GenerationEvent::Kind::done) continue;
+                const Timings& t = e->result.timings;
+                return {1000.0 * static_cast<double>(t.predicted_n) / t.predicted_ms, t.draft_n, t.draft_n_accepted};
+            }
         }
     }
+
+  private:
+    const Options& o_;
+    const Workload& w_;
+    Tokenizer tokenizer_;
+    std::unique_ptr<Engine> engine_;
+    std::unique_ptr<Scheduler> scheduler_;
+};
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 }  // namespace
@@ -197,8 +228,17 @@ int main(int argc, char** argv) {
         for (int64_t ctx : o.contexts)
             for (double copy : o.copy) {
                 const Workload w = make_workload(ctx, o.answer, copy, o.run, n_vocab, 7 + static_cast<uint32_t>(ctx));
-                const Result off = generate(path, o, cache, w, false);
-                const Result on = generate(path, o, cache, w, true);
+                // The two alternate, so that the machine's drift hits both alike.
+                Generator g(path, o, cache, w);
+                std::vector<double> off_tps, on_tps;
+                Result on;
+                for (int r = 0; r < o.reps; ++r) {
+                    off_tps.push_back(g.generate(false).tokens_per_s);
+                    on = g.generate(true);
+                    on_tps.push_back(on.tokens_per_s);
+                }
+                Result off{median(off_tps), 0, 0};
+                on.tokens_per_s = median(on_tps);
                 fmt::print("| {} | {} | {} | {:.0f}% | {:.1f} | {:.1f} | {} | {} | {:.2f}x |\n", o.mix, cache, ctx,
                            100 * copy, off.tokens_per_s, on.tokens_per_s, on.draft_n, on.draft_accepted,
                            on.tokens_per_s / off.tokens_per_s);
