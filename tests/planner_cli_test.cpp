@@ -83,6 +83,14 @@ TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
               std::string::npos);
     EXPECT_NE(test::run_moeserve({"plan", "-m", model, "--spec-type", "draft-mtp"}).err.find("needs a draft model"),
               std::string::npos);
+    // And the logits rows of each slot's guesses (1 + --spec-draft-n-max per slot).
+    const auto spec =
+        nlohmann::json::parse(test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2", "--json",
+                                                  "--spec-type", "ngram-simple", "--spec-draft-n-max", "8"})
+                                  .out);
+    const auto plain =
+        nlohmann::json::parse(test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2", "--json"}).out);
+    EXPECT_EQ(spec["output_bytes"].get<uint64_t>(), 9 * plain["output_bytes"].get<uint64_t>());
     auto text = test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2"});
     EXPECT_NE(text.out.find("in host RAM, only as long conversations use them: up to 476.17 MiB of recurrent "
                             "checkpoints at message starts (5 per slot"),

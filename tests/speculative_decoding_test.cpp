@@ -307,7 +307,7 @@ TEST(SpeculativeDecoding, a_hybrid_cache_without_rollback_copies_does_not_specul
     EXPECT_EQ(s.stats().n_draft_total, 0u);
 }
 
-TEST(SpeculativeDecoding, the_rollback_copies_are_planned_and_allocated_for_hybrid_models_only) {
+TEST(SpeculativeDecoding, logits_rows_for_the_guesses_and_hybrid_rollback_copies_are_planned) {
     MOESERVE_REQUIRE_FIXTURES();
     for (const char* stem : {"nemotron-h-moe-tiny-s1-q8_0", "qwen3moe-tiny-s1-q8_0"}) {
         EngineOptions eo;
@@ -322,8 +322,12 @@ TEST(SpeculativeDecoding, the_rollback_copies_are_planned_and_allocated_for_hybr
         EXPECT_EQ(on.cache().has_recurrent(), std::string(stem).starts_with("nemotron"));
         if (on.cache().has_recurrent()) EXPECT_GT(copies, 0u);
         EXPECT_EQ(on.plan().recurrent_bytes, off.plan().recurrent_bytes + copies) << stem;
-        EXPECT_EQ(on.plan().total_bytes, off.plan().total_bytes + copies) << stem;
         EXPECT_EQ(on.cache().bytes(), off.cache().bytes() + copies) << stem;
+        // A step's logits rows: one per slot, and with guesses 1 + 16 per slot (llama-server's
+        // n_outputs_max = min(n_batch, np x (1 + draft_max))).
+        EXPECT_EQ(off.plan().n_outputs, 3);
+        EXPECT_EQ(on.plan().n_outputs, 3 * 17);
+        EXPECT_EQ(on.plan().output_bytes, static_cast<uint64_t>(3 * 17 * on.n_vocab() * 4));
     }
 }
 

@@ -39,8 +39,10 @@ const char* kUsage =
     "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 32: 4\n"
     "                            in the buffers, the rest in host RAM as long conversations use them)\n"
     "  -cms, --checkpoint-min-step N  hybrid models: tokens between those in host RAM (default 8192)\n"
-    "  --spec-type TYPE          ngram-simple: speculative decoding, for which hybrid models keep one more\n"
-    "                            recurrent state per slot to roll back to (none: the default)\n"
+    "  --spec-type TYPE          ngram-simple: speculative decoding: logits rows for each slot's guesses,\n"
+    "                            and hybrid models keep one more recurrent state per slot to roll back to\n"
+    "                            (none: the default)\n"
+    "  --spec-draft-n-max N      speculative decoding: most guesses per slot and step (default 16)\n"
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
@@ -247,10 +249,12 @@ int run_plan(const std::vector<std::string>& argv) {
             if (o.checkpoint_min_step < 0) throw UsageError("--checkpoint-min-step must be 0 or more");
         } else if (args.flag({"--spec-type"})) {
             try {
-                o.recurrent_rollback = parse_spec_type(args.value());
+                o.speculative = parse_spec_type(args.value());
             } catch (const std::invalid_argument& e) {
                 throw UsageError(std::string("--spec-type: ") + e.what());
             }
+        } else if (args.flag({"--spec-draft-n-max", "--draft-max", "--draft", "--draft-n"})) {
+            o.spec_draft_max = static_cast<int>(args.int_value(0, 1024));
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
         } else if (args.flag({"-fa", "--flash-attn"})) {

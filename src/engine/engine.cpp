@@ -28,7 +28,8 @@ PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx) {
     p.n_ubatch = std::max<int64_t>(1, options.n_ubatch);
     p.n_threads = options.n_threads;
     p.n_recurrent_snapshots = options.n_rs_snapshots;
-    p.recurrent_rollback = options.speculative;
+    p.speculative = options.speculative;
+    p.spec_draft_max = options.spec_draft_max;
     return p;
 }
 

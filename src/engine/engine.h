@@ -30,9 +30,11 @@ struct EngineOptions {
     RopeOverrides rope;                   // --rope-scaling, --rope-scale, --yarn-*: over the file's RoPE
     // Hybrid models: recurrent-state snapshots kept per sequence (--ctx-checkpoints).
     int n_rs_snapshots = KvCacheConfig{}.n_rs_snapshots;
-    // Speculative decoding (serve --spec-type): hybrid models keep a copy of
-    // each sequence's recurrent state to roll back to (planned and allocated).
+    // Speculative decoding (serve --spec-type): a step's logits rows grow by
+    // spec_draft_max per sequence, and hybrid models keep a copy of each
+    // sequence's recurrent state to roll back to (planned and allocated).
     bool speculative = false;
+    int spec_draft_max = 16;
 };
 
 class Engine {

@@ -66,7 +66,9 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
         p.n_ctx_slot = l.n_ctx_slot;
     }
     p.n_tokens = std::min(o.n_ubatch, p.n_ctx);
-    p.n_outputs = std::min(p.n_tokens, o.n_outputs > 0 ? o.n_outputs : std::min<int64_t>(o.n_batch, p.n_seq));
+    const int64_t rows_per_seq = 1 + (o.speculative ? std::max(0, o.spec_draft_max) : 0);
+    p.n_outputs =
+        std::min(p.n_tokens, o.n_outputs > 0 ? o.n_outputs : std::min<int64_t>(o.n_batch, p.n_seq * rows_per_seq));
 
     p.weights_bytes = shape.weights_bytes;
     p.tables_bytes = shape.tables_bytes;
@@ -79,7 +81,7 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
     p.recurrent_bytes_per_seq = static_cast<uint64_t>(shape.recurrent_floats_per_seq()) * 4;
     const int device_snapshots = std::min(o.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots);
     p.recurrent_bytes =
-        p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + device_snapshots + (o.recurrent_rollback ? 1 : 0));
+        p.recurrent_bytes_per_seq * std::max(1, p.n_seq) * (1 + device_snapshots + (o.speculative ? 1 : 0));
     int64_t rungs = o.n_recurrent_snapshots - device_snapshots;
     if (o.checkpoint_min_step > 0) rungs = std::min<int64_t>(rungs, 1 + p.n_ctx_slot / o.checkpoint_min_step);
     p.recurrent_host_snapshots_max = shape.recurrent_layers() > 0 ? static_cast<int>(rungs) : 0;
@@ -120,7 +122,7 @@ std::vector<PlannedBuffer> MemoryPlan::buffers() const {
             {"recurrent state (f32)", recurrent_bytes,
              fmt::format("{} seqs × (live + {} snapshots{}) × {} ({} Mamba2 layers), any context length",
                          std::max(1, n_seq), std::min(options.n_recurrent_snapshots, RecurrentState::kDeviceSnapshots),
-                         options.recurrent_rollback ? " + 1 for speculative decoding" : "",
+                         options.speculative ? " + 1 for speculative decoding" : "",
                          format_bytes(recurrent_bytes_per_seq), shape.recurrent_layers())});
     out.push_back(
         {"compute workspace", workspace_bytes,

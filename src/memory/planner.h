@@ -32,16 +32,19 @@ struct PlanOptions {
     int64_t n_batch = 2048;  // -b: caps the logits rows of one batch
     int64_t n_ubatch = 512;  // -ub: tokens in the largest forward pass
     int n_threads = 0;       // 0: all cores
-    int64_t n_outputs = 0;   // logits rows per batch; 0: min(n_batch, n_parallel) as llama-server
+    int64_t n_outputs = 0;   // logits rows per batch; 0: as llama-server (below)
     // Saved recurrent states per sequence besides the live one (what KvCache keeps:
     // up to RecurrentState::kDeviceSnapshots in the buffers, the rest in host RAM).
     int n_recurrent_snapshots = KvCacheConfig{}.n_rs_snapshots;
     // --checkpoint-min-step: the host-RAM snapshots are at least this many tokens
     // apart (after the first), which bounds how many one slot's context can hold.
     int64_t checkpoint_min_step = 8192;
-    // Speculative decoding: one more recurrent state per sequence to roll back
-    // to when guesses are rejected (KvCacheConfig::rs_rollback).
-    bool recurrent_rollback = false;
+    // Speculative decoding (--spec-type): a batch's logits rows are one per slot
+    // and guess, min(n_batch, n_parallel × (1 + spec_draft_max)) as llama-server's
+    // n_outputs_max; and hybrid models keep one more recurrent state per
+    // sequence to roll back to when guesses are rejected (KvCacheConfig::rs_rollback).
+    bool speculative = false;
+    int spec_draft_max = 16;  // --spec-draft-n-max
 };
 
 struct PlannedBuffer {

@@ -145,6 +145,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.rope = options.rope;
     eo.n_rs_snapshots = options.ctx_checkpoints;
     eo.speculative = options.speculative.enabled;
+    eo.spec_draft_max = options.speculative.n_max;
     engine_ = std::make_unique<Engine>(eo);
     check_placement(options, engine_->backend());
     std::fprintf(stderr, "load_tensors: backend %s\n", engine_->backend().name().c_str());
