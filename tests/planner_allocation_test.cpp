@@ -110,11 +110,12 @@ struct Config {
     int64_t n_ctx;
     int n_seq;
     int64_t n_ubatch;
+    bool speculative = false;  // serve --spec-type: logits rows for guesses, hybrid rollback copies
 };
 
 std::ostream& operator<<(std::ostream& os, const Config& c) {
     return os << c.model << " -ctk " << c.type_k << " -ctv " << c.type_v << " -c " << c.n_ctx << " -np " << c.n_seq
-              << " -ub " << c.n_ubatch;
+              << " -ub " << c.n_ubatch << (c.speculative ? " --spec-type ngram-simple" : "");
 }
 
 bool supported(const std::string& arch) {
@@ -136,6 +137,7 @@ TEST_P(PlannedVsAllocated, peak_heap_is_the_plan_within_2_percent_above_5_below)
     opt.type_k = parse_cache_type(c.type_k);
     opt.type_v = parse_cache_type(c.type_v);
     opt.n_ubatch = c.n_ubatch;
+    opt.speculative = c.speculative;
     {
         GgufFile f = GgufFile::open(opt.model_path);
         if (!supported(f.architecture()))
@@ -183,7 +185,9 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, PlannedVsAllocated,
                                            Config{"glm47flash-tiny-s1-q4_k_m", "f16", "f16", 4096, 1, 512},
                                            Config{"glm47flash-tiny-s1-f16", "q8_0", "q8_0", 8192, 2, 256},
                                            Config{"nemotron-h-moe-tiny-s1-q4_k_m", "f16", "f16", 8192, 1, 512},
-                                           Config{"nemotron-h-moe-tiny-s1-iq4_xs", "q4_0", "q4_0", 16384, 4, 256}));
+                                           Config{"nemotron-h-moe-tiny-s1-iq4_xs", "q4_0", "q4_0", 16384, 4, 256},
+                                           Config{"qwen3moe-tiny-s1-q8_0", "q4_0", "q4_0", 4096, 2, 512, true},
+                                           Config{"nemotron-h-moe-tiny-s1-q8_0", "f16", "f16", 4096, 2, 512, true}));
 
 }  // namespace
 }  // namespace moeserve
