@@ -136,6 +136,18 @@ class Server {
     bool ready() const { return ready_; }
     std::string url(const std::string& path = "") const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
     std::string log() const { return slurp(log_); }
+    // The log once it holds `text`, or after `timeout`: the server writes a
+    // request's timing lines after it has sent the answer.
+    std::string log_with(const std::string& text,
+                         std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) const {
+        const auto end = std::chrono::steady_clock::now() + timeout;
+        std::string s = log();
+        while (s.find(text) == std::string::npos && std::chrono::steady_clock::now() < end) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            s = log();
+        }
+        return s;
+    }
 
   private:
     static inline int next_id_ = 0;
