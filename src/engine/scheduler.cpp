@@ -407,43 +407,36 @@ bool Scheduler::step() {
 
     // Decode tokens: one per generating slot, always (in generation steps).
     if (!embed_step) {
+        int64_t n_gen = 0;
         for (;;) {
-            int64_t n_gen = 0;
+            n_gen = 0;
             for (auto& s : slots_) n_gen += s.state() == SlotState::generating;
             if (make_room(n_gen) >= n_gen) break;
             fail_slot(*youngest(), 500, "server_error", "Context size has been exceeded.", now);
         }
+        // With speculative decoding each pending token is followed by its slot's
+        // guesses, in cells that are free now and within the step's token budget,
+        // each with its logits (rows right after the pending token's).
+        int64_t room = speculating() ? std::min(cache_.n_free(), options_.n_batch) - n_gen : 0;
         for (auto& s : slots_) {
             if (s.state() != SlotState::generating) continue;
-            batch.add(s.pending_token(), static_cast<int32_t>(s.cached().size()), s.id(), true);
+            const int32_t pos = static_cast<int32_t>(s.cached().size());
+            batch.add(s.pending_token(), pos, s.id(), true);
             out_slots.push_back(&s);
             ++rec.n_decode;
             ++rec.slot_tokens[s.id()];
-        }
-        // Speculative guesses after the pending tokens, in cells that are free now
-        // and within the step's token budget; each with its logits, in the rows
-        // right after its slot's pending token.
-        if (speculating()) {
-            int64_t room = std::min(cache_.n_free(), options_.n_batch) - rec.n_decode;
-            Batch with_drafts;
-            std::vector<Slot*> rows;
-            for (size_t i = 0; i < batch.size(); ++i) {
-                Slot& s = *out_slots[i];
-                with_drafts.add(batch.tokens[i], batch.positions[i], batch.seq_ids[i], true);
-                rows.push_back(&s);
-                auto& d = drafts[static_cast<size_t>(s.id())];
-                if (room > 0) d = s.draft(options_.spec_ngram, room);
-                if (!d.empty()) cache_.begin_guesses(s.id());
-                for (size_t j = 0; j < d.size(); ++j) {
-                    with_drafts.add(d[j], batch.positions[i] + 1 + static_cast<int32_t>(j), s.id(), true);
-                    rows.push_back(&s);
-                }
-                room -= static_cast<int64_t>(d.size());
-                rec.n_draft += static_cast<int64_t>(d.size());
-                rec.slot_tokens[s.id()] += static_cast<int>(d.size());
+            if (room <= 0) continue;
+            auto& d = drafts[static_cast<size_t>(s.id())];
+            d = s.draft(options_.spec_ngram, room);
+            if (d.empty()) continue;
+            cache_.begin_guesses(s.id());
+            for (size_t j = 0; j < d.size(); ++j) {
+                batch.add(d[j], pos + 1 + static_cast<int32_t>(j), s.id(), true);
+                out_slots.push_back(&s);
             }
-            batch = std::move(with_drafts);
-            out_slots = std::move(rows);
+            room -= static_cast<int64_t>(d.size());
+            rec.n_draft += static_cast<int64_t>(d.size());
+            rec.slot_tokens[s.id()] += static_cast<int>(d.size());
         }
     }
 
