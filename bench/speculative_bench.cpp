@@ -1,5 +1,5 @@
 // Speculative decoding benchmark: how much faster a slot generates with
-// --spec-type ngram-simple when its answer repeats runs of its context (code
+// --spec-type ngram-simple (or ngram-mod) when its answer repeats runs of its context (code
 // being edited, a file quoted back, a summary citing its source), on the
 // synthetic slices of realistic width: Qwen3-MoE (engine_bench's model, the
 // default), Nemotron-3-Nano (nemotron_bench's: its Mamba2 state is rolled back
@@ -15,12 +15,16 @@
 // without speculation, --reps times each, alternated, on one engine each (the
 // prompt evaluated once, then reused from the slot's cache); generation
 // tokens/s count the answer's tokens over its generation time (the prompt
-// excluded), the median of the repetitions.
+// excluded), the median of the repetitions. Each repetition forces another
+// answer (the same share copied, other runs, other random tokens), so that
+// ngram-mod's pool, which keeps what earlier answers wrote, cannot guess the
+// random tokens from an earlier repetition.
 //
 // usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256]
 //                          [--copy 0,0.5,0.9] [--run 100] [--cache f16,q4_0] [--mix Q4_K_M]
 //                          [--n-max 16] [--size-n 12] [--size-m 48] [--arch qwen3moe|nemotron|glm]
-//                          [--reps 3]
+//                          [--reps 3] [--spec-type ngram-simple] [--mod-n-match 24] [--mod-n-min 48]
+//                          [--mod-n-max 64]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -49,15 +53,20 @@ struct Options {
     std::vector<std::string> caches = {"f16", "q4_0"};
     std::string mix = "Q4_K_M";
     std::string arch = "qwen3moe";
-    int n_max = 16;
     int reps = 3;  // generations of each variant, alternated; the median is reported
-    NgramDraftConfig ngram;
+    SpeculativeConfig spec = [] {
+        SpeculativeConfig c;
+        c.enabled = true;
+        c.kinds = {DraftKind::ngram_simple};
+        return c;
+    }();
 };
 
 const char* const kUsage =
     "usage: speculative_bench [--threads N] [--dir DIR] [--contexts 2048,8192] [--answer 256] [--copy 0,0.5,0.9]\n"
     "                         [--run 100] [--cache f16,q4_0] [--mix Q4_K_M] [--n-max 16] [--size-n 12] [--size-m 48]\n"
-    "                         [--arch qwen3moe|nemotron|glm] [--reps 3]\n";
+    "                         [--arch qwen3moe|nemotron|glm] [--reps 3] [--spec-type ngram-simple]\n"
+    "                         [--mod-n-match 24] [--mod-n-min 48] [--mod-n-max 64]\n";
 
 bool parse(int argc, char** argv, Options& o) {
     const std::vector<std::string> rest = bench::bench_args(argc, argv);
@@ -96,11 +105,24 @@ bool parse(int argc, char** argv, Options& o) {
         } else if (args.flag({"--reps"})) {
             o.reps = static_cast<int>(args.int_value(1, 100));
         } else if (args.flag({"--n-max"})) {
-            o.n_max = static_cast<int>(args.int_value(1, 1024));
+            o.spec.n_max = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"--size-n"})) {
-            o.ngram.size_n = static_cast<int>(args.int_value(1, 1024));
+            o.spec.ngram.size_n = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"--size-m"})) {
-            o.ngram.size_m = static_cast<int>(args.int_value(1, 1024));
+            o.spec.ngram.size_m = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--spec-type"})) {
+            try {
+                o.spec.kinds = parse_spec_type(args.value());
+            } catch (const std::invalid_argument& e) {
+                throw cli::UsageError(std::string("option --spec-type: ") + e.what());
+            }
+            if (o.spec.kinds.empty()) throw cli::UsageError("option --spec-type: name at least one kind");
+        } else if (args.flag({"--mod-n-match"})) {
+            o.spec.mod.n_match = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--mod-n-min"})) {
+            o.spec.mod.n_min = static_cast<int>(args.int_value(0, 1024));
+        } else if (args.flag({"--mod-n-max"})) {
+            o.spec.mod.n_max = static_cast<int>(args.int_value(1, 1024));
         } else {
             throw cli::UsageError("unknown option " + args.next());
         }
@@ -108,25 +130,30 @@ bool parse(int argc, char** argv, Options& o) {
     return true;
 }
 
-// A random prompt and an answer of which about `copy` consists of runs of
-// `run` tokens taken from random places in the prompt (the rest random).
+// A random prompt and `reps` answers, each about `copy` runs of `run` tokens
+// taken from random places in the prompt (the rest random).
 struct Workload {
-    std::vector<int32_t> prompt, answer;
+    std::vector<int32_t> prompt;
+    std::vector<std::vector<int32_t>> answers;
 };
 
-Workload make_workload(int64_t n_prompt, int64_t n_answer, double copy, int64_t run, int32_t n_vocab, uint32_t seed) {
+Workload make_workload(int64_t n_prompt, int64_t n_answer, double copy, int64_t run, int32_t n_vocab, int reps,
+                       uint32_t seed) {
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int32_t> token(16, n_vocab - 16);
     Workload w;
     for (int64_t i = 0; i < n_prompt; ++i) w.prompt.push_back(token(rng));
     std::uniform_real_distribution<double> coin(0, 1);
-    while (static_cast<int64_t>(w.answer.size()) < n_answer) {
-        const int64_t n = std::min(run, n_answer - static_cast<int64_t>(w.answer.size()));
-        if (coin(rng) < copy && n_prompt > run) {
-            const int64_t at = std::uniform_int_distribution<int64_t>(0, n_prompt - run)(rng);
-            w.answer.insert(w.answer.end(), w.prompt.begin() + at, w.prompt.begin() + at + n);
-        } else {
-            for (int64_t i = 0; i < n; ++i) w.answer.push_back(token(rng));
+    for (int r = 0; r < reps; ++r) {
+        std::vector<int32_t>& answer = w.answers.emplace_back();
+        while (static_cast<int64_t>(answer.size()) < n_answer) {
+            const int64_t n = std::min(run, n_answer - static_cast<int64_t>(answer.size()));
+            if (coin(rng) < copy && n_prompt > run) {
+                const int64_t at = std::uniform_int_distribution<int64_t>(0, n_prompt - run)(rng);
+                answer.insert(answer.end(), w.prompt.begin() + at, w.prompt.begin() + at + n);
+            } else {
+                for (int64_t i = 0; i < n; ++i) answer.push_back(token(rng));
+            }
         }
     }
     return w;
@@ -146,26 +173,27 @@ class Generator {
   public:
     Generator(const std::string& path, const Options& o, const std::string& cache, const Workload& w)
         : o_(o), w_(w), tokenizer_(Tokenizer::from_file(path)) {
-        const int64_t n_ctx = static_cast<int64_t>(w.prompt.size() + w.answer.size()) + 64;
+        const int64_t n_ctx = static_cast<int64_t>(w.prompt.size() + w.answers[0].size()) + 64;
         SchedulerOptions so;
         so.layout = compute_slot_layout(2 * n_ctx, int64_t{1} << 30, 2, false);
-        so.speculative = true;
-        so.spec_ngram = o.ngram;
+        so.speculative = o.spec;
         EngineOptions eo = bench::slice_engine(path, o.threads, cache, so.layout.n_cells);
         eo.n_seq = 2;
         eo.speculative = true;  // a hybrid model's rollback copies
+        eo.spec_draft_max = o.spec.draft_max();
         engine_ = std::make_unique<Engine>(eo);
         scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), tokenizer_, so);
     }
 
-    Result generate(bool speculative) {
+    Result generate(bool speculative, int rep) {
+        const std::vector<int32_t>& answer = w_.answers.at(static_cast<size_t>(rep));
         GenerationRequest rq;
         rq.prompt = w_.prompt;
-        rq.n_predict = static_cast<int64_t>(w_.answer.size());
-        rq.replay = w_.answer;
+        rq.n_predict = static_cast<int64_t>(answer.size());
+        rq.replay = answer;
         rq.ignore_eos = true;
         rq.sampling.temperature = 0;
-        rq.spec_n_max = speculative ? o_.n_max : 0;
+        rq.spec_n_max = speculative ? o_.spec.draft_max() : 0;
         rq.id_slot = speculative ? 1 : 0;
         auto stream = std::make_shared<GenerationStream>();
         scheduler_->submit({std::move(rq)}, stream);
@@ -217,24 +245,31 @@ int main(int argc, char** argv) {
     }
     const int32_t n_vocab = static_cast<int32_t>(Tokenizer::from_file(path).vocab().size());
 
-    fmt::print(
-        "{} slice; ngram-simple: size_n {}, size_m {}, n_max {}; answers of {} tokens, copied runs of {}; {} "
-        "threads\n\n",
-        o.arch, o.ngram.size_n, o.ngram.size_m, o.n_max, o.answer, o.run, o.threads);
+    std::string kinds;
+    for (DraftKind k : o.spec.kinds) {
+        if (!kinds.empty()) kinds += ", then ";
+        kinds += k == DraftKind::ngram_simple ? fmt::format("ngram-simple (size_n {}, size_m {}, n_max {})",
+                                                            o.spec.ngram.size_n, o.spec.ngram.size_m, o.spec.n_max)
+                                              : fmt::format("ngram-mod (n_match {}, n_min {}, n_max {})",
+                                                            o.spec.mod.n_match, o.spec.mod.n_min, o.spec.mod.n_max);
+    }
+    fmt::print("{} slice; {}; answers of {} tokens, copied runs of {}; {} threads\n\n", o.arch, kinds, o.answer, o.run,
+               o.threads);
     fmt::print(
         "| weights | KV cache | context | copied | tok/s without | tok/s with | guessed | confirmed | speed-up |\n");
     fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const std::string& cache : o.caches)
         for (int64_t ctx : o.contexts)
             for (double copy : o.copy) {
-                const Workload w = make_workload(ctx, o.answer, copy, o.run, n_vocab, 7 + static_cast<uint32_t>(ctx));
+                const Workload w = make_workload(ctx, o.answer, copy, o.run, n_vocab, o.reps,
+                                                 7 + static_cast<uint32_t>(ctx) + static_cast<uint32_t>(1000 * copy));
                 // The two alternate, so that the machine's drift hits both alike.
                 Generator g(path, o, cache, w);
                 std::vector<double> off_tps, on_tps;
                 Result on;
                 for (int r = 0; r < o.reps; ++r) {
-                    off_tps.push_back(g.generate(false).tokens_per_s);
-                    on = g.generate(true);
+                    off_tps.push_back(g.generate(false, r).tokens_per_s);
+                    on = g.generate(true, r);
                     on_tps.push_back(on.tokens_per_s);
                 }
                 Result off{median(off_tps), 0, 0};

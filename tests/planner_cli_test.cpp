@@ -91,6 +91,16 @@ TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
     const auto plain =
         nlohmann::json::parse(test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2", "--json"}).out);
     EXPECT_EQ(spec["output_bytes"].get<uint64_t>(), 9 * plain["output_bytes"].get<uint64_t>());
+    // ngram-mod guesses up to --spec-ngram-mod-n-max (64): 65 rows per slot; with both
+    // kinds, the longer one's.
+    auto outputs = [&](std::vector<std::string> extra) {
+        std::vector<std::string> args = {"plan", "-m", model, "-c", "65536", "-np", "2", "--json"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return nlohmann::json::parse(test::run_moeserve(args).out)["output_bytes"].get<uint64_t>();
+    };
+    const uint64_t row = plain["output_bytes"].get<uint64_t>() / 2;
+    EXPECT_EQ(outputs({"--spec-type", "ngram-mod"}), 2 * 65 * row);
+    EXPECT_EQ(outputs({"--spec-type", "ngram-simple,ngram-mod", "--spec-ngram-mod-n-max", "8"}), 2 * 17 * row);
     auto text = test::run_moeserve({"plan", "-m", model, "-c", "65536", "-np", "2"});
     EXPECT_NE(text.out.find("in host RAM, only as long conversations use them: up to 476.17 MiB of recurrent "
                             "checkpoints at message starts (5 per slot"),

@@ -841,5 +841,55 @@ TEST(ServerE2EFlags, ngram_speculation_answers_as_without_it_and_reports_its_gue
     EXPECT_GT(hybrid_got["timings"].value("draft_n", 0), 0) << hybrid_got.dump();
 }
 
+// --spec-type ngram-mod through the real server: the pool of n-grams is
+// shared by the slots, so a request on slot 1 whose answer quotes what slot 0
+// read is guessed; greedy text as without speculation; a request's
+// speculative.n_max is capped at --spec-ngram-mod-n-max.
+TEST(ServerE2EFlags, ngram_mod_speculation_guesses_from_what_other_slots_read) {
+    MOESERVE_REQUIRE_FIXTURES();
+    Server plain({"-m", model_path(), "-c", "2048", "-np", "2", "-t", "2"});
+    Server spec({"-m", model_path(), "-c", "2048", "-np", "2", "-t", "2", "--spec-type", "ngram-mod",
+                 "--spec-ngram-mod-n-match", "4", "--spec-ngram-mod-n-min", "2", "--spec-ngram-mod-n-max", "12",
+                 "--allow-replay"});
+    ASSERT_TRUE(plain.ready()) << plain.log();
+    ASSERT_TRUE(spec.ready()) << spec.log();
+    EXPECT_NE(spec.log().find("speculative decoding: ngram-mod (n_match = 4), 2 to 12 guesses per token, a pool of "
+                              "16 MiB shared by the slots"),
+              std::string::npos)
+        << spec.log();
+
+    std::string source;
+    for (const char* w :
+         {"alpha", "bravo", "charlie", "delta",    "echo",  "foxtrot", "golf",   "hotel", "india",  "juliet",
+          "kilo",  "lima",  "mike",    "november", "oscar", "papa",    "quebec", "romeo", "sierra", "tango"})
+        source += std::string(w) + " river " + w + "s, ";
+    json read = {{"prompt", source}, {"n_predict", 2}, {"id_slot", 0}, {"temperature", 0}};
+    ASSERT_EQ(curl(spec.url("/completion"), "POST", read.dump()).status, 200);
+    // Slot 1: another prompt, an answer forced to quote the middle of the source.
+    const json tokens = curl(spec.url("/tokenize"), "POST", json{{"content", source}}.dump()).json_body()["tokens"];
+    ASSERT_GT(tokens.size(), 80u);
+    const json quote_tokens(tokens.begin() + 30, tokens.begin() + 80);
+    const std::string quote =
+        curl(spec.url("/detokenize"), "POST", json{{"tokens", quote_tokens}}.dump()).json_body()["content"];
+    json quoting = {{"prompt", "Something else entirely, then a quote:"},
+                    {"n_predict", 40},
+                    {"id_slot", 1},
+                    {"replay", quote},
+                    {"speculative.n_max", 100}};
+    const json got = curl(spec.url("/completion"), "POST", quoting.dump()).json_body();
+    EXPECT_EQ(got["tokens_predicted"], 40) << got.dump();
+    EXPECT_EQ(got["content"], quote.substr(0, got["content"].get<std::string>().size()));
+    ASSERT_TRUE(got["timings"].contains("draft_n_accepted")) << got.dump();
+    EXPECT_GT(got["timings"]["draft_n_accepted"].get<int64_t>(), 25) << got.dump();
+    EXPECT_EQ(got["generation_settings"]["speculative.n_max"], 12) << got["generation_settings"].dump();
+
+    std::string prompt;
+    for (int i = 0; i < 4; ++i) prompt += "one two three four five six seven eight nine ten, ";
+    const json body = {{"prompt", prompt}, {"n_predict", 48}, {"temperature", 0}, {"ignore_eos", true}};
+    const json want = curl(plain.url("/completion"), "POST", body.dump()).json_body();
+    const json same = curl(spec.url("/completion"), "POST", body.dump()).json_body();
+    EXPECT_EQ(same["content"], want["content"]);
+}
+
 }  // namespace
 }  // namespace moeserve

@@ -221,6 +221,37 @@ TEST(ServerFlags, llama_server_placement_load_fit_and_chat_flags_apply) {
               true);
 }
 
+// Speculative decoding's flags as llama-server names them: --spec-type takes a
+// comma list, tried in order; each kind's own flags set its longest draft,
+// which sizes the logits rows and caps a request's speculative.n_max.
+TEST(ServerFlags, speculative_decoding_kinds_and_their_limits) {
+    const SpeculativeConfig off = parse({"-m", "m"}).speculative;
+    EXPECT_FALSE(off.enabled);
+    EXPECT_EQ(off.draft_max(), 0);
+    const SpeculativeConfig mod = parse({"-m", "m", "--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "16",
+                                         "--spec-ngram-mod-n-min", "8", "--spec-ngram-mod-n-max", "32"})
+                                      .speculative;
+    EXPECT_TRUE(mod.enabled);
+    EXPECT_EQ(mod.kinds, std::vector<DraftKind>{DraftKind::ngram_mod});
+    EXPECT_EQ(mod.mod.n_match, 16);
+    EXPECT_EQ(mod.mod.n_min, 8);
+    EXPECT_EQ(mod.mod.n_max, 32);
+    EXPECT_EQ(mod.draft_max(), 32);
+    // llama.cpp's defaults (24, 48, 64), and both kinds in the order named.
+    const SpeculativeConfig both = parse({"-m", "m", "--spec-type", "ngram-mod,ngram-simple"}).speculative;
+    EXPECT_EQ(both.kinds, (std::vector<DraftKind>{DraftKind::ngram_mod, DraftKind::ngram_simple}));
+    EXPECT_EQ(both.mod.n_match, 24);
+    EXPECT_EQ(both.mod.n_min, 48);
+    EXPECT_EQ(both.draft_max(), 64);
+    EXPECT_EQ(parse({"-m", "m"}, {{"LLAMA_ARG_SPEC_TYPE", "ngram-simple"}}).speculative.draft_max(), 16);
+    EXPECT_FALSE(parse({"-m", "m", "--spec-type", "none"}).speculative.enabled);
+    // The other kinds' settings are accepted (llama.cpp's commands set them all), the kinds refused.
+    EXPECT_EQ(parse({"-m", "m", "--spec-type", "ngram-mod", "--spec-ngram-map-k-size-n", "8",
+                     "--spec-ngram-map-k4v-min-hits", "2", "--spec-ngram-check-rate", "1"})
+                  .speculative.kinds,
+              std::vector<DraftKind>{DraftKind::ngram_mod});
+}
+
 TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
     const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
         {{"--slot-save-path", "/nonexistent/dir"}, "not a directory"},
@@ -232,7 +263,9 @@ TEST(ServerFlags, unsupported_llama_server_features_are_refused_by_name) {
         {{"--mmproj", "p.gguf"}, "multimodal"},
         {{"-md", "draft.gguf"}, "loads no draft model; --spec-type ngram-simple"},
         {{"--spec-type", "draft-eagle3"}, "needs a draft model"},
-        {{"--spec-type", "ngram-mod"}, "not implemented in moeserve; use ngram-simple"},
+        {{"--spec-type", "ngram-map-k"}, "not implemented in moeserve; use ngram-simple or ngram-mod"},
+        {{"--spec-ngram-mod-n-match", "0"}, "must be between 1 and"},
+        {{"-lcs", "static.bin"}, "no ngram-cache speculation"},
         {{"--spec-type", "fast"}, "unknown speculative type 'fast'"},
         {{"--spec-ngram-simple-size-n", "0"}, "must be between 1 and"},
         {{"--models-dir", "/models"}, "router mode"},

@@ -1,5 +1,6 @@
-// Speculative decoding with n-gram guesses (serve --spec-type ngram-simple):
-// the guess is llama.cpp's ngram-simple lookup, and the scheduler's answers
+// Speculative decoding with n-gram guesses (serve --spec-type ngram-simple,
+// ngram-mod): the guess is llama.cpp's ngram-simple lookup (ngram_mod_test.cpp
+// has the other kind), and the scheduler's answers
 // with guesses verified in the batch are the answers without them, token for
 // token, on the demo model and the fixture models, alone and with two slots,
 // greedy and sampled, at the n_predict and context limits; the cache holds
@@ -58,11 +59,29 @@ TEST(NgramSimpleDraft, llama_cpp_s_limits_apply) {
 }
 
 TEST(NgramSimpleDraft, spec_types_parse_as_llama_server_names_them) {
-    EXPECT_TRUE(parse_spec_type("ngram-simple"));
-    EXPECT_TRUE(parse_spec_type("none,ngram-simple"));
-    EXPECT_FALSE(parse_spec_type("none"));
-    for (const char* refused : {"draft-mtp", "draft-simple", "ngram-map-k", "ngram-mod", "bogus"})
+    using K = std::vector<DraftKind>;
+    EXPECT_EQ(parse_spec_type("ngram-simple"), K{DraftKind::ngram_simple});
+    EXPECT_EQ(parse_spec_type("none,ngram-simple"), K{DraftKind::ngram_simple});
+    EXPECT_EQ(parse_spec_type("ngram-mod"), K{DraftKind::ngram_mod});
+    EXPECT_EQ(parse_spec_type("ngram-mod,ngram-simple"), (K{DraftKind::ngram_mod, DraftKind::ngram_simple}));
+    EXPECT_EQ(parse_spec_type("ngram-simple,ngram-simple"), K{DraftKind::ngram_simple});
+    EXPECT_TRUE(parse_spec_type("none").empty());
+    for (const char* refused :
+         {"draft-mtp", "draft-simple", "ngram-map-k", "ngram-map-k4v", "ngram-cache", "bogus", "ngram-mod,draft-mtp"})
         EXPECT_THROW(parse_spec_type(refused), std::invalid_argument) << refused;
+}
+
+TEST(NgramSimpleDraft, the_longest_draft_is_the_longest_any_named_kind_makes) {
+    SpeculativeConfig c;
+    EXPECT_EQ(c.draft_max(), 0);
+    c.kinds = {DraftKind::ngram_simple};
+    EXPECT_EQ(c.draft_max(), 16);  // --spec-draft-n-max
+    c.ngram.size_m = 10;
+    EXPECT_EQ(c.draft_max(), 10);  // a guess copies at most size_m tokens
+    c.kinds = {DraftKind::ngram_simple, DraftKind::ngram_mod};
+    EXPECT_EQ(c.draft_max(), 64);  // --spec-ngram-mod-n-max
+    c.mod.n_max = 8;
+    EXPECT_EQ(c.draft_max(), 10);
 }
 
 // ---------------------------------------------------------------- the scheduler
@@ -72,19 +91,30 @@ std::string demo_model() {
     return path;
 }
 
+// The guesses the scheduler tests use: ngram-simple with a short pattern,
+// ngram-mod with a short key (the test prompts are short), both at most 16.
+SpeculativeConfig spec_config(bool on, DraftKind kind = DraftKind::ngram_simple) {
+    SpeculativeConfig c;
+    if (!on) return c;
+    c.enabled = true;
+    c.kinds = {kind};
+    c.ngram = NgramDraftConfig{2, 8};
+    c.mod = NgramModConfig{4, 2, 16};
+    return c;
+}
+
 struct Rig {
     std::unique_ptr<Engine> engine;
     std::unique_ptr<Tokenizer> tokenizer;
     std::unique_ptr<Scheduler> scheduler;
 
     Rig(const std::string& model, bool speculative, int n_slots = 1, int64_t n_ctx_slot = 1024,
-        const std::string& kv = "f16") {
+        const std::string& kv = "f16", DraftKind kind = DraftKind::ngram_simple) {
         SchedulerOptions so;
         so.layout = compute_slot_layout(n_ctx_slot * n_slots, 4096, n_slots, false);
         so.n_batch = 512;
         so.n_ubatch = 64;
-        so.speculative = speculative;
-        so.spec_ngram = NgramDraftConfig{2, 8};
+        so.speculative = spec_config(speculative, kind);
         EngineOptions eo;
         eo.model_path = model;
         eo.n_threads = 2;
@@ -157,10 +187,14 @@ std::vector<Answer> run(Scheduler& s, std::vector<GenerationRequest> rqs) {
     return out;
 }
 
-// The answers with and without speculation, and that guesses were verified and kept.
+// The answers with and without speculation, and that guesses were verified
+// and kept; returns how many were kept. (ngram-mod's guesses need runs of
+// n_match tokens the answer repeats, which a random model's answer to a short
+// prompt may not have: its callers count the kept guesses over several models.)
 static int N_GEN = 64;
-void expect_same_answers(const std::string& model, const std::string& kv, float temperature) {
-    Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv);
+uint64_t expect_same_answers(const std::string& model, const std::string& kv, float temperature,
+                             DraftKind kind = DraftKind::ngram_simple) {
+    Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv, kind);
     for (int32_t seed : {0, 5, 11, 17}) {
         const Answer want = run(*plain.scheduler, {request(repetitive_prompt(seed), N_GEN, temperature)})[0];
         const Answer got = run(*spec.scheduler, {request(repetitive_prompt(seed), N_GEN, temperature)})[0];
@@ -169,12 +203,15 @@ void expect_same_answers(const std::string& model, const std::string& kv, float 
         EXPECT_EQ(want.result.timings.draft_n, 0);
     }
     const SchedulerStats st = spec.scheduler->stats();
-    EXPECT_GT(st.n_draft_total, 0u);
-    EXPECT_GT(st.n_draft_accepted_total, 0u) << "no guess was ever confirmed: nothing was tested";
+    if (kind == DraftKind::ngram_simple) {
+        EXPECT_GT(st.n_draft_total, 0u);
+        EXPECT_GT(st.n_draft_accepted_total, 0u) << "no guess was ever confirmed: nothing was tested";
+    }
     // The cache holds the slot's tokens and no rejected guess.
     const SlotInfo slot = spec.scheduler->slots()[0];
     EXPECT_EQ(spec.engine->cache().seq_length(0), slot.n_cached);
     EXPECT_EQ(st.kv_cells_used, slot.n_cached);
+    return st.n_draft_accepted_total;
 }
 
 TEST(SpeculativeDecoding, greedy_answers_are_the_answers_without_speculation) {
@@ -246,7 +283,8 @@ TEST(SpeculativeDecoding, a_request_turns_it_off_with_speculative_n_max_zero_or_
 // their ends, so every path is taken (all kept, some kept, none kept; hybrid
 // models rolled back). The probability each token had is the one it has
 // without speculation: the model saw the same context at every step.
-void expect_same_probabilities(const std::string& model, const std::string& kv) {
+void expect_same_probabilities(const std::string& model, const std::string& kv,
+                               DraftKind kind = DraftKind::ngram_simple) {
     std::vector<int32_t> prompt = repetitive_prompt(21);
     for (int i = 0; i < 40; ++i) prompt.push_back(3 + (i * 13) % 97);
     std::vector<int32_t> answer;
@@ -261,7 +299,7 @@ void expect_same_probabilities(const std::string& model, const std::string& kv) 
         rq.sampling.n_probs = 1;
         return rq;
     };
-    Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv);
+    Rig plain(model, false, 1, 1024, kv), spec(model, true, 1, 1024, kv, kind);
     const Answer want = run(*plain.scheduler, {forced()})[0];
     const Answer got = run(*spec.scheduler, {forced()})[0];
     ASSERT_EQ(got.tokens, answer);
@@ -300,7 +338,7 @@ TEST(SpeculativeDecoding, a_hybrid_cache_without_rollback_copies_does_not_specul
     const std::string model = test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string();
     Rig rig(model, false);
     SchedulerOptions so = rig.scheduler->options();
-    so.speculative = true;  // asked for, but the engine was built without EngineOptions::speculative
+    so.speculative = spec_config(true);  // asked for, but the engine was built without EngineOptions::speculative
     Scheduler s(rig.engine->model(), rig.engine->cache(), *rig.tokenizer, so);
     EXPECT_FALSE(s.speculating());
     EXPECT_EQ(run(s, {request(repetitive_prompt(6), 24)})[0].result.timings.draft_n, 0);
@@ -329,6 +367,80 @@ TEST(SpeculativeDecoding, logits_rows_for_the_guesses_and_hybrid_rollback_copies
         EXPECT_EQ(on.plan().n_outputs, 3 * 17);
         EXPECT_EQ(on.plan().output_bytes, static_cast<uint64_t>(3 * 17 * on.n_vocab() * 4));
     }
+}
+
+// ---------------------------------------------------------------- ngram-mod
+
+TEST(SpeculativeDecodingNgramMod, answers_are_the_answers_without_speculation) {
+    N_GEN = 160;  // long enough for the random models' answers to repeat runs of 4 tokens
+    uint64_t kept = expect_same_answers(demo_model(), "f16", 0.0f, DraftKind::ngram_mod);
+    kept += expect_same_answers(demo_model(), "f16", 0.8f, DraftKind::ngram_mod);
+    if (test::have_fixtures()) {
+        kept += expect_same_answers(test::fixture("models/qwen3moe-tiny-s1-q8_0.gguf").string(), "q4_0", 0.0f,
+                                    DraftKind::ngram_mod);
+        // The hybrid: rolled back at every rejected guess.
+        kept += expect_same_answers(test::fixture("models/nemotron-h-moe-tiny-s1-q4_k_m.gguf").string(), "f16", 0.0f,
+                                    DraftKind::ngram_mod);
+    }
+    N_GEN = 64;
+    EXPECT_GT(kept, 10u) << "hardly a guess was confirmed: the answers tested little";
+}
+
+TEST(SpeculativeDecodingNgramMod, forced_answers_see_the_context_they_see_without_speculation) {
+    expect_same_probabilities(demo_model(), "f16", DraftKind::ngram_mod);
+    MOESERVE_REQUIRE_FIXTURES();
+    expect_same_probabilities(test::fixture("models/glm47flash-tiny-s1-q4_k_m.gguf").string(), "q8_0",
+                              DraftKind::ngram_mod);
+    expect_same_probabilities(test::fixture("models/nemotron-h-moe-tiny-s1-f16.gguf").string(), "q4_0",
+                              DraftKind::ngram_mod);
+}
+
+// The pool is shared: a request whose answer repeats what another slot's
+// request read is guessed, which ngram-simple (the slot's own history only)
+// cannot do.
+TEST(SpeculativeDecodingNgramMod, a_slot_guesses_from_what_another_slot_read) {
+    const std::string model = demo_model();
+    std::vector<int32_t> source;  // another conversation's prompt (the demo model has 259 tokens)
+    for (int i = 0; i < 200; ++i) source.push_back(3 + (i * 37 + i / 7) % 250);
+    std::vector<int32_t> other;  // this one's prompt shares nothing with it ...
+    for (int i = 0; i < 40; ++i) other.push_back(3 + (i * 101 + 7) % 250);
+    std::vector<int32_t> answer(source.begin() + 50, source.begin() + 130);  // ... but its answer quotes it
+    auto quoting = [&] {
+        GenerationRequest rq = request(other, static_cast<int64_t>(answer.size()));
+        rq.replay = answer;
+        return rq;
+    };
+    for (DraftKind kind : {DraftKind::ngram_mod, DraftKind::ngram_simple}) {
+        Rig rig(model, true, 2, 1024, "f16", kind);
+        run(*rig.scheduler, {request(source, 4)});  // slot 0 reads the source
+        GenerationRequest rq = quoting();
+        rq.id_slot = 1;
+        const Answer a = run(*rig.scheduler, {rq})[0];
+        ASSERT_EQ(a.tokens, answer);
+        if (kind == DraftKind::ngram_mod)
+            EXPECT_GT(a.result.timings.draft_n_accepted, 60) << "the quote was not guessed from slot 0's prompt";
+        else  // (a pair of tokens may repeat by chance, not a run)
+            EXPECT_LT(a.result.timings.draft_n_accepted, 10);
+    }
+}
+
+// --spec-type ngram-mod,ngram-simple: ngram-mod first, ngram-simple where the pool has nothing.
+TEST(SpeculativeDecodingNgramMod, kinds_are_asked_in_the_order_given) {
+    SpeculativeConfig c = spec_config(true);
+    c.kinds = {DraftKind::ngram_mod, DraftKind::ngram_simple};
+    c.mod = NgramModConfig{3, 1, 6};
+    Drafter d(c, 1);
+    const std::vector<int32_t> history = {99, 1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 52, 1, 2};
+    // The prompt's n-grams are in the pool: 1 2 3 -> 4 -> 5 ..., a walk of 6.
+    EXPECT_EQ(d.draft(0, 1, history, 3, 16), (std::vector<int32_t>{4, 5, 6, 7, 8, 50}));
+    // A limit cuts the walk.
+    EXPECT_EQ(d.draft(0, 1, history, 3, 2), (std::vector<int32_t>{4, 5}));
+    // 51 52 9: nothing in the pool, nor in the history.
+    EXPECT_TRUE(d.draft(0, 1, std::vector<int32_t>(history.begin(), history.end() - 2), 9, 16).empty());
+    c.kinds = {DraftKind::ngram_simple, DraftKind::ngram_mod};
+    c.ngram = NgramDraftConfig{3, 4};
+    Drafter simple_first(c, 1);
+    EXPECT_EQ(simple_first.draft(0, 1, history, 3, 16), (std::vector<int32_t>{4, 5, 6, 7}));
 }
 
 }  // namespace

@@ -39,10 +39,12 @@ const char* kUsage =
     "  -ctxcp, --ctx-checkpoints N  hybrid models: recurrent-state snapshots per slot (default 32: 4\n"
     "                            in the buffers, the rest in host RAM as long conversations use them)\n"
     "  -cms, --checkpoint-min-step N  hybrid models: tokens between those in host RAM (default 8192)\n"
-    "  --spec-type TYPE          ngram-simple: speculative decoding: logits rows for each slot's guesses,\n"
-    "                            and hybrid models keep one more recurrent state per slot to roll back to\n"
-    "                            (none: the default)\n"
-    "  --spec-draft-n-max N      speculative decoding: most guesses per slot and step (default 16)\n"
+    "  --spec-type TYPE          ngram-simple, ngram-mod or both: speculative decoding: logits rows for\n"
+    "                            each slot's guesses, and hybrid models keep one more recurrent state per\n"
+    "                            slot to roll back to (none: the default)\n"
+    "  --spec-draft-n-max N      ngram-simple: most guesses per slot and step (default 16, at most\n"
+    "                            --spec-ngram-simple-size-m, default 48)\n"
+    "  --spec-ngram-mod-n-max N  ngram-mod: most guesses per slot and step (default 64)\n"
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
@@ -208,6 +210,7 @@ int run_plan(const std::vector<std::string>& argv) {
     o.n_parallel = -1;
     uint64_t mem = 0;
     bool json = false;
+    SpeculativeConfig spec;  // --spec-type and the flags that set its longest draft
     while (!args.done()) {
         if (args.flag({"-h", "--help"})) {
             std::fputs(kUsage, stdout);
@@ -249,12 +252,17 @@ int run_plan(const std::vector<std::string>& argv) {
             if (o.checkpoint_min_step < 0) throw UsageError("--checkpoint-min-step must be 0 or more");
         } else if (args.flag({"--spec-type"})) {
             try {
-                o.speculative = parse_spec_type(args.value());
+                spec.kinds = parse_spec_type(args.value());
+                spec.enabled = !spec.kinds.empty();
             } catch (const std::invalid_argument& e) {
                 throw UsageError(std::string("--spec-type: ") + e.what());
             }
         } else if (args.flag({"--spec-draft-n-max", "--draft-max", "--draft", "--draft-n"})) {
-            o.spec_draft_max = static_cast<int>(args.int_value(0, 1024));
+            spec.n_max = static_cast<int>(args.int_value(0, 1024));
+        } else if (args.flag({"--spec-ngram-simple-size-m", "--spec-ngram-size-m"})) {
+            spec.ngram.size_m = static_cast<int>(args.int_value(1, 1024));
+        } else if (args.flag({"--spec-ngram-mod-n-max"})) {
+            spec.mod.n_max = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
         } else if (args.flag({"-fa", "--flash-attn"})) {
@@ -266,6 +274,8 @@ int run_plan(const std::vector<std::string>& argv) {
         }
     }
     if (model.empty()) throw UsageError("no model given (-m FILE)");
+    o.speculative = spec.enabled;
+    o.spec_draft_max = spec.draft_max();
     PlanOptions table_base = o;  // the table's rows set -np; unified only when asked for
     if (o.n_parallel < 0) {      // llama-server's auto: 4 slots sharing one cache
         o.n_parallel = 4;

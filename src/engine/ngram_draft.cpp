@@ -34,25 +34,41 @@ std::vector<int32_t> ngram_simple_draft(std::span<const int32_t> history, int32_
                                 history.begin() + static_cast<std::ptrdiff_t>(at + n + copy));
 }
 
-bool parse_spec_type(const std::string& value) {
+int SpeculativeConfig::draft_max() const {
+    int most = 0;
+    for (DraftKind k : kinds)
+        most = std::max(most, k == DraftKind::ngram_mod ? mod.n_max : std::min(n_max, ngram.size_m));
+    return most;
+}
+
+const char* draft_kind_name(DraftKind kind) {
+    return kind == DraftKind::ngram_mod ? "ngram-mod" : "ngram-simple";
+}
+
+std::vector<DraftKind> parse_spec_type(const std::string& value) {
     std::stringstream list(value);
     std::string kind;
-    bool ngram = false;
+    std::vector<DraftKind> kinds;
     while (std::getline(list, kind, ',')) {
         if (kind == "none") continue;
-        if (kind == "ngram-simple") {
-            ngram = true;
-            continue;
-        }
-        if (kind.rfind("draft", 0) == 0)
+        DraftKind k;
+        if (kind == "ngram-simple")
+            k = DraftKind::ngram_simple;
+        else if (kind == "ngram-mod")
+            k = DraftKind::ngram_mod;
+        else if (kind.rfind("draft", 0) == 0)
             throw std::invalid_argument("speculative type '" + kind +
-                                        "' needs a draft model, which moeserve does not load; use ngram-simple");
-        if (kind == "ngram-map-k" || kind == "ngram-map-k4v" || kind == "ngram-mod" || kind == "ngram-cache")
+                                        "' needs a draft model, which moeserve does not load; use ngram-simple or "
+                                        "ngram-mod");
+        else if (kind == "ngram-map-k" || kind == "ngram-map-k4v" || kind == "ngram-cache")
             throw std::invalid_argument("speculative type '" + kind +
-                                        "' is not implemented in moeserve; use ngram-simple");
-        throw std::invalid_argument("unknown speculative type '" + kind + "' (moeserve supports: none, ngram-simple)");
+                                        "' is not implemented in moeserve; use ngram-simple or ngram-mod");
+        else
+            throw std::invalid_argument("unknown speculative type '" + kind +
+                                        "' (moeserve supports: none, ngram-simple, ngram-mod)");
+        if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
     }
-    return ngram;
+    return kinds;
 }
 
 }  // namespace moeserve

@@ -13,7 +13,8 @@ Scheduler::Scheduler(Model& model, KvCache& cache, const Tokenizer& tokenizer, S
       tokenizer_(tokenizer),
       options_(options),
       t_created_(SteadyClock::now()),
-      prompt_cache_(options.cache_ram_bytes) {
+      prompt_cache_(options.cache_ram_bytes),
+      drafter_(options.speculative, options.layout.n_slots) {
     const int n = options_.layout.n_slots;
     if (n < 1 || n > cache_.config().n_seq_max)
         throw std::invalid_argument(
@@ -425,9 +426,9 @@ bool Scheduler::step() {
             out_slots.push_back(&s);
             ++rec.n_decode;
             ++rec.slot_tokens[s.id()];
-            if (room <= 0) continue;
+            if (!speculating()) continue;
             auto& d = drafts[static_cast<size_t>(s.id())];
-            d = s.draft(options_.spec_ngram, room);
+            d = s.draft(drafter_, room);  // (with no room, none; but a new prompt still goes into the pool)
             if (d.empty()) continue;
             cache_.begin_guesses(s.id());
             for (size_t j = 0; j < d.size(); ++j) {
@@ -582,6 +583,7 @@ bool Scheduler::step() {
                 finished = s->sample(row(r + kept), now);
             }
         if (generating && !d.empty()) {
+            drafter_.accept(s->id(), static_cast<int64_t>(kept));
             rec.n_draft_accepted += static_cast<int64_t>(kept);
             // The cells of the guesses it did not keep; a recurrent state rolled back
             // before them has the tokens it kept evaluated again.

@@ -50,9 +50,9 @@
 #include <thread>
 #include <vector>
 
+#include "engine/drafter.h"
 #include "engine/embedding.h"
 #include "engine/generation.h"
-#include "engine/ngram_draft.h"
 #include "engine/prompt_cache.h"
 #include "engine/slot.h"
 #include "engine/slot_layout.h"
@@ -80,14 +80,13 @@ struct SchedulerOptions {
     // snapshot when it is the first or lies at least this many tokens after the
     // slot's previous message-start snapshot (--checkpoint-min-step, as llama-server).
     int64_t checkpoint_min_step = 8192;
-    // Speculative decoding (--spec-type ngram-simple): each generating slot's
-    // guesses from its own history go into the step's batch after its pending
+    // Speculative decoding (--spec-type ngram-simple,ngram-mod): each generating
+    // slot's guesses (drafter.h) go into the step's batch after its pending
     // token, using free cells only (never evicting a cached prompt for them).
     // A hybrid model's recurrent state goes through every guess: when some are
     // rejected it is rolled back and the kept tokens evaluated again, in a
     // second forward pass of the same step (KvCache::end_guesses).
-    bool speculative = false;
-    NgramDraftConfig spec_ngram;
+    SpeculativeConfig speculative;
     bool log_slots = false;  // llama-server's slot lines on stderr: each request's timings, full re-processing
     // Where embedding requests get their hidden states; empty: they are
     // refused (501, the server was started without --embeddings).
@@ -192,7 +191,7 @@ class Scheduler {
     int n_slots() const { return static_cast<int>(slots_.size()); }
     // Speculative decoding is on (a hybrid model's cache needs its rollback
     // copies of the recurrent states: EngineOptions::speculative).
-    bool speculating() const { return options_.speculative && cache_.can_drop_guesses(); }
+    bool speculating() const { return options_.speculative.enabled && cache_.can_drop_guesses(); }
 
     SchedulerStats stats() const;
     std::vector<SlotInfo> slots() const;
@@ -285,6 +284,7 @@ class Scheduler {
     SchedulerStats stats_;
     PromptCache prompt_cache_;
     StepRecord last_step_;
+    Drafter drafter_;  // speculative decoding's guesses and what they keep between steps
 
     bool running_ = false;
     bool stopping_ = false;

@@ -95,17 +95,20 @@ Timings Slot::timings_at(SteadyClock::time_point now) const {
     return t;
 }
 
-std::vector<int32_t> Slot::draft(const NgramDraftConfig& config, int64_t room) const {
+std::vector<int32_t> Slot::draft(Drafter& drafter, int64_t room) const {
     const GenerationRequest& rq = task_.request;
-    if (state_ != SlotState::generating || rq.spec_n_max <= 0) return {};
+    if (state_ != SlotState::generating) return {};
+    // The prompt goes into what the guesses are drawn from even when this
+    // request guesses nothing (ngram-mod's pool serves the other requests too).
+    drafter.start(id_, task_.id, cached_);
+    if (rq.spec_n_max <= 0) return {};
     // Leave the pending token's cell and one more (the generation stops one short of
     // the context, see sample()); a guess past n_predict could never be kept.
     int64_t n_max = std::min({rq.spec_n_max, room, n_ctx_ - static_cast<int64_t>(cached_.size()) - 2});
     if (rq.n_predict >= 0) n_max = std::min(n_max, rq.n_predict - n_decoded_ - 1);
     if (n_max <= 0 || n_max < rq.spec_n_min) return {};
-    std::vector<int32_t> guess = ngram_simple_draft(cached_, pending_, config);
-    if (guess.empty() || static_cast<int64_t>(guess.size()) < rq.spec_n_min) return {};
-    if (static_cast<int64_t>(guess.size()) > n_max) guess.resize(static_cast<size_t>(n_max));
+    std::vector<int32_t> guess = drafter.draft(id_, task_.id, cached_, pending_, n_max);
+    if (static_cast<int64_t>(guess.size()) < std::max<int64_t>(1, rq.spec_n_min)) return {};
     return guess;
 }
 

@@ -22,10 +22,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/drafter.h"
 #include "engine/embedding.h"
 #include "engine/generation.h"
 #include "engine/grammar_sampler.h"
-#include "engine/ngram_draft.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "text/tokenizer.h"
@@ -96,14 +96,15 @@ class Slot {
     int32_t pending_token() const { return pending_; }
     void pending_evaluated() { cached_.push_back(pending_); }
 
-    // Speculative decoding: tokens guessed to follow the pending one (from the
-    // slot's own history, ngram_draft.h), at most `room` and within the
+    // Speculative decoding: tokens guessed to follow the pending one (by the
+    // kinds of guesses the drafter has, drafter.h; a new task's prompt goes to the
+    // drafter first, guessing or not), at most `room` and within the
     // request's speculative.n_max, the tokens it may still generate and the
     // slot's context; empty when speculation is off for the request or the
     // guess is shorter than speculative.n_min. The scheduler evaluates them
     // after the pending token, samples row by row and keeps each guess the
     // sampler confirms (pending_evaluated() again), and reports the counts.
-    std::vector<int32_t> draft(const NgramDraftConfig& config, int64_t room) const;
+    std::vector<int32_t> draft(Drafter& drafter, int64_t room) const;
     void drafts_verified(int64_t n_drafted, int64_t n_accepted) {
         draft_n_ += n_drafted;
         draft_accepted_ += n_accepted;

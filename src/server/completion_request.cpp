@@ -396,12 +396,14 @@ CompletionCall parse_completion_call(ApiKind kind, const json& body, const Serve
         }
     // Speculative decoding: llama-server's flat "speculative.n_max"/"speculative.n_min"
     // keys, clamped as it clamps them (n_min at most n_max, neither below 0), and n_max
-    // at most the server's --spec-draft-n-max, which sized the logits buffers; only a
-    // server started with --spec-type speculates at all.
+    // at most the longest draft the server's kinds make (--spec-draft-n-max for
+    // ngram-simple, --spec-ngram-mod-n-max for ngram-mod), which sized the logits
+    // buffers; only a server started with --spec-type speculates at all.
     if (o.speculative.enabled) {
-        int64_t n_max = int_field(body, "speculative.n_max").value_or(o.speculative.n_max);
+        const int64_t most = o.speculative.draft_max();
+        int64_t n_max = int_field(body, "speculative.n_max").value_or(most);
         int64_t n_min = int_field(body, "speculative.n_min").value_or(o.speculative.n_min);
-        n_max = std::clamp<int64_t>(n_max, 0, o.speculative.n_max);
+        n_max = std::clamp<int64_t>(n_max, 0, most);
         n_min = std::clamp<int64_t>(n_min, 0, n_max);
         base.spec_n_max = n_max;
         base.spec_n_min = n_min;

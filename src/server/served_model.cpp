@@ -145,7 +145,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.rope = options.rope;
     eo.n_rs_snapshots = options.ctx_checkpoints;
     eo.speculative = options.speculative.enabled;
-    eo.spec_draft_max = options.speculative.n_max;
+    eo.spec_draft_max = options.speculative.draft_max();
     engine_ = std::make_unique<Engine>(eo);
     check_placement(options, engine_->backend());
     std::fprintf(stderr, "load_tensors: backend %s\n", engine_->backend().name().c_str());
@@ -235,13 +235,20 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         std::fprintf(stderr, "srv load_model: prompt cache in RAM: up to %.0f MiB (--cache-ram)\n",
                      mib(static_cast<double>(so.cache_ram_bytes)));
     }
-    so.speculative = options.speculative.enabled;
-    so.spec_ngram = options.speculative.ngram;
-    if (so.speculative) {
-        std::fprintf(stderr,
-                     "srv load_model: speculative decoding: ngram-simple (size_n = %d, size_m = %d), up to %d "
-                     "guesses per token (--spec-draft-n-max), at least %d (--spec-draft-n-min)\n",
-                     so.spec_ngram.size_n, so.spec_ngram.size_m, options.speculative.n_max, options.speculative.n_min);
+    so.speculative = options.speculative;
+    for (DraftKind kind : so.speculative.kinds) {
+        const SpeculativeConfig& sc = so.speculative;
+        if (kind == DraftKind::ngram_simple)
+            std::fprintf(stderr,
+                         "srv load_model: speculative decoding: ngram-simple (size_n = %d, size_m = %d), up to %d "
+                         "guesses per token (--spec-draft-n-max), at least %d (--spec-draft-n-min)\n",
+                         sc.ngram.size_n, sc.ngram.size_m, sc.n_max, sc.n_min);
+        else
+            std::fprintf(stderr,
+                         "srv load_model: speculative decoding: ngram-mod (n_match = %d), %d to %d guesses per token, "
+                         "a pool of %.0f MiB shared by the slots\n",
+                         sc.mod.n_match, sc.mod.n_min, sc.mod.n_max,
+                         mib(static_cast<double>(NgramModPool::kDefaultEntries * sizeof(int32_t))));
     }
     if (options.embeddings) so.hidden_states = model_hidden_states(engine_->model());
     scheduler_ = std::make_unique<Scheduler>(engine_->model(), engine_->cache(), *tokenizer_, so);

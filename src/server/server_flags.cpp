@@ -693,13 +693,15 @@ const std::vector<Flag>& flags() {
             {{"--spec-type"},
              "TYPE",
              "LLAMA_ARG_SPEC_TYPE",
-             "speculative decoding: none (default) or ngram-simple: guesses from the conversation's own earlier "
-             "tokens, verified in one forward pass with the token they follow (the answer is the one without "
-             "speculation; hybrid models keep a copy of each slot's recurrent state to roll back to). Draft models "
-             "and n-gram maps are refused",
+             "speculative decoding: none (default), ngram-simple (guesses copied from the conversation's own "
+             "earlier tokens) or ngram-mod (guesses walked through a hashed pool of the n-grams all slots have "
+             "seen), or both as a comma list, tried in that order; the guesses are verified in one forward pass "
+             "with the token they follow (the answer is the one without speculation; hybrid models keep a copy of "
+             "each slot's recurrent state to roll back to). Draft models and n-gram maps are refused",
              [](ServerOptions& o, auto& f, auto& v) {
                  try {
-                     o.speculative.enabled = parse_spec_type(v);
+                     o.speculative.kinds = parse_spec_type(v);
+                     o.speculative.enabled = !o.speculative.kinds.empty();
                  } catch (const std::invalid_argument& e) {
                      bad(f, v, e.what());
                  }
@@ -708,7 +710,7 @@ const std::vector<Flag>& flags() {
             {{"--spec-draft-n-max", "--draft-max", "--draft", "--draft-n"},
              "N",
              "LLAMA_ARG_DRAFT_MAX",
-             "most guessed tokens verified with each generated one (default: 16; a request's speculative.n_max)",
+             "ngram-simple: most guessed tokens verified with each generated one (default: 16)",
              [](ServerOptions& o, auto& f, auto& v) { o.speculative.n_max = static_cast<int>(to_int(f, v, 0, 1024)); }},
             {{"--spec-draft-n-min", "--draft-min", "--draft-n-min"},
              "N",
@@ -739,12 +741,53 @@ const std::vector<Flag>& flags() {
              nullptr,
              "accepted: ngram-simple does not count hits (as in llama.cpp)",
              [](ServerOptions&, auto& f, auto& v) { (void)to_int(f, v, 1, INT32_MAX); }},
+            {{"--spec-ngram-map-k-size-n", "--spec-ngram-map-k-size-m", "--spec-ngram-map-k-min-hits",
+              "--spec-ngram-map-k4v-size-n", "--spec-ngram-map-k4v-size-m", "--spec-ngram-map-k4v-min-hits",
+              "--spec-ngram-min-hits", "--spec-ngram-check-rate"},
+             "N",
+             nullptr,
+             "accepted: the n-gram maps' settings (--spec-type ngram-map-k and ngram-map-k4v are refused); "
+             "guesses are looked up at every token",
+             [](ServerOptions&, auto& f, auto& v) { (void)to_int(f, v, 0, INT32_MAX); }},
+            {{"-lcs", "--lookup-cache-static", "-lcd", "--lookup-cache-dynamic"},
+             "FNAME",
+             nullptr,
+             "refused: ngram-cache's lookup files (use --spec-type ngram-mod, whose pool the slots share)",
+             [](ServerOptions&, auto& f, auto&) {
+                 unsupported(f,
+                             "moeserve has no ngram-cache speculation; --spec-type ngram-mod keeps a pool of the "
+                             "n-grams all slots have seen");
+             }},
+            {{"--spec-ngram-mod-n-match"},
+             "N",
+             nullptr,
+             "ngram-mod: tokens hashed to look up the next one, the newest included (default: 24; llama.cpp warns "
+             "below 16)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.speculative.mod.n_match = static_cast<int>(to_int(f, v, 1, 1024));
+             }},
+            {{"--spec-ngram-mod-n-min"},
+             "N",
+             nullptr,
+             "ngram-mod: a walk through the pool that stops before N tokens is no draft (default: 48)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.speculative.mod.n_min = static_cast<int>(to_int(f, v, 0, 1024));
+             }},
+            {{"--spec-ngram-mod-n-max"},
+             "N",
+             nullptr,
+             "ngram-mod: most guessed tokens verified with each generated one (default: 64)",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.speculative.mod.n_max = static_cast<int>(to_int(f, v, 1, 1024));
+             }},
             {{"-md", "--model-draft", "--spec-draft-model"},
              "FNAME",
              nullptr,
-             "refused: no draft models (use --spec-type ngram-simple)",
+             "refused: no draft models (use --spec-type ngram-simple or ngram-mod)",
              [](ServerOptions&, auto& f, auto&) {
-                 unsupported(f, "moeserve loads no draft model; --spec-type ngram-simple speculates without one");
+                 unsupported(f,
+                             "moeserve loads no draft model; --spec-type ngram-simple or ngram-mod speculates "
+                             "without one");
              }},
 
             {{"--jinja"},
@@ -1056,7 +1099,9 @@ const std::vector<Flag>& flags() {
              nullptr,
              "refused: no draft models",
              [](ServerOptions&, auto& f, auto&) {
-                 unsupported(f, "moeserve loads no draft model; --spec-type ngram-simple speculates without one");
+                 unsupported(f,
+                             "moeserve loads no draft model; --spec-type ngram-simple or ngram-mod speculates "
+                             "without one");
              }},
         };
         // llama.cpp's RoPE flags (engine/rope_flags.h), a section of their own.
