@@ -270,5 +270,48 @@ TEST(AttentionGroupKernels, AttentionMatchesDoubleReference) {
     }
 }
 
+// From --attention_streaming_from cells on (8K by default) a thread reads
+// its KV heads a chunk of cells at a time instead of one head's whole context
+// after another; every score and sum sees the same operations in the same
+// order, so the outputs are the same bits. A decode token and a 5-token
+// prompt block after 8,500 cached positions, the two orders compared.
+TEST(AttentionGroupKernels, ReadingAllHeadsOfAChunkOfCellsGivesTheSameBits) {
+    const AttentionCase cases[] = {
+        {GgmlType::F16, GgmlType::F16, 4, 8, 128, 2},    {GgmlType::Q8_0, GgmlType::Q8_0, 4, 8, 128, 2},
+        {GgmlType::Q4_0, GgmlType::Q4_0, 2, 16, 128, 3}, {GgmlType::Q4_0, GgmlType::F16, 3, 4, 64, 2},
+        {GgmlType::Q5_0, GgmlType::Q5_0, 2, 4, 64, 2},  // the general path
+    };
+    for (const auto& t : cases) {
+        std::mt19937 rng(7);
+        const int dk = t.head_dim, n_head = t.n_head_kv * t.group, n_embd = t.n_head_kv * dk;
+        KvCacheConfig cfg;
+        cfg.n_cells = 8600;
+        cfg.n_seq_max = 1;
+        cfg.type_k = t.type_k;
+        cfg.type_v = t.type_v;
+        cfg.n_embd_k = {n_embd};
+        cfg.n_embd_v = {n_embd};
+        cfg.head_dim_k = cfg.head_dim_v = dk;
+        KvCache cache(cfg);
+        CpuBackend streaming(t.n_threads), per_head(t.n_threads);
+        per_head.set_attention_streaming_from(int64_t{1} << 40);
+        const int64_t n = 8506;
+        const auto cells = cache.append(0, n);
+        const auto k = random_normal(n * n_embd, rng), v = random_normal(n * n_embd, rng);
+        streaming.store_kv(cache, 0, k.data(), v.data(), cells);
+        // Tokens: the last 5 positions as a prompt block, then position 8500 again as a decode token.
+        std::vector<int32_t> n_cells = {8502, 8503, 8504, 8505, 8506, 8501};
+        std::vector<const int32_t*> cell_ptrs(n_cells.size(), cache.seq_cells(0).data());
+        const AttentionRows rows{cell_ptrs, n_cells};
+        const int64_t n_tokens = static_cast<int64_t>(n_cells.size());
+        const auto q = random_normal(n_tokens * n_head * dk, rng);
+        std::vector<float> a(n_tokens * n_head * dk), b(a.size());
+        streaming.attention(cache, 0, q.data(), n_tokens, n_head, rows, 0.088f, a.data());
+        per_head.attention(cache, 0, q.data(), n_tokens, n_head, rows, 0.088f, b.data());
+        for (size_t i = 0; i < a.size(); ++i)
+            ASSERT_EQ(a[i], b[i]) << ggml_type_name(t.type_k) << "/" << ggml_type_name(t.type_v) << " element " << i;
+    }
+}
+
 }  // namespace
 }  // namespace moeserve

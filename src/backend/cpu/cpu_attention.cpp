@@ -197,123 +197,184 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     }
 
     // One work item = one query block and one KV head with its group of query
-    // heads, so each K and V row is read once for all of them.
+    // heads, so each K and V row is read once for all of them. A thread runs
+    // its items of one block together, a chunk of cells at a time for all of
+    // their KV heads: a cell's K (and V) rows of every head lie side by side
+    // in the cache, so the thread reads its heads' part of each cell in one
+    // run instead of one strided pass over the whole context per head (at
+    // 32K cells the strided passes ran at a third of the read bandwidth).
+    // Each score and each accumulator sees the same operations in the same
+    // order as one head at a time would give it. Measured (bench/README.md,
+    // "Reading a cell's KV heads together"): from 8K cells on, where the rows
+    // come from memory; below it one head after another stays faster.
+    constexpr int64_t kCellChunk = 256;
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * n_head_kv;
     pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
-        CacheLineVector<float> qf(n_q * dk), kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores,
-            acc(n_q * dv);
-        CacheLineVector<uint8_t> qq(q_head_bytes * n_q);
-        CacheLineVector<uint8_t> packed(group_k ? group_query_bytes(cache.type_k(), static_cast<int>(n_q), dk) : 0);
-        std::vector<const uint8_t*> row_ptrs;  // this item's K (then V) rows, for the group kernels
-        {  // one allocation each for the largest score matrix and cell list of this thread's items
-            size_t most = 0, most_cells = 0;
-            for (int64_t item = b; item < e; ++item) {
-                const auto [t0, len] = blocks[item / n_head_kv];
-                most = std::max(most, static_cast<size_t>(rows.n_cells[t0 + len - 1]) * len * group);
-                most_cells = std::max(most_cells, static_cast<size_t>(rows.n_cells[t0 + len - 1]));
-            }
-            scores.reserve(most);
-            if (group_k || group_v) row_ptrs.reserve(most_cells);
+        // Per KV head of the block being worked on: its queries, scores and sums.
+        struct Head {
+            CacheLineVector<float> qf, acc;
+            float* scores = nullptr;  // its rows of the thread's score buffer
+            CacheLineVector<uint8_t> qq, packed;
+        };
+        std::vector<Head> heads(static_cast<size_t>(std::min<int64_t>(e - b, n_head_kv)));
+        for (Head& h : heads) {
+            h.qf.resize(n_q * dk);
+            h.acc.resize(n_q * dv);
+            h.qq.resize(q_head_bytes * n_q);
+            h.packed.resize(group_k ? group_query_bytes(cache.type_k(), static_cast<int>(n_q), dk) : 0);
         }
-        for (int64_t item = b; item < e; ++item) {
-            const auto [t0, len] = blocks[item / n_head_kv];
-            const int g = static_cast<int>(item % n_head_kv);
+        // One score buffer for all heads of a block: a buffer per head, allocated
+        // anew at every call, cost more in page faults than the op at 4K cells.
+        CacheLineVector<float> kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores;
+        std::vector<const uint8_t*> row_ptrs;  // a chunk's K (then V) rows of one head, for the group kernels
+        row_ptrs.reserve(static_cast<size_t>(kCellChunk));
+        for (int64_t i0 = b; i0 < e;) {
+            const int64_t bi = i0 / n_head_kv;
+            const int64_t i1 = std::min<int64_t>(e, (bi + 1) * n_head_kv);  // this thread's items of block bi
+            const int g0 = static_cast<int>(i0 % n_head_kv), n_g = static_cast<int>(i1 - i0);
+            i0 = i1;
+            const auto [t0, len] = blocks[bi];
             const int32_t* cells = rows.cells[t0];
             const int64_t n_max = rows.n_cells[t0 + len - 1];  // the last token sees the most cells
-            // Query row r = l * group + j: token t0 + l, head g * group + j.
-            for (int l = 0; l < len; ++l)
-                for (int j = 0; j < group; ++j) {
-                    const int r = l * group + j;
-                    const float* qh = q + ((t0 + l) * n_head + g * group + j) * dk;
-                    float* qr = qf.data() + r * dk;
-                    std::copy(qh, qh + dk, qr);
-                    if (k_chunk) rotate_chunks(qr, dk, k_chunk);
-                    if (!float_k) quantize_row_activation(qtype, qr, qq.data() + r * q_head_bytes, dk);
-                }
-            // scores: [len * group, n_max]; row r covers the cells its token sees.
             const int n_rows = len * group;
-            scores.resize(static_cast<size_t>(n_max) * n_rows);
-            if (group_k) {
-                row_ptrs.resize(n_max);
-                for (int64_t c = 0; c < n_max; ++c) row_ptrs[c] = cache.k_row(layer, cells[c]) + g * k_head_bytes;
-                if (float_k)
-                    pack_group_queries(cache.type_k(), qf.data(), dk * sizeof(float), n_rows, dk, packed.data());
-                else
-                    pack_group_queries(cache.type_k(), qq.data(), q_head_bytes, n_rows, dk, packed.data());
-                // Every row is scored against all n_max cells; a row's cells past its own count are not read.
-                score_group_rows(cache.type_k(), row_ptrs.data(), n_max, packed.data(), n_rows, dk, scale,
-                                 scores.data(), n_max);
-            } else {
-                for (int64_t c = 0; c < n_max; ++c) {
-                    const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
-                    if (c + kPrefetchAhead < n_max)  // rows are strided by all KV heads: help the prefetcher
-                        prefetch_bytes(cache.k_row(layer, cells[c + kPrefetchAhead]) + g * k_head_bytes, k_head_bytes);
-                    const float* kf = float_k ? row_as_f32(cache.type_k(), kr, kbuf.data(), dk) : nullptr;
-                    // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
-                    const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
-                    for (int l = l_begin; l < len; ++l) {
-                        int j = 0;
-                        if (!float_k && dot4) {  // four query heads per pass over the K row
-                            for (; j + 4 <= group; j += 4) {
-                                const int r = l * group + j;
-                                const void* a[4];
-                                for (int k = 0; k < 4; ++k) a[k] = qq.data() + (r + k) * q_head_bytes;
-                                float o[4];
-                                dot4(kr, a, o, dk);
-                                for (int k = 0; k < 4; ++k) scores[(r + k) * n_max + c] = o[k] * scale;
+            const int64_t cell_chunk = n_max >= attention_streaming_from_ ? kCellChunk : n_max;
+            const size_t head_scores = static_cast<size_t>(n_max) * n_rows;  // [len * group, n_max] a head
+            if (scores.size() < head_scores * n_g) scores.resize(head_scores * n_g);
+            for (int k = 0; k < n_g; ++k) heads[k].scores = scores.data() + head_scores * k;
+            // All phases for heads [k0, k1) of the block: together while streaming,
+            // one head after another otherwise (as the kernels were tuned for).
+            auto run_heads = [&](int k0, int k1) {
+                for (int k = k0; k < k1; ++k) {
+                    Head& h = heads[k];
+                    const int g = g0 + k;
+                    // Query row r = l * group + j: token t0 + l, head g * group + j.
+                    for (int l = 0; l < len; ++l)
+                        for (int j = 0; j < group; ++j) {
+                            const int r = l * group + j;
+                            const float* qh = q + ((t0 + l) * n_head + g * group + j) * dk;
+                            float* qr = h.qf.data() + r * dk;
+                            std::copy(qh, qh + dk, qr);
+                            if (k_chunk) rotate_chunks(qr, dk, k_chunk);
+                            if (!float_k) quantize_row_activation(qtype, qr, h.qq.data() + r * q_head_bytes, dk);
+                        }
+                    // scores: [len * group, n_max]; row r covers the cells its token sees.
+                    if (group_k) {
+                        if (float_k)
+                            pack_group_queries(cache.type_k(), h.qf.data(), dk * sizeof(float), n_rows, dk,
+                                               h.packed.data());
+                        else
+                            pack_group_queries(cache.type_k(), h.qq.data(), q_head_bytes, n_rows, dk, h.packed.data());
+                    }
+                }
+                if (group_k) {
+                    // Every row is scored against all n_max cells; a row's cells past its own count are not read.
+                    for (int64_t c0 = 0; c0 < n_max; c0 += cell_chunk) {
+                        const int64_t nc = std::min(cell_chunk, n_max - c0);
+                        for (int k = k0; k < k1; ++k) {
+                            row_ptrs.resize(static_cast<size_t>(nc));
+                            for (int64_t c = 0; c < nc; ++c)
+                                row_ptrs[c] = cache.k_row(layer, cells[c0 + c]) + (g0 + k) * k_head_bytes;
+                            score_group_rows(cache.type_k(), row_ptrs.data(), nc, heads[k].packed.data(), n_rows, dk,
+                                             scale, heads[k].scores + c0, n_max);
+                        }
+                    }
+                } else {
+                    for (int k = k0; k < k1; ++k) {
+                        Head& h = heads[k];
+                        const int g = g0 + k;
+                        for (int64_t c = 0; c < n_max; ++c) {
+                            const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
+                            if (c + kPrefetchAhead < n_max)  // rows are strided by all KV heads: help the prefetcher
+                                prefetch_bytes(cache.k_row(layer, cells[c + kPrefetchAhead]) + g * k_head_bytes,
+                                               k_head_bytes);
+                            const float* kf = float_k ? row_as_f32(cache.type_k(), kr, kbuf.data(), dk) : nullptr;
+                            // Causal: token l sees n_cells[t0] + l cells, so cell c is seen from l_begin on.
+                            const int l_begin = static_cast<int>(std::max<int64_t>(0, c - rows.n_cells[t0] + 1));
+                            for (int l = l_begin; l < len; ++l) {
+                                int j = 0;
+                                if (!float_k && dot4) {  // four query heads per pass over the K row
+                                    for (; j + 4 <= group; j += 4) {
+                                        const int r = l * group + j;
+                                        const void* a[4];
+                                        for (int x = 0; x < 4; ++x) a[x] = h.qq.data() + (r + x) * q_head_bytes;
+                                        float o[4];
+                                        dot4(kr, a, o, dk);
+                                        for (int x = 0; x < 4; ++x) h.scores[(r + x) * n_max + c] = o[x] * scale;
+                                    }
+                                }
+                                for (; j < group; ++j) {
+                                    const int r = l * group + j;
+                                    h.scores[r * n_max + c] = (float_k ? dot_f32(h.qf.data() + r * dk, kf, dk)
+                                                                       : dot(kr, h.qq.data() + r * q_head_bytes, dk)) *
+                                                              scale;
+                                }
                             }
                         }
-                        for (; j < group; ++j) {
-                            const int r = l * group + j;
-                            scores[r * n_max + c] = (float_k ? dot_f32(qf.data() + r * dk, kf, dk)
-                                                             : dot(kr, qq.data() + r * q_head_bytes, dk)) *
-                                                    scale;
+                    }
+                }
+                for (int k = k0; k < k1; ++k) {
+                    Head& h = heads[k];
+                    for (int r = 0; r < n_rows; ++r)
+                        softmax_inplace(h.scores + r * n_max, rows.n_cells[t0 + r / group]);
+                    std::fill(h.acc.begin(), h.acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
+                    if (group_v)  // weights of cells past a row's count are 0 (adding 0 * v leaves each sum as it is)
+                        for (int r = 0; r < n_rows; ++r) {
+                            float* p = h.scores + r * n_max;
+                            std::fill(p + rows.n_cells[t0 + r / group], p + n_max, 0.0f);
+                        }
+                }
+                // acc[r] = Σ_c p[r][c] · V[c], cell after cell.
+                if (group_v) {
+                    for (int64_t c0 = 0; c0 < n_max; c0 += cell_chunk) {
+                        const int64_t nc = std::min(cell_chunk, n_max - c0);
+                        for (int k = k0; k < k1; ++k) {
+                            row_ptrs.resize(static_cast<size_t>(nc));
+                            for (int64_t c = 0; c < nc; ++c)
+                                row_ptrs[c] = cache.v_row(layer, cells[c0 + c]) + (g0 + k) * v_head_bytes;
+                            accumulate_group_rows(cache.type_v(), row_ptrs.data(), nc, heads[k].scores + c0, n_max,
+                                                  n_rows, dv, heads[k].acc.data());
+                        }
+                    }
+                } else {
+                    // Over chunks of V rows converted to f32 once and kept in L1 while
+                    // every query row of the item sums them.
+                    for (int k = k0; k < k1; ++k) {
+                        Head& h = heads[k];
+                        const int g = g0 + k;
+                        for (int64_t c0 = 0; c0 < n_max; c0 += kValueChunk) {
+                            const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
+                            for (int64_t c = c0; c < c1; ++c) {
+                                const uint8_t* vr = cache.v_row(layer, cells[c]) + g * v_head_bytes;
+                                if (c + kPrefetchAhead < n_max)
+                                    prefetch_bytes(cache.v_row(layer, cells[c + kPrefetchAhead]) + g * v_head_bytes,
+                                                   v_head_bytes);
+                                float* dst = vchunk.data() + (c - c0) * dv;
+                                const float* vf = row_as_f32(cache.type_v(), vr, dst, dv);
+                                if (vf != dst) std::copy(vf, vf + dv, dst);
+                            }
+                            for (int r = 0; r < n_rows; ++r) {
+                                const int64_t end = std::min<int64_t>(c1, rows.n_cells[t0 + r / group]);
+                                if (end > c0)
+                                    accumulate_rows(h.acc.data() + r * dv, h.scores + r * n_max + c0, vchunk.data(),
+                                                    end - c0, dv);
+                            }
                         }
                     }
                 }
-            }
-            for (int r = 0; r < n_rows; ++r) softmax_inplace(scores.data() + r * n_max, rows.n_cells[t0 + r / group]);
-            // acc[r] = Σ_c p[r][c] · V[c], over chunks of V rows converted to
-            // f32 once and kept in L1 while every query row of the item sums them.
-            std::fill(acc.begin(), acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
-            if (group_v) {
-                // Weights of cells past a row's count are 0 (adding 0 * v leaves each sum as it is).
-                for (int r = 0; r < n_rows; ++r) {
-                    float* p = scores.data() + r * n_max;
-                    std::fill(p + rows.n_cells[t0 + r / group], p + n_max, 0.0f);
-                }
-                row_ptrs.resize(n_max);
-                for (int64_t c = 0; c < n_max; ++c) row_ptrs[c] = cache.v_row(layer, cells[c]) + g * v_head_bytes;
-                accumulate_group_rows(cache.type_v(), row_ptrs.data(), n_max, scores.data(), n_max, n_rows, dv,
-                                      acc.data());
-            } else {
-                for (int64_t c0 = 0; c0 < n_max; c0 += kValueChunk) {
-                    const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
-                    for (int64_t c = c0; c < c1; ++c) {
-                        const uint8_t* vr = cache.v_row(layer, cells[c]) + g * v_head_bytes;
-                        if (c + kPrefetchAhead < n_max)
-                            prefetch_bytes(cache.v_row(layer, cells[c + kPrefetchAhead]) + g * v_head_bytes,
-                                           v_head_bytes);
-                        float* dst = vchunk.data() + (c - c0) * dv;
-                        const float* vf = row_as_f32(cache.type_v(), vr, dst, dv);
-                        if (vf != dst) std::copy(vf, vf + dv, dst);
-                    }
-                    for (int r = 0; r < n_rows; ++r) {
-                        const int64_t end = std::min<int64_t>(c1, rows.n_cells[t0 + r / group]);
-                        if (end > c0)
-                            accumulate_rows(acc.data() + r * dv, scores.data() + r * n_max + c0, vchunk.data(),
-                                            end - c0, dv);
-                    }
-                }
-            }
-            for (int l = 0; l < len; ++l)
-                for (int j = 0; j < group; ++j) {
-                    const int r = l * group + j;
-                    float* o = out + ((t0 + l) * n_head + g * group + j) * dv;
-                    std::copy(acc.begin() + r * dv, acc.begin() + (r + 1) * dv, o);
-                    if (v_chunk) rotate_chunks(o, dv, v_chunk);  // H·H = I undoes the V rotation
-                }
+                for (int k = k0; k < k1; ++k)
+                    for (int l = 0; l < len; ++l)
+                        for (int j = 0; j < group; ++j) {
+                            const int r = l * group + j;
+                            float* o = out + ((t0 + l) * n_head + (g0 + k) * group + j) * dv;
+                            std::copy(heads[k].acc.begin() + r * dv, heads[k].acc.begin() + (r + 1) * dv, o);
+                            if (v_chunk) rotate_chunks(o, dv, v_chunk);  // H·H = I undoes the V rotation
+                        }
+            };
+            if (cell_chunk < n_max)
+                run_heads(0, n_g);
+            else
+                for (int k = 0; k < n_g; ++k) run_heads(k, k + 1);
         }
     });
     (void)n_embd_v;

@@ -56,6 +56,13 @@ class CpuBackend final : public Backend {
     void gated_group_norm(float* y, const float* z, int64_t z_stride, const float* w, float eps, int64_t n_rows,
                           int64_t n, int n_group) override;
 
+    // attention(): from how many cells of context on a thread reads its KV
+    // heads a chunk of cells at a time rather than one head's whole context
+    // after another (cpu_attention.cpp); the results are the same bits either
+    // way. Below it the context's rows are likely still in the cache from the
+    // last step, and the kernels' own long passes do better.
+    void set_attention_streaming_from(int64_t n_cells) { attention_streaming_from_ = n_cells; }
+
   private:
     // attention_mla over a Q4_0/Q8_0 cache, with llama.cpp's bits (cpu_mla_quantized.cpp).
     void attention_mla_quantized(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
@@ -80,6 +87,7 @@ class CpuBackend final : public Backend {
     void run_matmul_jobs(std::span<const MatmulJob> jobs);
 
     ThreadPool pool_;
+    int64_t attention_streaming_from_ = 8192;
     // Scratch reused across calls, on cache lines (cache_line_vector.h).
     CacheLineVector<uint8_t> act_buf_;  // quantized activations
     CacheLineVector<uint8_t> act_buf2_;
