@@ -201,7 +201,10 @@ class WorkspaceWalk {
     // Per thread while attending (backend/cpu/cpu_attention.cpp): each work
     // item is a block of up to 8 consecutive prompt tokens and one KV head
     // with its group of query heads; the scores grow as later blocks see more
-    // cells (the batch ends at the last cell).
+    // cells (the batch ends at the last cell). A block that sees kStreamingFrom
+    // cells or more is worked on for all the thread's heads of it at once
+    // (their queries, sums and scores side by side), its rows kStreamingChunk
+    // cells at a time.
     void gqa_attention_scratch(int n_head, int n_head_kv, int64_t dk, int64_t dv) {
         if (n_head_kv <= 0) return;
         constexpr int64_t kQueryBlock = 8, kValueChunk = 64;
@@ -209,12 +212,13 @@ class WorkspaceWalk {
         const int64_t n_q = kQueryBlock * group;
         const bool float_k = p_.type_k == GgmlType::F32 || p_.type_k == GgmlType::F16 || p_.type_k == GgmlType::BF16;
         const uint64_t q_head = float_k ? dk * ggml_type_info(p_.type_k).type_size : act_row(p_.type_k, dk);
-        uint64_t fixed = (n_q * dk + dk + kValueChunk * dv + n_q * dv) * kF32 + n_q * q_head;
+        const uint64_t shared = (dk + kValueChunk * dv) * kF32;
+        uint64_t per_head = (n_q * dk + n_q * dv) * kF32 + n_q * q_head;
         // The group kernels (backend/cpu/attention_kernels.h, where this
         // build has them) add packed queries and one row pointer per cell.
         const bool group_k = has_group_scores(p_.type_k, static_cast<int>(dk));
         const bool group_v = has_group_values(p_.type_v, static_cast<int>(dv));
-        if (group_k) fixed += group_query_bytes(p_.type_k, static_cast<int>(n_q), static_cast<int>(dk));
+        if (group_k) per_head += group_query_bytes(p_.type_k, static_cast<int>(n_q), static_cast<int>(dk));
         const int64_t T = p_.n_tokens;
         const int64_t n_blocks = (T + kQueryBlock - 1) / kQueryBlock;
         const int64_t items = n_blocks * n_head_kv;
@@ -224,15 +228,19 @@ class WorkspaceWalk {
         for (int i = 0; i < threads; ++i) {
             const int64_t b = items * i / threads, e = items * (i + 1) / threads;
             if (b >= e) continue;
-            uint64_t most = 0;        // the attention op reserves its largest score matrix once
-            uint64_t most_cells = 0;  // and grows its row pointers to the most cells an item sees
+            uint64_t most_heads = 1, most = 0, most_cells = 0;  // as the op sizes them up front
             for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
                 const int64_t len = std::min(kQueryBlock, T - blk * kQueryBlock);
                 const uint64_t cells = std::min(p_.n_kv, first_cell + blk * kQueryBlock + len);
-                most = std::max<uint64_t>(most, cells * len * group);
-                most_cells = std::max(most_cells, cells);
+                const bool streaming = cells >= static_cast<uint64_t>(kStreamingFrom);
+                const int64_t mine = std::min(e, (blk + 1) * n_head_kv) - std::max(b, blk * n_head_kv);
+                const uint64_t active = streaming ? static_cast<uint64_t>(mine) : 1;
+                most_heads = std::max(most_heads, active);
+                most = std::max<uint64_t>(most, active * cells * len * group);
+                most_cells = std::max<uint64_t>(most_cells, streaming ? kStreamingChunk : cells);
             }
-            total += fixed + most * kF32 + (group_k || group_v ? most_cells * sizeof(void*) : 0);
+            total +=
+                shared + most_heads * per_head + most * kF32 + (group_k || group_v ? most_cells * sizeof(void*) : 0);
         }
         transient(total + n_blocks * 16);  // + the list of blocks
     }

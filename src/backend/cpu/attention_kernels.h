@@ -26,6 +26,13 @@
 
 namespace moeserve {
 
+// CpuBackend::attention: from kStreamingFrom cells of context on (the
+// default of set_attention_streaming_from), a thread reads the K and V rows of
+// all its KV heads kStreamingChunk cells at a time (cpu_attention.cpp); the
+// memory plan sizes the op's scratch with the same numbers.
+constexpr int64_t kStreamingFrom = 8192;
+constexpr int64_t kStreamingChunk = 256;
+
 // Whether score_group_rows handles K rows of this type and head size.
 bool has_group_scores(GgmlType type_k, int head_dim);
 // Whether accumulate_group_rows handles V rows of this type and head size.

@@ -207,28 +207,41 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     // order as one head at a time would give it. Measured (bench/README.md,
     // "Reading a cell's KV heads together"): from 8K cells on, where the rows
     // come from memory; below it one head after another stays faster.
-    constexpr int64_t kCellChunk = 256;
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * n_head_kv;
     pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
-        // Per KV head of the block being worked on: its queries, scores and sums.
+        // The KV heads worked on together: this thread's heads of a block when
+        // it streams, else one. Their queries, scores and sums; buffers for as
+        // many heads and scores as the thread's largest block needs, sized up
+        // front (growing them block by block held old and new at once).
         struct Head {
             CacheLineVector<float> qf, acc;
             float* scores = nullptr;  // its rows of the thread's score buffer
             CacheLineVector<uint8_t> qq, packed;
         };
-        std::vector<Head> heads(static_cast<size_t>(std::min<int64_t>(e - b, n_head_kv)));
+        size_t most_heads = 1, most_scores = 0, most_cells = 0;
+        for (int64_t i0 = b; i0 < e;) {
+            const int64_t bi = i0 / n_head_kv, i1 = std::min<int64_t>(e, (bi + 1) * n_head_kv);
+            const auto [t0, len] = blocks[bi];
+            const int64_t n_max = rows.n_cells[t0 + len - 1];
+            const bool streaming = n_max >= attention_streaming_from_;
+            const size_t active = streaming ? static_cast<size_t>(i1 - i0) : 1;
+            most_heads = std::max(most_heads, active);
+            most_scores = std::max(most_scores, active * static_cast<size_t>(n_max * len * group));
+            most_cells = std::max(most_cells, static_cast<size_t>(streaming ? kStreamingChunk : n_max));
+            i0 = i1;
+        }
+        std::vector<Head> heads(most_heads);
         for (Head& h : heads) {
             h.qf.resize(n_q * dk);
             h.acc.resize(n_q * dv);
             h.qq.resize(q_head_bytes * n_q);
             h.packed.resize(group_k ? group_query_bytes(cache.type_k(), static_cast<int>(n_q), dk) : 0);
         }
-        // One score buffer for all heads of a block: a buffer per head, allocated
-        // anew at every call, cost more in page faults than the op at 4K cells.
         CacheLineVector<float> kbuf(dk), vchunk(static_cast<size_t>(kValueChunk) * dv), scores;
+        scores.reserve(most_scores);
         std::vector<const uint8_t*> row_ptrs;  // a chunk's K (then V) rows of one head, for the group kernels
-        row_ptrs.reserve(static_cast<size_t>(kCellChunk));
+        if (group_k || group_v) row_ptrs.reserve(most_cells);
         for (int64_t i0 = b; i0 < e;) {
             const int64_t bi = i0 / n_head_kv;
             const int64_t i1 = std::min<int64_t>(e, (bi + 1) * n_head_kv);  // this thread's items of block bi
@@ -238,15 +251,16 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             const int32_t* cells = rows.cells[t0];
             const int64_t n_max = rows.n_cells[t0 + len - 1];  // the last token sees the most cells
             const int n_rows = len * group;
-            const int64_t cell_chunk = n_max >= attention_streaming_from_ ? kCellChunk : n_max;
+            const bool streaming = n_max >= attention_streaming_from_;
+            const int64_t cell_chunk = streaming ? kStreamingChunk : n_max;
             const size_t head_scores = static_cast<size_t>(n_max) * n_rows;  // [len * group, n_max] a head
-            if (scores.size() < head_scores * n_g) scores.resize(head_scores * n_g);
-            for (int k = 0; k < n_g; ++k) heads[k].scores = scores.data() + head_scores * k;
+            scores.resize(head_scores * (streaming ? n_g : 1));
             // All phases for heads [k0, k1) of the block: together while streaming,
             // one head after another otherwise (as the kernels were tuned for).
             auto run_heads = [&](int k0, int k1) {
+                for (int k = k0; k < k1; ++k) heads[k - k0].scores = scores.data() + head_scores * (k - k0);
                 for (int k = k0; k < k1; ++k) {
-                    Head& h = heads[k];
+                    Head& h = heads[k - k0];
                     const int g = g0 + k;
                     // Query row r = l * group + j: token t0 + l, head g * group + j.
                     for (int l = 0; l < len; ++l)
@@ -275,13 +289,13 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                             row_ptrs.resize(static_cast<size_t>(nc));
                             for (int64_t c = 0; c < nc; ++c)
                                 row_ptrs[c] = cache.k_row(layer, cells[c0 + c]) + (g0 + k) * k_head_bytes;
-                            score_group_rows(cache.type_k(), row_ptrs.data(), nc, heads[k].packed.data(), n_rows, dk,
-                                             scale, heads[k].scores + c0, n_max);
+                            score_group_rows(cache.type_k(), row_ptrs.data(), nc, heads[k - k0].packed.data(), n_rows,
+                                             dk, scale, heads[k - k0].scores + c0, n_max);
                         }
                     }
                 } else {
                     for (int k = k0; k < k1; ++k) {
-                        Head& h = heads[k];
+                        Head& h = heads[k - k0];
                         const int g = g0 + k;
                         for (int64_t c = 0; c < n_max; ++c) {
                             const uint8_t* kr = cache.k_row(layer, cells[c]) + g * k_head_bytes;
@@ -314,7 +328,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                     }
                 }
                 for (int k = k0; k < k1; ++k) {
-                    Head& h = heads[k];
+                    Head& h = heads[k - k0];
                     for (int r = 0; r < n_rows; ++r)
                         softmax_inplace(h.scores + r * n_max, rows.n_cells[t0 + r / group]);
                     std::fill(h.acc.begin(), h.acc.begin() + static_cast<size_t>(n_rows) * dv, 0.0f);
@@ -332,15 +346,15 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                             row_ptrs.resize(static_cast<size_t>(nc));
                             for (int64_t c = 0; c < nc; ++c)
                                 row_ptrs[c] = cache.v_row(layer, cells[c0 + c]) + (g0 + k) * v_head_bytes;
-                            accumulate_group_rows(cache.type_v(), row_ptrs.data(), nc, heads[k].scores + c0, n_max,
-                                                  n_rows, dv, heads[k].acc.data());
+                            accumulate_group_rows(cache.type_v(), row_ptrs.data(), nc, heads[k - k0].scores + c0, n_max,
+                                                  n_rows, dv, heads[k - k0].acc.data());
                         }
                     }
                 } else {
                     // Over chunks of V rows converted to f32 once and kept in L1 while
                     // every query row of the item sums them.
                     for (int k = k0; k < k1; ++k) {
-                        Head& h = heads[k];
+                        Head& h = heads[k - k0];
                         const int g = g0 + k;
                         for (int64_t c0 = 0; c0 < n_max; c0 += kValueChunk) {
                             const int64_t c1 = std::min<int64_t>(n_max, c0 + kValueChunk);
@@ -367,11 +381,11 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                         for (int j = 0; j < group; ++j) {
                             const int r = l * group + j;
                             float* o = out + ((t0 + l) * n_head + (g0 + k) * group + j) * dv;
-                            std::copy(heads[k].acc.begin() + r * dv, heads[k].acc.begin() + (r + 1) * dv, o);
+                            std::copy(heads[k - k0].acc.begin() + r * dv, heads[k - k0].acc.begin() + (r + 1) * dv, o);
                             if (v_chunk) rotate_chunks(o, dv, v_chunk);  // H·H = I undoes the V rotation
                         }
             };
-            if (cell_chunk < n_max)
+            if (streaming)
                 run_heads(0, n_g);
             else
                 for (int k = 0; k < n_g; ++k) run_heads(k, k + 1);

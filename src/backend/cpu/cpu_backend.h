@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/attention_kernels.h"
 #include "backend/cpu/cache_line_vector.h"
 #include "backend/cpu/latent_scores.h"
 #include "backend/cpu/thread_pool.h"
@@ -87,7 +88,7 @@ class CpuBackend final : public Backend {
     void run_matmul_jobs(std::span<const MatmulJob> jobs);
 
     ThreadPool pool_;
-    int64_t attention_streaming_from_ = 8192;
+    int64_t attention_streaming_from_ = kStreamingFrom;
     // Scratch reused across calls, on cache lines (cache_line_vector.h).
     CacheLineVector<uint8_t> act_buf_;  // quantized activations
     CacheLineVector<uint8_t> act_buf2_;
