@@ -201,10 +201,13 @@ class WorkspaceWalk {
     // Per thread while attending (backend/cpu/cpu_attention.cpp): each work
     // item is a block of up to 8 consecutive prompt tokens and one KV head
     // with its group of query heads; the scores grow as later blocks see more
-    // cells (the batch ends at the last cell). A block that sees kStreamingFrom
-    // cells or more is worked on for all the thread's heads of it at once
-    // (their queries, sums and scores side by side), its rows kStreamingChunk
-    // cells at a time.
+    // cells (the batch ends at the last cell). A one-token block (a decoded
+    // token, or a prompt with -ub 1) that sees kStreamingFrom cells or more is
+    // worked on for all the thread's heads of it at once (their queries, sums
+    // and scores side by side), its rows kStreamingChunk cells at a time.
+    // Decode batches are not modelled: with at most 8 KV heads their scratch
+    // (heads x cells x group scores) stays below a prompt block's (8 tokens x
+    // cells x group) at the same depth, which is.
     void gqa_attention_scratch(int n_head, int n_head_kv, int64_t dk, int64_t dv) {
         if (n_head_kv <= 0) return;
         constexpr int64_t kQueryBlock = 8, kValueChunk = 64;
@@ -232,7 +235,7 @@ class WorkspaceWalk {
             for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
                 const int64_t len = std::min(kQueryBlock, T - blk * kQueryBlock);
                 const uint64_t cells = std::min(p_.n_kv, first_cell + blk * kQueryBlock + len);
-                const bool streaming = cells >= static_cast<uint64_t>(kStreamingFrom);
+                const bool streaming = len == 1 && cells >= static_cast<uint64_t>(kStreamingFrom);
                 const int64_t mine = std::min(e, (blk + 1) * n_head_kv) - std::max(b, blk * n_head_kv);
                 const uint64_t active = streaming ? static_cast<uint64_t>(mine) : 1;
                 most_heads = std::max(most_heads, active);

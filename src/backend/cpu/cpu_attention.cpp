@@ -206,7 +206,11 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
     // Each score and each accumulator sees the same operations in the same
     // order as one head at a time would give it. Measured (bench/README.md,
     // "Reading a cell's KV heads together"): from 8K cells on, where the rows
-    // come from memory; below it one head after another stays faster.
+    // come from memory; below it one head after another stays faster. Only
+    // one-token blocks (decoding): a prompt block's 8 tokens do 8 times the
+    // arithmetic per row read, and its heads' scores side by side would hold
+    // 8 x cells x group floats each (the memory plan sizes them, but at 512K
+    // cells that is over 100 MiB a head and thread).
     const int64_t n_items = static_cast<int64_t>(blocks.size()) * n_head_kv;
     pool_.parallel_for(n_items, [&](int64_t b, int64_t e) {
         const size_t n_q = static_cast<size_t>(kQueryBlock) * group;  // query rows of an item
@@ -224,7 +228,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             const int64_t bi = i0 / n_head_kv, i1 = std::min<int64_t>(e, (bi + 1) * n_head_kv);
             const auto [t0, len] = blocks[bi];
             const int64_t n_max = rows.n_cells[t0 + len - 1];
-            const bool streaming = n_max >= attention_streaming_from_;
+            const bool streaming = len == 1 && n_max >= attention_streaming_from_;
             const size_t active = streaming ? static_cast<size_t>(i1 - i0) : 1;
             most_heads = std::max(most_heads, active);
             most_scores = std::max(most_scores, active * static_cast<size_t>(n_max * len * group));
@@ -251,7 +255,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             const int32_t* cells = rows.cells[t0];
             const int64_t n_max = rows.n_cells[t0 + len - 1];  // the last token sees the most cells
             const int n_rows = len * group;
-            const bool streaming = n_max >= attention_streaming_from_;
+            const bool streaming = len == 1 && n_max >= attention_streaming_from_;
             const int64_t cell_chunk = streaming ? kStreamingChunk : n_max;
             const size_t head_scores = static_cast<size_t>(n_max) * n_rows;  // [len * group, n_max] a head
             scores.resize(head_scores * (streaming ? n_g : 1));
