@@ -173,21 +173,27 @@ struct AttentionCase {
     int n_head_kv, group, head_dim, n_threads;
 };
 
+// A one-layer cache of the case's types and heads.
+KvCacheConfig one_layer_cache(const AttentionCase& t, int64_t n_cells, int n_seq) {
+    const int n_embd = t.n_head_kv * t.head_dim;
+    KvCacheConfig cfg;
+    cfg.n_cells = n_cells;
+    cfg.n_seq_max = n_seq;
+    cfg.type_k = t.type_k;
+    cfg.type_v = t.type_v;
+    cfg.n_embd_k = {n_embd};
+    cfg.n_embd_v = {n_embd};
+    cfg.head_dim_k = cfg.head_dim_v = t.head_dim;
+    return cfg;
+}
+
 // Three sequences in one batch: 0 decodes one token after 300 cached
 // positions, 1 is a 13-token prompt (causal blocks of up to 8 tokens), 2
 // decodes one token after 77. Their cells interleave in the pool.
 void check_attention_matches_reference(const AttentionCase& t) {
     std::mt19937 rng(100 + t.n_head_kv * 10 + t.head_dim + t.group);
     const int dk = t.head_dim, n_head = t.n_head_kv * t.group, n_embd = t.n_head_kv * dk;
-    KvCacheConfig cfg;
-    cfg.n_cells = 512;
-    cfg.n_seq_max = 3;
-    cfg.type_k = t.type_k;
-    cfg.type_v = t.type_v;
-    cfg.n_embd_k = {n_embd};
-    cfg.n_embd_v = {n_embd};
-    cfg.head_dim_k = cfg.head_dim_v = dk;
-    KvCache cache(cfg);
+    KvCache cache(one_layer_cache(t, 512, 3));
     auto backend = make_cpu_backend(t.n_threads);
 
     auto fill = [&](int seq, int64_t n) {
@@ -284,15 +290,7 @@ TEST(AttentionGroupKernels, ReadingAllHeadsOfAChunkOfCellsGivesTheSameBits) {
     for (const auto& t : cases) {
         std::mt19937 rng(7);
         const int dk = t.head_dim, n_head = t.n_head_kv * t.group, n_embd = t.n_head_kv * dk;
-        KvCacheConfig cfg;
-        cfg.n_cells = 8600;
-        cfg.n_seq_max = 1;
-        cfg.type_k = t.type_k;
-        cfg.type_v = t.type_v;
-        cfg.n_embd_k = {n_embd};
-        cfg.n_embd_v = {n_embd};
-        cfg.head_dim_k = cfg.head_dim_v = dk;
-        KvCache cache(cfg);
+        KvCache cache(one_layer_cache(t, 8600, 1));
         CpuBackend streaming(t.n_threads), per_head(t.n_threads);
         per_head.set_attention_streaming_from(int64_t{1} << 40);
         const int64_t n = 8506;
