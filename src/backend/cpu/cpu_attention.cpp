@@ -251,7 +251,9 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             const int64_t i1 = std::min<int64_t>(e, (bi + 1) * n_head_kv);  // this thread's items of block bi
             const int g0 = static_cast<int>(i0 % n_head_kv), n_g = static_cast<int>(i1 - i0);
             i0 = i1;
-            const auto [t0, len] = blocks[bi];
+            // (Named, not a structured binding: run_heads below captures them, which clang 14 refuses.)
+            const int64_t t0 = blocks[bi].first;
+            const int len = blocks[bi].second;
             const int32_t* cells = rows.cells[t0];
             const int64_t n_max = rows.n_cells[t0 + len - 1];  // the last token sees the most cells
             const int n_rows = len * group;
