@@ -38,9 +38,10 @@ std::vector<int32_t> ngram_mod_draft(const NgramModPool& pool, std::span<const i
     if (history.size() < n || n_max <= 0) return {};
     // walk = [last n - 1 tokens of the history, sampled, guesses...]; each
     // lookup hashes the newest n tokens of it.
-    std::vector<int32_t> walk(history.end() - static_cast<std::ptrdiff_t>(n - 1), history.end());
-    walk.push_back(sampled);
+    std::vector<int32_t> walk;
     walk.reserve(n + static_cast<size_t>(n_max));
+    walk.assign(history.end() - static_cast<std::ptrdiff_t>(n - 1), history.end());
+    walk.push_back(sampled);
     for (int i = 0; i < n_max; ++i) {
         const int32_t next = pool.get(walk.data() + i);
         if (next == NgramModPool::kEmpty) {

@@ -223,12 +223,13 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             float* scores = nullptr;  // its rows of the thread's score buffer
             CacheLineVector<uint8_t> qq, packed;
         };
+        const auto streams = [&](int len, int64_t n_max) { return len == 1 && n_max >= attention_streaming_from_; };
         size_t most_heads = 1, most_scores = 0, most_cells = 0;
         for (int64_t i0 = b; i0 < e;) {
             const int64_t bi = i0 / n_head_kv, i1 = std::min<int64_t>(e, (bi + 1) * n_head_kv);
             const auto [t0, len] = blocks[bi];
             const int64_t n_max = rows.n_cells[t0 + len - 1];
-            const bool streaming = len == 1 && n_max >= attention_streaming_from_;
+            const bool streaming = streams(len, n_max);
             const size_t active = streaming ? static_cast<size_t>(i1 - i0) : 1;
             most_heads = std::max(most_heads, active);
             most_scores = std::max(most_scores, active * static_cast<size_t>(n_max * len * group));
@@ -255,9 +256,16 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
             const int64_t t0 = blocks[bi].first;
             const int len = blocks[bi].second;
             const int32_t* cells = rows.cells[t0];
+            // row_ptrs := the K (or V) rows of head g for cells [c0, c0 + nc) of the block.
+            const auto chunk_rows = [&](bool values, int64_t c0, int64_t nc, int g) {
+                row_ptrs.resize(static_cast<size_t>(nc));
+                for (int64_t c = 0; c < nc; ++c)
+                    row_ptrs[c] = values ? cache.v_row(layer, cells[c0 + c]) + g * v_head_bytes
+                                         : cache.k_row(layer, cells[c0 + c]) + g * k_head_bytes;
+            };
             const int64_t n_max = rows.n_cells[t0 + len - 1];  // the last token sees the most cells
             const int n_rows = len * group;
-            const bool streaming = len == 1 && n_max >= attention_streaming_from_;
+            const bool streaming = streams(len, n_max);
             const int64_t cell_chunk = streaming ? kStreamingChunk : n_max;
             const size_t head_scores = static_cast<size_t>(n_max) * n_rows;  // [len * group, n_max] a head
             scores.resize(head_scores * (streaming ? n_g : 1));
@@ -292,9 +300,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                     for (int64_t c0 = 0; c0 < n_max; c0 += cell_chunk) {
                         const int64_t nc = std::min(cell_chunk, n_max - c0);
                         for (int k = k0; k < k1; ++k) {
-                            row_ptrs.resize(static_cast<size_t>(nc));
-                            for (int64_t c = 0; c < nc; ++c)
-                                row_ptrs[c] = cache.k_row(layer, cells[c0 + c]) + (g0 + k) * k_head_bytes;
+                            chunk_rows(/*values=*/false, c0, nc, g0 + k);
                             score_group_rows(cache.type_k(), row_ptrs.data(), nc, heads[k - k0].packed.data(), n_rows,
                                              dk, scale, heads[k - k0].scores + c0, n_max);
                         }
@@ -349,9 +355,7 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
                     for (int64_t c0 = 0; c0 < n_max; c0 += cell_chunk) {
                         const int64_t nc = std::min(cell_chunk, n_max - c0);
                         for (int k = k0; k < k1; ++k) {
-                            row_ptrs.resize(static_cast<size_t>(nc));
-                            for (int64_t c = 0; c < nc; ++c)
-                                row_ptrs[c] = cache.v_row(layer, cells[c0 + c]) + (g0 + k) * v_head_bytes;
+                            chunk_rows(/*values=*/true, c0, nc, g0 + k);
                             accumulate_group_rows(cache.type_v(), row_ptrs.data(), nc, heads[k - k0].scores + c0, n_max,
                                                   n_rows, dv, heads[k - k0].acc.data());
                         }
