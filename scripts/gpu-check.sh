@@ -328,6 +328,10 @@ run() {
             -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
         # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
         step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
+        # Routed experts in host memory (--cpu-moe: every layer's expert FFN on the CPU, the rest on the
+        # GPU; --n-cpu-moe 2: the first two layers' only).
+        step bench-cpu-moe 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -cmoe -p 512 -n 32 -d 0 -r 1
+        step bench-n-cpu-moe 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -ncmoe 2 -p 512 -n 32 -d 0 -r 1
         [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
     fi
     # The whole 17 GB model (issue 10's benchmark) with what time is left:
@@ -340,6 +344,10 @@ run() {
         STEP_CAP=150 step bench-full-q4 100 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 512 -n 32 -d 0,32768 \
             -ctk q4_0 -ctv q4_0 -r 1
         STEP_CAP=120 step bench-full-npl 40 "$MOESERVE_BIN" bench -m "$full" -ngl all -p 0 -n 32 -d 0 -npl 1,4,8 -r 1
+        # The seed guide's way to fit a long context on a smaller card: the routed experts of the first 24 of
+        # 48 layers in host memory (9 GB less on the GPU), their FFNs on the host's cores.
+        STEP_CAP=120 step bench-full-n-cpu-moe 60 "$MOESERVE_BIN" bench -m "$full" -ngl all -ncmoe 24 -p 512 -n 32 \
+            -d 0 -r 1
         # 8 sequences with the MoE decode tiles of before (8 tokens a tile): the 490 t/s of session 16.
         STEP_CAP=60 step bench-full-moe-tile8 30 env MOESERVE_CUDA_MOE_TILE_TOKENS=8 "$MOESERVE_BIN" bench -m "$full" \
             -ngl all -p 0 -n 32 -d 0 -npl 8 -r 1
@@ -406,6 +414,9 @@ run() {
         section rows "the same with the MoE decode tiles of before (MOESERVE_CUDA_MOE_TILE_TOKENS=8)" \
             "$out/bench-moe-tile8.log"
         section table "bench, layer split (-ngl 2 of 4)" "$out/bench-split.log"
+        section table "bench, routed experts on the CPU (-ngl all --cpu-moe)" "$out/bench-cpu-moe.log"
+        section table "bench, the first two layers' routed experts on the CPU (-ngl all --n-cpu-moe 2)" \
+            "$out/bench-n-cpu-moe.log"
         section rows "the whole model (48 layers, ~17 GB)" "$out"/bench-full.log "$out"/bench-full-q4.log \
             "$out"/bench-full-npl.log "$out"/bench-full-128k.log
         section rows "the slice at 32K with the attention tiles loaded value by value (MOESERVE_CUDA_TILE_LOADS=0)" \
@@ -436,6 +447,8 @@ run() {
             "$out/bench-full-moe-tile8.log"
         section rows "the whole model with the x86-order int8 kernel (MOESERVE_CUDA_X86_ORDER=1)" \
             "$out/bench-full-x86.log"
+        section rows "the whole model with the first 24 layers' routed experts on the CPU (--n-cpu-moe 24)" \
+            "$out/bench-full-n-cpu-moe.log"
         echo "## SM / memory clocks (MHz) during the slice's benchmarks: min, median, max of the samples"
         clock_summary "$out/clocks.csv" 2>/dev/null || echo "(no samples)"
         echo

@@ -25,7 +25,7 @@ TEST(GpuLayersFlag, accepts_counts_auto_and_all) {
 
 TEST(BackendSelection, zero_gpu_layers_is_the_cpu_without_a_note) {
     std::string note = "stale";
-    auto be = select_backend({2, 0, 48}, &note);
+    auto be = select_backend({2, 0, 48, {}}, &note);
     EXPECT_EQ(be->name(), "cpu");
     EXPECT_EQ(be->n_threads(), 2);
     EXPECT_TRUE(note.empty());
@@ -34,15 +34,15 @@ TEST(BackendSelection, zero_gpu_layers_is_the_cpu_without_a_note) {
 TEST(BackendSelection, without_cuda_gpu_layers_run_on_the_cpu_with_a_note) {
     if (cuda_backend_built()) GTEST_SKIP() << "CUDA build: tests/cuda covers the device cases";
     std::string note;
-    auto be = select_backend({1, 99, 48}, &note);
+    auto be = select_backend({1, 99, 48, {}}, &note);
     EXPECT_EQ(be->name(), "cpu");
     EXPECT_NE(note.find("-ngl 99 is ignored"), std::string::npos) << note;
     // A layer split, too: there is no device to put the last layers on.
-    be = select_backend({1, 10, 48}, &note);
+    be = select_backend({1, 10, 48, {}}, &note);
     EXPECT_EQ(be->name(), "cpu");
     EXPECT_NE(note.find("-ngl 10 is ignored"), std::string::npos) << note;
     // auto is silent: it means "the GPU if there is one".
-    select_backend({1, kGpuLayersAuto, 48}, &note);
+    select_backend({1, kGpuLayersAuto, 48, {}}, &note);
     EXPECT_TRUE(note.empty()) << note;
 }
 

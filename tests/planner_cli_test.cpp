@@ -8,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "fixtures.h"
+#include "gguf/gguf_file.h"
 #include "memory/byte_size.h"
 #include "run_command.h"
 #include "synth/presets.h"
@@ -109,6 +110,41 @@ TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
     auto r = test::run_moeserve({"plan", "-m", model, "--ctx-checkpoints", "-1"});
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("--ctx-checkpoints must be between 0 and 1048576"), std::string::npos) << r.err;
+}
+
+// The seed's 24 GB card: -ncmoe 24 keeps the first 24 layers' routed experts
+// (the three ffn_*_exps tensors of each) in host memory, which the plan shows
+// as bytes off the card.
+TEST(PlanCli, cpu_moe_flags_show_the_experts_kept_in_host_memory) {
+    const std::string model = write_preset(test::scratch_dir(), "qwen3-coder-30b-a3b", true);
+    uint64_t first_24 = 0, all = 0;
+    const std::regex experts(R"(^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$)");
+    const GgufFile file = GgufFile::open(model);
+    for (const auto& t : file.tensors()) {
+        std::smatch m;
+        if (!std::regex_match(t.name, m, experts)) continue;
+        all += t.nbytes;
+        if (std::stoi(m[1]) < 24) first_24 += t.nbytes;
+    }
+    ASSERT_GT(first_24, 4ull << 30);
+    auto r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-c", "524288", "-np", "2", "-ctk", "q4_0",
+                                 "-ctv", "q4_0", "-ngl", "99", "-ncmoe", "24", "--json"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["host_expert_layers"], "0-23");
+    EXPECT_EQ(j["host_expert_bytes"], first_24);
+    EXPECT_EQ(j["device_bytes"], j["total_bytes"].get<uint64_t>() - first_24);
+    r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-cmoe"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("the routed experts of layers 0-47 (" + format_bytes(all) + ") stay in host memory"),
+              std::string::npos)
+        << r.out;
+    // Without the flags, no such line; a pattern that takes more than experts is refused.
+    r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB"});
+    EXPECT_EQ(r.out.find("stay in host memory"), std::string::npos);
+    r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-ot", "blk\\.0\\.=CPU"});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("-ot puts blk.0.attn_norm.weight in host memory"), std::string::npos) << r.err;
 }
 
 TEST(PlanCli, names_bad_sizes_and_missing_models) {

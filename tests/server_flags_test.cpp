@@ -196,9 +196,9 @@ TEST(ServerFlags, llama_server_placement_load_fit_and_chat_flags_apply) {
     EXPECT_EQ(o.fit_target_mib, 512);
     EXPECT_EQ(o.fit_ctx, 2048);
     EXPECT_EQ(o.load_mode, LoadMode::read);
-    EXPECT_TRUE(o.cpu_moe);
-    EXPECT_EQ(o.n_cpu_moe, 4);
-    EXPECT_EQ(o.override_tensor, (std::vector<std::string>{"exps=CPU", "blk\\.1\\.=CPU"}));
+    EXPECT_TRUE(o.experts.cpu_moe);
+    EXPECT_EQ(o.experts.n_cpu_moe, 4);
+    EXPECT_EQ(o.experts.override_tensor, (std::vector<std::string>{"exps=CPU", "blk\\.1\\.=CPU"}));
     EXPECT_TRUE(o.no_kv_offload);
     EXPECT_EQ(o.chat_template_kwargs["enable_thinking"], false);
     EXPECT_FALSE(o.prefill_assistant);

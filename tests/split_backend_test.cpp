@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "backend/expert_placement.h"
 #include "backend/forwarding_backend.h"
 #include "backend/split_backend.h"
 #include "fixtures.h"
@@ -20,7 +21,8 @@ namespace moeserve {
 namespace {
 
 // A CPU backend that notes what reaches it: layers announced, layers named
-// by cache ops, the weights of its products, the tensors it may upload.
+// by cache ops, the weights of its products, the expert FFNs' layers (by
+// their router), the tensors it may upload.
 class RecordingBackend final : public ForwardingBackend {
   public:
     explicit RecordingBackend(std::string name) : inner_(make_cpu_backend(1)), name_(std::move(name)) {}
@@ -43,6 +45,7 @@ class RecordingBackend final : public ForwardingBackend {
     void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
                  const Weight& down_exps, const MoeParams& p, float* out) override {
         weights.insert(router.name);
+        expert_layers.insert(tensor_layer(router.name));
         ForwardingBackend::moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
     }
     void embed(const Weight& table, std::span<const int32_t> tokens, float* out) override {
@@ -50,7 +53,7 @@ class RecordingBackend final : public ForwardingBackend {
         ForwardingBackend::embed(table, tokens, out);
     }
 
-    std::set<int> announced, cache_layers;
+    std::set<int> announced, cache_layers, expert_layers;
     std::set<std::string> weights, uploaded;
 
   protected:
@@ -64,11 +67,8 @@ class RecordingBackend final : public ForwardingBackend {
     std::string name_;
 };
 
-// Layer index of a "blk.N.*" tensor, -1 for the others.
 int layer_of(const std::string& name) {
-    for (int l = 0; l < 1000; ++l)
-        if (is_tensor_of_layers_from(name, l) && !is_tensor_of_layers_from(name, l + 1)) return l;
-    return -1;
+    return tensor_layer(name);
 }
 
 // Prompt logits, then three decoded tokens' logits, of the file on `be`.
@@ -127,6 +127,71 @@ TEST(SplitBackend, device_layers_run_on_the_device_with_the_same_logits) {
         for (const auto& t : device->uploaded) EXPECT_GE(layer_of(t), first) << t;
         for (const auto& t : host->uploaded) EXPECT_LT(layer_of(t), first) << t;
         EXPECT_FALSE(device->uploaded.empty());
+    }
+}
+
+// --cpu-moe on a GPU run: every layer, the embedding and the head on the
+// device, the routed-expert FFNs of the chosen layers on the host, which is
+// given exactly those and reads their experts; the device uploads everything
+// else. The logits are bit for bit the single backend's.
+TEST(SplitBackend, host_experts_run_on_the_host_with_the_same_logits) {
+    if (!test::have_fixtures()) GTEST_SKIP() << "no fixtures";
+    for (const char* stem : {"qwen3moe-tiny-s1", "nemotron-h-moe-tiny-s1", "glm47flash-tiny-s1"}) {
+        SCOPED_TRACE(stem);
+        const std::string path = test::fixture(std::string("models/") + stem + "-q8_0.gguf").string();
+        const GgufFile file = GgufFile::open(path);
+        const int n_layer = static_cast<int>(file.get_u32(file.architecture() + ".block_count"));
+        std::vector<std::string> names;
+        for (const auto& t : file.tensors()) names.push_back(t.name);
+        for (const bool all : {true, false}) {
+            SCOPED_TRACE(all ? "--cpu-moe" : "--n-cpu-moe 2 with -ngl of the last layers");
+            ExpertPlacementFlags flags;
+            flags.cpu_moe = all;
+            flags.n_cpu_moe = all ? 0 : 2;
+            SplitPlan plan;
+            plan.n_layer = n_layer;
+            plan.host_experts = resolve_expert_placement(names, n_layer, flags).host_experts;
+            plan.first_device_layer = all ? 0 : 1;  // the second run: also a layer split at layer 1
+            plan.head_on_device = all;
+            std::set<int> moe_layers, host_moe;
+            for (const auto& n : names)
+                if (routed_expert_layer(n) >= 0) moe_layers.insert(routed_expert_layer(n));
+            for (int l = plan.first_device_layer; l < n_layer; ++l)
+                if (plan.host_experts[l]) host_moe.insert(l);
+            ASSERT_FALSE(host_moe.empty());
+
+            auto host = std::make_shared<RecordingBackend>("host");
+            auto device = std::make_shared<RecordingBackend>("device");
+            auto split = make_split_backend(host, device, plan);
+            const std::string name = split->name();
+            EXPECT_NE(name.find("with the routed experts of layers"), std::string::npos) << name;
+            const std::vector<float> got = run(path, std::move(split));
+            const std::vector<float> whole = run(path, make_cpu_backend(1));
+            ASSERT_EQ(got.size(), whole.size());
+            EXPECT_EQ(0, std::memcmp(got.data(), whole.data(), got.size() * sizeof(float)));
+
+            // The host runs the expert FFNs of its host-expert device layers
+            // (and all of its own layers' ops), the device every other op.
+            std::set<int> device_moe;
+            for (int l : moe_layers)
+                if (l >= plan.first_device_layer && !host_moe.count(l)) device_moe.insert(l);
+            EXPECT_EQ(device->expert_layers, device_moe);
+            for (int l : host_moe) EXPECT_TRUE(host->expert_layers.count(l)) << l;
+            std::set<int> device_layers;
+            for (int l = plan.first_device_layer; l < n_layer; ++l) device_layers.insert(l);
+            if (all) device_layers.insert(n_layer);  // the head
+            EXPECT_EQ(device->announced, device_layers);
+            EXPECT_EQ(all, device->weights.count("token_embd.weight") == 1);  // the embedding goes with layer 0
+            for (const auto& w : device->weights) EXPECT_FALSE(host_moe.count(expert_ffn_layer(w))) << w;
+            // Uploads: the device holds no expert of a host-expert layer, the host exactly those (and its layers').
+            for (const auto& t : device->uploaded) EXPECT_FALSE(host_moe.count(expert_ffn_layer(t))) << t;
+            for (const auto& t : host->uploaded)
+                EXPECT_TRUE(layer_of(t) < plan.first_device_layer && (layer_of(t) >= 0 || !all) ||
+                            host_moe.count(expert_ffn_layer(t)))
+                    << t;
+            for (const auto& n : names)
+                if (host_moe.count(routed_expert_layer(n))) EXPECT_TRUE(host->uploaded.count(n)) << n;
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 
@@ -50,11 +51,17 @@ std::shared_ptr<Backend> select_backend(const BackendRequest& r, std::string* no
 #ifdef MOESERVE_WITH_CUDA
     if (wants_gpu) {
         if (cuda::device_count() > 0) {
-            if (!split) return make_cuda_backend(0);
+            const bool host_experts =
+                std::find(r.host_experts.begin(), r.host_experts.end(), true) != r.host_experts.end();
+            if (!split && !host_experts) return make_cuda_backend(0);
+            SplitPlan plan;
+            plan.n_layer = r.n_layer;
+            plan.first_device_layer = split ? r.n_layer - r.n_gpu_layers : 0;
+            plan.head_on_device = !split;
+            plan.host_experts = r.host_experts;
             std::shared_ptr<Backend> host = make_cpu_backend(std::max(1, r.n_threads));
             std::shared_ptr<Backend> device = make_cuda_backend(0);
-            return make_split_backend(std::move(host), std::move(device), r.n_layer - r.n_gpu_layers, r.n_layer,
-                                      make_cuda_managed_memory(0));
+            return make_split_backend(std::move(host), std::move(device), std::move(plan), make_cuda_managed_memory(0));
         }
         if (explicit_gpu && note)
             *note = fmt::format("no CUDA device found; -ngl {} is ignored, running on the CPU", ignored());

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 
@@ -18,6 +19,10 @@ struct BackendRequest {
     int n_threads = 1;     // CPU threads (the CPU backend)
     int n_gpu_layers = 0;  // 0: CPU only
     int n_layer = 0;       // the model's layer count, to tell "all" from a split
+    // Per layer (empty: none): its routed experts stay in host memory and
+    // run on the CPU (--cpu-moe, --n-cpu-moe, -ot; expert_placement.h).
+    // A CPU run has them there anyway.
+    std::vector<bool> host_experts;
 };
 
 // The backend for the request. A request for GPU layers in a build without
@@ -25,7 +30,8 @@ struct BackendRequest {
 // in *note (empty when nothing needs saying). Offloading only some layers
 // (0 < n_gpu_layers < n_layer) splits the model: the last n_gpu_layers
 // layers on the GPU, the embedding, the first layers and the output head on
-// the CPU (split_backend.h).
+// the CPU (split_backend.h); so do layers whose experts stay in host memory:
+// their expert FFNs run on the CPU, the rest of the model on the GPU.
 std::shared_ptr<Backend> select_backend(const BackendRequest& request, std::string* note);
 
 // Whether this build has the CUDA backend.

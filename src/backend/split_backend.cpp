@@ -2,9 +2,9 @@
 
 #include <fmt/format.h>
 
-#include <charconv>
 #include <stdexcept>
 
+#include "backend/expert_placement.h"
 #include "backend/forwarding_backend.h"
 
 namespace moeserve {
@@ -12,35 +12,44 @@ namespace {
 
 class SplitBackend final : public ForwardingBackend {
   public:
-    SplitBackend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device, int first_device_layer, int n_layer,
+    SplitBackend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device, SplitPlan plan,
                  std::unique_ptr<DeviceMemory> shared)
-        : host_(std::move(host)),
-          device_(std::move(device)),
-          first_device_layer_(first_device_layer),
-          n_layer_(n_layer),
-          shared_(std::move(shared)) {}
+        : host_(std::move(host)), device_(std::move(device)), plan_(std::move(plan)), shared_(std::move(shared)) {
+        if (plan_.host_experts.empty()) plan_.host_experts.assign(static_cast<size_t>(plan_.n_layer), false);
+    }
 
     std::string name() const override {
-        return fmt::format("{} (layers 0-{}) + {} (layers {}-{})", host_->name(), first_device_layer_ - 1,
-                           device_->name(), first_device_layer_, n_layer_ - 1);
+        const int first = plan_.first_device_layer, n = plan_.n_layer;
+        std::string s;
+        if (first > 0)
+            s = fmt::format("{} (layers 0-{}{}) + {} (layers {}-{}{})", host_->name(), first - 1,
+                            plan_.head_on_device ? "" : ", head", device_->name(), first, n - 1,
+                            plan_.head_on_device ? ", head" : "");
+        else
+            s = fmt::format("{} (layers 0-{}{})", device_->name(), n - 1, plan_.head_on_device ? ", head" : "");
+        std::vector<bool> on_host(plan_.host_experts.size(), false);
+        for (int l = first; l < n; ++l) on_host[static_cast<size_t>(l)] = plan_.host_experts[static_cast<size_t>(l)];
+        const std::string experts = describe_layers(on_host);
+        if (!experts.empty()) s += fmt::format(" with the routed experts of layers {} on {}", experts, host_->name());
+        return s;
     }
     int n_threads() const override { return host_->n_threads(); }
     DeviceMemory& memory() override { return shared_ ? *shared_ : host_memory(); }
     bool runs_on_host() override { return host_->runs_on_host() && device_->runs_on_host(); }
 
     void load_weights(const GgufFile& file, const TensorFilter& upload) override {
-        const int first = first_device_layer_;
-        host_->load_weights(file, [&](const std::string& name) {
-            return !is_tensor_of_layers_from(name, first) && (!upload || upload(name));
-        });
-        device_->load_weights(file, [&](const std::string& name) {
-            return is_tensor_of_layers_from(name, first) && (!upload || upload(name));
-        });
+        host_->load_weights(file,
+                            [&](const std::string& name) { return !on_device(name) && (!upload || upload(name)); });
+        device_->load_weights(file,
+                              [&](const std::string& name) { return on_device(name) && (!upload || upload(name)); });
     }
     void begin_batch(const BatchInputs& inputs) override {
         host_->begin_batch(inputs);
         device_->begin_batch(inputs);
-        current_ = host_.get();  // the embedding lookup: layer 0's, and the input stays on the host
+        // The embedding lookup, layer 0's: on the host unless the whole
+        // model but the experts is on the device.
+        current_ = embedding_on_device() ? device_.get() : host_.get();
+        layer_ = 0;
     }
     void end_batch() override {
         device_->end_batch();
@@ -51,11 +60,25 @@ class SplitBackend final : public ForwardingBackend {
         // Leaving the device: what its ops wrote must be complete before the host reads it.
         if (current_ == device_.get() && next != current_) device_->synchronize();
         current_ = next;
+        layer_ = layer;
         current_->begin_layer(layer);
     }
     void synchronize() override {
         device_->synchronize();
         host_->synchronize();
+    }
+
+    // A device layer whose experts stay in host memory: the host runs the
+    // expert FFN once the device has written its input (and cleared or
+    // filled its output), and returns before the device's next op is queued.
+    void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
+                 const Weight& down_exps, const MoeParams& p, float* out) override {
+        if (current_ == device_.get() && experts_on_host(layer_)) {
+            device_->synchronize();
+            host_->moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
+            return;
+        }
+        ForwardingBackend::moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
     }
 
   protected:
@@ -69,33 +92,54 @@ class SplitBackend final : public ForwardingBackend {
     }
 
   private:
-    Backend& on(int layer) const { return layer >= first_device_layer_ && layer < n_layer_ ? *device_ : *host_; }
+    bool embedding_on_device() const { return plan_.first_device_layer == 0 && plan_.head_on_device; }
+    bool experts_on_host(int layer) const {
+        return layer >= 0 && layer < plan_.n_layer && plan_.host_experts[static_cast<size_t>(layer)];
+    }
+    Backend& on(int layer) const {
+        if (layer >= plan_.n_layer) return plan_.head_on_device ? *device_ : *host_;
+        return layer >= plan_.first_device_layer ? *device_ : *host_;
+    }
+    // Whether the device holds a tensor: its layer's, unless the layer's
+    // experts stay on the host; the embedding, norm and head with the head.
+    bool on_device(const std::string& name) const {
+        const int layer = tensor_layer(name);
+        if (layer < 0) return plan_.head_on_device;
+        return layer >= plan_.first_device_layer && !experts_on_host(expert_ffn_layer(name));
+    }
 
     std::shared_ptr<Backend> host_, device_;
-    int first_device_layer_, n_layer_;
+    SplitPlan plan_;
     std::unique_ptr<DeviceMemory> shared_;
     Backend* current_ = nullptr;
+    int layer_ = 0;
 };
 
 }  // namespace
 
 bool is_tensor_of_layers_from(const std::string& name, int first_layer) {
-    constexpr std::string_view kPrefix = "blk.";
-    if (name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
-    int layer = -1;
-    const char* begin = name.data() + kPrefix.size();
-    auto [end, ec] = std::from_chars(begin, name.data() + name.size(), layer);
-    return ec == std::errc() && end != begin && *end == '.' && layer >= first_layer;
+    const int layer = tensor_layer(name);
+    return layer >= 0 && layer >= first_layer;
+}
+
+std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
+                                            SplitPlan plan, std::unique_ptr<DeviceMemory> shared) {
+    if (!host || !device) throw std::invalid_argument("make_split_backend: a backend is missing");
+    if (plan.first_device_layer < 0 || plan.first_device_layer > plan.n_layer)
+        throw std::invalid_argument(
+            fmt::format("layer split at layer {} of a {}-layer model", plan.first_device_layer, plan.n_layer));
+    if (!plan.host_experts.empty() && plan.host_experts.size() != static_cast<size_t>(plan.n_layer))
+        throw std::invalid_argument(
+            fmt::format("expert placement for {} layers of a {}-layer model", plan.host_experts.size(), plan.n_layer));
+    return std::make_unique<SplitBackend>(std::move(host), std::move(device), std::move(plan), std::move(shared));
 }
 
 std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
                                             int first_device_layer, int n_layer, std::unique_ptr<DeviceMemory> shared) {
-    if (!host || !device) throw std::invalid_argument("make_split_backend: a backend is missing");
-    if (first_device_layer < 0 || first_device_layer > n_layer)
-        throw std::invalid_argument(
-            fmt::format("layer split at layer {} of a {}-layer model", first_device_layer, n_layer));
-    return std::make_unique<SplitBackend>(std::move(host), std::move(device), first_device_layer, n_layer,
-                                          std::move(shared));
+    SplitPlan plan;
+    plan.n_layer = n_layer;
+    plan.first_device_layer = first_device_layer;
+    return make_split_backend(std::move(host), std::move(device), std::move(plan), std::move(shared));
 }
 
 }  // namespace moeserve

@@ -13,6 +13,7 @@
 #include "backend/select_backend.h"
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/engine_flags.h"
 #include "engine/bench_runner.h"
 #include "memory/byte_size.h"
 
@@ -42,6 +43,8 @@ const char* kUsage =
     "                            (default 1; t/s counts all of them: tg128 x4)\n"
     "  -ngl, --n-gpu-layers N    0 = CPU (default); all / N >= layers = the GPU (CUDA builds); fewer = the\n"
     "                            last N layers on the GPU, the rest on the CPU\n"
+    "  -cmoe, -ncmoe N, -ot REGEX=BUFTYPE,...\n"
+    "                            GPU runs: routed experts kept in host memory and run on the CPU (as serve)\n"
     "  --real-depth              fill the depth by prefilling random tokens\n"
     "  -o, --output FORMAT       md (default), json or csv\n"
     "  --json, --csv             the same as -o json, -o csv\n";
@@ -189,6 +192,7 @@ int run_bench(const std::vector<std::string>& argv) {
     int64_t reps = 5, n_ubatch = 512;
     bool real_depth = false;
     int n_gpu_layers = 0;
+    ExpertPlacementFlags experts;
     auto type_list = [&](const std::string& s) {
         std::vector<GgmlType> out;
         for (const auto& item : split(s)) out.push_back(parse_cache_type(item));
@@ -227,6 +231,7 @@ int run_bench(const std::vector<std::string>& argv) {
             } catch (const std::invalid_argument& e) {
                 throw UsageError(e.what());
             }
+        } else if (parse_expert_placement_flag(args, experts)) {
         } else if (args.flag({"--real-depth"})) {
             real_depth = true;
         } else if (args.flag({"-o", "--output"})) {
@@ -271,6 +276,7 @@ int run_bench(const std::vector<std::string>& argv) {
                 opt.model_path = model;
                 opt.n_threads = static_cast<int>(nt);
                 opt.n_gpu_layers = n_gpu_layers;
+                opt.experts = experts;
                 opt.n_ctx = cells;
                 opt.n_seq = n_seq;
                 opt.type_k = tk;

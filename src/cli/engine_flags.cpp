@@ -1,5 +1,6 @@
 #include "cli/engine_flags.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "backend/select_backend.h"
@@ -22,6 +23,11 @@ const char* const kEngineFlagsHelp =
     "  -ngl, --n-gpu-layers N    layers on the GPU: 0 = CPU (default), N >= the layer count or 'all' = the whole\n"
     "                            model on the GPU (CUDA builds: `make cuda`), fewer = the last N layers there and\n"
     "                            the rest on the CPU, 'auto' = the GPU if there is one\n"
+    "  -cmoe, --cpu-moe          GPU runs: keep every layer's routed experts in host memory and run them on the CPU\n"
+    "  -ncmoe, --n-cpu-moe N     GPU runs: the same for the first N layers\n"
+    "  -ot, --override-tensor REGEX=BUFTYPE,...\n"
+    "                            GPU runs: tensors whose name matches REGEX (first match wins) in host memory (CPU)\n"
+    "                            or on the GPU (CUDA0); only routed experts may stay on the CPU ('exps=CPU')\n"
     "  --rope-scaling {none,linear,yarn}, --rope-scale N, --rope-freq-base N, --rope-freq-scale N,\n"
     "  --yarn-orig-ctx N, --yarn-ext-factor N, --yarn-attn-factor N, --yarn-beta-slow N, --yarn-beta-fast N\n"
     "                            RoPE over the model's own, as llama.cpp's flags (e.g. --rope-scaling yarn\n"
@@ -37,6 +43,29 @@ const RopeFlag* rope_flag_named(Args& args) {
 }
 
 }  // namespace
+
+bool parse_expert_placement_flag(Args& args, ExpertPlacementFlags& flags) {
+    if (args.flag({"-cmoe", "--cpu-moe"})) {
+        flags.cpu_moe = true;
+    } else if (args.flag({"-ncmoe", "--n-cpu-moe"})) {
+        flags.n_cpu_moe = static_cast<int>(args.int_value(0, 1 << 20));
+    } else if (args.flag({"-ot", "--override-tensor"})) {
+        const std::string v = args.value();
+        size_t begin = 0;
+        while (begin <= v.size()) {
+            const size_t comma = std::min(v.find(',', begin), v.size());
+            const std::string item = v.substr(begin, comma - begin);
+            const size_t eq = item.find('=');
+            if (eq == 0 || eq == std::string::npos || eq + 1 == item.size())
+                throw UsageError("option -ot expects REGEX=BUFTYPE pairs, e.g. 'exps=CPU', got '" + v + "'");
+            flags.override_tensor.push_back(item);
+            begin = comma + 1;
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
 
 bool parse_engine_flag(Args& args, EngineOptions& opt) {
     if (args.flag({"-m", "--model"})) {
@@ -74,6 +103,7 @@ bool parse_engine_flag(Args& args, EngineOptions& opt) {
         } catch (const std::invalid_argument& e) {
             throw UsageError(e.what());
         }
+    } else if (parse_expert_placement_flag(args, opt.experts)) {
     } else if (args.flag({"--no-mmap"})) {
         opt.load_mode = LoadMode::read;
     } else if (args.flag({"--mmap"})) {

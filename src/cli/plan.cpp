@@ -7,8 +7,10 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "backend/expert_placement.h"
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/engine_flags.h"
 #include "engine/engine.h"
 #include "engine/ngram_draft.h"
 #include "gguf/file_type.h"
@@ -48,6 +50,9 @@ const char* kUsage =
     "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
     "                            allocates them on the card; -ngl below the layer count keeps the first\n"
     "                            layers' weights in host memory)\n"
+    "  -cmoe, -ncmoe N, -ot REGEX=BUFTYPE,...\n"
+    "                            routed experts kept in host memory on a CUDA run (as serve): shown with the\n"
+    "                            bytes they take off the card\n"
     "  -fa, --flash-attn MODE    accepted (on, off, auto); attention never materialises the score matrix\n"
     "  --json                    one JSON object, all sizes in bytes\n";
 
@@ -89,8 +94,38 @@ std::string gib(uint64_t bytes) {
     return format_bytes(bytes);
 }
 
+// What -cmoe/-ncmoe/-ot keep in host memory on a CUDA run.
+struct HostExperts {
+    bool given = false;
+    std::string layers;  // "0-23"
+    uint64_t bytes = 0;  // their routed experts' weights
+};
+
+HostExperts host_experts_of(const GgufFile& f, int n_layer, const ExpertPlacementFlags& flags) {
+    HostExperts h;
+    if (!flags.any()) return h;
+    std::vector<std::string> names;
+    for (const auto& t : f.tensors()) names.push_back(t.name);
+    HostPlacement placement;
+    try {
+        placement = resolve_expert_placement(names, n_layer, flags);
+    } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+    }
+    if (!placement.other_host_tensors.empty())
+        throw UsageError(fmt::format("-ot puts {} in host memory; only routed experts can stay there on a CUDA run",
+                                     placement.other_host_tensors.front()));
+    h.given = true;
+    h.layers = describe_layers(placement.host_experts);
+    for (const auto& t : f.tensors()) {
+        const int l = routed_expert_layer(t.name);
+        if (l >= 0 && l < n_layer && placement.host_experts[static_cast<size_t>(l)]) h.bytes += t.nbytes;
+    }
+    return h;
+}
+
 void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std::string& mem_label,
-                    const std::vector<TableEntry>& table) {
+                    const std::vector<TableEntry>& table, const HostExperts& host) {
     const MemoryShape& s = p.shape;
     const PlanOptions& o = p.options;
     fmt::print("model: {}\n", f.path());
@@ -109,6 +144,9 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
     fmt::print("| buffer | size | detail |\n|---|---:|---|\n");
     for (const auto& b : p.buffers()) fmt::print("| {} | {} | {} |\n", b.name, gib(b.bytes), b.detail);
     fmt::print("| **total** | **{}** | {} bytes |\n\n", gib(p.total_bytes), p.total_bytes);
+    if (host.given)
+        fmt::print("on a CUDA run the routed experts of layers {} ({}) stay in host memory: {} on the card\n\n",
+                   host.layers.empty() ? "(none)" : host.layers, gib(host.bytes), gib(p.total_bytes - host.bytes));
     if (p.recurrent_host_bytes_max)
         fmt::print(
             "and in host RAM, only as long conversations use them: up to {} of recurrent checkpoints at message "
@@ -152,7 +190,7 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
 }
 
 void print_json(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std::string& mem_label,
-                const std::vector<TableEntry>& table) {
+                const std::vector<TableEntry>& table, const HostExperts& host) {
     using json = nlohmann::ordered_json;
     const PlanOptions& o = p.options;
     json j;
@@ -181,6 +219,11 @@ void print_json(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std:
     j["workspace_bytes"] = p.workspace_bytes;
     j["output_bytes"] = p.output_bytes;
     j["total_bytes"] = p.total_bytes;
+    if (host.given) {
+        j["host_expert_layers"] = host.layers;
+        j["host_expert_bytes"] = host.bytes;
+        j["device_bytes"] = p.total_bytes - host.bytes;
+    }
     j["mem_bytes"] = mem;
     j["mem_source"] = mem_label;
     j["fits"] = p.total_bytes <= mem;
@@ -211,6 +254,7 @@ int run_plan(const std::vector<std::string>& argv) {
     uint64_t mem = 0;
     bool json = false;
     SpeculativeConfig spec;  // --spec-type and the flags that set its longest draft
+    ExpertPlacementFlags experts;
     while (!args.done()) {
         if (args.flag({"-h", "--help"})) {
             std::fputs(kUsage, stdout);
@@ -265,6 +309,7 @@ int run_plan(const std::vector<std::string>& argv) {
             spec.mod.n_max = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
             o.n_gpu_layers = static_cast<int>(args.int_value());
+        } else if (parse_expert_placement_flag(args, experts)) {
         } else if (args.flag({"-fa", "--flash-attn"})) {
             args.value();
         } else if (args.flag({"--json"})) {
@@ -289,10 +334,11 @@ int run_plan(const std::vector<std::string>& argv) {
     const MemoryShape shape = read_memory_shape(f);
     const MemoryPlan p = plan_memory(f, shape, o);
     const auto table = largest_ctx_table(f, shape, table_base, mem);
+    const HostExperts host = host_experts_of(f, shape.n_layer, experts);
     if (json)
-        print_json(f, p, mem, mem_label, table);
+        print_json(f, p, mem, mem_label, table, host);
     else
-        print_markdown(f, p, mem, mem_label, table);
+        print_markdown(f, p, mem, mem_label, table, host);
     return 0;
 }
 

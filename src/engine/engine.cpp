@@ -60,7 +60,25 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     request.n_threads = std::max(1, threads);
     request.n_gpu_layers = options.n_gpu_layers;
     if (loadable) request.n_layer = static_cast<int>(file_->get_u32(file_->architecture() + ".block_count"));
+    HostPlacement placement;
+    if (loadable && options.experts.any()) {
+        std::vector<std::string> names;
+        for (const auto& t : file_->tensors()) names.push_back(t.name);
+        placement = resolve_expert_placement(names, request.n_layer, options.experts);
+        request.host_experts = placement.host_experts;
+    }
     backend_ = select_backend(request, &backend_note_);
+    if (!backend_->runs_on_host()) {
+        // On the CPU everything is in host memory anyway; on a GPU only whole
+        // layers' experts can stay there.
+        if (!placement.other_host_tensors.empty())
+            throw std::invalid_argument(fmt::format(
+                "-ot puts {} in host memory, but on a GPU moeserve keeps only routed experts (ffn_*_exps, with "
+                "their router) there; narrow the pattern (e.g. -ot 'blk\\.[0-9]+\\.ffn_.*_exps\\.=CPU'), or use "
+                "--cpu-moe, --n-cpu-moe N, or -ngl N below the layer count",
+                placement.other_host_tensors.front()));
+        for (const std::string& note : placement.notes) backend_note_ += (backend_note_.empty() ? "" : "; ") + note;
+    }
     model_ = load_model(file_, backend_, options.rope);
     options_.n_ctx = n_ctx;
     KvCacheConfig cache_config =

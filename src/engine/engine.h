@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "backend/expert_placement.h"
 #include "gguf/gguf_file.h"
 #include "gguf/mapped_file.h"
 #include "memory/kv_cache.h"
@@ -26,6 +27,9 @@ struct EngineOptions {
     bool fit_ctx = false;    // --fit / -c max: the largest context that fits in the memory budget
     uint64_t mem_bytes = 0;  // memory budget (--mem); 0: MemAvailable when the engine starts
     int n_gpu_layers = 0;    // -ngl: 0 = CPU; N, kGpuLayersAll or kGpuLayersAuto = the GPU (select_backend.h)
+    // --cpu-moe, --n-cpu-moe, -ot: on a GPU run, the layers whose routed
+    // experts stay in host memory and run on the CPU (expert_placement.h).
+    ExpertPlacementFlags experts;
     LoadMode load_mode = LoadMode::mmap;  // --mmap / --no-mmap / --mlock
     RopeOverrides rope;                   // --rope-scaling, --rope-scale, --yarn-*: over the file's RoPE
     // Hybrid models: recurrent-state snapshots kept per sequence (--ctx-checkpoints).
@@ -52,7 +56,8 @@ class Engine {
     const MemoryPlan& plan() const { return plan_; }
     int64_t n_vocab() const { return model_->params().n_vocab; }
     Backend& backend() { return *backend_; }
-    // Why the backend is not the one -ngl asked for (empty when it is).
+    // Why the backend is not the one -ngl asked for, or how -ot placed a
+    // layer's experts (empty when nothing needs saying).
     const std::string& backend_note() const { return backend_note_; }
 
     // Appends tokens to a sequence in ubatch-sized chunks. Returns the

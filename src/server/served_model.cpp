@@ -20,25 +20,15 @@ double mib(double bytes) {
     return bytes / (1024.0 * 1024.0);
 }
 
-// Host placement flags on a GPU run: moeserve places whole layers (-ngl N
-// keeps the first ones on the CPU), not tensors by pattern, so they are
-// refused rather than silently ignored.
+// -nkvo on a GPU run: the KV cache goes where its layer runs (only the
+// routed experts can stay in host memory, --cpu-moe and friends), so the
+// flag is refused rather than silently ignored.
 void check_placement(const ServerOptions& o, Backend& backend) {
-    if (backend.runs_on_host()) return;  // all of it is in host memory already
-    std::string flag;
-    if (o.cpu_moe)
-        flag = "--cpu-moe";
-    else if (o.n_cpu_moe > 0)
-        flag = "--n-cpu-moe";
-    else if (!o.override_tensor.empty())
-        flag = "--override-tensor";
-    else if (o.no_kv_offload)
-        flag = "--no-kv-offload";
-    if (!flag.empty())
-        throw std::runtime_error(
-            flag +
-            " keeps tensors in host memory, but moeserve places whole layers: drop the flag, use -ngl N below the "
-            "layer count to keep the first layers on the CPU, or -ngl 0 to run on the CPU");
+    if (backend.runs_on_host() || !o.no_kv_offload) return;  // all of it is in host memory already
+    throw std::runtime_error(
+        "--no-kv-offload keeps the KV cache in host memory, but moeserve keeps it with its layer: drop the flag, "
+        "use -ngl N below the layer count to keep the first layers (and their cache) on the CPU, or -ngl 0 to run on "
+        "the CPU");
 }
 
 }  // namespace
@@ -141,6 +131,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.type_v = parse_cache_type(options.cache_type_v);
     eo.n_ubatch = options.n_ubatch;
     eo.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
+    eo.experts = options.experts;
     eo.load_mode = options.load_mode;
     eo.rope = options.rope;
     eo.n_rs_snapshots = options.ctx_checkpoints;

@@ -189,24 +189,27 @@ const std::vector<Flag>& flags() {
             {{"-cmoe", "--cpu-moe"},
              nullptr,
              "LLAMA_ARG_CPU_MOE",
-             "keep the expert tensors in host memory: always so on the CPU; refused on a GPU (-ngl N places whole "
-             "layers)",
-             [](ServerOptions& o, auto&, auto&) { o.cpu_moe = true; }},
+             "keep every layer's routed experts in host memory and run them on the CPU, the rest on the GPU (a "
+             "CPU run has them there anyway)",
+             [](ServerOptions& o, auto&, auto&) { o.experts.cpu_moe = true; }},
             {{"-ncmoe", "--n-cpu-moe"},
              "N",
              "LLAMA_ARG_N_CPU_MOE",
-             "the same for the experts of the first N layers",
-             [](ServerOptions& o, auto& f, auto& v) { o.n_cpu_moe = static_cast<int>(to_int(f, v, 0, 1 << 20)); }},
+             "the same for the routed experts of the first N layers",
+             [](ServerOptions& o, auto& f, auto& v) {
+                 o.experts.n_cpu_moe = static_cast<int>(to_int(f, v, 0, 1 << 20));
+             }},
             {{"-ot", "--override-tensor"},
              "REGEX=BUFTYPE,...",
              "LLAMA_ARG_OVERRIDE_TENSOR",
-             "tensors to keep in a given buffer (e.g. 'exps=CPU'): host memory already on the CPU; refused on a GPU",
+             "tensors to place by regex, first match wins: BUFTYPE CPU keeps them in host memory, CUDA0 on the GPU; "
+             "on a GPU only routed experts may go to the CPU (e.g. 'exps=CPU', 'blk\\.(1[0-9])\\.ffn_.*_exps=CPU')",
              [](ServerOptions& o, auto& f, auto& v) {
                  for (const auto& item : split_commas(v)) {
                      const size_t eq = item.find('=');
                      if (eq == 0 || eq == std::string::npos || eq + 1 == item.size())
                          bad(f, v, "expected REGEX=BUFTYPE pairs, e.g. 'exps=CPU'");
-                     o.override_tensor.push_back(item);
+                     o.experts.override_tensor.push_back(item);
                  }
              }},
             {{"-kvo", "--kv-offload"},

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/expert_placement.h"
 #include "chat/chat_output.h"
 #include "engine/ngram_draft.h"
 #include "engine/sampler.h"
@@ -33,10 +34,10 @@ struct ServerOptions {
     LoadMode load_mode = LoadMode::mmap;  // -lm, --mmap, --no-mmap, --mlock, -dio
 
     // Placement of tensors in host memory (llama-server's -cmoe, -ncmoe, -ot,
-    // -nkvo): a CPU run has everything there already; a GPU run refuses them.
-    bool cpu_moe = false;
-    int n_cpu_moe = 0;
-    std::vector<std::string> override_tensor;  // REGEX=BUFTYPE
+    // -nkvo): a CPU run has everything there already; a GPU run keeps the
+    // routed experts of the layers they name there (expert_placement.h) and
+    // refuses -nkvo.
+    ExpertPlacementFlags experts;
     bool no_kv_offload = false;
 
     // --fit: with no -c, lower the context until the plan fits with

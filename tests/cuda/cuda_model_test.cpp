@@ -14,6 +14,7 @@
 #include "../engine_test_util.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_flash_attention.h"
+#include "backend/expert_placement.h"
 #include "backend/select_backend.h"
 
 namespace moeserve {
@@ -229,6 +230,67 @@ INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaLayerSplit,
                                            Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
                                            Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"},
                                            Case{"glm47flash-tiny-s1", "q4_k_m", "f16"}),
+                         [](const auto& info) { return case_name(info.param); });
+
+class CudaExpertOffload : public ::testing::TestWithParam<Case> {};
+
+// --cpu-moe with -ngl all: attention, norms, shared experts and the head on
+// the GPU, every routed-expert FFN on the CPU (managed memory between them);
+// then --n-cpu-moe 2 with a layer split. The prompt and token-by-token
+// decoding give the llama.cpp golden's logits under the usual thresholds and
+// agree with the all-CPU run as closely; the GPU holds none of the host
+// layers' experts (its weight allocation shrinks by their bytes).
+TEST_P(CudaExpertOffload, routed_experts_on_the_cpu_match_the_golden) {
+    MOESERVE_REQUIRE_FIXTURES();
+    MOESERVE_REQUIRE_GPU();
+    const Case& c = GetParam();
+    MOESERVE_REQUIRE_CARRIED(c.stem + "-" + c.weights + ".gguf");
+    test::Golden g = test::load_golden(c.stem + "-" + c.weights + ".kv-" + c.kv);
+    Engine probe(test::fixture_engine_options(c.stem, c.weights, c.kv, 1));
+    const int n_layer = probe.model().params().n_layer;
+    std::vector<float> cpu_logits = probe.eval(0, g.tokens, /*all_logits=*/true);
+    const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
+    for (const bool all : {true, false}) {
+        SCOPED_TRACE(all ? "-ngl all --cpu-moe" : "-ngl n_layer-1 --n-cpu-moe 2");
+        EngineOptions opt = gpu_options(c);
+        opt.experts.cpu_moe = all;
+        opt.experts.n_cpu_moe = all ? 0 : 2;
+        if (!all) opt.n_gpu_layers = n_layer - 1;
+        size_t free_before = 0, free_after = 0, total = 0;
+        ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+        Engine e(opt);
+        ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+        const std::string name = e.backend().name();
+        ASSERT_NE(name.find("with the routed experts of layers"), std::string::npos) << name;
+        // The plan counts every weight; the GPU must hold less than that by the host experts.
+        double host_expert_bytes = 0;
+        for (const auto& t : e.model().file().tensors()) {
+            const int l = routed_expert_layer(t.name);
+            if (l >= (all ? 0 : 1) && (all || l < 2)) host_expert_bytes += static_cast<double>(t.nbytes);
+        }
+        EXPECT_GT(host_expert_bytes, 0.0);
+        EXPECT_LE(static_cast<double>(free_before - free_after),
+                  static_cast<double>(e.plan().weights_bytes + e.plan().kv_bytes + e.plan().recurrent_bytes) -
+                      host_expert_bytes + 600.0 * (1 << 20));
+        const int64_t n_prompt = g.n_prompt;
+        std::vector<float> logits =
+            e.eval(0, std::vector<int32_t>(g.tokens.begin(), g.tokens.begin() + n_prompt), /*all_logits=*/true);
+        for (size_t i = n_prompt; i < g.tokens.size(); ++i) {
+            const std::vector<float> l = e.eval(0, std::vector<int32_t>{g.tokens[i]}, true);
+            logits.insert(logits.end(), l.begin(), l.end());
+        }
+        auto ref = test::compare_logits(g.logits.data(), logits.data(), n_pos, g.n_vocab);
+        EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
+        EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
+        auto vs_cpu = test::compare_logits(cpu_logits.data(), logits.data(), n_pos, g.n_vocab);
+        EXPECT_LE(vs_cpu.mean_kl, 3e-3) << "offload vs CPU max KL " << vs_cpu.max_kl;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaExpertOffload,
+                         ::testing::Values(Case{"qwen3moe-tiny-s1", "q4_k_m", "q4_0"},
+                                           Case{"nemotron-h-moe-tiny-s1", "q4_k_m", "f16"},
+                                           Case{"glm47flash-tiny-s1", "q4_k_m", "q4_0"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // With no device, -ngl falls back to the CPU with a note naming the flag.

@@ -157,10 +157,10 @@ class CudaBackend final : public Backend {
         MOESERVE_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
         if (bytes > free_before)
             throw std::runtime_error(
-                fmt::format("the model's weights need {:.2f} GiB of GPU memory, {:.2f} GiB are free "
-                            "on {}{}",
-                            bytes / double(1 << 30), free_before / double(1 << 30), description_,
-                            upload ? "" : " (-ngl N below the layer count keeps the first layers on the CPU)"));
+                fmt::format("the model's weights need {:.2f} GiB of GPU memory, {:.2f} GiB are free on {} "
+                            "(--cpu-moe or --n-cpu-moe N keep routed experts in host memory, -ngl N below the layer "
+                            "count keeps the first layers on the CPU)",
+                            bytes / double(1 << 30), free_before / double(1 << 30), description_));
         MOESERVE_CUDA_CHECK(cudaMalloc(&weights_, bytes));
         // Chunks through pageable memory: the mapped file pages in as it goes.
         constexpr size_t kChunk = size_t{64} << 20;
