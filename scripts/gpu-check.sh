@@ -326,8 +326,8 @@ run() {
         # 8 tokens a tile for batches of 8 and more (compare bench-graphs' x4 and x8 rows).
         STEP_CAP=60 step bench-moe-tile8 30 env MOESERVE_CUDA_MOE_TILE_TOKENS=8 "$MOESERVE_BIN" bench -m "$slice" \
             -ngl all -p 0 -n 64 -d 0 -npl 1,4,8 -r 2
-        # The layer split: the slice's last 2 of 4 layers on the GPU, the rest on the CPU.
-        step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 2 -p 512 -n 32 -d 0 -r 1
+        # The layer split: the slice's last 2 of 4 layers and the head on the GPU, the rest on the CPU.
+        step bench-split 60 "$MOESERVE_BIN" bench -m "$slice" -ngl 3 -p 512 -n 32 -d 0 -r 1
         # Routed experts in host memory (--cpu-moe: every layer's expert FFN on the CPU, the rest on the
         # GPU; --n-cpu-moe 2: the first two layers' only).
         step bench-cpu-moe 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -cmoe -p 512 -n 32 -d 0 -r 1
@@ -413,7 +413,7 @@ run() {
         section rows "decode at 1, 4 and 8 sequences (CUDA graphs)" "$out/bench-graphs.log"
         section rows "the same with the MoE decode tiles of before (MOESERVE_CUDA_MOE_TILE_TOKENS=8)" \
             "$out/bench-moe-tile8.log"
-        section table "bench, layer split (-ngl 2 of 4)" "$out/bench-split.log"
+        section table "bench, layer split (-ngl 3: the last 2 of 4 layers and the head)" "$out/bench-split.log"
         section table "bench, routed experts on the CPU (-ngl all --cpu-moe)" "$out/bench-cpu-moe.log"
         section table "bench, the first two layers' routed experts on the CPU (-ngl all --n-cpu-moe 2)" \
             "$out/bench-n-cpu-moe.log"

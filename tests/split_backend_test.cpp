@@ -95,38 +95,60 @@ TEST(SplitBackend, tells_layer_tensors_by_name) {
     EXPECT_FALSE(is_tensor_of_layers_from("output.weight", 0));
     EXPECT_FALSE(is_tensor_of_layers_from("blk.x.attn_q.weight", 0));
     EXPECT_FALSE(is_tensor_of_layers_from("blk.4", 0));
-    EXPECT_THROW(make_split_backend(make_cpu_backend(1), make_cpu_backend(1), 5, 4), std::invalid_argument);
+    SplitPlan bad;
+    bad.n_layer = 4;
+    bad.first_device_layer = 5;
+    EXPECT_THROW(make_split_backend(make_cpu_backend(1), make_cpu_backend(1), bad), std::invalid_argument);
+    bad.first_device_layer = 2;
+    bad.host_experts = {true, false};  // not one per layer
+    EXPECT_THROW(make_split_backend(make_cpu_backend(1), make_cpu_backend(1), bad), std::invalid_argument);
 }
 
+// -ngl N up to the layer count, as select_backend sets it: the head and the
+// last blocks on the device, the embedding lookup and the first blocks on the host.
 TEST(SplitBackend, device_layers_run_on_the_device_with_the_same_logits) {
     if (!test::have_fixtures()) GTEST_SKIP() << "no fixtures";
-    for (const char* stem : {"qwen3moe-tiny-s1", "nemotron-h-moe-tiny-s1", "glm47flash-tiny-s1"}) {
+    const std::pair<const char*, const char*> cases[] = {
+        {"qwen3moe-tiny-s1", "host (layer 0) + device (layer 1, head)"},
+        {"nemotron-h-moe-tiny-s1", "host (layers 0-2) + device (layers 3-5, head)"},
+        {"glm47flash-tiny-s1", "host (layer 0) + device (layers 1-2, head)"}};
+    for (const auto& [stem, name] : cases) {
         SCOPED_TRACE(stem);
         const std::string path = test::fixture(std::string("models/") + stem + "-q8_0.gguf").string();
         const int n_layer =
             static_cast<int>(GgufFile::open(path).get_u32(GgufFile::open(path).architecture() + ".block_count"));
-        const int first = n_layer / 2;  // qwen3moe 2 layers: 1; nemotron 6: 3; glm 3: 1
+        SplitPlan plan;
+        plan.n_layer = n_layer;
+        plan.first_device_layer = n_layer / 2;  // qwen3moe 2 layers: 1; nemotron 6: 3; glm 3: 1
+        plan.head_on_device = true;
+        const int first = plan.first_device_layer;
         auto host = std::make_shared<RecordingBackend>("host");
         auto device = std::make_shared<RecordingBackend>("device");
-        const std::vector<float> split = run(path, make_split_backend(host, device, first, n_layer));
+        auto backend = make_split_backend(host, device, plan);
+        EXPECT_EQ(backend->name(), name);
+        const std::vector<float> split = run(path, std::move(backend));
         const std::vector<float> whole = run(path, make_cpu_backend(1));
         ASSERT_EQ(split.size(), whole.size());
         EXPECT_EQ(0, std::memcmp(split.data(), whole.data(), split.size() * sizeof(float)));
 
         std::set<int> device_layers, host_layers;
         for (int l = 0; l < n_layer; ++l) (l >= first ? device_layers : host_layers).insert(l);
+        device_layers.insert(n_layer);  // the output head
         EXPECT_EQ(device->announced, device_layers);
-        host_layers.insert(n_layer);  // the output head
         EXPECT_EQ(host->announced, host_layers);
         for (int l : device->cache_layers) EXPECT_GE(l, first);
         for (int l : host->cache_layers) EXPECT_LT(l, first);
         EXPECT_FALSE(device->cache_layers.empty());
-        for (const auto& w : device->weights) EXPECT_GE(layer_of(w), first) << w;
-        for (const auto& w : host->weights) EXPECT_LT(layer_of(w), first) << w;  // -1: embedding, output
+        const auto on_device = [&](const std::string& t) { return layer_of(t) >= first || t.rfind("output", 0) == 0; };
+        for (const auto& w : device->weights) EXPECT_TRUE(on_device(w)) << w;
+        for (const auto& w : host->weights) EXPECT_FALSE(on_device(w)) << w;
         EXPECT_TRUE(host->weights.count("token_embd.weight"));
-        for (const auto& t : device->uploaded) EXPECT_GE(layer_of(t), first) << t;
-        for (const auto& t : host->uploaded) EXPECT_LT(layer_of(t), first) << t;
-        EXPECT_FALSE(device->uploaded.empty());
+        EXPECT_TRUE(device->weights.count("output.weight"));
+        // The device holds its blocks, the output norm and head, not the token embedding (the head has its own).
+        for (const auto& t : device->uploaded) EXPECT_TRUE(on_device(t)) << t;
+        for (const auto& t : host->uploaded) EXPECT_FALSE(on_device(t)) << t;
+        EXPECT_TRUE(device->uploaded.count("output_norm.weight"));
+        EXPECT_TRUE(host->uploaded.count("token_embd.weight"));
     }
 }
 
@@ -144,7 +166,7 @@ TEST(SplitBackend, host_experts_run_on_the_host_with_the_same_logits) {
         std::vector<std::string> names;
         for (const auto& t : file.tensors()) names.push_back(t.name);
         for (const bool all : {true, false}) {
-            SCOPED_TRACE(all ? "--cpu-moe" : "--n-cpu-moe 2 with -ngl of the last layers");
+            SCOPED_TRACE(all ? "--cpu-moe" : "--n-cpu-moe 2 with a layer split at layer 1");
             ExpertPlacementFlags flags;
             flags.cpu_moe = all;
             flags.n_cpu_moe = all ? 0 : 2;
@@ -152,7 +174,7 @@ TEST(SplitBackend, host_experts_run_on_the_host_with_the_same_logits) {
             plan.n_layer = n_layer;
             plan.host_experts = resolve_expert_placement(names, n_layer, flags).host_experts;
             plan.first_device_layer = all ? 0 : 1;  // the second run: also a layer split at layer 1
-            plan.head_on_device = all;
+            plan.head_on_device = true;
             std::set<int> moe_layers, host_moe;
             for (const auto& n : names)
                 if (routed_expert_layer(n) >= 0) moe_layers.insert(routed_expert_layer(n));
@@ -179,15 +201,15 @@ TEST(SplitBackend, host_experts_run_on_the_host_with_the_same_logits) {
             for (int l : host_moe) EXPECT_TRUE(host->expert_layers.count(l)) << l;
             std::set<int> device_layers;
             for (int l = plan.first_device_layer; l < n_layer; ++l) device_layers.insert(l);
-            if (all) device_layers.insert(n_layer);  // the head
+            device_layers.insert(n_layer);  // the head
             EXPECT_EQ(device->announced, device_layers);
             EXPECT_EQ(all, device->weights.count("token_embd.weight") == 1);  // the embedding goes with layer 0
             for (const auto& w : device->weights) EXPECT_FALSE(host_moe.count(expert_ffn_layer(w))) << w;
             // Uploads: the device holds no expert of a host-expert layer, the host exactly those (and its layers').
             for (const auto& t : device->uploaded) EXPECT_FALSE(host_moe.count(expert_ffn_layer(t))) << t;
             for (const auto& t : host->uploaded)
-                EXPECT_TRUE(layer_of(t) < plan.first_device_layer && (layer_of(t) >= 0 || !all) ||
-                            host_moe.count(expert_ffn_layer(t)))
+                EXPECT_TRUE((layer_of(t) >= 0 && layer_of(t) < plan.first_device_layer) ||
+                            (t == "token_embd.weight" && !all) || host_moe.count(expert_ffn_layer(t)))
                     << t;
             for (const auto& n : names)
                 if (host_moe.count(routed_expert_layer(n))) EXPECT_TRUE(host->uploaded.count(n)) << n;

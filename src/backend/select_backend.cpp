@@ -45,8 +45,10 @@ std::shared_ptr<Backend> select_backend(const BackendRequest& r, std::string* no
     if (note) note->clear();
     const bool wants_gpu = r.n_gpu_layers != 0;
     const bool explicit_gpu = r.n_gpu_layers > 0 || r.n_gpu_layers == kGpuLayersAll;
-    // -ngl N below the layer count: the last N layers on the GPU, the rest on the CPU.
-    const bool split = r.n_gpu_layers > 0 && r.n_layer > 0 && r.n_gpu_layers < r.n_layer;
+    // llama.cpp's count: the output head is layer n_layer, filled first, so
+    // -ngl N up to the layer count puts the head and the last N-1 blocks on
+    // the GPU, the rest on the CPU; above it, everything.
+    const bool split = r.n_gpu_layers > 0 && r.n_layer > 0 && r.n_gpu_layers <= r.n_layer;
     const auto ignored = [&] { return r.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(r.n_gpu_layers); };
 #ifdef MOESERVE_WITH_CUDA
     if (wants_gpu) {
@@ -56,8 +58,8 @@ std::shared_ptr<Backend> select_backend(const BackendRequest& r, std::string* no
             if (!split && !host_experts) return make_cuda_backend(0);
             SplitPlan plan;
             plan.n_layer = r.n_layer;
-            plan.first_device_layer = split ? r.n_layer - r.n_gpu_layers : 0;
-            plan.head_on_device = !split;
+            plan.first_device_layer = split ? r.n_layer + 1 - r.n_gpu_layers : 0;
+            plan.head_on_device = true;
             plan.host_experts = r.host_experts;
             std::shared_ptr<Backend> host = make_cpu_backend(std::max(1, r.n_threads));
             std::shared_ptr<Backend> device = make_cuda_backend(0);

@@ -28,8 +28,9 @@ struct BackendRequest {
 // The backend for the request. A request for GPU layers in a build without
 // CUDA, or on a machine without a device, falls back to the CPU with a note
 // in *note (empty when nothing needs saying). Offloading only some layers
-// (0 < n_gpu_layers < n_layer) splits the model: the last n_gpu_layers
-// layers on the GPU, the embedding, the first layers and the output head on
+// (0 < n_gpu_layers <= n_layer) splits the model as llama.cpp counts them,
+// the output head being layer n_layer: the head and the last
+// n_gpu_layers - 1 blocks on the GPU, the embedding and the first blocks on
 // the CPU (split_backend.h); so do layers whose experts stay in host memory:
 // their expert FFNs run on the CPU, the rest of the model on the GPU.
 std::shared_ptr<Backend> select_backend(const BackendRequest& request, std::string* note);

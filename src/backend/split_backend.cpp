@@ -6,6 +6,7 @@
 
 #include "backend/expert_placement.h"
 #include "backend/forwarding_backend.h"
+#include "gguf/gguf_file.h"
 
 namespace moeserve {
 namespace {
@@ -20,13 +21,18 @@ class SplitBackend final : public ForwardingBackend {
 
     std::string name() const override {
         const int first = plan_.first_device_layer, n = plan_.n_layer;
+        // "layers 0-9, head", "layers 47", "head"
+        const auto part = [](int from, int to, bool head) {
+            std::string p = from > to    ? ""
+                            : from == to ? fmt::format("layer {}", from)
+                                         : fmt::format("layers {}-{}", from, to);
+            if (head) p += p.empty() ? "head" : ", head";
+            return p;
+        };
         std::string s;
-        if (first > 0)
-            s = fmt::format("{} (layers 0-{}{}) + {} (layers {}-{}{})", host_->name(), first - 1,
-                            plan_.head_on_device ? "" : ", head", device_->name(), first, n - 1,
-                            plan_.head_on_device ? ", head" : "");
-        else
-            s = fmt::format("{} (layers 0-{}{})", device_->name(), n - 1, plan_.head_on_device ? ", head" : "");
+        if (first > 0 || !plan_.head_on_device)
+            s = fmt::format("{} ({}) + ", host_->name(), part(0, first - 1, !plan_.head_on_device));
+        s += fmt::format("{} ({})", device_->name(), part(first, n - 1, plan_.head_on_device));
         std::vector<bool> on_host(plan_.host_experts.size(), false);
         for (int l = first; l < n; ++l) on_host[static_cast<size_t>(l)] = plan_.host_experts[static_cast<size_t>(l)];
         const std::string experts = describe_layers(on_host);
@@ -38,6 +44,9 @@ class SplitBackend final : public ForwardingBackend {
     bool runs_on_host() override { return host_->runs_on_host() && device_->runs_on_host(); }
 
     void load_weights(const GgufFile& file, const TensorFilter& upload) override {
+        tied_output_ = true;  // no output.weight: the head reads the token embedding
+        for (const auto& t : file.tensors())
+            if (t.name == "output.weight") tied_output_ = false;
         host_->load_weights(file,
                             [&](const std::string& name) { return !on_device(name) && (!upload || upload(name)); });
         device_->load_weights(file,
@@ -101,9 +110,11 @@ class SplitBackend final : public ForwardingBackend {
         return layer >= plan_.first_device_layer ? *device_ : *host_;
     }
     // Whether the device holds a tensor: its layer's, unless the layer's
-    // experts stay on the host; the embedding, norm and head with the head.
+    // experts stay on the host; the output norm and head with the head; the
+    // token embedding where the lookup runs, or with a head that reads it.
     bool on_device(const std::string& name) const {
         const int layer = tensor_layer(name);
+        if (name == "token_embd.weight") return embedding_on_device() || (plan_.head_on_device && tied_output_);
         if (layer < 0) return plan_.head_on_device;
         return layer >= plan_.first_device_layer && !experts_on_host(expert_ffn_layer(name));
     }
@@ -113,6 +124,7 @@ class SplitBackend final : public ForwardingBackend {
     std::unique_ptr<DeviceMemory> shared_;
     Backend* current_ = nullptr;
     int layer_ = 0;
+    bool tied_output_ = false;
 };
 
 }  // namespace
@@ -132,14 +144,6 @@ std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::
         throw std::invalid_argument(
             fmt::format("expert placement for {} layers of a {}-layer model", plan.host_experts.size(), plan.n_layer));
     return std::make_unique<SplitBackend>(std::move(host), std::move(device), std::move(plan), std::move(shared));
-}
-
-std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
-                                            int first_device_layer, int n_layer, std::unique_ptr<DeviceMemory> shared) {
-    SplitPlan plan;
-    plan.n_layer = n_layer;
-    plan.first_device_layer = first_device_layer;
-    return make_split_backend(std::move(host), std::move(device), std::move(plan), std::move(shared));
 }
 
 }  // namespace moeserve

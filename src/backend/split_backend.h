@@ -1,8 +1,8 @@
 // A model split between the host (the CPU) and a device (the GPU):
-// - the layer split of -ngl N below the layer count (llama.cpp's meaning):
-//   the last N layers run on the device, the token embedding, the first
-//   layers and the output head on the host, so a model larger than the
-//   card still runs;
+// - the layer split of -ngl N up to the layer count (llama.cpp's count, the
+//   output head being one more layer): the head and the last N-1 layers
+//   run on the device, the token embedding and the first layers on the
+//   host, so a model larger than the card still runs;
 // - the routed experts of chosen layers kept in host memory (--cpu-moe,
 //   --n-cpu-moe, -ot; expert_placement.h): those layers' expert FFNs run on
 //   the host, the rest of each layer on the device.
@@ -34,12 +34,6 @@ struct SplitPlan {
 // [0, n_layer] or host_experts of another length than n_layer.
 std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
                                             SplitPlan plan, std::unique_ptr<DeviceMemory> shared = nullptr);
-
-// The layer split alone: layers [first_device_layer, n_layer) on `device`,
-// the embedding, the other layers and the head on `host`.
-std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
-                                            int first_device_layer, int n_layer,
-                                            std::unique_ptr<DeviceMemory> shared = nullptr);
 
 // Whether a tensor belongs to a layer at or past `first_layer` ("blk.N.*"
 // with N >= first_layer); the embedding, output norm and output are not.

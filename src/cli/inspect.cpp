@@ -35,12 +35,17 @@ std::string human_bytes(uint64_t n) {
 
 nlohmann::ordered_json value_to_json(const GgufValue& v) {
     switch (v.type()) {
-        case GgufValueType::STRING: return v.as_string();
-        case GgufValueType::BOOL: return v.as_bool();
+        case GgufValueType::STRING:
+            return v.as_string();
+        case GgufValueType::BOOL:
+            return v.as_bool();
         // A float32 prints as its shortest decimal form (1e-06, not 9.99999997e-07).
-        case GgufValueType::FLOAT32: return std::stod(fmt::format("{}", std::get<float>(v.v)));
-        case GgufValueType::FLOAT64: return v.as_double();
-        case GgufValueType::UINT64: return v.as_uint();
+        case GgufValueType::FLOAT32:
+            return std::stod(fmt::format("{}", std::get<float>(v.v)));
+        case GgufValueType::FLOAT64:
+            return v.as_double();
+        case GgufValueType::UINT64:
+            return v.as_uint();
         case GgufValueType::ARRAY: {
             const GgufArray& a = v.as_array();
             nlohmann::ordered_json out = nlohmann::ordered_json::array();
@@ -48,7 +53,8 @@ nlohmann::ordered_json value_to_json(const GgufValue& v) {
             if (a.items.size() > kShortArray) out.push_back(fmt::format("... {} more", a.items.size() - kShortArray));
             return out;
         }
-        default: return v.as_int();
+        default:
+            return v.as_int();
     }
 }
 

@@ -77,7 +77,8 @@ int run_logits(const std::vector<std::string>& argv) {
     std::ofstream meta(prefix + ".json");
     meta << nlohmann::json{{"n_vocab", engine.n_vocab()}, {"tokens", tokens}}.dump() << "\n";
     std::ofstream bin(prefix + ".logits.f32", std::ios::binary);
-    bin.write(reinterpret_cast<const char*>(logits.data()), static_cast<std::streamsize>(logits.size() * sizeof(float)));
+    bin.write(reinterpret_cast<const char*>(logits.data()),
+              static_cast<std::streamsize>(logits.size() * sizeof(float)));
     if (!meta || !bin) throw std::runtime_error(prefix + ": write failed");
     std::fprintf(stderr, "wrote %zu rows of %lld logits to %s.logits.f32\n", tokens.size(),
                  static_cast<long long>(engine.n_vocab()), prefix.c_str());

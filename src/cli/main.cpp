@@ -21,7 +21,9 @@ bool register_command(const Command& command) {
     return true;
 }
 
-const std::vector<Command>& commands() { return command_table(); }
+const std::vector<Command>& commands() {
+    return command_table();
+}
 
 }  // namespace moeserve::cli
 

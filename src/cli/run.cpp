@@ -146,9 +146,10 @@ int run_generate(const std::vector<std::string>& argv) {
     std::fwrite(rest.data(), 1, rest.size(), stdout);
     std::fflush(stdout);
     const double gen_s = seconds_since(t_gen);
-    std::fprintf(stderr, "\n\nprompt: %zu tokens in %.3f s (%.1f tokens/s)\ngeneration: %lld tokens in %.3f s (%.1f tokens/s)\n",
-                 tokens.size(), prompt_s, tokens.size() / std::max(prompt_s, 1e-9), static_cast<long long>(n_gen),
-                 gen_s, n_gen / std::max(gen_s, 1e-9));
+    std::fprintf(
+        stderr, "\n\nprompt: %zu tokens in %.3f s (%.1f tokens/s)\ngeneration: %lld tokens in %.3f s (%.1f tokens/s)\n",
+        tokens.size(), prompt_s, tokens.size() / std::max(prompt_s, 1e-9), static_cast<long long>(n_gen), gen_s,
+        n_gen / std::max(gen_s, 1e-9));
     return 0;
 }
 

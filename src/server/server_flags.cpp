@@ -126,9 +126,10 @@ const std::vector<Flag>& flags() {
             {{"-ngl", "--gpu-layers", "--n-gpu-layers"},
              "N|auto|all",
              "LLAMA_ARG_N_GPU_LAYERS",
-             "layers on the GPU: N >= the layer count or 'all' = the whole model, N below it = the last N layers "
-             "(the embedding, the first layers and the output head stay on the CPU), 'auto' = the GPU when the "
-             "build has CUDA and a device is present, 0 = CPU (a CPU build runs on the CPU with a note)",
+             "layers on the GPU: N above the layer count (99) or 'all' = the whole model, N up to it = the output "
+             "head and the last N-1 layers, as llama.cpp counts (the embedding and the first layers stay on the "
+             "CPU), 'auto' = the GPU when the build has CUDA and a device is present, 0 = CPU (a CPU build runs on "
+             "the CPU with a note)",
              [](ServerOptions& o, auto& f, auto& v) {
                  if (v != "auto" && v != "all") to_int(f, v, -1, 1 << 20);
                  o.n_gpu_layers = v;

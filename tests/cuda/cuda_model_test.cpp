@@ -205,7 +205,9 @@ TEST_P(CudaLayerSplit, first_layers_on_the_cpu_match_the_golden) {
     EngineOptions opt = gpu_options(c);
     Engine probe(test::fixture_engine_options(c.stem, c.weights, c.kv, 1));
     const int n_layer = probe.model().params().n_layer;
-    opt.n_gpu_layers = n_layer - n_layer / 2;  // qwen3moe 1 of 2, nemotron 3 of 6, glm 2 of 3
+    // llama.cpp's count, the head being one more layer: the GPU runs the head and
+    // the last N-1 blocks (qwen3moe 1 of 2, nemotron 3 of 6, glm 2 of 3).
+    opt.n_gpu_layers = n_layer + 1 - n_layer / 2;
     Engine split(opt);
     ASSERT_NE(split.backend().name().find("cuda"), std::string::npos) << split.backend().name();
     ASSERT_NE(split.backend().name().find("cpu"), std::string::npos) << split.backend().name();
@@ -251,11 +253,11 @@ TEST_P(CudaExpertOffload, routed_experts_on_the_cpu_match_the_golden) {
     std::vector<float> cpu_logits = probe.eval(0, g.tokens, /*all_logits=*/true);
     const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
     for (const bool all : {true, false}) {
-        SCOPED_TRACE(all ? "-ngl all --cpu-moe" : "-ngl n_layer-1 --n-cpu-moe 2");
+        SCOPED_TRACE(all ? "-ngl all --cpu-moe" : "-ngl n_layer --n-cpu-moe 2");
         EngineOptions opt = gpu_options(c);
         opt.experts.cpu_moe = all;
         opt.experts.n_cpu_moe = all ? 0 : 2;
-        if (!all) opt.n_gpu_layers = n_layer - 1;
+        if (!all) opt.n_gpu_layers = n_layer;  // the head and blocks 1.. on the GPU
         size_t free_before = 0, free_after = 0, total = 0;
         ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
         Engine e(opt);
