@@ -113,35 +113,66 @@ TEST(PlanCli, ctx_checkpoints_size_the_recurrent_state) {
 }
 
 // The seed's 24 GB card: -ncmoe 24 keeps the first 24 layers' routed experts
-// (the three ffn_*_exps tensors of each) in host memory, which the plan shows
-// as bytes off the card.
-TEST(PlanCli, cpu_moe_flags_show_the_experts_kept_in_host_memory) {
+// (the three ffn_*_exps tensors of each, and the router) in host memory, so the plan, its
+// fit and the largest-context table count only what the card holds; -ngl N
+// up to the layer count keeps the first blocks there too (llama.cpp's count:
+// the head is one more layer).
+TEST(PlanCli, gpu_placement_flags_count_only_what_the_card_holds) {
     const std::string model = write_preset(test::scratch_dir(), "qwen3-coder-30b-a3b", true);
-    uint64_t first_24 = 0, all = 0;
-    const std::regex experts(R"(^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$)");
+    uint64_t first_24 = 0, all = 0, blocks_0_to_7 = 0, weights = 0;
+    // The routed experts and the router that picks them (the expert FFN op reads both).
+    const std::regex experts(R"(^blk\.(\d+)\.ffn_((gate|up|down)_exps|gate_inp)\.weight$)");
+    const std::regex block(R"(^blk\.(\d+)\.)");
     const GgufFile file = GgufFile::open(model);
     for (const auto& t : file.tensors()) {
+        weights += t.nbytes;
         std::smatch m;
+        if (std::regex_search(t.name, m, block) && std::stoi(m[1]) < 8) blocks_0_to_7 += t.nbytes;
+        if (t.name == "token_embd.weight") blocks_0_to_7 += t.nbytes;  // the lookup runs on the CPU then
         if (!std::regex_match(t.name, m, experts)) continue;
         all += t.nbytes;
         if (std::stoi(m[1]) < 24) first_24 += t.nbytes;
     }
     ASSERT_GT(first_24, 4ull << 30);
-    auto r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-c", "524288", "-np", "2", "-ctk", "q4_0",
-                                 "-ctv", "q4_0", "-ngl", "99", "-ncmoe", "24", "--json"});
+    const std::vector<std::string> seed = {"plan", "-m", model,  "--mem", "24GiB", "-c",   "524288",
+                                           "-np",  "2",  "-ctk", "q4_0",  "-ctv",  "q4_0", "--json"};
+    auto r = test::run_moeserve(seed);
     ASSERT_EQ(r.status, 0) << r.err;
-    auto j = nlohmann::json::parse(r.out);
-    EXPECT_EQ(j["host_expert_layers"], "0-23");
-    EXPECT_EQ(j["host_expert_bytes"], first_24);
-    EXPECT_EQ(j["device_bytes"], j["total_bytes"].get<uint64_t>() - first_24);
+    const auto whole = nlohmann::json::parse(r.out);
+    EXPECT_EQ(whole["weights_bytes"], weights);
+    EXPECT_FALSE(whole.contains("host_weights_bytes"));
+    EXPECT_FALSE(whole["fits"].get<bool>());  // 31 GiB: not on a 24 GiB card
+
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> args = seed;
+        args.insert(args.end(), extra.begin(), extra.end());
+        auto rr = test::run_moeserve(args);
+        EXPECT_EQ(rr.status, 0) << rr.err;
+        return nlohmann::json::parse(rr.out);
+    };
+    auto j = with({"-ngl", "99", "-ncmoe", "24"});
+    EXPECT_EQ(j["host_weights"], "the routed experts of layers 0-23");
+    EXPECT_EQ(j["host_weights_bytes"], first_24);
+    EXPECT_EQ(j["weights_bytes"], weights - first_24);
+    EXPECT_EQ(j["total_bytes"], whole["total_bytes"].get<uint64_t>() - first_24);
+    EXPECT_TRUE(j["fits"].get<bool>());  // 22.9 GiB
+    // The table: a larger context fits on the card with the experts off it.
+    EXPECT_GT(j["largest_ctx"][2]["n_ctx"].get<int64_t>(), whole["largest_ctx"][2]["n_ctx"].get<int64_t>());
+    // Without -ngl the expert flags mean a whole-GPU run, as serve's default.
+    EXPECT_EQ(with({"-cmoe"})["host_weights_bytes"], all);
+    // A layer split: -ngl 41 runs the head and layers 8-47 on the card.
+    j = with({"-ngl", "41"});
+    EXPECT_EQ(j["host_weights"], "layers 0-7 on the CPU");
+    EXPECT_EQ(j["host_weights_bytes"], blocks_0_to_7);
+    EXPECT_FALSE(with({"-ngl", "all"}).contains("host_weights"));
+
     r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-cmoe"});
     ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.out.find("the routed experts of layers 0-47 (" + format_bytes(all) + ") stay in host memory"),
+    EXPECT_NE(r.out.find("on a CUDA run " + format_bytes(all) +
+                         " of weights stay in host memory (the routed experts of layers 0-47)"),
               std::string::npos)
         << r.out;
-    // Without the flags, no such line; a pattern that takes more than experts is refused.
-    r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB"});
-    EXPECT_EQ(r.out.find("stay in host memory"), std::string::npos);
+    // A pattern that takes more than experts is refused.
     r = test::run_moeserve({"plan", "-m", model, "--mem", "24GiB", "-ot", "blk\\.0\\.=CPU"});
     EXPECT_EQ(r.status, 2);
     EXPECT_NE(r.err.find("-ot puts blk.0.attn_norm.weight in host memory"), std::string::npos) << r.err;

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/split_backend.h"
 
 namespace moeserve {
 
@@ -34,6 +36,25 @@ struct BackendRequest {
 // the CPU (split_backend.h); so do layers whose experts stay in host memory:
 // their expert FFNs run on the CPU, the rest of the model on the GPU.
 std::shared_ptr<Backend> select_backend(const BackendRequest& request, std::string* note);
+
+// How a GPU run of the request divides the model (split_backend.h); null
+// when the whole model is on the GPU (or the request is for the CPU).
+std::optional<SplitPlan> split_plan_for(const BackendRequest& request);
+
+// The weights a GPU run of the request leaves in host memory: the CPU
+// layers' of a layer split and the routed experts kept there (0 for a CPU
+// run or the whole model on the card).
+uint64_t host_weight_bytes(const GgufFile& file, const BackendRequest& request);
+
+// The memory a run of the request must fit in: on a GPU (a CUDA build with
+// a device, -ngl not 0), what is free on the card now, less nothing (call it
+// once the backend exists, so its context is counted); else MemAvailable.
+struct MemoryBudget {
+    uint64_t bytes = 0;              // 0: unknown
+    uint64_t host_weight_bytes = 0;  // weights that stay in host memory (a GPU run)
+    std::string label;               // "MemAvailable", "free on <the card>"
+};
+MemoryBudget memory_budget(const GgufFile& file, const BackendRequest& request);
 
 // Whether this build has the CUDA backend.
 bool cuda_backend_built();

@@ -11,6 +11,15 @@
 namespace moeserve {
 namespace {
 
+bool embedding_on_device(const SplitPlan& plan) {
+    return plan.first_device_layer == 0 && plan.head_on_device;
+}
+
+bool experts_on_host(const SplitPlan& plan, int layer) {
+    return layer >= 0 && layer < static_cast<int>(plan.host_experts.size()) &&
+           plan.host_experts[static_cast<size_t>(layer)];
+}
+
 class SplitBackend final : public ForwardingBackend {
   public:
     SplitBackend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device, SplitPlan plan,
@@ -57,7 +66,7 @@ class SplitBackend final : public ForwardingBackend {
         device_->begin_batch(inputs);
         // The embedding lookup, layer 0's: on the host unless the whole
         // model but the experts is on the device.
-        current_ = embedding_on_device() ? device_.get() : host_.get();
+        current_ = embedding_on_device(plan_) ? device_.get() : host_.get();
         layer_ = 0;
     }
     void end_batch() override {
@@ -82,7 +91,7 @@ class SplitBackend final : public ForwardingBackend {
     // filled its output), and returns before the device's next op is queued.
     void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
                  const Weight& down_exps, const MoeParams& p, float* out) override {
-        if (current_ == device_.get() && experts_on_host(layer_)) {
+        if (current_ == device_.get() && experts_on_host(plan_, layer_)) {
             device_->synchronize();
             host_->moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
             return;
@@ -101,23 +110,11 @@ class SplitBackend final : public ForwardingBackend {
     }
 
   private:
-    bool embedding_on_device() const { return plan_.first_device_layer == 0 && plan_.head_on_device; }
-    bool experts_on_host(int layer) const {
-        return layer >= 0 && layer < plan_.n_layer && plan_.host_experts[static_cast<size_t>(layer)];
-    }
     Backend& on(int layer) const {
         if (layer >= plan_.n_layer) return plan_.head_on_device ? *device_ : *host_;
         return layer >= plan_.first_device_layer ? *device_ : *host_;
     }
-    // Whether the device holds a tensor: its layer's, unless the layer's
-    // experts stay on the host; the output norm and head with the head; the
-    // token embedding where the lookup runs, or with a head that reads it.
-    bool on_device(const std::string& name) const {
-        const int layer = tensor_layer(name);
-        if (name == "token_embd.weight") return embedding_on_device() || (plan_.head_on_device && tied_output_);
-        if (layer < 0) return plan_.head_on_device;
-        return layer >= plan_.first_device_layer && !experts_on_host(expert_ffn_layer(name));
-    }
+    bool on_device(const std::string& name) const { return split_device_holds(plan_, name, tied_output_); }
 
     std::shared_ptr<Backend> host_, device_;
     SplitPlan plan_;
@@ -128,6 +125,13 @@ class SplitBackend final : public ForwardingBackend {
 };
 
 }  // namespace
+
+bool split_device_holds(const SplitPlan& plan, const std::string& name, bool tied_output) {
+    if (name == "token_embd.weight") return embedding_on_device(plan) || (plan.head_on_device && tied_output);
+    const int layer = tensor_layer(name);
+    if (layer < 0) return plan.head_on_device;
+    return layer >= plan.first_device_layer && !experts_on_host(plan, expert_ffn_layer(name));
+}
 
 bool is_tensor_of_layers_from(const std::string& name, int first_layer) {
     const int layer = tensor_layer(name);

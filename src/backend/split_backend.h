@@ -35,6 +35,12 @@ struct SplitPlan {
 std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
                                             SplitPlan plan, std::unique_ptr<DeviceMemory> shared = nullptr);
 
+// Whether the device of a split holds (uploads) a tensor: its layer's,
+// unless the layer's routed experts stay on the host; the output norm and
+// head with the head; the token embedding where the lookup runs, or with a
+// head that reads it (tied_output: the file has no output.weight).
+bool split_device_holds(const SplitPlan& plan, const std::string& name, bool tied_output);
+
 // Whether a tensor belongs to a layer at or past `first_layer` ("blk.N.*"
 // with N >= first_layer); the embedding, output norm and output are not.
 bool is_tensor_of_layers_from(const std::string& name, int first_layer);

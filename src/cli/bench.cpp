@@ -290,7 +290,7 @@ int run_bench(const std::vector<std::string>& argv) {
                 for (const auto& t : tests) {
                     Result r;
                     r.model = model;
-                    r.model_size = engine.plan().weights_bytes;
+                    r.model_size = engine.plan().weights_bytes + engine.plan().host_weights_bytes;
                     r.n_params = engine.plan().shape.n_params;
                     r.threads = static_cast<int>(nt);
                     r.type_k = tk;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/expert_placement.h"
+#include "backend/select_backend.h"
 #include "cli/args.h"
 #include "cli/command.h"
 #include "cli/engine_flags.h"
@@ -47,12 +48,12 @@ const char* kUsage =
     "  --spec-draft-n-max N      ngram-simple: most guesses per slot and step (default 16, at most\n"
     "                            --spec-ngram-simple-size-m, default 48)\n"
     "  --spec-ngram-mod-n-max N  ngram-mod: most guesses per slot and step (default 64)\n"
-    "  -ngl, --n-gpu-layers N    shown with the plan: the buffers are the same wherever they live (a CUDA run\n"
-    "                            allocates them on the card; -ngl below the layer count keeps the first\n"
-    "                            layers' weights in host memory)\n"
+    "  -ngl, --n-gpu-layers N    a CUDA run: the buffers are the same, on the card; -ngl N up to the layer\n"
+    "                            count keeps the first layers' weights in host memory, and the plan counts\n"
+    "                            only the card's\n"
     "  -cmoe, -ncmoe N, -ot REGEX=BUFTYPE,...\n"
-    "                            routed experts kept in host memory on a CUDA run (as serve): shown with the\n"
-    "                            bytes they take off the card\n"
+    "                            routed experts kept in host memory on a CUDA run (as serve; without -ngl:\n"
+    "                            -ngl all): the plan, the fit and the table count only the card's bytes\n"
     "  -fa, --flash-attn MODE    accepted (on, off, auto); attention never materialises the score matrix\n"
     "  --json                    one JSON object, all sizes in bytes\n";
 
@@ -94,38 +95,51 @@ std::string gib(uint64_t bytes) {
     return format_bytes(bytes);
 }
 
-// What -cmoe/-ncmoe/-ot keep in host memory on a CUDA run.
-struct HostExperts {
-    bool given = false;
-    std::string layers;  // "0-23"
-    uint64_t bytes = 0;  // their routed experts' weights
+// What a CUDA run leaves in host memory: the CPU layers of -ngl N up to the
+// layer count, the routed experts -cmoe/-ncmoe/-ot keep there.
+struct HostPart {
+    bool any = false;
+    std::string what;    // "layers 0-9 on the CPU, the routed experts of layers 10-23"
+    uint64_t bytes = 0;  // their weights
 };
 
-HostExperts host_experts_of(const GgufFile& f, int n_layer, const ExpertPlacementFlags& flags) {
-    HostExperts h;
-    if (!flags.any()) return h;
-    std::vector<std::string> names;
-    for (const auto& t : f.tensors()) names.push_back(t.name);
-    HostPlacement placement;
-    try {
-        placement = resolve_expert_placement(names, n_layer, flags);
-    } catch (const std::invalid_argument& e) {
-        throw UsageError(e.what());
+HostPart host_part_of(const GgufFile& f, int n_layer, int n_gpu_layers, const ExpertPlacementFlags& flags) {
+    HostPart h;
+    if (n_gpu_layers == 0 || (n_gpu_layers < 0 && !flags.any())) return h;  // the CPU, or no GPU run asked about
+    BackendRequest r;
+    r.n_gpu_layers = n_gpu_layers < 0 ? kGpuLayersAll : n_gpu_layers;
+    r.n_layer = n_layer;
+    if (flags.any()) {
+        std::vector<std::string> names;
+        for (const auto& t : f.tensors()) names.push_back(t.name);
+        HostPlacement placement;
+        try {
+            placement = resolve_expert_placement(names, n_layer, flags);
+        } catch (const std::invalid_argument& e) {
+            throw UsageError(e.what());
+        }
+        if (!placement.other_host_tensors.empty())
+            throw UsageError(fmt::format("-ot puts {} in host memory; only routed experts can stay there on a CUDA run",
+                                         placement.other_host_tensors.front()));
+        r.host_experts = placement.host_experts;
     }
-    if (!placement.other_host_tensors.empty())
-        throw UsageError(fmt::format("-ot puts {} in host memory; only routed experts can stay there on a CUDA run",
-                                     placement.other_host_tensors.front()));
-    h.given = true;
-    h.layers = describe_layers(placement.host_experts);
-    for (const auto& t : f.tensors()) {
-        const int l = routed_expert_layer(t.name);
-        if (l >= 0 && l < n_layer && placement.host_experts[static_cast<size_t>(l)]) h.bytes += t.nbytes;
-    }
+    const std::optional<SplitPlan> plan = split_plan_for(r);
+    if (!plan) return h;
+    h.any = true;
+    if (plan->first_device_layer > 0)
+        h.what = plan->first_device_layer == 1 ? "layer 0 on the CPU"
+                                               : fmt::format("layers 0-{} on the CPU", plan->first_device_layer - 1);
+    std::vector<bool> experts(plan->host_experts.size(), false);
+    for (int l = plan->first_device_layer; l < n_layer && l < static_cast<int>(experts.size()); ++l)
+        experts[static_cast<size_t>(l)] = plan->host_experts[static_cast<size_t>(l)];
+    if (const std::string layers = describe_layers(experts); !layers.empty())
+        h.what += (h.what.empty() ? "" : ", ") + fmt::format("the routed experts of layers {}", layers);
+    h.bytes = host_weight_bytes(f, r);
     return h;
 }
 
 void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std::string& mem_label,
-                    const std::vector<TableEntry>& table, const HostExperts& host) {
+                    const std::vector<TableEntry>& table, const HostPart& host) {
     const MemoryShape& s = p.shape;
     const PlanOptions& o = p.options;
     fmt::print("model: {}\n", f.path());
@@ -135,8 +149,9 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
         format_param_count(s.n_params), file_type_name(f.find_u32("general.file_type").value_or(0)), s.n_ctx_train);
     fmt::print("flags: -c {} -np {}{} -ctk {} -ctv {} -b {} -ub {}{}\n", o.n_ctx, o.n_parallel,
                o.kv_unified ? " -kvu" : "", ggml_type_name(o.type_k), ggml_type_name(o.type_v), o.n_batch, o.n_ubatch,
-               o.n_gpu_layers >= 0
-                   ? fmt::format(" -ngl {} (the same buffers on a CUDA run, in GPU memory)", o.n_gpu_layers)
+               o.n_gpu_layers >= 0 || o.n_gpu_layers == kGpuLayersAll
+                   ? fmt::format(" -ngl {} (the same buffers on a CUDA run, in GPU memory)",
+                                 o.n_gpu_layers == kGpuLayersAll ? "all" : std::to_string(o.n_gpu_layers))
                    : std::string());
     fmt::print("context: {} cells in {} stream(s) of {}; each slot holds up to {} tokens\n\n", p.n_ctx, p.n_stream,
                p.n_ctx_seq, p.n_ctx_slot);
@@ -144,9 +159,11 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
     fmt::print("| buffer | size | detail |\n|---|---:|---|\n");
     for (const auto& b : p.buffers()) fmt::print("| {} | {} | {} |\n", b.name, gib(b.bytes), b.detail);
     fmt::print("| **total** | **{}** | {} bytes |\n\n", gib(p.total_bytes), p.total_bytes);
-    if (host.given)
-        fmt::print("on a CUDA run the routed experts of layers {} ({}) stay in host memory: {} on the card\n\n",
-                   host.layers.empty() ? "(none)" : host.layers, gib(host.bytes), gib(p.total_bytes - host.bytes));
+    if (host.any)
+        fmt::print(
+            "on a CUDA run {} of weights stay in host memory ({}): the total, the fit and the table below are "
+            "the card's\n\n",
+            gib(host.bytes), host.what);
     if (p.recurrent_host_bytes_max)
         fmt::print(
             "and in host RAM, only as long conversations use them: up to {} of recurrent checkpoints at message "
@@ -190,7 +207,7 @@ void print_markdown(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const 
 }
 
 void print_json(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std::string& mem_label,
-                const std::vector<TableEntry>& table, const HostExperts& host) {
+                const std::vector<TableEntry>& table, const HostPart& host) {
     using json = nlohmann::ordered_json;
     const PlanOptions& o = p.options;
     json j;
@@ -219,10 +236,9 @@ void print_json(const GgufFile& f, const MemoryPlan& p, uint64_t mem, const std:
     j["workspace_bytes"] = p.workspace_bytes;
     j["output_bytes"] = p.output_bytes;
     j["total_bytes"] = p.total_bytes;
-    if (host.given) {
-        j["host_expert_layers"] = host.layers;
-        j["host_expert_bytes"] = host.bytes;
-        j["device_bytes"] = p.total_bytes - host.bytes;
+    if (host.any) {
+        j["host_weights"] = host.what;
+        j["host_weights_bytes"] = host.bytes;  // not in weights_bytes or total_bytes, which are the card's
     }
     j["mem_bytes"] = mem;
     j["mem_source"] = mem_label;
@@ -308,7 +324,11 @@ int run_plan(const std::vector<std::string>& argv) {
         } else if (args.flag({"--spec-ngram-mod-n-max"})) {
             spec.mod.n_max = static_cast<int>(args.int_value(1, 1024));
         } else if (args.flag({"-ngl", "--n-gpu-layers", "--gpu-layers"})) {
-            o.n_gpu_layers = static_cast<int>(args.int_value());
+            try {
+                o.n_gpu_layers = parse_gpu_layers(args.value());
+            } catch (const std::invalid_argument& e) {
+                throw UsageError(e.what());
+            }
         } else if (parse_expert_placement_flag(args, experts)) {
         } else if (args.flag({"-fa", "--flash-attn"})) {
             args.value();
@@ -332,9 +352,10 @@ int run_plan(const std::vector<std::string>& argv) {
 
     const GgufFile f = GgufFile::open(model);
     const MemoryShape shape = read_memory_shape(f);
+    const HostPart host = host_part_of(f, shape.n_layer, o.n_gpu_layers, experts);
+    o.host_weight_bytes = table_base.host_weight_bytes = host.bytes;
     const MemoryPlan p = plan_memory(f, shape, o);
     const auto table = largest_ctx_table(f, shape, table_base, mem);
-    const HostExperts host = host_experts_of(f, shape.n_layer, experts);
     if (json)
         print_json(f, p, mem, mem_label, table, host);
     else

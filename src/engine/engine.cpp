@@ -35,26 +35,12 @@ PlanOptions engine_plan_options(const EngineOptions& options, int64_t n_ctx) {
 
 Engine::Engine(const EngineOptions& options) : options_(options) {
     file_ = std::make_shared<GgufFile>(GgufFile::open(options.model_path, options.load_mode));
-    // Plan before loading: a configuration that does not fit is refused
-    // here, with the numbers, rather than failing to allocate later.
-    // Files the loader refuses by name (an unknown architecture, a
-    // header-only file) get its error rather than the planner's.
     const auto archs = supported_architectures();
     const bool loadable =
         !file_->header_only() && std::find(archs.begin(), archs.end(), file_->architecture()) != archs.end();
-    int64_t n_ctx = options.n_ctx;
-    if (loadable) {
-        const uint64_t mem = options.mem_bytes ? options.mem_bytes : available_memory_bytes();
-        const std::string mem_label = options.mem_bytes ? "--mem" : "MemAvailable";
-        const MemoryShape shape = read_memory_shape(*file_);
-        if (n_ctx <= 0) n_ctx = shape.n_ctx_train;
-        if (options.fit_ctx && mem) {
-            n_ctx = largest_fitting_ctx(*file_, shape, engine_plan_options(options, 0), mem);
-            if (n_ctx == 0) n_ctx = 256;  // not even this fits: check_fits explains
-        }
-        plan_ = mem ? check_fits(*file_, engine_plan_options(options, n_ctx), mem, mem_label)
-                    : plan_memory(*file_, shape, engine_plan_options(options, n_ctx));
-    }
+
+    // The backend first (nothing is loaded yet): a GPU run plans against
+    // the card's free memory, less the weights that stay in host memory.
     int threads = options.n_threads > 0 ? options.n_threads : static_cast<int>(std::thread::hardware_concurrency());
     BackendRequest request;
     request.n_threads = std::max(1, threads);
@@ -78,6 +64,27 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
                 "--cpu-moe, --n-cpu-moe N, or -ngl N below the layer count",
                 placement.other_host_tensors.front()));
         for (const std::string& note : placement.notes) backend_note_ += (backend_note_.empty() ? "" : "; ") + note;
+    }
+
+    // Plan before loading: a configuration that does not fit is refused
+    // here, with the numbers, rather than failing to allocate later.
+    // Files the loader refuses by name (an unknown architecture, a
+    // header-only file) get its error rather than the planner's.
+    int64_t n_ctx = options.n_ctx;
+    if (loadable) {
+        MemoryBudget budget = memory_budget(*file_, request);
+        if (backend_->runs_on_host()) budget.host_weight_bytes = 0;  // no device: all of it is here
+        if (options.mem_bytes) budget = {options.mem_bytes, budget.host_weight_bytes, "--mem"};
+        PlanOptions po = engine_plan_options(options, 0);
+        po.host_weight_bytes = budget.host_weight_bytes;
+        const MemoryShape shape = read_memory_shape(*file_);
+        if (n_ctx <= 0) n_ctx = shape.n_ctx_train;
+        if (options.fit_ctx && budget.bytes) {
+            n_ctx = largest_fitting_ctx(*file_, shape, po, budget.bytes);
+            if (n_ctx == 0) n_ctx = 256;  // not even this fits: check_fits explains
+        }
+        po.n_ctx = n_ctx;
+        plan_ = budget.bytes ? check_fits(*file_, po, budget.bytes, budget.label) : plan_memory(*file_, shape, po);
     }
     model_ = load_model(file_, backend_, options.rope);
     options_.n_ctx = n_ctx;

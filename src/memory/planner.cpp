@@ -70,7 +70,8 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
     p.n_outputs =
         std::min(p.n_tokens, o.n_outputs > 0 ? o.n_outputs : std::min<int64_t>(o.n_batch, p.n_seq * rows_per_seq));
 
-    p.weights_bytes = shape.weights_bytes;
+    p.host_weights_bytes = std::min(o.host_weight_bytes, shape.weights_bytes);
+    p.weights_bytes = shape.weights_bytes - p.host_weights_bytes;
     p.tables_bytes = shape.tables_bytes;
     const uint64_t cells = static_cast<uint64_t>(p.n_ctx);
     p.kv_k_bytes = k_bytes_per_token(shape, o.type_k) * cells;
@@ -104,7 +105,10 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
 
 std::vector<PlannedBuffer> MemoryPlan::buffers() const {
     std::vector<PlannedBuffer> out;
-    out.push_back({"weights", weights_bytes, fmt::format("{} tensors, mapped from the file", shape.n_tensors)});
+    out.push_back({"weights", weights_bytes,
+                   host_weights_bytes ? fmt::format("{} tensors, {} of them in host memory (not counted here)",
+                                                    shape.n_tensors, format_bytes(host_weights_bytes))
+                                      : fmt::format("{} tensors, mapped from the file", shape.n_tensors)});
     out.push_back({"metadata and tensor tables", tables_bytes, "the parsed header and weight bindings"});
     if (shape.kv_layers() > 0) {
         out.push_back({"KV cache K (" + type_name(options.type_k) + ")", kv_k_bytes,

@@ -45,6 +45,11 @@ struct PlanOptions {
     // sequence to roll back to when guesses are rejected (KvCacheConfig::rs_rollback).
     bool speculative = false;
     int spec_draft_max = 16;  // --spec-draft-n-max
+    // A GPU run's weights that stay in host memory (the CPU layers of a
+    // layer split, routed experts kept there: select_backend.h's
+    // host_weight_bytes): not in weights_bytes or total_bytes, which are then
+    // what the card holds.
+    uint64_t host_weight_bytes = 0;
 };
 
 struct PlannedBuffer {
@@ -64,8 +69,9 @@ struct MemoryPlan {
     int64_t n_tokens = 0;    // tokens of the largest batch
     int64_t n_outputs = 0;   // logits rows of one batch
 
-    uint64_t weights_bytes = 0;
-    uint64_t tables_bytes = 0;  // metadata, tensor table and weight bindings
+    uint64_t weights_bytes = 0;       // the weights in the plan's memory (all, unless some stay in host memory)
+    uint64_t host_weights_bytes = 0;  // options.host_weight_bytes: not in the total
+    uint64_t tables_bytes = 0;        // metadata, tensor table and weight bindings
     uint64_t kv_bytes_per_token = 0;
     uint64_t kv_k_bytes = 0;
     uint64_t kv_v_bytes = 0;

@@ -8,7 +8,7 @@
 namespace moeserve {
 
 FitResult fit_context(const GgufFile& file, const ServerOptions& options, int n_slots, bool unified, uint64_t available,
-                      uint64_t target) {
+                      uint64_t target, uint64_t host_weight_bytes) {
     PlanOptions po;
     po.n_ctx = 0;  // the training context, as -c 0
     po.n_parallel = n_slots;
@@ -19,6 +19,7 @@ FitResult fit_context(const GgufFile& file, const ServerOptions& options, int n_
     po.n_ubatch = options.n_ubatch;
     po.n_threads = options.n_threads > 0 ? options.n_threads : 0;
     po.n_recurrent_snapshots = options.ctx_checkpoints;
+    po.host_weight_bytes = host_weight_bytes;
     const MemoryShape shape = read_memory_shape(file);
     FitResult r;
     r.full_bytes = plan_memory(file, shape, po).total_bytes;

@@ -19,8 +19,10 @@ struct FitResult {
     uint64_t budget_bytes = 0;  // available - target
 };
 
-// available: the memory the plan must fit in (0: unknown, nothing is changed).
+// available: the memory the plan must fit in (0: unknown, nothing is
+// changed); host_weight_bytes: on a GPU run, the weights that stay in host
+// memory and so do not count against it.
 FitResult fit_context(const GgufFile& file, const ServerOptions& options, int n_slots, bool unified, uint64_t available,
-                      uint64_t target);
+                      uint64_t target, uint64_t host_weight_bytes = 0);
 
 }  // namespace moeserve

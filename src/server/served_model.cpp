@@ -109,15 +109,27 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     const bool unified = options.kv_unified.value_or(auto_np);
     int64_t n_ctx = options.n_ctx;
     if (options.fit && !options.n_ctx_given) {
-        const FitResult fit = fit_context(file, options, n_slots, unified, available_memory_bytes(),
-                                          static_cast<uint64_t>(options.fit_target_mib) << 20);
+        // The memory the plan must fit: the card's on a GPU run (less the
+        // weights that stay in host memory), else MemAvailable.
+        BackendRequest request;
+        request.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
+        request.n_layer = static_cast<int>(file.find_u32(arch + ".block_count").value_or(0));
+        if (options.experts.any()) {
+            std::vector<std::string> names;
+            for (const auto& t : file.tensors()) names.push_back(t.name);
+            request.host_experts = resolve_expert_placement(names, request.n_layer, options.experts).host_experts;
+        }
+        const MemoryBudget budget = memory_budget(file, request);
+        const FitResult fit =
+            fit_context(file, options, n_slots, unified, budget.bytes,
+                        static_cast<uint64_t>(options.fit_target_mib) << 20, budget.host_weight_bytes);
         if (fit.lowered)
             std::fprintf(stderr,
                          "srv load_model: --fit: the training context (%lld cells) needs %.2f MiB of %.2f MiB "
-                         "available; using -c %lld to keep %lld MiB free (--fit off or -c to choose)\n",
+                         "available (%s); using -c %lld to keep %lld MiB free (--fit off or -c to choose)\n",
                          static_cast<long long>(n_ctx_train_), mib(static_cast<double>(fit.full_bytes)),
-                         mib(static_cast<double>(fit.budget_bytes)), static_cast<long long>(fit.n_ctx),
-                         static_cast<long long>(options.fit_target_mib));
+                         mib(static_cast<double>(fit.budget_bytes)), budget.label.c_str(),
+                         static_cast<long long>(fit.n_ctx), static_cast<long long>(options.fit_target_mib));
         n_ctx = fit.n_ctx;
     }
     layout_ = compute_slot_layout(n_ctx, n_ctx_train_, n_slots, unified);
