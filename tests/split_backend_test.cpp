@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <random>
 #include <set>
 
 #include "backend/expert_placement.h"
@@ -215,6 +216,93 @@ TEST(SplitBackend, host_experts_run_on_the_host_with_the_same_logits) {
                 if (host_moe.count(routed_expert_layer(n))) EXPECT_TRUE(host->uploaded.count(n)) << n;
         }
     }
+}
+
+// An f32 weight {in, out, n} named `name`, random values.
+struct F32Weight {
+    std::vector<float> values;
+    Weight w;
+    F32Weight(std::string name, int64_t in, int64_t out, int64_t n, std::mt19937& rng) : values(in * out * n) {
+        std::normal_distribution<float> d(0.0f, 0.3f);
+        for (float& v : values) v = d(rng);
+        w.name = std::move(name);
+        w.type = GgmlType::F32;
+        w.ne = {in, out, n, 1};
+        w.row_bytes = in * sizeof(float);
+        w.matrix_bytes = in * out * sizeof(float);
+        w.data = reinterpret_cast<const uint8_t*>(values.data());
+    }
+};
+
+// Host memory that counts the copies through it (a GPU's shared memory
+// stand-in: what the split copies rather than reads in place).
+class CountingMemory final : public DeviceMemory {
+  public:
+    const char* name() const override { return "counting"; }
+    bool is_host() const override { return true; }
+    void* allocate(size_t bytes) override { return host_memory().allocate(bytes); }
+    void release(void* p) noexcept override { host_memory().release(p); }
+    void copy(void* dst, const void* src, size_t bytes) override { host_memory().copy(dst, src, bytes); }
+    void zero(void* dst, size_t bytes) override { host_memory().zero(dst, bytes); }
+    void upload(void* dst, const void* src, size_t bytes) override {
+        uploaded += bytes;
+        host_memory().upload(dst, src, bytes);
+    }
+    void download(void* dst, const void* src, size_t bytes) override {
+        downloaded += bytes;
+        host_memory().download(dst, src, bytes);
+    }
+    size_t uploaded = 0, downloaded = 0;
+};
+
+// The host experts of a latent MoE (Nemotron-3-Super: the experts read their
+// own narrower input, expert_input) through the split: the host gets copies
+// of both inputs and the device adds the sum into out, with the bits of the
+// host backend's own op.
+TEST(SplitBackend, host_experts_read_copies_of_both_inputs) {
+    std::mt19937 rng(7);
+    const int64_t n_embd = 48, n_latent = 32, n_ff = 16, n_expert = 6, n_tokens = 5;
+    const F32Weight router("blk.0.ffn_gate_inp.weight", n_embd, n_expert, 1, rng);
+    const F32Weight up("blk.0.ffn_up_exps.weight", n_latent, n_ff, n_expert, rng);
+    const F32Weight down("blk.0.ffn_down_exps.weight", n_ff, n_latent, n_expert, rng);
+    MoeParams p;
+    p.n_expert = static_cast<int>(n_expert);
+    p.n_expert_used = 2;
+    p.gating = GatingFunc::Sigmoid;
+    p.activation = ExpertActivation::ReluSquared;
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> x(n_tokens * n_embd), xe(n_tokens * n_latent), out0(n_tokens * n_latent);
+    for (auto* v : {&x, &xe, &out0})
+        for (float& f : *v) f = d(rng);
+
+    std::vector<float> want = out0;
+    MoeParams direct = p;
+    direct.expert_input = xe.data();
+    make_cpu_backend(1)->moe_ffn(x.data(), n_tokens, router.w, Weight{}, up.w, down.w, direct, want.data());
+
+    SplitPlan plan;
+    plan.n_layer = 1;
+    plan.head_on_device = true;
+    plan.host_experts = {true};
+    auto host = std::make_shared<RecordingBackend>("host");
+    auto device = std::make_shared<RecordingBackend>("device");
+    auto counting = std::make_unique<CountingMemory>();
+    CountingMemory* shared = counting.get();
+    auto split = make_split_backend(host, device, plan, std::move(counting));
+    split->begin_batch({});
+    split->begin_layer(0);
+    std::vector<float> got = out0;
+    MoeParams staged = p;
+    staged.expert_input = xe.data();
+    split->moe_ffn(x.data(), n_tokens, router.w, Weight{}, up.w, down.w, staged, got.data());
+    split->end_batch();
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+    EXPECT_EQ(host->expert_layers, std::set<int>{0});
+    EXPECT_TRUE(device->expert_layers.empty());
+    EXPECT_NE(want, out0);
+    // Both inputs went to the host as copies, the sum came back as one.
+    EXPECT_EQ(shared->downloaded, (x.size() + xe.size()) * sizeof(float));
+    EXPECT_EQ(shared->uploaded, out0.size() * sizeof(float));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "backend/expert_placement.h"
@@ -87,16 +88,33 @@ class SplitBackend final : public ForwardingBackend {
     }
 
     // A device layer whose experts stay in host memory: the host runs the
-    // expert FFN once the device has written its input (and cleared or
-    // filled its output), and returns before the device's next op is queued.
+    // expert FFN on copies of its inputs and the device adds the result into
+    // `out`. Copies rather than the shared memory itself: on a GPU a host
+    // read of managed memory the card wrote is a page fault and a migration
+    // (and the card faults the pages back at its next op), once or more per
+    // layer and token, where a copy of a few KiB is one call. The expert sum
+    // is computed whole and then added, as the host's op adds it into out,
+    // so the result has the same bits.
     void moe_ffn(const float* x, int64_t n_tokens, const Weight& router, const Weight& gate_exps, const Weight& up_exps,
                  const Weight& down_exps, const MoeParams& p, float* out) override {
-        if (current_ == device_.get() && experts_on_host(plan_, layer_)) {
-            device_->synchronize();
-            host_->moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
-            return;
-        }
-        ForwardingBackend::moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
+        if (current_ != device_.get() || !experts_on_host(plan_, layer_))
+            return ForwardingBackend::moe_ffn(x, n_tokens, router, gate_exps, up_exps, down_exps, p, out);
+        DeviceMemory& shared = memory();
+        const auto stage_in = [&](Activations& host, const float* src, int64_t width) {
+            host.resize(static_cast<size_t>(n_tokens * width));
+            shared.download(host.data(), src, host.size() * sizeof(float));  // waits for the device's queue
+            return host.data();
+        };
+        MoeParams hp = p;
+        const float* hx = stage_in(host_x_, x, router.in());
+        if (p.expert_input) hp.expert_input = stage_in(host_expert_input_, p.expert_input, up_exps.in());
+        const int64_t n_out = n_tokens * down_exps.out();
+        host_out_.resize(static_cast<size_t>(n_out));
+        std::fill(host_out_.data(), host_out_.data() + n_out, 0.0f);
+        host_->moe_ffn(hx, n_tokens, router, gate_exps, up_exps, down_exps, hp, host_out_.data());
+        staged_out_.resize(static_cast<size_t>(n_out));
+        shared.upload(staged_out_.data(), host_out_.data(), static_cast<size_t>(n_out) * sizeof(float));
+        device_->add(out, staged_out_.data(), n_out);
     }
 
   protected:
@@ -119,6 +137,9 @@ class SplitBackend final : public ForwardingBackend {
     std::shared_ptr<Backend> host_, device_;
     SplitPlan plan_;
     std::unique_ptr<DeviceMemory> shared_;
+    // The host experts' inputs and sum in host memory, and the sum in the shared memory for the device's add.
+    Activations host_x_{host_memory()}, host_expert_input_{host_memory()}, host_out_{host_memory()};
+    Activations staged_out_{shared_ ? *shared_ : host_memory()};
     Backend* current_ = nullptr;
     int layer_ = 0;
     bool tied_output_ = false;
