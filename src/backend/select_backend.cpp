@@ -90,6 +90,7 @@ MemoryBudget memory_budget(const GgufFile& file, const BackendRequest& r) {
     if (r.n_gpu_layers != 0 && gpu_present()) {
         size_t free_bytes = 0, total = 0;
         if (cudaMemGetInfo(&free_bytes, &total) == cudaSuccess) {
+            b.gpu = true;
             b.bytes = free_bytes;
             b.host_weight_bytes = host_weight_bytes(file, r);
             b.label = "free on " + cuda::device_description(0);

@@ -50,6 +50,7 @@ uint64_t host_weight_bytes(const GgufFile& file, const BackendRequest& request);
 // a device, -ngl not 0), what is free on the card now, less nothing (call it
 // once the backend exists, so its context is counted); else MemAvailable.
 struct MemoryBudget {
+    bool gpu = false;                // the budget is the card's
     uint64_t bytes = 0;              // 0: unknown
     uint64_t host_weight_bytes = 0;  // weights that stay in host memory (a GPU run)
     std::string label;               // "MemAvailable", "free on <the card>"

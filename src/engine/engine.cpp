@@ -74,7 +74,10 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     if (loadable) {
         MemoryBudget budget = memory_budget(*file_, request);
         if (backend_->runs_on_host()) budget.host_weight_bytes = 0;  // no device: all of it is here
-        if (options.mem_bytes) budget = {options.mem_bytes, budget.host_weight_bytes, "--mem"};
+        if (options.mem_bytes) {
+            budget.bytes = options.mem_bytes;
+            budget.label = "--mem";
+        }
         PlanOptions po = engine_plan_options(options, 0);
         po.host_weight_bytes = budget.host_weight_bytes;
         const MemoryShape shape = read_memory_shape(*file_);

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <functional>
 
 #include "backend/select_backend.h"
 #include "gguf/file_type.h"
@@ -108,29 +109,51 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     const int n_slots = auto_np ? 4 : options.n_parallel;
     const bool unified = options.kv_unified.value_or(auto_np);
     int64_t n_ctx = options.n_ctx;
-    if (options.fit && !options.n_ctx_given) {
+    ExpertPlacementFlags experts = options.experts;
+    if (options.fit) {
         // The memory the plan must fit: the card's on a GPU run (less the
         // weights that stay in host memory), else MemAvailable.
         BackendRequest request;
         request.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
         request.n_layer = static_cast<int>(file.find_u32(arch + ".block_count").value_or(0));
-        if (options.experts.any()) {
-            std::vector<std::string> names;
-            for (const auto& t : file.tensors()) names.push_back(t.name);
-            request.host_experts = resolve_expert_placement(names, request.n_layer, options.experts).host_experts;
-        }
+        std::vector<std::string> names;
+        for (const auto& t : file.tensors()) names.push_back(t.name);
+        const auto host_experts = [&](const ExpertPlacementFlags& f) {
+            return f.any() ? resolve_expert_placement(names, request.n_layer, f).host_experts : std::vector<bool>{};
+        };
+        request.host_experts = host_experts(experts);
         const MemoryBudget budget = memory_budget(file, request);
+        // The experts are --fit's to place only where the user placed nothing (-ngl auto, no -ot/-cmoe/-ncmoe).
+        std::function<uint64_t(int)> with_n_cpu_moe;
+        if (budget.gpu && request.n_gpu_layers == kGpuLayersAuto && !experts.any())
+            with_n_cpu_moe = [&](int n) {
+                ExpertPlacementFlags f;
+                f.n_cpu_moe = n;
+                BackendRequest r = request;
+                r.host_experts = host_experts(f);
+                return host_weight_bytes(file, r);
+            };
         const FitResult fit =
             fit_context(file, options, n_slots, unified, budget.bytes,
-                        static_cast<uint64_t>(options.fit_target_mib) << 20, budget.host_weight_bytes);
-        if (fit.lowered)
+                        static_cast<uint64_t>(options.fit_target_mib) << 20, budget.host_weight_bytes, with_n_cpu_moe);
+        if (fit.lowered) {
             std::fprintf(stderr,
                          "srv load_model: --fit: the training context (%lld cells) needs %.2f MiB of %.2f MiB "
                          "available (%s); using -c %lld to keep %lld MiB free (--fit off or -c to choose)\n",
                          static_cast<long long>(n_ctx_train_), mib(static_cast<double>(fit.full_bytes)),
                          mib(static_cast<double>(fit.budget_bytes)), budget.label.c_str(),
                          static_cast<long long>(fit.n_ctx), static_cast<long long>(options.fit_target_mib));
-        n_ctx = fit.n_ctx;
+            n_ctx = fit.n_ctx;
+        }
+        if (fit.n_cpu_moe > 0) {
+            std::fprintf(stderr,
+                         "srv load_model: --fit: the plan does not fit the memory available (%s) even at -c %lld; "
+                         "keeping the routed experts of the first %d layers in host memory (as --n-cpu-moe %d; -ngl "
+                         "or --fit off to choose)\n",
+                         budget.label.c_str(), static_cast<long long>(fit.lowered ? fit.n_ctx : options.n_ctx),
+                         fit.n_cpu_moe, fit.n_cpu_moe);
+            experts.n_cpu_moe = fit.n_cpu_moe;
+        }
     }
     layout_ = compute_slot_layout(n_ctx, n_ctx_train_, n_slots, unified);
 
@@ -143,7 +166,7 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
     eo.type_v = parse_cache_type(options.cache_type_v);
     eo.n_ubatch = options.n_ubatch;
     eo.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
-    eo.experts = options.experts;
+    eo.experts = experts;
     eo.load_mode = options.load_mode;
     eo.rope = options.rope;
     eo.n_rs_snapshots = options.ctx_checkpoints;
