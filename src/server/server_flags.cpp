@@ -137,7 +137,9 @@ const std::vector<Flag>& flags() {
             {{"-fit", "--fit"},
              "on|off",
              "LLAMA_ARG_FIT",
-             "with no -c, lower the context until everything fits in memory with --fit-target to spare (default on)",
+             "with no -c, lower the context until everything fits in memory (a GPU run: on the card) with "
+             "--fit-target to spare; on a GPU with no -ngl, -ot, -cmoe or -ncmoe, then keep the first layers' routed "
+             "experts in host memory if even --fit-ctx does not fit (default on)",
              [](ServerOptions& o, auto& f, auto& v) {
                  auto b = bool_word(v);
                  if (!b) bad(f, v, "expected on or off");
