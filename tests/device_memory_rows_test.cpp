@@ -10,30 +10,13 @@
 #include <random>
 #include <vector>
 
+#include "counting_memory.h"
 #include "memory/device_memory.h"
 
 namespace moeserve {
 namespace {
 
-// Host memory that counts the copies the default rows functions make.
-class CountingMemory final : public DeviceMemory {
-  public:
-    const char* name() const override { return "counting"; }
-    bool is_host() const override { return true; }
-    void* allocate(size_t bytes) override { return host_memory().allocate(bytes); }
-    void release(void* p) noexcept override { host_memory().release(p); }
-    void copy(void* dst, const void* src, size_t bytes) override { std::memmove(dst, src, bytes); }
-    void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
-    void upload(void* dst, const void* src, size_t bytes) override {
-        ++uploads;
-        std::memmove(dst, src, bytes);
-    }
-    void download(void* dst, const void* src, size_t bytes) override {
-        ++downloads;
-        std::memmove(dst, src, bytes);
-    }
-    int uploads = 0, downloads = 0;
-};
+using test::CountingMemory;
 
 TEST(DeviceMemoryRows, rows_by_index_come_back_packed_and_go_back_to_their_cells) {
     std::mt19937 rng(3);

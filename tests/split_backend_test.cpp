@@ -13,6 +13,7 @@
 #include "backend/expert_placement.h"
 #include "backend/forwarding_backend.h"
 #include "backend/split_backend.h"
+#include "counting_memory.h"
 #include "fixtures.h"
 #include "gguf/gguf_file.h"
 #include "memory/kv_cache.h"
@@ -234,27 +235,6 @@ struct F32Weight {
     }
 };
 
-// Host memory that counts the copies through it (a GPU's shared memory
-// stand-in: what the split copies rather than reads in place).
-class CountingMemory final : public DeviceMemory {
-  public:
-    const char* name() const override { return "counting"; }
-    bool is_host() const override { return true; }
-    void* allocate(size_t bytes) override { return host_memory().allocate(bytes); }
-    void release(void* p) noexcept override { host_memory().release(p); }
-    void copy(void* dst, const void* src, size_t bytes) override { host_memory().copy(dst, src, bytes); }
-    void zero(void* dst, size_t bytes) override { host_memory().zero(dst, bytes); }
-    void upload(void* dst, const void* src, size_t bytes) override {
-        uploaded += bytes;
-        host_memory().upload(dst, src, bytes);
-    }
-    void download(void* dst, const void* src, size_t bytes) override {
-        downloaded += bytes;
-        host_memory().download(dst, src, bytes);
-    }
-    size_t uploaded = 0, downloaded = 0;
-};
-
 // The host experts of a latent MoE (Nemotron-3-Super: the experts read their
 // own narrower input, expert_input) through the split: the host gets copies
 // of both inputs and the device adds the sum into out, with the bits of the
@@ -286,8 +266,8 @@ TEST(SplitBackend, host_experts_read_copies_of_both_inputs) {
     plan.host_experts = {true};
     auto host = std::make_shared<RecordingBackend>("host");
     auto device = std::make_shared<RecordingBackend>("device");
-    auto counting = std::make_unique<CountingMemory>();
-    CountingMemory* shared = counting.get();
+    auto counting = std::make_unique<test::CountingMemory>();
+    test::CountingMemory* shared = counting.get();
     auto split = make_split_backend(host, device, plan, std::move(counting));
     split->begin_batch({});
     split->begin_layer(0);
@@ -301,8 +281,8 @@ TEST(SplitBackend, host_experts_read_copies_of_both_inputs) {
     EXPECT_TRUE(device->expert_layers.empty());
     EXPECT_NE(want, out0);
     // Both inputs went to the host as copies, the sum came back as one.
-    EXPECT_EQ(shared->downloaded, (x.size() + xe.size()) * sizeof(float));
-    EXPECT_EQ(shared->uploaded, out0.size() * sizeof(float));
+    EXPECT_EQ(shared->downloaded_bytes, (x.size() + xe.size()) * sizeof(float));
+    EXPECT_EQ(shared->uploaded_bytes, out0.size() * sizeof(float));
 }
 
 }  // namespace

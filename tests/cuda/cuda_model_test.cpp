@@ -190,10 +190,29 @@ TEST(CudaMemory, the_engine_allocates_what_the_planner_planned) {
     RecordProperty("allocated_mib", std::to_string(used / (1 << 20)));
 }
 
+// The golden's prompt in one pass, then its remaining tokens one at a time
+// (decoding), all positions' logits; checked against the golden under the
+// CPU's thresholds and against the CPU backend's logits (cpu_logits).
+void expect_golden_prompt_then_decode(Engine& e, const test::Golden& g, const std::vector<float>& cpu_logits) {
+    const int64_t n_prompt = g.n_prompt;
+    std::vector<float> logits =
+        e.eval(0, std::vector<int32_t>(g.tokens.begin(), g.tokens.begin() + n_prompt), /*all_logits=*/true);
+    for (size_t i = n_prompt; i < g.tokens.size(); ++i) {
+        const std::vector<float> l = e.eval(0, std::vector<int32_t>{g.tokens[i]}, true);
+        logits.insert(logits.end(), l.begin(), l.end());
+    }
+    const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
+    auto ref = test::compare_logits(g.logits.data(), logits.data(), n_pos, g.n_vocab);
+    EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
+    EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
+    auto vs_cpu = test::compare_logits(cpu_logits.data(), logits.data(), n_pos, g.n_vocab);
+    EXPECT_LE(vs_cpu.mean_kl, 3e-3) << "against the CPU backend, max KL " << vs_cpu.max_kl;
+}
+
 class CudaLayerSplit : public ::testing::TestWithParam<Case> {};
 
-// -ngl N below the layer count: the first layers on the CPU, the last N on
-// the GPU, sharing activations and cache in managed memory. The prompt and
+// -ngl N up to the layer count: the first layers on the CPU, the head and the
+// last N-1 layers on the GPU, sharing activations and cache in managed memory. The prompt and
 // then token-by-token decoding give the llama.cpp golden's logits under the
 // usual thresholds, and agree with the all-CPU run as closely as -ngl all does.
 TEST_P(CudaLayerSplit, first_layers_on_the_cpu_match_the_golden) {
@@ -211,20 +230,7 @@ TEST_P(CudaLayerSplit, first_layers_on_the_cpu_match_the_golden) {
     Engine split(opt);
     ASSERT_NE(split.backend().name().find("cuda"), std::string::npos) << split.backend().name();
     ASSERT_NE(split.backend().name().find("cpu"), std::string::npos) << split.backend().name();
-    const int64_t n_prompt = g.n_prompt;
-    std::vector<float> logits =
-        split.eval(0, std::vector<int32_t>(g.tokens.begin(), g.tokens.begin() + n_prompt), /*all_logits=*/true);
-    for (size_t i = n_prompt; i < g.tokens.size(); ++i) {
-        const std::vector<float> l = split.eval(0, std::vector<int32_t>{g.tokens[i]}, true);
-        logits.insert(logits.end(), l.begin(), l.end());
-    }
-    const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
-    auto ref = test::compare_logits(g.logits.data(), logits.data(), n_pos, g.n_vocab);
-    EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
-    EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
-    std::vector<float> cpu_logits = probe.eval(0, g.tokens, /*all_logits=*/true);
-    auto split_cpu = test::compare_logits(cpu_logits.data(), logits.data(), n_pos, g.n_vocab);
-    EXPECT_LE(split_cpu.mean_kl, 3e-3) << "split vs CPU max KL " << split_cpu.max_kl;
+    expect_golden_prompt_then_decode(split, g, probe.eval(0, g.tokens, /*all_logits=*/true));
 }
 
 INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaLayerSplit,
@@ -237,7 +243,7 @@ INSTANTIATE_TEST_SUITE_P(EachArchitecture, CudaLayerSplit,
 class CudaExpertOffload : public ::testing::TestWithParam<Case> {};
 
 // --cpu-moe with -ngl all: attention, norms, shared experts and the head on
-// the GPU, every routed-expert FFN on the CPU (managed memory between them);
+// the GPU, every routed-expert FFN on the CPU (on copies of its inputs);
 // then --n-cpu-moe 2 with a layer split. The prompt and token-by-token
 // decoding give the llama.cpp golden's logits under the usual thresholds and
 // agree with the all-CPU run as closely; the GPU holds none of the host
@@ -250,8 +256,7 @@ TEST_P(CudaExpertOffload, routed_experts_on_the_cpu_match_the_golden) {
     test::Golden g = test::load_golden(c.stem + "-" + c.weights + ".kv-" + c.kv);
     Engine probe(test::fixture_engine_options(c.stem, c.weights, c.kv, 1));
     const int n_layer = probe.model().params().n_layer;
-    std::vector<float> cpu_logits = probe.eval(0, g.tokens, /*all_logits=*/true);
-    const int64_t n_pos = static_cast<int64_t>(g.tokens.size());
+    const std::vector<float> cpu_logits = probe.eval(0, g.tokens, /*all_logits=*/true);
     for (const bool all : {true, false}) {
         SCOPED_TRACE(all ? "-ngl all --cpu-moe" : "-ngl n_layer --n-cpu-moe 2");
         EngineOptions opt = gpu_options(c);
@@ -277,18 +282,7 @@ TEST_P(CudaExpertOffload, routed_experts_on_the_cpu_match_the_golden) {
             static_cast<double>(e.plan().weights_bytes + e.plan().kv_bytes + e.plan().recurrent_bytes);
         EXPECT_LE(static_cast<double>(free_before - free_after), planned + 600.0 * (1 << 20))
             << "plan " << planned / (1 << 20) << " MiB";
-        const int64_t n_prompt = g.n_prompt;
-        std::vector<float> logits =
-            e.eval(0, std::vector<int32_t>(g.tokens.begin(), g.tokens.begin() + n_prompt), /*all_logits=*/true);
-        for (size_t i = n_prompt; i < g.tokens.size(); ++i) {
-            const std::vector<float> l = e.eval(0, std::vector<int32_t>{g.tokens[i]}, true);
-            logits.insert(logits.end(), l.begin(), l.end());
-        }
-        auto ref = test::compare_logits(g.logits.data(), logits.data(), n_pos, g.n_vocab);
-        EXPECT_LE(ref.mean_kl, 3e-3) << "max KL " << ref.max_kl;
-        EXPECT_GE(ref.top1_decisive, 0.98) << ref.decisive << " decisive positions";
-        auto vs_cpu = test::compare_logits(cpu_logits.data(), logits.data(), n_pos, g.n_vocab);
-        EXPECT_LE(vs_cpu.mean_kl, 3e-3) << "offload vs CPU max KL " << vs_cpu.max_kl;
+        expect_golden_prompt_then_decode(e, g, cpu_logits);
     }
 }
 
