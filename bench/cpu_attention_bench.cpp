@@ -9,7 +9,10 @@
 // rest of a model around it (deepseek2_bench and engine_bench time that).
 //
 // usage: cpu_attention_bench [--threads N] [--depths 4096,32768] [--cache f16,q8_0,q4_0]
-//                            [--shapes mla,gqa] [--reps N]
+//                            [--shapes mla,gqa] [--reps N] [--split on,off]
+// --split off: GQA decode without its cells split into chunks across the
+// threads (one softmax over all cells, one work item per KV head), to
+// compare with the default in the same run.
 #include <fmt/format.h>
 
 #include <chrono>
@@ -18,6 +21,7 @@
 #include <stdexcept>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
 #include "engine/bench_runner.h"
 #include "engine/engine.h"
 #include "memory/kv_cache.h"
@@ -54,7 +58,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void run(Backend& backend, const Shape& sh, GgmlType type, int64_t depth, int reps, int threads, double fma,
+void run(Backend& backend, const Shape& sh, bool split, GgmlType type, int64_t depth, int reps, int threads, double fma,
          double bw) {
     KvCache cache(cache_config(sh, type, depth + 1));
     std::mt19937 rng(7);
@@ -88,9 +92,9 @@ void run(Backend& backend, const Shape& sh, GgmlType type, int64_t depth, int re
     // Multiply-adds per cached row: every query head scores its K row and sums its V row.
     const double macs = static_cast<double>(sh.n_head) * (sh.head_k + sh.head_v);
     const double bytes = static_cast<double>(cache.k_row_bytes(0) + cache.v_row_bytes(0)) * n_cells;
-    fmt::print("| {} | {} | {} | {:.3f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f}% |\n", sh.name,
-               ggml_type_name(type), depth, per_call * 1e3, ns_row, ns_row * threads,
-               100.0 * macs * n_cells / per_call / (fma * 1e9), bytes / per_call / 1e9,
+    fmt::print("| {}{} | {} | {} | {:.3f} | {:.1f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f}% |\n", sh.name,
+               sh.mla || split ? "" : " (unsplit)", ggml_type_name(type), depth, per_call * 1e3, ns_row,
+               ns_row * threads, 100.0 * macs * n_cells / per_call / (fma * 1e9), bytes / per_call / 1e9,
                100.0 * bytes / per_call / (bw * 1e9));
     std::fflush(stdout);
 }
@@ -100,10 +104,10 @@ void run(Backend& backend, const Shape& sh, GgmlType type, int64_t depth, int re
 int main(int argc, char** argv) {
     int threads = 2, reps = 20;
     std::vector<int64_t> depths = {4096, 32768};
-    std::vector<std::string> caches = {"f16", "q8_0", "q4_0"}, shapes = {"mla", "gqa"};
+    std::vector<std::string> caches = {"f16", "q8_0", "q4_0"}, shapes = {"mla", "gqa"}, splits = {"on"};
     const char* usage =
         "usage: cpu_attention_bench [--threads N] [--depths 4096,32768] [--cache f16,q8_0,q4_0] "
-        "[--shapes mla,gqa] [--reps N]\n";
+        "[--shapes mla,gqa] [--reps N] [--split on,off]\n";
     try {
         const std::vector<std::string> argv_rest = bench::bench_args(argc, argv);
         cli::Args args(argv_rest);
@@ -125,6 +129,10 @@ int main(int argc, char** argv) {
                 for (const auto& sh : shapes)
                     if (sh != "mla" && sh != "gqa")
                         throw cli::UsageError("option --shapes: unknown shape '" + sh + "' (mla, gqa)");
+            } else if (args.flag({"--split"})) {
+                splits = args.list_value();
+                for (const auto& s : splits)
+                    if (s != "on" && s != "off") throw cli::UsageError("option --split: expected on or off, got " + s);
             } else {
                 throw cli::UsageError("unknown option " + args.next());
             }
@@ -139,13 +147,16 @@ int main(int argc, char** argv) {
     fmt::print(
         "| shape | cache | depth | ms per token | ns per row | thread-ns per row | % of FMA peak | cache GB/s | % "
         "of read BW |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    auto backend = make_cpu_backend(threads);
+    CpuBackend split(threads), unsplit(threads);
+    unsplit.set_attention_split(int64_t{1} << 40);
     try {
         for (const auto& shape_name : shapes) {
             const Shape& sh = shape_name == "mla" ? kMla : kGqa;
             for (const auto& cache_name : caches)
                 for (int64_t depth : depths)
-                    run(*backend, sh, parse_cache_type(cache_name), depth, reps, threads, fma, bw);
+                    for (const auto& s : sh.mla ? std::vector<std::string>{"on"} : splits)
+                        run(s == "on" ? split : unsplit, sh, s == "on", parse_cache_type(cache_name), depth, reps,
+                            threads, fma, bw);
         }
     } catch (const std::exception& e) {
         fmt::print(stderr, "cpu_attention_bench: {}\n", e.what());

@@ -24,9 +24,13 @@ int main(int argc, char** argv) {
     const std::string usage =
         "usage: deepseek2_bench [--threads N] [--dir DIR] [--depths 0,8192,32768] [--prefill 512] [--decode 32] "
         "[--mix Q4_K_M] [--cache f16,q4_0]\n";
-    const auto [threads, dir, depths, n_prefill, n_decode, mixes, caches] = bench::slice_bench_options_or_exit(
+    const auto [threads, dir, depths, n_prefill, n_decode, mixes, caches, splits] = bench::slice_bench_options_or_exit(
         argc, argv, "deepseek2_bench", usage,
         {.depths = {0, 8192, 32768}, .mixes = {"Q4_K_M"}, .caches = {"f16", "q4_0"}});
+    if (splits != std::vector<std::string>{"on"}) {
+        std::fprintf(stderr, "deepseek2_bench: --split is for GQA attention; MLA splits its rows on its own\n");
+        return 2;
+    }
 
     const double bw = measure_read_bandwidth(threads);
     const double fma = measure_fma_rate(threads);

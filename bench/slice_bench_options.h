@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "cli/args.h"
 #include "engine/bench_runner.h"
 #include "engine/engine.h"
@@ -54,6 +55,9 @@ struct SliceBenchOptions {
     std::vector<int64_t> depths;
     int64_t n_prefill = 512, n_decode = 32;
     std::vector<std::string> mixes, caches;
+    // --split on,off: GQA decode at depth with its cells split into chunks
+    // across the threads (the default), or one softmax over all cells.
+    std::vector<std::string> splits = {"on"};
 };
 
 // Reads argv over opt (which holds the program's defaults). Returns false
@@ -84,6 +88,11 @@ inline bool parse_slice_bench_options(int argc, char** argv, const std::string& 
                     throw cli::UsageError("option --mix: unknown mix '" + m + "' (F16, Q8_0, Q4_K_M, IQ4_XS)");
         } else if (args.flag({"--cache"})) {
             opt.caches = caches_value(args);
+        } else if (args.flag({"--split"})) {
+            opt.splits = args.list_value();
+            for (const auto& s : opt.splits)
+                if (s != "on" && s != "off")
+                    throw cli::UsageError("option --split: expected on or off, got '" + s + "'");
         } else {
             throw cli::UsageError("unknown option " + args.next());
         }
@@ -110,6 +119,14 @@ inline EngineOptions slice_engine(const std::string& path, int threads, const st
     opt.n_ctx = n_ctx;
     opt.type_k = opt.type_v = parse_cache_type(cache);
     return opt;
+}
+
+// --split off on a CPU engine: its decode attention takes one softmax over
+// all of a token's cells (CpuBackend::set_attention_split), as before the
+// split; "on" leaves the default.
+inline void apply_attention_split(Engine& engine, const std::string& split) {
+    if (split == "on") return;
+    if (auto* cpu = dynamic_cast<CpuBackend*>(&engine.backend())) cpu->set_attention_split(int64_t{1} << 40);
 }
 
 // The options of `program` over `defaults`, or the end of the program:

@@ -190,11 +190,17 @@ KvCacheConfig one_layer_cache(const AttentionCase& t, int64_t n_cells, int n_seq
 // Three sequences in one batch: 0 decodes one token after 300 cached
 // positions, 1 is a 13-token prompt (causal blocks of up to 8 tokens), 2
 // decodes one token after 77. Their cells interleave in the pool.
-void check_attention_matches_reference(const AttentionCase& t) {
+// split_chunk > 0: the decode tokens' cells split into chunks of that many
+// (cpu_attention_split.cpp; 301 cells: five chunks, the last partial).
+void check_attention_matches_reference(const AttentionCase& t, int64_t split_chunk = 0) {
     std::mt19937 rng(100 + t.n_head_kv * 10 + t.head_dim + t.group);
     const int dk = t.head_dim, n_head = t.n_head_kv * t.group, n_embd = t.n_head_kv * dk;
     KvCache cache(one_layer_cache(t, 512, 3));
-    auto backend = make_cpu_backend(t.n_threads);
+    auto backend = std::make_unique<CpuBackend>(t.n_threads);
+    if (split_chunk > 0)
+        backend->set_attention_split(1, split_chunk);
+    else
+        backend->set_attention_split(int64_t{1} << 40);
 
     auto fill = [&](int seq, int64_t n) {
         const auto cells = cache.append(seq, n);
@@ -258,7 +264,7 @@ void check_attention_matches_reference(const AttentionCase& t) {
                 ASSERT_NEAR(got[i], want[i], 2e-5)
                     << ggml_type_name(t.type_k) << "/" << ggml_type_name(t.type_v) << " kv heads " << t.n_head_kv
                     << " group " << t.group << " head_dim " << dk << " threads " << t.n_threads << " token " << tok
-                    << " head " << h << " i " << i;
+                    << " head " << h << " i " << i << " split chunk " << split_chunk;
         }
 }
 
@@ -272,6 +278,9 @@ TEST(AttentionGroupKernels, AttentionMatchesDoubleReference) {
     };
     for (const auto& c : cases) {
         check_attention_matches_reference(c);
+        if (HasFatalFailure()) return;
+        // The decode tokens' cells in chunks, each with its own softmax state, merged.
+        check_attention_matches_reference(c, 64);
         if (HasFatalFailure()) return;
     }
 }
@@ -293,6 +302,7 @@ TEST(AttentionGroupKernels, ReadingAllHeadsOfAChunkOfCellsGivesTheSameBits) {
         KvCache cache(one_layer_cache(t, 8600, 1));
         CpuBackend streaming(t.n_threads), per_head(t.n_threads);
         per_head.set_attention_streaming_from(int64_t{1} << 40);
+        for (CpuBackend* b : {&streaming, &per_head}) b->set_attention_split(int64_t{1} << 40);  // not split
         const int64_t n = 8506;
         const auto cells = cache.append(0, n);
         const auto k = random_normal(n * n_embd, rng), v = random_normal(n * n_embd, rng);
@@ -308,6 +318,55 @@ TEST(AttentionGroupKernels, ReadingAllHeadsOfAChunkOfCellsGivesTheSameBits) {
         per_head.attention(cache, 0, q.data(), n_tokens, n_head, rows, 0.088f, b.data());
         for (size_t i = 0; i < a.size(); ++i)
             ASSERT_EQ(a[i], b[i]) << ggml_type_name(t.type_k) << "/" << ggml_type_name(t.type_v) << " element " << i;
+    }
+}
+
+// A decoded token deep in the context splits its cells into fixed chunks
+// (8K cells and more, chunks of 2K; every cache type), so its output is the same bits with any
+// number of threads and beside any other tokens in the batch; and it agrees
+// with the unsplit op (one softmax over all cells) within rounding.
+TEST(AttentionGroupKernels, SplitCellsGiveTheSameBitsWithAnyThreadsOrBatch) {
+    const AttentionCase cases[] = {
+        {GgmlType::F16, GgmlType::F16, 4, 8, 128, 1},
+        {GgmlType::Q4_0, GgmlType::Q4_0, 2, 16, 128, 1},
+        {GgmlType::Q8_0, GgmlType::F16, 4, 8, 128, 1},
+        {GgmlType::Q5_0, GgmlType::Q5_0, 2, 8, 128, 1},  // no group kernels: the general path's loops
+    };
+    for (const auto& t : cases) {
+        SCOPED_TRACE(std::string(ggml_type_name(t.type_k)) + "/" + std::string(ggml_type_name(t.type_v)));
+        std::mt19937 rng(11);
+        const int dk = t.head_dim, n_head = t.n_head_kv * t.group, n_embd = t.n_head_kv * dk;
+        KvCache cache(one_layer_cache(t, 18800, 2));
+        CpuBackend one(1), three(3), unsplit(2);
+        unsplit.set_attention_split(int64_t{1} << 40);
+        for (auto [seq, n] : {std::pair{0, 9000}, {1, 9400}, {0, 301}}) {  // seq 0: 9,301 cells, five chunks
+            const auto cells = cache.append(seq, n);
+            const auto k = random_normal(n * n_embd, rng), v = random_normal(n * n_embd, rng);
+            one.store_kv(cache, 0, k.data(), v.data(), cells);
+        }
+        const auto q = random_normal(4 * n_head * dk, rng);  // four tokens' queries
+        const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
+        // Alone: seq 0's token after all its cells.
+        std::vector<const int32_t*> alone_ptrs = {cache.seq_cells(0).data()};
+        std::vector<int32_t> alone_n = {9301};
+        std::vector<float> a(n_head * dk), b(a.size()), c(4 * n_head * dk), d(a.size());
+        one.attention(cache, 0, q.data(), 1, n_head, AttentionRows{alone_ptrs, alone_n}, scale, a.data());
+        // In a batch, on 3 threads: seq 1's last two positions as a prompt block, then seq 0's token, then seq 1's.
+        std::vector<const int32_t*> batch_ptrs = {cache.seq_cells(1).data(), cache.seq_cells(1).data(),
+                                                  cache.seq_cells(0).data(), cache.seq_cells(1).data()};
+        std::vector<int32_t> batch_n = {9399, 9400, 9301, 9400};
+        std::vector<float> qb(4 * n_head * dk);
+        std::copy(q.begin() + n_head * dk, q.begin() + 3 * n_head * dk, qb.begin());
+        std::copy(q.begin(), q.begin() + n_head * dk, qb.begin() + 2 * n_head * dk);
+        std::copy(q.begin() + 3 * n_head * dk, q.end(), qb.begin() + 3 * n_head * dk);
+        three.attention(cache, 0, qb.data(), 4, n_head, AttentionRows{batch_ptrs, batch_n}, scale, c.data());
+        for (int i = 0; i < n_head * dk; ++i) ASSERT_EQ(a[i], c[2 * n_head * dk + i]) << "element " << i;
+        // Against one softmax over all cells: the same within rounding.
+        unsplit.attention(cache, 0, q.data(), 1, n_head, AttentionRows{alone_ptrs, alone_n}, scale, d.data());
+        double worst = 0;
+        for (int i = 0; i < n_head * dk; ++i) worst = std::max(worst, std::abs(double(a[i]) - d[i]));
+        EXPECT_LT(worst, 2e-6);
+        EXPECT_GT(worst, 0.0);  // the float order did change: this is the split path
     }
 }
 

@@ -204,10 +204,13 @@ class WorkspaceWalk {
     // cells (the batch ends at the last cell). A one-token block (a decoded
     // token, or a prompt with -ub 1) that sees kStreamingFrom cells or more is
     // worked on for all the thread's heads of it at once (their queries, sums
-    // and scores side by side), its rows kStreamingChunk cells at a time.
+    // and scores side by side), its rows kStreamingChunk cells at a time --
+    // or rather, from kSplitFrom cells, split into chunks of kSplitChunk cells
+    // (cpu_attention_split.cpp): per thread a chunk's scores for every head,
+    // and kept between passes each chunk's softmax state per query row.
     // Decode batches are not modelled: with at most 8 KV heads their scratch
-    // (heads x cells x group scores) stays below a prompt block's (8 tokens x
-    // cells x group) at the same depth, which is.
+    // (heads x cells x group scores, or the split's chunks) stays below a
+    // prompt block's (8 tokens x cells x group) at the same depth, which is.
     void gqa_attention_scratch(int n_head, int n_head_kv, int64_t dk, int64_t dv) {
         if (n_head_kv <= 0) return;
         constexpr int64_t kQueryBlock = 8, kValueChunk = 64;
@@ -223,18 +226,44 @@ class WorkspaceWalk {
         const bool group_v = has_group_values(p_.type_v, static_cast<int>(dv));
         if (group_k) per_head += group_query_bytes(p_.type_k, static_cast<int>(n_q), static_cast<int>(dk));
         const int64_t T = p_.n_tokens;
-        const int64_t n_blocks = (T + kQueryBlock - 1) / kQueryBlock;
+        const int64_t first_cell = std::max<int64_t>(0, p_.n_kv - T);
+        // Blocks (first token, length, cells seen); a split block leaves the items.
+        struct Block {
+            int64_t len;
+            uint64_t cells;
+        };
+        std::vector<Block> blocks;
+        int64_t n_split_chunks = 0;
+        for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+            const int64_t len = std::min(kQueryBlock, T - t0);
+            const uint64_t cells = std::min(p_.n_kv, first_cell + t0 + len);
+            if (len == 1 && cells >= static_cast<uint64_t>(kSplitFrom))
+                n_split_chunks += (static_cast<int64_t>(cells) + kSplitChunk - 1) / kSplitChunk;
+            else
+                blocks.push_back({len, cells});
+        }
+        uint64_t total = 0;
+        if (n_split_chunks > 0) {
+            const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), n_split_chunks));
+            const int64_t rows = n_head_kv * group;  // a token's query rows
+            uint64_t per_thread = (rows * dk + rows * kSplitChunk + dk + kValueChunk * dv) * kF32 +
+                                  (float_k ? 0 : rows * q_head) + kStreamingChunk * sizeof(void*);
+            if (group_k)
+                per_thread += n_head_kv * group_query_bytes(p_.type_k, static_cast<int>(group), static_cast<int>(dk));
+            total += threads * per_thread + T * 16;
+            hold("attn_split_ms", n_split_chunks * n_head_kv * group * 2 * kF32);
+            hold("attn_split_acc", n_split_chunks * n_head_kv * group * dv * kF32);
+        }
+        const int64_t n_blocks = static_cast<int64_t>(blocks.size());
         const int64_t items = n_blocks * n_head_kv;
         const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), items));
-        const int64_t first_cell = std::max<int64_t>(0, p_.n_kv - T);
-        uint64_t total = 0;
         for (int i = 0; i < threads; ++i) {
             const int64_t b = items * i / threads, e = items * (i + 1) / threads;
             if (b >= e) continue;
             uint64_t most_heads = 1, most = 0, most_cells = 0;  // as the op sizes them up front
             for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
-                const int64_t len = std::min(kQueryBlock, T - blk * kQueryBlock);
-                const uint64_t cells = std::min(p_.n_kv, first_cell + blk * kQueryBlock + len);
+                const int64_t len = blocks[blk].len;
+                const uint64_t cells = blocks[blk].cells;
                 const bool streaming = len == 1 && cells >= static_cast<uint64_t>(kStreamingFrom);
                 const int64_t mine = std::min(e, (blk + 1) * n_head_kv) - std::max(b, blk * n_head_kv);
                 const uint64_t active = streaming ? static_cast<uint64_t>(mine) : 1;
@@ -245,7 +274,7 @@ class WorkspaceWalk {
             total +=
                 shared + most_heads * per_head + most * kF32 + (group_k || group_v ? most_cells * sizeof(void*) : 0);
         }
-        transient(total + n_blocks * 16);  // + the list of blocks
+        transient(total + (n_blocks + n_split_chunks) * 16);  // + the list of blocks
     }
 
     void gqa_attention(int l) {

@@ -32,6 +32,11 @@ namespace moeserve {
 // memory plan sizes the op's scratch with the same numbers.
 constexpr int64_t kStreamingFrom = 8192;
 constexpr int64_t kStreamingChunk = 256;
+// Decoded tokens with kSplitFrom cells or more (set_attention_split): their
+// cells split into chunks of kSplitChunk, a work item each with its own
+// softmax state, merged in order (cpu_attention_split.cpp).
+constexpr int64_t kSplitFrom = 8192;
+constexpr int64_t kSplitChunk = 2048;
 
 // Whether score_group_rows handles K rows of this type and head size.
 bool has_group_scores(GgmlType type_k, int head_dim);

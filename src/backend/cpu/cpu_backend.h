@@ -63,8 +63,20 @@ class CpuBackend final : public Backend {
     // way. Below it the context's rows are likely still in the cache from the
     // last step, and the kernels' own long passes do better.
     void set_attention_streaming_from(int64_t n_cells) { attention_streaming_from_ = n_cells; }
+    // attention(): from how many cells of context on a decoded token's cells
+    // are split into chunks, each thread taking some (cpu_attention_split.cpp). Results differ from the unsplit op's by
+    // float order, and do not depend on the threads or the batch.
+    // (chunk: the cells of a work item; tests take short ones to see many.)
+    void set_attention_split(int64_t from, int64_t chunk = kSplitChunk) {
+        attention_split_from_ = from;
+        attention_split_chunk_ = std::max<int64_t>(1, chunk);
+    }
 
   private:
+    // attention() for the decoded tokens (one query position each) that
+    // split their cells into chunks.
+    void attention_split_cells(const KvCache& cache, int layer, const float* q, int n_head, const AttentionRows& rows,
+                               float scale, float* out, std::span<const int64_t> tokens);
     // attention_mla over a Q4_0/Q8_0 cache, with llama.cpp's bits (cpu_mla_quantized.cpp).
     void attention_mla_quantized(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                                  int n_latent, const AttentionRows& rows, float scale, float* out);
@@ -89,6 +101,8 @@ class CpuBackend final : public Backend {
 
     ThreadPool pool_;
     int64_t attention_streaming_from_ = kStreamingFrom;
+    int64_t attention_split_from_ = kSplitFrom;
+    int64_t attention_split_chunk_ = kSplitChunk;
     // Scratch reused across calls, on cache lines (cache_line_vector.h).
     CacheLineVector<uint8_t> act_buf_;  // quantized activations
     CacheLineVector<uint8_t> act_buf2_;
@@ -99,6 +113,9 @@ class CpuBackend final : public Backend {
         std::vector<float> prob;
         std::vector<int> order;
     } moe_;
+    struct SplitScratch {                // attention_split_cells: per chunk, KV head and query row
+        CacheLineVector<float> ms, acc;  // (max, Σ weights); the weighted V sum
+    } split_;
     struct MlaScratch {  // attention_mla_quantized
         LatentQueries queries;
         CacheLineVector<float> scores, ms, acc, values;  // values: per thread, a slice of V as f32

@@ -67,8 +67,10 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
     // Spin briefly (the usual case: the others finish within microseconds),
     // then yield so a worker that was preempted by another process can run.
     for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-        if (spins < kSpinIterations) cpu_relax();
-        else std::this_thread::yield();
+        if (spins < kSpinIterations)
+            cpu_relax();
+        else
+            std::this_thread::yield();
     }
 }
 

@@ -14,7 +14,7 @@
 namespace moeserve {
 
 class ThreadPool {
-public:
+  public:
     explicit ThreadPool(int n_threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
@@ -28,7 +28,7 @@ public:
     // Splits [0, n) into contiguous chunks, one per thread, and waits.
     void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn);
 
-private:
+  private:
     void worker(int index);
 
     int n_threads_;
