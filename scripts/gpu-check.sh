@@ -53,11 +53,11 @@ prepare() {
     local build="$here/build-gpu"
     cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOESERVE_CUDA=ON -DMOESERVE_ARCH=portable \
         -DCMAKE_CUDA_COMPILER="${CUDACXX:-/usr/local/cuda/bin/nvcc}" -DMOESERVE_CUDA_ARCHS=90-real
-    cmake --build "$build" -j "$(nproc)" --target moeserve moeserve_tests cuda_attention_bench
+    cmake --build "$build" -j "$(nproc)" --target moeserve moeserve_tests cuda_attention_bench cpu_attention_bench
     rm -rf "$bundle"
     mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures/models/golden"
     # (cuda_attention_bench shares moeserve's kernels: +0.3 MB in the compressed bundle.)
-    cp "$build/moeserve" "$build/moeserve_tests" "$build/cuda_attention_bench" "$bundle/bin/"
+    cp "$build/moeserve" "$build/moeserve_tests" "$build/cuda_attention_bench" "$build/cpu_attention_bench" "$bundle/bin/"
     strip "$bundle"/bin/*  # symbols only: the CUDA fat binaries stay
     # Shared libraries outside glibc and the CUDA toolkit (the GPU machine has
     # both): fmt, PCRE2, cpp-httplib, GoogleTest, ...
@@ -332,6 +332,11 @@ run() {
         # GPU; --n-cpu-moe 2: the first two layers' only).
         step bench-cpu-moe 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -cmoe -p 512 -n 32 -d 0 -r 1
         step bench-n-cpu-moe 60 "$MOESERVE_BIN" bench -m "$slice" -ngl all -ncmoe 2 -p 512 -n 32 -d 0 -r 1
+        # The CPU side, on this machine's cores: a decoded token's GQA attention at 32K with its cells split
+        # across all threads against one work item per KV head (bench/README.md, "A deep token's cells split
+        # across the threads"; measured so far on 2 vCPUs only). The portable build: the general path's loops.
+        STEP_CAP=60 step cpu-attention-split 30 "$bundle/bin/cpu_attention_bench" --threads "$(nproc)" \
+            --shapes gqa --depths 32768 --cache f16,q8_0 --split on,off,on,off --reps 10
         [ -n "$clocks_pid" ] && kill "$clocks_pid" 2>/dev/null
     fi
     # The whole 17 GB model (issue 10's benchmark) with what time is left:
@@ -415,6 +420,8 @@ run() {
             "$out/bench-moe-tile8.log"
         section table "bench, layer split (-ngl 3: the last 2 of 4 layers and the head)" "$out/bench-split.log"
         section table "bench, routed experts on the CPU (-ngl all --cpu-moe)" "$out/bench-cpu-moe.log"
+        section table "the CPU's decode attention at 32K on every core, split and unsplit" \
+            "$out/cpu-attention-split.log"
         section table "bench, the first two layers' routed experts on the CPU (-ngl all --n-cpu-moe 2)" \
             "$out/bench-n-cpu-moe.log"
         section rows "the whole model (48 layers, ~17 GB)" "$out"/bench-full.log "$out"/bench-full-q4.log \
