@@ -1,7 +1,8 @@
 // Engine benchmark: prefill and decode speed of a synthetic qwen3moe of
 // realistic layer width (hidden 2048, 32/4 heads of 128, 128 experts top-8,
 // expert FFN 768, 4 layers), at Q4_K_M and IQ4_XS, with f16 and q4_0 KV
-// caches, at context depth 0 and 8192. Decode speed is also reported as the
+// caches, at context depth 0 and 8192 (prefill: a prompt after that many
+// cached positions). Decode speed is also reported as the
 // effective bandwidth of the weight and KV bytes each token reads, against
 // the machine's read bandwidth measured in the same run.
 //
@@ -45,8 +46,8 @@ int main(int argc, char** argv) {
                         bench::slice_engine(path, threads, cache_name, depth + std::max(n_prefill, n_decode) + 16));
                     bench::apply_attention_split(engine, split);
                     double prefill_tps = 0;
-                    if (depth == 0 && n_prefill > 0)
-                        prefill_tps = run_bench_test(engine, {n_prefill, 0, 0, false}, 1).tokens_per_s;
+                    if (n_prefill > 0)  // a prompt after `depth` cached positions
+                        prefill_tps = run_bench_test(engine, {n_prefill, 0, depth, false}, 1).tokens_per_s;
                     const double decode_tps = run_bench_test(engine, {0, n_decode, depth, false}, 2).tokens_per_s;
 
                     const ModelParams& p = engine.model().params();

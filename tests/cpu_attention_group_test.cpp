@@ -190,8 +190,8 @@ KvCacheConfig one_layer_cache(const AttentionCase& t, int64_t n_cells, int n_seq
 // Three sequences in one batch: 0 decodes one token after 300 cached
 // positions, 1 is a 13-token prompt (causal blocks of up to 8 tokens), 2
 // decodes one token after 77. Their cells interleave in the pool.
-// split_chunk > 0: the decode tokens' cells split into chunks of that many
-// (cpu_attention_split.cpp; 301 cells: five chunks, the last partial).
+// split_chunk > 0: every token's cells in chunks of that many
+// (cpu_attention_split.cpp; 301 cells in chunks of 64: five, the last partial).
 void check_attention_matches_reference(const AttentionCase& t, int64_t split_chunk = 0) {
     std::mt19937 rng(100 + t.n_head_kv * 10 + t.head_dim + t.group);
     const int dk = t.head_dim, n_head = t.n_head_kv * t.group, n_embd = t.n_head_kv * dk;
@@ -279,9 +279,13 @@ TEST(AttentionGroupKernels, AttentionMatchesDoubleReference) {
     for (const auto& c : cases) {
         check_attention_matches_reference(c);
         if (HasFatalFailure()) return;
-        // The decode tokens' cells in chunks, each with its own softmax state, merged.
-        check_attention_matches_reference(c, 64);
-        if (HasFatalFailure()) return;
+        // Every token's cells in chunks, each with its own softmax state, merged: chunks of 64
+        // (the decode tokens' 301 and 78 cells in 5 and 2), and of 4 (the prompt's rows in
+        // 1 to 4, the block's last chunk partly or not at all theirs).
+        for (int64_t chunk : {64, 4}) {
+            check_attention_matches_reference(c, chunk);
+            if (HasFatalFailure()) return;
+        }
     }
 }
 
@@ -321,10 +325,11 @@ TEST(AttentionGroupKernels, ReadingAllHeadsOfAChunkOfCellsGivesTheSameBits) {
     }
 }
 
-// A decoded token deep in the context splits its cells into fixed chunks
-// (8K cells and more, chunks of 2K; every cache type), so its output is the same bits with any
-// number of threads and beside any other tokens in the batch; and it agrees
-// with the unsplit op (one softmax over all cells) within rounding.
+// A token deep in the context takes its cells in fixed chunks (8K cells and
+// more, chunks of 2K; every cache type), so its output is the same bits with
+// any number of threads, beside any other tokens in the batch, and decoded
+// alone or inside a prompt block; and it agrees with the unsplit op (one
+// softmax over all cells) within rounding.
 TEST(AttentionGroupKernels, SplitCellsGiveTheSameBitsWithAnyThreadsOrBatch) {
     const AttentionCase cases[] = {
         {GgmlType::F16, GgmlType::F16, 4, 8, 128, 1},
@@ -361,6 +366,15 @@ TEST(AttentionGroupKernels, SplitCellsGiveTheSameBitsWithAnyThreadsOrBatch) {
         std::copy(q.begin() + 3 * n_head * dk, q.end(), qb.begin() + 3 * n_head * dk);
         three.attention(cache, 0, qb.data(), 4, n_head, AttentionRows{batch_ptrs, batch_n}, scale, c.data());
         for (int i = 0; i < n_head * dk; ++i) ASSERT_EQ(a[i], c[2 * n_head * dk + i]) << "element " << i;
+        // The prompt block's two tokens, each decoded alone: the same bits.
+        for (int k = 0; k < 2; ++k) {
+            std::vector<const int32_t*> ptr = {cache.seq_cells(1).data()};
+            std::vector<int32_t> n = {batch_n[k]};
+            std::vector<float> alone(n_head * dk);
+            one.attention(cache, 0, qb.data() + k * n_head * dk, 1, n_head, AttentionRows{ptr, n}, scale, alone.data());
+            for (int i = 0; i < n_head * dk; ++i)
+                ASSERT_EQ(alone[i], c[k * n_head * dk + i]) << "prompt token " << k << " element " << i;
+        }
         // Against one softmax over all cells: the same within rounding.
         unsplit.attention(cache, 0, q.data(), 1, n_head, AttentionRows{alone_ptrs, alone_n}, scale, d.data());
         double worst = 0;

@@ -92,6 +92,8 @@ MemoryPlan plan_memory(const GgufFile& file, const MemoryShape& shape, const Pla
     w.n_tokens = p.n_tokens;
     w.n_outputs = p.n_outputs;
     w.n_kv = std::min(p.n_ctx_seq, p.n_ctx);
+    w.n_cells = p.n_ctx;
+    w.n_seq = std::max(1, p.n_seq);
     w.n_threads = o.n_threads > 0 ? o.n_threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     w.type_k = o.type_k;
     w.type_v = o.type_v;

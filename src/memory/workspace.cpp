@@ -201,16 +201,15 @@ class WorkspaceWalk {
     // Per thread while attending (backend/cpu/cpu_attention.cpp): each work
     // item is a block of up to 8 consecutive prompt tokens and one KV head
     // with its group of query heads; the scores grow as later blocks see more
-    // cells (the batch ends at the last cell). A one-token block (a decoded
-    // token, or a prompt with -ub 1) that sees kStreamingFrom cells or more is
-    // worked on for all the thread's heads of it at once (their queries, sums
-    // and scores side by side), its rows kStreamingChunk cells at a time --
-    // or rather, from kSplitFrom cells, split into chunks of kSplitChunk cells
-    // (cpu_attention_split.cpp): per thread a chunk's scores for every head,
-    // and kept between passes each chunk's softmax state per query row.
-    // Decode batches are not modelled: with at most 8 KV heads their scratch
-    // (heads x cells x group scores, or the split's chunks) stays below a
-    // prompt block's (8 tokens x cells x group) at the same depth, which is.
+    // cells (the batch ends at the last cell). From kSplitFrom cells on, the
+    // blocks take their cells in chunks of kSplitChunk
+    // (cpu_attention_split.cpp): a decoded token's chunks spread over the
+    // threads with their softmax states kept between passes, a prompt block
+    // per thread with its chunks' states; per thread one chunk's scores. (The
+    // streaming order of cpu_attention.cpp runs only with the split turned
+    // off, in benchmarks.) Decode batches are not modelled: their scratch
+    // (a chunk's scores per thread, the chunks' states) stays below a prompt
+    // batch's at the same depth, which is.
     void gqa_attention_scratch(int n_head, int n_head_kv, int64_t dk, int64_t dv) {
         if (n_head_kv <= 0) return;
         constexpr int64_t kQueryBlock = 8, kValueChunk = 64;
@@ -227,54 +226,80 @@ class WorkspaceWalk {
         if (group_k) per_head += group_query_bytes(p_.type_k, static_cast<int>(n_q), static_cast<int>(dk));
         const int64_t T = p_.n_tokens;
         const int64_t first_cell = std::max<int64_t>(0, p_.n_kv - T);
-        // Blocks (first token, length, cells seen); a split block leaves the items.
+        // Blocks of up to 8 tokens (cells seen by the last), all below the
+        // split's depth or all at it or past it, as the op forms them.
         struct Block {
             int64_t len;
             uint64_t cells;
         };
-        std::vector<Block> blocks;
-        int64_t n_split_chunks = 0;
-        for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
-            const int64_t len = std::min(kQueryBlock, T - t0);
+        std::vector<Block> blocks, split_prompt;
+        int64_t n_split_chunks = 0;  // decoded tokens' (token, chunk) items
+        const auto deep = [&](int64_t t) { return first_cell + t + 1 >= kSplitFrom; };
+        for (int64_t t0 = 0; t0 < T;) {
+            int64_t len = 1;
+            while (len < kQueryBlock && t0 + len < T && deep(t0 + len) == deep(t0)) ++len;
             const uint64_t cells = std::min(p_.n_kv, first_cell + t0 + len);
-            if (len == 1 && cells >= static_cast<uint64_t>(kSplitFrom))
+            if (!deep(t0))
+                blocks.push_back({len, cells});
+            else if (len == 1)
                 n_split_chunks += (static_cast<int64_t>(cells) + kSplitChunk - 1) / kSplitChunk;
             else
-                blocks.push_back({len, cells});
+                split_prompt.push_back({len, cells});
+            t0 += len;
         }
-        uint64_t total = 0;
+        // The chunks' workers (cpu_attention_split.cpp): queries, one chunk's
+        // scores, the general path's row buffers, row pointers.
+        const auto worker = [&](int64_t heads, int64_t rows) {  // rows: a head's query rows
+            uint64_t b = (heads * rows * dk + heads * rows * kSplitChunk + dk + kValueChunk * dv) * kF32 +
+                         (float_k ? 0 : heads * rows * q_head) + kStreamingChunk * sizeof(void*);
+            if (group_k) b += heads * group_query_bytes(p_.type_k, static_cast<int>(rows), static_cast<int>(dk));
+            return b;
+        };
+        uint64_t phase = 0;  // the op's three phases run one after another: the largest counts
         if (n_split_chunks > 0) {
             const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), n_split_chunks));
-            const int64_t rows = n_head_kv * group;  // a token's query rows
-            uint64_t per_thread = (rows * dk + rows * kSplitChunk + dk + kValueChunk * dv) * kF32 +
-                                  (float_k ? 0 : rows * q_head) + kStreamingChunk * sizeof(void*);
-            if (group_k)
-                per_thread += n_head_kv * group_query_bytes(p_.type_k, static_cast<int>(group), static_cast<int>(dk));
-            total += threads * per_thread + T * 16;
-            hold("attn_split_ms", n_split_chunks * n_head_kv * group * 2 * kF32);
-            hold("attn_split_acc", n_split_chunks * n_head_kv * group * dv * kF32);
+            phase = std::max(phase, threads * worker(n_head_kv, group) + T * 16);
         }
+        // The decoded tokens' chunk states, kept between passes: this batch's,
+        // or every sequence decoding one token deep in the cache (their cells
+        // add up to the cache's at most).
+        int64_t kept_chunks = n_split_chunks;
+        if (p_.n_kv >= kSplitFrom) {
+            const int64_t cells = p_.n_cells > 0 ? p_.n_cells : p_.n_kv;
+            kept_chunks = std::max(kept_chunks, std::min(p_.n_seq * ((p_.n_kv + kSplitChunk - 1) / kSplitChunk),
+                                                         (cells + kSplitChunk - 1) / kSplitChunk + p_.n_seq));
+        }
+        if (kept_chunks > 0) {
+            hold("attn_split_ms", kept_chunks * n_head_kv * group * 2 * kF32);
+            hold("attn_split_acc", kept_chunks * n_head_kv * group * dv * kF32);
+        }
+        if (!split_prompt.empty()) {  // one item per block and KV head, holding its chunks' states
+            const int64_t items = static_cast<int64_t>(split_prompt.size()) * n_head_kv;
+            const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), items));
+            uint64_t most_rows = 0, most_states = 0;
+            for (const Block& blk : split_prompt) {
+                const uint64_t rows = blk.len * group;
+                most_rows = std::max(most_rows, rows);
+                most_states = std::max(most_states, (blk.cells + kSplitChunk - 1) / kSplitChunk * rows * (2 + dv));
+            }
+            phase = std::max(phase, threads * (worker(1, static_cast<int64_t>(most_rows)) + most_states * kF32));
+        }
+        uint64_t total = 0;
         const int64_t n_blocks = static_cast<int64_t>(blocks.size());
         const int64_t items = n_blocks * n_head_kv;
         const int threads = static_cast<int>(std::min<int64_t>(std::max(1, p_.n_threads), items));
         for (int i = 0; i < threads; ++i) {
             const int64_t b = items * i / threads, e = items * (i + 1) / threads;
             if (b >= e) continue;
-            uint64_t most_heads = 1, most = 0, most_cells = 0;  // as the op sizes them up front
+            uint64_t most = 0, most_cells = 0;  // as the op sizes them up front
             for (int64_t blk = b / n_head_kv; blk <= (e - 1) / n_head_kv; ++blk) {
-                const int64_t len = blocks[blk].len;
-                const uint64_t cells = blocks[blk].cells;
-                const bool streaming = len == 1 && cells >= static_cast<uint64_t>(kStreamingFrom);
-                const int64_t mine = std::min(e, (blk + 1) * n_head_kv) - std::max(b, blk * n_head_kv);
-                const uint64_t active = streaming ? static_cast<uint64_t>(mine) : 1;
-                most_heads = std::max(most_heads, active);
-                most = std::max<uint64_t>(most, active * cells * len * group);
-                most_cells = std::max<uint64_t>(most_cells, streaming ? kStreamingChunk : cells);
+                most = std::max<uint64_t>(most, blocks[blk].cells * blocks[blk].len * group);
+                most_cells = std::max<uint64_t>(most_cells, blocks[blk].cells);
             }
-            total +=
-                shared + most_heads * per_head + most * kF32 + (group_k || group_v ? most_cells * sizeof(void*) : 0);
+            total += shared + per_head + most * kF32 + (group_k || group_v ? most_cells * sizeof(void*) : 0);
         }
-        transient(total + (n_blocks + n_split_chunks) * 16);  // + the list of blocks
+        const uint64_t lists = (n_blocks + static_cast<int64_t>(split_prompt.size()) + n_split_chunks) * 16;
+        transient(std::max(phase, total) + lists);
     }
 
     void gqa_attention(int l) {

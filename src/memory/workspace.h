@@ -28,6 +28,8 @@ struct WorkspaceParams {
     int64_t n_tokens = 512;  // tokens in the largest batch (n_ubatch)
     int64_t n_outputs = 1;   // tokens of that batch whose logits are wanted
     int64_t n_kv = 0;        // cells one token may attend to (the full cache in the worst case)
+    int64_t n_cells = 0;     // cells in all (0: n_kv)
+    int n_seq = 1;           // sequences that may decode together
     int n_threads = 1;
     GgmlType type_k = GgmlType::F16;
     GgmlType type_v = GgmlType::F16;

@@ -116,23 +116,27 @@ void CpuBackend::attention(const KvCache& cache, int layer, const float* q, int6
         if (!blocks.empty()) {
             auto& [b0, len] = blocks.back();
             const int64_t last = b0 + len - 1;
-            if (len < kQueryBlock && rows.cells[t] == rows.cells[last] && rows.n_cells[t] == rows.n_cells[last] + 1) {
+            // A block's tokens are all below the split's depth or all at it or past it.
+            const bool same_side =
+                (rows.n_cells[t] >= attention_split_from_) == (rows.n_cells[last] >= attention_split_from_);
+            if (len < kQueryBlock && rows.cells[t] == rows.cells[last] && rows.n_cells[t] == rows.n_cells[last] + 1 &&
+                same_side) {
                 ++len;
                 continue;
             }
         }
         blocks.emplace_back(t, 1);
     }
-    // Decoded tokens deep in the context: their cells split into chunks
-    // across the threads (cpu_attention_split.cpp), the other blocks below.
+    // Blocks deep in the context take their cells in chunks, each with its
+    // own softmax state (cpu_attention_split.cpp); the others go below.
     {
-        std::vector<int64_t> split_tokens;
+        std::vector<std::pair<int64_t, int>> split_blocks;
         std::erase_if(blocks, [&](const std::pair<int64_t, int>& blk) {
-            const bool split = blk.second == 1 && rows.n_cells[blk.first] >= attention_split_from_;
-            if (split) split_tokens.push_back(blk.first);
+            const bool split = rows.n_cells[blk.first] >= attention_split_from_;
+            if (split) split_blocks.push_back(blk);
             return split;
         });
-        if (!split_tokens.empty()) attention_split_cells(cache, layer, q, n_head, rows, scale, out, split_tokens);
+        if (!split_blocks.empty()) attention_split_cells(cache, layer, q, n_head, rows, scale, out, split_blocks);
         if (blocks.empty()) return;
     }
 

@@ -73,10 +73,11 @@ class CpuBackend final : public Backend {
     }
 
   private:
-    // attention() for the decoded tokens (one query position each) that
-    // split their cells into chunks.
+    // attention() for the blocks of tokens (first token, length; one
+    // sequence's consecutive positions) deep enough to take their cells in
+    // chunks (cpu_attention_split.cpp).
     void attention_split_cells(const KvCache& cache, int layer, const float* q, int n_head, const AttentionRows& rows,
-                               float scale, float* out, std::span<const int64_t> tokens);
+                               float scale, float* out, std::span<const std::pair<int64_t, int>> blocks);
     // attention_mla over a Q4_0/Q8_0 cache, with llama.cpp's bits (cpu_mla_quantized.cpp).
     void attention_mla_quantized(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                                  int n_latent, const AttentionRows& rows, float scale, float* out);
