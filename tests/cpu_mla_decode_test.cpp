@@ -113,6 +113,33 @@ TEST_P(CpuMlaDecode, matches_f64_softmax_attention_over_the_cached_rows) {
     }
 }
 
+// A decoded token's output does not depend on the threads or the batch: its
+// chunks of rows follow its row count alone (mla_decode_chunk_rows). The
+// 2,501-row sequence decoded alone on one thread, then beside three others
+// on three threads: the same bits.
+TEST_P(CpuMlaDecode, a_decoded_token_gets_the_same_bits_with_any_threads_or_batch) {
+    const GgmlType type = GetParam();
+    const std::vector<int> lengths = {2501, 33, 700, 1};
+    const int n_seq = static_cast<int>(lengths.size());
+    std::mt19937 rng(21);
+    KvCache cache(test::latent_cache_config(type, kWidth, 4096, n_seq));
+    auto one = make_cpu_backend(1), three = make_cpu_backend(3);
+    for (int sq = 0; sq < n_seq; ++sq) {
+        const std::vector<float> x = random_values(static_cast<size_t>(lengths[sq]) * kWidth, rng, 1.0f);
+        one->store_kv(cache, 0, x.data(), nullptr, cache.append(sq, lengths[sq]));
+    }
+    const std::vector<float> q = random_values(static_cast<size_t>(n_seq) * kHeads * kWidth, rng, 0.1f);
+    std::vector<const int32_t*> cells(n_seq);
+    for (int sq = 0; sq < n_seq; ++sq) cells[sq] = cache.seq_cells(sq).data();
+    std::vector<int32_t> n_cells(lengths.begin(), lengths.end());
+    std::vector<float> alone(kHeads * kLatent), batch(static_cast<size_t>(n_seq) * kHeads * kLatent);
+    one->attention_mla(cache, 0, q.data(), 1, kHeads, kLatent,
+                       AttentionRows{std::span(cells.data(), 1), std::span(n_cells.data(), 1)}, 0.0625f, alone.data());
+    three->attention_mla(cache, 0, q.data(), n_seq, kHeads, kLatent, AttentionRows{cells, n_cells}, 0.0625f,
+                         batch.data());
+    for (size_t i = 0; i < alone.size(); ++i) ASSERT_EQ(alone[i], batch[i]) << ggml_type_name(type) << " element " << i;
+}
+
 INSTANTIATE_TEST_SUITE_P(Caches, CpuMlaDecode, ::testing::Values(GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0),
                          [](const auto& info) { return std::string(ggml_type_name(info.param)); });
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/attention_kernels.h"
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/latent_scores.h"
 #include "backend/cpu/mla_quantized_layout.h"
 #include "quant/vec_dot.h"
@@ -348,7 +349,9 @@ class WorkspaceWalk {
             const int64_t t1 = std::min(T, (i + 1) * tile_tokens), nq = (t1 - i * tile_tokens) * H;
             const int64_t cells = std::min(p_.n_kv, std::max<int64_t>(0, p_.n_kv - T) + t1);
             int64_t split = 1;
-            if (n_tiles < 4 * threads)
+            if (t1 - i * tile_tokens == 1)  // a tile of one token: chunks by its row count alone
+                split = (cells + mla_decode_chunk_rows(cells) - 1) / mla_decode_chunk_rows(cells);
+            else if (n_tiles < 4 * threads)
                 split = std::clamp<int64_t>(cells / kMlaMinSplitRows, 1, (4 * threads + n_tiles - 1) / n_tiles);
             n_states += nq * split;
         }

@@ -130,4 +130,10 @@ class CpuBackend final : public Backend {
 // x := H x with H[i][j] = (-1)^popcount(i & j) / sqrt(n).
 void hadamard_transform(float* x, int n);
 
+// The rows of each chunk a decoded token's MLA attention over a float cache
+// takes (cpu_mla.cpp): 1,024, or more to keep at most 256 chunks; a function
+// of its row count alone, so the token's output does not depend on the
+// threads or the batch.
+int64_t mla_decode_chunk_rows(int64_t n_cells);
+
 }  // namespace moeserve

@@ -8,7 +8,8 @@
 // scored and accumulated with register-blocked f32 kernels. Softmax is the
 // online (flash-attention) form in f32. A long context is split into chunks
 // scored in parallel whose partial softmax states are merged at the end, so a
-// single decoded token uses every thread.
+// single decoded token uses every thread (its chunks set by its row count
+// alone: the same bits with any threads and beside any batch).
 //
 // Numerics: K and V in f32 after the cache rounding; Q in f32 for a float
 // cache (llama.cpp's tiled flash-attention path for prompt batches) and
@@ -45,6 +46,8 @@ constexpr int kAccQueries = 10;                // accumulate_block register bloc
 constexpr int kAccVectors = 2;                 // ... × 16-value vectors of the latent
 constexpr int kTileQueries = 64;               // query vectors (tokens × heads) sharing the converted rows
 constexpr int64_t kMinSplitRows = 256;         // smallest chunk of rows worth its own partial state
+constexpr int64_t kDecodeChunkRows = 1024;     // a decoded token's chunk of rows ...
+constexpr int64_t kDecodeMaxChunks = 256;      // ... or longer, to keep at most this many
 static_assert(kScoreSlice % kScoreRows == 0);  // slices leave the same rows to dot() as whole blocks
 
 // Software prefetch of the next block's cache rows into L2, a few lines at a
@@ -405,6 +408,11 @@ void CpuBackend::matmul_heads(const Weight& w, const float* x, int64_t n_tokens,
     run_matmul_jobs(jobs);
 }
 
+int64_t mla_decode_chunk_rows(int64_t n_cells) {
+    const int64_t rows = std::max(kDecodeChunkRows, (n_cells + kDecodeMaxChunks - 1) / kDecodeMaxChunks);
+    return (rows + kRowBlock - 1) / kRowBlock * kRowBlock;
+}
+
 void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, int64_t n_tokens, int n_head,
                                int n_latent, const AttentionRows& rows, float scale, float* out) {
     const int d = static_cast<int>(cache.config().n_embd_k[layer]);  // row width: latent + RoPE part
@@ -429,8 +437,10 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
         tiles.push_back(tile);
         t = tile.t1;
     }
-    // Chunks: a tile's rows split so that there are enough work items for
-    // every thread; each chunk keeps its own softmax state, merged below.
+    // Chunks: a decoded token's rows in chunks set by its row count alone
+    // (mla_decode_chunk_rows); a prompt tile's split so that there are enough
+    // work items for every thread. Each chunk keeps its own softmax state,
+    // merged below.
     // A quantized cache is scored as llama.cpp's one-query flash-attention
     // path does: q rounded to K's dot partner type (Q8_0, or Q8_1 for
     // Q4_1/Q5_1). Rounding q once and scoring in f32 is the same product up
@@ -461,13 +471,23 @@ void CpuBackend::attention_mla(const KvCache& cache, int layer, const float* q, 
     int64_t n_states = 0;
     for (size_t i = 0; i < tiles.size(); ++i) {
         const Tile& tl = tiles[i];
+        first_item[i] = static_cast<int>(items.size());
+        const int64_t nq = (tl.t1 - tl.t0) * n_head;
+        if (tl.t1 - tl.t0 == 1) {
+            // A decoded token: chunks that follow only its row count, so its
+            // output is the same bits with any threads and beside any batch.
+            const int64_t rows_per = mla_decode_chunk_rows(tl.n_cells);
+            for (int64_t c0 = 0; c0 < tl.n_cells; c0 += rows_per) {
+                items.push_back({static_cast<int>(i), c0, std::min(tl.n_cells, c0 + rows_per), n_states});
+                n_states += nq;
+            }
+            continue;
+        }
         int64_t n_split = 1;
         if (static_cast<int64_t>(tiles.size()) < 4 * n_threads) {
             const int64_t want = (4 * n_threads + static_cast<int64_t>(tiles.size()) - 1) / tiles.size();
             n_split = std::clamp<int64_t>(tl.n_cells / kMinSplitRows, 1, want);
         }
-        first_item[i] = static_cast<int>(items.size());
-        const int64_t nq = (tl.t1 - tl.t0) * n_head;
         for (int64_t s = 0; s < n_split; ++s) {
             items.push_back({static_cast<int>(i), tl.n_cells * s / n_split, tl.n_cells * (s + 1) / n_split, n_states});
             n_states += nq;
