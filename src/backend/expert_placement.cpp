@@ -7,6 +7,8 @@
 #include <regex>
 #include <stdexcept>
 
+#include "gguf/gguf_file.h"
+
 namespace moeserve {
 namespace {
 
@@ -135,6 +137,12 @@ HostPlacement resolve_expert_placement(std::span<const std::string> tensor_names
         if (layer >= n_layer || !out.host_experts[static_cast<size_t>(layer)]) out.other_host_tensors.push_back(name);
     }
     return out;
+}
+
+HostPlacement resolve_expert_placement(const GgufFile& file, int n_layer, const ExpertPlacementFlags& flags) {
+    std::vector<std::string> names;
+    for (const auto& t : file.tensors()) names.push_back(t.name);
+    return resolve_expert_placement(names, n_layer, flags);
 }
 
 std::string describe_layers(const std::vector<bool>& layers) {

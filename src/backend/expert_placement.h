@@ -18,6 +18,8 @@
 
 namespace moeserve {
 
+class GgufFile;
+
 struct ExpertPlacementFlags {
     bool cpu_moe = false;                      // --cpu-moe: every layer's experts
     int n_cpu_moe = 0;                         // --n-cpu-moe N: the experts of layers 0..N-1
@@ -54,6 +56,8 @@ int expert_ffn_layer(const std::string& name);
 // compile, or an unknown buffer type, naming it.
 HostPlacement resolve_expert_placement(std::span<const std::string> tensor_names, int n_layer,
                                        const ExpertPlacementFlags& flags);
+// The same over a model file's tensors.
+HostPlacement resolve_expert_placement(const GgufFile& file, int n_layer, const ExpertPlacementFlags& flags);
 
 // "0-9, 20, 22-23": the layers whose flag is set.
 std::string describe_layers(const std::vector<bool>& layers);

@@ -75,9 +75,7 @@ std::optional<SplitPlan> split_plan_for(const BackendRequest& r) {
 uint64_t host_weight_bytes(const GgufFile& file, const BackendRequest& r) {
     const std::optional<SplitPlan> plan = split_plan_for(r);
     if (!plan) return 0;
-    bool tied = true;
-    for (const auto& t : file.tensors())
-        if (t.name == "output.weight") tied = false;
+    const bool tied = ties_output_to_embedding(file);
     uint64_t bytes = 0;
     for (const auto& t : file.tensors())
         if (!split_device_holds(*plan, t.name, tied)) bytes += t.nbytes;

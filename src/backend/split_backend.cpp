@@ -54,9 +54,7 @@ class SplitBackend final : public ForwardingBackend {
     bool runs_on_host() override { return host_->runs_on_host() && device_->runs_on_host(); }
 
     void load_weights(const GgufFile& file, const TensorFilter& upload) override {
-        tied_output_ = true;  // no output.weight: the head reads the token embedding
-        for (const auto& t : file.tensors())
-            if (t.name == "output.weight") tied_output_ = false;
+        tied_output_ = ties_output_to_embedding(file);
         host_->load_weights(file,
                             [&](const std::string& name) { return !on_device(name) && (!upload || upload(name)); });
         device_->load_weights(file,
@@ -146,6 +144,12 @@ class SplitBackend final : public ForwardingBackend {
 };
 
 }  // namespace
+
+bool ties_output_to_embedding(const GgufFile& file) {
+    for (const auto& t : file.tensors())
+        if (t.name == "output.weight") return false;
+    return true;
+}
 
 bool split_device_holds(const SplitPlan& plan, const std::string& name, bool tied_output) {
     if (name == "token_embd.weight") return embedding_on_device(plan) || (plan.head_on_device && tied_output);

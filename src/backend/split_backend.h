@@ -35,6 +35,9 @@ struct SplitPlan {
 std::unique_ptr<Backend> make_split_backend(std::shared_ptr<Backend> host, std::shared_ptr<Backend> device,
                                             SplitPlan plan, std::unique_ptr<DeviceMemory> shared = nullptr);
 
+// Whether a model's head reads the token embedding (no output.weight).
+bool ties_output_to_embedding(const GgufFile& file);
+
 // Whether the device of a split holds (uploads) a tensor: its layer's,
 // unless the layer's routed experts stay on the host; the output norm and
 // head with the head; the token embedding where the lookup runs, or with a

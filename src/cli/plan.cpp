@@ -110,11 +110,9 @@ HostPart host_part_of(const GgufFile& f, int n_layer, int n_gpu_layers, const Ex
     r.n_gpu_layers = n_gpu_layers < 0 ? kGpuLayersAll : n_gpu_layers;
     r.n_layer = n_layer;
     if (flags.any()) {
-        std::vector<std::string> names;
-        for (const auto& t : f.tensors()) names.push_back(t.name);
         HostPlacement placement;
         try {
-            placement = resolve_expert_placement(names, n_layer, flags);
+            placement = resolve_expert_placement(f, n_layer, flags);
         } catch (const std::invalid_argument& e) {
             throw UsageError(e.what());
         }

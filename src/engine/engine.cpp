@@ -48,9 +48,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     if (loadable) request.n_layer = static_cast<int>(file_->get_u32(file_->architecture() + ".block_count"));
     HostPlacement placement;
     if (loadable && options.experts.any()) {
-        std::vector<std::string> names;
-        for (const auto& t : file_->tensors()) names.push_back(t.name);
-        placement = resolve_expert_placement(names, request.n_layer, options.experts);
+        placement = resolve_expert_placement(*file_, request.n_layer, options.experts);
         request.host_experts = placement.host_experts;
     }
     backend_ = select_backend(request, &backend_note_);

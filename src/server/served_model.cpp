@@ -116,10 +116,8 @@ ServedModel::ServedModel(const ServerOptions& options) : options_(options) {
         BackendRequest request;
         request.n_gpu_layers = parse_gpu_layers(options.n_gpu_layers);
         request.n_layer = static_cast<int>(file.find_u32(arch + ".block_count").value_or(0));
-        std::vector<std::string> names;
-        for (const auto& t : file.tensors()) names.push_back(t.name);
         const auto host_experts = [&](const ExpertPlacementFlags& f) {
-            return f.any() ? resolve_expert_placement(names, request.n_layer, f).host_experts : std::vector<bool>{};
+            return f.any() ? resolve_expert_placement(file, request.n_layer, f).host_experts : std::vector<bool>{};
         };
         request.host_experts = host_experts(experts);
         const MemoryBudget budget = memory_budget(file, request);
